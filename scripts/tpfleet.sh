@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Entry point behind the npm scripts. Works straight after `git clone` with the machine's own npm:
+# it first runs the bootstrap (packages, Node LTS, npm deps, native addon), then the command.
+set -euo pipefail
+cmd=${1:?usage: tpfleet.sh test|demo|bench|gen|typecheck [args]}; shift
+# shellcheck source=bootstrap.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+cd "$REPO_ROOT"
+TSX=(--import tsx)
+
+case "$cmd" in
+  test)
+    # One runner for the whole repo (docs/adr/0001-test-runner.md). Files run one at a time:
+    # the privileged tiers build network namespaces and a real API server, and 2 cores are
+    # better spent inside each test than across them.
+    if [ $# -eq 0 ]; then set -- '**/*.test.ts'; fi
+    exec "$NODE" "${TSX[@]}" --test --test-concurrency=1 --test-reporter=spec "$@"
+    ;;
+  demo) exec "$NODE" "${TSX[@]}" e2e/demo.ts "$@" ;;
+  bench) exec "$NODE" "${TSX[@]}" e2e/bench/dataplane.ts "$@" ;;
+  gen) exec "$NODE" "${TSX[@]}" operator/gen/main.ts "$@" ;;
+  typecheck) exec "$NODE" node_modules/typescript/bin/tsc --noEmit -p . ;;
+  node) exec "$NODE" "${TSX[@]}" "$@" ;;
+  *) echo "unknown command: $cmd" >&2; exit 2 ;;
+esac
