@@ -7,7 +7,7 @@
 //   probe  --to ip:port [--timeout ms]           one connection: prints {"ok", "saw":{dst,src}, "local"} or {"ok":false,"error"}
 //   transfer --to ip:port --bytes N              sends N random bytes, half-closes, reads the echo: prints sha256s
 //   many   --to ip:port --count N [--timeout ms] N concurrent probes: prints {"ok": n, "failed": n, "errors": {...}}
-//   hold   --to ip:port --count N                opens N idle connections, prints {"held": n}, keeps them until stdin closes
+//   hold   --to ip:port --count N                opens N idle connections, prints {"held": n}, keeps them until SIGTERM
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -115,9 +115,8 @@ async function hold(to: string, count: number): Promise<void> {
     })));
   }
   out({ held: socks.length, failed });
-  process.stdin.resume();
-  process.stdin.on('end', () => process.exit(0));
-  process.stdin.on('close', () => process.exit(0));
+  process.on('SIGTERM', () => process.exit(0));
+  setInterval(() => undefined, 1 << 30); // keep the connections until SIGTERM
 }
 
 const to = opt.to ?? '';
