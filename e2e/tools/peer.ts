@@ -7,6 +7,8 @@
 //   probe  --to ip:port [--timeout ms]           one connection: prints {"ok", "saw":{dst,src}, "local"} or {"ok":false,"error"}
 //   transfer --to ip:port --bytes N              sends N random bytes, half-closes, reads the echo: prints sha256s
 //   many   --to ip:port --count N [--timeout ms] N concurrent probes: prints {"ok": n, "failed": n, "errors": {...}}
+//   poll   --to ip:port --every ms --timeout ms --count N   N probes, one every `every` ms: prints one line per
+//          attempt {"t": start time (epoch ms), "ok", "error"?} so a test can see when behaviour changed
 //   hold   --to ip:port --count N                opens N idle connections, prints {"held": n}, keeps them until SIGTERM
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -17,7 +19,7 @@ const { positionals, values: opt } = parseArgs({
   options: {
     listen: { type: 'string' }, mode: { type: 'string', default: 'report' }, to: { type: 'string' },
     bytes: { type: 'string', default: '1048576' }, count: { type: 'string', default: '1' },
-    timeout: { type: 'string', default: '5000' },
+    timeout: { type: 'string', default: '5000' }, every: { type: 'string', default: '100' },
   },
 });
 
@@ -119,6 +121,17 @@ async function hold(to: string, count: number): Promise<void> {
   setInterval(() => undefined, 1 << 30); // keep the connections until SIGTERM
 }
 
+async function poll(to: string, count: number, everyMs: number, timeoutMs: number): Promise<void> {
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    const t = Date.now();
+    pending.push(probe(to, timeoutMs).then((r) => out({ t, ok: r.ok, ...(r.ok ? {} : { error: r.error }) })));
+    await new Promise((res) => setTimeout(res, everyMs));
+  }
+  await Promise.all(pending);
+  out({ done: true });
+}
+
 const to = opt.to ?? '';
 switch (positionals[0]) {
   case 'serve': serve(); break;
@@ -126,5 +139,6 @@ switch (positionals[0]) {
   case 'transfer': transfer(to, Number(opt.bytes)); break;
   case 'many': void many(to, Number(opt.count), Number(opt.timeout)); break;
   case 'hold': void hold(to, Number(opt.count)); break;
+  case 'poll': void poll(to, Number(opt.count), Number(opt.every), Number(opt.timeout)); break;
   default: console.error('usage: peer.ts serve|probe|transfer|many|hold ...'); process.exit(2);
 }
