@@ -1,0 +1,195 @@
+// The one executor: preflight, atomic apply, read-back verification, rollback on any failure,
+// state recording and exact cleanup. All host changes go through a Mutator, which in dry-run
+// prints the exact argv and stdin document instead of running them.
+import type { Logger } from 'pino';
+import type { NodeConfig } from '../api/nodeconfig.ts';
+import { findBinaries, readIpRules, readRoutes, readRpSysctls } from './facts.ts';
+import {
+  iptApply, iptCheck, iptRemove, iptRestore, iptVerify, iptWriteGate, legacyMangleInitialized,
+  nftMangleExists, readMangle, removeNftMangleIfOursAndEmpty,
+} from './filter-ipt.ts';
+import { nftApply, nftCapture, nftCheck, nftRemove, nftRestore, nftVerify, nftWriteGate, type Mutator } from './filter-nft.ts';
+import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
+import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
+import { runOk, type Argv } from './run.ts';
+import { readState, removeState, writeState, type AgentState, type RoutingState } from './state.ts';
+import type { GateMode, Plan } from './types.ts';
+
+export interface ExecOptions {
+  stateDir: string;
+  dryRun: boolean;
+  pathVar: string;
+  out: (text: string) => void;
+  log: Logger;
+}
+
+export class PreflightError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`preflight refused to apply (nothing was changed):\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'PreflightError';
+  }
+}
+
+export function mutator(opts: ExecOptions): Mutator {
+  if (!opts.dryRun) return async (argv: Argv, input?: string) => { await runOk(argv, input); };
+  return async (argv: Argv, input?: string) => {
+    opts.out(`$ ${argv.join(' ')}${input === undefined ? '' : ' <<EOF'}\n${input === undefined ? '' : `${input}EOF\n`}`);
+  };
+}
+
+export async function preflight(config: NodeConfig, plan: Plan, pathVar: string): Promise<string[]> {
+  const problems = binaryProblems(plan.requiredBinaries, findBinaries(plan.requiredBinaries, pathVar));
+  if (plan.families.includes('IPv4')) {
+    const sysctls = readRpSysctls();
+    problems.push(...rpFilterProblems(sysctls, interceptedInterfaces(Object.keys(sysctls), config.interception.interfaces)));
+  }
+  for (const r of plan.routing) {
+    problems.push(...routingProblems(r, await readIpRules(r.family), await readRoutes(r.family, r.table)));
+  }
+  if (problems.length > 0) return problems; // tool checks need the binaries
+  if (plan.nft) problems.push(...(await nftCheck(plan.nft)));
+  for (const p of plan.iptables ?? []) problems.push(...(await iptCheck(p)));
+  return problems;
+}
+
+const sameInstall = (s: AgentState, p: Plan) => s.backend === p.backend &&
+  JSON.stringify(s.routing.map(({ family, mark, mask, table, priority }) => [family, mark, mask, table, priority])) ===
+  JSON.stringify(p.routing.map(({ family, mark, mask, table, priority }) => [family, mark, mask, table, priority]));
+
+/** What existed before our first apply; recorded before anything is changed. */
+async function initialState(plan: Plan): Promise<AgentState> {
+  const state: AgentState = { version: 1, backend: plan.backend, families: plan.families, routing: [], before: { nftMangle: {}, legacyMangle: {} } };
+  for (const f of plan.families) {
+    if (plan.backend === 'iptables-nft') state.before.nftMangle[f] = await nftMangleExists(f);
+    if (plan.backend === 'iptables-legacy') state.before.legacyMangle[f] = legacyMangleInitialized(f);
+  }
+  for (const r of plan.routing) {
+    const rs: RoutingState = {
+      family: r.family, mark: r.mark, mask: r.mask, table: r.table, priority: r.priority, ruleDel: r.ruleDel, routeDel: r.routeDel,
+      ownsRule: !(await readIpRules(r.family)).some((x) => isOurRule(x, r)),
+      ownsRoute: !(await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, r)),
+    };
+    state.routing.push(rs);
+  }
+  return state;
+}
+
+interface Undo {
+  nft?: string | null;
+  ipt: Map<number, SavedTable>;
+  routing: Argv[];
+}
+
+async function verify(plan: Plan): Promise<string[]> {
+  const problems: string[] = [];
+  if (plan.nft) problems.push(...(await nftVerify(plan.nft)));
+  for (const p of plan.iptables ?? []) problems.push(...(await iptVerify(p)));
+  for (const r of plan.routing) {
+    if (!(await readIpRules(r.family)).some((x) => isOurRule(x, r))) problems.push(`read-back: missing ${r.ruleAdd.join(' ')}`);
+    if (!(await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, r))) problems.push(`read-back: missing ${r.routeAdd.join(' ')}`);
+  }
+  return problems;
+}
+
+async function applyChanges(plan: Plan, mutate: Mutator, undo: Undo): Promise<void> {
+  if (plan.nft) {
+    undo.nft = await nftCapture();
+    await nftApply(plan.nft, mutate);
+  }
+  for (const [i, p] of (plan.iptables ?? []).entries()) {
+    undo.ipt.set(i, await readMangle(p.save));
+    await iptApply(p, mutate);
+  }
+  for (const r of plan.routing) {
+    if (!(await readIpRules(r.family)).some((x) => isOurRule(x, r))) {
+      await mutate(r.ruleAdd);
+      undo.routing.unshift(r.ruleDel);
+    }
+    if (!(await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, r))) {
+      await mutate(r.routeAdd);
+      undo.routing.unshift(r.routeDel);
+    }
+  }
+}
+
+/** Rolls back exactly what this run changed; errors are collected, never thrown half-way. */
+async function rollback(plan: Plan, undo: Undo, mutate: Mutator, log: Logger): Promise<string[]> {
+  const errors: string[] = [];
+  const attempt = async (what: string, fn: () => Promise<void>) => {
+    try { await fn(); } catch (e) { errors.push(`${what}: ${(e as Error).message}`); }
+  };
+  for (const argv of undo.routing) await attempt(argv.join(' '), () => mutate(argv));
+  if (plan.nft && undo.nft !== undefined) await attempt('restore nft table', () => nftRestore(undo.nft!, mutate));
+  for (const [i, saved] of undo.ipt) {
+    const p = plan.iptables![i]!;
+    await attempt(`restore ${p.family} chains`, () => iptRestore(p, saved, mutate));
+  }
+  log.warn({ errors }, 'rolled back this apply');
+  return errors;
+}
+
+export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): Promise<void> {
+  const problems = await preflight(config, plan, opts.pathVar);
+  if (problems.length > 0) throw new PreflightError(problems);
+  const mutate = mutator(opts);
+  let state = readState(opts.stateDir);
+  if (state && !sameInstall(state, plan)) {
+    opts.log.info({ from: state.backend, to: plan.backend }, 'backend or routing changed: removing the previous install first');
+    await cleanupState(state, opts);
+    state = undefined;
+  }
+  const fresh = state === undefined;
+  if (fresh) {
+    state = await initialState(plan);
+    if (!opts.dryRun) writeState(opts.stateDir, state);
+  }
+  const undo: Undo = { ipt: new Map(), routing: [] };
+  try {
+    await applyChanges(plan, mutate, undo);
+    if (opts.dryRun) return;
+    const mismatch = await verify(plan);
+    if (mismatch.length > 0) throw new Error(mismatch.join('\n'));
+  } catch (e) {
+    const errors = await rollback(plan, undo, mutate, opts.log);
+    if (fresh && errors.length === 0 && !opts.dryRun) {
+      if (plan.backend === 'iptables-nft') {
+        for (const f of plan.families) await removeNftMangleIfOursAndEmpty(f, state!.before.nftMangle[f] ?? true, mutate);
+      }
+      removeState(opts.stateDir);
+    }
+    const tail = errors.length ? `\nrollback problems (state kept for cleanup):\n${errors.join('\n')}` : '\nrolled back: nothing of this run remains';
+    throw new Error(`apply failed: ${(e as Error).message}${tail}`);
+  }
+  opts.log.info({ backend: plan.backend, families: plan.families }, 'applied and verified');
+}
+
+async function cleanupState(state: AgentState, opts: ExecOptions): Promise<void> {
+  const mutate = mutator(opts);
+  if (state.backend === 'nftables') await nftRemove(mutate);
+  else {
+    for (const f of state.families) await iptRemove(state.backend, f, mutate);
+    if (state.backend === 'iptables-nft') {
+      for (const f of state.families) await removeNftMangleIfOursAndEmpty(f, state.before.nftMangle[f] ?? true, mutate);
+    }
+  }
+  for (const r of state.routing) {
+    const plan = { ...r, ruleAdd: [], routeAdd: [] };
+    if (r.ownsRule && (await readIpRules(r.family)).some((x) => isOurRule(x, plan))) await mutate(r.ruleDel);
+    if (r.ownsRoute && (await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, plan))) await mutate(r.routeDel);
+  }
+  if (!opts.dryRun) removeState(opts.stateDir);
+}
+
+/** Removes exactly what the state file says we installed. Idempotent: no state, nothing to do. */
+export async function cleanup(opts: ExecOptions): Promise<boolean> {
+  const state = readState(opts.stateDir);
+  if (!state) return false;
+  await cleanupState(state, opts);
+  opts.log.info({ backend: state.backend }, 'cleaned up');
+  return true;
+}
+
+export async function writeGate(state: AgentState, mode: GateMode): Promise<void> {
+  if (state.backend === 'nftables') await nftWriteGate(mode);
+  else await iptWriteGate(state.backend, state.families, mode);
+}

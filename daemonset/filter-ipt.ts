@@ -1,0 +1,104 @@
+// I/O for the iptables backends (iptables-nft and iptables-legacy), per family, mangle table only.
+// Every document is fed to `<variant>-restore --noflush`, which names only our TPFLEET-* chains
+// and our single hook rule in PREROUTING: foreign chains and rules are never touched.
+import { readFileSync } from 'node:fs';
+import type { Family } from '../api/net.ts';
+import type { Mutator } from './filter-nft.ts';
+import { nftTableIsEmpty, parseIptablesSave, type SavedTable } from './parse.ts';
+import { binaries, CHAIN_PREFIX, iptablesGateDocument } from './render-ipt.ts';
+import { run, runOk } from './run.ts';
+import type { GateMode, IptablesFamilyPlan, IptablesVariant } from './types.ts';
+
+export async function readMangle(save: string): Promise<SavedTable> {
+  return parseIptablesSave(await runOk([save, '-t', 'mangle']));
+}
+
+const ours = (t: SavedTable) => [...t.chains].filter((c) => c.startsWith(CHAIN_PREFIX));
+/** Hook rules: `-A PREROUTING ... -j TPFLEET-...` lines, verbatim. */
+const hooks = (t: SavedTable) => (t.lines.get('PREROUTING') ?? []).filter((l) => / -j TPFLEET-/.test(l));
+
+/** Validates the document against the tool and kernel without committing it. */
+export async function iptCheck(p: IptablesFamilyPlan): Promise<string[]> {
+  const r = await run([p.restore, '--test', '--noflush'], p.document);
+  return r.code === 0 ? [] : [`${p.restore} rejected the rules (missing kernel support?): ${r.stderr.trim()}`];
+}
+
+export async function iptApply(p: IptablesFamilyPlan, mutate: Mutator): Promise<void> {
+  const now = await readMangle(p.save);
+  let doc = p.document;
+  // The hook goes in with the chains, in the same transaction, and only when absent.
+  if (!hooks(now).some((l) => l.includes(`-j ${p.hookChain}`))) {
+    doc = doc.replace(/^COMMIT$/m, `-I PREROUTING 1 ${p.hookSpec}\nCOMMIT`);
+  }
+  await mutate([p.restore, '--noflush'], doc);
+}
+
+export async function iptVerify(p: IptablesFamilyPlan): Promise<string[]> {
+  const t = await readMangle(p.save);
+  const problems: string[] = [];
+  const v = p.family;
+  for (const [chain, comments] of Object.entries(p.expected)) {
+    const have = t.comments.get(chain) ?? [];
+    if (!t.chains.has(chain)) problems.push(`read-back (${v}): chain ${chain} is missing`);
+    else if (chain !== p.gateChain && JSON.stringify(have) !== JSON.stringify(comments)) {
+      problems.push(`read-back (${v}): chain ${chain} holds [${have.join(' | ')}], expected [${comments.join(' | ')}]`);
+    }
+  }
+  const n = hooks(t).filter((l) => l.includes(`-j ${p.hookChain}`)).length;
+  if (n !== 1) problems.push(`read-back (${v}): expected 1 hook rule in PREROUTING, found ${n}`);
+  return problems;
+}
+
+/** One restore document that flushes and deletes `chains` after deleting `hookLines`, re-adding `keep`. */
+function rewriteDoc(declare: string[], hookLines: string[], keep: string[], del: string[]): string {
+  return ['*mangle', ...declare.map((c) => `:${c} - [0:0]`), ...hookLines.map((l) => l.replace(/^-A /, '-D ')),
+    ...keep, ...del.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
+}
+
+/** Puts our chains back as captured before this run (removing what did not exist then). */
+export async function iptRestore(p: IptablesFamilyPlan, captured: SavedTable, mutate: Mutator): Promise<void> {
+  const now = await readMangle(p.save);
+  const before = new Set(ours(captured));
+  const all = [...new Set([...ours(now), ...before])];
+  const hadHook = hooks(captured).length > 0;
+  const keep = [...before].flatMap((c) => captured.lines.get(c) ?? []);
+  const del = ours(now).filter((c) => !before.has(c));
+  await mutate([p.restore, '--noflush'], rewriteDoc(all, hadHook ? [] : hooks(now), keep, del));
+}
+
+/** Removes every TPFLEET-* chain and our hook rule(s); no-op when none exist. */
+export async function iptRemove(variant: IptablesVariant, f: Family, mutate: Mutator): Promise<void> {
+  const { save, restore } = binaries(variant, f);
+  const now = await readMangle(save);
+  if (ours(now).length === 0 && hooks(now).length === 0) return;
+  await mutate([restore, '--noflush'], rewriteDoc(ours(now), hooks(now), [], ours(now)));
+}
+
+const nftFamily = (f: Family) => (f === 'IPv4' ? 'ip' : 'ip6');
+
+export async function nftMangleExists(f: Family): Promise<boolean> {
+  return (await run(['nft', 'list', 'table', nftFamily(f), 'mangle'])).code === 0;
+}
+
+/**
+ * iptables-nft creates nft `table ip[6] mangle` on first use. When it did not exist before our
+ * first apply and holds nothing now (base chains only, no rules, policy accept), remove it.
+ */
+export async function removeNftMangleIfOursAndEmpty(f: Family, existedBefore: boolean, mutate: Mutator): Promise<void> {
+  if (existedBefore) return;
+  const r = await run(['nft', '-j', 'list', 'table', nftFamily(f), 'mangle']);
+  if (r.code !== 0 || !nftTableIsEmpty(r.stdout)) return;
+  await mutate(['nft', 'delete', 'table', nftFamily(f), 'mangle']);
+}
+
+export function legacyMangleInitialized(f: Family): boolean {
+  try {
+    return readFileSync(f === 'IPv4' ? '/proc/net/ip_tables_names' : '/proc/net/ip6_tables_names', 'utf8').split('\n').includes('mangle');
+  } catch {
+    return false; // x_tables not loaded: nothing initialized
+  }
+}
+
+export async function iptWriteGate(variant: IptablesVariant, families: Family[], mode: GateMode): Promise<void> {
+  for (const f of families) await runOk([binaries(variant, f).restore, '--noflush'], iptablesGateDocument(mode));
+}

@@ -1,0 +1,87 @@
+// tpfleet node agent CLI: plan | apply | cleanup | watch  --config FILE [--dry-run] [--state-dir DIR]
+// Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
+import { parseArgs } from 'node:util';
+import { pino, type Logger } from 'pino';
+import { ConfigError, loadNodeConfig } from '../api/load.ts';
+import type { NodeConfig } from '../api/nodeconfig.ts';
+import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
+import { detectHost } from './facts.ts';
+import { formatPlan, plan } from './plan.ts';
+import { DEFAULT_STATE_DIR, readState } from './state.ts';
+import type { Backend, HostFacts } from './types.ts';
+import { watch } from './watchdog.ts';
+
+const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
+       [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)`;
+
+class UsageError extends Error {}
+
+interface Cli {
+  cmd: string;
+  config?: string;
+  dryRun: boolean;
+  stateDir: string;
+  backend?: Backend;
+}
+
+function parseCli(argv: string[]): Cli {
+  const { values, positionals } = parseArgs({
+    args: argv, allowPositionals: true, strict: true,
+    options: { config: { type: 'string' }, 'dry-run': { type: 'boolean', default: false }, 'state-dir': { type: 'string' }, backend: { type: 'string' } },
+  });
+  const cmd = positionals[0];
+  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch'].includes(cmd)) throw new UsageError(USAGE);
+  if (cmd !== 'cleanup' && !values.config) throw new UsageError(`--config is required for ${cmd}\n${USAGE}`);
+  const b = values.backend;
+  if (b !== undefined && !['nftables', 'iptables-nft', 'iptables-legacy'].includes(b)) throw new UsageError(`--backend: unknown backend ${b}`);
+  return { cmd, config: values.config, dryRun: values['dry-run'] ?? false, stateDir: values['state-dir'] ?? DEFAULT_STATE_DIR, backend: b as Backend | undefined };
+}
+
+async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
+  if (cli.backend) return { detectedBackend: cli.backend, iptablesVariant: cli.backend === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft' };
+  const facts = await detectHost();
+  // Once installed, `auto` sticks to the installed backend (our own rules would skew detection).
+  const installed = readState(stateDir)?.backend;
+  if (installed) facts.detectedBackend = installed;
+  if (installed && installed !== 'nftables') facts.iptablesVariant = installed;
+  return facts;
+}
+
+async function runWatch(config: NodeConfig, cli: Cli, log: Logger): Promise<void> {
+  const state = readState(cli.stateDir);
+  if (!state) throw new Error(`no state in ${cli.stateDir}: run apply before watch`);
+  const ac = new AbortController();
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => ac.abort());
+  await watch({
+    listenPort: config.proxy.listenPort, metricsPort: config.proxy.metricsPort,
+    policy: config.interception.failurePolicy, writeGate: (mode) => writeGate(state, mode), log, signal: ac.signal,
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const log = pino({ name: 'tpfleet-agent', level: 'info' }, pino.destination(2));
+  const out = (t: string) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`);
+  try {
+    const cli = parseCli(argv);
+    const opts: ExecOptions = { stateDir: cli.stateDir, dryRun: cli.dryRun, pathVar: process.env.PATH ?? '', out, log };
+    if (cli.cmd === 'cleanup') {
+      if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
+      return 0;
+    }
+    const config = loadNodeConfig(cli.config!);
+    if (cli.cmd === 'watch') { await runWatch(config, cli, log); return 0; }
+    const p = plan(config, await hostFacts(cli, cli.stateDir));
+    if (cli.cmd === 'plan') { out(formatPlan(p)); return 0; }
+    await apply(config, p, opts);
+    if (!cli.dryRun) out(`applied (${p.backend}) and verified`);
+    return 0;
+  } catch (e) {
+    const msg = (e as Error).message;
+    process.stderr.write(`tpfleet-agent: ${msg}\n`);
+    if (e instanceof UsageError || e instanceof ConfigError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return 2;
+    if (e instanceof PreflightError) return 3;
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

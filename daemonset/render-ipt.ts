@@ -1,0 +1,125 @@
+// Pure rendering of the iptables backend (iptables-nft or iptables-legacy): one
+// `iptables-restore --noflush` document per family for the mangle table, using our own chains.
+// Declaring `:CHAIN - [0:0]` under --noflush flushes that chain, so re-applying is idempotent; the
+// one hook rule in the builtin PREROUTING chain is added by the executor only when absent.
+import { cidrText, type Family } from '../api/net.ts';
+import type { Interception } from '../api/nodeconfig.ts';
+import type { GateMode, IptablesFamilyPlan, IptablesVariant, RenderedRule } from './types.ts';
+
+export const CHAIN_PREFIX = 'TPFLEET-';
+const C = {
+  entry: 'TPFLEET-PREROUTING',
+  divert: 'TPFLEET-DIVERT',
+  iface: 'TPFLEET-IFACE',
+  exclude: 'TPFLEET-EXCLUDE',
+  dst: 'TPFLEET-DST',
+  src: 'TPFLEET-SRC',
+  ports: 'TPFLEET-PORTS',
+  gate: 'TPFLEET-GATE',
+  tproxy: 'TPFLEET-TPROXY',
+} as const;
+export const HOOK_COMMENT = 'tpfleet: intercept via TPFLEET-PREROUTING';
+
+export function binaries(variant: IptablesVariant, f: Family): { restore: string; save: string } {
+  const base = f === 'IPv4' ? 'iptables' : 'ip6tables';
+  const v = variant === 'iptables-nft' ? 'nft' : 'legacy';
+  return { restore: `${base}-${v}-restore`, save: `${base}-${v}-save` };
+}
+
+const hexMark = (n: number) => `0x${(n >>> 0).toString(16)}`;
+
+/**
+ * Multi-value matches are staged chains entered with -g (goto): a RETURN or falling off the end
+ * of a stage returns to the builtin PREROUTING (not intercepted); a match goes to the next stage.
+ * That way exclude->RETURN and include->next stage work with any number of entries.
+ */
+function stageRules(ic: Interception, f: Family): { chains: string[]; rules: RenderedRule[]; first: string } {
+  const stages: Array<{ chain: string; build: (next: string) => RenderedRule[] }> = [];
+  const r = (chain: string, text: string, comment: string): RenderedRule => ({ chain, text, comment });
+  if (ic.interfaces.length > 0) {
+    stages.push({ chain: C.iface, build: (next) => ic.interfaces.map((i) =>
+      r(C.iface, `-i ${i.endsWith('*') ? `${i.slice(0, -1)}+` : i} -g ${next}`, `interface ${i}: intercepted`)) });
+  }
+  const dstEx = ic.destinations.exclude.filter((c) => c.family === f);
+  const srcEx = ic.sources.exclude.filter((c) => c.family === f);
+  if (dstEx.length + srcEx.length > 0) {
+    stages.push({ chain: C.exclude, build: (next) => [
+      ...dstEx.map((c) => r(C.exclude, `-d ${cidrText(c)} -j RETURN`, `destinations.exclude ${cidrText(c)}`)),
+      ...srcEx.map((c) => r(C.exclude, `-s ${cidrText(c)} -j RETURN`, `sources.exclude ${cidrText(c)}`)),
+      r(C.exclude, `-g ${next}`, 'not excluded: next stage'),
+    ] });
+  }
+  for (const [key, chain, flag] of [['destinations', C.dst, '-d'], ['sources', C.src, '-s']] as const) {
+    if (ic[key].include.length === 0) continue;
+    // A non-empty include without entries of this family leaves the stage empty: nothing matches.
+    const list = ic[key].include.filter((c) => c.family === f);
+    stages.push({ chain, build: (next) =>
+      list.map((c) => r(chain, `${flag} ${cidrText(c)} -g ${next}`, `${key}.include ${cidrText(c)}`)) });
+  }
+  if (ic.ports.length > 0) {
+    stages.push({ chain: C.ports, build: (next) => ic.ports.map((p) => {
+      const spec = p.endPort !== undefined && p.endPort !== p.port ? `${p.port}:${p.endPort}` : `${p.port}`;
+      return r(C.ports, `-p tcp --dport ${spec} -g ${next}`, `port ${spec.replace(':', '-')}: intercepted`);
+    }) });
+  }
+  const rules: RenderedRule[] = [];
+  stages.forEach((s, i) => rules.push(...s.build(stages[i + 1]?.chain ?? C.tproxy)));
+  return { chains: stages.map((s) => s.chain), rules, first: stages[0]?.chain ?? C.tproxy };
+}
+
+export function iptablesRules(ic: Interception, listenPort: number, f: Family): { chains: string[]; rules: RenderedRule[] } {
+  const m = `${hexMark(ic.mark)}/${hexMark(ic.mask)}`;
+  const rules: RenderedRule[] = [];
+  const add = (chain: string, text: string, comment: string) => rules.push({ chain, text, comment });
+  add(C.entry, `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
+    'divert: established transparent sockets (never pure SYNs) go to the local socket');
+  add(C.entry, '! -p tcp -j RETURN', 'only TCP is intercepted');
+  if (!ic.localDestinations) {
+    add(C.entry, '-m addrtype --dst-type LOCAL -j RETURN', 'traffic to the node itself and replies to its own connections pass');
+  }
+  const stage = stageRules(ic, f);
+  add(C.entry, `-g ${stage.first}`, 'candidate: on to the match stages');
+  rules.push(...stage.rules);
+  add(C.divert, `-j MARK --set-xmark ${m}`, 'divert: mark for the local routing table');
+  add(C.divert, '-j ACCEPT', 'divert: accept');
+  add(C.tproxy, `-j ${C.gate}`, 'watchdog gate: empty while the proxy is healthy');
+  // iptables TPROXY drops when no listener exists (fails closed natively, reference pitfall 2).
+  add(C.tproxy, `-p tcp -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`, `tproxy to the transparent listener on :${listenPort}`);
+  return { chains: [C.entry, C.divert, ...stage.chains, C.gate, C.tproxy], rules };
+}
+
+/** The comment goes before the target (-j/-g) so each line reads match, purpose, action. */
+const line = (r: RenderedRule) =>
+  `-A ${r.chain} ${r.text.replace(/(^| )(-[jg] )/, `$1-m comment --comment "${r.comment}" $2`)}`;
+
+export function renderIptables(ic: Interception, listenPort: number, variant: IptablesVariant, f: Family): IptablesFamilyPlan {
+  const { chains, rules } = iptablesRules(ic, listenPort, f);
+  const expected: Record<string, string[]> = {};
+  for (const c of chains) expected[c] = rules.filter((r) => r.chain === c).map((r) => r.comment);
+  const doc = [
+    `# Generated by tpfleet node agent (${f}); apply with --noflush: only our chains are declared.`,
+    '*mangle',
+    ...chains.map((c) => `:${c} - [0:0]`),
+    ...chains.flatMap((c) => rules.filter((r) => r.chain === c).map(line)),
+    'COMMIT',
+    '',
+  ].join('\n');
+  return {
+    family: f,
+    ...binaries(variant, f),
+    document: doc,
+    chains,
+    expected,
+    hookSpec: `-m comment --comment "${HOOK_COMMENT}" -j ${C.entry}`,
+    hookChain: C.entry,
+    gateChain: C.gate,
+  };
+}
+
+/** Atomic rewrite of TPFLEET-GATE only (declaring it flushes it). */
+export function iptablesGateDocument(mode: GateMode): string {
+  const lines = ['*mangle', `:${C.gate} - [0:0]`];
+  if (mode === 'bypass') lines.push(`-A ${C.gate} -m comment --comment "watchdog: proxy down, FailOpen bypass" -j ACCEPT`);
+  if (mode === 'drop') lines.push(`-A ${C.gate} -m comment --comment "watchdog: proxy down, FailClosed drop" -j DROP`);
+  return [...lines, 'COMMIT', ''].join('\n');
+}
