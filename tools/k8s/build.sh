@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes binaries the tests run, from the Go modules pinned in go.mod,
+# into $TPFLEET_CACHE/k8s-<version>/bin. Usage: build.sh [name ...] (default: kube-apiserver etcd).
+# Prints the bin directory on stdout. Already-built binaries are reused, so reruns are instant;
+# GOCACHE/GOMODCACHE live under the same cache, so adding a binary later only compiles what is new.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+# shellcheck source=env.sh
+source "$here/env.sh"
+bin="$TPFLEET_CACHE/k8s-$K8S_VERSION/bin"
+mkdir -p "$bin"
+[ $# -gt 0 ] || set -- kube-apiserver etcd
+command -v go >/dev/null || { echo "build.sh: go is not installed (need Go >= $(sed -n 's/^go //p' "$here/go.mod"))" >&2; exit 1; }
+
+# One build at a time per cache: concurrent test files wait here instead of racing.
+exec 9>"$bin/.lock"
+flock 9
+cd "$here"
+for name in "$@"; do
+  pkg=${TOOL_PKG[$name]:-}
+  [ -n "$pkg" ] || { echo "build.sh: unknown binary '$name' (known: ${!TOOL_PKG[*]})" >&2; exit 2; }
+  [ -x "$bin/$name" ] && continue
+  echo "build.sh: building $name ($pkg, k8s $K8S_VERSION) into $bin" >&2
+  start=$SECONDS
+  # -trimpath and -s -w keep the binaries small and the cache reproducible; CGO is off (env.sh)
+  # so no C toolchain is needed. Write to a temp name first: an interrupted build never leaves
+  # a half-written binary that the next run would trust.
+  go build -trimpath -ldflags='-s -w' -o "$bin/.$name.tmp" "$pkg"
+  mv "$bin/.$name.tmp" "$bin/$name"
+  echo "build.sh: built $name in $((SECONDS - start))s" >&2
+done
+echo "$bin"
