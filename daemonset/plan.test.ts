@@ -1,0 +1,79 @@
+// Golden-file tests of the pure planner. UPDATE_GOLDEN=1 rewrites testdata/*.golden (review the diff).
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { parseNodeConfigText } from '../api/load.ts';
+import { formatPlan, plan } from './plan.ts';
+import type { Backend, HostFacts } from './types.ts';
+
+const UPDATE = process.env.UPDATE_GOLDEN === '1';
+const head = 'apiVersion: tpfleet.io/v1alpha1\nkind: NodeConfig\n';
+const facts = (b: Backend): HostFacts => ({ detectedBackend: b, iptablesVariant: b === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft' });
+
+const full = `interception:
+  ports: [{port: 80}, {port: 443}, {port: 8000, endPort: 8100}]
+  destinations: {include: [10.0.0.0/8, "fd00::/8"], exclude: [10.96.0.0/12, 10.1.2.3, "fd00:0:0:1::/64"]}
+  sources: {include: [192.168.0.0/16], exclude: [192.168.9.0/24]}
+  interfaces: [eth0, "veth*"]
+  mark: "0x400"
+  mask: "0xf00"
+  routingTable: 3000
+  rulePriority: 100
+proxy: {listenPort: 9000}
+`;
+
+const cases: Array<[string, string, Backend]> = [
+  ['defaults-nftables', '', 'nftables'],
+  ['defaults-iptables-nft', '', 'iptables-nft'],
+  ['full-nftables', full, 'nftables'],
+  ['full-iptables-legacy', full, 'iptables-legacy'],
+  ['failopen-nftables', 'interception: {failurePolicy: FailOpen, ports: [{port: 80}]}', 'nftables'],
+  ['failopen-iptables-nft', 'interception: {failurePolicy: FailOpen, ports: [{port: 80}]}', 'iptables-nft'],
+  ['ipv4only-nftables', 'interception: {ipFamilies: [IPv4], localDestinations: true}', 'nftables'],
+  ['ipv4only-iptables-nft', 'interception: {ipFamilies: [IPv4], localDestinations: true}', 'iptables-nft'],
+];
+
+for (const [name, body, backend] of cases) {
+  test(`plan ${name} matches testdata/${name}.golden`, () => {
+    const config = parseNodeConfigText(head + body, `${name}.yaml`);
+    const got = formatPlan(plan(config, facts(backend)));
+    const file = new URL(`./testdata/${name}.golden`, import.meta.url);
+    if (UPDATE) writeFileSync(file, got);
+    assert.equal(got, readFileSync(file, 'utf8'));
+  });
+}
+
+test('auto uses the detected backend; iptables uses the detected variant', () => {
+  const auto = parseNodeConfigText(head);
+  assert.equal(plan(auto, facts('iptables-legacy')).backend, 'iptables-legacy');
+  const ipt = parseNodeConfigText(`${head}interception: {backend: iptables}`);
+  assert.equal(plan(ipt, { detectedBackend: 'nftables', iptablesVariant: 'iptables-legacy' }).backend, 'iptables-legacy');
+  const nft = parseNodeConfigText(`${head}interception: {backend: nftables}`);
+  assert.equal(plan(nft, facts('iptables-nft')).backend, 'nftables');
+});
+
+test('the divert rule is always first and never matches pure SYNs', () => {
+  for (const backend of ['nftables', 'iptables-nft'] as const) {
+    for (const body of ['', 'proxy: {keepClientIp: true}', full]) {
+      const p = plan(parseNodeConfigText(head + body), facts(backend));
+      const text = p.nft?.document ?? p.iptables!.map((x) => x.document).join('\n');
+      const firstRule = text.split('\n').find((l) => /^\s*(meta|-A TPFLEET-PREROUTING)/.test(l)) ?? '';
+      assert.match(firstRule, backend === 'nftables' ? /tcp flags & \(fin\|syn\|rst\|ack\) != syn socket transparent 1/ : /! --syn -m socket --transparent/);
+    }
+  }
+});
+
+test('FailClosed ends the nft chain with an explicit drop; FailOpen does not', () => {
+  const closed = plan(parseNodeConfigText(head), facts('nftables')).nft!;
+  const open = plan(parseNodeConfigText(`${head}interception: {failurePolicy: FailOpen}`), facts('nftables')).nft!;
+  assert.match(closed.document, /\n\t\tdrop comment "FailClosed[^\n]*\n\t}\n}/);
+  assert.doesNotMatch(open.document, /\bdrop\b/);
+});
+
+test('IPv4-only plans render no IPv6 rules, routes or ip6tables documents', () => {
+  const c = parseNodeConfigText(`${head}interception: {ipFamilies: [IPv4]}`);
+  const p = plan(c, facts('iptables-nft'));
+  assert.deepEqual(p.iptables!.map((x) => x.restore), ['iptables-nft-restore']);
+  assert.deepEqual(p.routing.map((r) => r.family), ['IPv4']);
+  assert.match(plan(c, facts('nftables')).nft!.document, /meta nfproto ipv6 return/);
+});
