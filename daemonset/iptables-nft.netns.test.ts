@@ -1,0 +1,4 @@
+// Privileged: the iptables-nft backend in real network namespaces.
+import { lifecycleTests } from './suite-lifecycle.ts';
+
+lifecycleTests('iptables-nft');

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Tiny TCP helper for the node-agent netns tests (test-only; stdlib only).
+
+serve PORTS NAME            plain listeners (IPv4 + IPv6) on each comma-separated port; each
+                            connection gets "NAME <local ip> <local port>" and is closed.
+tproxy PORT HEALTHPORT      a transparent listener (IP_TRANSPARENT / IPV6_TRANSPARENT) on PORT that
+                            answers "PROXY <local ip> <local port>" (the original destination under
+                            TPROXY), plus GET /healthz -> 200 on 127.0.0.1:HEALTHPORT.
+connect HOST PORT TIMEOUT   prints the first line received, or "ERR connect|read <reason>".
+"""
+import http.server
+import socket
+import sys
+import threading
+
+IP_TRANSPARENT = 19
+IPV6_TRANSPARENT = 75
+
+
+def listener(family, port, transparent):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if transparent:
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+    elif transparent:
+        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', port))
+    s.listen(128)
+    return s
+
+
+def accept_loop(s, name):
+    while True:
+        c, _ = s.accept()
+        local = c.getsockname()
+        try:
+            c.sendall(f'{name} {local[0]} {local[1]}\n'.encode())
+        finally:
+            c.close()
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == '/healthz' else 404)
+        self.send_header('Content-Length', '3')
+        self.end_headers()
+        self.wfile.write(b'ok\n')
+
+    def log_message(self, *args):
+        pass
+
+
+def run(pairs):
+    threads = [threading.Thread(target=accept_loop, args=p, daemon=True) for p in pairs]
+    for t in threads:
+        t.start()
+    print('ready', flush=True)
+    for t in threads:
+        t.join()
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == 'serve':
+        ports = [int(p) for p in sys.argv[2].split(',')]
+        run([(listener(f, p, False), sys.argv[3]) for p in ports for f in (socket.AF_INET, socket.AF_INET6)])
+    elif mode == 'tproxy':
+        port, health = int(sys.argv[2]), int(sys.argv[3])
+        pairs = [(listener(f, port, True), 'PROXY') for f in (socket.AF_INET, socket.AF_INET6)]
+        srv = http.server.HTTPServer(('127.0.0.1', health), Health)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        run(pairs)
+    elif mode == 'connect':
+        host, port, timeout = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+        try:
+            c = socket.create_connection((host, port), timeout=timeout)
+        except OSError as e:
+            print(f'ERR connect {e.__class__.__name__} {e}')
+            return
+        try:
+            print(c.makefile().readline().strip() or 'ERR read empty')
+        except OSError as e:
+            print(f'ERR read {e.__class__.__name__} {e}')
+        finally:
+            c.close()
+    else:
+        sys.exit(f'unknown mode {mode}')
+
+
+if __name__ == '__main__':
+    main()
