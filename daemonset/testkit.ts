@@ -112,3 +112,15 @@ export function logLines(p: ChildProcess): Array<Record<string, unknown>> {
   });
   return lines;
 }
+
+/**
+ * The first IPv6 packet across a fresh topology waits about 1 s for neighbour discovery; warm
+ * both families up (against a plain server port, before any rule exists) so later timeouts only
+ * measure the rules.
+ */
+export async function warmUp(clientNs: string, hosts: string[], port: number): Promise<void> {
+  for (const h of hosts) {
+    const r = await connect(clientNs, h, port, 5);
+    if (!r.startsWith('SERVER')) throw new Error(`warm-up to ${h}:${port} failed: ${r}`);
+  }
+}
