@@ -74,7 +74,8 @@ export function readNodeFacts(root = '/', wantInterfaces: string[] = []): NodeFa
   for (const name of [...names].sort()) {
     if (list(root, `sys/class/net/${name}`).length === 0) continue;
     const dev = deviceDirs(root, name);
-    const msi = dev.flatMap((d) => list('/', join(d, 'msi_irqs'))).map(Number).filter(Number.isInteger);
+    // The device's own vectors; a virtio device has none and uses its PCI parent's.
+    const msi = (dev.map((d) => list('/', join(d, 'msi_irqs'))).find((l) => l.length > 0) ?? []).map(Number).filter(Number.isInteger);
     const numa = dev.map((d) => read('/', join(d, 'numa_node'))).find((t) => t !== undefined);
     const queues = list(root, `sys/class/net/${name}/queues`);
     const queueIrqs = interfaceQueueIrqs(name, irqLines, msi.length ? msi : undefined);

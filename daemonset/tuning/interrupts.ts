@@ -61,5 +61,6 @@ export function interfaceQueueIrqs(ifname: string, lines: IrqLine[], deviceIrqs:
   const mine = deviceIrqs && deviceIrqs.length > 0
     ? lines.filter((l) => deviceIrqs.includes(l.irq))
     : lines.filter((l) => l.name.split(/[\s,]+/).some((n) => n.startsWith(`${ifname}-`) || n.includes(`-${ifname}-`)));
-  return mine.map(classifyQueueIrq).filter((q): q is QueueIrq => q !== undefined).sort((a, b) => a.queue - b.queue || a.irq - b.irq);
+  // A vector named exactly like the interface is its link/misc vector (ixgbe, igb), not a queue.
+  return mine.filter((l) => l.name.split('@')[0]!.trim() !== ifname).map(classifyQueueIrq).filter((q): q is QueueIrq => q !== undefined).sort((a, b) => a.queue - b.queue || a.irq - b.irq);
 }
