@@ -9,7 +9,13 @@ import { binaries, CHAIN_PREFIX, iptablesGateDocument } from './render-ipt.ts';
 import { run, runOk } from './run.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant } from './types.ts';
 
+/**
+ * Reading a legacy table by name initializes it in the kernel, and it can never be removed
+ * again; so an uninitialized legacy mangle table is reported as empty without asking for it.
+ */
 export async function readMangle(save: string): Promise<SavedTable> {
+  const legacyFamily = save.startsWith('ip6') ? 'IPv6' : 'IPv4';
+  if (save.includes('-legacy-') && !legacyMangleInitialized(legacyFamily)) return parseIptablesSave('');
   return parseIptablesSave(await runOk([save, '-t', 'mangle']));
 }
 
@@ -19,6 +25,9 @@ const hooks = (t: SavedTable) => (t.lines.get('PREROUTING') ?? []).filter((l) =>
 
 /** Validates the document against the tool and kernel without committing it. */
 export async function iptCheck(p: IptablesFamilyPlan): Promise<string[]> {
+  // --test would initialize an untouched legacy mangle table for good (see readMangle); there
+  // the apply itself is the check: it is atomic per family and rolled back on failure.
+  if (p.restore.includes('-legacy-') && !legacyMangleInitialized(p.family)) return [];
   const r = await run([p.restore, '--test', '--noflush'], p.document);
   return r.code === 0 ? [] : [`${p.restore} rejected the rules (missing kernel support?): ${r.stderr.trim()}`];
 }

@@ -87,6 +87,23 @@ export function lifecycleTests(backend: Backend): void {
       assert.deepEqual(await snapshot(ns), before, 'cleanup is idempotent');
     }));
 
+  test(`${backend}: apply --dry-run prints the exact documents and argv and changes nothing`, { skip }, () =>
+    withTopo(async (t, w) => {
+      const before = await snapshot(t.proxy.ns);
+      const r = await agent(t.proxy.ns, ['apply', '--dry-run', '--backend', backend, '--config', w.config(FULL), '--state-dir', w.stateDir]);
+      assert.equal(r.code, 0, r.stderr);
+      if (backend === 'nftables') assert.match(r.stdout, /^\$ nft -f - <<EOF\n[^]*table inet tpfleet \{\}\ndelete table inet tpfleet\n/m);
+      else {
+        const v = backend === 'iptables-nft' ? 'nft' : 'legacy';
+        assert.match(r.stdout, new RegExp(`^\\$ iptables-${v}-restore --noflush <<EOF\n[^]*-I PREROUTING 1 -m comment`, 'm'));
+        assert.match(r.stdout, new RegExp(`^\\$ ip6tables-${v}-restore --noflush <<EOF`, 'm'));
+      }
+      assert.match(r.stdout, /^\$ ip -4 rule add fwmark 0x2000\/0x2000 lookup 2000 priority 32000$/m);
+      assert.match(r.stdout, /^\$ ip -6 route add local ::\/0 dev lo table 2000$/m);
+      assert.deepEqual(await snapshot(t.proxy.ns), before);
+      assert.equal(existsSync(join(w.stateDir, 'state.json')), false);
+    }));
+
   test(`${backend}: a bad config exits 2 naming the field and changes nothing`, { skip }, () =>
     withTopo(async (t, w) => {
       const before = await snapshot(t.proxy.ns);

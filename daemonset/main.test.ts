@@ -1,0 +1,46 @@
+// The CLI without privileges: usage and config errors exit 2 naming the problem; plan prints
+// the rendered plan without touching the host.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { run } from './run.ts';
+import { MAIN, workdir } from './testkit.ts';
+
+const cli = (args: string[]) => run([process.execPath, '--import', 'tsx', MAIN, ...args]);
+
+test('an invalid config exits 2 and names every bad field', async () => {
+  const w = workdir();
+  try {
+    const file = w.config('interception: {ports: [{port: 90, endPort: 80}], mark: 3, mask: 1}\n');
+    for (const cmd of ['plan', 'apply', 'watch']) {
+      const r = await cli([cmd, '--config', file, '--state-dir', w.stateDir]);
+      assert.equal(r.code, 2, `${cmd}: ${r.stderr}`);
+      assert.match(r.stderr, /interception\.ports\[0\]\.endPort: must be >= port/);
+      assert.match(r.stderr, /interception\.mark: must lie within mask/);
+    }
+  } finally {
+    w.remove();
+  }
+});
+
+test('usage errors exit 2', async () => {
+  for (const args of [[], ['frobnicate'], ['apply'], ['plan', '--config', 'x', '--bogus'], ['plan', '--config', 'x', '--backend', 'pf']]) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /usage|--config|--backend|Unknown option/);
+  }
+});
+
+test('plan prints the documents and routing argv for the chosen backend', async () => {
+  const w = workdir();
+  try {
+    const file = w.config('interception: {ipFamilies: [IPv4], failurePolicy: FailOpen}\n');
+    const r = await cli(['plan', '--config', file, '--backend', 'iptables-legacy']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^# backend: iptables-legacy; families: IPv4; failurePolicy: FailOpen$/m);
+    assert.match(r.stdout, /^# iptables-legacy-restore --noflush$/m);
+    assert.doesNotMatch(r.stdout, /ip6tables/);
+    assert.match(r.stdout, /^ip -4 route add local 0\.0\.0\.0\/0 dev lo table 2000$/m);
+  } finally {
+    w.remove();
+  }
+});
