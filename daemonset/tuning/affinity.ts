@@ -109,7 +109,10 @@ export function planAffinity(spec: AffinitySpec, facts: NodeFacts): AffinityPlan
   if (cores.length > 2) cores.sort((a, b) => Number(a.includes(0)) - Number(b.includes(0)));
   const maxQueues = Math.max(1, ...nics.map((f) => new Set(f.queueIrqs.map((q) => q.queue)).size));
 
-  let irqCpus = explicitList('irqCpus', spec.irqCpus, usable, problems);
+  // defer: irqbalance places the interrupts anywhere, so no core is set aside for them.
+  const pin = !(facts.irqbalance.running && spec.irqbalance === 'defer');
+  if (!pin) notes.push('irqbalance runs and irqbalance is "defer": NIC interrupts are left to it');
+  let irqCpus = pin ? explicitList('irqCpus', spec.irqCpus, usable, problems) : [];
   if (!irqCpus) {
     const k = Math.min(spec.irqCpuCount ?? Math.max(1, Math.ceil(cores.length / 4)), cores.length, maxQueues);
     if (spec.irqCpuCount && spec.irqCpuCount > k) notes.push(`irqCpuCount ${spec.irqCpuCount} lowered to ${k} (cores on the NIC's node, queues)`);
@@ -130,9 +133,7 @@ export function planAffinity(spec: AffinitySpec, facts: NodeFacts): AffinityPlan
     workerCpus = workerCpus.slice(0, spec.maxWorkers);
   }
   const sorted = union(irqCpus);
-  const pin = !(facts.irqbalance.running && spec.irqbalance === 'defer');
-  if (!pin) notes.push('irqbalance runs and irqbalance is "defer": NIC interrupts are left to it');
-  if (sorted.length === 0 && nics.some((f) => f.queueIrqs.length)) problems.push('affinity: no usable interrupt CPU; IRQs left unchanged');
+  if (pin && sorted.length === 0 && nics.some((f) => f.queueIrqs.length)) problems.push('affinity: no usable interrupt CPU; IRQs left unchanged');
 
   const rpsOn = spec.rps === 'on' || (spec.rps === 'auto' && minus(workerCpus, sorted).length > 0);
   const rpsCpus = rpsOn ? (explicitList('rpsCpus', spec.rpsCpus, usable, problems) ?? workerCpus) : [];
