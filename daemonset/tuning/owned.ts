@@ -74,7 +74,7 @@ function readValue(root: string, path: string): ReadResult {
     const err = e as NodeJS.ErrnoException;
     // ENOENT: no such key/device; EINVAL/ENOENT on read also means "not applicable" (xps_cpus on a single-queue NIC).
     if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return { missing: true };
-    return { error: `${err.code ?? 'error'}: ${err.message}` };
+    return { error: err.message };
   }
 }
 
@@ -84,7 +84,7 @@ function writeValue(root: string, path: string, value: string): string | undefin
     return undefined;
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    return `${err.code ?? 'error'}: ${err.message}`;
+    return err.message;
   }
 }
 
