@@ -37,14 +37,15 @@ export function mutator(opts: ExecOptions): Mutator {
   };
 }
 
-export async function preflight(config: NodeConfig, plan: Plan, pathVar: string): Promise<string[]> {
+export async function preflight(config: NodeConfig, plan: Plan, pathVar: string, previous?: AgentState): Promise<string[]> {
   const problems = binaryProblems(plan.requiredBinaries, findBinaries(plan.requiredBinaries, pathVar));
   if (plan.families.includes('IPv4')) {
     const sysctls = readRpSysctls();
     problems.push(...rpFilterProblems(sysctls, interceptedInterfaces(Object.keys(sysctls), config.interception.interfaces)));
   }
   for (const r of plan.routing) {
-    problems.push(...routingProblems(r, await readIpRules(r.family), await readRoutes(r.family, r.table)));
+    const mine = (previous?.routing ?? []).filter((q) => q.family === r.family && q.ownsRule);
+    problems.push(...routingProblems(r, await readIpRules(r.family), await readRoutes(r.family, r.table), mine));
   }
   if (problems.length > 0) return problems; // tool checks need the binaries
   if (plan.nft) problems.push(...(await nftCheck(plan.nft)));
@@ -129,10 +130,10 @@ async function rollback(plan: Plan, undo: Undo, mutate: Mutator, log: Logger): P
 }
 
 export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): Promise<void> {
-  const problems = await preflight(config, plan, opts.pathVar);
+  let state = readState(opts.stateDir);
+  const problems = await preflight(config, plan, opts.pathVar, state);
   if (problems.length > 0) throw new PreflightError(problems);
   const mutate = mutator(opts);
-  let state = readState(opts.stateDir);
   if (state && !sameInstall(state, plan)) {
     opts.log.info({ from: state.backend, to: plan.backend }, 'backend or routing changed: removing the previous install first');
     await cleanupState(state, opts);

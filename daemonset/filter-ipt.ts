@@ -34,11 +34,14 @@ export async function iptCheck(p: IptablesFamilyPlan): Promise<string[]> {
 
 export async function iptApply(p: IptablesFamilyPlan, mutate: Mutator): Promise<void> {
   const now = await readMangle(p.save);
-  let doc = p.document;
+  const extra: string[] = [];
   // The hook goes in with the chains, in the same transaction, and only when absent.
-  if (!hooks(now).some((l) => l.includes(`-j ${p.hookChain}`))) {
-    doc = doc.replace(/^COMMIT$/m, `-I PREROUTING 1 ${p.hookSpec}\nCOMMIT`);
-  }
+  if (!hooks(now).some((l) => l.includes(`-j ${p.hookChain}`))) extra.push(`-I PREROUTING 1 ${p.hookSpec}`);
+  // Stages an earlier config needed and this one does not: flush, then delete (same transaction).
+  const stale = ours(now).filter((c) => !p.chains.includes(c));
+  const doc = p.document
+    .replace(/^\*mangle$/m, ['*mangle', ...stale.map((c) => `:${c} - [0:0]`)].join('\n'))
+    .replace(/^COMMIT$/m, [...extra, ...stale.map((c) => `-X ${c}`), 'COMMIT'].join('\n'));
   await mutate([p.restore, '--noflush'], doc);
 }
 

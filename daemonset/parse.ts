@@ -76,7 +76,7 @@ export function parseIpRoutes(text: string): IpRoute[] {
   }));
 }
 
-export function isOurRule(r: IpRule, p: RoutingPlan): boolean {
+export function isOurRule(r: IpRule, p: Pick<RoutingPlan, 'mark' | 'mask' | 'table' | 'priority'>): boolean {
   return r.priority === p.priority && r.table === String(p.table) && r.fwmark === p.mark && r.fwmask === p.mask;
 }
 

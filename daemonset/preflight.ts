@@ -43,12 +43,17 @@ export function rpFilterProblems(sysctls: RpSysctls, interfaces: string[]): stri
 
 const masks = (a: number, b: number) => ((a & b) >>> 0) !== 0;
 
-/** Our priority, table and mark bits must not be used by an ip rule or route someone else owns. */
-export function routingProblems(p: RoutingPlan, rules: IpRule[], routes: IpRoute[]): string[] {
+type RuleKey = Pick<RoutingPlan, 'mark' | 'mask' | 'table' | 'priority'>;
+
+/**
+ * Our priority, table and mark bits must not be used by an ip rule or route someone else owns.
+ * `previous`: rules of our own earlier install (from the state file), replaced by this apply.
+ */
+export function routingProblems(p: RoutingPlan, rules: IpRule[], routes: IpRoute[], previous: RuleKey[] = []): string[] {
   const v = p.family === 'IPv4' ? 'ip -4' : 'ip -6';
   const out: string[] = [];
   for (const r of rules) {
-    if (isOurRule(r, p)) continue;
+    if (isOurRule(r, p) || previous.some((q) => isOurRule(r, q))) continue;
     if (r.priority === p.priority) out.push(`${v} rule priority ${p.priority} is already used by another rule: ${r.text}`);
     else if (r.table === String(p.table)) out.push(`${v} rule already looks up routing table ${p.table}: ${r.text}`);
     else if (r.fwmark !== undefined && masks(r.fwmask ?? 0xffffffff, p.mask) && masks(r.fwmark, p.mask)) {

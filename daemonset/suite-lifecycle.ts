@@ -104,6 +104,25 @@ export function lifecycleTests(backend: Backend): void {
       assert.equal(existsSync(join(w.stateDir, 'state.json')), false);
     }));
 
+  test(`${backend}: re-applying a changed config replaces our rules without stale leftovers`, { skip }, () =>
+    withTopo(async (t, w) => {
+      const ns = t.proxy.ns;
+      await addForeign(ns, backend);
+      const before = await snapshot(ns);
+      const st = ['--state-dir', w.stateDir];
+      assert.equal((await agent(ns, ['apply', '--config', w.config(FULL), ...st])).code, 0);
+      const r = await agent(ns, ['apply', '--config', w.config('interception: {ports: [{port: 443}], rulePriority: 31000}\n', 'b.yaml'), ...st]);
+      assert.equal(r.code, 0, r.stderr);
+      const s = await snapshot(ns);
+      const rules = ours(backend, s);
+      assert.match(rules, /443/);
+      assert.doesNotMatch(rules, /8000|to-cli|10\.9\.0\.0|TPFLEET-IFACE|TPFLEET-EXCLUDE|TPFLEET-DST/);
+      assert.match(s['ip rule']!, /31000:\s+from all fwmark/);
+      assert.doesNotMatch(s['ip rule']!, /32000:/, 'the old ip rule went away with the old install');
+      assert.equal((await agent(ns, ['cleanup', ...st])).code, 0);
+      assert.deepEqual(await snapshot(ns), before);
+    }));
+
   test(`${backend}: a bad config exits 2 naming the field and changes nothing`, { skip }, () =>
     withTopo(async (t, w) => {
       const before = await snapshot(t.proxy.ns);
