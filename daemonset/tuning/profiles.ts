@@ -43,9 +43,9 @@ const THROUGHPUT: ProfileEntry[] = [
     + '/proc/net/softnet_stat.'),
   atLeast('net.core.netdev_budget', 600, 'Packets one NET_RX softirq round may process before yielding to ksoftirqd '
     + '(default 300); fewer "time squeezes" (softnet_stat column 3) under load.'),
-  atLeast('net.core.netdev_budget_usecs', 8000, 'Time budget of that round (default 2000 us), raised with the packet budget.'),
+  atLeast('net.core.netdev_budget_usecs', 8000, 'Time budget of that softirq round (default 2000 us), raised with the packet budget so the larger budget can be used.'),
   atLeast('net.core.rmem_max', 33554432, 'Ceiling for SO_RCVBUF (32 MiB): bandwidth-delay product of 10 Gbit/s at 25 ms.'),
-  atLeast('net.core.wmem_max', 33554432, 'Ceiling for SO_SNDBUF, as rmem_max.'),
+  atLeast('net.core.wmem_max', 33554432, 'Ceiling for SO_SNDBUF (32 MiB), the send-side twin of rmem_max: a proxy that sets its buffers explicitly is not capped below the path\'s bandwidth-delay product.'),
   atLeast('net.ipv4.tcp_rmem', '4096 131072 33554432', 'Receive autotuning may grow to 32 MiB for long fat paths '
     + '(older kernels stop at 6 MiB); memory is only used by connections that need it.'),
   atLeast('net.ipv4.tcp_wmem', '4096 16384 33554432', 'Send autotuning up to 32 MiB, so one fast upstream can fill a '
@@ -56,8 +56,8 @@ const THROUGHPUT: ProfileEntry[] = [
     + 'destroys them early and logs "time wait bucket table overflow"; two legs per proxied connection double them.'),
   atLeast('net.ipv4.neigh.default.gc_thresh1', 4096, 'A proxy node talks to many pod and service IPs directly; '
     + 'the default neighbour table (gc_thresh3 1024) overflows in large flat clusters ("neighbour table overflow").'),
-  atLeast('net.ipv4.neigh.default.gc_thresh2', 8192, 'Soft neighbour limit, raised with gc_thresh1/3.'),
-  atLeast('net.ipv4.neigh.default.gc_thresh3', 16384, 'Hard neighbour limit.'),
+  atLeast('net.ipv4.neigh.default.gc_thresh2', 8192, 'Soft neighbour limit: above it, entries older than 5 s are garbage-collected; raised with gc_thresh1/3.'),
+  atLeast('net.ipv4.neigh.default.gc_thresh3', 16384, 'Hard neighbour limit: beyond it new neighbours are refused and packets to them dropped.'),
   atLeast('fs.file-max', 1048576, 'Two file descriptors per proxied connection plus the node\'s own; never lowers a '
     + 'RAM-scaled default.'),
 ];
