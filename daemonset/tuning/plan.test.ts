@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Tuning } from '../../api/tuning.ts';
-import { canonicalSysctl } from '../../api/tuning-sysctls.ts';
+import { canonicalSysctl, SYSCTLS } from '../../api/tuning-sysctls.ts';
 import { planSysctls, planTuning, readNodeFacts, tuningCondition, type ApplyReport } from './index.ts';
 import { PROFILES, profileEntries } from './profiles.ts';
 
@@ -47,4 +48,13 @@ test('one plan holds the sysctl and affinity writes; the condition names what we
   const missing = tuningCondition(quiet, { ...ok, missing: ['net.core.netdev_max_backlog'] });
   assert.equal(missing.reason, 'TuningPartial');
   assert.match(missing.message, /missing on this kernel: net\.core\.netdev_max_backlog/);
+});
+
+test('docs/tuning.md lists every profile value and every allowlisted key', () => {
+  const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'tuning.md'), 'utf8');
+  for (const [name, entries] of Object.entries(PROFILES)) {
+    if (name !== 'none') assert.ok(doc.includes(`### \`${name}\``), `section for ${name}`);
+    for (const e of profileEntries(name as keyof typeof PROFILES)) assert.ok(doc.includes(`| \`${e.key}\` | \`${e.value}\` | ${e.atLeast ? 'at least' : 'exact'} |`), `${name}: ${e.key} documented`);
+  }
+  for (const k of Object.keys(SYSCTLS)) assert.ok(doc.includes(`| \`${k}\` |`), `${k} in the allowlist table`);
 });
