@@ -60,7 +60,8 @@ const SysctlsSpec = z.object({
   }),
 }).strict().meta({ description: 'Kernel parameters; every previous value is snapshotted and restored when tuning is removed.' });
 
-const ifname = z.string().regex(/^[A-Za-z0-9_.@:-]{1,15}$/, 'must be an interface name (max 15 characters)');
+const ifname = z.string().regex(/^[A-Za-z0-9_.@:-]{1,15}$/, 'must be an interface name (max 15 characters)')
+  .refine((n) => n !== '.' && n !== '..', 'must be an interface name, not . or ..');
 
 const AffinitySpec = z.object({
   mode: z.enum(['off', 'auto', 'explicit']).optional().meta({

@@ -174,7 +174,11 @@ function irqbalancePlan(spec: AffinitySpec, facts: NodeFacts, irqs: number[], ou
 export function affinityWrites(plan: AffinityPlan, facts: NodeFacts): Write[] {
   const w: Write[] = [];
   for (const i of plan.interfaces) {
-    for (const q of i.irqs) w.push({ key: `irq/${q.irq}/smp_affinity_list`, path: `/proc/irq/${q.irq}/smp_affinity_list`, value: q.cpus, compare: 'cpulist', group: 'affinity' });
+    for (const q of i.irqs) {
+      // /proc/irq/N/<action> exists while the same handler owns IRQ N (see Write.guard).
+      const action = q.name.includes('/') || q.name.includes(',') ? undefined : `/proc/irq/${q.irq}/${q.name}`;
+      w.push({ key: `irq/${q.irq}/smp_affinity_list`, path: `/proc/irq/${q.irq}/smp_affinity_list`, value: q.cpus, compare: 'cpulist', group: 'affinity', ...(action ? { guard: action } : {}) });
+    }
     const base = `/sys/class/net/${i.name}/queues`;
     for (const r of i.rps) {
       w.push({ key: `${i.name}/${r.queue}/rps_cpus`, path: `${base}/${r.queue}/rps_cpus`, value: formatCpuMask(cpuList(r.cpus), facts.possibleCpus), compare: 'cpumask', group: 'affinity' });

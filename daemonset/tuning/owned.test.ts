@@ -96,3 +96,17 @@ test('drift is reported with the key, not fought; restore leaves the other write
   assert.equal(t.read('proc/sys/a/y'), '2\n');
   assert.equal(t.read('sys/class/net/eth0/queues/rx-0/rps_cpus'), '0\n');
 });
+
+test('an IRQ whose handler changed (driver reload) is never restored onto the new owner', () => {
+  const t = tree({ 'proc/irq/38/smp_affinity_list': '0-1\n', 'proc/irq/38/virtio2-input.0/.keep': '' });
+  const o = { root: t.root, stateDir: t.stateDir };
+  const irq: Write = { key: 'irq/38/smp_affinity_list', path: '/proc/irq/38/smp_affinity_list', value: '1', compare: 'cpulist', group: 'affinity', guard: '/proc/irq/38/virtio2-input.0' };
+  assert.deepEqual(applyWrites([irq], o).changed, [{ key: 'irq/38/smp_affinity_list', from: '0-1', to: '1' }]);
+  rmSync(join(t.root, 'proc/irq/38/virtio2-input.0'), { recursive: true });
+  mkdirSync(join(t.root, 'proc/irq/38/nvme0q3'));
+  assert.deepEqual(checkOwnedDrift(o).drift, [{ key: 'irq/38/smp_affinity_list', want: '1', got: null }], 'reported as gone');
+  const back = restoreAll(o);
+  assert.deepEqual(back.missing, ['irq/38/smp_affinity_list']);
+  assert.equal(t.read('proc/irq/38/smp_affinity_list'), '1\n', 'the other device\'s IRQ is left alone');
+  assert.ok(!existsSync(join(t.stateDir, 'tuning.json')));
+});

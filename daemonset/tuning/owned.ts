@@ -12,7 +12,7 @@
 //    with the kernel's error and not owned unless the value changed anyway.
 // Writes go through fs (no shell). /proc/sys/net/* and /sys/class/net are per network namespace:
 // the state records the netns it was made in and refuses to act in another one.
-import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseCpuList, parseCpuMask, sameCpus } from './cpulist.ts';
 
@@ -29,9 +29,15 @@ export interface Write {
   /** Only raise: integers component-wise max(current, value). */
   atLeast?: boolean;
   group: 'sysctl' | 'affinity';
+  /**
+   * A path that must exist for `path` to still mean the same thing, e.g. /proc/irq/38/virtio2-input.0:
+   * IRQ numbers are reassigned when a driver reloads, and an original must never be restored onto
+   * another device's interrupt. Gone = the value counts as missing.
+   */
+  guard?: string;
 }
 
-interface Entry { path: string; compare: Compare; group: Write['group']; original: string; applied: string | null }
+interface Entry { path: string; compare: Compare; group: Write['group']; original: string; applied: string | null; guard?: string }
 interface State { version: 1; netns: string | null; entries: Record<string, Entry> }
 
 export interface Change { key: string; from: string; to: string }
@@ -67,7 +73,8 @@ const STATE_FILE = 'tuning.json';
 
 type ReadResult = { text: string } | { missing: true } | { error: string };
 
-function readValue(root: string, path: string): ReadResult {
+function readValue(root: string, path: string, guard?: string): ReadResult {
+  if (guard !== undefined && !existsSync(join(root, guard))) return { missing: true };
   try {
     return { text: readFileSync(join(root, path), 'utf8').trim() };
   } catch (e) {
@@ -150,6 +157,8 @@ export function ownedKeys(o: EngineOptions): string[] {
 
 // ---- apply ----------------------------------------------------------------------------------
 
+const guardOf = (w: Write): { guard?: string } => (w.guard === undefined ? {} : { guard: w.guard });
+
 const emptyRestore = (): RestoreReport => ({ restored: [], skippedDrift: [], missing: [], failed: [] });
 
 interface Pending { w: Write; want: string; entry: Entry; from: string }
@@ -165,7 +174,7 @@ export function applyWrites(writes: Write[], o: EngineOptions): ApplyReport {
 
   const pending: Pending[] = [];
   for (const w of writes) {
-    const cur = readValue(root, w.path);
+    const cur = readValue(root, w.path, w.guard);
     if ('missing' in cur) { r.missing.push(w.key); continue; }
     if ('error' in cur) { r.failed.push({ key: w.key, want: w.value, error: `read: ${cur.error}` }); continue; }
     const want = w.atLeast ? raise(cur.text, w.value) : canon(w.compare, w.value);
@@ -176,10 +185,10 @@ export function applyWrites(writes: Write[], o: EngineOptions): ApplyReport {
     }
     if (sameValue(w.compare, cur.text, want)) {
       r.unchanged.push(w.key);
-      if (!dry) s.entries[w.key] = { ...(old ?? { path: w.path, compare: w.compare, group: w.group, original: canon(w.compare, cur.text) }), applied: canon(w.compare, cur.text) };
+      if (!dry) s.entries[w.key] = { ...(old ?? { path: w.path, compare: w.compare, group: w.group, original: canon(w.compare, cur.text), ...guardOf(w) }), applied: canon(w.compare, cur.text) };
       continue;
     }
-    const entry = old ?? { path: w.path, compare: w.compare, group: w.group, original: canon(w.compare, cur.text), applied: null };
+    const entry = old ?? { path: w.path, compare: w.compare, group: w.group, original: canon(w.compare, cur.text), applied: null, ...guardOf(w) };
     pending.push({ w, want, entry, from: cur.text });
   }
   if (dry) {
@@ -221,7 +230,7 @@ function restoreEntries(s: State, keys: string[], o: EngineOptions): RestoreRepo
   const r = emptyRestore();
   for (const key of keys) {
     const e = s.entries[key]!;
-    const cur = readValue(root, e.path);
+    const cur = readValue(root, e.path, e.guard);
     if ('missing' in cur) { r.missing.push(key); delete s.entries[key]; continue; }
     if ('error' in cur) { r.failed.push({ key, want: e.original, error: `read: ${cur.error}` }); continue; }
     if (sameValue(e.compare, cur.text, e.original)) { r.restored.push({ key, from: cur.text, to: e.original }); delete s.entries[key]; continue; }
@@ -260,7 +269,7 @@ export function checkOwnedDrift(o: EngineOptions): DriftReport {
   const drift: Mismatch[] = [];
   for (const [key, e] of Object.entries(s.entries)) {
     if (e.applied === null) continue;
-    const cur = readValue(o.root ?? '/', e.path);
+    const cur = readValue(o.root ?? '/', e.path, e.guard);
     const got = 'text' in cur ? cur.text : null;
     if (got === null || !sameValue(e.compare, got, e.applied)) drift.push({ key, want: e.applied, got });
   }
