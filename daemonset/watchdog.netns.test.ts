@@ -14,6 +14,7 @@ const BOUND_MS = 2000;
 interface Env {
   t: Topology;
   proxy: ChildProcess;
+  watch?: ChildProcess;
   logs: Array<Record<string, unknown>>;
   restartProxy(): Promise<void>;
   /** Waits for the watchdog's transition log line and returns its time (ms since epoch). */
@@ -50,6 +51,7 @@ async function withProxy(backend: Backend, policy: string, watchdog: boolean, fn
     if (watchdog) {
       const watch = spawnAgent(t.proxy.ns, ['watch', ...args]);
       procs.push(watch);
+      env.watch = watch;
       env.logs = logLines(watch);
       await env.transition('healthy', 0);
     }
@@ -96,6 +98,10 @@ test('iptables-nft FailOpen: within 2 s of the listener dying the watchdog bypas
     await e.transition('healthy', t1);
     assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`);
     assert.deepEqual(await snapshot(t.proxy.ns), before, 'the gate is empty again');
+    const exited = new Promise<number | null>((r) => e.watch!.once('exit', (code) => r(code)));
+    e.watch!.kill('SIGTERM');
+    assert.equal(await exited, 0, 'the watchdog stops cleanly on SIGTERM');
+    assert.ok(e.logs.some((l) => l.msg === 'watchdog stopped'));
   }));
 
 test('nftables FailOpen with a hung proxy (SIGSTOP): bypassed within 2 s, intercepted again after SIGCONT', { skip }, (ctx) =>
