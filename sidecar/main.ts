@@ -1,0 +1,49 @@
+// tpfleet sidecar: the forwarding proxy behind the node agent's TPROXY rules.
+//   sidecar/main.ts --config FILE   (the NodeConfig YAML; see sidecar/README.md)
+// Exit codes: 0 after a drain, 1 on a runtime failure (listener or metrics port), 2 on bad usage
+// or config (the message names the field).
+import cluster from 'node:cluster';
+import { parseArgs } from 'node:util';
+import { ConfigError, loadNodeConfig } from '../api/load.ts';
+import { createLogger } from './log.ts';
+import { runPrimary, WORKER_ENV } from './primary.ts';
+import { settingsFrom, type WorkerSettings } from './settings.ts';
+import { runWorker } from './worker.ts';
+
+const USAGE = 'usage: sidecar/main.ts --config FILE';
+
+async function main(): Promise<void> {
+  if (cluster.isWorker) {
+    // Settings were validated by the primary; this is the only place a worker reads them.
+    const settings = JSON.parse(process.env[WORKER_ENV] ?? 'null') as WorkerSettings;
+    return runWorker(settings, cluster.worker?.id ?? 0);
+  }
+  let configPath: string | undefined;
+  try {
+    configPath = parseArgs({ options: { config: { type: 'string' } }, strict: true }).values.config;
+  } catch (e) {
+    fail(`${(e as Error).message}\n${USAGE}`);
+  }
+  if (!configPath) fail(`--config is required\n${USAGE}`);
+  let settings;
+  try {
+    settings = settingsFrom(loadNodeConfig(configPath));
+  } catch (e) {
+    if (e instanceof ConfigError) fail(e.message);
+    throw e;
+  }
+  const log = createLogger(settings.logLevel, { role: 'primary' });
+  try {
+    await runPrimary(settings, log);
+  } catch (e) {
+    log.fatal({ err: (e as Error).message }, 'cannot start');
+    process.exit(1);
+  }
+}
+
+function fail(message: string): never {
+  process.stderr.write(`tpfleet-sidecar: ${message}\n`);
+  process.exit(2);
+}
+
+await main();

@@ -1,0 +1,54 @@
+// The primary's HTTP endpoints: /metrics, /healthz, /readyz. Dual-stack when the host has IPv6.
+import http from 'node:http';
+
+export interface Status {
+  healthy(): boolean;
+  ready(): boolean;
+  metrics(): Promise<string>;
+  contentType: string;
+}
+
+export function handler(status: Status): http.RequestListener {
+  return (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const reply = (code: number, body: string, type = 'text/plain; charset=utf-8'): void => {
+      res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' }).end(body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'method not allowed\n');
+    // Answering at all proves the primary's event loop turns; the rest is about the workers.
+    if (path === '/healthz') return status.healthy() ? reply(200, 'ok\n') : reply(503, 'no worker alive\n');
+    if (path === '/readyz') return status.ready() ? reply(200, 'ready\n') : reply(503, 'not ready\n');
+    if (path === '/metrics') {
+      status.metrics().then(
+        (text) => reply(200, text, status.contentType),
+        (e: Error) => reply(500, `metrics unavailable: ${e.message}\n`),
+      );
+      return;
+    }
+    reply(404, 'not found\n');
+  };
+}
+
+/** Listens on [::] (dual-stack: IPv4 too) or, where the host has no IPv6, on 0.0.0.0. */
+export async function serveStatus(port: number, status: Status): Promise<http.Server> {
+  const server = http.createServer(handler(status));
+  server.keepAliveTimeout = 5_000;
+  try {
+    await listen(server, port, '::');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') throw e;
+    await listen(server, port, '0.0.0.0');
+  }
+  return server;
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port, host, ipv6Only: false }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
