@@ -40,6 +40,22 @@ const overrideValue = z.union([z.number().int().min(0), z.string().max(128)])
   .meta({ 'x-kubernetes-int-or-string': true, description: 'Integer, or text such as "1024 65535" for multi-value keys.' });
 
 const allowedKeys = Object.keys(SYSCTLS);
+
+/**
+ * CEL mirrors of the per-key type and range checks, one rule per key so the API server's message
+ * names the key. Values are int-or-string: int() accepts both (a non-numeric string fails the rule).
+ */
+function sysctlCelRules(): CelRule[] {
+  return Object.entries(SYSCTLS).map(([k, spec]): CelRule => {
+    const v = `self['${k}']`, absent = `!('${k}' in self)`;
+    if (spec.kind === 'int') return { rule: `${absent} || (int(${v}) >= ${spec.min} && int(${v}) <= ${spec.max})`, message: `${k} must be an integer in ${spec.min}..${spec.max}` };
+    if (spec.kind === 'word') return { rule: `${absent} || string(${v}) in [${spec.values.map((w) => `'${w}'`).join(', ')}]`, message: `${k} must be one of ${spec.values.join(', ')}` };
+    return {
+      rule: `${absent} || string(${v}).matches(r'^\\s*[0-9]+(\\s+[0-9]+){${spec.count - 1}}\\s*$')`,
+      message: `${k} must be ${spec.count} integers separated by spaces (${spec.min}..${spec.max}, non-decreasing)`,
+    };
+  });
+}
 const SysctlsSpec = z.object({
   profile: z.enum(PROFILES).optional().meta({
     description: 'Named base profile (values and reasons in docs/tuning.md): none, throughput (many concurrent bulk '
@@ -56,7 +72,10 @@ const SysctlsSpec = z.object({
     description: 'Per-key values applied on top of the profile (a key here wins). Only allowlisted keys, each with a '
       + `type and range (docs/tuning.md): ${allowedKeys.join(', ')}.`,
     maxProperties: MAX_OVERRIDES,
-    ...cel({ rule: `self.all(k, k in [${allowedKeys.map((k) => `'${k}'`).join(', ')}])`, message: 'only allowlisted sysctls may be set (docs/tuning.md)' }),
+    ...cel(
+      { rule: `self.all(k, k in [${allowedKeys.map((k) => `'${k}'`).join(', ')}])`, message: 'only allowlisted sysctls may be set (docs/tuning.md)' },
+      ...sysctlCelRules(),
+    ),
   }),
 }).strict().meta({ description: 'Kernel parameters; every previous value is snapshotted and restored when tuning is removed.' });
 
