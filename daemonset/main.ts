@@ -8,7 +8,7 @@ import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './e
 import { detectHost } from './facts.ts';
 import { formatPlan, plan } from './plan.ts';
 import { DEFAULT_STATE_DIR, readState } from './state.ts';
-import type { Backend, HostFacts } from './types.ts';
+import type { Backend, GateMode, HostFacts } from './types.ts';
 import { watch } from './watchdog.ts';
 
 const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
@@ -48,13 +48,18 @@ async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
 }
 
 async function runWatch(config: NodeConfig, cli: Cli, log: Logger): Promise<void> {
-  const state = readState(cli.stateDir);
-  if (!state) throw new Error(`no state in ${cli.stateDir}: run apply before watch`);
+  if (!readState(cli.stateDir)) throw new Error(`no state in ${cli.stateDir}: run apply before watch`);
   const ac = new AbortController();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => ac.abort());
+  // The state is re-read on every write: a re-apply may have switched the backend meanwhile.
+  const gate = async (mode: GateMode) => {
+    const state = readState(cli.stateDir);
+    if (!state) throw new Error(`no state in ${cli.stateDir}: nothing installed to gate`);
+    await writeGate(state, mode);
+  };
   await watch({
     listenPort: config.proxy.listenPort, metricsPort: config.proxy.metricsPort,
-    policy: config.interception.failurePolicy, writeGate: (mode) => writeGate(state, mode), log, signal: ac.signal,
+    policy: config.interception.failurePolicy, writeGate: gate, log, signal: ac.signal,
   });
 }
 

@@ -67,7 +67,7 @@ async function withProxy(backend: Backend, policy: string, watchdog: boolean, fn
   }
 }
 
-test('nftables FailOpen without a listener: connections go directly to the server', { skip }, (ctx) =>
+test('nftables FailOpen without a listener: connections go directly to the server', { skip }, () =>
   withProxy('nftables', 'FailOpen', false, async ({ t, proxy }) => {
     await stop(proxy);
     assert.equal(await connect(t.client.ns, t.server.v4, 8080), `SERVER ${t.server.v4} 8080`);
