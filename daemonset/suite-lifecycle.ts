@@ -147,6 +147,17 @@ export function lifecycleTests(backend: Backend): void {
       assert.deepEqual(await snapshot(ns), before);
     }));
 
+  test(`${backend}: an ip rule of someone else at our priority is refused, named, and nothing is applied`, { skip }, () =>
+    withTopo(async (t, w) => {
+      const ns = t.proxy.ns;
+      await nsExec(ns, ['ip', 'rule', 'add', 'from', '192.0.2.0/24', 'lookup', 'main', 'priority', '32000']);
+      const before = await snapshot(ns);
+      const r = await agent(ns, ['apply', '--backend', backend, '--config', w.config(''), '--state-dir', w.stateDir]);
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(r.stderr, /ip -4 rule priority 32000 is already used by another rule: .*192\.0\.2\.0/);
+      assert.deepEqual(await snapshot(ns), before);
+    }));
+
   test(`${backend}: a failure half-way through apply rolls back everything this run changed`, { skip }, () =>
     withTopo(async (t, w) => {
       const ns = t.proxy.ns;
