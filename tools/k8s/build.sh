@@ -17,6 +17,17 @@ command -v go >/dev/null || { echo "build.sh: go is not installed (need Go >= $(
 # One build at a time per cache: concurrent test files wait here instead of racing.
 exec 9>"$bin/.lock"
 flock 9
+# Module builds carry no version stamp (upstream's Makefile injects it), so /version would say
+# v0.0.0-master. Stamp the release like hack/lib/version.sh does; etcd ignores these symbols.
+version_ldflags() {
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean ' \
+      "$p" "$K8S_VERSION" "$p" "$p" "$minor" "$p"
+  done
+}
+
 cd "$here"
 for name in "$@"; do
   pkg=${TOOL_PKG[$name]:-}
@@ -27,7 +38,7 @@ for name in "$@"; do
   # -trimpath and -s -w keep the binaries small and the cache reproducible; CGO is off (env.sh)
   # so no C toolchain is needed. Write to a temp name first: an interrupted build never leaves
   # a half-written binary that the next run would trust.
-  go build -trimpath -ldflags='-s -w' -o "$bin/.$name.tmp" "$pkg"
+  go build -trimpath -ldflags="-s -w $(version_ldflags)" -o "$bin/.$name.tmp" "$pkg"
   mv "$bin/.$name.tmp" "$bin/$name"
   echo "build.sh: built $name in $((SECONDS - start))s" >&2
 done
