@@ -40,7 +40,7 @@ export function resourcePath(r: ResourceRef, namespace?: string, name?: string, 
   return p;
 }
 
-interface RequestOpts { body?: unknown; contentType?: string; query?: Record<string, string>; signal?: AbortSignal; timeoutMs?: number }
+interface RequestOpts { accept?: string; body?: unknown; contentType?: string; query?: Record<string, string>; signal?: AbortSignal; timeoutMs?: number }
 
 export class KubeClient {
   readonly server: string;
@@ -53,7 +53,7 @@ export class KubeClient {
   private async open(method: string, path: string, o: RequestOpts): Promise<http.IncomingMessage> {
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(o.query ?? {})) url.searchParams.set(k, v);
-    const opts: https.RequestOptions = { method, headers: { Accept: 'application/json' }, signal: o.signal };
+    const opts: https.RequestOptions = { method, headers: { Accept: o.accept ?? 'application/json' }, signal: o.signal };
     await this.kc.applyToHTTPSOptions(opts);
     const payload = o.body === undefined ? undefined : JSON.stringify(o.body);
     if (payload !== undefined) opts.headers = { ...opts.headers, 'Content-Type': o.contentType ?? 'application/json' };

@@ -1,0 +1,209 @@
+// TransparentProxy (tpfleet.io/v1alpha1): the user-facing API and the single source of truth
+// for the CRD (operator/gen turns these schemas into crds/*.yaml). Field names follow NodeConfig
+// (api/nodeconfig.ts) so that spec.interception and most of spec.proxy render 1:1 into the node
+// config document; the NodeConfig parser then does the deep checks (CIDR families, mark within mask).
+//
+// Invariant: everything here is a plain JSON type (strings, ints, bools, maps, lists) so the
+// JSON-schema output is structural. Cross-field rules are CEL (`x-kubernetes-validations` in meta)
+// and are mirrored by zod refinements, so the operator rejects the same specs the API server does
+// (an old API server or a CRD installed without CEL still cannot get a bad spec past the operator).
+import { z } from 'zod';
+import { TransparentProxyStatus } from './transparentproxy-status.ts';
+
+export const GROUP = 'tpfleet.io';
+export const VERSION = 'v1alpha1';
+export const KIND = 'TransparentProxy';
+export const PLURAL = 'transparentproxies';
+
+interface CelRule { rule: string; message: string; fieldPath?: string; reason?: string }
+const cel = (...rules: CelRule[]) => ({ 'x-kubernetes-validations': rules });
+
+const DURATION = /^([0-9]+(ms|s|m|h))+$/;
+const duration = (what: string) => z.string().max(32).regex(DURATION, 'must be a duration like 500ms, 5s, 1m30s or 2h')
+  .meta({ description: `${what} Kubernetes-style duration: 500ms, 5s, 1m30s, 2h.` });
+const port = z.number().int().min(1).max(65535);
+const u32 = z.number().int().min(1).max(4294967295);
+
+const PortRange = z.object({
+  port: port.meta({ description: 'Destination port, or the first port of a range.' }),
+  endPort: port.optional().meta({ description: 'Last port of the range (inclusive); omitted for a single port.' }),
+}).strict().refine((p) => p.endPort === undefined || p.endPort >= p.port, { message: 'must be >= port', path: ['endPort'] })
+  .meta(cel({ rule: '!has(self.endPort) || self.endPort >= self.port', message: 'endPort must be >= port', fieldPath: '.endPort' }));
+
+/** IPv4/IPv6 CIDR or bare address with host bits zero; mirrors api/net.ts parseCidr. */
+const cidr = z.string().max(64).meta({
+  description: 'IPv4 or IPv6 CIDR (host bits zero) or a bare address.',
+  ...cel({ rule: 'isIP(self) || (isCIDR(self) && cidr(self) == cidr(self).masked())', message: 'must be an IP address or a CIDR with host bits zero' }),
+});
+const cidrList = (what: string) => z.array(cidr).max(256).optional()
+  .meta({ description: what, 'x-kubernetes-list-type': 'set' });
+const CidrSet = z.object({
+  include: cidrList('CIDRs to match; empty or omitted matches every address.'),
+  exclude: cidrList('CIDRs never intercepted; wins over include.'),
+}).strict().superRefine((v, ctx) => {
+  v.exclude?.forEach((e, i) => {
+    if (v.include?.includes(e)) ctx.addIssue({ code: 'custom', path: ['exclude', i], message: `${e} is both included and excluded` });
+  });
+}).meta(cel({
+  rule: '!has(self.include) || !has(self.exclude) || !self.exclude.exists(e, e in self.include)',
+  message: 'exclude must not repeat an include entry', fieldPath: '.exclude',
+}));
+
+export const InterceptionSpec = z.object({
+  protocol: z.enum(['TCP']).optional().meta({ description: 'Transport protocol intercepted. Only TCP today (UDP later). Default TCP.' }),
+  ports: z.array(PortRange).max(64).optional().meta({
+    description: 'Destination ports and ranges to intercept; empty or omitted intercepts every port.',
+    'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['port'],
+  }),
+  destinations: CidrSet.optional().meta({ description: 'Destination addresses to intercept (include) or leave alone (exclude).' }),
+  sources: CidrSet.optional().meta({ description: 'Client source addresses to intercept (include) or leave alone (exclude).' }),
+  interfaces: z.array(z.string().regex(/^[A-Za-z0-9_.@:-]{1,15}\*?$/, 'must be an interface name (max 15 chars), optionally ending in *'))
+    .max(32).optional().meta({
+      description: 'Ingress interfaces; a trailing * matches a prefix (veth*, cali*). Empty or omitted: every interface.',
+      'x-kubernetes-list-type': 'set',
+    }),
+  ipFamilies: z.array(z.enum(['IPv4', 'IPv6'])).min(1).max(2).optional()
+    .meta({ description: 'IP families intercepted. Default [IPv4, IPv6].', 'x-kubernetes-list-type': 'set' }),
+  backend: z.enum(['auto', 'nftables', 'iptables']).optional()
+    .meta({ description: 'Rule backend on the node; auto prefers nftables. Default auto.' }),
+  failurePolicy: z.enum(['FailClosed', 'FailOpen']).optional().meta({
+    description: 'When the proxy on a node is down: FailClosed drops intercepted traffic, FailOpen lets it pass un-proxied. Default FailClosed.',
+  }),
+  mark: u32.optional().meta({ description: 'fwmark set on intercepted packets; must lie within mask (YAML hex like 0x2000 works). Default 0x2000.' }),
+  mask: u32.optional().meta({ description: 'Bits of the fwmark owned by tpfleet. Default 0x2000.' }),
+  routingTable: z.number().int().min(1).max(4294967039).refine((t) => ![253, 254, 255].includes(t), 'tables 253-255 (default, main, local) are reserved')
+    .optional().meta({
+      description: 'Policy-routing table for marked packets. Default 2000.',
+      ...cel({ rule: '!(self in [253, 254, 255])', message: 'routingTable 253-255 (default, main, local) are reserved' }),
+    }),
+  rulePriority: z.number().int().min(1).max(32765).optional().meta({ description: 'Priority of the fwmark ip rule. Default 32000.' }),
+  localDestinations: z.boolean().optional()
+    .meta({ description: 'Also intercept traffic addressed to the node itself. Default false.' }),
+}).strict().meta({ description: 'What the node agent intercepts. Rendered into the NodeConfig document (interception).' });
+
+const quantity = z.union([z.string().max(64).regex(/^[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?)?$/, 'must be a quantity like 100m, 128Mi or 2'), z.number().min(0)])
+  .meta({ 'x-kubernetes-int-or-string': true, description: 'A resource quantity (100m, 128Mi, 2).' });
+const resourceMap = z.partialRecord(z.enum(['cpu', 'memory', 'ephemeral-storage']), quantity).optional()
+  .meta({ maxProperties: 3, ...cel({ rule: "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])", message: 'only cpu, memory and ephemeral-storage may be set' }) });
+const Resources = z.object({
+  requests: resourceMap.meta({ description: 'Minimum resources (cpu, memory, ephemeral-storage).' }),
+  limits: resourceMap.meta({ description: 'Maximum resources (cpu, memory, ephemeral-storage).' }),
+}).strict();
+
+export const ProxySpec = z.object({
+  image: z.string().min(1).max(512).optional()
+    .meta({ description: 'Node image (agent + sidecar). Default: the operator\'s --image flag.' }),
+  imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional().meta({ description: 'Default IfNotPresent.' }),
+  listenPort: port.optional().meta({ description: 'Port of the transparent listener (TPROXY target). Default 15101.' }),
+  metricsPort: port.optional().meta({ description: 'Port of /metrics, /healthz, /readyz on the node. Default 15190.' }),
+  keepClientIp: z.boolean().optional().meta({ description: 'Connect upstream from the client\'s own address. Default false.' }),
+  workers: z.number().int().min(0).max(64).optional().meta({ description: 'Worker processes on one SO_REUSEPORT port; 0 = one per CPU. Default 0.' }),
+  backlog: z.number().int().min(16).max(65535).optional().meta({ description: 'Listen backlog. Default 4096.' }),
+  maxConnections: z.number().int().min(1).max(1_000_000).optional()
+    .meta({ description: 'Open client connections per proxy; new ones beyond it are shed. Default 20000.' }),
+  timeouts: z.object({
+    connect: duration('Upstream connect timeout, default 5s.').optional(),
+    idle: duration('Close a connection idle this long, default 1h.').optional(),
+    drain: duration('On shutdown wait this long for open connections, default 30s.').optional(),
+  }).strict().optional().meta({ description: 'Connection timeouts.' }),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).optional().meta({ description: 'Default info.' }),
+  resources: Resources.optional().meta({ description: 'Resources of the sidecar container.' }),
+}).strict().superRefine((v, ctx) => {
+  if ((v.listenPort ?? 15101) === (v.metricsPort ?? 15190)) ctx.addIssue({ code: 'custom', path: ['metricsPort'], message: 'must differ from listenPort' });
+}).meta({
+  description: 'The forwarding sidecar. All but image, imagePullPolicy and resources render into the NodeConfig document (proxy).',
+  ...cel({ rule: '(has(self.listenPort) ? self.listenPort : 15101) != (has(self.metricsPort) ? self.metricsPort : 15190)', message: 'metricsPort must differ from listenPort', fieldPath: '.metricsPort' }),
+});
+
+/** Sysctls a TransparentProxy may set on its nodes (network namespace of the host). */
+export const SYSCTL_ALLOWLIST = [
+  'net.core.somaxconn', 'net.core.netdev_max_backlog', 'net.core.rmem_max', 'net.core.wmem_max',
+  'net.ipv4.tcp_rmem', 'net.ipv4.tcp_wmem', 'net.ipv4.tcp_max_syn_backlog', 'net.ipv4.ip_local_port_range',
+  'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_tw_reuse', 'net.ipv4.tcp_keepalive_time', 'net.netfilter.nf_conntrack_max',
+] as const;
+const celList = SYSCTL_ALLOWLIST.map((s) => `'${s}'`).join(', ');
+
+export const TuningSpec = z.object({
+  sysctls: z.object({
+    profile: z.enum(['none', 'throughput', 'latency']).optional().meta({ description: 'Base sysctl profile. Default none.' }),
+    overrides: z.record(z.string().max(64), z.string().max(64)).optional().superRefine((m, ctx) => {
+      for (const k of Object.keys(m ?? {})) {
+        if (!(SYSCTL_ALLOWLIST as readonly string[]).includes(k)) ctx.addIssue({ code: 'custom', path: [k], message: `${k} is not an allowed sysctl` });
+      }
+    }).meta({
+      maxProperties: SYSCTL_ALLOWLIST.length,
+      description: `Per-sysctl values on top of the profile. Allowed keys: ${SYSCTL_ALLOWLIST.join(', ')}.`,
+      ...cel({ rule: `self.all(k, k in [${celList}])`, message: 'only allowlisted sysctls may be set' }),
+    }),
+  }).strict().optional().meta({ description: 'Kernel parameters applied on active nodes.' }),
+  affinity: z.object({
+    cpus: z.string().max(128).regex(/^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$/, 'must be a cpuset like 0-3,8').optional()
+      .meta({ description: 'CPU set (0-3,8) used by the options below.' }),
+    irq: z.boolean().optional().meta({ description: 'Steer NIC IRQs to cpus.' }),
+    rps: z.boolean().optional().meta({ description: 'Receive packet steering to cpus.' }),
+    xps: z.boolean().optional().meta({ description: 'Transmit packet steering to cpus.' }),
+    pinWorkers: z.boolean().optional().meta({ description: 'Pin proxy workers to cpus.' }),
+  }).strict().refine((a) => a.cpus !== undefined || !(a.irq || a.rps || a.xps || a.pinWorkers), { message: 'required when irq, rps, xps or pinWorkers is set', path: ['cpus'] })
+    .optional().meta({
+      description: 'IRQ/RPS/XPS steering and CPU pinning.',
+      ...cel({ rule: 'has(self.cpus) || !((has(self.irq) && self.irq) || (has(self.rps) && self.rps) || (has(self.xps) && self.xps) || (has(self.pinWorkers) && self.pinWorkers))', message: 'cpus is required when irq, rps, xps or pinWorkers is set', fieldPath: '.cpus' }),
+    }),
+}).strict().meta({ description: 'Node tuning. Accepted and validated now; applied by the node tuning feature.' });
+
+export const AutoscalingSpec = z.object({
+  enabled: z.boolean().optional().meta({ description: 'Create an HPA that drives spec.replicas through /scale. Default false.' }),
+  minReplicas: z.number().int().min(1).max(10000).optional().meta({ description: 'Fewest active nodes. Default 1.' }),
+  maxReplicas: z.number().int().min(1).max(10000).optional().meta({ description: 'Most active nodes; required when enabled.' }),
+  targetConnectionsPerProxy: z.number().int().min(1).max(1_000_000).optional()
+    .meta({ description: 'Average open connections per proxy pod the HPA aims for. Default 1000.' }),
+  scaleDownStabilization: duration('Window the HPA waits before scaling in, default 5m.').optional(),
+}).strict().superRefine((a, ctx) => {
+  if (a.enabled && a.maxReplicas === undefined) ctx.addIssue({ code: 'custom', path: ['maxReplicas'], message: 'required when enabled' });
+  if ((a.minReplicas ?? 1) > (a.maxReplicas ?? Infinity)) ctx.addIssue({ code: 'custom', path: ['minReplicas'], message: 'must be <= maxReplicas' });
+}).meta({
+  description: 'Scale the number of active nodes on connection load.',
+  ...cel(
+    { rule: '!(has(self.enabled) && self.enabled) || has(self.maxReplicas)', message: 'maxReplicas is required when autoscaling is enabled', fieldPath: '.maxReplicas' },
+    { rule: '!has(self.maxReplicas) || (has(self.minReplicas) ? self.minReplicas : 1) <= self.maxReplicas', message: 'minReplicas must be <= maxReplicas', fieldPath: '.minReplicas' },
+  ),
+});
+
+const Toleration = z.object({
+  key: z.string().max(316).optional().meta({ description: 'Taint key; empty with operator Exists matches every taint.' }),
+  operator: z.enum(['Exists', 'Equal']).optional().meta({ description: 'Default Equal.' }),
+  value: z.string().max(63).optional(),
+  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional().meta({ description: 'Empty matches every effect.' }),
+  tolerationSeconds: z.number().int().optional(),
+}).strict().refine((t) => t.operator !== 'Exists' || !t.value, { message: 'must be empty when operator is Exists', path: ['value'] })
+  .meta(cel({ rule: '!has(self.operator) || self.operator != \'Exists\' || !has(self.value) || self.value == \'\'', message: 'value must be empty when operator is Exists', fieldPath: '.value' }));
+export type Toleration = z.output<typeof Toleration>;
+
+export const TransparentProxySpec = z.object({
+  nodeSelector: z.record(z.string().max(316), z.string().max(63)).optional()
+    .meta({ maxProperties: 32, description: 'Labels a node must have to be a candidate. Omitted: every node.' }),
+  tolerations: z.array(Toleration).max(32).optional()
+    .meta({ description: 'Taints the proxy pods tolerate; tainted nodes are candidates only when tolerated.', 'x-kubernetes-list-type': 'atomic' }),
+  replicas: z.number().int().min(0).max(10000).optional().meta({
+    description: 'How many candidate nodes are active (intercepting). Omitted: every candidate. Set by kubectl scale and the HPA through /scale.',
+  }),
+  interception: InterceptionSpec.optional(),
+  proxy: ProxySpec.optional(),
+  tuning: TuningSpec.optional(),
+  autoscaling: AutoscalingSpec.optional(),
+}).strict().meta({ description: 'Desired state of a transparent proxy fleet.' });
+export type TransparentProxySpec = z.output<typeof TransparentProxySpec>;
+
+/** DNS-1035 label, short enough that derived names (<name>-nodeconfig, <name>-metrics) stay valid. */
+export const NAME_RULE = { rule: 'self.metadata.name.matches(\'^[a-z]([-a-z0-9]*[a-z0-9])?$\') && self.metadata.name.size() <= 50', message: 'metadata.name must be a DNS-1035 label of at most 50 characters' };
+
+export const TransparentProxy = z.object({
+  apiVersion: z.string().optional(),
+  kind: z.string().optional(),
+  metadata: z.object({}).optional(),
+  spec: TransparentProxySpec,
+  status: TransparentProxyStatus.optional(),
+}).meta({
+  description: 'A fleet of transparent proxies: TPROXY interception on selected nodes plus a forwarding sidecar.',
+  ...cel(NAME_RULE),
+});
+export { TransparentProxyStatus };

@@ -1,0 +1,62 @@
+// Names, labels and owner references shared by every rendered object. Pure.
+import { createHash } from 'node:crypto';
+import { GROUP, KIND, VERSION } from '../../api/transparentproxy.ts';
+import type { KubeObject } from '../kube/client.ts';
+
+export const FIELD_MANAGER = 'tpfleet-operator';
+export const FINALIZER = 'tpfleet.io/node-cleanup';
+export const MANAGED_BY = 'tpfleet-operator';
+export const CONFIG_HASH_ANNOTATION = 'tpfleet.io/config-hash';
+export const MODE_ANNOTATION = 'tpfleet.io/mode';
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+/** Pod metric the HPA scales on (served by the sidecar, exposed through the custom metrics API). */
+export const CONNECTIONS_METRIC = 'tpfleet_proxy_active_connections';
+
+export function names(tpName: string) {
+  return {
+    daemonSet: tpName,
+    serviceAccount: tpName,
+    hpa: tpName,
+    configMap: `${tpName}-nodeconfig`,
+    service: `${tpName}-metrics`,
+  };
+}
+
+/** Labels on the pods; also the DaemonSet's selector and status.selector for /scale. */
+export function selectorLabels(tpName: string): Record<string, string> {
+  return { 'app.kubernetes.io/name': 'tpfleet', 'app.kubernetes.io/instance': tpName };
+}
+
+export function commonLabels(tpName: string): Record<string, string> {
+  return { ...selectorLabels(tpName), 'app.kubernetes.io/component': 'node-proxy', 'app.kubernetes.io/managed-by': MANAGED_BY };
+}
+
+export function selectorString(tpName: string): string {
+  return Object.entries(selectorLabels(tpName)).map(([k, v]) => `${k}=${v}`).join(',');
+}
+
+/**
+ * Node label marking the nodes a TransparentProxy is active on (only when spec.replicas is set).
+ * "<namespace>.<name>" when it fits a label name (63 chars), else a truncated form plus a hash so
+ * distinct objects never share a key.
+ */
+export function activeLabelKey(namespace: string, name: string): string {
+  const full = `${namespace}.${name}`;
+  const part = full.length <= 63 ? full
+    : `${full.slice(0, 50).replace(/[-.]+$/, '')}-${createHash('sha256').update(full).digest('hex').slice(0, 12)}`;
+  return `active.tpfleet.io/${part}`;
+}
+
+export function ownerReference(tp: KubeObject) {
+  if (!tp.metadata.uid) throw new Error(`${tp.metadata.name}: owner has no uid`);
+  return { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, name: tp.metadata.name, uid: tp.metadata.uid, controller: true, blockOwnerDeletion: true };
+}
+
+/** Metadata every owned object gets: name, namespace, labels, controller owner reference. */
+export function ownedMeta(tp: KubeObject, name: string) {
+  return { name, namespace: tp.metadata.namespace, labels: commonLabels(tp.metadata.name), ownerReferences: [ownerReference(tp)] };
+}
+
+export function shortHash(text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}

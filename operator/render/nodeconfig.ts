@@ -1,0 +1,40 @@
+// spec → NodeConfig document (api/nodeconfig.ts), validated by the very schema the node agent and
+// sidecar parse at start-up, so a spec the operator accepts is a config the nodes accept. Errors
+// name the TransparentProxy field ("spec.interception.mark: must lie within mask"). Pure.
+import { stringify } from 'yaml';
+import type { z } from 'zod';
+import { fieldPath } from '../../api/load.ts';
+import { NodeConfig } from '../../api/nodeconfig.ts';
+import { TransparentProxySpec } from '../../api/transparentproxy.ts';
+import { shortHash } from './names.ts';
+
+export interface RenderedNodeConfig { spec: TransparentProxySpec; yaml: string; hash: string }
+export type NodeConfigResult = { ok: true; value: RenderedNodeConfig } | { ok: false; problems: string[] };
+
+/** Keys of spec.proxy that are pod settings, not part of the node config document. */
+const POD_ONLY = new Set(['image', 'imagePullPolicy', 'resources']);
+
+/** zod issues → "spec.<field>: <message>"; an unknown key is named as a field of its own. */
+export function specProblems(issues: readonly z.core.$ZodIssue[]): string[] {
+  return issues.flatMap((i) => i.code === 'unrecognized_keys'
+    ? i.keys.map((k) => `spec.${fieldPath([...i.path, k])}: unknown field`)
+    : [`spec.${fieldPath(i.path)}: ${i.message}`]);
+}
+
+export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
+  const parsed = TransparentProxySpec.safeParse(rawSpec ?? {});
+  if (!parsed.success) {
+    return { ok: false, problems: specProblems(parsed.error.issues) };
+  }
+  const spec = parsed.data;
+  const proxy = Object.fromEntries(Object.entries(spec.proxy ?? {}).filter(([k]) => !POD_ONLY.has(k)));
+  const doc = { apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', interception: spec.interception ?? {}, proxy };
+  const checked = NodeConfig.safeParse(doc);
+  if (!checked.success) {
+    return { ok: false, problems: specProblems(checked.error.issues) };
+  }
+  // The document holds the user's values as written (defaults stay implicit) so that an operator
+  // upgrade with new defaults does not roll every fleet; the hash covers exactly this text.
+  const yaml = stringify(doc, { sortMapEntries: true });
+  return { ok: true, value: { spec, yaml, hash: shortHash(yaml) } };
+}

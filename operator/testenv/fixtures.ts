@@ -1,0 +1,67 @@
+// Helpers the API-server tests share: install the generated CRD, create namespaces and nodes,
+// poll for a condition. Everything goes through the real API server.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { transparentProxyCrd } from '../gen/crd.ts';
+import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
+
+export const TP_PATH = '/apis/tpfleet.io/v1alpha1';
+export const tpPath = (ns: string, name?: string, sub?: string) =>
+  `${TP_PATH}/namespaces/${ns}/transparentproxies${name ? `/${name}` : ''}${sub ? `/${sub}` : ''}`;
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) { last = e; }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}
+
+/** Installs crds/ as generated (in memory, identical to the files) and waits until it is served. */
+export async function installCrd(c: KubeClient): Promise<void> {
+  await c.apply('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/transparentproxies.tpfleet.io', transparentProxyCrd());
+  await waitFor('CRD Established', async () => {
+    const crd = await c.get<KubeObject & { status?: { conditions?: { type: string; status: string }[] } }>(
+      '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/transparentproxies.tpfleet.io');
+    if (!crd?.status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True')) return false;
+    // Established can precede discovery by a moment; a list proves the endpoint serves.
+    await c.list(`${TP_PATH}/transparentproxies`);
+    return true;
+  });
+}
+
+export async function createNamespace(c: KubeClient, name: string): Promise<void> {
+  try {
+    await c.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 409)) throw e;
+  }
+}
+
+export function loadSample(file: string): KubeObject & { spec: Record<string, unknown> } {
+  return parse(readFileSync(join(import.meta.dirname, '..', 'samples', file), 'utf8'));
+}
+
+export interface NodeOpts { zone?: string; ready?: boolean; labels?: Record<string, string>; taints?: { key: string; value?: string; effect: string }[]; unschedulable?: boolean }
+
+/** A Node object as a kubelet would register it (no kubelet runs here; nodes are just objects). */
+export async function createNode(c: KubeClient, name: string, o: NodeOpts = {}): Promise<void> {
+  const labels = { 'kubernetes.io/hostname': name, ...(o.zone ? { 'topology.kubernetes.io/zone': o.zone } : {}), ...o.labels };
+  await c.create('/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name, labels }, spec: { taints: o.taints, unschedulable: o.unschedulable } });
+  await setNodeReady(c, name, o.ready ?? true);
+}
+
+/** Writes the Ready condition the way the kubelet reports it (status subresource). */
+export async function setNodeReady(c: KubeClient, name: string, ready: boolean): Promise<void> {
+  const now = new Date().toISOString();
+  await c.mergePatch(`/api/v1/nodes/${name}/status`, { status: { conditions: [{
+    type: 'Ready', status: ready ? 'True' : 'False', reason: ready ? 'KubeletReady' : 'KubeletNotReady',
+    message: 'set by the test as the kubelet would', lastHeartbeatTime: now, lastTransitionTime: now,
+  }] } });
+}
