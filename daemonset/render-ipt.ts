@@ -83,8 +83,14 @@ export function iptablesRules(ic: Interception, listenPort: number, f: Family): 
   add(C.divert, `-j MARK --set-xmark ${m}`, 'divert: mark for the local routing table');
   add(C.divert, '-j ACCEPT', 'divert: accept');
   add(C.tproxy, `-j ${C.gate}`, 'watchdog gate: empty while the proxy is healthy');
-  // iptables TPROXY drops when no listener exists (fails closed natively, reference pitfall 2).
-  add(C.tproxy, `-p tcp -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`, `tproxy to the transparent listener on :${listenPort}`);
+  // Only pure SYNs (--syn), as in the nftables backend: a mid-flow packet without a transparent
+  // socket belongs to a flow the proxy never held (e.g. one that went direct during a FailOpen bypass).
+  // TPROXY itself drops a SYN when no listener exists (fails closed natively, reference pitfall 2).
+  add(C.tproxy, `-p tcp --syn -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
+    `tproxy: new connections to the transparent listener on :${listenPort}`);
+  if (ic.failurePolicy === 'FailClosed') {
+    add(C.tproxy, '-j DROP', 'FailClosed: drop flows the proxy does not hold');
+  }
   return { chains: [C.entry, C.divert, ...stage.chains, C.gate, C.tproxy], rules };
 }
 

@@ -88,10 +88,14 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   sets.push(...stage.sets);
   rules.push(...stage.rules);
   add(`jump ${GATE}`, 'watchdog gate: empty while the proxy is healthy');
-  add(`meta l4proto tcp tproxy to :${listenPort} ${mark} accept`, `tproxy to the transparent listener on :${listenPort}`);
+  // Only pure SYNs: later packets of proxied flows already matched the divert rule. A mid-flow packet
+  // without a transparent socket belongs to a flow the proxy never held (e.g. one that went direct
+  // while a FailOpen bypass was on): steering it to the listener would only get it reset.
+  add(`tcp flags & (fin|syn|rst|ack) == syn tproxy to :${listenPort} ${mark} accept`,
+    `tproxy: new connections to the transparent listener on :${listenPort}`);
   if (ic.failurePolicy === 'FailClosed') {
     // nft tproxy falls through when no transparent listener exists (reference pitfall 2).
-    add('drop', 'FailClosed: drop what tproxy could not deliver (no listener)');
+    add('drop', 'FailClosed: drop new connections no listener took and flows the proxy does not hold');
   }
   return { sets, rules };
 }

@@ -142,6 +142,18 @@ for (const backend of ['nftables', 'iptables'] as const) {
             assert.ok(firstOk, 'traffic went direct after the proxy died');
             assert.ok(firstOk.t - killedAt < 2000, `direct after ${firstOk.t - killedAt} ms`);
             assert.ok(afterKill.filter((a) => a.t - killedAt > 2000).every((a) => a.ok), 'and stays direct');
+            // A connection that went direct during the bypass must survive the proxy's return:
+            // TPROXY only takes new connections, so its mid-flow packets keep going direct.
+            const flow = await startInNs(t.client.ns, [...tsNode('e2e/tools/peer.ts'), 'chat', '--to', `${t.server.v4}:${PORT}`, '--count', '30', '--every', '100', '--timeout', '2000'], { ready: /"ready":true/ });
+            await install({ failurePolicy: policy });
+            const backAt = Date.now();
+            await waitFor('the proxy to carry new connections again', async () => {
+              const n = await accepted(t);
+              return (await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${PORT}`])).ok === true && (await accepted(t)) > n;
+            }, 5000);
+            await waitFor('the long-lived flow to finish', async () => /"rounds"/.test(flow.output()), 10_000);
+            const result = JSON.parse(flow.output().trim().split('\n').pop()!) as { ok: boolean; rounds: number; error?: string };
+            assert.deepEqual({ ok: result.ok, rounds: result.rounds }, { ok: true, rounds: 30 }, `the bypassed flow broke ${Date.now() - backAt} ms after recovery: ${result.error}`);
           } else {
             assert.deepEqual(afterKill.filter((a) => a.ok), [], 'FailClosed: no connection got through while the proxy was down');
           }

@@ -9,6 +9,8 @@
 //   many   --to ip:port --count N [--timeout ms] N concurrent probes: prints {"ok": n, "failed": n, "errors": {...}}
 //   poll   --to ip:port --every ms --timeout ms --count N   N probes, one every `every` ms: prints one line per
 //          attempt {"t": start time (epoch ms), "ok", "error"?} so a test can see when behaviour changed
+//   chat   --to ip:port --count N --every ms    one connection, N echo round trips `every` ms apart: prints
+//          {"ready":true} after the first, then {"ok", "rounds", "saw"} (a long-lived flow across events)
 //   hold   --to ip:port --count N                opens N idle connections, prints {"held": n}, keeps them until SIGTERM
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -42,7 +44,8 @@ function serve(): void {
       s.write(`${JSON.stringify({ dst: fmt(s.localAddress, s.localPort), src: fmt(s.remoteAddress, s.remotePort) })}\n`);
       s.pipe(s); // echo; pipe() ends our side when the client ends its side (half-close honoured)
     });
-    srv.listen({ host, port, backlog: 4096 }, () => out({ listening: l }));
+    // ipv6Only: [::] and 0.0.0.0 on the same port are two separate listeners here.
+    srv.listen({ host, port, backlog: 4096, ipv6Only: host.includes(':') }, () => out({ listening: l }));
   }
   process.on('SIGTERM', () => process.exit(0));
 }
@@ -132,6 +135,35 @@ async function poll(to: string, count: number, everyMs: number, timeoutMs: numbe
   out({ done: true });
 }
 
+function chat(to: string, rounds: number, everyMs: number, timeoutMs: number): void {
+  const { host, port } = hostPort(to);
+  const s = net.connect({ host, port });
+  let buf = '', saw: unknown, done = 0;
+  const fail = (error: string) => { out({ ok: false, rounds: done, error, saw }); process.exit(0); };
+  let timer = setTimeout(() => fail('ETIMEDOUT'), timeoutMs);
+  s.setEncoding('utf8');
+  s.on('error', (e: NodeJS.ErrnoException) => fail(e.code ?? e.message));
+  s.on('end', () => fail('closed by peer'));
+  s.on('data', (d: string) => {
+    buf += d;
+    if (saw === undefined) {
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      saw = JSON.parse(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+      s.write('ping\n');
+      return;
+    }
+    if (!buf.endsWith('ping\n')) return;
+    buf = '';
+    clearTimeout(timer);
+    if (++done === 1) out({ ready: true, saw });
+    if (done >= rounds) { out({ ok: true, rounds: done, saw }); s.destroy(); return; }
+    timer = setTimeout(() => fail('ETIMEDOUT'), everyMs + timeoutMs);
+    setTimeout(() => s.write('ping\n'), everyMs);
+  });
+}
+
 const to = opt.to ?? '';
 switch (positionals[0]) {
   case 'serve': serve(); break;
@@ -139,6 +171,7 @@ switch (positionals[0]) {
   case 'transfer': transfer(to, Number(opt.bytes)); break;
   case 'many': void many(to, Number(opt.count), Number(opt.timeout)); break;
   case 'hold': void hold(to, Number(opt.count)); break;
+  case 'chat': chat(to, Number(opt.count), Number(opt.every), Number(opt.timeout)); break;
   case 'poll': void poll(to, Number(opt.count), Number(opt.every), Number(opt.timeout)); break;
   default: console.error('usage: peer.ts serve|probe|transfer|many|hold ...'); process.exit(2);
 }
