@@ -87,6 +87,20 @@ function localCpus(ifc: InterfaceFacts, facts: NodeFacts, usable: CpuSet): CpuSe
   return local.length ? local : usable;
 }
 
+/** What every step of the plan needs; `notes`/`problems` collect explanations as it goes. */
+interface Ctx {
+  spec: AffinitySpec;
+  facts: NodeFacts;
+  usable: CpuSet;
+  nics: InterfaceFacts[];
+  /** Physical cores of the NICs' NUMA nodes, in IRQ preference order. */
+  cores: CpuSet[];
+  /** False when irqbalance runs and the spec defers to it. */
+  pin: boolean;
+  notes: string[];
+  problems: string[];
+}
+
 export function planAffinity(spec: AffinitySpec, facts: NodeFacts): AffinityPlan {
   const notes: string[] = [], problems: string[] = [];
   const empty: AffinityPlan = {
@@ -94,6 +108,30 @@ export function planAffinity(spec: AffinitySpec, facts: NodeFacts): AffinityPlan
     irqbalance: { running: facts.irqbalance.running, required: null, conflict: null }, notes, problems,
   };
   if (spec.mode === 'off') return empty;
+  const ctx = context(spec, facts, notes, problems);
+  const irqCpus = chooseIrqCpus(ctx);
+  const workerCpus = chooseWorkers(ctx, irqCpus);
+  if (ctx.pin && irqCpus.length === 0 && ctx.nics.some((f) => f.queueIrqs.length)) problems.push('affinity: no usable interrupt CPU; IRQs left unchanged');
+  const rpsOn = spec.rps === 'on' || (spec.rps === 'auto' && minus(workerCpus, irqCpus).length > 0);
+  const steer: Steering = {
+    rpsCpus: rpsOn ? (explicitList('rpsCpus', spec.rpsCpus, ctx.usable, problems) ?? workerCpus) : null,
+    flowEntries: rpsOn ? pow2(spec.rpsSockFlowEntries) : null,
+    xpsCpus: explicitList('xpsCpus', spec.xpsCpus, ctx.usable, problems) ?? ctx.usable,
+  };
+  let next = 0; // round-robin position across all interfaces, so two NICs do not stack on one CPU
+  const interfaces = ctx.nics.map((f) => {
+    const r = planInterface(ctx, f, irqCpus, next, steer);
+    next += new Set(f.queueIrqs.map((q) => q.queue)).size;
+    return r;
+  });
+  const ourIrqs = interfaces.flatMap((i) => i.irqs.map((q) => q.irq));
+  return {
+    ...empty, interfaces, irqCpus: formatCpuList(irqCpus), workerCpus: formatCpuList(workerCpus), workers: workerCpus.length,
+    rpsSockFlowEntries: steer.flowEntries, irqbalance: irqbalancePlan(spec, facts, ourIrqs, union(irqCpus, workerCpus)),
+  };
+}
+
+function context(spec: AffinitySpec, facts: NodeFacts, notes: string[], problems: string[]): Ctx {
   const usable = minus(facts.onlineCpus, spec.reservedCpus ? cpuList(spec.reservedCpus) : []);
   const names = spec.interfaces.length ? spec.interfaces : facts.defaultRouteInterfaces;
   if (!spec.interfaces.length) notes.push(`interfaces: none given, using those with a default route: ${names.join(', ') || '(none)'}`);
@@ -104,59 +142,55 @@ export function planAffinity(spec: AffinitySpec, facts: NodeFacts): AffinityPlan
     return f ? [f] : [];
   });
   const pool = union(...nics.map((f) => localCpus(f, facts, usable)));
-  const localPool = pool.length ? pool : usable;
-  const cores = physicalCores(localPool, facts);
+  const cores = physicalCores(pool.length ? pool : usable, facts);
   if (cores.length > 2) cores.sort((a, b) => Number(a.includes(0)) - Number(b.includes(0)));
-  const maxQueues = Math.max(1, ...nics.map((f) => new Set(f.queueIrqs.map((q) => q.queue)).size));
-
   // defer: irqbalance places the interrupts anywhere, so no core is set aside for them.
   const pin = !(facts.irqbalance.running && spec.irqbalance === 'defer');
   if (!pin) notes.push('irqbalance runs and irqbalance is "defer": NIC interrupts are left to it');
-  let irqCpus = pin ? explicitList('irqCpus', spec.irqCpus, usable, problems) : [];
-  if (!irqCpus) {
-    const k = Math.min(spec.irqCpuCount ?? Math.max(1, Math.ceil(cores.length / 4)), cores.length, maxQueues);
-    if (spec.irqCpuCount && spec.irqCpuCount > k) notes.push(`irqCpuCount ${spec.irqCpuCount} lowered to ${k} (cores on the NIC's node, queues)`);
-    irqCpus = cores.slice(0, k).map((c) => c[0]!);
-  }
-  let workerCpus = explicitList('workerCpus', spec.workerCpus, usable, problems);
-  if (!workerCpus) {
-    const busy = siblingsOf(irqCpus, facts);
-    const free = cores.map((c) => minus(c, busy)).filter((c) => c.length > 0);
-    workerCpus = threadOrder(free);
-    if (workerCpus.length === 0) {
-      workerCpus = threadOrder(cores);
-      notes.push('workers share the interrupt CPUs: the NIC\'s node has no other core');
-    }
-    if (spec.maxWorkers) workerCpus = workerCpus.slice(0, spec.maxWorkers);
-    workerCpus = union(workerCpus);
-  } else if (spec.maxWorkers && workerCpus.length > spec.maxWorkers) {
-    workerCpus = workerCpus.slice(0, spec.maxWorkers);
-  }
-  const sorted = union(irqCpus);
-  if (pin && sorted.length === 0 && nics.some((f) => f.queueIrqs.length)) problems.push('affinity: no usable interrupt CPU; IRQs left unchanged');
+  return { spec, facts, usable, nics, cores, pin, notes, problems };
+}
 
-  const rpsOn = spec.rps === 'on' || (spec.rps === 'auto' && minus(workerCpus, sorted).length > 0);
-  const rpsCpus = rpsOn ? (explicitList('rpsCpus', spec.rpsCpus, usable, problems) ?? workerCpus) : [];
-  const flowEntries = rpsOn ? pow2(spec.rpsSockFlowEntries) : null;
-  const xpsCpus = explicitList('xpsCpus', spec.xpsCpus, usable, problems) ?? usable;
+/** Explicit list, or the first thread of the first k cores (k: irqCpuCount or a quarter of the cores). */
+function chooseIrqCpus(ctx: Ctx): CpuSet {
+  const { spec, cores } = ctx;
+  if (!ctx.pin) return [];
+  const given = explicitList('irqCpus', spec.irqCpus, ctx.usable, ctx.problems);
+  if (given) return given;
+  const maxQueues = Math.max(1, ...ctx.nics.map((f) => new Set(f.queueIrqs.map((q) => q.queue)).size));
+  const k = Math.min(spec.irqCpuCount ?? Math.max(1, Math.ceil(cores.length / 4)), cores.length, maxQueues);
+  if (spec.irqCpuCount && spec.irqCpuCount > k) ctx.notes.push(`irqCpuCount ${spec.irqCpuCount} lowered to ${k} (cores on the NIC's node, queues)`);
+  return union(cores.slice(0, k).map((c) => c[0]!));
+}
 
-  let rr = 0;
-  const interfaces = nics.map((f): PlannedInterface => {
-    const queues = [...new Set(f.queueIrqs.map((q) => q.queue))];
-    const cpuOf = new Map(queues.map((q) => [q, sorted.length ? sorted[(rr++) % sorted.length]! : -1]));
-    const irqs = pin && sorted.length ? f.queueIrqs.map((q) => ({ irq: q.irq, name: q.name, queue: q.queue, kind: q.kind, cpus: String(cpuOf.get(q.queue)) })) : [];
-    const flowCnt = flowEntries ? pow2(Math.ceil(flowEntries / Math.max(1, f.rxQueues.length))) : 0;
-    const rps = rpsOn ? f.rxQueues.map((q) => ({ queue: q, cpus: formatCpuList(rpsCpus), flowCnt })) : [];
-    const xpsOn = spec.xps !== 'off' && f.txQueues.length > 1; // single queue: nothing to steer (the kernel refuses)
-    if (spec.xps === 'on' && f.txQueues.length <= 1) notes.push(`${f.name}: XPS needs more than one tx queue; skipped`);
-    const xps = xpsOn ? f.txQueues.map((q, j) => ({ queue: q, cpus: formatCpuList(xpsCpus.filter((_, i) => i % f.txQueues.length === j)) })) : [];
-    return { name: f.name, numaNode: f.numaNode, localCpus: formatCpuList(localCpus(f, facts, usable)), irqs, rps, xps };
-  });
-  const ourIrqs = interfaces.flatMap((i) => i.irqs.map((q) => q.irq));
-  return {
-    ...empty, interfaces, irqCpus: formatCpuList(sorted), workerCpus: formatCpuList(workerCpus), workers: workerCpus.length,
-    rpsSockFlowEntries: flowEntries, irqbalance: irqbalancePlan(spec, facts, ourIrqs, union(sorted, workerCpus)),
-  };
+/** Explicit list, or local CPUs minus IRQ CPUs and their siblings, physical cores first; capped by maxWorkers. */
+function chooseWorkers(ctx: Ctx, irqCpus: CpuSet): CpuSet {
+  const { spec, cores } = ctx;
+  const given = explicitList('workerCpus', spec.workerCpus, ctx.usable, ctx.problems);
+  if (given) return spec.maxWorkers ? given.slice(0, spec.maxWorkers) : given;
+  const busy = siblingsOf(irqCpus, ctx.facts);
+  let order = threadOrder(cores.map((c) => minus(c, busy)).filter((c) => c.length > 0));
+  if (order.length === 0) {
+    order = threadOrder(cores);
+    ctx.notes.push('workers share the interrupt CPUs: the NIC\'s node has no other core');
+  }
+  return union(spec.maxWorkers ? order.slice(0, spec.maxWorkers) : order);
+}
+
+interface Steering { rpsCpus: CpuSet | null; flowEntries: number | null; xpsCpus: CpuSet }
+
+function planInterface(ctx: Ctx, f: InterfaceFacts, irqCpus: CpuSet, start: number, steer: Steering): PlannedInterface {
+  const queues = [...new Set(f.queueIrqs.map((q) => q.queue))];
+  const cpuOf = new Map(queues.map((q, i) => [q, irqCpus[(start + i) % Math.max(1, irqCpus.length)]]));
+  const irqs = ctx.pin && irqCpus.length
+    ? f.queueIrqs.map((q) => ({ irq: q.irq, name: q.name, queue: q.queue, kind: q.kind, cpus: String(cpuOf.get(q.queue)) }))
+    : [];
+  const flowCnt = steer.flowEntries ? pow2(Math.ceil(steer.flowEntries / Math.max(1, f.rxQueues.length))) : 0;
+  const rps = steer.rpsCpus ? f.rxQueues.map((q) => ({ queue: q, cpus: formatCpuList(steer.rpsCpus!), flowCnt })) : [];
+  // A single tx queue has nothing to steer (and the kernel refuses xps_cpus on it).
+  const xpsOn = ctx.spec.xps !== 'off' && f.txQueues.length > 1;
+  if (ctx.spec.xps === 'on' && f.txQueues.length <= 1) ctx.notes.push(`${f.name}: XPS needs more than one tx queue; skipped`);
+  const xps = xpsOn ? f.txQueues.map((q, j) => ({ queue: q, cpus: formatCpuList(steer.xpsCpus.filter((_, i) => i % f.txQueues.length === j)) })) : [];
+  return { name: f.name, numaNode: f.numaNode, localCpus: formatCpuList(localCpus(f, ctx.facts, ctx.usable)), irqs, rps, xps };
 }
 
 function irqbalancePlan(spec: AffinitySpec, facts: NodeFacts, irqs: number[], ours: CpuSet): IrqbalancePlan {
