@@ -84,7 +84,12 @@ export class Forwarder {
     // writes again here would add latency to request/response traffic.
     upstream.setNoDelay(true);
     const started = process.hrtime.bigint();
-    c.timer = setTimeout(() => this.fail(c, 'connect_timeout'), this.opts.connectTimeoutMs);
+    // The check runs from setImmediate, after the loop's I/O phase: when this process was starved
+    // of CPU past the deadline, libuv runs due timers *before* polling, and a connect that did
+    // complete in the kernel meanwhile would otherwise be reported as timed out.
+    c.timer = setTimeout(() => setImmediate(() => {
+      if (upstream.connecting) this.fail(c, 'connect_timeout');
+    }), this.opts.connectTimeoutMs);
     upstream.once('connect', () => {
       clearTimeout(c.timer);
       c.timer = undefined;

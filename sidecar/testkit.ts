@@ -22,6 +22,12 @@ table inet tpfsidecartest {
     iifname "${t.proxy.clientIf}" ip daddr ${t.server.v4} tcp dport ${set} tproxy ip to :${listenPort} meta mark set ${MARK} accept
     iifname "${t.proxy.clientIf}" ip6 daddr ${t.server.v6} tcp dport ${set} tproxy ip6 to :${listenPort} meta mark set ${MARK} accept
   }
+  chain forwarding {
+    type filter hook forward priority 0; policy accept;
+    # Fail closed: a connection the TPROXY rule could not hand to a listener (none left, e.g.
+    # while draining) is refused instead of silently bypassing the proxy (nft tproxy fails open).
+    iifname "${t.proxy.clientIf}" tcp dport ${set} reject with tcp reset
+  }
 }
 `;
   await nsExec(ns, ['nft', '-f', '-'], { input: rules });
@@ -34,6 +40,12 @@ table inet tpfsidecartest {
 /** Makes the server namespace silently drop SYNs to `port`: an upstream connect then times out. */
 export async function blackhole(t: Topology, port: number): Promise<void> {
   await nsExec(t.server.ns, ['nft', '-f', '-'], {
-    input: `table inet tpfsidecarblackhole { chain in { type filter hook input priority 0; policy accept; tcp dport ${port} drop } }\n`,
+    input: `table inet tpfsidecarblackhole {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    tcp dport ${port} drop
+  }
+}
+`,
   });
 }

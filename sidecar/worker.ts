@@ -1,12 +1,12 @@
 // A worker process: its own transparent listeners (one per IP family, all workers on one
 // SO_REUSEPORT port, so the kernel spreads connections across processes), a Forwarder, and the
 // drain on request. Talks to the primary over the cluster IPC channel (messages in ipc.ts).
-import { closeSync } from 'node:fs';
 import net from 'node:net';
 import { AggregatorRegistry, Registry } from 'prom-client';
 import { transparentDialer } from './dial.ts';
 import { Forwarder } from './forward.ts';
 import { toPrimary, type ToWorker } from './ipc.ts';
+import { adoptListener } from './listener.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { native, type IpFamily } from './native/index.ts';
@@ -60,29 +60,11 @@ export async function runWorker(s: WorkerSettings, workerId: number): Promise<vo
 
 function listen(family: IpFamily, s: WorkerSettings, fwd: Forwarder, log: Logger): Promise<net.Server> {
   const fd = native().listenTransparent(family, family === 4 ? '0.0.0.0' : '::', s.listenPort, s.backlog);
-  // Adopted through a Socket wrapping the fd ("a socket (anything with an underlying _handle
-  // member)" in the server.listen(handle) docs), not server.listen({ fd }): the { fd } form
-  // ignores `exclusive`, so a cluster worker would send the fd *number* to the primary, which
-  // then binds an unrelated descriptor of its own (EINVAL). The handle form always listens
-  // locally. readable/writable false: this Socket must never start reading the listener.
-  let holder: net.Socket;
-  try {
-    holder = new net.Socket({ fd, readable: false, writable: false });
-  } catch (e) {
-    closeSync(fd);
-    throw e;
-  }
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => fwd.handle(sock));
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    // backlog as the positional argument: Node re-issues listen(2) with it (511 when missing),
-    // and ignores a `backlog` property of the handle object.
-    server.listen(holder, s.backlog, () => {
-      server.off('error', reject);
-      // accept(2) errors (EMFILE...) must not crash the worker: Node retries on the next event.
-      server.on('error', (e) => log.error({ err: e.message }, 'accept failed'));
-      resolve(server);
-    });
+  return adoptListener(server, fd, s.backlog).then(() => {
+    // accept(2) errors (EMFILE...) must not crash the worker: Node retries on the next event.
+    server.on('error', (e) => log.error({ err: e.message }, 'accept failed'));
+    return server;
   });
 }
 
