@@ -141,7 +141,8 @@ for (const backend of ['nftables', 'iptables'] as const) {
             const firstOk = afterKill.find((a) => a.ok);
             assert.ok(firstOk, 'traffic went direct after the proxy died');
             assert.ok(firstOk.t - killedAt < 2000, `direct after ${firstOk.t - killedAt} ms`);
-            assert.ok(afterKill.filter((a) => a.t - killedAt > 2000).every((a) => a.ok), 'and stays direct');
+            const late = afterKill.filter((a) => a.t - killedAt > 2000 && !a.ok).map((a) => ({ ...a, t: a.t - killedAt }));
+            assert.deepEqual(late, [], 'and stays direct');
             // A connection that went direct during the bypass must survive the proxy's return:
             // TPROXY only takes new connections, so its mid-flow packets keep going direct.
             const flow = await startInNs(t.client.ns, [...tsNode('e2e/tools/peer.ts'), 'chat', '--to', `${t.server.v4}:${PORT}`, '--count', '30', '--every', '100', '--timeout', '2000'], { ready: /"ready":true/ });

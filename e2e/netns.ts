@@ -98,9 +98,18 @@ export async function createTopology(name = 'tp', octet = 1 + ((process.pid + co
     for (const ns of [cli, px, srv]) {
       await sh(['ip', 'netns', 'add', ns]);
       await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
+      // No duplicate address detection: link-local addresses are usable as soon as they exist.
+      await nsExec(ns, ['sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
     }
     await link(t, cli, 'eth0', px, 'to-cli', t.client, t.proxy.clientSide);
     await link(t, srv, 'eth0', px, 'to-srv', t.server, t.proxy.serverSide);
+    // The kernel adds IPv6 link-local addresses and routes when it sees carrier, up to a second
+    // after `link set up` (linkwatch). Wait for them so the topology is settled: tests compare
+    // snapshots of the routing tables taken before and after their changes.
+    for (const [ns, ifn] of [[cli, 'eth0'], [px, 'to-cli'], [px, 'to-srv'], [srv, 'eth0']] as const) {
+      await waitFor(`link-local address on ${ns}/${ifn}`, async () =>
+        (await nsExec(ns, ['ip', '-6', 'route', 'show', 'table', 'local', 'dev', ifn])).includes('local fe80::'), 5000);
+    }
     await nsExec(px, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
     for (const [ns, gw] of [[cli, t.proxy.clientSide], [srv, t.proxy.serverSide]] as const) {
       await nsExec(ns, ['ip', 'route', 'add', 'default', 'via', gw.v4]);

@@ -81,9 +81,26 @@ export function startWatchdog(ns: string, configPath: string, stateDir: string):
   return startInNs(ns, [...tsNode('daemonset/main.ts'), 'watch', '--config', configPath, '--state-dir', stateDir]);
 }
 
-/** The sidecar in namespace `ns`; resolves once it logged that every worker listens. */
-export function startSidecar(ns: string, configPath: string): Promise<Proc> {
-  return startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', configPath], { ready: /"msg":"listening"/ });
+/** The sidecar in namespace `ns`; resolves once its /readyz answers 200 (as the kubelet would check). */
+export async function startSidecar(ns: string, configPath: string, metricsPort = 15190): Promise<Proc> {
+  const proc = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', configPath]);
+  try {
+    await waitFor('the sidecar to be ready', async () => {
+      if (proc.child.exitCode !== null) throw new Error('exited');
+      return (await httpStatus(ns, metricsPort, '/readyz')) === 200;
+    }, 20_000, 100);
+  } catch (e) {
+    await proc.stop(500);
+    throw new Error(`${(e as Error).message}; output:\n${proc.output().slice(-2000)}`);
+  }
+  return proc;
+}
+
+/** HTTP status of GET 127.0.0.1:port/path inside namespace `ns` (0 when nothing answers). */
+export async function httpStatus(ns: string, port: number, urlPath: string): Promise<number> {
+  const out = await nsExec(ns, [process.execPath, '-e',
+    `fetch('http://127.0.0.1:${port}${urlPath}', { signal: AbortSignal.timeout(1000) }).then((r) => console.log(r.status), () => console.log(0))`]);
+  return Number(out.trim());
 }
 
 export function startPeerServer(ns: string, listen: string[], mode: 'report' | 'hold' = 'report'): Promise<Proc> {
