@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { createTopology, nsExec, nsSpawn, privilegedSkipReason, waitFor, type Topology } from '../e2e/netns.ts';
-import { nodeConfigYaml, peer, scrape, scratch, startPeerServer, startSidecar, tsNode, type Proc } from '../e2e/proc.ts';
+import { createTopology, nsExec, nsSpawn, privilegedSkipReason, sh, waitFor, type Topology } from '../e2e/netns.ts';
+import { nodeConfigYaml, peer, scrape, scratch, startInNs, startPeerServer, startSidecar, tsNode, type Proc } from '../e2e/proc.ts';
 import { blackhole, installTproxy } from './testkit.ts';
 
 const LISTEN = 15101, METRICS = 15190, ECHO = 8080, BLACKHOLE = 8081, BACKLOG = 1234;
@@ -35,6 +35,26 @@ test('a missing --config or an unknown flag exits 2 with the usage', async () =>
     const r = await runMain(args);
     assert.equal(r.code, 2, `args ${args.join(' ')}`);
     assert.match(r.stderr, /usage: sidecar\/main\.ts --config FILE/);
+  }
+});
+
+test('at logLevel error a start and a drain print only the one "listening" line', { skip: privilegedSkipReason() }, async () => {
+  const ns = `scq${process.pid % 100000}`;
+  const dir = scratch('sidecar-quiet');
+  try {
+    await sh(['ip', 'netns', 'add', ns]);
+    await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
+    const file = dir.file('quiet.yaml', nodeConfigYaml({ proxy: { workers: 1, logLevel: 'error' } }));
+    const p = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', file], { ready: /"msg":"listening"/ });
+    assert.equal(await p.stop(5000), 0);
+    const lines = p.output().trim().split('\n');
+    assert.equal(lines.length, 1, p.output());
+    assert.deepEqual(JSON.parse(lines[0]!), {
+      ...JSON.parse(lines[0]!), msg: 'listening', workers: 1, listenPort: 15101, families: [4, 6], metricsPort: 15190,
+    });
+  } finally {
+    await sh(['ip', 'netns', 'del', ns], { allowFail: true });
+    dir.remove();
   }
 });
 

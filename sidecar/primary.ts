@@ -44,7 +44,10 @@ export async function runPrimary(s: Settings, log: Logger): Promise<void> {
       ready.add(w);
       if (!announced && status.ready()) {
         announced = true;
-        log.info({ workers: s.workers, listenPort: s.worker.listenPort, families: s.worker.families, metricsPort: s.metricsPort }, 'listening');
+        // Logged whatever proxy.logLevel says: tests and tooling wait for this one line.
+        log.child({}, { level: 'info' }).info({
+          workers: s.workers, listenPort: s.worker.listenPort, families: s.worker.families, metricsPort: s.metricsPort,
+        }, 'listening');
       }
     });
     w.on('exit', (code, signal) => {
