@@ -55,6 +55,9 @@ export async function createNode(c: KubeClient, name: string, o: NodeOpts = {}):
   const labels = { 'kubernetes.io/hostname': name, ...(o.zone ? { 'topology.kubernetes.io/zone': o.zone } : {}), ...o.labels };
   await c.create('/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name, labels }, spec: { taints: o.taints, unschedulable: o.unschedulable } });
   await setNodeReady(c, name, o.ready ?? true);
+  // The TaintNodesByCondition admission plugin adds node.kubernetes.io/not-ready on create; the
+  // node lifecycle controller (not running here) lifts it once the node is Ready. Do it for it.
+  if (o.ready ?? true) await c.mergePatch(`/api/v1/nodes/${name}`, { spec: { taints: o.taints ?? null } });
 }
 
 /** Writes the Ready condition the way the kubelet reports it (status subresource). */

@@ -1,0 +1,50 @@
+// What a reconcile needs: the API client, the informer caches and operator settings. Also the
+// write memo that keeps steady state free of API writes.
+import type { Logger } from 'pino';
+import type { KubeClient, KubeObject } from './kube/client.ts';
+import type { Informer } from './kube/informer.ts';
+import { stableJson } from './status.ts';
+import { shortHash } from './render/names.ts';
+
+export interface Caches {
+  proxies: Informer; daemonSets: Informer; configMaps: Informer; serviceAccounts: Informer;
+  services: Informer; hpas: Informer; nodes: Informer; pods: Informer;
+}
+
+export interface Settings {
+  defaultImage: string;
+  /** How long deletion waits for nodes to report their rules removed. */
+  cleanupTimeoutMs: number;
+}
+
+export interface ReconcileContext {
+  client: KubeClient;
+  caches: Caches;
+  settings: Settings;
+  log: Logger;
+  memo: ApplyMemo;
+  now: () => Date;
+}
+
+/**
+ * Remembers, per object path, the hash of what we last applied and the resourceVersion the server
+ * answered. If the cached object still has that resourceVersion and the render is unchanged, the
+ * apply is skipped: a steady-state reconcile makes zero requests. Anything else (first run after a
+ * restart, someone else edited the object) re-applies, which SSA turns into a no-op or a repair.
+ */
+export class ApplyMemo {
+  private readonly m = new Map<string, { hash: string; rv?: string }>();
+
+  async apply(client: KubeClient, path: string, desired: object, live: KubeObject | undefined): Promise<KubeObject> {
+    const hash = shortHash(stableJson(desired));
+    const prev = this.m.get(path);
+    if (live && prev && prev.hash === hash && prev.rv === live.metadata.resourceVersion) return live;
+    const res = await client.apply(path, desired);
+    this.m.set(path, { hash, rv: res.metadata.resourceVersion });
+    return res;
+  }
+
+  forget(prefix: string): void {
+    for (const k of this.m.keys()) if (k.startsWith(prefix)) this.m.delete(k);
+  }
+}

@@ -1,0 +1,120 @@
+// Wires informers → work queue → reconcile workers. Informer handlers only enqueue keys; the
+// workers reconcile one key at a time each (the queue guarantees one worker per key), back off
+// exponentially on errors and resync every object periodically.
+import type { Logger } from 'pino';
+import { resourcePath, type KubeClient, type KubeObject } from './kube/client.ts';
+import { Informer, type ChangeHandler } from './kube/informer.ts';
+import { ApplyMemo, type Caches, type ReconcileContext, type Settings } from './context.ts';
+import type { OperatorMetrics } from './metrics.ts';
+import { WorkQueue } from './queue.ts';
+import { R, TP, reconcile } from './reconcile.ts';
+import { KIND } from '../api/transparentproxy.ts';
+import { MANAGED_BY } from './render/names.ts';
+import { stableJson } from './status.ts';
+
+export interface ControllerOptions {
+  client: KubeClient;
+  log: Logger;
+  metrics: OperatorMetrics;
+  settings: Settings;
+  workers?: number;
+  resyncMs?: number;
+  watchTimeoutSec?: number;
+  stallGraceMs?: number;
+}
+
+const keyOf = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
+
+/** What about a node matters for scheduling; other node updates (heartbeats) are ignored. */
+function nodeFingerprint(n: KubeObject): string {
+  const x = n as KubeObject & { spec?: { taints?: unknown; unschedulable?: boolean }; status?: { conditions?: { type: string; status: string }[] } };
+  return stableJson([x.metadata.labels, x.spec?.taints, x.spec?.unschedulable, x.status?.conditions?.find((c) => c.type === 'Ready')?.status]);
+}
+
+export class Controller {
+  readonly caches: Caches;
+  readonly queue: WorkQueue;
+  private readonly ctx: ReconcileContext;
+  private resync?: NodeJS.Timeout;
+  private workers: Promise<void>[] = [];
+  private running = false;
+
+  constructor(private readonly o: ControllerOptions) {
+    this.queue = new WorkQueue({ onDepth: (d) => o.metrics.queueDepth.set(d) });
+    const inf = (path: string, resource: string, onChange: ChangeHandler, labelSelector?: string) => new Informer({
+      client: o.client, path, resource, labelSelector, onChange, log: o.log,
+      onRestart: (r) => o.metrics.watchRestarts.inc({ resource: r }),
+      watchTimeoutSec: o.watchTimeoutSec, stallGraceMs: o.stallGraceMs,
+    });
+    const owned: ChangeHandler = (obj) => {
+      const ref = obj.metadata.ownerReferences?.find((r) => r.kind === KIND && r.controller);
+      if (ref) this.queue.add(`${obj.metadata.namespace}/${ref.name}`);
+    };
+    const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+    this.caches = {
+      proxies: inf(resourcePath(TP), 'transparentproxies', (obj) => this.queue.add(keyOf(obj))),
+      daemonSets: inf(resourcePath(R.daemonSets), 'daemonsets', owned, managed),
+      configMaps: inf(resourcePath(R.configMaps), 'configmaps', owned, managed),
+      serviceAccounts: inf(resourcePath(R.serviceAccounts), 'serviceaccounts', owned, managed),
+      services: inf(resourcePath(R.services), 'services', owned, managed),
+      hpas: inf(resourcePath(R.hpas), 'horizontalpodautoscalers', owned, managed),
+      pods: inf(resourcePath(R.pods), 'pods', (obj) => {
+        const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
+        if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
+      }, managed),
+      nodes: inf(resourcePath(R.nodes), 'nodes', (obj, old, deleted) => {
+        if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old)) this.enqueueAll();
+      }),
+    };
+    this.ctx = { client: o.client, caches: this.caches, settings: o.settings, log: o.log, memo: new ApplyMemo(), now: () => new Date() };
+  }
+
+  get synced(): boolean { return Object.values(this.caches).every((i: Informer) => i.hasSynced); }
+
+  enqueueAll(): void {
+    for (const tp of this.caches.proxies.list()) this.queue.add(keyOf(tp));
+  }
+
+  /** Starts the caches; resolves once all have listed once. */
+  async startCaches(): Promise<void> {
+    for (const i of Object.values(this.caches) as Informer[]) i.start();
+    while (!this.synced) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  /** Starts reconciling (call once this replica leads). */
+  startWorkers(): void {
+    if (this.running) return;
+    this.running = true;
+    this.enqueueAll();
+    const every = this.o.resyncMs ?? 10 * 60_000;
+    this.resync = setInterval(() => this.enqueueAll(), every);
+    this.resync.unref();
+    for (let w = 0; w < (this.o.workers ?? 2); w++) this.workers.push(this.work());
+  }
+
+  private async work(): Promise<void> {
+    for (let key = await this.queue.get(); key !== undefined; key = await this.queue.get()) {
+      const start = process.hrtime.bigint();
+      const secs = () => Number(process.hrtime.bigint() - start) / 1e9;
+      try {
+        const r = await reconcile(this.ctx, key);
+        this.queue.forget(key);
+        this.o.metrics.observeReconcile(r.outcome, secs());
+        if (r.requeueAfterMs !== undefined) this.queue.addAfter(key, r.requeueAfterMs);
+      } catch (e) {
+        this.o.metrics.observeReconcile('error', secs());
+        const delay = this.queue.addRateLimited(key);
+        this.o.log.warn({ tp: key, err: (e as Error).message, retryInMs: delay }, 'reconcile failed');
+      } finally {
+        this.queue.done(key);
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.resync) clearInterval(this.resync);
+    this.queue.shutdown();
+    await Promise.all(this.workers);
+    await Promise.all((Object.values(this.caches) as Informer[]).map((i) => i.stop()));
+  }
+}

@@ -1,0 +1,86 @@
+// Deletion (docs/adr/0006): the finalizer keeps the TransparentProxy until every node removed its
+// rules. The operator switches the DaemonSet to cleanup mode (init container `tpfleet-agent
+// cleanup`, then a container that just stays up): a cleanup pod that is Ready is a node reporting
+// "done". The DaemonSet controller aggregates that into the DaemonSet status, which is what we
+// wait for, up to --cleanup-timeout after deletion started. Then node labels and the finalizer go,
+// and owner references let the garbage collector delete the rest.
+import { TransparentProxySpec } from '../api/transparentproxy.ts';
+import { resourcePath, type KubeObject } from './kube/client.ts';
+import type { ReconcileContext } from './context.ts';
+import { syncActiveNodes } from './nodes.ts';
+import { renderDaemonSet } from './render/daemonset.ts';
+import { CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION, names, selectorString } from './render/names.ts';
+import { R, TP, ownedBy, writeStatus, type Result, type TransparentProxyObject } from './reconcile.ts';
+import { rolloutComplete, type DaemonSetStatus } from './status.ts';
+
+interface LiveDaemonSet extends KubeObject {
+  spec?: { template?: { metadata?: { annotations?: Record<string, string> }; spec?: {
+    nodeSelector?: Record<string, string>; tolerations?: unknown[];
+    initContainers?: { image?: string; imagePullPolicy?: string }[];
+  } } };
+  status?: DaemonSetStatus;
+}
+
+export async function ensureFinalizer(ctx: ReconcileContext, tp: KubeObject): Promise<void> {
+  const current = tp.metadata.finalizers ?? [];
+  if (current.includes(FINALIZER)) return;
+  // resourceVersion makes the merge patch conditional: a concurrent change to the list is a 409
+  // and a retry, never a lost finalizer.
+  await ctx.client.mergePatch(resourcePath(TP, tp.metadata.namespace, tp.metadata.name),
+    { metadata: { resourceVersion: tp.metadata.resourceVersion, finalizers: [...current, FINALIZER] } });
+}
+
+export function cleanupProgress(ds: LiveDaemonSet): { switched: boolean; done: boolean; pending: number; total: number } {
+  const switched = ds.spec?.template?.metadata?.annotations?.[MODE_ANNOTATION] === 'cleanup';
+  const s = ds.status ?? {};
+  const total = s.desiredNumberScheduled ?? 0;
+  const finished = Math.min(s.updatedNumberScheduled ?? 0, s.numberReady ?? 0);
+  const done = switched && rolloutComplete({ generation: ds.metadata.generation, status: s }) && finished >= total;
+  return { switched, done, pending: Math.max(total - finished, 0), total };
+}
+
+/** The cleanup-mode DaemonSet, placed exactly where the live one runs (same nodes, image). */
+function cleanupDaemonSet(ctx: ReconcileContext, tp: KubeObject, live: LiveDaemonSet) {
+  const t = live.spec?.template;
+  const parsed = TransparentProxySpec.safeParse((tp as { spec?: unknown }).spec ?? {});
+  const init = t?.spec?.initContainers?.[0];
+  const spec: TransparentProxySpec = {
+    nodeSelector: t?.spec?.nodeSelector,
+    tolerations: (t?.spec?.tolerations ?? []) as TransparentProxySpec['tolerations'],
+    proxy: {
+      image: init?.image ?? ctx.settings.defaultImage,
+      imagePullPolicy: (init?.imagePullPolicy ?? 'IfNotPresent') as 'IfNotPresent',
+      timeouts: parsed.success ? parsed.data.proxy?.timeouts : undefined,
+    },
+  };
+  const hash = t?.metadata?.annotations?.[CONFIG_HASH_ANNOTATION] ?? '';
+  return renderDaemonSet({ tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'cleanup' });
+}
+
+export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject): Promise<Result> {
+  const { namespace = '', name } = tp.metadata;
+  if (!tp.metadata.finalizers?.includes(FINALIZER)) return { outcome: 'gone' };
+  const dsName = names(name).daemonSet;
+  const live = ctx.caches.daemonSets.get(namespace, dsName) as LiveDaemonSet | undefined;
+  const remaining = Date.parse(tp.metadata.deletionTimestamp!) + ctx.settings.cleanupTimeoutMs - ctx.now().getTime();
+  if (live && ownedBy(live, tp)) {
+    const p = cleanupProgress(live);
+    if (!p.done && remaining > 0) {
+      if (!p.switched) {
+        ctx.log.info({ tp: `${namespace}/${name}` }, 'deleting: switching the fleet to cleanup mode');
+        await ctx.memo.apply(ctx.client, resourcePath(R.daemonSets, namespace, dsName), cleanupDaemonSet(ctx, tp, live), live);
+      }
+      await writeStatus(ctx, tp, {
+        generation: tp.metadata.generation ?? 0, prev: tp.status, now: ctx.now().toISOString(), selector: selectorString(name),
+        configHash: tp.status?.configHash, cleanup: { pending: p.switched ? p.pending : p.total, total: p.total },
+      });
+      return { outcome: 'cleanup', requeueAfterMs: Math.min(5000, remaining) };
+    }
+    if (!p.done) ctx.log.warn({ tp: `${namespace}/${name}`, pending: p.pending }, 'cleanup timed out; removing the finalizer anyway');
+  }
+  await syncActiveNodes(ctx, namespace, name, undefined);
+  const rest = (tp.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
+  await ctx.client.mergePatch(resourcePath(TP, namespace, name), { metadata: { resourceVersion: tp.metadata.resourceVersion, finalizers: rest } });
+  ctx.log.info({ tp: `${namespace}/${name}` }, 'nodes cleaned up; finalizer removed');
+  return { outcome: 'success' };
+}

@@ -1,0 +1,99 @@
+// tpfleet operator. Runs against any kubeconfig (--kubeconfig, else $KUBECONFIG/~/.kube/config,
+// else in-cluster). Flags are parsed once here; nothing else reads the environment.
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { parseDuration } from '../api/net.ts';
+import { Controller } from './controller.ts';
+import { KubeClient } from './kube/client.ts';
+import { LeaderElector } from './leader.ts';
+import { OperatorMetrics } from './metrics.ts';
+import { FIELD_MANAGER } from './render/names.ts';
+import { startServer } from './server.ts';
+
+const USAGE = `usage: tpfleet-operator [--kubeconfig PATH] [--image IMAGE] [--bind HOST:PORT]
+  [--cleanup-timeout 5m] [--resync 10m] [--workers 2] [--log-level info]
+  [--leader-elect true|false] [--lease-namespace NS] [--lease-name NAME] [--identity ID]`;
+
+function fail(message: string): never {
+  process.stderr.write(`tpfleet-operator: ${message}\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function ms(flag: string, text: string): number {
+  const v = parseDuration(text);
+  if (typeof v === 'string') fail(`--${flag}: ${v}`);
+  return v;
+}
+
+function parse() {
+  const { values } = parseArgs({
+    options: {
+      kubeconfig: { type: 'string' }, image: { type: 'string', default: 'ghcr.io/tpfleet/tpfleet-node:0.1.0' },
+      bind: { type: 'string', default: '0.0.0.0:8080' }, 'cleanup-timeout': { type: 'string', default: '5m' },
+      resync: { type: 'string', default: '10m' }, workers: { type: 'string', default: '2' }, 'log-level': { type: 'string', default: 'info' },
+      'leader-elect': { type: 'string', default: 'true' }, 'lease-namespace': { type: 'string', default: 'tpfleet-system' },
+      'lease-name': { type: 'string', default: 'tpfleet-operator' }, identity: { type: 'string', default: `${hostname()}-${process.pid}` },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) { process.stdout.write(`${USAGE}\n`); process.exit(0); }
+  const m = /^(.*):(\d+)$/.exec(values.bind);
+  if (!m) fail(`--bind: "${values.bind}" is not HOST:PORT`);
+  const workers = Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 32) fail('--workers: must be an integer 1-32');
+  if (!['true', 'false'].includes(values['leader-elect'])) fail('--leader-elect: must be true or false');
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(values['log-level'])) fail('--log-level: unknown level');
+  return {
+    kubeconfig: values.kubeconfig, image: values.image, host: m[1] ?? '0.0.0.0', port: Number(m[2]),
+    cleanupTimeoutMs: ms('cleanup-timeout', values['cleanup-timeout']), resyncMs: ms('resync', values.resync), workers,
+    logLevel: values['log-level'], leaderElect: values['leader-elect'] === 'true',
+    lease: { namespace: values['lease-namespace'], name: values['lease-name'], identity: values.identity },
+  };
+}
+
+async function main(): Promise<void> {
+  const flags = parse();
+  const log = pino({ level: flags.logLevel, base: { component: 'operator' } });
+  const kc = new KubeConfig();
+  if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
+  else kc.loadFromDefault();
+  const metrics = new OperatorMetrics();
+  const client = new KubeClient(kc, FIELD_MANAGER, (verb) => metrics.write(verb));
+  const controller = new Controller({
+    client, log, metrics, workers: flags.workers, resyncMs: flags.resyncMs,
+    settings: { defaultImage: flags.image, cleanupTimeoutMs: flags.cleanupTimeoutMs },
+  });
+  const server = await startServer(flags.host, flags.port, metrics.registry, { healthy: () => !controller.queue.isShutDown, ready: () => controller.synced });
+  const address = server.address();
+  log.info({ server: client.server, listen: typeof address === 'object' ? address?.port : address }, 'starting');
+  const elector = flags.leaderElect ? new LeaderElector(client, {
+    ...flags.lease,
+    onStartedLeading: () => { metrics.leader.set(1); controller.startWorkers(); },
+    // Half-done work must not continue beside the new leader: exit and let the pod restart.
+    onStoppedLeading: () => { metrics.leader.set(0); process.exit(1); },
+  }, log) : undefined;
+  let stopping = false;
+  const shutdown = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: sig }, 'shutting down');
+    await controller.stop();
+    await elector?.stop();
+    server.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  await controller.startCaches();
+  log.info('caches synced');
+  if (elector) elector.start();
+  else controller.startWorkers();
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`tpfleet-operator: ${e.stack ?? e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,156 @@
+// Reconcile against a real kube-apiserver: objects, owner references, config propagation,
+// InvalidSpec without partial changes, HPA, readiness and the deletion finalizer. No
+// kube-controller-manager or kubelet runs here: where a test needs DaemonSet or Pod status it
+// writes it the way the DaemonSet controller and the kubelet would, and says so.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { parseNodeConfigText } from '../api/load.ts';
+import { KubeClient, type KubeObject } from './kube/client.ts';
+import { CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION } from './render/names.ts';
+import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
+import { startOperator, type RunningOperator } from './testenv/operator.ts';
+import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
+
+let env: TestEnv, c: KubeClient, op: RunningOperator;
+const NS = 'fleet';
+type Obj = KubeObject & { spec?: any; status?: any; data?: Record<string, string> };
+
+before(async () => {
+  env = await startTestEnv();
+  c = new KubeClient(env.kubeConfig, 'test-user');
+  await installCrd(c);
+  await createNamespace(c, NS);
+  for (const n of ['n1', 'n2']) await createNode(c, n, { zone: 'z1' });
+  op = await startOperator(env.kubeconfigPath, { cleanupTimeoutMs: 8000 });
+});
+after(async () => { await op?.stop(); await env?.stop(); });
+
+const get = (path: string) => c.get<Obj>(path);
+const ds = (name: string) => get(`/apis/apps/v1/namespaces/${NS}/daemonsets/${name}`);
+const cm = (name: string) => get(`/api/v1/namespaces/${NS}/configmaps/${name}-nodeconfig`);
+const tp = (name: string) => get(tpPath(NS, name));
+const cond = (o: Obj | undefined, type: string) => o?.status?.conditions?.find((x: { type: string }) => x.type === type);
+const createTp = (name: string, spec: object) => c.create(tpPath(NS), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name }, spec });
+
+test('reconcile creates the fleet objects, owned by the TransparentProxy', async () => {
+  const created = await createTp('web', { interception: { ports: [{ port: 80 }] }, proxy: { keepClientIp: true } });
+  const d = await waitFor('DaemonSet', () => ds('web'));
+  for (const path of [`/api/v1/namespaces/${NS}/serviceaccounts/web`, `/api/v1/namespaces/${NS}/configmaps/web-nodeconfig`,
+    `/api/v1/namespaces/${NS}/services/web-metrics`, `/apis/apps/v1/namespaces/${NS}/daemonsets/web`]) {
+    const o = await waitFor(path, () => get(path));
+    assert.deepEqual(o.metadata.ownerReferences?.map((r) => [r.kind, r.name, r.uid, r.controller]), [['TransparentProxy', 'web', created.metadata.uid, true]], path);
+    assert.ok(o.metadata.managedFields, path);
+  }
+  const config = parseNodeConfigText((await cm('web'))!.data!['nodeconfig.yaml']!);
+  assert.deepEqual(config.interception.ports, [{ port: 80 }]);
+  assert.equal(config.proxy.keepClientIp, true);
+  const pod = d.spec.template.spec;
+  assert.equal(pod.hostNetwork, true);
+  assert.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet');
+  assert.deepEqual(pod.initContainers.map((x: any) => [x.name, x.command[1], x.securityContext.privileged]), [['agent-apply', 'apply', true]]);
+  const [sidecar, watch] = pod.containers;
+  assert.equal(sidecar.securityContext.runAsNonRoot, true);
+  assert.deepEqual(sidecar.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] });
+  assert.equal(sidecar.readinessProbe.httpGet.path, '/readyz');
+  assert.equal(watch.securityContext.privileged, false);
+  assert.deepEqual(d.spec.updateStrategy.rollingUpdate, { maxSurge: 0, maxUnavailable: 1 });
+  const t = await waitFor('status', async () => { const o = await tp('web'); return o?.status?.observedGeneration === 1 && o; });
+  assert.deepEqual(t.metadata.finalizers, [FINALIZER]);
+  assert.equal(cond(t, 'InvalidSpec')?.status, 'False');
+  assert.equal(t.status.replicas, 2, 'every candidate node is active when replicas is omitted');
+  assert.equal(t.status.selector, 'app.kubernetes.io/name=tpfleet,app.kubernetes.io/instance=web');
+  assert.equal(t.status.configHash, d.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION]);
+});
+
+test('a spec change reaches the ConfigMap and rolls the pods (config hash changes)', async () => {
+  const before = (await ds('web'))!.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION];
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { interception: { ports: [{ port: 80 }, { port: 443 }] } } });
+  const d = await waitFor('new hash', async () => { const o = await ds('web'); return o?.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION] !== before && o; });
+  const config = parseNodeConfigText((await cm('web'))!.data!['nodeconfig.yaml']!);
+  assert.deepEqual(config.interception.ports, [{ port: 80 }, { port: 443 }]);
+  await waitFor('status hash', async () => (await tp('web'))?.status?.configHash === d.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION]);
+});
+
+test('a spec only the NodeConfig parser can reject yields InvalidSpec naming the field and changes nothing', async () => {
+  const [d0, c0] = [await ds('web'), await cm('web')];
+  // mark outside mask passes schema and CEL (CEL has no bit operations) but not api/nodeconfig.ts.
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { interception: { mark: 0x1000, mask: 0x2000 }, proxy: { image: 'registry.example/other:2' } } });
+  const t = await waitFor('InvalidSpec', async () => { const o = await tp('web'); return cond(o, 'InvalidSpec')?.status === 'True' && o; });
+  assert.match(cond(t, 'InvalidSpec').message, /spec\.interception\.mark: must lie within mask/);
+  assert.equal(cond(t, 'Ready').status, 'False');
+  assert.equal(t.status.observedGeneration, t.metadata.generation);
+  assert.equal((await ds('web'))!.metadata.resourceVersion, d0!.metadata.resourceVersion, 'DaemonSet untouched (image change not applied)');
+  assert.equal((await cm('web'))!.metadata.resourceVersion, c0!.metadata.resourceVersion, 'ConfigMap untouched');
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { interception: { mark: 0x2000 } } });
+  await waitFor('valid again', async () => cond(await tp('web'), 'InvalidSpec')?.status === 'False');
+  assert.equal((await ds('web'))!.spec.template.spec.containers[0].image, 'registry.example/other:2');
+});
+
+test('autoscaling.enabled creates an HPA on /scale; disabling deletes it', async () => {
+  const hpaPath = `/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers/web`;
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { autoscaling: { enabled: true, minReplicas: 1, maxReplicas: 2, targetConnectionsPerProxy: 500 } } });
+  const h = await waitFor('HPA', () => get(hpaPath));
+  assert.deepEqual(h.spec.scaleTargetRef, { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', name: 'web' });
+  assert.equal(h.spec.maxReplicas, 2);
+  assert.equal(h.spec.metrics[0].pods.target.averageValue, '500');
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { autoscaling: { enabled: false } } });
+  await waitFor('HPA deleted', async () => (await get(hpaPath)) === undefined);
+});
+
+/** What the DaemonSet controller writes once `ready` of `desired` pods run the current template. */
+async function writeDaemonSetStatus(name: string, desired: number, ready: number): Promise<void> {
+  const d = (await ds(name))!;
+  await c.mergePatch(`/apis/apps/v1/namespaces/${NS}/daemonsets/${name}/status`, { status: {
+    observedGeneration: d.metadata.generation, desiredNumberScheduled: desired, currentNumberScheduled: desired,
+    updatedNumberScheduled: desired, numberReady: ready, numberAvailable: ready, numberMisscheduled: 0,
+  } });
+}
+
+/** A proxy pod on `node` as the DaemonSet controller creates it and the kubelet reports it Ready. */
+async function createReadyPod(tpName: string, node: string): Promise<void> {
+  const d = (await ds(tpName))!;
+  const pod = await c.create<Obj>(`/api/v1/namespaces/${NS}/pods`, {
+    apiVersion: 'v1', kind: 'Pod', metadata: { name: `${tpName}-${node}`, labels: d.spec.template.metadata.labels },
+    spec: { ...d.spec.template.spec, nodeName: node },
+  });
+  await c.mergePatch(`/api/v1/namespaces/${NS}/pods/${pod.metadata.name}/status`, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } });
+}
+
+test('Ready follows the DaemonSet rollout and per-node pod readiness', async () => {
+  await writeDaemonSetStatus('web', 2, 0);
+  let t = await waitFor('not ready', async () => { const o = await tp('web'); return cond(o, 'Ready')?.reason === 'NodesNotReady' && o; });
+  assert.equal(cond(t, 'Degraded').status, 'True');
+  await createReadyPod('web', 'n1');
+  await createReadyPod('web', 'n2');
+  await writeDaemonSetStatus('web', 2, 2);
+  t = await waitFor('ready', async () => { const o = await tp('web'); return cond(o, 'Ready')?.status === 'True' && o; });
+  assert.equal(t.status.readyReplicas, 2);
+  assert.deepEqual(t.status.nodes.map((n: any) => [n.name, n.state, n.ready]), [['n1', 'Active', true], ['n2', 'Active', true]]);
+  assert.equal(cond(t, 'Progressing').status, 'False');
+});
+
+test('deletion: the finalizer switches the fleet to cleanup mode and waits for the nodes to report done', async () => {
+  await c.delete(tpPath(NS, 'web'));
+  const d = await waitFor('cleanup mode', async () => { const o = await ds('web'); return o?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup' && o; });
+  assert.deepEqual(d.spec.template.spec.initContainers.map((x: any) => x.command.slice(0, 2)), [['tpfleet-agent', 'cleanup']]);
+  assert.equal(d.spec.updateStrategy.rollingUpdate.maxUnavailable, '100%');
+  await new Promise((r) => setTimeout(r, 1000));
+  const t = await tp('web');
+  assert.ok(t?.metadata.deletionTimestamp, 'still there while nodes clean up');
+  assert.equal(cond(t, 'Progressing')?.reason, 'CleaningUp');
+  // The node side reports "done" by its cleanup pod becoming Ready; the DaemonSet controller
+  // aggregates that into this status (written here as it would).
+  await writeDaemonSetStatus('web', 2, 2);
+  await waitFor('TransparentProxy gone', async () => (await tp('web')) === undefined);
+});
+
+test('deletion does not hang forever: after --cleanup-timeout the finalizer goes anyway', async () => {
+  await createTp('stuck', {});
+  await waitFor('DaemonSet', () => ds('stuck'));
+  await waitFor('finalizer', async () => (await tp('stuck'))?.metadata.finalizers?.includes(FINALIZER));
+  const start = Date.now();
+  await c.delete(tpPath(NS, 'stuck'));
+  await waitFor('cleanup mode', async () => (await ds('stuck'))?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup');
+  await waitFor('gone after timeout', async () => (await tp('stuck')) === undefined, 20_000);
+  assert.ok(Date.now() - start >= 7000, `waited ${Date.now() - start} ms for an 8 s timeout`);
+});

@@ -1,0 +1,106 @@
+// One reconcile of one TransparentProxy: validate, choose active nodes, render, apply (SSA under
+// one field manager), report status. Validation happens before any write, so a bad spec changes
+// nothing but the status (InvalidSpec naming the field). Idempotent and restart-safe: every
+// object has a fixed name and is applied whole, so a crash mid-way converges on the next run.
+import { GROUP, KIND, PLURAL, VERSION } from '../api/transparentproxy.ts';
+import type { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
+import { resourcePath, type KubeObject } from './kube/client.ts';
+import type { ReconcileContext } from './context.ts';
+import { finalize, ensureFinalizer } from './finalize.ts';
+import { syncActiveNodes } from './nodes.ts';
+import { renderDaemonSet } from './render/daemonset.ts';
+import { activeLabelKey, names, selectorString } from './render/names.ts';
+import { renderNodeConfig } from './render/nodeconfig.ts';
+import { renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './render/objects.ts';
+import { computeStatus, stableJson, type DaemonSetStatus, type StatusInput } from './status.ts';
+
+export const TP = { group: GROUP, version: VERSION, plural: PLURAL, namespaced: true };
+export const R = {
+  daemonSets: { group: 'apps', version: 'v1', plural: 'daemonsets', namespaced: true },
+  configMaps: { group: '', version: 'v1', plural: 'configmaps', namespaced: true },
+  serviceAccounts: { group: '', version: 'v1', plural: 'serviceaccounts', namespaced: true },
+  services: { group: '', version: 'v1', plural: 'services', namespaced: true },
+  hpas: { group: 'autoscaling', version: 'v2', plural: 'horizontalpodautoscalers', namespaced: true },
+  nodes: { group: '', version: 'v1', plural: 'nodes', namespaced: false },
+  pods: { group: '', version: 'v1', plural: 'pods', namespaced: true },
+};
+
+export type Outcome = 'success' | 'invalid' | 'cleanup' | 'gone';
+export interface Result { outcome: Outcome; requeueAfterMs?: number }
+
+export type TransparentProxyObject = KubeObject & { spec?: unknown; status?: TransparentProxyStatus };
+
+export async function reconcile(ctx: ReconcileContext, key: string): Promise<Result> {
+  const [namespace = '', name = ''] = key.split('/');
+  const tp = ctx.caches.proxies.get(namespace, name) as TransparentProxyObject | undefined;
+  if (!tp) {
+    // Deleted without our finalizer having run (e.g. removed by hand): owned objects go with
+    // owner references; node labels are not owned, so clear them here.
+    await syncActiveNodes(ctx, namespace, name, undefined);
+    ctx.memo.forget(`${resourcePath(R.configMaps, namespace)}/`);
+    return { outcome: 'gone' };
+  }
+  if (tp.metadata.deletionTimestamp) return finalize(ctx, tp);
+  await ensureFinalizer(ctx, tp);
+
+  const rendered = renderNodeConfig(tp.spec);
+  const statusBase = { generation: tp.metadata.generation ?? 0, prev: tp.status, now: ctx.now().toISOString(), selector: selectorString(name) };
+  if (!rendered.ok) {
+    ctx.log.info({ tp: key, problems: rendered.problems }, 'spec rejected; nothing changed');
+    await writeStatus(ctx, tp, { ...statusBase, invalid: rendered.problems });
+    return { outcome: 'invalid' };
+  }
+  const { spec, yaml, hash } = rendered.value;
+  const active = await syncActiveNodes(ctx, namespace, name, spec);
+  const n = names(name);
+  const c = ctx.caches;
+  const path = (r: typeof R.configMaps, obj: string) => resourcePath(r, namespace, obj);
+  await ctx.memo.apply(ctx.client, path(R.serviceAccounts, n.serviceAccount), renderServiceAccount(tp), c.serviceAccounts.get(namespace, n.serviceAccount));
+  // ConfigMap before DaemonSet: new pods must find the config their hash annotation promises.
+  await ctx.memo.apply(ctx.client, path(R.configMaps, n.configMap), renderConfigMap(tp, yaml, hash), c.configMaps.get(namespace, n.configMap));
+  const ds = await ctx.memo.apply(ctx.client, path(R.daemonSets, n.daemonSet), renderDaemonSet({
+    tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'run',
+    activeLabel: spec.replicas === undefined ? undefined : activeLabelKey(namespace, name),
+  }), c.daemonSets.get(namespace, n.daemonSet));
+  await ctx.memo.apply(ctx.client, path(R.services, n.service), renderMetricsService(tp, spec), c.services.get(namespace, n.service));
+  if (spec.autoscaling?.enabled) {
+    await ctx.memo.apply(ctx.client, path(R.hpas, n.hpa), renderHpa(tp, spec), c.hpas.get(namespace, n.hpa));
+  } else if (ownedBy(c.hpas.get(namespace, n.hpa), tp)) {
+    await ctx.client.delete(path(R.hpas, n.hpa));
+    ctx.memo.forget(path(R.hpas, n.hpa));
+  }
+  await writeStatus(ctx, tp, {
+    ...statusBase, configHash: hash, active: active.active, candidates: active.candidates, requested: spec.replicas,
+    readyNodes: readyNodes(ctx, namespace, name), daemonSet: dsInfo(c.daemonSets.get(namespace, n.daemonSet) ?? ds),
+  });
+  return { outcome: 'success' };
+}
+
+function dsInfo(ds: KubeObject): StatusInput['daemonSet'] {
+  return { generation: ds.metadata.generation, status: (ds as { status?: DaemonSetStatus }).status };
+}
+
+export function ownedBy(obj: KubeObject | undefined, tp: KubeObject): boolean {
+  return !!obj?.metadata.ownerReferences?.some((o) => o.uid === tp.metadata.uid && o.controller);
+}
+
+/** Nodes whose proxy pod (of this TransparentProxy) reports Ready. */
+export function readyNodes(ctx: ReconcileContext, namespace: string, name: string): Set<string> {
+  const out = new Set<string>();
+  for (const p of ctx.caches.pods.list()) {
+    const pod = p as KubeObject & { spec?: { nodeName?: string }; status?: { conditions?: { type: string; status: string }[] } };
+    if (pod.metadata.namespace !== namespace || pod.metadata.labels?.['app.kubernetes.io/instance'] !== name) continue;
+    if (pod.metadata.deletionTimestamp || !pod.spec?.nodeName) continue;
+    if (pod.status?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True')) out.add(pod.spec.nodeName);
+  }
+  return out;
+}
+
+/** Writes status through the status subresource, only when it differs from what is stored. */
+export async function writeStatus(ctx: ReconcileContext, tp: TransparentProxyObject, input: StatusInput): Promise<void> {
+  const status = computeStatus(input);
+  if (stableJson(status) === stableJson(tp.status ?? {})) return;
+  await ctx.client.apply(resourcePath(TP, tp.metadata.namespace, tp.metadata.name, 'status'), {
+    apiVersion: `${GROUP}/${VERSION}`, kind: KIND, metadata: { name: tp.metadata.name, namespace: tp.metadata.namespace }, status,
+  });
+}

@@ -1,0 +1,138 @@
+// The node fleet: one DaemonSet per TransparentProxy. Pure rendering; see docs/adr/0005 for the
+// security context and 0006 for the update strategy and the cleanup mode used on deletion.
+import { parseDuration } from '../../api/net.ts';
+import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
+import type { KubeObject } from '../kube/client.ts';
+import { CONFIG_HASH_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels } from './names.ts';
+
+export type FleetMode = 'run' | 'cleanup';
+
+export interface DaemonSetInput {
+  tp: KubeObject;
+  spec: TransparentProxySpec;
+  configHash: string;
+  /** Image used when spec.proxy.image is omitted (operator flag). */
+  defaultImage: string;
+  /** Node label limiting the pods to active nodes; undefined when every candidate is active. */
+  activeLabel?: string;
+  mode: FleetMode;
+}
+
+const CONFIG_DIR = '/etc/tpfleet';
+const CONFIG_FILE = `${CONFIG_DIR}/nodeconfig.yaml`;
+const STATE_DIR = '/run/tpfleet';
+const SIDECAR_UID = 65532;
+
+export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
+  const tp = i.tp, n = names(tp.metadata.name);
+  const proxy = i.spec.proxy ?? {};
+  const image = proxy.image ?? i.defaultImage;
+  const pullPolicy = proxy.imagePullPolicy ?? 'IfNotPresent';
+  const volumeMounts = [
+    { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+    { name: 'state', mountPath: STATE_DIR },
+    { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
+  ];
+  const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
+  const cleanup = i.mode === 'cleanup';
+  const drain = parseDuration(proxy.timeouts?.drain ?? '30s');
+  const drainSec = Math.ceil((typeof drain === 'number' ? drain : 30_000) / 1000);
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: ownedMeta(tp, n.daemonSet),
+    spec: {
+      selector: { matchLabels: selectorLabels(tp.metadata.name) },
+      // Zero-gap rollouts: maxSurge 0 / maxUnavailable 1 replaces one node at a time; the agent's
+      // failurePolicy covers the seconds between the old sidecar stopping and the new one being
+      // ready (the metrics port cannot be shared, so two pods cannot overlap; ADR 0006).
+      // Cleanup runs on every node at once: the fleet is being deleted anyway.
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: cleanup ? '100%' : 1 } },
+      template: {
+        metadata: {
+          labels: commonLabels(tp.metadata.name),
+          annotations: { [CONFIG_HASH_ANNOTATION]: i.configHash, [MODE_ANNOTATION]: i.mode, 'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar' },
+        },
+        spec: {
+          serviceAccountName: n.serviceAccount,
+          automountServiceAccountToken: false,
+          hostNetwork: true,
+          dnsPolicy: 'ClusterFirstWithHostNet',
+          priorityClassName: 'system-node-critical',
+          terminationGracePeriodSeconds: drainSec + 10,
+          nodeSelector: { 'kubernetes.io/os': 'linux', ...i.spec.nodeSelector, ...(i.activeLabel ? { [i.activeLabel]: 'true' } : {}) },
+          tolerations: i.spec.tolerations ?? [],
+          initContainers: [{
+            name: cleanup ? 'agent-cleanup' : 'agent-apply',
+            image, imagePullPolicy: pullPolicy,
+            command: agent(cleanup ? 'cleanup' : 'apply'),
+            // The only privileged container: installs (or removes) rules, routes and, with the
+            // tuning feature, sysctls in the host namespaces, then exits.
+            securityContext: { privileged: true, runAsUser: 0 },
+            volumeMounts,
+          }],
+          containers: cleanup ? [cleanupDone(image, pullPolicy)] : [sidecar(i, image, pullPolicy), watcher(image, pullPolicy, agent('watch'), volumeMounts)],
+          volumes: [
+            { name: 'config', configMap: { name: n.configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
+            // Per-object state so two TransparentProxies on one node never share rule state.
+            { name: 'state', hostPath: { path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`, type: 'DirectoryOrCreate' } },
+            { name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } },
+          ],
+        },
+      },
+    },
+  };
+}
+
+function sidecar(i: DaemonSetInput, image: string, pullPolicy: string) {
+  const proxy = i.spec.proxy ?? {};
+  const metricsPort = proxy.metricsPort ?? 15190;
+  const probe = (path: string) => ({ httpGet: { path, port: metricsPort }, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 3 });
+  return {
+    name: 'sidecar', image, imagePullPolicy: pullPolicy,
+    command: ['tpfleet-sidecar', '--config', CONFIG_FILE],
+    ports: [
+      { name: 'proxy', containerPort: proxy.listenPort ?? 15101, protocol: 'TCP' },
+      { name: 'metrics', containerPort: metricsPort, protocol: 'TCP' },
+    ],
+    readinessProbe: probe('/readyz'),
+    livenessProbe: { ...probe('/healthz'), initialDelaySeconds: 10 },
+    resources: proxy.resources ?? { requests: { cpu: '100m', memory: '128Mi' } },
+    // Non-root with exactly one capability. NET_ADMIN (IP_TRANSPARENT, and with keepClientIp the
+    // non-local bind) reaches the process through the image's file capabilities on its node
+    // binary, and the kernel only honours file capabilities when no_new_privs is unset, hence
+    // allowPrivilegeEscalation: true (ADR 0005). The bounding set still holds NET_ADMIN only.
+    securityContext: {
+      runAsUser: SIDECAR_UID, runAsGroup: SIDECAR_UID, runAsNonRoot: true,
+      allowPrivilegeEscalation: true, readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    },
+    volumeMounts: [{ name: 'config', mountPath: CONFIG_DIR, readOnly: true }],
+  };
+}
+
+function watcher(image: string, pullPolicy: string, command: string[], volumeMounts: unknown[]) {
+  return {
+    name: 'agent-watch', image, imagePullPolicy: pullPolicy, command,
+    resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
+    // Root for netlink/nft, but not privileged: only the two network capabilities.
+    securityContext: {
+      runAsUser: 0, privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] }, seccompProfile: { type: 'RuntimeDefault' },
+    },
+    volumeMounts,
+  };
+}
+
+/** Cleanup mode: the init container removed the rules; this container running == "node done". */
+function cleanupDone(image: string, pullPolicy: string) {
+  return {
+    name: 'cleanup-done', image, imagePullPolicy: pullPolicy, command: ['sleep', 'infinity'],
+    resources: { requests: { cpu: '1m', memory: '8Mi' }, limits: { memory: '32Mi' } },
+    securityContext: {
+      runAsUser: SIDECAR_UID, runAsNonRoot: true, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
+    },
+  };
+}

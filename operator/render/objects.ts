@@ -1,0 +1,48 @@
+// The smaller owned objects: ConfigMap (the NodeConfig document), ServiceAccount, metrics
+// Service and the HPA on /scale. Pure rendering.
+import { parseDuration } from '../../api/net.ts';
+import { GROUP, KIND, VERSION, type TransparentProxySpec } from '../../api/transparentproxy.ts';
+import type { KubeObject } from '../kube/client.ts';
+import { CONFIG_HASH_ANNOTATION, CONNECTIONS_METRIC, names, ownedMeta, selectorLabels } from './names.ts';
+
+export function renderConfigMap(tp: KubeObject, yaml: string, hash: string) {
+  const meta = ownedMeta(tp, names(tp.metadata.name).configMap);
+  return { apiVersion: 'v1', kind: 'ConfigMap', metadata: { ...meta, annotations: { [CONFIG_HASH_ANNOTATION]: hash } }, data: { 'nodeconfig.yaml': yaml } };
+}
+
+export function renderServiceAccount(tp: KubeObject) {
+  // The node pods need no API access today; the account exists so RBAC can be granted to it
+  // later without changing the pod template.
+  return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: ownedMeta(tp, names(tp.metadata.name).serviceAccount), automountServiceAccountToken: false };
+}
+
+/** Headless: every proxy pod (hostNetwork, so the node IP) is its own scrape endpoint. */
+export function renderMetricsService(tp: KubeObject, spec: TransparentProxySpec) {
+  const port = spec.proxy?.metricsPort ?? 15190;
+  return {
+    apiVersion: 'v1', kind: 'Service', metadata: ownedMeta(tp, names(tp.metadata.name).service),
+    spec: { clusterIP: 'None', selector: selectorLabels(tp.metadata.name), ports: [{ name: 'metrics', port, targetPort: port, protocol: 'TCP' }] },
+  };
+}
+
+/**
+ * autoscaling/v2 HPA whose target is the TransparentProxy's /scale: it writes spec.replicas (the
+ * number of active nodes) from the average open connections per proxy pod (custom metrics API).
+ */
+export function renderHpa(tp: KubeObject, spec: TransparentProxySpec) {
+  const a = spec.autoscaling ?? {};
+  const window = parseDuration(a.scaleDownStabilization ?? '5m');
+  return {
+    apiVersion: 'autoscaling/v2', kind: 'HorizontalPodAutoscaler', metadata: ownedMeta(tp, names(tp.metadata.name).hpa),
+    spec: {
+      scaleTargetRef: { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, name: tp.metadata.name },
+      minReplicas: a.minReplicas ?? 1,
+      maxReplicas: a.maxReplicas ?? a.minReplicas ?? 1,
+      metrics: [{
+        type: 'Pods',
+        pods: { metric: { name: CONNECTIONS_METRIC }, target: { type: 'AverageValue', averageValue: String(a.targetConnectionsPerProxy ?? 1000) } },
+      }],
+      behavior: { scaleDown: { stabilizationWindowSeconds: Math.round((typeof window === 'number' ? window : 300_000) / 1000) } },
+    },
+  };
+}

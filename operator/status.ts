@@ -1,0 +1,96 @@
+// status of a TransparentProxy from what the operator observed. Pure; lastTransitionTime only
+// moves when a condition's status changes, so recomputing an unchanged state yields an equal
+// object and the operator writes nothing (no hot loop).
+import type { Condition, ConditionType, NodeSummary, TransparentProxyStatus } from '../api/transparentproxy-status.ts';
+import type { Candidate } from './scheduling.ts';
+
+export interface DaemonSetStatus {
+  observedGeneration?: number; desiredNumberScheduled?: number; updatedNumberScheduled?: number;
+  numberReady?: number; numberAvailable?: number;
+}
+
+export interface StatusInput {
+  generation: number;
+  prev?: TransparentProxyStatus;
+  now: string;
+  selector: string;
+  /** Problems when the spec was rejected; the rest of the input is then ignored. */
+  invalid?: string[];
+  configHash?: string;
+  active?: Candidate[];
+  candidates?: number;
+  requested?: number;
+  readyNodes?: ReadonlySet<string>;
+  daemonSet?: { generation?: number; status?: DaemonSetStatus };
+  cleanup?: { pending: number; total: number };
+}
+
+type Cond = Pick<Condition, 'type' | 'status' | 'reason'> & { message?: string };
+
+function withTimes(next: Cond[], prev: Condition[] | undefined, now: string, generation: number): Condition[] {
+  return next.map((c) => {
+    const old = prev?.find((p) => p.type === c.type);
+    const lastTransitionTime = old && old.status === c.status ? old.lastTransitionTime : now;
+    return { type: c.type, status: c.status, reason: c.reason, ...(c.message ? { message: c.message } : {}), lastTransitionTime, observedGeneration: generation };
+  });
+}
+
+const cond = (type: ConditionType, ok: boolean, reason: string, message?: string): Cond => ({ type, status: ok ? 'True' : 'False', reason, message });
+
+export function rolloutComplete(ds: StatusInput['daemonSet']): boolean {
+  const s = ds?.status;
+  if (!s || s.observedGeneration === undefined || s.observedGeneration < (ds?.generation ?? 0)) return false;
+  return (s.updatedNumberScheduled ?? 0) >= (s.desiredNumberScheduled ?? 0);
+}
+
+export function computeStatus(i: StatusInput): TransparentProxyStatus {
+  const base = { ...i.prev, observedGeneration: i.generation, selector: i.selector };
+  if (i.invalid) {
+    const message = i.invalid.join('; ').slice(0, 4000);
+    return { ...base, conditions: withTimes([
+      cond('Ready', false, 'InvalidSpec', 'the spec was rejected; the fleet keeps its last valid configuration'),
+      cond('Progressing', false, 'InvalidSpec'),
+      cond('Degraded', true, 'InvalidSpec', message),
+      cond('InvalidSpec', true, 'SpecRejected', message),
+    ], i.prev?.conditions, i.now, i.generation) };
+  }
+  const active = i.active ?? [];
+  const ready = i.readyNodes ?? new Set<string>();
+  const nodes: NodeSummary[] = active.map((c) => ({ name: c.name, ...(c.zone ? { zone: c.zone } : {}), state: 'Active', ready: ready.has(c.name) }));
+  const readyReplicas = nodes.filter((n) => n.ready).length;
+  const replicas = nodes.length;
+  const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
+  const rolledOut = rolloutComplete(i.daemonSet);
+  const conditions: Cond[] = [];
+  if (i.cleanup) {
+    conditions.push(cond('Ready', false, 'Deleting'),
+      cond('Progressing', true, 'CleaningUp', `${i.cleanup.pending} of ${i.cleanup.total} nodes still removing their rules`),
+      cond('Degraded', false, 'Deleting'));
+  } else {
+    const allReady = rolledOut && readyReplicas === replicas;
+    conditions.push(
+      allReady ? cond('Ready', true, replicas === 0 ? 'NoActiveNodes' : 'AllNodesReady', `${readyReplicas} of ${replicas} active nodes ready`)
+        : cond('Ready', false, rolledOut ? 'NodesNotReady' : 'RollingOut', `${readyReplicas} of ${replicas} active nodes ready`),
+      rolledOut ? cond('Progressing', false, 'RolloutComplete') : cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration'),
+      short ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
+        : rolledOut && readyReplicas < replicas ? cond('Degraded', true, 'NodesNotReady', `${replicas - readyReplicas} active nodes not ready`)
+          : cond('Degraded', false, 'AsExpected'),
+    );
+  }
+  conditions.push(cond('InvalidSpec', false, 'SpecValid'));
+  return {
+    ...base, replicas, readyReplicas, candidates: i.candidates ?? 0, nodes,
+    ...(i.configHash ? { configHash: i.configHash } : {}),
+    conditions: withTimes(conditions, i.prev?.conditions, i.now, i.generation),
+  };
+}
+
+/** Deterministic JSON (sorted keys) for change detection. */
+export function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
