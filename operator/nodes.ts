@@ -8,7 +8,7 @@ import type { TransparentProxySpec } from '../api/transparentproxy.ts';
 import { resourcePath, type KubeObject } from './kube/client.ts';
 import type { ReconcileContext } from './context.ts';
 import { candidates, selectActive, type Candidate } from './scheduling.ts';
-import { activeLabelKey, names } from './render/names.ts';
+import { activeLabelKey, names, ZONE_LABEL } from './render/names.ts';
 
 const NODES = { group: '', version: 'v1', plural: 'nodes', namespaced: false };
 
@@ -45,7 +45,8 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
     // Switching from "every candidate" to a count: keep nodes that already run the proxy.
     current = new Set(cands.map((c) => c.name));
   }
-  const sel = selectActive(cands, current, spec.replicas);
+  const zoneOf = (node: string) => nodes.find((n) => n.metadata.name === node)?.metadata.labels?.[ZONE_LABEL];
+  const sel = selectActive(cands, current, spec.replicas, zoneOf);
   // Add before removing, so a replacement node intercepts before the one it replaces stops.
   for (const node of sel.added) await setLabel(ctx, node, key, true);
   for (const node of sel.active) if (!labeled.has(node) && !sel.added.includes(node)) await setLabel(ctx, node, key, true);

@@ -55,6 +55,13 @@ test('a node that stopped being a candidate is replaced by one in its zone when 
   assert.deepEqual(r.added, ['b2']);
 });
 
+test('on a tie, the replacement goes to the zone of the node that was lost', () => {
+  const without = cands.filter((c) => c.name !== 'b1');
+  const r = selectActive(without, new Set(['b1', 'c1']), 2, (n) => (n === 'b1' ? 'b' : undefined));
+  assert.deepEqual(r.added, ['b2'], 'zones a and b are both empty; b lost its node');
+  assert.deepEqual(selectActive(without, new Set(['b1', 'c1']), 2).added, ['a1'], 'without the hint the first zone wins');
+});
+
 test('asking for more nodes than candidates activates every candidate', () => {
   assert.equal(selectActive(cands, new Set(), 50).active.length, cands.length);
 });

@@ -43,9 +43,9 @@ export interface Selection { active: string[]; added: string[]; removed: string[
 
 /**
  * Chooses `desired` active nodes among `cands`, given the currently active set (which may hold
- * nodes that are no longer candidates: they are removed first).
+ * nodes that are no longer candidates: they are removed first; `lostZoneOf` tells their zone).
  */
-export function selectActive(cands: Candidate[], current: ReadonlySet<string>, desired: number): Selection {
+export function selectActive(cands: Candidate[], current: ReadonlySet<string>, desired: number, lostZoneOf: (node: string) => string | undefined = () => undefined): Selection {
   const byName = new Map(cands.map((c) => [c.name, c]));
   const kept = cands.filter((c) => current.has(c.name));
   const perZone = new Map<string, number>();
@@ -59,10 +59,14 @@ export function selectActive(cands: Candidate[], current: ReadonlySet<string>, d
     perZone.set(zone, perZone.get(zone)! - 1);
   }
   // Grow: add to the emptiest zone that still has a spare candidate; first name first.
+  // Among equally filled zones, prefer one that just lost an active node (it was chosen for a
+  // reason, e.g. capacity or locality): a replacement stays in the failed node's zone.
+  const lostZones = new Set([...current].filter((n) => !byName.has(n)).map((n) => lostZoneOf(n)).filter((z) => z !== undefined));
   const spare = cands.filter((c) => !active.has(c.name));
   while (active.size < desired && spare.length > 0) {
     const zones = [...new Set(spare.map((c) => c.zone))];
-    zones.sort((a, b) => (perZone.get(a) ?? 0) - (perZone.get(b) ?? 0) || a.localeCompare(b));
+    const lost = (z: string) => (lostZones.has(z) ? 0 : 1);
+    zones.sort((a, b) => (perZone.get(a) ?? 0) - (perZone.get(b) ?? 0) || lost(a) - lost(b) || a.localeCompare(b));
     const idx = spare.findIndex((c) => c.zone === zones[0]);
     const pick = spare.splice(idx, 1)[0]!;
     active.add(pick.name);
