@@ -58,6 +58,29 @@ test('at logLevel error a start and a drain print only the one "listening" line'
   }
 });
 
+test('a listen port taken by another program stops the sidecar with exit 1, no restart loop', { skip: privilegedSkipReason() }, async () => {
+  const ns = `scb${process.pid % 100000}`;
+  const dir = scratch('sidecar-busy');
+  let squatter: ReturnType<typeof nsSpawn> | undefined;
+  try {
+    await sh(['ip', 'netns', 'add', ns]);
+    await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
+    // A plain listener (no SO_REUSEPORT) on the proxy port: our bind must fail with EADDRINUSE.
+    squatter = nsSpawn(ns, [process.execPath, '-e', `require('net').createServer().listen(${LISTEN}, '0.0.0.0', () => console.log('up'))`]);
+    await new Promise((r) => squatter!.stdout!.once('data', r));
+    const file = dir.file('busy.yaml', nodeConfigYaml({ proxy: { workers: 2, listenPort: LISTEN } }));
+    const p = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', file]);
+    const code = await new Promise((r) => p.child.on('exit', r));
+    assert.equal(code, 1);
+    assert.match(p.output(), /cannot create the transparent listener: bind EADDRINUSE/);
+    assert.doesNotMatch(p.output(), /restarting/);
+  } finally {
+    squatter?.kill();
+    await sh(['ip', 'netns', 'del', ns], { allowFail: true });
+    dir.remove();
+  }
+});
+
 /** GET http://127.0.0.1:METRICS{path} inside `ns`: the status code. */
 async function status(ns: string, path: string): Promise<number> {
   const code = `fetch(process.argv[1]).then((r) => process.stdout.write(String(r.status)), () => process.stdout.write('0'))`;

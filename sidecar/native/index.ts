@@ -17,14 +17,14 @@ export interface TpfleetNative {
   /**
    * A non-blocking, close-on-exec TCP listener with SO_REUSEADDR, SO_REUSEPORT and IP_TRANSPARENT
    * (IPV6_TRANSPARENT + IPV6_V6ONLY for family 6), bound and listening with `backlog`. Adopt it
-   * with `server.listen({ fd, backlog, exclusive: true })`. Needs CAP_NET_ADMIN.
+   * with `adoptListener()` (listener.ts). Needs CAP_NET_ADMIN or CAP_NET_RAW.
    */
   listenTransparent(family: IpFamily, address: string, port: number, backlog: number): number;
   /**
    * An unconnected, non-blocking, close-on-exec TCP socket with IP_TRANSPARENT, bound to
    * `bindAddress` (port chosen at connect, IP_BIND_ADDRESS_NO_PORT) when given, with SO_MARK when
    * `mark` is not 0. Adopt it with `new net.Socket({ fd })` and connect() in the same tick (see
-   * dial.ts). Needs CAP_NET_ADMIN.
+   * dial.ts). Needs CAP_NET_ADMIN or CAP_NET_RAW (SO_MARK: CAP_NET_ADMIN).
    */
   transparentSocket(family: IpFamily, bindAddress: string | null, mark: number): number;
 }

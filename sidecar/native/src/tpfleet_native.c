@@ -142,7 +142,7 @@ static napi_value listen_transparent(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int fd = transparent_tcp(family, &syscall);
-  if (fd < 0) return fail(env, -1, syscall, "IP_TRANSPARENT needs CAP_NET_ADMIN");
+  if (fd < 0) return fail(env, -1, syscall, "IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW");
   if (set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1) < 0 || set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0 ||
       (family == 6 && set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1) < 0))
     return fail(env, fd, "setsockopt", NULL);
@@ -178,7 +178,7 @@ static napi_value transparent_socket(napi_env env, napi_callback_info info) {
   }
   CHECK(env, napi_get_value_uint32(env, argv[2], &mark));
   int fd = transparent_tcp(family, &syscall);
-  if (fd < 0) return fail(env, -1, syscall, "IP_TRANSPARENT needs CAP_NET_ADMIN");
+  if (fd < 0) return fail(env, -1, syscall, "IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW");
   if (mark != 0 && set_int(fd, SOL_SOCKET, SO_MARK, (int)mark) < 0) return fail(env, fd, "setsockopt", "SO_MARK");
   if (len > 0) {
     /* IP_BIND_ADDRESS_NO_PORT is an IPPROTO_IP option that also applies to IPv6 sockets. */
