@@ -100,7 +100,25 @@ function pidsLogging(p: Proc, msg: string, from = 0): Map<number, number> {
 
 describe('the sidecar process with two workers behind TPROXY', { skip: privilegedSkipReason() }, () => {
   let t: Topology, dir: ReturnType<typeof scratch>, server: Proc | undefined, px: Proc | undefined;
+  const cleanups: (() => void)[] = [];
   const srv4 = () => `${t.server.v4}:${ECHO}`;
+
+  const sidecarConfig = (drain: string) => dir.file(`sidecar-${drain}.yaml`, nodeConfigYaml({
+    proxy: {
+      listenPort: LISTEN, metricsPort: METRICS, workers: 2, keepClientIp: true, backlog: BACKLOG, logLevel: 'debug',
+      timeouts: { connect: '2s', drain },
+    },
+  }));
+
+  /** A client in the client namespace holding one connection to the echo server (see testdata). */
+  async function holdConnection() {
+    const child = nsSpawn(t.client.ns, [...tsNode('sidecar/testdata/held-client.ts'), t.server.v4, String(ECHO)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    cleanups.push(() => child.kill());
+    await waitFor('the held connection to get the server\'s greeting', async () => out.includes('dst'));
+    return { child, output: () => out };
+  }
 
   before(async () => {
     t = await createTopology('sc');
@@ -108,16 +126,11 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     await installTproxy(t, LISTEN, [ECHO, BLACKHOLE]);
     await blackhole(t, BLACKHOLE);
     server = await startPeerServer(t.server.ns, [`${t.server.v4}:${ECHO}`, `[${t.server.v6}]:${ECHO}`, `${t.server.v4}:${BLACKHOLE}`]);
-    const config = dir.file('sidecar.yaml', nodeConfigYaml({
-      proxy: {
-        listenPort: LISTEN, metricsPort: METRICS, workers: 2, keepClientIp: true, backlog: BACKLOG, logLevel: 'debug',
-        timeouts: { connect: '2s', drain: '20s' },
-      },
-    }));
-    px = await startSidecar(t.proxy.ns, config);
+    px = await startSidecar(t.proxy.ns, sidecarConfig('20s'));
   });
 
   after(async () => {
+    cleanups.forEach((c) => c());
     await px?.stop(2000);
     await server?.stop(2000);
     await t?.destroy();
@@ -196,27 +209,44 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
   });
 
   test('SIGTERM drains: not ready, no new connections, open ones keep working, then exit 0', async () => {
-    const held = nsSpawn(t.client.ns, [...tsNode('sidecar/testdata/held-client.ts'), t.server.v4, String(ECHO)], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let heldOut = '';
-    held.stdout!.on('data', (d) => (heldOut += d));
-    try {
-      await waitFor('the held connection to get the server\'s greeting', async () => heldOut.includes('dst'));
-      const exited = new Promise<number | null>((r) => px!.child.on('exit', (code) => r(code)));
-      const t0 = Date.now();
-      px!.child.kill('SIGTERM');
-      await waitFor('readyz 503', async () => (await status(t.proxy.ns, '/readyz')) === 503);
-      const probe = await peer(t.client.ns, ['probe', '--to', srv4(), '--timeout', '2000']);
-      assert.deepEqual(probe, { ok: false, error: 'ECONNREFUSED' }, 'a new connection is not accepted');
-      held.stdin!.write('still-there\n');
-      await waitFor('the echo on the held connection', async () => heldOut.includes('still-there'));
-      assert.equal(px!.child.exitCode, null, 'still running while a connection is open');
-      held.stdin!.end();
-      assert.equal(await exited, 0);
-      assert.ok(Date.now() - t0 < 20_000, 'exited before the drain timeout');
-      assert.match(heldOut, /"closed":true}/, 'the held connection closed cleanly');
-      assert.equal(pidsLogging(px!, 'drained').size, 2);
-    } finally {
-      held.kill();
-    }
+    const held = await holdConnection();
+    const exited = new Promise<number | null>((r) => px!.child.on('exit', (code) => r(code)));
+    const t0 = Date.now();
+    px!.child.kill('SIGTERM');
+    await waitFor('readyz 503', async () => (await status(t.proxy.ns, '/readyz')) === 503);
+    const probe = await peer(t.client.ns, ['probe', '--to', srv4(), '--timeout', '2000']);
+    assert.deepEqual(probe, { ok: false, error: 'ECONNREFUSED' }, 'a new connection is not accepted');
+    held.child.stdin!.write('still-there\n');
+    await waitFor('the echo on the held connection', async () => held.output().includes('still-there'));
+    assert.equal(px!.child.exitCode, null, 'still running while a connection is open');
+    held.child.stdin!.end();
+    assert.equal(await exited, 0);
+    assert.ok(Date.now() - t0 < 20_000, 'exited before the drain timeout');
+    assert.match(held.output(), /"closed":true}/, 'the held connection closed cleanly');
+    assert.equal(pidsLogging(px!, 'drained').size, 2);
+  });
+
+  test('when the drain timeout expires, remaining connections are reset and the process exits 0', async () => {
+    px = await startSidecar(t.proxy.ns, sidecarConfig('1500ms'));
+    const held = await holdConnection();
+    const t0 = Date.now();
+    assert.equal(await px.stop(10_000), 0);
+    const took = Date.now() - t0;
+    assert.ok(took >= 1400 && took < 5000, `exited after ${took} ms with a 1.5 s drain timeout`);
+    await waitFor('the held connection to be closed', async () => held.output().includes('"closed"'));
+    assert.match(held.output(), /"closed":true,"error":"ECONNRESET"/);
+  });
+
+  test('a second SIGTERM exits at once', async () => {
+    px = await startSidecar(t.proxy.ns, sidecarConfig('20s'));
+    await holdConnection();
+    const exited = new Promise<number | null>((r) => px!.child.on('exit', (code) => r(code)));
+    px.child.kill('SIGTERM');
+    await waitFor('readyz 503', async () => (await status(t.proxy.ns, '/readyz')) === 503);
+    const t0 = Date.now();
+    px.child.kill('SIGTERM');
+    assert.equal(await exited, 1);
+    assert.ok(Date.now() - t0 < 2000);
+    await waitFor('the workers to be gone', async () => !(await nsExec(t.proxy.ns, ['ss', '-ltnH', `sport = :${LISTEN}`])).trim());
   });
 });

@@ -5,8 +5,8 @@ import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { isToPrimary, type ToWorker } from './ipc.ts';
 import type { Logger } from './log.ts';
 import { PREFIX } from './metrics.ts';
-import { serveStatus, type Status } from './status.ts';
 import type { Settings } from './settings.ts';
+import { serveStatus } from './status.ts';
 import { EXIT_LISTEN_FAILED } from './worker.ts';
 
 /** Environment variable carrying the WorkerSettings (JSON) to a forked worker. */
@@ -16,85 +16,107 @@ const MAX_BACKOFF_MS = 5_000;
 /** A worker that ran this long is considered healthy again: its next crash restarts at once. */
 const STABLE_MS = 30_000;
 
+const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+
 export async function runPrimary(s: Settings, log: Logger): Promise<void> {
-  const ready = new Set<Worker>();
-  let draining = false, announced = false, crashes = 0;
-  const own = new Registry();
-  const workersGauge = new Gauge({ name: `${PREFIX}workers`, help: 'Worker processes alive.', registers: [own], collect() {
-    this.set(Object.keys(cluster.workers ?? {}).length);
-  } });
-  const restarts = new Counter({ name: `${PREFIX}worker_restarts_total`, help: 'Workers restarted after a crash.', registers: [own] });
-  void workersGauge;
+  const sup = new Supervisor(s, log);
   const aggregator = new AggregatorRegistry();
-
-  const alive = (): number => Object.keys(cluster.workers ?? {}).length;
-  const status: Status = {
-    healthy: () => alive() > 0,
-    ready: () => !draining && ready.size === s.workers,
-    metrics: async () => (await aggregator.clusterMetrics()) + (await own.metrics()),
+  const server = await serveStatus(s.metricsPort, {
+    healthy: () => workers().length > 0,
+    ready: () => sup.ready(),
+    metrics: async () => (await aggregator.clusterMetrics()) + (await sup.registry.metrics()),
     contentType: aggregator.contentType,
-  };
-  const server = await serveStatus(s.metricsPort, status);
-
-  const fork = (): void => {
-    const w = cluster.fork({ [WORKER_ENV]: JSON.stringify(s.worker) });
-    const started = Date.now();
-    w.on('message', (m: unknown) => {
-      if (!isToPrimary(m) || m.t !== 'ready') return;
-      ready.add(w);
-      if (!announced && status.ready()) {
-        announced = true;
-        // Logged whatever proxy.logLevel says: tests and tooling wait for this one line.
-        log.child({}, { level: 'info' }).info({
-          workers: s.workers, listenPort: s.worker.listenPort, families: s.worker.families, metricsPort: s.metricsPort,
-        }, 'listening');
-      }
-    });
-    w.on('exit', (code, signal) => {
-      ready.delete(w);
-      if (draining) {
-        if (alive() === 0) finish();
-        return;
-      }
-      if (code === EXIT_LISTEN_FAILED) {
-        // Listener set-up failed (no CAP_NET_ADMIN, port in use): restarting cannot help.
-        log.fatal({ worker: w.id }, 'a worker could not create its listeners; stopping');
-        for (const other of Object.values(cluster.workers ?? {})) other?.kill('SIGKILL');
-        process.exit(1);
-      }
-      crashes = Date.now() - started > STABLE_MS ? 1 : crashes + 1;
-      const delay = Math.min(MAX_BACKOFF_MS, 100 * 2 ** (crashes - 1));
-      log.error({ worker: w.id, code, signal, restartInMs: delay }, 'worker died; restarting');
-      restarts.inc();
-      setTimeout(() => !draining && fork(), delay);
-    });
-  };
-
-  const finish = (): void => {
+  });
+  sup.onFinished = () => {
     log.info('all workers stopped; exiting');
     server.close();
     process.exit(0);
   };
+  process.on('SIGTERM', () => sup.stop('SIGTERM'));
+  process.on('SIGINT', () => sup.stop('SIGINT'));
+  for (let i = 0; i < s.workers; i++) sup.fork();
+}
 
-  const stop = (signal: string): void => {
-    if (draining) {
-      log.warn({ signal }, 'second stop signal: exiting at once');
-      for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGKILL');
+class Supervisor {
+  readonly registry = new Registry();
+  onFinished: () => void = () => {};
+  private readonly readySet = new Set<Worker>();
+  private draining = false;
+  private announced = false;
+  private crashes = 0;
+  private readonly restarts: Counter;
+
+  constructor(private readonly s: Settings, private readonly log: Logger) {
+    new Gauge({
+      name: `${PREFIX}workers`, help: 'Worker processes alive.', registers: [this.registry],
+      collect() {
+        this.set(workers().length);
+      },
+    });
+    this.restarts = new Counter({ name: `${PREFIX}worker_restarts_total`, help: 'Workers restarted after a crash.', registers: [this.registry] });
+  }
+
+  ready(): boolean {
+    return !this.draining && this.readySet.size === this.s.workers;
+  }
+
+  fork(): void {
+    const w = cluster.fork({ [WORKER_ENV]: JSON.stringify(this.s.worker) });
+    const started = Date.now();
+    w.on('message', (m: unknown) => isToPrimary(m) && m.t === 'ready' && this.workerReady(w));
+    w.on('exit', (code, signal) => this.workerExited(w, started, code, signal));
+  }
+
+  private workerReady(w: Worker): void {
+    this.readySet.add(w);
+    if (this.announced || !this.ready()) return;
+    this.announced = true;
+    // Logged whatever proxy.logLevel says: tests and tooling wait for this one line.
+    this.log.child({}, { level: 'info' }).info({
+      workers: this.s.workers, listenPort: this.s.worker.listenPort, families: this.s.worker.families,
+      metricsPort: this.s.metricsPort,
+    }, 'listening');
+  }
+
+  private workerExited(w: Worker, started: number, code: number | null, signal: string | null): void {
+    this.readySet.delete(w);
+    if (this.draining) {
+      if (workers().length === 0) this.onFinished();
+      return;
+    }
+    if (code === EXIT_LISTEN_FAILED) {
+      // Listener set-up failed (no capability, port in use): restarting cannot help.
+      this.log.fatal({ worker: w.id }, 'a worker could not create its listeners; stopping');
+      this.killAll();
       process.exit(1);
     }
-    draining = true;
-    log.info({ signal, drainMs: s.drainTimeoutMs }, 'draining');
+    this.crashes = Date.now() - started > STABLE_MS ? 1 : this.crashes + 1;
+    const delay = Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.crashes - 1));
+    this.log.error({ worker: w.id, code, signal, restartInMs: delay }, 'worker died; restarting');
+    this.restarts.inc();
+    setTimeout(() => !this.draining && this.fork(), delay);
+  }
+
+  /** First call: drain every worker. Second call: exit at once. */
+  stop(signal: string): void {
+    if (this.draining) {
+      this.log.warn({ signal }, 'second stop signal: exiting at once');
+      this.killAll();
+      process.exit(1);
+    }
+    this.draining = true;
+    this.log.info({ signal, drainMs: this.s.drainTimeoutMs }, 'draining');
     const msg: ToWorker = { t: 'drain' };
-    for (const w of Object.values(cluster.workers ?? {})) w?.send(msg);
-    if (alive() === 0) finish();
+    for (const w of workers()) w.send(msg);
+    if (workers().length === 0) this.onFinished();
     // Backstop: a worker that hangs past its own drain deadline is killed.
     setTimeout(() => {
-      log.error('workers did not stop after the drain timeout; killing them');
-      for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGKILL');
-    }, s.drainTimeoutMs + 5_000).unref();
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+      this.log.error('workers did not stop after the drain timeout; killing them');
+      this.killAll();
+    }, this.s.drainTimeoutMs + 5_000).unref();
+  }
 
-  for (let i = 0; i < s.workers; i++) fork();
+  private killAll(): void {
+    for (const w of workers()) w.process.kill('SIGKILL');
+  }
 }
