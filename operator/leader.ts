@@ -46,7 +46,7 @@ export class LeaderElector {
         this.o.onStoppedLeading();
         return;
       }
-      if (!this.stopped) this.timer = setTimeout(tick, this.o.renewEveryMs ?? 2000);
+      if (!this.stopped) this.timer = setTimeout(tick, this.o.renewEveryMs ?? Math.min(2000, (this.duration() * 1000) / 3));
     };
     void tick();
   }

@@ -14,7 +14,8 @@ import { startServer } from './server.ts';
 
 const USAGE = `usage: tpfleet-operator [--kubeconfig PATH] [--image IMAGE] [--bind HOST:PORT]
   [--cleanup-timeout 5m] [--resync 10m] [--workers 2] [--log-level info]
-  [--leader-elect true|false] [--lease-namespace NS] [--lease-name NAME] [--identity ID]`;
+  [--leader-elect true|false] [--lease-namespace NS] [--lease-name NAME] [--lease-duration 15s] [--identity ID]
+  fault injection (tests): [--crash-after-writes N] SIGKILLs itself instead of sending write N+1`;
 
 function fail(message: string): never {
   process.stderr.write(`tpfleet-operator: ${message}\n${USAGE}\n`);
@@ -34,8 +35,8 @@ function parse() {
       bind: { type: 'string', default: '0.0.0.0:8080' }, 'cleanup-timeout': { type: 'string', default: '5m' },
       resync: { type: 'string', default: '10m' }, workers: { type: 'string', default: '2' }, 'log-level': { type: 'string', default: 'info' },
       'leader-elect': { type: 'string', default: 'true' }, 'lease-namespace': { type: 'string', default: 'tpfleet-system' },
-      'lease-name': { type: 'string', default: 'tpfleet-operator' }, identity: { type: 'string', default: `${hostname()}-${process.pid}` },
-      help: { type: 'boolean', default: false },
+      'lease-name': { type: 'string', default: 'tpfleet-operator' }, 'lease-duration': { type: 'string', default: '15s' }, identity: { type: 'string', default: `${hostname()}-${process.pid}` },
+      'crash-after-writes': { type: 'string' }, help: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -46,11 +47,14 @@ function parse() {
   if (!Number.isInteger(workers) || workers < 1 || workers > 32) fail('--workers: must be an integer 1-32');
   if (!['true', 'false'].includes(values['leader-elect'])) fail('--leader-elect: must be true or false');
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(values['log-level'])) fail('--log-level: unknown level');
+  const crash = values['crash-after-writes'];
+  if (crash !== undefined && !/^\d+$/.test(crash)) fail('--crash-after-writes: must be a non-negative integer');
   return {
+    crashAfterWrites: crash === undefined ? undefined : Number(crash),
     kubeconfig: values.kubeconfig, image: values.image, host: m[1] ?? '0.0.0.0', port: Number(m[2]),
     cleanupTimeoutMs: ms('cleanup-timeout', values['cleanup-timeout']), resyncMs: ms('resync', values.resync), workers,
     logLevel: values['log-level'], leaderElect: values['leader-elect'] === 'true',
-    lease: { namespace: values['lease-namespace'], name: values['lease-name'], identity: values.identity },
+    lease: { namespace: values['lease-namespace'], name: values['lease-name'], identity: values.identity, leaseDurationSec: Math.max(1, Math.round(ms('lease-duration', values['lease-duration']) / 1000)) },
   };
 }
 
@@ -61,7 +65,12 @@ async function main(): Promise<void> {
   if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
   else kc.loadFromDefault();
   const metrics = new OperatorMetrics();
-  const client = new KubeClient(kc, FIELD_MANAGER, (verb) => metrics.write(verb));
+  let writes = 0;
+  const client = new KubeClient(kc, FIELD_MANAGER, (verb) => {
+    // A crash at an exact point of a reconcile, for the restart tests: no cleanup, no lease release.
+    if (flags.crashAfterWrites !== undefined && ++writes > flags.crashAfterWrites) process.kill(process.pid, 'SIGKILL');
+    metrics.write(verb);
+  });
   const controller = new Controller({
     client, log, metrics, workers: flags.workers, resyncMs: flags.resyncMs,
     settings: { defaultImage: flags.image, cleanupTimeoutMs: flags.cleanupTimeoutMs },
