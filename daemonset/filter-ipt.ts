@@ -52,7 +52,7 @@ export async function iptVerify(p: IptablesFamilyPlan): Promise<string[]> {
   for (const [chain, comments] of Object.entries(p.expected)) {
     const have = t.comments.get(chain) ?? [];
     if (!t.chains.has(chain)) problems.push(`read-back (${v}): chain ${chain} is missing`);
-    else if (chain !== p.gateChain && JSON.stringify(have) !== JSON.stringify(comments)) {
+    else if (!p.gateChains.includes(chain) && JSON.stringify(have) !== JSON.stringify(comments)) {
       problems.push(`read-back (${v}): chain ${chain} holds [${have.join(' | ')}], expected [${comments.join(' | ')}]`);
     }
   }

@@ -34,7 +34,7 @@ export async function nftVerify(p: NftPlan): Promise<string[]> {
   for (const [chain, comments] of Object.entries(p.expected)) {
     const have = got.chains.get(chain);
     if (!have) problems.push(`read-back: chain ${chain} is missing`);
-    else if (chain !== p.gateChain && JSON.stringify(have) !== JSON.stringify(comments)) {
+    else if (!p.gateChains.includes(chain) && JSON.stringify(have) !== JSON.stringify(comments)) {
       problems.push(`read-back: chain ${chain} holds [${have.join(' | ')}], expected [${comments.join(' | ')}]`);
     }
   }

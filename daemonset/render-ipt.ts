@@ -16,6 +16,7 @@ const C = {
   src: 'TPFLEET-SRC',
   ports: 'TPFLEET-PORTS',
   gate: 'TPFLEET-GATE',
+  bypass: 'TPFLEET-BYPASS',
   tproxy: 'TPFLEET-TPROXY',
 } as const;
 export const HOOK_COMMENT = 'tpfleet: intercept via TPFLEET-PREROUTING';
@@ -71,6 +72,8 @@ export function iptablesRules(ic: Interception, listenPort: number, f: Family): 
   const m = `${hexMark(ic.mark)}/${hexMark(ic.mask)}`;
   const rules: RenderedRule[] = [];
   const add = (chain: string, text: string, comment: string) => rules.push({ chain, text, comment });
+  // First, before the divert rule: see the nftables renderer (TIME_WAIT sockets of a dead proxy).
+  add(C.entry, `-j ${C.bypass}`, 'watchdog bypass: empty while the proxy is healthy');
   add(C.entry, `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
     'divert: established transparent sockets (never pure SYNs) go to the local socket');
   add(C.entry, '! -p tcp -j RETURN', 'only TCP is intercepted');
@@ -82,7 +85,7 @@ export function iptablesRules(ic: Interception, listenPort: number, f: Family): 
   rules.push(...stage.rules);
   add(C.divert, `-j MARK --set-xmark ${m}`, 'divert: mark for the local routing table');
   add(C.divert, '-j ACCEPT', 'divert: accept');
-  add(C.tproxy, `-j ${C.gate}`, 'watchdog gate: empty while the proxy is healthy');
+  add(C.tproxy, `-j ${C.gate}`, 'watchdog gate: empty while the proxy is healthy (FailClosed drop when it is not)');
   // Only pure SYNs (--syn), as in the nftables backend: a mid-flow packet without a transparent
   // socket belongs to a flow the proxy never held (e.g. one that went direct during a FailOpen bypass).
   // TPROXY itself drops a SYN when no listener exists (fails closed natively, reference pitfall 2).
@@ -91,7 +94,7 @@ export function iptablesRules(ic: Interception, listenPort: number, f: Family): 
   if (ic.failurePolicy === 'FailClosed') {
     add(C.tproxy, '-j DROP', 'FailClosed: drop flows the proxy does not hold');
   }
-  return { chains: [C.entry, C.divert, ...stage.chains, C.gate, C.tproxy], rules };
+  return { chains: [C.entry, C.bypass, C.divert, ...stage.chains, C.gate, C.tproxy], rules };
 }
 
 /** The comment goes before the target (-j/-g) so each line reads match, purpose, action. */
@@ -118,14 +121,14 @@ export function renderIptables(ic: Interception, listenPort: number, variant: Ip
     expected,
     hookSpec: `-m comment --comment "${HOOK_COMMENT}" -j ${C.entry}`,
     hookChain: C.entry,
-    gateChain: C.gate,
+    gateChains: [C.bypass, C.gate],
   };
 }
 
-/** Atomic rewrite of TPFLEET-GATE only (declaring it flushes it). */
+/** Atomic rewrite of TPFLEET-BYPASS and TPFLEET-GATE only (declaring a chain flushes it). */
 export function iptablesGateDocument(mode: GateMode): string {
-  const lines = ['*mangle', `:${C.gate} - [0:0]`];
-  if (mode === 'bypass') lines.push(`-A ${C.gate} -m comment --comment "watchdog: proxy down, FailOpen bypass" -j ACCEPT`);
+  const lines = ['*mangle', `:${C.bypass} - [0:0]`, `:${C.gate} - [0:0]`];
+  if (mode === 'bypass') lines.push(`-A ${C.bypass} -m comment --comment "watchdog: proxy down, FailOpen bypass" -j ACCEPT`);
   if (mode === 'drop') lines.push(`-A ${C.gate} -m comment --comment "watchdog: proxy down, FailClosed drop" -j DROP`);
   return [...lines, 'COMMIT', ''].join('\n');
 }

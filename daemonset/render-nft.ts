@@ -8,6 +8,7 @@ import type { GateMode, NftPlan, RenderedRule } from './types.ts';
 export const NFT_TABLE = 'tpfleet';
 const BASE = 'prerouting';
 const GATE = 'gate';
+const BYPASS = 'bypass';
 
 export const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 
@@ -71,6 +72,10 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   const sets: NftSet[] = [];
   const add = (text: string, comment: string) => rules.push({ chain: BASE, text, comment });
   const mark = markStmt(ic.mark, ic.mask);
+  // First, before the divert rule: while the proxy is down and FailOpen bypasses it, replies of the
+  // new direct flows must not be diverted to sockets the dead proxy left in TIME_WAIT with the
+  // same addresses (it connected from the client's address when keepClientIp).
+  add(`jump ${BYPASS}`, 'watchdog bypass: empty while the proxy is healthy');
   add(`meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn socket transparent 1 ${mark} accept`,
     'divert: established transparent sockets (never pure SYNs) go to the local socket');
   if (ic.interfaces.length > 0) {
@@ -87,7 +92,7 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   const stage = matchStage(ic, families);
   sets.push(...stage.sets);
   rules.push(...stage.rules);
-  add(`jump ${GATE}`, 'watchdog gate: empty while the proxy is healthy');
+  add(`jump ${GATE}`, 'watchdog gate: empty while the proxy is healthy (FailClosed drop when it is not)');
   // Only pure SYNs: later packets of proxied flows already matched the divert rule. A mid-flow packet
   // without a transparent socket belongs to a flow the proxy never held (e.g. one that went direct
   // while a FailOpen bypass was on): steering it to the listener would only get it reset.
@@ -115,7 +120,7 @@ export function renderNft(ic: Interception, listenPort: number): NftPlan {
     // interval: CIDRs, port ranges and "veth*" wildcards; auto-merge folds overlapping entries.
     lines.push(`\tset ${s.name} { type ${s.type}; flags interval; auto-merge; elements = { ${s.elements.join(', ')} }; }`);
   }
-  lines.push(`\tchain ${GATE} {`, '\t}');
+  lines.push(`\tchain ${BYPASS} {`, '\t}', `\tchain ${GATE} {`, '\t}');
   lines.push(`\tchain ${BASE} {`, '\t\ttype filter hook prerouting priority mangle; policy accept;');
   for (const r of rules) lines.push(`\t\t${ruleLine(r)}`);
   lines.push('\t}', '}', '');
@@ -124,15 +129,15 @@ export function renderNft(ic: Interception, listenPort: number): NftPlan {
     table: NFT_TABLE,
     document: lines.join('\n'),
     sets: sets.map((s) => s.name),
-    expected: { [GATE]: [], [BASE]: rules.map((r) => r.comment) },
-    gateChain: GATE,
+    expected: { [BYPASS]: [], [GATE]: [], [BASE]: rules.map((r) => r.comment) },
+    gateChains: [BYPASS, GATE],
   };
 }
 
-/** Atomic rewrite of the gate chain only; the watchdog never touches anything else. */
+/** Atomic rewrite of the two watchdog chains only; the watchdog never touches anything else. */
 export function nftGateDocument(mode: GateMode): string {
-  const lines = [`flush chain inet ${NFT_TABLE} ${GATE}`];
-  if (mode === 'bypass') lines.push(`add rule inet ${NFT_TABLE} ${GATE} accept comment "watchdog: proxy down, FailOpen bypass"`);
+  const lines = [`flush chain inet ${NFT_TABLE} ${BYPASS}`, `flush chain inet ${NFT_TABLE} ${GATE}`];
+  if (mode === 'bypass') lines.push(`add rule inet ${NFT_TABLE} ${BYPASS} accept comment "watchdog: proxy down, FailOpen bypass"`);
   if (mode === 'drop') lines.push(`add rule inet ${NFT_TABLE} ${GATE} drop comment "watchdog: proxy down, FailClosed drop"`);
   return lines.join('\n') + '\n';
 }

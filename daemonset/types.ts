@@ -27,7 +27,8 @@ export interface NftPlan {
   sets: string[];
   /** Chain -> comments of its rules in order; what the read-back must find. */
   expected: Record<string, string[]>;
-  gateChain: string;
+  /** The watchdog's chains (bypass, gate): their contents change at run time, never verified. */
+  gateChains: string[];
 }
 
 export interface IptablesFamilyPlan {
@@ -41,7 +42,8 @@ export interface IptablesFamilyPlan {
   /** Rule spec (after `-I PREROUTING 1`) of the single hook rule in the builtin chain. */
   hookSpec: string;
   hookChain: string;
-  gateChain: string;
+  /** The watchdog's chains (bypass, gate): their contents change at run time, never verified. */
+  gateChains: string[];
 }
 
 export interface RoutingPlan {
