@@ -25,7 +25,7 @@ const { positionals, values: opt } = parseArgs({
   },
 });
 
-const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const out = (o: unknown): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
 
 function hostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(':');
