@@ -3,6 +3,7 @@
 // Parsed and validated once at start-up; every error names the field (see formatIssues).
 import { z } from 'zod';
 import { cidrText, parseCidr, parseDuration, type Cidr, type Family } from './net.ts';
+import { Tuning } from './tuning.ts';
 
 const cidr = z.string().transform((text, ctx): Cidr => {
   const c = parseCidr(text);
@@ -110,5 +111,6 @@ export const NodeConfig = z.object({
   kind: z.literal('NodeConfig'),
   interception: Interception.prefault({}),
   proxy: Proxy.prefault({}),
+  tuning: Tuning.describe('sysctl profile/overrides and NIC IRQ/RPS/XPS/CPU affinity (docs/tuning.md); omitted: change nothing.'),
 }).strict();
 export type NodeConfig = z.output<typeof NodeConfig>;

@@ -9,6 +9,7 @@ import { detectHost } from './facts.ts';
 import { formatPlan, plan } from './plan.ts';
 import { DEFAULT_STATE_DIR, readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
+import { reportDrift, tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
 
 const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
@@ -57,10 +58,16 @@ async function runWatch(config: NodeConfig, cli: Cli, log: Logger): Promise<void
     if (!state) throw new Error(`no state in ${cli.stateDir}: nothing installed to gate`);
     await writeGate(state, mode);
   };
-  await watch({
-    listenPort: config.proxy.listenPort, metricsPort: config.proxy.metricsPort,
-    policy: config.interception.failurePolicy, writeGate: gate, log, signal: ac.signal,
-  });
+  // Tuning drift is only reported (never fought): every 30 s, as a log line for the status.
+  const drift = setInterval(() => reportDrift(cli.stateDir, log), 30_000);
+  try {
+    await watch({
+      listenPort: config.proxy.listenPort, metricsPort: config.proxy.metricsPort,
+      policy: config.interception.failurePolicy, writeGate: gate, log, signal: ac.signal,
+    });
+  } finally {
+    clearInterval(drift);
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -71,6 +78,7 @@ export async function main(argv: string[]): Promise<number> {
     const opts: ExecOptions = { stateDir: cli.stateDir, dryRun: cli.dryRun, pathVar: process.env.PATH ?? '', out, log };
     if (cli.cmd === 'cleanup') {
       if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
+      untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
       return 0;
     }
     const config = loadNodeConfig(cli.config!);
@@ -79,6 +87,8 @@ export async function main(argv: string[]): Promise<number> {
     if (cli.cmd === 'plan') { out(formatPlan(p)); return 0; }
     await apply(config, p, opts);
     if (!cli.dryRun) out(`applied (${p.backend}) and verified`);
+    const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
+    out(`tuning: ${tuning.reason}: ${tuning.message}`);
     return 0;
   } catch (e) {
     const msg = (e as Error).message;
