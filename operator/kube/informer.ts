@@ -34,6 +34,7 @@ export class Informer {
   private lastEventAt = Date.now();
   private watchdog?: NodeJS.Timeout;
   private loop?: Promise<void>;
+  private wake?: () => void;
 
   constructor(private readonly o: InformerOptions) {}
 
@@ -60,6 +61,7 @@ export class Informer {
     this.stopped = true;
     if (this.watchdog) clearInterval(this.watchdog);
     this.abort?.abort(new Error('informer stopped'));
+    this.wake?.();
     await this.loop;
   }
 
@@ -81,7 +83,7 @@ export class Informer {
         this.o.onRestart?.(this.o.resource);
         const gone = e instanceof ApiError && e.status === 410;
         this.o.log[gone ? 'debug' : 'warn']({ resource: this.o.resource, err: (e as Error).message }, 'watch ended; relisting');
-        await new Promise((r) => setTimeout(r, gone ? 0 : backoff));
+        await new Promise<void>((r) => { this.wake = r; setTimeout(r, gone ? 0 : backoff); });
         backoff = Math.min(backoff * 2, 30_000);
       }
     }

@@ -24,10 +24,14 @@ export interface TestEnv {
 }
 
 const live = new Set<ChildProcess>();
+const liveDirs = new Set<string>();
 // Last line of defence if a test process dies without running `after` (crash, Ctrl-C, the
-// runner's SIGTERM): never leave servers behind. Children are unref'd so a forgotten stop()
-// cannot keep the test process alive; this handler then kills them on the way out.
-const killAll = () => { for (const c of live) c.kill('SIGKILL'); };
+// runner's SIGTERM): never leave servers or data behind. Children are unref'd so a forgotten
+// stop() cannot keep the test process alive; this handler then kills them on the way out.
+const killAll = () => {
+  for (const c of live) c.kill('SIGKILL');
+  for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
+};
 process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.once(sig, () => { killAll(); process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)); });
@@ -99,10 +103,12 @@ async function waitReady(kc: KubeConfig, server: string, child: ChildProcess, lo
 export async function startTestEnv(opts: { readyTimeoutMs?: number } = {}): Promise<TestEnv> {
   const bin = await ensureBinaries(['kube-apiserver', 'etcd']);
   const dir = mkdtempSync(join(tmpdir(), 'tpfleet-testenv-'));
+  liveDirs.add(dir);
   const procs: ChildProcess[] = [];
   const stop = async () => {
     for (const p of procs.reverse()) await stopProcess(p);
     rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
   };
   try {
     const pki = new TestPki(dir);
