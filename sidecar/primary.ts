@@ -26,7 +26,7 @@ export async function runPrimary(s: Settings, log: Logger): Promise<void> {
     ready: () => sup.ready(),
     metrics: async () => (await aggregator.clusterMetrics()) + (await sup.registry.metrics()),
     contentType: aggregator.contentType,
-  });
+  }, (e) => log.error({ err: e.message }, 'metrics server error'));
   sup.onFinished = () => {
     log.info('all workers stopped; exiting');
     server.close();

@@ -30,7 +30,7 @@ export function handler(status: Status): http.RequestListener {
 }
 
 /** Listens on [::] (dual-stack: IPv4 too) or, where the host has no IPv6, on 0.0.0.0. */
-export async function serveStatus(port: number, status: Status): Promise<http.Server> {
+export async function serveStatus(port: number, status: Status, onError: (e: Error) => void): Promise<http.Server> {
   const server = http.createServer(handler(status));
   server.keepAliveTimeout = 5_000;
   try {
@@ -40,6 +40,8 @@ export async function serveStatus(port: number, status: Status): Promise<http.Se
     if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') throw e;
     await listen(server, port, '0.0.0.0');
   }
+  // Once listening, an accept error (EMFILE...) must not take the supervisor down with it.
+  server.on('error', onError);
   return server;
 }
 
