@@ -1,0 +1,64 @@
+// Golden files for the rendered objects (operator/render/testdata). A rendering change shows up
+// as a reviewable diff; regenerate with TPFLEET_UPDATE_GOLDEN=1 after checking it is intended.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { parse, stringify } from 'yaml';
+import { parseNodeConfigText } from '../../api/load.ts';
+import type { KubeObject } from '../kube/client.ts';
+import { renderDaemonSet } from './daemonset.ts';
+import { activeLabelKey } from './names.ts';
+import { renderNodeConfig } from './nodeconfig.ts';
+import { renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './objects.ts';
+
+const sample = (f: string) => parse(readFileSync(join(import.meta.dirname, '..', 'samples', f), 'utf8')) as KubeObject & { spec: unknown };
+const tpOf = (s: KubeObject): KubeObject => ({ ...s, metadata: { ...s.metadata, uid: '00000000-0000-4000-8000-000000000001' } });
+
+function golden(name: string, value: unknown): void {
+  const path = join(import.meta.dirname, 'testdata', name);
+  const text = stringify(value, { lineWidth: 0, aliasDuplicateObjects: false });
+  if (process.env.TPFLEET_UPDATE_GOLDEN === '1' || !existsSync(path)) writeFileSync(path, text);
+  assert.equal(text, readFileSync(path, 'utf8'), `${name} differs from the golden file`);
+}
+
+test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, HPA', () => {
+  const s = sample('full.yaml');
+  const r = renderNodeConfig(s.spec);
+  assert.ok(r.ok);
+  const tp = tpOf(s);
+  // The rendered document is what the node agent will parse.
+  const config = parseNodeConfigText(r.value.yaml);
+  assert.equal(config.interception.mark, 0x4000);
+  assert.equal(config.proxy.timeouts.drain, 45_000);
+  golden('nodeconfig-full.yaml', parse(r.value.yaml));
+  golden('configmap-full.yaml', renderConfigMap(tp, r.value.yaml, r.value.hash));
+  const input = { tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused', activeLabel: activeLabelKey('tpfleet-system', 'egress') };
+  golden('daemonset-full.yaml', renderDaemonSet({ ...input, mode: 'run' }));
+  golden('daemonset-full-cleanup.yaml', renderDaemonSet({ ...input, mode: 'cleanup' }));
+  golden('service-full.yaml', renderMetricsService(tp, r.value.spec));
+  golden('serviceaccount-full.yaml', renderServiceAccount(tp));
+});
+
+test('autoscaling sample: an HPA on the TransparentProxy /scale with the connections metric', () => {
+  const s = sample('autoscaling.yaml');
+  const r = renderNodeConfig(s.spec);
+  assert.ok(r.ok);
+  golden('hpa-autoscaling.yaml', renderHpa(tpOf(s), r.value.spec));
+});
+
+test('the config hash depends on the node config only, and changes with it', () => {
+  const a = renderNodeConfig({ interception: { ports: [{ port: 80 }] }, proxy: { image: 'a:1' } });
+  const b = renderNodeConfig({ interception: { ports: [{ port: 80 }] }, proxy: { image: 'b:2', resources: { limits: { memory: '1Gi' } } } });
+  const c = renderNodeConfig({ interception: { ports: [{ port: 81 }] } });
+  assert.ok(a.ok && b.ok && c.ok);
+  assert.equal(a.value.hash, b.value.hash, 'image/resources are pod settings (the DaemonSet rolls on them by itself)');
+  assert.notEqual(a.value.hash, c.value.hash);
+});
+
+test('active-node label keys fit a label name and stay distinct when truncated', () => {
+  assert.equal(activeLabelKey('ns', 'web'), 'active.tpfleet.io/ns.web');
+  const long1 = activeLabelKey('a'.repeat(40), 'b'.repeat(40)), long2 = activeLabelKey('a'.repeat(40), `${'b'.repeat(39)}c`);
+  for (const k of [long1, long2]) assert.match(k.split('/')[1]!, /^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/);
+  assert.notEqual(long1, long2);
+});
