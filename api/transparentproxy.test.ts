@@ -13,7 +13,7 @@ test('cross-field rules hold in zod as in CEL', () => {
     { proxy: { metricsPort: 15101 } },
     { autoscaling: { enabled: true } },
     { autoscaling: { minReplicas: 3, maxReplicas: 2 } },
-    { tuning: { affinity: { rps: true } } },
+    { tuning: { affinity: { mode: 'explicit' } } },
     { tolerations: [{ operator: 'Exists', value: 'x' }] },
   ];
   for (const spec of bad) assert.equal(TransparentProxySpec.safeParse(spec).success, false, JSON.stringify(spec));
@@ -21,7 +21,7 @@ test('cross-field rules hold in zod as in CEL', () => {
     { interception: { ports: [{ port: 10, endPort: 10 }] } },
     { proxy: { listenPort: 15190, metricsPort: 15191 } },
     { autoscaling: { enabled: true, maxReplicas: 4 } },
-    { tuning: { affinity: { rps: true, cpus: '0-1' } } },
+    { tuning: { affinity: { mode: 'explicit', irqCpus: '0', workerCpus: '1-3' } } },
   ];
   for (const spec of good) assert.equal(TransparentProxySpec.safeParse(spec).success, true, JSON.stringify(spec));
 });

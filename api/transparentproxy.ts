@@ -9,6 +9,7 @@
 // (an old API server or a CRD installed without CEL still cannot get a bad spec past the operator).
 import { z } from 'zod';
 import { TransparentProxyStatus } from './transparentproxy-status.ts';
+import { TuningSpec } from './tuning.ts';
 
 export const GROUP = 'tpfleet.io';
 export const VERSION = 'v1alpha1';
@@ -115,41 +116,6 @@ export const ProxySpec = z.object({
   ...cel({ rule: '(has(self.listenPort) ? self.listenPort : 15101) != (has(self.metricsPort) ? self.metricsPort : 15190)', message: 'metricsPort must differ from listenPort', fieldPath: '.metricsPort' }),
 });
 
-/** Sysctls a TransparentProxy may set on its nodes (network namespace of the host). */
-export const SYSCTL_ALLOWLIST = [
-  'net.core.somaxconn', 'net.core.netdev_max_backlog', 'net.core.rmem_max', 'net.core.wmem_max',
-  'net.ipv4.tcp_rmem', 'net.ipv4.tcp_wmem', 'net.ipv4.tcp_max_syn_backlog', 'net.ipv4.ip_local_port_range',
-  'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_tw_reuse', 'net.ipv4.tcp_keepalive_time', 'net.netfilter.nf_conntrack_max',
-] as const;
-const celList = SYSCTL_ALLOWLIST.map((s) => `'${s}'`).join(', ');
-
-export const TuningSpec = z.object({
-  sysctls: z.object({
-    profile: z.enum(['none', 'throughput', 'latency']).optional().meta({ description: 'Base sysctl profile. Default none.' }),
-    overrides: z.record(z.string().max(64), z.string().max(64)).optional().superRefine((m, ctx) => {
-      for (const k of Object.keys(m ?? {})) {
-        if (!(SYSCTL_ALLOWLIST as readonly string[]).includes(k)) ctx.addIssue({ code: 'custom', path: [k], message: `${k} is not an allowed sysctl` });
-      }
-    }).meta({
-      maxProperties: SYSCTL_ALLOWLIST.length,
-      description: `Per-sysctl values on top of the profile. Allowed keys: ${SYSCTL_ALLOWLIST.join(', ')}.`,
-      ...cel({ rule: `self.all(k, k in [${celList}])`, message: 'only allowlisted sysctls may be set' }),
-    }),
-  }).strict().optional().meta({ description: 'Kernel parameters applied on active nodes.' }),
-  affinity: z.object({
-    cpus: z.string().max(128).regex(/^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$/, 'must be a cpuset like 0-3,8').optional()
-      .meta({ description: 'CPU set (0-3,8) used by the options below.' }),
-    irq: z.boolean().optional().meta({ description: 'Steer NIC IRQs to cpus.' }),
-    rps: z.boolean().optional().meta({ description: 'Receive packet steering to cpus.' }),
-    xps: z.boolean().optional().meta({ description: 'Transmit packet steering to cpus.' }),
-    pinWorkers: z.boolean().optional().meta({ description: 'Pin proxy workers to cpus.' }),
-  }).strict().refine((a) => a.cpus !== undefined || !(a.irq || a.rps || a.xps || a.pinWorkers), { message: 'required when irq, rps, xps or pinWorkers is set', path: ['cpus'] })
-    .optional().meta({
-      description: 'IRQ/RPS/XPS steering and CPU pinning.',
-      ...cel({ rule: 'has(self.cpus) || !((has(self.irq) && self.irq) || (has(self.rps) && self.rps) || (has(self.xps) && self.xps) || (has(self.pinWorkers) && self.pinWorkers))', message: 'cpus is required when irq, rps, xps or pinWorkers is set', fieldPath: '.cpus' }),
-    }),
-}).strict().meta({ description: 'Node tuning. Accepted and validated now; applied by the node tuning feature.' });
-
 export const AutoscalingSpec = z.object({
   enabled: z.boolean().optional().meta({ description: 'Create an HPA that drives spec.replicas through /scale. Default false.' }),
   minReplicas: z.number().int().min(1).max(10000).optional().meta({ description: 'Fewest active nodes. Default 1.' }),
@@ -188,7 +154,7 @@ export const TransparentProxySpec = z.object({
   }),
   interception: InterceptionSpec.optional(),
   proxy: ProxySpec.optional(),
-  tuning: TuningSpec.optional(),
+  tuning: TuningSpec.optional().meta({ description: 'Node tuning (docs/tuning.md): sysctl profile and overrides, NIC IRQ/RPS/XPS and worker CPU placement. Rendered into the NodeConfig document (tuning); applied by the node agent, restored on removal.' }),
   autoscaling: AutoscalingSpec.optional(),
 }).strict().meta({ description: 'Desired state of a transparent proxy fleet.' });
 export type TransparentProxySpec = z.output<typeof TransparentProxySpec>;

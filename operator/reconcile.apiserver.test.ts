@@ -39,7 +39,7 @@ test('reconcile creates the fleet objects, owned by the TransparentProxy', async
     `/api/v1/namespaces/${NS}/services/web-metrics`, `/apis/apps/v1/namespaces/${NS}/daemonsets/web`]) {
     const o = await waitFor(path, () => get(path));
     assert.deepEqual(o.metadata.ownerReferences?.map((r) => [r.kind, r.name, r.uid, r.controller]), [['TransparentProxy', 'web', created.metadata.uid, true]], path);
-    assert.ok(o.metadata.managedFields, path);
+    assert.ok((o.metadata as { managedFields?: { manager: string }[] }).managedFields?.some((m) => m.manager === 'tpfleet-operator'), `${path}: applied by the operator's field manager`);
   }
   const config = parseNodeConfigText((await cm('web'))!.data!['nodeconfig.yaml']!);
   assert.deepEqual(config.interception.ports, [{ port: 80 }]);

@@ -62,7 +62,7 @@ test('kubectl scale --replicas=5 adds exactly two nodes and keeps the three', as
   await c.mergePatch(tpPath(NS, 'edge', 'scale'), { spec: { replicas: 5 } });
   const nodes = await settle(5);
   assert.ok(before.every((n) => nodes.includes(n)), `kept ${before} in ${nodes}`);
-  const perZone = zonesOf(nodes).reduce((m, z) => m.set(z, (m.get(z) ?? 0) + 1), new Map<string, number>());
+  const perZone = zonesOf(nodes).reduce((m, z) => m.set(z ?? '', (m.get(z ?? '') ?? 0) + 1), new Map<string, number>());
   assert.ok(Math.max(...perZone.values()) - Math.min(...perZone.values()) <= 1, `spread ${[...perZone]}`);
 });
 

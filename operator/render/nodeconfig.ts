@@ -28,7 +28,7 @@ export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
   }
   const spec = parsed.data;
   const proxy = Object.fromEntries(Object.entries(spec.proxy ?? {}).filter(([k]) => !POD_ONLY.has(k)));
-  const doc = { apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', interception: spec.interception ?? {}, proxy };
+  const doc = { apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', interception: spec.interception ?? {}, proxy, ...(spec.tuning ? { tuning: spec.tuning } : {}) };
   const checked = NodeConfig.safeParse(doc);
   if (!checked.success) {
     return { ok: false, problems: specProblems(checked.error.issues) };

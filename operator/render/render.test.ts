@@ -31,6 +31,8 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   const config = parseNodeConfigText(r.value.yaml);
   assert.equal(config.interception.mark, 0x4000);
   assert.equal(config.proxy.timeouts.drain, 45_000);
+  assert.equal(config.tuning.sysctls.profile, 'throughput', 'spec.tuning reaches the node agent');
+  assert.equal(config.tuning.affinity.workerCpus, '2-5');
   golden('nodeconfig-full.yaml', parse(r.value.yaml));
   golden('configmap-full.yaml', renderConfigMap(tp, r.value.yaml, r.value.hash));
   const input = { tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused', activeLabel: activeLabelKey('tpfleet-system', 'egress') };
