@@ -63,7 +63,10 @@ export class Forwarder {
   handle(client: net.Socket, dst: Endpoint | undefined = endpoint(client.localAddress, client.localPort)): void {
     this.metrics.accepted.inc();
     if (this.open.size >= this.opts.maxConnections) return this.refuse(client, 'shed', dst);
-    if (!dst) return this.refuse(client, 'error', dst); // already reset by the peer: no address
+    // No address: the peer already reset the connection (or, with keepClientIp, we could only
+    // connect from our own address, which is not what the user asked for).
+    const source = this.opts.keepClientIp ? (endpoint(client.remoteAddress, client.remotePort)?.address ?? null) : null;
+    if (!dst || (this.opts.keepClientIp && !source)) return this.refuse(client, 'error', dst);
     if (isLoop(dst, this.opts.listenPort)) return this.refuse(client, 'loop', dst);
 
     const c: Conn = { client, upstream: undefined, reason: undefined, countedIn: 0, countedOut: 0, closes: 0, timer: undefined };
@@ -71,15 +74,22 @@ export class Forwarder {
     client.on('error', (e) => this.fail(c, RESETS.has(errCode(e)) ? 'client_reset' : 'other', e));
     client.on('close', () => this.closed(c));
     client.setTimeout(this.opts.idleTimeoutMs, () => this.fail(c, 'idle_timeout'));
-    const source = this.opts.keepClientIp ? (endpoint(client.remoteAddress, client.remotePort)?.address ?? null) : null;
-    let upstream: net.Socket;
     try {
-      upstream = this.dial(dst, source);
+      c.upstream = this.dial(dst, source);
     } catch (e) {
       c.closes++; // no upstream socket: only the client's 'close' remains
       return this.fail(c, 'other', e as Error);
     }
-    c.upstream = upstream;
+    this.watchUpstream(c, c.upstream);
+    // pipe(): backpressure both ways (a full destination pauses the source) and, with
+    // allowHalfOpen on both sockets, a FIN from one side ends only the other side's writing.
+    client.pipe(c.upstream);
+    c.upstream.pipe(client);
+    if (this.debug) this.log.debug({ dst: `${dst.address}:${dst.port}`, src: client.remoteAddress, keepClientIp: source !== null }, 'accepted');
+  }
+
+  /** Connect timeout, connect latency, and the upstream's errors and close. */
+  private watchUpstream(c: Conn, upstream: net.Socket): void {
     // No Nagle on the upstream leg: the client already chose its segmenting; delaying small
     // writes again here would add latency to request/response traffic.
     upstream.setNoDelay(true);
@@ -97,15 +107,10 @@ export class Forwarder {
     });
     upstream.on('error', (e) => {
       const code = errCode(e);
-      const reason = upstream.connecting || c.timer ? (CONNECT_ERRORS[code] ?? 'other') : RESETS.has(code) ? 'upstream_reset' : 'other';
-      this.fail(c, reason, e);
+      const connecting = c.timer !== undefined; // cleared on 'connect'
+      this.fail(c, connecting ? (CONNECT_ERRORS[code] ?? 'other') : RESETS.has(code) ? 'upstream_reset' : 'other', e);
     });
     upstream.on('close', () => this.closed(c));
-    // pipe(): backpressure both ways (a full destination pauses the source) and, with
-    // allowHalfOpen on both sockets, a FIN from one side ends only the other side's writing.
-    client.pipe(upstream);
-    upstream.pipe(client);
-    if (this.debug) this.log.debug({ dst: `${dst.address}:${dst.port}`, src: client.remoteAddress, keepClientIp: source !== null }, 'accepted');
   }
 
   /** Destroys every open connection (end of a drain). */

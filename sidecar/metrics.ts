@@ -59,7 +59,7 @@ export function createMetrics(registry: Registry, opts: { defaults?: boolean } =
       labelNames: ['direction'], registers,
     }),
     connectSeconds: new Histogram({
-      name: `${PREFIX}upstream_connect_seconds`, help: 'Time to establish the upstream connection.',
+      name: `${PREFIX}upstream_connect_seconds`, help: 'Time to establish an upstream connection (successful connects).',
       buckets: CONNECT_BUCKETS, registers,
     }),
     errors: new Counter({
