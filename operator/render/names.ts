@@ -9,8 +9,8 @@ export const MANAGED_BY = 'tpfleet-operator';
 export const CONFIG_HASH_ANNOTATION = 'tpfleet.io/config-hash';
 export const MODE_ANNOTATION = 'tpfleet.io/mode';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
-/** Pod metric the HPA scales on (served by the sidecar, exposed through the custom metrics API). */
-export const CONNECTIONS_METRIC = 'tpfleet_proxy_active_connections';
+/** Pod metric the HPA scales on: the sidecar gauge (sidecar/metrics.ts), served to the HPA by a custom metrics adapter. */
+export const CONNECTIONS_METRIC = 'tpfleet_proxy_connections_active';
 
 export function names(tpName: string) {
   return {
