@@ -153,6 +153,7 @@ export class Forwarder {
     const result: CloseResult = r === undefined ? 'ok' : r === 'connect_timeout' || r === 'idle_timeout' ? 'timeout' : 'error';
     if (r) this.metrics.errors.inc({ reason: r });
     this.metrics.closed.inc({ result });
+    if (this.debug) this.log.debug({ result, reason: r, bytesIn: c.client.bytesRead, bytesOut: c.upstream?.bytesRead ?? 0 }, 'closed');
     if (this.open.size === 0 && this.idleCallbacks.length) {
       const cbs = this.idleCallbacks;
       this.idleCallbacks = [];
