@@ -182,7 +182,9 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     const took = Date.now() - t0;
     assert.equal(r.ok, false);
     assert.equal(r.error, 'ECONNRESET', 'reset by the proxy, not the client\'s own 8 s timeout');
-    assert.ok(took >= 1900 && took < 6000, `took ${took} ms with a 2 s connect timeout`);
+    // `took` includes the probe tool's start-up, so only the lower bound is tight; the upper bound
+    // is the ECONNRESET above (the probe would report its own ETIMEDOUT after 8 s).
+    assert.ok(took >= 1900, `took ${took} ms with a 2 s connect timeout`);
     const m = await scrape(t.proxy.ns, METRICS);
     assert.equal(m.get('tpfleet_proxy_errors_total{reason="connect_timeout"}'), 1);
     assert.equal(m.get('tpfleet_proxy_connections_closed_total{result="timeout"}'), 1);
@@ -232,7 +234,7 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     const t0 = Date.now();
     assert.equal(await px.stop(10_000), 0);
     const took = Date.now() - t0;
-    assert.ok(took >= 1400 && took < 5000, `exited after ${took} ms with a 1.5 s drain timeout`);
+    assert.ok(took >= 1400 && took < 8000, `exited after ${took} ms with a 1.5 s drain timeout`);
     await waitFor('the held connection to be closed', async () => held.output().includes('"closed"'));
     assert.match(held.output(), /"closed":true,"error":"ECONNRESET"/);
   });
@@ -246,7 +248,7 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     const t0 = Date.now();
     px.child.kill('SIGTERM');
     assert.equal(await exited, 1);
-    assert.ok(Date.now() - t0 < 2000);
+    assert.ok(Date.now() - t0 < 3000, 'no drain wait');
     await waitFor('the workers to be gone', async () => !(await nsExec(t.proxy.ns, ['ss', '-ltnH', `sport = :${LISTEN}`])).trim());
   });
 });
