@@ -44,7 +44,7 @@ export class ApplyMemo {
     return res;
   }
 
-  forget(prefix: string): void {
-    for (const k of this.m.keys()) if (k.startsWith(prefix)) this.m.delete(k);
+  forget(path: string): void {
+    this.m.delete(path);
   }
 }

@@ -37,7 +37,10 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     // Deleted without our finalizer having run (e.g. removed by hand): owned objects go with
     // owner references; node labels are not owned, so clear them here.
     await syncActiveNodes(ctx, namespace, name, undefined);
-    ctx.memo.forget(`${resourcePath(R.configMaps, namespace)}/`);
+    const n = names(name);
+    for (const [r, obj] of [[R.serviceAccounts, n.serviceAccount], [R.configMaps, n.configMap], [R.daemonSets, n.daemonSet], [R.services, n.service], [R.hpas, n.hpa]] as const) {
+      ctx.memo.forget(resourcePath(r, namespace, obj));
+    }
     return { outcome: 'gone' };
   }
   if (tp.metadata.deletionTimestamp) return finalize(ctx, tp);

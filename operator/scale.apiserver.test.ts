@@ -101,3 +101,13 @@ test('omitting replicas activates every candidate and removes the node labels', 
   const ds = await c.get<Obj>(`/apis/apps/v1/namespaces/${NS}/daemonsets/edge`);
   assert.equal(ds?.spec.template.spec.nodeSelector[LABEL], undefined);
 });
+
+test('a TransparentProxy removed by force (finalizer stripped by hand) leaves no node labels behind', async () => {
+  const label = activeLabelKey(NS, 'forced');
+  await c.create(tpPath(NS), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'forced' }, spec: { replicas: 2 } });
+  await waitFor('labels', async () => (await c.list('/api/v1/nodes', { labelSelector: `${label}=true` })).items.length === 2);
+  await c.delete(tpPath(NS, 'forced'));
+  await c.mergePatch(tpPath(NS, 'forced'), { metadata: { finalizers: null } });
+  await waitFor('gone', async () => !(await c.get(tpPath(NS, 'forced'))));
+  await waitFor('labels cleared', async () => (await c.list('/api/v1/nodes', { labelSelector: `${label}=true` })).items.length === 0);
+});
