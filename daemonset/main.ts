@@ -88,7 +88,7 @@ export async function main(argv: string[]): Promise<number> {
     await apply(config, p, opts);
     if (!cli.dryRun) out(`applied (${p.backend}) and verified`);
     const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
-    out(`tuning: ${tuning.reason}: ${tuning.message}`);
+    out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
     return 0;
   } catch (e) {
     const msg = (e as Error).message;

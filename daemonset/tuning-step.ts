@@ -8,10 +8,12 @@ import { applyTuning, checkDrift, planTuning, readNodeFacts, restoreTuning, tuni
 
 export interface TuningStepOptions { stateDir: string; dryRun: boolean; root?: string }
 
-export function tuneNode(config: NodeConfig, o: TuningStepOptions, log: Logger): TuningCondition {
+/** The condition, or undefined when no tuning is configured and none was left to restore. */
+export function tuneNode(config: NodeConfig, o: TuningStepOptions, log: Logger): TuningCondition | undefined {
   const t = config.tuning;
   const plan = planTuning(t, readNodeFacts(o.root ?? '/', t.affinity.interfaces));
   const report = applyTuning(plan, { stateDir: o.stateDir, dryRun: o.dryRun });
+  if (plan.writes.length === 0 && report.released.restored.length === 0) return undefined;
   const condition = tuningCondition(plan, report);
   log.info({ profile: t.sysctls.profile, affinity: t.affinity.mode, changed: report.changed.length, restored: report.released.restored.length, condition }, 'tuning applied');
   return condition;
