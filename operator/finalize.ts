@@ -78,7 +78,7 @@ export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject
     }
     if (!p.done) ctx.log.warn({ tp: `${namespace}/${name}`, pending: p.pending }, 'cleanup timed out; removing the finalizer anyway');
   }
-  await syncActiveNodes(ctx, namespace, name, undefined);
+  await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
   const rest = (tp.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
   await ctx.client.mergePatch(resourcePath(TP, namespace, name), { metadata: { resourceVersion: tp.metadata.resourceVersion, finalizers: rest } });
   ctx.log.info({ tp: `${namespace}/${name}` }, 'nodes cleaned up; finalizer removed');

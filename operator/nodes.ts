@@ -29,15 +29,28 @@ export async function leaveNode(ctx: ReconcileContext, node: string, key: string
   await setLabel(ctx, node, key, false);
 }
 
-/** Brings node labels in line with the spec; spec undefined = the object is gone (clear all). */
-export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, name: string, spec: TransparentProxySpec | undefined): Promise<ActiveNodes> {
+export interface ActiveNodesPlan extends ActiveNodes {
+  /** Removes the label from nodes leaving the set. Call it after the DaemonSet was applied: if
+   * the DaemonSet still required the label while every label went (replicas → omitted), the
+   * DaemonSet controller would delete the pods on every node at once. */
+  finish: () => Promise<void>;
+}
+
+/**
+ * Brings node labels in line with the spec: labels joining nodes now (a replacement intercepts
+ * before the node it replaces stops) and returns `finish` for the leaving ones. spec undefined:
+ * the object is gone; every label goes in finish().
+ */
+export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, name: string, spec: TransparentProxySpec | undefined): Promise<ActiveNodesPlan> {
   const key = activeLabelKey(namespace, name);
   const nodes = ctx.caches.nodes.list();
   const labeled = new Set(nodes.filter((n) => n.metadata.labels?.[key] === 'true').map((n) => n.metadata.name));
+  const leave = (keep: readonly string[]) => async () => {
+    for (const node of [...labeled].filter((n) => !keep.includes(n)).sort()) await leaveNode(ctx, node, key);
+  };
   if (!spec || spec.replicas === undefined) {
-    for (const node of [...labeled].sort()) await setLabel(ctx, node, key, false);
     const all = spec ? candidates(nodes, spec.nodeSelector, spec.tolerations) : [];
-    return { active: all, candidates: all.length };
+    return { active: all, candidates: all.length, finish: leave([]) };
   }
   const cands = candidates(nodes, spec.nodeSelector, spec.tolerations);
   let current: Set<string> = labeled;
@@ -47,12 +60,9 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
   }
   const zoneOf = (node: string) => nodes.find((n) => n.metadata.name === node)?.metadata.labels?.[ZONE_LABEL];
   const sel = selectActive(cands, current, spec.replicas, zoneOf);
-  // Add before removing, so a replacement node intercepts before the one it replaces stops.
-  for (const node of sel.added) await setLabel(ctx, node, key, true);
-  for (const node of sel.active) if (!labeled.has(node) && !sel.added.includes(node)) await setLabel(ctx, node, key, true);
-  for (const node of [...labeled].filter((n) => !sel.active.includes(n)).sort()) await leaveNode(ctx, node, key);
+  for (const node of sel.active) if (!labeled.has(node)) await setLabel(ctx, node, key, true);
   const byName = new Map(cands.map((c) => [c.name, c]));
-  return { active: sel.active.map((n) => byName.get(n)!), candidates: cands.length };
+  return { active: sel.active.map((n) => byName.get(n)!), candidates: cands.length, finish: leave(sel.active) };
 }
 
 function runsOnEveryCandidate(ds: KubeObject | undefined, key: string): boolean {

@@ -36,7 +36,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   if (!tp) {
     // Deleted without our finalizer having run (e.g. removed by hand): owned objects go with
     // owner references; node labels are not owned, so clear them here.
-    await syncActiveNodes(ctx, namespace, name, undefined);
+    await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
     const n = names(name);
     for (const [r, obj] of [[R.serviceAccounts, n.serviceAccount], [R.configMaps, n.configMap], [R.daemonSets, n.daemonSet], [R.services, n.service], [R.hpas, n.hpa]] as const) {
       ctx.memo.forget(resourcePath(r, namespace, obj));
@@ -72,6 +72,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     await ctx.client.delete(path(R.hpas, n.hpa));
     ctx.memo.forget(path(R.hpas, n.hpa));
   }
+  await active.finish();
   await writeStatus(ctx, tp, {
     ...statusBase, configHash: hash, active: active.active, candidates: active.candidates, requested: spec.replicas,
     readyNodes: readyNodes(ctx, namespace, name), daemonSet: dsInfo(c.daemonSets.get(namespace, n.daemonSet) ?? ds),

@@ -93,13 +93,20 @@ test('tolerating a taint makes the tainted node a candidate', async () => {
   await waitFor('8 candidates', async () => (await tp())?.status?.candidates === 8);
 });
 
-test('omitting replicas activates every candidate and removes the node labels', async () => {
+test('omitting replicas activates every candidate; the DaemonSet drops the label before the nodes do', async () => {
+  const labeled = await activeNodes();
   await c.jsonPatch(tpPath(NS, 'edge'), [{ op: 'remove', path: '/spec/replicas' }]);
   await waitFor('labels cleared', async () => (await activeNodes()).length === 0);
   const t = await waitFor('all candidates', async () => { const o = await tp(); return o?.status?.replicas === 8 && o; });
   assert.equal(t.status.nodes.length, 8);
   const ds = await c.get<Obj>(`/apis/apps/v1/namespaces/${NS}/daemonsets/edge`);
   assert.equal(ds?.spec.template.spec.nodeSelector[LABEL], undefined);
+  // Order matters: labels removed first would make the DaemonSet select no node for a moment.
+  // With etcd, resourceVersion is the global revision, so it orders writes across objects.
+  for (const n of labeled) {
+    const node = await c.get(`/api/v1/nodes/${n}`);
+    assert.ok(Number(ds!.metadata.resourceVersion) < Number(node!.metadata.resourceVersion), `DaemonSet updated before ${n} lost its label`);
+  }
 });
 
 test('a TransparentProxy removed by force (finalizer stripped by hand) leaves no node labels behind', async () => {
