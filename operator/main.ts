@@ -28,18 +28,24 @@ function ms(flag: string, text: string): number {
   return v;
 }
 
+const OPTIONS = {
+  kubeconfig: { type: 'string' }, image: { type: 'string', default: 'ghcr.io/tpfleet/tpfleet-node:0.1.0' },
+  bind: { type: 'string', default: '0.0.0.0:8080' }, 'cleanup-timeout': { type: 'string', default: '5m' },
+  resync: { type: 'string', default: '10m' }, workers: { type: 'string', default: '2' }, 'log-level': { type: 'string', default: 'info' },
+  'leader-elect': { type: 'string', default: 'true' }, 'lease-namespace': { type: 'string', default: 'tpfleet-system' },
+  'lease-name': { type: 'string', default: 'tpfleet-operator' }, 'lease-duration': { type: 'string', default: '15s' },
+  identity: { type: 'string', default: `${hostname()}-${process.pid}` },
+  'crash-after-writes': { type: 'string' }, help: { type: 'boolean', default: false },
+} as const;
+
 function parse() {
-  const { values } = parseArgs({
-    options: {
-      kubeconfig: { type: 'string' }, image: { type: 'string', default: 'ghcr.io/tpfleet/tpfleet-node:0.1.0' },
-      bind: { type: 'string', default: '0.0.0.0:8080' }, 'cleanup-timeout': { type: 'string', default: '5m' },
-      resync: { type: 'string', default: '10m' }, workers: { type: 'string', default: '2' }, 'log-level': { type: 'string', default: 'info' },
-      'leader-elect': { type: 'string', default: 'true' }, 'lease-namespace': { type: 'string', default: 'tpfleet-system' },
-      'lease-name': { type: 'string', default: 'tpfleet-operator' }, 'lease-duration': { type: 'string', default: '15s' }, identity: { type: 'string', default: `${hostname()}-${process.pid}` },
-      'crash-after-writes': { type: 'string' }, help: { type: 'boolean', default: false },
-    },
-    strict: true,
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({ options: OPTIONS, strict: true });
+  } catch (e) {
+    fail((e as Error).message);
+  }
+  const { values } = parsed;
   if (values.help) { process.stdout.write(`${USAGE}\n`); process.exit(0); }
   const m = /^(.*):(\d+)$/.exec(values.bind);
   if (!m) fail(`--bind: "${values.bind}" is not HOST:PORT`);
