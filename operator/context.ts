@@ -27,24 +27,35 @@ export interface ReconcileContext {
 }
 
 /**
- * Remembers, per object path, the hash of what we last applied and the resourceVersion the server
- * answered. If the cached object still has that resourceVersion and the render is unchanged, the
- * apply is skipped: a steady-state reconcile makes zero requests. Anything else (first run after a
- * restart, someone else edited the object) re-applies, which SSA turns into a no-op or a repair.
+ * Remembers, per object path, the hash of what we last applied and the version the server
+ * answered. If the cached object is still at that version and the render is unchanged, the apply
+ * is skipped: a steady-state reconcile makes zero requests. The version is metadata.generation
+ * where the kind has one (DaemonSet, HPA: their frequent status updates do not count), else the
+ * resourceVersion. Anything else (first run after a restart, a spec edited by someone else)
+ * re-applies, which SSA turns into a no-op or a repair. clear() (on every periodic resync)
+ * also repairs metadata-only drift, at the cost of one no-op apply per object per resync.
  */
 export class ApplyMemo {
-  private readonly m = new Map<string, { hash: string; rv?: string }>();
+  private readonly m = new Map<string, { hash: string; version: string }>();
+
+  private static version(o: KubeObject): string {
+    return o.metadata.generation !== undefined ? `g${o.metadata.generation}` : `rv${o.metadata.resourceVersion}`;
+  }
 
   async apply(client: KubeClient, path: string, desired: object, live: KubeObject | undefined): Promise<KubeObject> {
     const hash = shortHash(stableJson(desired));
     const prev = this.m.get(path);
-    if (live && prev && prev.hash === hash && prev.rv === live.metadata.resourceVersion) return live;
+    if (live && prev && prev.hash === hash && prev.version === ApplyMemo.version(live)) return live;
     const res = await client.apply(path, desired);
-    this.m.set(path, { hash, rv: res.metadata.resourceVersion });
+    this.m.set(path, { hash, version: ApplyMemo.version(res) });
     return res;
   }
 
   forget(path: string): void {
     this.m.delete(path);
+  }
+
+  clear(): void {
+    this.m.clear();
   }
 }

@@ -87,7 +87,7 @@ export class Controller {
     this.running = true;
     this.enqueueAll();
     const every = this.o.resyncMs ?? 10 * 60_000;
-    this.resync = setInterval(() => this.enqueueAll(), every);
+    this.resync = setInterval(() => { this.ctx.memo.clear(); this.enqueueAll(); }, every);
     this.resync.unref();
     for (let w = 0; w < (this.o.workers ?? 2); w++) this.workers.push(this.work());
   }
