@@ -84,3 +84,25 @@ test('status and scale subresources, printer columns and short name are served',
   assert.deepEqual(names, ['transparentproxies', 'transparentproxies/scale', 'transparentproxies/status']);
   assert.deepEqual(disco.resources.find((r) => r.name === 'transparentproxies')?.shortNames, ['tproxy']);
 });
+
+test('kubectl explain has the field documentation: the API server publishes the descriptions (OpenAPI v3)', async () => {
+  const doc = await waitForOpenApi();
+  const schemas = doc.components.schemas as Record<string, { description?: string; properties?: Record<string, { description?: string; allOf?: unknown }> }>;
+  const tp = Object.entries(schemas).find(([k]) => k === 'io.tpfleet.v1alpha1.TransparentProxy')?.[1];
+  assert.ok(tp, 'TransparentProxy schema published');
+  assert.match(tp.description ?? '', /fleet of transparent proxies/);
+  const spec = JSON.stringify(tp.properties?.spec);
+  for (const text of ['FailClosed drops intercepted traffic', 'How many candidate nodes are active', 'Most active nodes; required when enabled']) {
+    assert.ok(spec.includes(text), `description "${text}" published`);
+  }
+});
+
+async function waitForOpenApi(): Promise<{ components: { schemas: unknown } }> {
+  // The OpenAPI v3 document of a new group appears shortly after the CRD is established.
+  for (let i = 0; i < 100; i++) {
+    try {
+      return await c.request('GET', '/openapi/v3/apis/tpfleet.io/v1alpha1');
+    } catch { await new Promise((r) => setTimeout(r, 200)); }
+  }
+  throw new Error('no OpenAPI v3 document for tpfleet.io/v1alpha1');
+}

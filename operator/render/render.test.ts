@@ -64,3 +64,16 @@ test('active-node label keys fit a label name and stay distinct when truncated',
   for (const k of [long1, long2]) assert.match(k.split('/')[1]!, /^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/);
   assert.notEqual(long1, long2);
 });
+
+test('a malformed spec (wrong types anywhere) yields problems naming the field, never an exception', () => {
+  const cases: [unknown, string][] = [
+    ['text', 'spec'], [42, 'spec'], [[], 'spec'], [{ interception: 'x' }, 'spec.interception'],
+    [{ interception: { ports: 'x' } }, 'spec.interception.ports'], [{ proxy: { timeouts: { idle: 5 } } }, 'spec.proxy.timeouts.idle'],
+    [{ replicas: '3' }, 'spec.replicas'], [{ tolerations: [null] }, 'spec.tolerations[0]'],
+  ];
+  for (const [spec, field] of cases) {
+    const r = renderNodeConfig(spec);
+    assert.equal(r.ok, false, JSON.stringify(spec));
+    if (!r.ok) assert.ok(r.problems.some((p) => p.startsWith(field)), `${JSON.stringify(spec)}: ${r.problems.join('; ')}`);
+  }
+});
