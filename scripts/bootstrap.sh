@@ -18,7 +18,8 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 # Debian packages the product and its tests use. Installed only when missing.
 #  iproute2/nftables/iptables: the data path; haproxy/iperf3/wrk/nginx-light: benchmark peers
 #  build-essential/python3: node-gyp for the native addon; procps: sysctl; kmod: modprobe
-APT_PACKAGES=(iproute2 nftables iptables procps kmod build-essential python3 haproxy iperf3 wrk nginx-light)
+#  curl/unzip: a Go toolchain from the Go module proxy when none is installed; openssl: test certificates
+APT_PACKAGES=(iproute2 nftables iptables procps kmod build-essential python3 haproxy iperf3 wrk nginx-light curl unzip openssl)
 
 ensure_apt_packages() {
   local missing=() p
@@ -66,6 +67,29 @@ ensure_node() {
   export PATH="$NODE_HOME/bin:$PATH"
 }
 
+# Go builds the real Kubernetes binaries for the API-server tests (tools/k8s). The machine's Go is used
+# when it is recent enough; otherwise the official toolchain is fetched from the Go module proxy
+# (module golang.org/toolchain, the same source `GOTOOLCHAIN=auto` uses), cached by version.
+TPFLEET_GO_VERSION=1.26.8
+go_recent_enough() { # go1.26.x or newer (tools/k8s/go.mod says go 1.26.0)
+  local v; v=$("$1" env GOVERSION 2>/dev/null) || return 1
+  v=${v#go}; local major=${v%%.*} rest=${v#*.}; local minor=${rest%%.*}
+  [ "$major" -gt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -ge 26 ]; }
+}
+ensure_go() {
+  local g cached="$TPFLEET_CACHE/go-$TPFLEET_GO_VERSION"
+  for g in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go "$cached/bin/go"; do
+    if [ -n "$g" ] && [ -x "$g" ] && go_recent_enough "$g"; then export PATH="$(dirname "$g"):$PATH"; return 0; fi
+  done
+  local proxy; proxy=${GOPROXY:-https://proxy.golang.org}; proxy=${proxy%%,*}
+  log "fetching Go $TPFLEET_GO_VERSION (module golang.org/toolchain from the Go module proxy)"
+  local tmp; tmp=$(mktemp -d)
+  curl -fsSL -o "$tmp/go.zip" "$proxy/golang.org/toolchain/@v/v0.0.1-go$TPFLEET_GO_VERSION.linux-amd64.zip"
+  unzip -q "$tmp/go.zip" -d "$tmp/x"
+  rm -rf "$cached" && mv "$tmp/x/golang.org/toolchain@v0.0.1-go$TPFLEET_GO_VERSION.linux-amd64" "$cached" && rm -rf "$tmp"
+  export PATH="$cached/bin:$PATH"
+}
+
 # The npm CLI that came with the machine, run by our Node (the official tarball has no npm).
 npm_cli() {
   local cli
@@ -100,5 +124,6 @@ ensure_addon() {
 
 ensure_apt_packages
 ensure_node
+ensure_go
 ensure_npm_deps
 ensure_addon
