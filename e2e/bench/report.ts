@@ -1,5 +1,5 @@
 // Benchmark results → a Markdown table with ratios against HAProxy, and the machine's description.
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 
@@ -42,14 +42,10 @@ export function renderTable(rows: Row[], baseline = 'haproxy'): string {
   return [head, sep, ...lines, ...ratios].join('\n');
 }
 
+/** First non-empty line a tool prints about its version (nginx writes it to stderr, wrk exits 1). */
 function firstLine(argv: string[]): string {
-  try {
-    return execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-      .split('\n')[0]!.trim();
-  } catch (e) {
-    const err = e as { stderr?: string };
-    return (err.stderr ?? '').split('\n')[0]!.trim() || 'unknown';
-  }
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+  return `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').map((l) => l.trim()).find((l) => l) ?? 'unknown';
 }
 
 export function describeMachine(): string {
@@ -57,7 +53,7 @@ export function describeMachine(): string {
   const distro = /PRETTY_NAME="(.*)"/.exec(existsSync('/etc/os-release') ? readFileSync('/etc/os-release', 'utf8') : '')?.[1];
   return [
     `- ${distro ?? 'Linux'}, kernel ${os.release()}, ${os.availableParallelism()} vCPU (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
-    `- Node ${process.version}; ${firstLine(['haproxy', '-v'])}; ${firstLine(['nginx', '-v'])}; ${firstLine(['iperf3', '-v'])}; ${firstLine(['wrk', '-v'])}; ${firstLine(['nft', '-v'])}`,
+    `- Node ${process.version}; ${firstLine(['haproxy', '-v']).replace(/ - https?:.*$/, '')}; ${firstLine(['nginx', '-v'])}; ${firstLine(['iperf3', '-v'])}; ${firstLine(['wrk', '-v'])}; ${firstLine(['nft', '-v'])}`,
     '- client, proxy, server and the kernel share the same CPUs: only ratios within one run mean anything.',
   ].join('\n');
 }
