@@ -115,7 +115,9 @@ function record(root: string): void {
     }
     for (const q of readdirSync(`/${netDir}/queues`)) {
       mkdirSync(join(root, netDir, 'queues', q), { recursive: true });
-      for (const f of ['rps_cpus', 'rps_flow_cnt', 'xps_cpus']) copy(`${netDir}/queues/${q}/${f}`);
+      // tx_timeout is always readable: it keeps a tx queue whose xps_cpus the kernel refuses to show
+      // (single-queue virtio) from being an empty directory, which git would not record.
+      for (const f of ['rps_cpus', 'rps_flow_cnt', 'xps_cpus', 'tx_timeout']) copy(`${netDir}/queues/${q}/${f}`);
     }
   }
 }
