@@ -56,3 +56,26 @@ test('a disallowed sysctl key is refused with the key named, and nothing is appl
     w.remove();
   }
 });
+
+test('keepClientIp with FailOpen turns TCP early demux off while installed and restores it at cleanup', { skip }, async () => {
+  const ns = `te${process.pid}`;
+  const w = workdir();
+  await sh(['ip', 'netns', 'add', ns]);
+  const demux = async () => (await nsExec(ns, ['cat', '/proc/sys/net/ipv4/tcp_early_demux'])).trim();
+  try {
+    await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
+    assert.equal(await demux(), '1');
+    const closed = w.config('interception: {backend: nftables, failurePolicy: FailClosed}\nproxy: {keepClientIp: true}\n', 'closed.yaml');
+    assert.equal((await agent(ns, ['apply', '--config', closed, '--state-dir', w.stateDir])).code, 0);
+    assert.equal(await demux(), '1', 'FailClosed never sends traffic direct: nothing to change');
+    const open = w.config('interception: {backend: nftables, failurePolicy: FailOpen}\nproxy: {keepClientIp: true}\n', 'open.yaml');
+    const r = await agent(ns, ['apply', '--config', open, '--state-dir', w.stateDir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await demux(), '0');
+    assert.equal((await agent(ns, ['cleanup', '--state-dir', w.stateDir])).code, 0);
+    assert.equal(await demux(), '1', 'restored exactly');
+  } finally {
+    await sh(['ip', 'netns', 'del', ns], { allowFail: true });
+    w.remove();
+  }
+});
