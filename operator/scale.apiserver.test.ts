@@ -58,8 +58,9 @@ test('replicas: 3 picks three candidate nodes, one per zone, and pins the Daemon
 
 test('kubectl scale --replicas=5 adds exactly two nodes and keeps the three', async () => {
   const before = await activeNodes();
-  // What `kubectl scale tproxy/edge --replicas=5` sends: a merge patch of the Scale subresource.
-  await c.mergePatch(tpPath(NS, 'edge', 'scale'), { spec: { replicas: 5 } });
+  // The real kubectl, built from the same pinned Kubernetes release as the API server.
+  const out = await env.kubectl(['-n', NS, 'scale', 'tproxy/edge', '--replicas=5']);
+  assert.match(out, /transparentproxy\.tpfleet\.io\/edge scaled/);
   const nodes = await settle(5);
   assert.ok(before.every((n) => nodes.includes(n)), `kept ${before} in ${nodes}`);
   const perZone = zonesOf(nodes).reduce((m, z) => m.set(z ?? '', (m.get(z ?? '') ?? 0) + 1), new Map<string, number>());

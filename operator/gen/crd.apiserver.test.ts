@@ -2,7 +2,11 @@
 // accepted, invalid specs are rejected at admission naming the field, and the operator's own
 // zod validation (used for InvalidSpec) rejects the same specs.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { stringify } from 'yaml';
 import { renderNodeConfig } from '../render/nodeconfig.ts';
 import { ApiError, KubeClient, type KubeObject } from '../kube/client.ts';
 import { createNamespace, installCrd, loadSample, tpPath } from '../testenv/fixtures.ts';
@@ -106,3 +110,22 @@ async function waitForOpenApi(): Promise<{ components: { schemas: unknown } }> {
   }
   throw new Error('no OpenAPI v3 document for tpfleet.io/v1alpha1');
 }
+
+test('the user path with the real kubectl: apply a sample, get with printer columns, explain, a bad spec refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tpfleet-kubectl-'));
+  try {
+    const good = join(dir, 'good.yaml'), bad = join(dir, 'bad.yaml');
+    writeFileSync(good, stringify({ ...loadSample('minimal.yaml'), metadata: { name: 'from-kubectl', namespace: NS } }));
+    assert.match(await env.kubectl(['apply', '--server-side', '-f', good]), /transparentproxy\.tpfleet\.io\/from-kubectl serverside-applied/);
+    const header = async (...extra: string[]) => ((await env.kubectl(['get', 'tproxy', '-n', NS, ...extra])).split('\n')[0] ?? '').trim().split(/\s+/);
+    assert.deepEqual(await header(), ['NAME', 'READY', 'ACTIVE', 'REPLICAS', 'AGE']);
+    assert.deepEqual(await header('-o', 'wide'), ['NAME', 'READY', 'ACTIVE', 'READY-NODES', 'REPLICAS', 'AGE'], 'Ready-Nodes is a wide column');
+    assert.match(await env.kubectl(['explain', 'tproxy.spec.interception.failurePolicy']), /FailClosed drops intercepted traffic/);
+    writeFileSync(bad, stringify({ apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'bad', namespace: NS },
+      spec: { interception: { ports: [{ port: 9000, endPort: 8000 }] } } }));
+    await assert.rejects(env.kubectl(['apply', '-f', bad]), /spec\.interception\.ports\[0\]\.endPort/);
+    assert.equal(await c.get(tpPath(NS, 'bad')), undefined, 'nothing was created');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,7 +1,7 @@
 // An envtest-like harness: a real etcd and a real kube-apiserver on free loopback ports, with
 // generated certificates, RBAC authorization and a service-account key. One instance per test
 // file (start in `before`, stop in `after`); stop() kills both processes and deletes their data.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,8 @@ export interface TestEnv {
   dir: string;
   /** Writes a kubeconfig for `user` in `groups` (for RBAC tests) and returns its path. */
   userKubeconfig(user: string, groups?: string[]): Promise<string>;
+  /** Runs the real kubectl (same pinned release) as the admin user; resolves with its stdout. */
+  kubectl(args: string[]): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -100,8 +102,15 @@ async function waitReady(kc: KubeConfig, server: string, child: ChildProcess, lo
   throw new Error(`kube-apiserver not ready after ${timeoutMs} ms (${last}):\n${tail(log)}`);
 }
 
+function runKubectl(bin: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(bin, args, { maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`kubectl ${args.slice(2).join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout));
+  });
+}
+
 export async function startTestEnv(opts: { readyTimeoutMs?: number } = {}): Promise<TestEnv> {
-  const bin = await ensureBinaries(['kube-apiserver', 'etcd']);
+  const bin = await ensureBinaries(['kube-apiserver', 'etcd', 'kubectl']);
   const dir = mkdtempSync(join(tmpdir(), 'tpfleet-testenv-'));
   liveDirs.add(dir);
   const procs: ChildProcess[] = [];
@@ -142,6 +151,7 @@ export async function startTestEnv(opts: { readyTimeoutMs?: number } = {}): Prom
     await waitReady(kubeConfig, server, apiserver, join(dir, 'apiserver.log'), opts.readyTimeoutMs ?? 90_000);
     return {
       server, kubeconfigPath, kubeConfig, dir, stop,
+      kubectl: (args) => runKubectl(join(bin, 'kubectl'), ['--kubeconfig', kubeconfigPath, ...args]),
       async userKubeconfig(user, groups = []) {
         const path = join(dir, `${user.replace(/[^A-Za-z0-9_-]/g, '_')}.kubeconfig`);
         writeFileSync(path, kubeconfigYaml(server, caPem, user, await pki.client(user, groups)), { mode: 0o600 });
