@@ -2,8 +2,8 @@
 // (client ⇄ proxy node ⇄ server namespaces, the node agent's interception rules, keepClientIp), with
 // the proxy namespace untuned vs the `throughput` profile applied by the tuning engine (cli.ts run
 // inside the namespace), alternating A, B, A, B in one run so machine noise hits both alike.
-// Prints a markdown table for docs/benchmarks.md (the caller pastes or writes it).
-//   bench.ts [--proxy tpfleet|haproxy] [--seconds 10] [--rounds 2] [--profile throughput] [--workers 2]
+// Prints a markdown table and writes it, with the machine's description, into docs/benchmarks.md.
+//   bench.ts [--proxy tpfleet|haproxy] [--seconds 10] [--rounds 2] [--profile throughput] [--workers 2] [--no-write]
 // Only net.* keys of the proxy namespace change (veth has no IRQs or queues, so affinity is not measured).
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
 import { iperf3, wrk } from '../../e2e/bench/measure.ts';
 import { haproxyConf, nginxConf, startHaproxy, startIperfServer, startNginx } from '../../e2e/bench/peers.ts';
+import { describeMachine, writeSection } from '../../e2e/bench/report.ts';
 import { createTopology, nsExec, privilegedSkipReason, waitFor, type Topology } from '../../e2e/netns.ts';
 import { agent, nodeConfigYaml, REPO, scrape, scratch, startSidecar, type Proc } from '../../e2e/proc.ts';
 
@@ -19,6 +20,7 @@ const { values: opt } = parseArgs({
   options: {
     proxy: { type: 'string', default: 'tpfleet' }, seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '2' },
     profile: { type: 'string', default: 'throughput' }, workers: { type: 'string', default: '2' },
+    'no-write': { type: 'boolean', default: false },
   },
 });
 const SECONDS = Number(opt.seconds), LISTEN = 15101, METRICS = 15190;
@@ -101,7 +103,18 @@ async function main(): Promise<void> {
       await tuning(t.proxy.ns, 'restore', dir);
       tuned = false;
     }
-    console.log(`${opt.proxy} proxy, ${opt.workers} workers, keepClientIp, ${SECONDS}s per test, wrk -t2 -c64, median (samples):\n\n${table(samples)}`);
+    const head = `${opt.proxy} proxy, ${opt.workers} workers, keepClientIp, ${SECONDS}s per test, wrk -t2 -c64, median (samples):`;
+    console.log(`${head}\n\n${table(samples)}`);
+    if (!opt['no-write']) {
+      writeSection(join(REPO, 'docs/benchmarks.md'), `tuning-${opt.proxy}`, [
+        `## Node tuning: untuned vs the \`${opt.profile}\` profile, ${opt.proxy} (${new Date().toISOString().slice(0, 10)})`, '',
+        describeMachine(),
+        '- Same topology and node-agent rules as the data-path benchmark; the profile is applied by the tuning engine in the',
+        '  proxy namespace only (net.* keys; keys a child namespace lacks or refuses are reported, see docs/tuning.md), A/B/A/B in one run.',
+        '', head, '', table(samples),
+      ].join('\n'));
+      console.error('written to docs/benchmarks.md');
+    }
   } finally {
     for (const p of procs.reverse()) await p.stop();
     if (tuned) await tuning(t.proxy.ns, 'restore', dir).catch(() => undefined);
