@@ -1,11 +1,14 @@
 // tpfleet sidecar: the forwarding proxy behind the node agent's TPROXY rules.
 //   sidecar/main.ts --config FILE   (the NodeConfig YAML; see sidecar/README.md)
-// Exit codes: 0 after a drain, 1 on a runtime failure (listener or metrics port), 2 on bad usage
-// or config (the message names the field).
+// Exit codes: 0 after a drain, 1 on a runtime failure (listener, metrics port, CPU pinning), 2 on
+// bad usage or config (the message names the field), including a tuning.affinity plan that leaves
+// no CPU for the workers on this node.
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
+import { readNodeFacts } from '../daemonset/tuning/facts.ts';
 import { createLogger } from './log.ts';
+import { planWorkerPinning } from './pinning.ts';
 import { runPrimary, WORKER_ENV } from './primary.ts';
 import { settingsFrom, type WorkerSettings } from './settings.ts';
 import { runWorker } from './worker.ts';
@@ -27,7 +30,11 @@ async function main(): Promise<void> {
   if (!configPath) fail(`--config is required\n${USAGE}`);
   let settings;
   try {
-    settings = settingsFrom(loadNodeConfig(configPath));
+    const cfg = loadNodeConfig(configPath);
+    // Node facts (the same reader and planner as the node agent's) only when pinning is asked for.
+    const pinning = cfg.tuning.affinity.mode === 'off' ? null
+      : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
+    settings = settingsFrom(cfg, undefined, pinning);
   } catch (e) {
     if (e instanceof ConfigError) fail(e.message);
     throw e;

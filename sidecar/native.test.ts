@@ -1,6 +1,6 @@
 // The native addon and the two ways its sockets are adopted by Node (listener.ts, dial.ts).
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { test } from 'node:test';
 import { isRoot, privilegedSkipReason, sh } from '../e2e/netns.ts';
@@ -110,4 +110,29 @@ test('the transparent dialer keeps its bound source address and reports connects
   } finally {
     server.close();
   }
+});
+
+test('setAffinity pins every thread of the process; getAffinity reads it back; failures change nothing', () => {
+  const n = native();
+  const before = n.getAffinity();
+  const threadCpus = (): string[] => readdirSync('/proc/self/task').map((tid) =>
+    /^Cpus_allowed_list:\s*(.*)$/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))![1]!);
+  const target = before[before.length - 1]!;
+  try {
+    n.setAffinity([target]);
+    assert.deepEqual(n.getAffinity(), [target]);
+    const lists = threadCpus();
+    assert.ok(lists.length > 1, 'Node runs several threads');
+    assert.deepEqual(new Set(lists), new Set([String(target)]), 'V8 and libuv threads are pinned too');
+    assert.throws(() => n.setAffinity([8191]), (e: NativeError) => e.code === 'EINVAL' && e.syscall === 'sched_setaffinity' && e.errno < 0);
+    assert.deepEqual(n.getAffinity(), [target], 'a refused list leaves the affinity as it was');
+    assert.throws(() => n.setAffinity([]), /non-empty array/);
+    assert.throws(() => n.setAffinity([-1]), /integers 0\.\.8191/);
+    assert.throws(() => n.setAffinity(['1' as unknown as number]), /integers 0\.\.8191/);
+    assert.throws(() => n.setAffinity('0' as unknown as number[]), /non-empty array/);
+  } finally {
+    n.setAffinity(before);
+  }
+  assert.deepEqual(n.getAffinity(), before);
+  assert.deepEqual(new Set(threadCpus()).size, 1);
 });

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import type { IpFamily } from './native/index.ts';
 import type { LogLevel } from './log.ts';
+import type { WorkerPinning } from './pinning.ts';
 
 export interface WorkerSettings {
   listenPort: number;
@@ -18,6 +19,8 @@ export interface WorkerSettings {
   idleTimeoutMs: number;
   drainTimeoutMs: number;
   logLevel: LogLevel;
+  /** CPUs this worker pins itself to before listening; null = keep the inherited set. Set per worker slot by the primary. */
+  cpus: number[] | null;
 }
 
 export interface Settings {
@@ -25,14 +28,18 @@ export interface Settings {
   metricsPort: number;
   drainTimeoutMs: number;
   logLevel: LogLevel;
+  /** From tuning.affinity (pinning.ts); null when it is off. */
+  pinning: WorkerPinning | null;
   worker: WorkerSettings;
 }
 
-export function settingsFrom(cfg: NodeConfig, cpus = availableParallelism()): Settings {
+/** proxy.workers 0 (auto) means one worker per planned CPU when pinning, else one per CPU. */
+export function settingsFrom(cfg: NodeConfig, cpus = availableParallelism(), pinning: WorkerPinning | null = null): Settings {
   const p = cfg.proxy;
-  const workers = p.workers === 0 ? Math.max(1, cpus) : p.workers;
+  const workers = p.workers !== 0 ? p.workers : pinning ? pinning.cpus.length : Math.max(1, cpus);
   return {
     workers,
+    pinning,
     metricsPort: p.metricsPort,
     drainTimeoutMs: p.timeouts.drain,
     logLevel: p.logLevel,
@@ -49,6 +56,7 @@ export function settingsFrom(cfg: NodeConfig, cpus = availableParallelism()): Se
       idleTimeoutMs: p.timeouts.idle,
       drainTimeoutMs: p.timeouts.drain,
       logLevel: p.logLevel,
+      cpus: null,
     },
   };
 }

@@ -3,20 +3,25 @@
 // drain on request. Talks to the primary over the cluster IPC channel (messages in ipc.ts).
 import net from 'node:net';
 import { AggregatorRegistry, Registry } from 'prom-client';
+import { formatCpuList } from '../daemonset/tuning/cpulist.ts';
 import { transparentDialer } from './dial.ts';
 import { Forwarder } from './forward.ts';
 import { toPrimary, type ToWorker } from './ipc.ts';
 import { adoptListener } from './listener.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createMetrics } from './metrics.ts';
-import { native, type IpFamily } from './native/index.ts';
+import { native, type IpFamily, type NativeError } from './native/index.ts';
 import type { WorkerSettings } from './settings.ts';
 
 /** Exit code of a worker that cannot create its listeners: the primary gives up (no restart loop). */
 export const EXIT_LISTEN_FAILED = 3;
+/** Exit code of a worker that cannot pin itself to its CPU (e.g. outside the pod's cpuset): no restart either. */
+export const EXIT_PIN_FAILED = 4;
 
 export async function runWorker(s: WorkerSettings, workerId: number): Promise<void> {
   const log = createLogger(s.logLevel, { worker: workerId });
+  // Before any listener exists: no connection is ever served from a CPU outside the plan.
+  const cpus = s.cpus ? pinSelf(s.cpus, log) : undefined;
   const registry = new Registry();
   // Answer the primary's metric requests (prom-client's cluster protocol) from this registry.
   AggregatorRegistry.setRegistries(registry);
@@ -34,8 +39,8 @@ export async function runWorker(s: WorkerSettings, workerId: number): Promise<vo
     log.fatal({ code: err.code, syscall: err.syscall, port: s.listenPort }, `cannot create the transparent listener: ${err.message}`);
     process.exit(EXIT_LISTEN_FAILED);
   }
-  toPrimary({ t: 'ready' });
-  log.debug({ families: s.families, port: s.listenPort }, 'worker listening');
+  toPrimary(cpus === undefined ? { t: 'ready' } : { t: 'ready', cpus });
+  log.debug({ families: s.families, port: s.listenPort, cpus }, 'worker listening');
 
   let draining = false;
   // Idempotent, except that a second signal exits at once (the operator's "stop now").
@@ -56,6 +61,20 @@ export async function runWorker(s: WorkerSettings, workerId: number): Promise<vo
   process.on('SIGINT', () => drain('SIGINT', true));
   // The primary is gone (killed): nobody restarts or reports us; stop like on SIGTERM.
   process.on('disconnect', () => drain('primary gone'));
+}
+
+/** Pins every thread of this process to `want` and returns the CPU list read back; exits on failure. */
+function pinSelf(want: number[], log: Logger): string {
+  try {
+    native().setAffinity(want);
+    const got = formatCpuList(native().getAffinity());
+    if (got !== formatCpuList(want)) throw new Error(`pinned to ${formatCpuList(want)} but the kernel reports ${got}`);
+    return got;
+  } catch (e) {
+    const err = e as NativeError;
+    log.fatal({ code: err.code, syscall: err.syscall, cpus: formatCpuList(want) }, `cannot pin the worker to its CPU: ${err.message}`);
+    process.exit(EXIT_PIN_FAILED);
+  }
 }
 
 function listen(family: IpFamily, s: WorkerSettings, fwd: Forwarder, log: Logger): Promise<net.Server> {

@@ -1,5 +1,6 @@
 // Typed loader of the N-API addon built from native/src/tpfleet_native.c by scripts/bootstrap.sh
-// (docs/adr/0002-native-addon.md). The addon only creates sockets; libuv owns them afterwards.
+// (docs/adr/0002-native-addon.md). The addon only creates sockets (libuv owns them afterwards) and
+// pins the calling process to CPUs.
 import { createRequire } from 'node:module';
 
 export type IpFamily = 4 | 6;
@@ -10,7 +11,7 @@ export interface NativeError extends Error {
   code: string;
   /** negative errno */
   errno: number;
-  syscall: 'socket' | 'setsockopt' | 'bind' | 'listen';
+  syscall: 'socket' | 'setsockopt' | 'bind' | 'listen' | 'sched_setaffinity' | 'sched_getaffinity';
 }
 
 export interface TpfleetNative {
@@ -27,6 +28,14 @@ export interface TpfleetNative {
    * dial.ts). Needs CAP_NET_ADMIN or CAP_NET_RAW (SO_MARK: CAP_NET_ADMIN).
    */
   transparentSocket(family: IpFamily, bindAddress: string | null, mark: number): number;
+  /**
+   * Pins every thread of the calling process to `cpus` (sched_setaffinity per /proc/self/task
+   * entry; threads created later inherit it). No capability needed. Throws EINVAL when no CPU of
+   * the list is online and allowed (cgroup cpuset); a TypeError for an empty list or CPUs outside 0..8191.
+   */
+  setAffinity(cpus: number[]): void;
+  /** The calling thread's allowed CPUs, ascending (sched_getaffinity). */
+  getAffinity(): number[];
 }
 
 const ADDON = './build/Release/tpfleet_native.node';
