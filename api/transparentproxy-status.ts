@@ -15,11 +15,20 @@ export const Condition = z.object({
 }).strict();
 export type Condition = z.output<typeof Condition>;
 
+export const NodeTuning = z.object({
+  reason: z.string().max(64).meta({
+    description: 'Applied, NotConfigured, TuningDrift (a value tpfleet set was changed by someone else), TuningRefused (the kernel refused a write), IrqbalanceConflict, TuningPartial (keys or devices this node lacks).',
+  }),
+  message: z.string().max(1024).meta({ description: 'What was applied, or the keys that drifted, were refused or are missing, as the node agent reported it.' }),
+}).strict().meta({ description: 'The node agent\'s tuning report (pod condition tpfleet.io/Tuning); absent until the agent reported.' });
+export type NodeTuning = z.output<typeof NodeTuning>;
+
 export const NodeSummary = z.object({
   name: z.string().max(253),
   zone: z.string().max(253).optional().meta({ description: 'topology.kubernetes.io/zone of the node.' }),
   state: z.enum(['Active', 'Draining']).meta({ description: 'Active intercepts; Draining is leaving after a scale-in.' }),
   ready: z.boolean().meta({ description: 'The proxy pod on this node is Ready.' }),
+  tuning: NodeTuning.optional(),
 }).strict();
 export type NodeSummary = z.output<typeof NodeSummary>;
 

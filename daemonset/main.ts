@@ -1,7 +1,11 @@
 // tpfleet node agent CLI: plan | apply | cleanup | watch  --config FILE [--dry-run] [--state-dir DIR]
 // Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
+// The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
+// `watch` publish the tuning condition on its own pod.
 import { parseArgs } from 'node:util';
+import { KubeConfig } from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
+import { KubeClient } from '../operator/kube/client.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
@@ -9,11 +13,16 @@ import { detectHost } from './facts.ts';
 import { formatPlan, plan } from './plan.ts';
 import { DEFAULT_STATE_DIR, readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
-import { reportDrift, tuneNode, untuneNode } from './tuning-step.ts';
+import { AGENT_FIELD_MANAGER, podRefFromEnv, TuningPublisher, tuningTick, type PodRef } from './tuning-publish.ts';
+import type { PodCondition } from './tuning-report.ts';
+import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
 
 const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
-       [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)`;
+       [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
+       [--kubeconfig PATH]   (watch: API credentials for the tuning condition; default in-cluster,
+                              used only when POD_NAME and POD_NAMESPACE are set)
+       [--status-interval 30]   (watch: seconds between tuning status checks)`;
 
 class UsageError extends Error {}
 
@@ -23,19 +32,40 @@ interface Cli {
   dryRun: boolean;
   stateDir: string;
   backend?: Backend;
+  kubeconfig?: string;
+  statusIntervalMs: number;
+}
+
+/** What main() takes from the environment, parsed once at start-up. */
+export interface AgentEnv { path: string; pod?: PodRef }
+
+export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
+  try {
+    return { path: env.PATH ?? '', pod: podRefFromEnv(env) };
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 function parseCli(argv: string[]): Cli {
   const { values, positionals } = parseArgs({
     args: argv, allowPositionals: true, strict: true,
-    options: { config: { type: 'string' }, 'dry-run': { type: 'boolean', default: false }, 'state-dir': { type: 'string' }, backend: { type: 'string' } },
+    options: {
+      config: { type: 'string' }, 'dry-run': { type: 'boolean', default: false }, 'state-dir': { type: 'string' }, backend: { type: 'string' },
+      kubeconfig: { type: 'string' }, 'status-interval': { type: 'string', default: '30' },
+    },
   });
   const cmd = positionals[0];
   if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch'].includes(cmd)) throw new UsageError(USAGE);
   if (cmd !== 'cleanup' && !values.config) throw new UsageError(`--config is required for ${cmd}\n${USAGE}`);
   const b = values.backend;
   if (b !== undefined && !['nftables', 'iptables-nft', 'iptables-legacy'].includes(b)) throw new UsageError(`--backend: unknown backend ${b}`);
-  return { cmd, config: values.config, dryRun: values['dry-run'] ?? false, stateDir: values['state-dir'] ?? DEFAULT_STATE_DIR, backend: b as Backend | undefined };
+  const interval = Number(values['status-interval']);
+  if (!Number.isInteger(interval) || interval < 1 || interval > 3600) throw new UsageError('--status-interval: must be an integer number of seconds, 1-3600');
+  return {
+    cmd, config: values.config, dryRun: values['dry-run'] ?? false, stateDir: values['state-dir'] ?? DEFAULT_STATE_DIR,
+    backend: b as Backend | undefined, kubeconfig: values.kubeconfig, statusIntervalMs: interval * 1000,
+  };
 }
 
 async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
@@ -48,7 +78,16 @@ async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
   return facts;
 }
 
-async function runWatch(config: NodeConfig, cli: Cli, log: Logger): Promise<void> {
+/** The publisher for the tuning condition, when the pod knows who it is (downward API). */
+function publisher(cli: Cli, env: AgentEnv): TuningPublisher | undefined {
+  if (!env.pod) return undefined;
+  const kc = new KubeConfig();
+  if (cli.kubeconfig) kc.loadFromFile(cli.kubeconfig);
+  else kc.loadFromCluster();
+  return new TuningPublisher(new KubeClient(kc, AGENT_FIELD_MANAGER), env.pod);
+}
+
+async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger): Promise<void> {
   if (!readState(cli.stateDir)) throw new Error(`no state in ${cli.stateDir}: run apply before watch`);
   const ac = new AbortController();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => ac.abort());
@@ -58,8 +97,17 @@ async function runWatch(config: NodeConfig, cli: Cli, log: Logger): Promise<void
     if (!state) throw new Error(`no state in ${cli.stateDir}: nothing installed to gate`);
     await writeGate(state, mode);
   };
-  // Tuning drift is only reported (never fought): every 30 s, as a log line for the status.
-  const drift = setInterval(() => reportDrift(cli.stateDir, log), 30_000);
+  // Tuning drift is only reported (never fought): at start and every interval, as a log line and,
+  // with API credentials, as the pod condition the operator summarises. Ticks never overlap.
+  const pub = publisher(cli, env);
+  let last: PodCondition | undefined, busy = false;
+  const tick = async () => {
+    if (busy) return;
+    busy = true;
+    try { last = await tuningTick({ stateDir: cli.stateDir }, pub, log, last); } finally { busy = false; }
+  };
+  void tick();
+  const drift = setInterval(() => void tick(), cli.statusIntervalMs);
   try {
     await watch({
       listenPort: config.proxy.listenPort, metricsPort: config.proxy.metricsPort,
@@ -70,19 +118,20 @@ async function runWatch(config: NodeConfig, cli: Cli, log: Logger): Promise<void
   }
 }
 
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], environ: Record<string, string | undefined> = process.env): Promise<number> {
   const log = pino({ name: 'tpfleet-agent', level: 'info' }, pino.destination(2));
   const out = (t: string) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`);
   try {
     const cli = parseCli(argv);
-    const opts: ExecOptions = { stateDir: cli.stateDir, dryRun: cli.dryRun, pathVar: process.env.PATH ?? '', out, log };
+    const env = parseEnv(environ);
+    const opts: ExecOptions = { stateDir: cli.stateDir, dryRun: cli.dryRun, pathVar: env.path, out, log };
     if (cli.cmd === 'cleanup') {
       if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
       untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
       return 0;
     }
     const config = loadNodeConfig(cli.config!);
-    if (cli.cmd === 'watch') { await runWatch(config, cli, log); return 0; }
+    if (cli.cmd === 'watch') { await runWatch(config, cli, env, log); return 0; }
     const p = plan(config, await hostFacts(cli, cli.stateDir));
     if (cli.cmd === 'plan') { out(formatPlan(p)); return 0; }
     await apply(config, p, opts);

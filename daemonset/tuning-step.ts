@@ -1,10 +1,12 @@
 // The agent's tuning step: the same NodeConfig that drives the rules carries `tuning`; apply plans it
 // from this node's facts and applies it through the engine in daemonset/tuning (snapshot, write,
-// verify), cleanup restores the originals, the watchdog reports drift. An empty section still runs:
-// values owned by an earlier apply are then restored (removing tuning from the spec undoes it).
+// verify), and leaves its report in the state dir for `watch` (tuning-report.ts, tuning-publish.ts),
+// cleanup restores the originals. An empty section still runs: values owned by an earlier apply are
+// then restored (removing tuning from the spec undoes it).
 import type { Logger } from 'pino';
 import type { NodeConfig } from '../api/nodeconfig.ts';
-import { applyTuning, checkDrift, planTuning, readNodeFacts, restoreTuning, sysctlPath, tuningCondition, type TuningCondition, type Write } from './tuning/index.ts';
+import { applyTuning, planTuning, readNodeFacts, restoreTuning, sysctlPath, type TuningCondition, type Write } from './tuning/index.ts';
+import { buildReport, removeReport, summaryLine, writeReport } from './tuning-report.ts';
 
 /**
  * Kernel settings the data path itself needs, owned like user tuning (snapshot, verify, exact
@@ -26,7 +28,10 @@ export function requiredWrites(config: NodeConfig): Write[] {
 
 export interface TuningStepOptions { stateDir: string; dryRun: boolean; root?: string }
 
-/** The condition, or undefined when no tuning is configured and none was left to restore. */
+/**
+ * The condition, or undefined when no tuning is configured and none was left to restore. Writes
+ * <stateDir>/tuning-report.json (removed when there is nothing to report); a dry run writes nothing.
+ */
 export function tuneNode(config: NodeConfig, o: TuningStepOptions, log: Logger): TuningCondition | undefined {
   const t = config.tuning;
   const plan = planTuning(t, readNodeFacts(o.root ?? '/', t.affinity.interfaces));
@@ -34,20 +39,17 @@ export function tuneNode(config: NodeConfig, o: TuningStepOptions, log: Logger):
   const required = requiredWrites(config);
   plan.writes = [...plan.writes.filter((w) => !required.some((r) => r.key === w.key)), ...required];
   const report = applyTuning(plan, { stateDir: o.stateDir, dryRun: o.dryRun });
+  // Nothing planned = nothing to report on this node (watch then says NotConfigured).
+  if (plan.writes.length === 0 && !o.dryRun) removeReport(o.stateDir);
   if (plan.writes.length === 0 && report.released.restored.length === 0) return undefined;
-  const condition = tuningCondition(plan, report);
-  log.info({ profile: t.sysctls.profile, affinity: t.affinity.mode, changed: report.changed.length, restored: report.released.restored.length, condition }, 'tuning applied');
-  return condition;
+  const r = buildReport(plan, report);
+  if (plan.writes.length > 0 && !o.dryRun) writeReport(o.stateDir, r);
+  log.info({ profile: t.sysctls.profile, affinity: t.affinity.mode, summary: summaryLine(r.summary), condition: r.condition }, 'tuning applied');
+  return r.condition;
 }
 
 export function untuneNode(o: TuningStepOptions, log: Logger): void {
   const r = restoreTuning({ stateDir: o.stateDir, dryRun: o.dryRun });
+  if (!o.dryRun) removeReport(o.stateDir);
   log.info({ report: r }, 'tuning restored');
-}
-
-/** Drift of values we own, as a log line the operator's status surfaces; never rewritten here. */
-export function reportDrift(stateDir: string, log: Logger): number {
-  const d = checkDrift({ stateDir });
-  if (d.drift.length > 0) log.warn({ drift: d.drift }, 'tuning drift: a value we set was changed by someone else');
-  return d.drift.length;
 }

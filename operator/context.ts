@@ -7,7 +7,7 @@ import { stableJson } from './status.ts';
 import { shortHash } from './render/names.ts';
 
 export interface Caches {
-  proxies: Informer; daemonSets: Informer; configMaps: Informer; serviceAccounts: Informer;
+  proxies: Informer; daemonSets: Informer; configMaps: Informer; serviceAccounts: Informer; roles: Informer; roleBindings: Informer;
   services: Informer; hpas: Informer; nodes: Informer; pods: Informer;
 }
 

@@ -56,6 +56,8 @@ export class Controller {
       daemonSets: inf(resourcePath(R.daemonSets), 'daemonsets', owned, managed),
       configMaps: inf(resourcePath(R.configMaps), 'configmaps', owned, managed),
       serviceAccounts: inf(resourcePath(R.serviceAccounts), 'serviceaccounts', owned, managed),
+      roles: inf(resourcePath(R.roles), 'roles', owned, managed),
+      roleBindings: inf(resourcePath(R.roleBindings), 'rolebindings', owned, managed),
       services: inf(resourcePath(R.services), 'services', owned, managed),
       hpas: inf(resourcePath(R.hpas), 'horizontalpodautoscalers', owned, managed),
       pods: inf(resourcePath(R.pods), 'pods', (obj) => {

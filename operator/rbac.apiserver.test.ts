@@ -50,7 +50,9 @@ test('the operator works end to end with only the permissions in deploy/rbac.yam
   const t = await waitFor('reconciled', async () => { const o = await admin.get<Obj>(tpPath('apps', 'p')); return o?.status?.replicas === 2 && o; });
   assert.equal(t.status.conditions.find((c: { type: string }) => c.type === 'InvalidSpec').status, 'False');
   for (const p of ['/apis/apps/v1/namespaces/apps/daemonsets/p', '/api/v1/namespaces/apps/configmaps/p-nodeconfig',
-    '/api/v1/namespaces/apps/services/p-metrics', '/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/p']) {
+    '/api/v1/namespaces/apps/services/p-metrics', '/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/p',
+    // The node agent's Role/RoleBinding: granting pods/status needs the operator to hold it (escalation check).
+    '/apis/rbac.authorization.k8s.io/v1/namespaces/apps/roles/p-node-agent', '/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings/p-node-agent']) {
     assert.ok(await admin.get(p), p);
   }
   await admin.mergePatch(tpPath('apps', 'p', 'scale'), { spec: { replicas: 3 } });

@@ -11,14 +11,17 @@ import { syncActiveNodes } from './nodes.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
 import { activeLabelKey, names, selectorString } from './render/names.ts';
 import { renderNodeConfig } from './render/nodeconfig.ts';
-import { renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './render/objects.ts';
+import { renderAgentRole, renderAgentRoleBinding, renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './render/objects.ts';
 import { computeStatus, stableJson, type DaemonSetStatus, type StatusInput } from './status.ts';
+import { fleetPods } from './pods.ts';
 
 export const TP = { group: GROUP, version: VERSION, plural: PLURAL, namespaced: true };
 export const R = {
   daemonSets: { group: 'apps', version: 'v1', plural: 'daemonsets', namespaced: true },
   configMaps: { group: '', version: 'v1', plural: 'configmaps', namespaced: true },
   serviceAccounts: { group: '', version: 'v1', plural: 'serviceaccounts', namespaced: true },
+  roles: { group: 'rbac.authorization.k8s.io', version: 'v1', plural: 'roles', namespaced: true },
+  roleBindings: { group: 'rbac.authorization.k8s.io', version: 'v1', plural: 'rolebindings', namespaced: true },
   services: { group: '', version: 'v1', plural: 'services', namespaced: true },
   hpas: { group: 'autoscaling', version: 'v2', plural: 'horizontalpodautoscalers', namespaced: true },
   nodes: { group: '', version: 'v1', plural: 'nodes', namespaced: false },
@@ -38,7 +41,8 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     // owner references; node labels are not owned, so clear them here.
     await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
     const n = names(name);
-    for (const [r, obj] of [[R.serviceAccounts, n.serviceAccount], [R.configMaps, n.configMap], [R.daemonSets, n.daemonSet], [R.services, n.service], [R.hpas, n.hpa]] as const) {
+    for (const [r, obj] of [[R.serviceAccounts, n.serviceAccount], [R.roles, n.agentRole], [R.roleBindings, n.agentRole], [R.configMaps, n.configMap],
+      [R.daemonSets, n.daemonSet], [R.services, n.service], [R.hpas, n.hpa]] as const) {
       ctx.memo.forget(resourcePath(r, namespace, obj));
     }
     return { outcome: 'gone' };
@@ -59,6 +63,8 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   const c = ctx.caches;
   const path = (r: typeof R.configMaps, obj: string) => resourcePath(r, namespace, obj);
   await ctx.memo.apply(ctx.client, path(R.serviceAccounts, n.serviceAccount), renderServiceAccount(tp), c.serviceAccounts.get(namespace, n.serviceAccount));
+  await ctx.memo.apply(ctx.client, path(R.roles, n.agentRole), renderAgentRole(tp), c.roles.get(namespace, n.agentRole));
+  await ctx.memo.apply(ctx.client, path(R.roleBindings, n.agentRole), renderAgentRoleBinding(tp), c.roleBindings.get(namespace, n.agentRole));
   // ConfigMap before DaemonSet: new pods must find the config their hash annotation promises.
   await ctx.memo.apply(ctx.client, path(R.configMaps, n.configMap), renderConfigMap(tp, yaml, hash), c.configMaps.get(namespace, n.configMap));
   const ds = await ctx.memo.apply(ctx.client, path(R.daemonSets, n.daemonSet), renderDaemonSet({
@@ -75,7 +81,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   await active.finish();
   await writeStatus(ctx, tp, {
     ...statusBase, configHash: hash, active: active.active, candidates: active.candidates, requested: spec.replicas,
-    readyNodes: readyNodes(ctx, namespace, name), daemonSet: dsInfo(c.daemonSets.get(namespace, n.daemonSet) ?? ds),
+    ...fleetPods(ctx.caches.pods.list(), namespace, name), daemonSet: dsInfo(c.daemonSets.get(namespace, n.daemonSet) ?? ds),
   });
   return { outcome: 'success' };
 }
@@ -86,18 +92,6 @@ function dsInfo(ds: KubeObject): StatusInput['daemonSet'] {
 
 export function ownedBy(obj: KubeObject | undefined, tp: KubeObject): boolean {
   return !!obj?.metadata.ownerReferences?.some((o) => o.uid === tp.metadata.uid && o.controller);
-}
-
-/** Nodes whose proxy pod (of this TransparentProxy) reports Ready. */
-export function readyNodes(ctx: ReconcileContext, namespace: string, name: string): Set<string> {
-  const out = new Set<string>();
-  for (const p of ctx.caches.pods.list()) {
-    const pod = p as KubeObject & { spec?: { nodeName?: string }; status?: { conditions?: { type: string; status: string }[] } };
-    if (pod.metadata.namespace !== namespace || pod.metadata.labels?.['app.kubernetes.io/instance'] !== name) continue;
-    if (pod.metadata.deletionTimestamp || !pod.spec?.nodeName) continue;
-    if (pod.status?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True')) out.add(pod.spec.nodeName);
-  }
-  return out;
 }
 
 /** Writes status through the status subresource, only when it differs from what is stored. */

@@ -64,9 +64,10 @@ const activeNodes = async () => (await c.list('/api/v1/nodes', { labelSelector: 
 let leader: Op;
 
 test('killed mid-reconcile (SIGKILL), a restarted operator converges with no duplicate objects', async () => {
-  // Writes of the first reconcile: finalizer, 2 node labels, ServiceAccount, ConfigMap, then the
-  // DaemonSet: the process SIGKILLs itself instead of sending that sixth write.
-  const first = await spawnOperator('first', ['--crash-after-writes', '5']);
+  // Writes of the first reconcile: finalizer, 2 node labels, ServiceAccount, the agent's Role and
+  // RoleBinding, ConfigMap, then the DaemonSet: the process SIGKILLs itself instead of sending that
+  // eighth write.
+  const first = await spawnOperator('first', ['--crash-after-writes', '7']);
   const exited = new Promise((r) => first.proc.once('exit', (_code, signal) => r(signal)));
   await c.create(tpPath(NS), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'x' }, spec: { replicas: 2 } });
   assert.equal(await exited, 'SIGKILL');
@@ -85,6 +86,8 @@ test('killed mid-reconcile (SIGKILL), a restarted operator converges with no dup
   assert.deepEqual(await list(`/apis/apps/v1/namespaces/${NS}/daemonsets`), ['x']);
   assert.deepEqual(await list(`/api/v1/namespaces/${NS}/configmaps`), ['x-nodeconfig']);
   assert.deepEqual(await list(`/api/v1/namespaces/${NS}/serviceaccounts`), ['x']);
+  assert.deepEqual(await list(`/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/roles`), ['x-node-agent']);
+  assert.deepEqual(await list(`/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/rolebindings`), ['x-node-agent']);
   assert.deepEqual(await list(`/api/v1/namespaces/${NS}/services`), ['x-metrics']);
   assert.equal((await activeNodes()).length, 2);
   assert.equal(await metric(leader, 'tpfleet_operator_leader'), 1);
@@ -94,7 +97,8 @@ test('steady state: no API writes and no object changes over 30 s (no hot loop)'
   await new Promise((r) => setTimeout(r, 2000));
   const snapshot = async () => {
     const paths = [tpPath(NS, 'x'), `/apis/apps/v1/namespaces/${NS}/daemonsets/x`, `/api/v1/namespaces/${NS}/configmaps/x-nodeconfig`,
-      `/api/v1/namespaces/${NS}/services/x-metrics`, '/api/v1/nodes/r1', '/api/v1/nodes/r2', '/api/v1/nodes/r3'];
+      `/api/v1/namespaces/${NS}/services/x-metrics`, `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/roles/x-node-agent`,
+      `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/rolebindings/x-node-agent`, '/api/v1/nodes/r1', '/api/v1/nodes/r2', '/api/v1/nodes/r3'];
     return Promise.all(paths.map(async (p) => `${p}@${(await c.get(p))?.metadata.resourceVersion}`));
   };
   const [w0, r0, s0] = [await metric(leader, 'tpfleet_operator_api_writes_total'), await metric(leader, 'tpfleet_operator_reconcile_total'), await snapshot()];

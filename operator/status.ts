@@ -1,7 +1,7 @@
 // status of a TransparentProxy from what the operator observed. Pure; lastTransitionTime only
 // moves when a condition's status changes, so recomputing an unchanged state yields an equal
 // object and the operator writes nothing (no hot loop).
-import type { Condition, ConditionType, NodeSummary, TransparentProxyStatus } from '../api/transparentproxy-status.ts';
+import type { Condition, ConditionType, NodeSummary, NodeTuning, TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 import type { Candidate } from './scheduling.ts';
 
 export interface DaemonSetStatus {
@@ -21,6 +21,8 @@ export interface StatusInput {
   candidates?: number;
   requested?: number;
   readyNodes?: ReadonlySet<string>;
+  /** Per node, the tuning its agent reported (operator/pods.ts). */
+  tuning?: ReadonlyMap<string, NodeTuning>;
   daemonSet?: { generation?: number; status?: DaemonSetStatus };
   cleanup?: { pending: number; total: number };
 }
@@ -56,7 +58,11 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
   }
   const active = i.active ?? [];
   const ready = i.readyNodes ?? new Set<string>();
-  const nodes: NodeSummary[] = active.map((c) => ({ name: c.name, ...(c.zone ? { zone: c.zone } : {}), state: 'Active', ready: ready.has(c.name) }));
+  const nodes: NodeSummary[] = active.map((c) => {
+    const t = i.tuning?.get(c.name);
+    return { name: c.name, ...(c.zone ? { zone: c.zone } : {}), state: 'Active', ready: ready.has(c.name), ...(t ? { tuning: t } : {}) };
+  });
+  const tuning = tuningProblem(nodes);
   const readyReplicas = nodes.filter((n) => n.ready).length;
   const replicas = nodes.length;
   const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
@@ -74,7 +80,8 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
       rolledOut ? cond('Progressing', false, 'RolloutComplete') : cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration'),
       short ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
         : rolledOut && readyReplicas < replicas ? cond('Degraded', true, 'NodesNotReady', `${replicas - readyReplicas} active nodes not ready`)
-          : cond('Degraded', false, 'AsExpected'),
+          : tuning ? cond('Degraded', true, tuning.reason, tuning.message)
+            : cond('Degraded', false, 'AsExpected'),
     );
   }
   conditions.push(cond('InvalidSpec', false, 'SpecValid'));
@@ -83,6 +90,23 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
     ...(i.configHash ? { configHash: i.configHash } : {}),
     conditions: withTimes(conditions, i.prev?.conditions, i.now, i.generation),
   };
+}
+
+/**
+ * Tuning reasons that degrade the fleet, worst first: someone fights our values, the kernel refused
+ * one, irqbalance undoes the IRQ placement. TuningPartial (keys or devices a node lacks) is shown per
+ * node but does not degrade: the issue's rule is "reported, not fatal".
+ */
+export const DEGRADING_TUNING = ['TuningDrift', 'TuningRefused', 'IrqbalanceConflict'] as const;
+
+/** Degraded's reason and message when an active node reports a degrading tuning problem. */
+export function tuningProblem(nodes: NodeSummary[]): { reason: string; message: string } | undefined {
+  const bad = nodes.filter((n) => n.tuning && (DEGRADING_TUNING as readonly string[]).includes(n.tuning.reason));
+  if (bad.length === 0) return undefined;
+  const rank = (r: string) => (DEGRADING_TUNING as readonly string[]).indexOf(r);
+  const reason = bad.map((n) => n.tuning!.reason).sort((a, b) => rank(a) - rank(b))[0]!;
+  const message = `tuning on ${bad.length} node${bad.length > 1 ? 's' : ''}: ${bad.map((n) => `${n.name}: ${n.tuning!.reason}: ${n.tuning!.message}`).join(' | ')}`;
+  return { reason, message: message.length <= 4000 ? message : `${message.slice(0, 3999)}…` };
 }
 
 /** Deterministic JSON (sorted keys) for change detection. */

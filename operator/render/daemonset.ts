@@ -21,6 +21,10 @@ export interface DaemonSetInput {
 const CONFIG_DIR = '/etc/tpfleet';
 const CONFIG_FILE = `${CONFIG_DIR}/nodeconfig.yaml`;
 const STATE_DIR = '/run/tpfleet';
+/** Where client libraries look for in-cluster credentials (KubeConfig.loadFromCluster). */
+const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+/** Kubernetes' own default for bound tokens; the kubelet refreshes the file at 80 % of it. */
+const TOKEN_SECONDS = 3607;
 const SIDECAR_UID = 65532;
 
 export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
@@ -73,6 +77,7 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
           }],
           containers: cleanup ? [cleanupDone(image, pullPolicy)] : [sidecar(i, image, pullPolicy), watcher(image, pullPolicy, agent('watch'), volumeMounts)],
           volumes: [
+            ...(cleanup ? [] : [apiAccessVolume()]),
             { name: 'config', configMap: { name: n.configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
             // Per-object state so two TransparentProxies on one node never share rule state.
             { name: 'state', hostPath: { path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`, type: 'DirectoryOrCreate' } },
@@ -112,16 +117,35 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string) {
   };
 }
 
+/**
+ * The service-account token, CA and namespace, as the automatic mount would provide them, but as
+ * an explicit volume: the pod keeps automountServiceAccountToken: false, so only the container
+ * that mounts this (agent-watch) holds API credentials, not the sidecar or the privileged init.
+ */
+function apiAccessVolume() {
+  return {
+    name: 'kube-api-access', projected: { sources: [
+      { serviceAccountToken: { path: 'token', expirationSeconds: TOKEN_SECONDS } },
+      { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+      { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
+    ] },
+  };
+}
+
+const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } });
+
 function watcher(image: string, pullPolicy: string, command: string[], volumeMounts: unknown[]) {
   return {
     name: 'agent-watch', image, imagePullPolicy: pullPolicy, command,
+    // Who it is, for the tuning condition it publishes on its own pod (pods/status).
+    env: [fieldEnv('POD_NAME', 'metadata.name'), fieldEnv('POD_NAMESPACE', 'metadata.namespace')],
     resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
     // Root for netlink/nft, but not privileged: only the two network capabilities.
     securityContext: {
       runAsUser: 0, privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
       capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] }, seccompProfile: { type: 'RuntimeDefault' },
     },
-    volumeMounts,
+    volumeMounts: [...volumeMounts, { name: 'kube-api-access', mountPath: TOKEN_DIR, readOnly: true }],
   };
 }
 

@@ -16,6 +16,8 @@ export function names(tpName: string) {
   return {
     daemonSet: tpName,
     serviceAccount: tpName,
+    /** Role + RoleBinding of the node agent's account (pods/status only). */
+    agentRole: `${tpName}-node-agent`,
     hpa: tpName,
     configMap: `${tpName}-nodeconfig`,
     service: `${tpName}-metrics`,

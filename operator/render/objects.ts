@@ -11,9 +11,30 @@ export function renderConfigMap(tp: KubeObject, yaml: string, hash: string) {
 }
 
 export function renderServiceAccount(tp: KubeObject) {
-  // The node pods need no API access today; the account exists so RBAC can be granted to it
-  // later without changing the pod template.
+  // No token is mounted by default: only the agent-watch container gets one (a projected volume,
+  // see daemonset.ts), for the one thing it may do (renderAgentRole).
   return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: ownedMeta(tp, names(tp.metadata.name).serviceAccount), automountServiceAccountToken: false };
+}
+
+/**
+ * The node agent's only API permission: get + patch pods/status in this namespace, to publish the
+ * tuning condition on its own pod (daemonset/tuning-publish.ts). RBAC cannot say "only your own
+ * pod"; the namespace bounds it, and the operator overwrites nothing but its own condition type.
+ */
+export function renderAgentRole(tp: KubeObject) {
+  return {
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: ownedMeta(tp, names(tp.metadata.name).agentRole),
+    rules: [{ apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'patch'] }],
+  };
+}
+
+export function renderAgentRoleBinding(tp: KubeObject) {
+  const n = names(tp.metadata.name);
+  return {
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: ownedMeta(tp, n.agentRole),
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: n.agentRole },
+    subjects: [{ kind: 'ServiceAccount', name: n.serviceAccount, namespace: tp.metadata.namespace }],
+  };
 }
 
 /** Headless: every proxy pod (hostNetwork, so the node IP) is its own scrape endpoint. */

@@ -10,7 +10,7 @@ import type { KubeObject } from '../kube/client.ts';
 import { renderDaemonSet } from './daemonset.ts';
 import { activeLabelKey } from './names.ts';
 import { renderNodeConfig } from './nodeconfig.ts';
-import { renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './objects.ts';
+import { renderAgentRole, renderAgentRoleBinding, renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './objects.ts';
 
 const sample = (f: string) => parse(readFileSync(join(import.meta.dirname, '..', 'samples', f), 'utf8')) as KubeObject & { spec: unknown };
 const tpOf = (s: KubeObject): KubeObject => ({ ...s, metadata: { ...s.metadata, uid: '00000000-0000-4000-8000-000000000001' } });
@@ -40,6 +40,26 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   golden('daemonset-full-cleanup.yaml', renderDaemonSet({ ...input, mode: 'cleanup' }));
   golden('service-full.yaml', renderMetricsService(tp, r.value.spec));
   golden('serviceaccount-full.yaml', renderServiceAccount(tp));
+  golden('role-full.yaml', renderAgentRole(tp));
+  golden('rolebinding-full.yaml', renderAgentRoleBinding(tp));
+});
+
+test('API credentials reach only the agent-watch container, which knows its own pod', () => {
+  const s = sample('full.yaml');
+  const r = renderNodeConfig(s.spec);
+  assert.ok(r.ok);
+  const input = { tp: tpOf(s), spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused' };
+  type C = { name: string; env?: { name: string; valueFrom: { fieldRef: { fieldPath: string } } }[]; volumeMounts?: { name: string; mountPath: string }[] };
+  const pod = (renderDaemonSet({ ...input, mode: 'run' }) as any).spec.template.spec;
+  assert.equal(pod.automountServiceAccountToken, false, 'no pod-wide token');
+  const all: C[] = [...pod.initContainers, ...pod.containers];
+  const withToken = all.filter((c) => c.volumeMounts?.some((m) => m.name === 'kube-api-access')).map((c) => c.name);
+  assert.deepEqual(withToken, ['agent-watch']);
+  const watch = all.find((c) => c.name === 'agent-watch')!;
+  assert.equal(watch.volumeMounts!.find((m) => m.name === 'kube-api-access')!.mountPath, '/var/run/secrets/kubernetes.io/serviceaccount');
+  assert.deepEqual(watch.env!.map((e) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['POD_NAME', 'metadata.name'], ['POD_NAMESPACE', 'metadata.namespace']]);
+  const cleanup = (renderDaemonSet({ ...input, mode: 'cleanup' }) as any).spec.template.spec;
+  assert.ok(!cleanup.volumes.some((v: { name: string }) => v.name === 'kube-api-access'), 'cleanup mode holds no credentials');
 });
 
 test('autoscaling sample: an HPA on the TransparentProxy /scale with the connections metric', () => {

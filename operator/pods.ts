@@ -1,0 +1,37 @@
+// What the proxy pods of one TransparentProxy tell about their nodes: readiness (the kubelet's
+// Ready condition) and tuning (the condition the node agent publishes on its own pod, see
+// daemonset/tuning-publish.ts). Pure over the pod cache's contents.
+import type { NodeTuning } from '../api/transparentproxy-status.ts';
+import type { KubeObject } from './kube/client.ts';
+
+/** Pod condition type written by the node agent (daemonset/tuning-report.ts CONDITION_TYPE). */
+export const TUNING_CONDITION = 'tpfleet.io/Tuning';
+/** Bounds of the status fields (api/transparentproxy-status.ts); the agent already sends less. */
+const REASON_MAX = 64, MESSAGE_MAX = 1024;
+
+interface PodCond { type: string; status: string; reason?: string; message?: string }
+type Pod = KubeObject & { spec?: { nodeName?: string }; status?: { conditions?: PodCond[] } };
+
+export interface FleetPods {
+  /** Nodes whose proxy pod reports Ready. */
+  readyNodes: Set<string>;
+  /** Per node, the tuning its agent reported (absent: no report yet). */
+  tuning: Map<string, NodeTuning>;
+}
+
+const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
+
+export function fleetPods(pods: KubeObject[], namespace: string, name: string): FleetPods {
+  const out: FleetPods = { readyNodes: new Set(), tuning: new Map() };
+  for (const p of pods as Pod[]) {
+    if (p.metadata.namespace !== namespace || p.metadata.labels?.['app.kubernetes.io/instance'] !== name) continue;
+    const node = p.spec?.nodeName;
+    if (p.metadata.deletionTimestamp || !node) continue;
+    const conds = p.status?.conditions ?? [];
+    if (conds.some((x) => x.type === 'Ready' && x.status === 'True')) out.readyNodes.add(node);
+    const t = conds.find((x) => x.type === TUNING_CONDITION);
+    // The reason is the agent's closed set; anything else (a hand edit) is shown, not trusted.
+    if (t?.reason) out.tuning.set(node, { reason: clip(t.reason, REASON_MAX), message: clip(t.message ?? '', MESSAGE_MAX) });
+  }
+  return out;
+}
