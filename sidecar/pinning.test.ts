@@ -88,7 +88,9 @@ async function withSidecar(name: string, proxy: object, affinity: object | undef
     p = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', file], { ready: /"msg":"listening"/ });
     const line = p.output().split('\n').find((l) => l.includes('"msg":"listening"'))!;
     await check(JSON.parse(line) as Listening, p);
-    assert.equal(await p.stop(5000), 0);
+    // Exit 0 on SIGTERM (a clean drain), well within the 30 s drain timeout: three processes tearing
+    // down under a loaded CI machine took over 5 s once.
+    assert.equal(await p.stop(15_000), 0);
   } finally {
     await p?.stop(500);
     await sh(['ip', 'netns', 'del', ns], { allowFail: true });
