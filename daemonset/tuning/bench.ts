@@ -39,7 +39,7 @@ async function startProxy(t: Topology, dir: ReturnType<typeof scratch>): Promise
     const proc = await startHaproxy(t.proxy.ns, dir.file('haproxy.cfg', haproxyConf({ dir: dir.dir, port: LISTEN, splice: false, keepClientIp: true, maxconn: 9000 })));
     return { proc, served: async () => 1 }; // in-path proof for HAProxy: iptables/nft TPROXY fails closed without it
   }
-  const cfg = dir.file('sidecar.yaml', nodeConfigYaml({ proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true, workers: Number(opt.workers), logLevel: 'info' } })); // info: startSidecar waits for the "listening" line
+  const cfg = dir.file('sidecar.yaml', nodeConfigYaml({ proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true, workers: Number(opt.workers), logLevel: 'warn' } })); // readiness comes from /readyz
   const proc = await startSidecar(t.proxy.ns, cfg);
   return { proc, served: async () => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_accepted_total') ?? 0 };
 }
