@@ -1,0 +1,78 @@
+# tpfleet container images: one file, two targets (docs/images.md).
+#   docker build --target operator -t tpfleet-operator .
+#   docker build --target node     -t tpfleet-node .
+# Every stage starts from NODE_IMAGE, the official Node LTS image. Where no registry is reachable,
+# images/build.sh passes a local stand-in built by images/base.sh (--build-arg NODE_IMAGE=...).
+# TypeScript runs as is through tsx (a runtime dependency); nothing is compiled ahead of time
+# except the sidecar's N-API addon.
+ARG NODE_IMAGE=node:24.21.0-bookworm-slim
+
+# --- build: dependencies and the native addon; thrown away, so its compilers never ship ---
+FROM ${NODE_IMAGE} AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/tpfleet
+COPY package.json package-lock.json ./
+# Production dependencies only: nothing here needs the dev ones (typecheck runs in CI, not in the
+# image), so this is `npm ci` + `npm prune --omit=dev` without downloading what prune would delete.
+# Type declarations and source maps are dropped too: tsx never reads them (about a third of
+# @kubernetes/client-node). Behind a TLS-inspecting proxy, pass its CA as the optional secret
+# npm-ca (`--secret id=npm-ca,src=ca.pem`); it is added to Node's roots for this step only.
+RUN --mount=type=secret,id=npm-ca \
+    if [ -f /run/secrets/npm-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/npm-ca; fi \
+ && npm ci --omit=dev --no-audit --no-fund --ignore-scripts --loglevel=error \
+ && find node_modules -type f \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -delete \
+ && rm -rf /root/.npm
+# The addon against the headers of the Node it will run on (node-gyp bundled with npm; --nodedir
+# keeps node-gyp from downloading headers). Only the .node file is kept.
+COPY sidecar/native/ sidecar/native/
+RUN cd sidecar/native \
+ && node /usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js rebuild --nodedir=/usr/local --loglevel=warn \
+ && mv build/Release/tpfleet_native.node /tmp/ && rm -rf build /root/.cache \
+ && mkdir -p build/Release && mv /tmp/tpfleet_native.node build/Release/
+# Sources last: a code change rebuilds only this layer and the targets' last layer.
+COPY . .
+
+# --- runtime: what both targets share ---
+FROM ${NODE_IMAGE} AS runtime
+ARG VERSION=0.1.0
+# 65532: the non-root uid/gid the DaemonSet's sidecar runs as (operator/render/daemonset.ts); a
+# passwd entry so tools and os.userInfo() see a name and home. No setuid/setgid programs (su, mount,
+# passwd...): the sidecar runs with allowPrivilegeEscalation true for its file capability, and
+# nothing else in the image may raise a process's privileges (ADR 0005).
+RUN groupadd --gid 65532 nonroot \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nonroot \
+ && find / -xdev -type f -perm /6000 -exec chmod a-s {} +
+LABEL org.opencontainers.image.source="https://github.com/tpfleet/tpfleet" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.vendor="tpfleet"
+
+# --- operator: the controller Deployment ---
+FROM runtime AS operator
+LABEL org.opencontainers.image.title="tpfleet-operator" \
+      org.opencontainers.image.description="tpfleet operator: reconciles TransparentProxy objects into node fleets"
+COPY --from=build /opt/tpfleet /opt/tpfleet
+COPY images/bin/tpfleet-operator /usr/local/bin/
+USER 65532:65532
+ENTRYPOINT ["tpfleet-operator"]
+
+# --- node: the DaemonSet's image (agent init + watch, sidecar, cleanup) ---
+FROM runtime AS node
+LABEL org.opencontainers.image.title="tpfleet-node" \
+      org.opencontainers.image.description="tpfleet node agent (TPROXY rules, routes, tuning) and forwarding sidecar"
+# What the agent runs: nft (nftables), iptables-{nft,legacy}-{save,restore} and ip6tables (iptables),
+# ip (iproute2). The sidecar's CAP_NET_ADMIN comes from a file capability on a *copy* of node used
+# only by tpfleet-sidecar, so `node` itself (the agent, anything else) gains nothing. Set here with a
+# RUN because COPY may drop xattrs. setcap's package (libcap2-bin) stays: iproute2 depends on it.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nftables iptables iproute2 libcap2-bin \
+ && install -d -m 0755 /usr/local/libexec/tpfleet \
+ && cp /usr/local/bin/node /usr/local/libexec/tpfleet/node-netadmin \
+ && setcap cap_net_admin+ep /usr/local/libexec/tpfleet/node-netadmin \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/tpfleet /opt/tpfleet
+COPY images/bin/tpfleet-agent images/bin/tpfleet-sidecar /usr/local/bin/
+USER 65532:65532
+CMD ["tpfleet-sidecar", "--config", "/etc/tpfleet/nodeconfig.yaml"]
