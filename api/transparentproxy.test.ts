@@ -12,6 +12,7 @@ test('cross-field rules hold in zod as in CEL', () => {
     { interception: { destinations: { include: ['10.0.0.0/8'], exclude: ['10.0.0.0/8'] } } },
     { proxy: { metricsPort: 15101 } },
     { autoscaling: { enabled: true } },
+    { autoscaling: { enabled: true, maxReplicas: 4 } },
     { autoscaling: { minReplicas: 3, maxReplicas: 2 } },
     { tuning: { affinity: { mode: 'explicit' } } },
     { tolerations: [{ operator: 'Exists', value: 'x' }] },
@@ -20,7 +21,7 @@ test('cross-field rules hold in zod as in CEL', () => {
   const good = [
     { interception: { ports: [{ port: 10, endPort: 10 }] } },
     { proxy: { listenPort: 15190, metricsPort: 15191 } },
-    { autoscaling: { enabled: true, maxReplicas: 4 } },
+    { replicas: 2, autoscaling: { enabled: true, maxReplicas: 4 } },
     { tuning: { affinity: { mode: 'explicit', irqCpus: '0', workerCpus: '1-3' } } },
   ];
   for (const spec of good) assert.equal(TransparentProxySpec.safeParse(spec).success, true, JSON.stringify(spec));

@@ -156,7 +156,14 @@ export const TransparentProxySpec = z.object({
   proxy: ProxySpec.optional(),
   tuning: TuningSpec.optional().meta({ description: 'Node tuning (docs/tuning.md): sysctl profile and overrides, NIC IRQ/RPS/XPS and worker CPU placement. Rendered into the NodeConfig document (tuning); applied by the node agent, restored on removal.' }),
   autoscaling: AutoscalingSpec.optional(),
-}).strict().meta({ description: 'Desired state of a transparent proxy fleet.' });
+}).strict()
+  // The HPA (and KEDA) read /scale before writing it, and /scale of an object without
+  // spec.replicas is an API error: autoscaling without replicas could never act.
+  .refine((s) => !s.autoscaling?.enabled || s.replicas !== undefined, { message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)', path: ['replicas'] })
+  .meta({
+    description: 'Desired state of a transparent proxy fleet.',
+    ...cel({ rule: '!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || has(self.replicas)', message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)', fieldPath: '.replicas' }),
+  });
 export type TransparentProxySpec = z.output<typeof TransparentProxySpec>;
 
 /** DNS-1035 label, short enough that derived names (<name>-nodeconfig, <name>-metrics) stay valid. */

@@ -88,12 +88,14 @@ test('a spec only the NodeConfig parser can reject yields InvalidSpec naming the
 
 test('autoscaling.enabled creates an HPA on /scale; disabling deletes it', async () => {
   const hpaPath = `/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers/web`;
-  await c.mergePatch(tpPath(NS, 'web'), { spec: { autoscaling: { enabled: true, minReplicas: 1, maxReplicas: 2, targetConnectionsPerProxy: 500 } } });
+  // The API server refuses autoscaling without spec.replicas (/scale would be unreadable).
+  await assert.rejects(c.mergePatch(tpPath(NS, 'web'), { spec: { autoscaling: { enabled: true, maxReplicas: 2 } } }), /replicas is required when autoscaling is enabled/);
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { replicas: 2, autoscaling: { enabled: true, minReplicas: 1, maxReplicas: 2, targetConnectionsPerProxy: 500 } } });
   const h = await waitFor('HPA', () => get(hpaPath));
   assert.deepEqual(h.spec.scaleTargetRef, { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', name: 'web' });
   assert.equal(h.spec.maxReplicas, 2);
   assert.equal(h.spec.metrics[0].pods.target.averageValue, '500');
-  await c.mergePatch(tpPath(NS, 'web'), { spec: { autoscaling: { enabled: false } } });
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { replicas: null, autoscaling: { enabled: false } } });
   await waitFor('HPA deleted', async () => (await get(hpaPath)) === undefined);
 });
 

@@ -22,7 +22,7 @@ before(async () => {
   c = new KubeClient(env.kubeConfig, 'crd-test');
   await installCrd(c);
   await createNamespace(c, NS);
-  await createNamespace(c, 'tpfleet-system');
+  await createNamespace(c, 'tpfleet-fleet');
 });
 after(async () => { await env?.stop(); });
 

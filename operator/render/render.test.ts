@@ -35,7 +35,7 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   assert.equal(config.tuning.affinity.workerCpus, '2-5');
   golden('nodeconfig-full.yaml', parse(r.value.yaml));
   golden('configmap-full.yaml', renderConfigMap(tp, r.value.yaml, r.value.hash));
-  const input = { tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused', activeLabel: activeLabelKey('tpfleet-system', 'egress') };
+  const input = { tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused', activeLabel: activeLabelKey('tpfleet-fleet', 'egress') };
   golden('daemonset-full.yaml', renderDaemonSet({ ...input, mode: 'run' }));
   golden('daemonset-full-cleanup.yaml', renderDaemonSet({ ...input, mode: 'cleanup' }));
   golden('service-full.yaml', renderMetricsService(tp, r.value.spec));

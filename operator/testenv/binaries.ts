@@ -20,10 +20,21 @@ export function binDir(cache = process.env.TPFLEET_CACHE ?? join(homedir(), '.ca
   return join(cache, `k8s-${k8sVersion()}`, 'bin');
 }
 
+/**
+ * A sibling tools module (tools/k8s/<name>/go.mod) whose go.mod changed since the binary was
+ * built (build.sh keeps a copy as <name>.gomod): its version was bumped, so rebuild.
+ */
+function staleSibling(dir: string, name: string): boolean {
+  const mod = join(toolsDir, name, 'go.mod');
+  if (!existsSync(mod)) return false;
+  const stamp = join(dir, `${name}.gomod`);
+  return !existsSync(stamp) || readFileSync(stamp, 'utf8') !== readFileSync(mod, 'utf8');
+}
+
 /** Returns the bin directory holding every requested binary, building the missing ones. */
 export async function ensureBinaries(names: readonly string[] = ['kube-apiserver', 'etcd']): Promise<string> {
   const dir = binDir();
-  const missing = names.filter((n) => !existsSync(join(dir, n)));
+  const missing = names.filter((n) => !existsSync(join(dir, n)) || staleSibling(dir, n));
   if (missing.length === 0) return dir;
   process.stderr.write(`testenv: building ${missing.join(', ')} (first run only; cached in ${dir})\n`);
   const code = await new Promise<number | null>((resolve, reject) => {
@@ -31,7 +42,7 @@ export async function ensureBinaries(names: readonly string[] = ['kube-apiserver
     child.on('error', reject);
     child.on('exit', (c) => resolve(c));
   });
-  const still = names.filter((n) => !existsSync(join(dir, n)));
+  const still = names.filter((n) => !existsSync(join(dir, n)) || staleSibling(dir, n));
   if (code !== 0 || still.length > 0) {
     throw new Error(`testenv: tools/k8s/build.sh ${missing.join(' ')} failed (exit ${code}); missing ${still.join(', ')}`);
   }

@@ -16,14 +16,20 @@ export interface Pem { cert: string; key: string }
 
 export class TestPki {
   private serial = 1;
-  constructor(readonly dir: string) {}
+  /** `caName` is the CA's CN; two CAs of one cluster (client, front-proxy) need distinct subjects. */
+  constructor(readonly dir: string, readonly caName = 'tpfleet-testenv-ca') {
+    if (!NAME.test(caName)) throw new Error(`testenv: bad CA name ${caName}`);
+  }
 
   get caCert(): string { return join(this.dir, 'ca.crt'); }
   get caKey(): string { return join(this.dir, 'ca.key'); }
+  /** The service-account signing key pair (PKCS#8 private, SPKI public), made by init(). */
+  get saKey(): string { return join(this.dir, 'sa.key'); }
+  get saPub(): string { return join(this.dir, 'sa.pub'); }
 
   async init(): Promise<void> {
     await run('openssl', ['req', '-x509', ...EC, '-keyout', this.caKey, '-out', this.caCert,
-      '-subj', '/CN=tpfleet-testenv-ca', '-days', '3', '-addext', 'basicConstraints=critical,CA:TRUE',
+      '-subj', `/CN=${this.caName}`, '-days', '3', '-addext', 'basicConstraints=critical,CA:TRUE',
       '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
     const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     writeFileSync(join(this.dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
@@ -41,10 +47,18 @@ export class TestPki {
     return { cert, key };
   }
 
-  serving(): Promise<Pem> {
-    return this.leaf('apiserver', '/CN=kube-apiserver', [
+  /** The API server's certificate; `extraIps` are further addresses it is reached at. */
+  serving(extraIps: string[] = []): Promise<Pem> {
+    return this.server('apiserver', 'kube-apiserver', ['IP:127.0.0.1', 'DNS:localhost', 'DNS:kubernetes.default.svc', ...extraIps.map((ip) => `IP:${ip}`)]);
+  }
+
+  /** A serving certificate for `cn`; `sans` are openssl entries such as `IP:10.0.0.1`, `DNS:x.svc`. */
+  server(name: string, cn: string, sans: string[]): Promise<Pem> {
+    for (const n of [name, cn]) if (!NAME.test(n)) throw new Error(`testenv: bad certificate name ${n}`);
+    for (const s of sans) if (!/^(IP:[0-9a-fA-F.:]+|DNS:[A-Za-z0-9.-]+)$/.test(s)) throw new Error(`testenv: bad subjectAltName ${s}`);
+    return this.leaf(name, `/CN=${cn}`, [
       'basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature,keyEncipherment',
-      'extendedKeyUsage=serverAuth', 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc',
+      'extendedKeyUsage=serverAuth', `subjectAltName=${sans.join(',')}`,
     ]);
   }
 

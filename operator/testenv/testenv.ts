@@ -2,7 +2,7 @@
 // generated certificates, RBAC authorization and a service-account key. One instance per test
 // file (start in `before`, stop in `after`); stop() kills both processes and deletes their data.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,8 +22,31 @@ export interface TestEnv {
   userKubeconfig(user: string, groups?: string[]): Promise<string>;
   /** Runs the real kubectl (same pinned release) as the admin user; resolves with its stdout. */
   kubectl(args: string[]): Promise<string>;
+  /** The harness CA (signs every certificate here) and service-account key pair. */
+  pki: TestPki;
+  /** Process ids of etcd and kube-apiserver (e.g. to check that stop() left none). */
+  pids: number[];
   stop(): Promise<void>;
 }
+
+export interface TestEnvOptions {
+  readyTimeoutMs?: number;
+  /**
+   * Address the API server binds and is reached at, instead of 127.0.0.1: a non-loopback address
+   * of this host lets processes in other network namespaces (an aggregated API server) reach it.
+   */
+  bindAddress?: string;
+  /**
+   * What a real cluster's API server has and the bare harness leaves out: the ServiceAccount
+   * admission plugin (a kube-controller-manager must then create the default service accounts)
+   * and the aggregation layer (front-proxy CA and client certificate, requestheader flags, and
+   * routing to an APIService's endpoint IPs since no kube-proxy runs).
+   */
+  fullControlPlane?: boolean;
+}
+
+/** ClusterIP of the `kubernetes` Service with --service-cluster-ip-range=10.96.0.0/24. */
+export const KUBERNETES_SERVICE_IP = '10.96.0.1';
 
 const live = new Set<ChildProcess>();
 const liveDirs = new Set<string>();
@@ -50,7 +73,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function startProcess(bin: string, args: string[], logPath: string): ChildProcess {
+/**
+ * Starts a child covered by the harness's exit hook (killed if the test process exits before the
+ * caller stops it with stopProcess); stdout and stderr go to `logPath`.
+ */
+export function startProcess(bin: string, args: string[], logPath: string): ChildProcess {
   const log = openSync(logPath, 'a');
   const child = spawn(bin, args, { stdio: ['ignore', log, log] });
   live.add(child);
@@ -60,14 +87,14 @@ function startProcess(bin: string, args: string[], logPath: string): ChildProces
 }
 
 /** Throwaway servers: their data is deleted next, so no graceful shutdown is owed (SIGKILL). */
-async function stopProcess(child: ChildProcess): Promise<void> {
+export async function stopProcess(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGKILL');
   await exited;
 }
 
-function tail(path: string, lines = 30): string {
+export function tail(path: string, lines = 30): string {
   try { return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n'); } catch { return '(no log)'; }
 }
 
@@ -109,7 +136,26 @@ function runKubectl(bin: string, args: string[]): Promise<string> {
   });
 }
 
-export async function startTestEnv(opts: { readyTimeoutMs?: number } = {}): Promise<TestEnv> {
+/** Flags for the aggregation layer: the API server authenticates to aggregated servers as front-proxy-client. */
+async function aggregatorArgs(dir: string): Promise<string[]> {
+  // A CA of its own, as kubeadm does: only this CA's front-proxy-client may assert user headers.
+  const front = new TestPki(join(dir, 'front-proxy'), 'tpfleet-testenv-front-proxy-ca');
+  mkdirSync(front.dir);
+  await front.init();
+  const client = await front.client('front-proxy-client');
+  return [
+    `--requestheader-client-ca-file=${front.caCert}`, '--requestheader-allowed-names=front-proxy-client',
+    '--requestheader-username-headers=X-Remote-User', '--requestheader-group-headers=X-Remote-Group',
+    '--requestheader-extra-headers-prefix=X-Remote-Extra-', '--requestheader-uid-headers=X-Remote-Uid',
+    `--proxy-client-cert-file=${client.cert}`, `--proxy-client-key-file=${client.key}`,
+    '--enable-aggregator-routing=true',
+    // Real kubelets (the local-real provider) register their node name as a Hostname address,
+    // which nothing resolves here: logs/exec reach them at their InternalIP.
+    '--kubelet-preferred-address-types=InternalIP,Hostname',
+  ];
+}
+
+export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> {
   const bin = await ensureBinaries(['kube-apiserver', 'etcd', 'kubectl']);
   const dir = mkdtempSync(join(tmpdir(), 'tpfleet-testenv-'));
   liveDirs.add(dir);
@@ -122,7 +168,11 @@ export async function startTestEnv(opts: { readyTimeoutMs?: number } = {}): Prom
   try {
     const pki = new TestPki(dir);
     await pki.init();
-    const [serving, admin] = [await pki.serving(), await pki.client('tpfleet-admin', ['system:masters'])];
+    const host = opts.bindAddress ?? '127.0.0.1';
+    // Pods reach the API server at the `kubernetes` Service's ClusterIP (first address of
+    // --service-cluster-ip-range), so a full control plane's certificate names it, as kubeadm's does.
+    const extraIps = [...(host === '127.0.0.1' ? [] : [host]), ...(opts.fullControlPlane ? [KUBERNETES_SERVICE_IP] : [])];
+    const [serving, admin] = [await pki.serving(extraIps), await pki.client('tpfleet-admin', ['system:masters'])];
     const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
     const etcdUrl = `http://127.0.0.1:${etcdPort}`, peerUrl = `http://127.0.0.1:${peerPort}`;
     procs.push(startProcess(join(bin, 'etcd'), [
@@ -131,16 +181,19 @@ export async function startTestEnv(opts: { readyTimeoutMs?: number } = {}): Prom
       // Test data is thrown away: skipping fsync makes the API server several times faster on slow disks.
       '--unsafe-no-fsync', '--log-level=warn',
     ], join(dir, 'etcd.log')));
-    const server = `https://127.0.0.1:${apiPort}`;
+    const server = `https://${host.includes(':') ? `[${host}]` : host}:${apiPort}`;
+    // No controller-manager runs in the bare harness, so nothing would create the "default"
+    // service accounts the ServiceAccount admission plugin insists on; envtest disables it for
+    // the same reason. The full control plane has one (the caller runs it).
+    const full = opts.fullControlPlane ? await aggregatorArgs(dir) : ['--disable-admission-plugins=ServiceAccount'];
     const apiserver = startProcess(join(bin, 'kube-apiserver'), [
-      `--etcd-servers=${etcdUrl}`, '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${apiPort}`,
+      `--etcd-servers=${etcdUrl}`, `--bind-address=${host}`, `--advertise-address=${host}`, `--secure-port=${apiPort}`,
       `--cert-dir=${join(dir, 'apiserver-certs')}`, `--tls-cert-file=${serving.cert}`, `--tls-private-key-file=${serving.key}`,
-      `--client-ca-file=${pki.caCert}`, `--service-account-key-file=${join(dir, 'sa.pub')}`,
-      `--service-account-signing-key-file=${join(dir, 'sa.key')}`, '--service-account-issuer=https://kubernetes.default.svc',
+      `--client-ca-file=${pki.caCert}`, `--service-account-key-file=${pki.saPub}`,
+      `--service-account-signing-key-file=${pki.saKey}`, '--service-account-issuer=https://kubernetes.default.svc',
       '--authorization-mode=RBAC', '--service-cluster-ip-range=10.96.0.0/24', '--allow-privileged=true',
-      // No controller-manager runs here, so nothing would create the "default" service accounts
-      // the ServiceAccount admission plugin insists on; envtest disables it for the same reason.
-      '--disable-admission-plugins=ServiceAccount', '--endpoint-reconciler-type=none', '--v=1',
+      // No kube-proxy routes the `kubernetes` Service here; clients use the kubeconfig's address.
+      ...full, '--endpoint-reconciler-type=none', '--v=1',
     ], join(dir, 'apiserver.log'));
     procs.push(apiserver);
     const caPem = readFileSync(pki.caCert, 'utf8');
@@ -150,7 +203,7 @@ export async function startTestEnv(opts: { readyTimeoutMs?: number } = {}): Prom
     kubeConfig.loadFromFile(kubeconfigPath);
     await waitReady(kubeConfig, server, apiserver, join(dir, 'apiserver.log'), opts.readyTimeoutMs ?? 90_000);
     return {
-      server, kubeconfigPath, kubeConfig, dir, stop,
+      server, kubeconfigPath, kubeConfig, dir, stop, pki, pids: procs.map((p) => p.pid!),
       kubectl: (args) => runKubectl(join(bin, 'kubectl'), ['--kubeconfig', kubeconfigPath, ...args]),
       async userKubeconfig(user, groups = []) {
         const path = join(dir, `${user.replace(/[^A-Za-z0-9_-]/g, '_')}.kubeconfig`);
