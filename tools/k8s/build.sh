@@ -28,10 +28,26 @@ version_ldflags() {
   done
 }
 
+# Sibling tools modules (tools/k8s/<name>/go.mod + a one-line `package` file naming the main
+# package) carry their own k8s.io pins (kwok, helm, the custom-metrics adapter). Their binary is
+# rebuilt when that go.mod changes (stamp <name>.gomod beside it), so a version bump is picked up.
+build_sibling() {
+  local name=$1 dir="$here/$1" pkg
+  pkg=$(tr -d '[:space:]' <"$dir/package")
+  if [ -x "$bin/$name" ] && cmp -s "$dir/go.mod" "$bin/$name.gomod"; then return 0; fi
+  echo "build.sh: building $name ($pkg, module tools/k8s/$name) into $bin" >&2
+  local start=$SECONDS
+  (cd "$dir" && go build -trimpath -ldflags="-s -w" -o "$bin/.$name.tmp" "$pkg")
+  mv "$bin/.$name.tmp" "$bin/$name"
+  cp "$dir/go.mod" "$bin/$name.gomod"
+  echo "build.sh: built $name in $((SECONDS - start))s" >&2
+}
+
 cd "$here"
 for name in "$@"; do
+  if [ -f "$here/$name/package" ] && [ -f "$here/$name/go.mod" ]; then build_sibling "$name"; continue; fi
   pkg=${TOOL_PKG[$name]:-}
-  [ -n "$pkg" ] || { echo "build.sh: unknown binary '$name' (known: ${!TOOL_PKG[*]})" >&2; exit 2; }
+  [ -n "$pkg" ] || { echo "build.sh: unknown binary '$name' (known: ${!TOOL_PKG[*]} and tools/k8s/*/package)" >&2; exit 2; }
   [ -x "$bin/$name" ] && continue
   echo "build.sh: building $name ($pkg, k8s $K8S_VERSION) into $bin" >&2
   start=$SECONDS

@@ -1,0 +1,47 @@
+// The suite's only ways to touch a cluster: the real kubectl and helm (same pinned releases the
+// repo builds), as argv arrays against the cluster's kubeconfig, and one polling helper.
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { ensureBinaries } from '../../operator/testenv/binaries.ts';
+import type { Cluster } from './provider.ts';
+
+function run(bin: string, args: readonly string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(bin, args, { maxBuffer: 64 << 20, timeout: 300_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${bin.split('/').pop()} ${args.join(' ')}: ${(stderr || err.message).trim()}`)) : resolve(stdout));
+    if (input !== undefined) child.stdin?.end(input);
+  });
+}
+
+export async function kubectl(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[], input?: string): Promise<string> {
+  const bin = await ensureBinaries(['kubectl']);
+  return run(join(bin, 'kubectl'), ['--kubeconfig', c.kubeconfigPath, ...args], input);
+}
+
+export async function kubectlJson<T = Record<string, any>>(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[]): Promise<T> {
+  return JSON.parse(await kubectl(c, [...args, '-o', 'json'])) as T;
+}
+
+export async function helm(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[]): Promise<string> {
+  const bin = await ensureBinaries(['helm']);
+  return run(join(bin, 'helm'), ['--kubeconfig', c.kubeconfigPath, ...args]);
+}
+
+/**
+ * Polls `probe` until it returns a value other than undefined, or fails naming `what` and the
+ * last observation (so a timeout says what the cluster looked like, not just "timed out").
+ */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, everyMs = 500): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = 'nothing observed yet';
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${typeof last === 'string' ? last : JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

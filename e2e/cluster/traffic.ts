@@ -1,0 +1,78 @@
+// Traffic checks on clusters with a real data path (kind, local-real): a server pod on the
+// workload node reports what it saw, a client pod on an active proxy node connects to it, and the
+// sidecar's counters say whether it carried the connection. Pod scripts are fixed strings (no
+// input is ever spliced into a shell or a script): addresses reach them through env vars.
+import { kubectl, kubectlJson, waitFor } from './kube.ts';
+import type { Cluster } from './provider.ts';
+
+/** Listens on 8080 (intercepted) and 9090 (not): answers each connection with {"src","dst"}. */
+const SERVER_JS = `const net=require('net');for(const p of [8080,9090])net.createServer(s=>{s.end(JSON.stringify({src:s.remoteAddress+':'+s.remotePort,dst:s.localAddress+':'+s.localPort})+'\\n')}).listen(p,'::');`;
+/** Connects to $TARGET (host:port), prints the server's line, exits non-zero on failure. */
+const CLIENT_JS = `const net=require('net');const t=process.env.TARGET;const i=t.lastIndexOf(':');const s=net.connect(+t.slice(i+1),t.slice(0,i));let d='';s.setTimeout(10000,()=>{console.log(JSON.stringify({error:'timeout'}));process.exit(1)});s.on('data',b=>d+=b);s.on('end',()=>{console.log(d.trim());process.exit(0)});s.on('error',e=>{console.log(JSON.stringify({error:e.code}));process.exit(1)});`;
+
+export interface Saw { src: string; dst: string }
+
+function pod(name: string, ns: string, node: string, image: string, js: string, env: Record<string, string> = {}) {
+  return {
+    apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: ns, labels: { app: name } },
+    spec: {
+      nodeName: node, restartPolicy: 'Never', terminationGracePeriodSeconds: 1,
+      containers: [{
+        name: 'main', image, imagePullPolicy: 'IfNotPresent', command: ['node', '-e', js],
+        env: Object.entries(env).map(([k, value]) => ({ name: k, value })),
+        securityContext: { runAsNonRoot: true, runAsUser: 65532, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+      }],
+    },
+  };
+}
+
+/** Starts the server pod on `node`; resolves with its pod IP once it is Running. */
+export async function startServer(c: Cluster, ns: string, node: string, image: string): Promise<string> {
+  await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod('tpfleet-e2e-server', ns, node, image, SERVER_JS)));
+  return waitFor('the server pod to run', async () => {
+    const p = await kubectlJson(c, ['get', 'pod', '-n', ns, 'tpfleet-e2e-server']);
+    return p.status?.phase === 'Running' && p.status.podIP ? (p.status.podIP as string) : undefined;
+  }, 120_000);
+}
+
+/** Runs one client pod on `node` against `target` and returns what the server saw (or throws). */
+export async function probe(c: Cluster, ns: string, node: string, image: string, target: string, id: string): Promise<Saw & { clientIp: string }> {
+  const name = `tpfleet-e2e-client-${id}`;
+  await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod(name, ns, node, image, CLIENT_JS, { TARGET: target })));
+  try {
+    const p = await waitFor(`client pod ${name} to finish`, async () => {
+      const o = await kubectlJson(c, ['get', 'pod', '-n', ns, name]);
+      return ['Succeeded', 'Failed'].includes(o.status?.phase) ? o : undefined;
+    }, 120_000);
+    const line = (await kubectl(c, ['logs', '-n', ns, name])).trim().split('\n').pop() ?? '';
+    const saw = JSON.parse(line) as Saw & { error?: string };
+    if (p.status.phase !== 'Succeeded' || saw.error) throw new Error(`client ${name} → ${target} failed: ${line}`);
+    // The server listens on '::', so IPv4 peers read as IPv4-mapped IPv6 (::ffff:a.b.c.d).
+    const v4 = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+:\d+)$/, '$1');
+    return { src: v4(saw.src), dst: v4(saw.dst), clientIp: p.status.podIP as string };
+  } finally {
+    await kubectl(c, ['delete', 'pod', '-n', ns, name, '--wait=false']).catch(() => undefined);
+  }
+}
+
+/** Connections the sidecar on `pod` accepted (its /metrics through the API server's pod proxy). */
+export async function sidecarAccepted(c: Cluster, ns: string, pod: string, metricsPort: number): Promise<number> {
+  const text = await kubectl(c, ['get', '--raw', `/api/v1/namespaces/${ns}/pods/${pod}:${metricsPort}/proxy/metrics`]);
+  const m = /^tpfleet_proxy_connections_accepted_total(?:\{[^}]*\})? (\d+(?:\.\d+)?)$/m.exec(text);
+  if (!m) throw new Error(`no tpfleet_proxy_connections_accepted_total in the metrics of ${pod}`);
+  return Number(m[1]);
+}
+
+/** A node's interception state: nft ruleset, ip rules and the routes of every table. */
+export async function nodeNetState(c: Cluster, node: string): Promise<string> {
+  if (!c.nodeExec) throw new Error(`${c.provider}: nodeExec is not available`);
+  const parts = await Promise.all([
+    c.nodeExec(node, ['nft', 'list', 'ruleset']), c.nodeExec(node, ['ip', 'rule', 'show']),
+    c.nodeExec(node, ['ip', '-6', 'rule', 'show']), c.nodeExec(node, ['ip', 'route', 'show', 'table', 'all']),
+  ]);
+  // Compared before install and after delete: packet counters of the node's other rules move
+  // with any traffic, and pod veths (the operator's or the test's own pods) come and go with
+  // their pods; neither is state the agent owns.
+  return parts.join('\n---\n').replace(/counter packets \d+ bytes \d+/g, 'counter')
+    .split('\n').filter((l) => !/\bdev veth[0-9a-f]+\b/.test(l)).join('\n');
+}

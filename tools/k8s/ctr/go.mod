@@ -1,0 +1,1 @@
+../containerd/go.mod
