@@ -44,3 +44,17 @@ test('plan prints the documents and routing argv for the chosen backend', async 
     w.remove();
   }
 });
+
+test('--wait-port is refused outside cleanup or out of range, and a bad --wait-timeout too, before anything runs', async () => {
+  const w = workdir();
+  try {
+    const cfg = w.config('interception: {ports: [{port: 8080}]}\n');
+    for (const args of [['apply', '--config', cfg, '--wait-port', '15190'], ['cleanup', '--wait-port', '70000'], ['cleanup', '--wait-port', '1', '--wait-timeout', 'x']]) {
+      const r = await cli([...args, '--state-dir', w.stateDir]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /--wait-(port|timeout):/);
+    }
+  } finally {
+    w.remove();
+  }
+});

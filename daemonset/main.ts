@@ -1,4 +1,4 @@
-// tpfleet node agent CLI: plan | apply | cleanup | watch  --config FILE [--dry-run] [--state-dir DIR]
+// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch  --config FILE [--dry-run] [--state-dir DIR]
 // Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
 // The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
 // `watch` publish the tuning condition on its own pod.
@@ -10,6 +10,7 @@ import { ConfigError, loadNodeConfig } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
 import { detectHost } from './facts.ts';
+import { drainBeforeCleanup } from './leave.ts';
 import { formatPlan, plan } from './plan.ts';
 import { DEFAULT_STATE_DIR, readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
@@ -22,7 +23,9 @@ const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-ru
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
        [--kubeconfig PATH]   (watch: API credentials for the tuning condition; default in-cluster,
                               used only when POD_NAME and POD_NAMESPACE are set)
-       [--status-interval 30]   (watch: seconds between tuning status checks)`;
+       [--status-interval 30]   (watch: seconds between tuning status checks)
+       [--wait-port PORT] [--wait-timeout 60]   (cleanup on a leaving node: set the drain gate, then
+                              wait up to that many seconds for the proxy's metrics port to close)`;
 
 class UsageError extends Error {}
 
@@ -34,6 +37,9 @@ interface Cli {
   backend?: Backend;
   kubeconfig?: string;
   statusIntervalMs: number;
+  /** cleanup: drain first (daemonset/leave.ts) while something listens on this port. */
+  waitPort?: number;
+  waitTimeoutMs: number;
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
@@ -53,6 +59,7 @@ function parseCli(argv: string[]): Cli {
     options: {
       config: { type: 'string' }, 'dry-run': { type: 'boolean', default: false }, 'state-dir': { type: 'string' }, backend: { type: 'string' },
       kubeconfig: { type: 'string' }, 'status-interval': { type: 'string', default: '30' },
+      'wait-port': { type: 'string' }, 'wait-timeout': { type: 'string', default: '60' },
     },
   });
   const cmd = positionals[0];
@@ -62,7 +69,14 @@ function parseCli(argv: string[]): Cli {
   if (b !== undefined && !['nftables', 'iptables-nft', 'iptables-legacy'].includes(b)) throw new UsageError(`--backend: unknown backend ${b}`);
   const interval = Number(values['status-interval']);
   if (!Number.isInteger(interval) || interval < 1 || interval > 3600) throw new UsageError('--status-interval: must be an integer number of seconds, 1-3600');
+  const waitPort = values['wait-port'] === undefined ? undefined : Number(values['wait-port']);
+  if (waitPort !== undefined && (cmd !== 'cleanup' || !Number.isInteger(waitPort) || waitPort < 1 || waitPort > 65535)) {
+    throw new UsageError('--wait-port: a port number 1-65535, with cleanup only');
+  }
+  const waitTimeout = Number(values['wait-timeout']);
+  if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > 3600) throw new UsageError('--wait-timeout: must be an integer number of seconds, 0-3600');
   return {
+    waitPort, waitTimeoutMs: waitTimeout * 1000,
     cmd, config: values.config, dryRun: values['dry-run'] ?? false, stateDir: values['state-dir'] ?? DEFAULT_STATE_DIR,
     backend: b as Backend | undefined, kubeconfig: values.kubeconfig, statusIntervalMs: interval * 1000,
   };
@@ -126,6 +140,7 @@ export async function main(argv: string[], environ: Record<string, string | unde
     const env = parseEnv(environ);
     const opts: ExecOptions = { stateDir: cli.stateDir, dryRun: cli.dryRun, pathVar: env.path, out, log };
     if (cli.cmd === 'cleanup') {
+      if (cli.waitPort !== undefined) await drainBeforeCleanup({ stateDir: cli.stateDir, port: cli.waitPort, timeoutMs: cli.waitTimeoutMs, dryRun: cli.dryRun, log, out });
       if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
       untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
       return 0;

@@ -5,6 +5,7 @@
 import { cidrText, type Family } from '../api/net.ts';
 import type { Interception } from '../api/nodeconfig.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant, RenderedRule } from './types.ts';
+import { DRAIN_COMMENT } from './render-nft.ts';
 
 export const CHAIN_PREFIX = 'TPFLEET-';
 const C = {
@@ -130,5 +131,7 @@ export function iptablesGateDocument(mode: GateMode): string {
   const lines = ['*mangle', `:${C.bypass} - [0:0]`, `:${C.gate} - [0:0]`];
   if (mode === 'bypass') lines.push(`-A ${C.bypass} -m comment --comment "watchdog: proxy down, FailOpen bypass" -j ACCEPT`);
   if (mode === 'drop') lines.push(`-A ${C.gate} -m comment --comment "watchdog: proxy down, FailClosed drop" -j DROP`);
+  // TPFLEET-GATE comes after the divert chain: established flows still reach the draining proxy.
+  if (mode === 'drain') lines.push(`-A ${C.gate} -m comment --comment "${DRAIN_COMMENT}" -j ACCEPT`);
   return [...lines, 'COMMIT', ''].join('\n');
 }

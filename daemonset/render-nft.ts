@@ -9,6 +9,7 @@ export const NFT_TABLE = 'tpfleet';
 const BASE = 'prerouting';
 const GATE = 'gate';
 const BYPASS = 'bypass';
+export const DRAIN_COMMENT = 'node leaving: new connections go direct while the proxy drains';
 
 export const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 
@@ -139,11 +140,14 @@ export function nftGateDocument(mode: GateMode): string {
   const lines = [`flush chain inet ${NFT_TABLE} ${BYPASS}`, `flush chain inet ${NFT_TABLE} ${GATE}`];
   if (mode === 'bypass') lines.push(`add rule inet ${NFT_TABLE} ${BYPASS} accept comment "watchdog: proxy down, FailOpen bypass"`);
   if (mode === 'drop') lines.push(`add rule inet ${NFT_TABLE} ${GATE} drop comment "watchdog: proxy down, FailClosed drop"`);
+  // GATE sits after the divert rule: established flows still reach the draining proxy.
+  if (mode === 'drain') lines.push(`add rule inet ${NFT_TABLE} ${GATE} accept comment "${DRAIN_COMMENT}"`);
   return lines.join('\n') + '\n';
 }
 
 export function nftGateComments(mode: GateMode): string[] {
   if (mode === 'bypass') return ['watchdog: proxy down, FailOpen bypass'];
   if (mode === 'drop') return ['watchdog: proxy down, FailClosed drop'];
+  if (mode === 'drain') return [DRAIN_COMMENT];
   return [];
 }

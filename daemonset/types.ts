@@ -58,7 +58,13 @@ export interface RoutingPlan {
   routeDel: string[];
 }
 
-export type GateMode = 'pass' | 'bypass' | 'drop';
+/**
+ * What the watchdog chains say. pass: intercept. bypass (FailOpen, proxy down): every packet goes
+ * direct, even of flows the dead proxy held. drop (FailClosed, proxy down): new connections are
+ * dropped. drain (the node is leaving the active set, daemonset/leave.ts): new connections go
+ * direct while flows the proxy holds keep reaching it until it has drained.
+ */
+export type GateMode = 'pass' | 'bypass' | 'drop' | 'drain';
 
 export interface Plan {
   backend: Backend;

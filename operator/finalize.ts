@@ -7,7 +7,7 @@
 import { TransparentProxySpec } from '../api/transparentproxy.ts';
 import { resourcePath, type KubeObject } from './kube/client.ts';
 import type { ReconcileContext } from './context.ts';
-import { syncActiveNodes } from './nodes.ts';
+import { pendingLeaves, syncActiveNodes } from './nodes.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
 import { CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION, names, selectorString } from './render/names.ts';
 import { R, TP, ownedBy, writeStatus, type Result, type TransparentProxyObject } from './reconcile.ts';
@@ -63,21 +63,24 @@ export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject
   const dsName = names(name).daemonSet;
   const live = ctx.caches.daemonSets.get(namespace, dsName) as LiveDaemonSet | undefined;
   const remaining = Date.parse(tp.metadata.deletionTimestamp!) + ctx.settings.cleanupTimeoutMs - ctx.now().getTime();
-  if (live && ownedBy(live, tp)) {
-    const p = cleanupProgress(live);
-    if (!p.done && remaining > 0) {
-      if (!p.switched) {
-        ctx.log.info({ tp: `${namespace}/${name}` }, 'deleting: switching the fleet to cleanup mode');
-        await ctx.memo.apply(ctx.client, resourcePath(R.daemonSets, namespace, dsName), cleanupDaemonSet(ctx, tp, live), live);
-      }
-      await writeStatus(ctx, tp, {
-        generation: tp.metadata.generation ?? 0, prev: tp.status, now: ctx.now().toISOString(), selector: selectorString(name),
-        configHash: tp.status?.configHash, cleanup: { pending: p.switched ? p.pending : p.total, total: p.total },
-      });
-      return { outcome: 'cleanup', requeueAfterMs: Math.min(5000, remaining) };
+  // Nodes that were leaving (scale-in) are restored by the leave DaemonSet, which stays until the
+  // owner references go; the active ones by the live DaemonSet switched to cleanup mode.
+  const leaving = pendingLeaves(ctx, namespace, name);
+  const p = live && ownedBy(live, tp) ? cleanupProgress(live) : undefined;
+  const done = (!p || p.done) && leaving.length === 0;
+  if (!done && remaining > 0) {
+    if (p && !p.switched) {
+      ctx.log.info({ tp: `${namespace}/${name}` }, 'deleting: switching the fleet to cleanup mode');
+      await ctx.memo.apply(ctx.client, resourcePath(R.daemonSets, namespace, dsName), cleanupDaemonSet(ctx, tp, live!), live);
     }
-    if (!p.done) ctx.log.warn({ tp: `${namespace}/${name}`, pending: p.pending }, 'cleanup timed out; removing the finalizer anyway');
+    const pending = (p ? (p.switched ? p.pending : p.total) : 0) + leaving.length;
+    await writeStatus(ctx, tp, {
+      generation: tp.metadata.generation ?? 0, prev: tp.status, now: ctx.now().toISOString(), selector: selectorString(name),
+      configHash: tp.status?.configHash, cleanup: { pending, total: (p?.total ?? 0) + leaving.length },
+    });
+    return { outcome: 'cleanup', requeueAfterMs: Math.min(5000, remaining) };
   }
+  if (!done) ctx.log.warn({ tp: `${namespace}/${name}`, pending: p?.pending, leaving }, 'cleanup timed out; removing the finalizer anyway');
   await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
   const rest = (tp.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
   await ctx.client.mergePatch(resourcePath(TP, namespace, name), { metadata: { resourceVersion: tp.metadata.resourceVersion, finalizers: rest } });

@@ -3,6 +3,7 @@
 // daemonset/tuning-publish.ts). Pure over the pod cache's contents.
 import type { NodeTuning } from '../api/transparentproxy-status.ts';
 import type { KubeObject } from './kube/client.ts';
+import { leaveSelectorLabels, selectorLabels } from './render/names.ts';
 
 /** Pod condition type written by the node agent (daemonset/tuning-report.ts CONDITION_TYPE). */
 export const TUNING_CONDITION = 'tpfleet.io/Tuning';
@@ -19,12 +20,23 @@ export interface FleetPods {
   tuning: Map<string, NodeTuning>;
 }
 
+const isPodOf = (p: KubeObject, namespace: string, sel: Record<string, string>) =>
+  p.metadata.namespace === namespace && Object.entries(sel).every(([k, v]) => p.metadata.labels?.[k] === v);
+const isReady = (p: Pod) => !p.metadata.deletionTimestamp && !!p.spec?.nodeName
+  && (p.status?.conditions ?? []).some((x) => x.type === 'Ready' && x.status === 'True');
+
+/** Nodes whose leave pod is Ready: its init container restored the node (operator/nodes.ts). */
+export function leftNodes(pods: KubeObject[], namespace: string, name: string): Set<string> {
+  const sel = leaveSelectorLabels(name);
+  return new Set((pods as Pod[]).filter((p) => isPodOf(p, namespace, sel) && isReady(p)).map((p) => p.spec!.nodeName!));
+}
+
 const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
 
 export function fleetPods(pods: KubeObject[], namespace: string, name: string): FleetPods {
   const out: FleetPods = { readyNodes: new Set(), tuning: new Map() };
   for (const p of pods as Pod[]) {
-    if (p.metadata.namespace !== namespace || p.metadata.labels?.['app.kubernetes.io/instance'] !== name) continue;
+    if (!isPodOf(p, namespace, selectorLabels(name))) continue;
     const node = p.spec?.nodeName;
     if (p.metadata.deletionTimestamp || !node) continue;
     const conds = p.status?.conditions ?? [];

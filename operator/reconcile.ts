@@ -42,7 +42,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
     const n = names(name);
     for (const [r, obj] of [[R.serviceAccounts, n.serviceAccount], [R.roles, n.agentRole], [R.roleBindings, n.agentRole], [R.configMaps, n.configMap],
-      [R.daemonSets, n.daemonSet], [R.services, n.service], [R.hpas, n.hpa]] as const) {
+      [R.daemonSets, n.daemonSet], [R.daemonSets, n.leaveDaemonSet], [R.services, n.service], [R.hpas, n.hpa]] as const) {
       ctx.memo.forget(resourcePath(r, namespace, obj));
     }
     return { outcome: 'gone' };
@@ -71,6 +71,10 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'run',
     activeLabel: spec.replicas === undefined ? undefined : activeLabelKey(namespace, name),
   }), c.daemonSets.get(namespace, n.daemonSet));
+  // Always present (level-based): it runs only where a node is labelled "leaving" (nodes.ts).
+  await ctx.memo.apply(ctx.client, path(R.daemonSets, n.leaveDaemonSet), renderDaemonSet({
+    tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'leave', activeLabel: activeLabelKey(namespace, name),
+  }), c.daemonSets.get(namespace, n.leaveDaemonSet));
   await ctx.memo.apply(ctx.client, path(R.services, n.service), renderMetricsService(tp, spec), c.services.get(namespace, n.service));
   if (spec.autoscaling?.enabled) {
     await ctx.memo.apply(ctx.client, path(R.hpas, n.hpa), renderHpa(tp, spec), c.hpas.get(namespace, n.hpa));
@@ -80,7 +84,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   }
   await active.finish();
   await writeStatus(ctx, tp, {
-    ...statusBase, configHash: hash, active: active.active, candidates: active.candidates, requested: spec.replicas,
+    ...statusBase, configHash: hash, active: active.active, draining: active.leaving(), candidates: active.candidates, requested: spec.replicas,
     ...fleetPods(ctx.caches.pods.list(), namespace, name), daemonSet: dsInfo(c.daemonSets.get(namespace, n.daemonSet) ?? ds),
   });
   return { outcome: 'success' };

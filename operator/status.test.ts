@@ -4,11 +4,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 import type { KubeObject } from './kube/client.ts';
-import { fleetPods, TUNING_CONDITION } from './pods.ts';
+import { fleetPods, leftNodes, TUNING_CONDITION } from './pods.ts';
 import { computeStatus, stableJson, type StatusInput } from './status.ts';
 
-const pod = (node: string, conds: { type: string; status: string; reason?: string; message?: string }[], o: { ns?: string; instance?: string; deleting?: boolean } = {}): KubeObject => ({
-  metadata: { name: `web-${node}`, namespace: o.ns ?? 'fleet', labels: { 'app.kubernetes.io/instance': o.instance ?? 'web' }, ...(o.deleting ? { deletionTimestamp: '2026-01-01T00:00:00Z' } : {}) },
+const pod = (node: string, conds: { type: string; status: string; reason?: string; message?: string }[], o: { ns?: string; instance?: string; deleting?: boolean; leave?: boolean } = {}): KubeObject => ({
+  metadata: {
+    name: `web-${node}`, namespace: o.ns ?? 'fleet', ...(o.deleting ? { deletionTimestamp: '2026-01-01T00:00:00Z' } : {}),
+    labels: { 'app.kubernetes.io/name': o.leave ? 'tpfleet-leave' : 'tpfleet', 'app.kubernetes.io/instance': o.instance ?? 'web' },
+  },
   spec: { nodeName: node }, status: { conditions: conds },
 });
 const ready = { type: 'Ready', status: 'True' };
@@ -32,6 +35,7 @@ test('status.nodes[] carries each node\'s tuning; only this fleet\'s live pods c
     pod('n2', [ready, tuning('TuningDrift', 'x')], { instance: 'other' }),
     pod('n2', [ready, tuning('TuningDrift', 'x')], { ns: 'elsewhere' }),
     pod('n2', [ready, tuning('TuningDrift', 'x')], { deleting: true }),
+    pod('n3', [ready], { leave: true }),
   ]);
   assert.deepEqual(s.nodes!.map((n) => [n.name, n.ready, n.tuning]), [['n1', true, { reason: 'Applied', message: '12 values applied' }], ['n2', true, undefined]]);
   assert.deepEqual([degraded(s).status, degraded(s).reason], ['False', 'AsExpected']);
@@ -63,4 +67,28 @@ test('oversized tuning reports are clipped to the status schema bounds', () => {
   const t = s.nodes![0]!.tuning!;
   assert.deepEqual([t.reason.length, t.message.length], [64, 1024]);
   assert.ok(TransparentProxyStatus.safeParse(s).success);
+});
+
+test('a node leaving the active set is listed as Draining and keeps Progressing true; it leaves when its leave pod is Ready', () => {
+  const input: StatusInput = {
+    generation: 2, now: '2026-01-01T00:00:00Z', selector: 's', configHash: 'h', candidates: 1, requested: 1,
+    active: [{ name: 'n1' }] as StatusInput['active'], draining: ['n2'], readyNodes: new Set(['n1']),
+    daemonSet: { generation: 2, status: { observedGeneration: 2, desiredNumberScheduled: 1, updatedNumberScheduled: 1, numberReady: 1 } },
+  };
+  const s = computeStatus(input);
+  assert.deepEqual(s.nodes!.map((n) => [n.name, n.state, n.ready]), [['n1', 'Active', true], ['n2', 'Draining', false]]);
+  assert.equal(s.replicas, 1, '/scale counts only active nodes');
+  const progressing = s.conditions!.find((c) => c.type === 'Progressing')!;
+  assert.deepEqual([progressing.status, progressing.reason], ['True', 'NodesLeaving']);
+  assert.match(progressing.message!, /1 node\(s\) draining.*: n2$/);
+  assert.equal(s.conditions!.find((c) => c.type === 'Ready')!.status, 'True', 'a leaving node does not make the fleet unready');
+  assert.ok(TransparentProxyStatus.safeParse(s).success);
+  const done = computeStatus({ ...input, draining: [] });
+  assert.equal(done.conditions!.find((c) => c.type === 'Progressing')!.reason, 'RolloutComplete');
+  // Leave pods: only Ready, live, of this object and namespace, count as "left".
+  const left = leftNodes([
+    pod('n2', [ready], { leave: true }), pod('n3', [], { leave: true }), pod('n4', [ready], { leave: true, deleting: true }),
+    pod('n5', [ready], { leave: true, instance: 'other' }), pod('n6', [ready]),
+  ], 'fleet', 'web');
+  assert.deepEqual([...left], ['n2']);
 });

@@ -18,6 +18,8 @@ export interface StatusInput {
   invalid?: string[];
   configHash?: string;
   active?: Candidate[];
+  /** Nodes leaving the active set whose restore has not finished (operator/nodes.ts). */
+  draining?: readonly string[];
   candidates?: number;
   requested?: number;
   readyNodes?: ReadonlySet<string>;
@@ -65,6 +67,8 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
   const tuning = tuningProblem(nodes);
   const readyReplicas = nodes.filter((n) => n.ready).length;
   const replicas = nodes.length;
+  const draining = (i.draining ?? []).filter((d) => !active.some((c) => c.name === d));
+  nodes.push(...draining.map((name): NodeSummary => ({ name, state: 'Draining', ready: false })));
   const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
   const rolledOut = rolloutComplete(i.daemonSet);
   const conditions: Cond[] = [];
@@ -77,7 +81,9 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
     conditions.push(
       allReady ? cond('Ready', true, replicas === 0 ? 'NoActiveNodes' : 'AllNodesReady', `${readyReplicas} of ${replicas} active nodes ready`)
         : cond('Ready', false, rolledOut ? 'NodesNotReady' : 'RollingOut', `${readyReplicas} of ${replicas} active nodes ready`),
-      rolledOut ? cond('Progressing', false, 'RolloutComplete') : cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration'),
+      !rolledOut ? cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration')
+        : draining.length ? cond('Progressing', true, 'NodesLeaving', `${draining.length} node(s) draining, then restoring their rules, routes and tuning: ${draining.join(', ').slice(0, 900)}`)
+          : cond('Progressing', false, 'RolloutComplete'),
       short ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
         : rolledOut && readyReplicas < replicas ? cond('Degraded', true, 'NodesNotReady', `${replicas - readyReplicas} active nodes not ready`)
           : tuning ? cond('Degraded', true, tuning.reason, tuning.message)

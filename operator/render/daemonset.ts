@@ -3,9 +3,14 @@
 import { parseDuration } from '../../api/net.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../kube/client.ts';
-import { CONFIG_HASH_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels } from './names.ts';
+import { CONFIG_HASH_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels } from './names.ts';
 
-export type FleetMode = 'run' | 'cleanup';
+/**
+ * run: the proxy fleet. cleanup: the same DaemonSet once the object is deleted, restoring every
+ * node. leave: a second DaemonSet (names().leaveDaemonSet) on the nodes leaving the active set
+ * (label value "leaving"), which waits for the old proxy to drain and then restores the node.
+ */
+export type FleetMode = 'run' | 'cleanup' | 'leave';
 
 export interface DaemonSetInput {
   tp: KubeObject;
@@ -13,7 +18,8 @@ export interface DaemonSetInput {
   configHash: string;
   /** Image used when spec.proxy.image is omitted (operator flag). */
   defaultImage: string;
-  /** Node label limiting the pods to active nodes; undefined when every candidate is active. */
+  /** Node label limiting the pods to active nodes; undefined when every candidate is active.
+   *  Required for leave, whose pods go where this label says "leaving". */
   activeLabel?: string;
   mode: FleetMode;
 }
@@ -38,15 +44,27 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
     { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
   ];
   const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
-  const cleanup = i.mode === 'cleanup';
+  // Both restoring modes run the privileged cleanup, then a container that only stays up.
+  const cleanup = i.mode !== 'run', leave = i.mode === 'leave';
+  if (leave && !i.activeLabel) throw new Error('renderDaemonSet: leave mode needs activeLabel');
   const drain = parseDuration(proxy.timeouts?.drain ?? '30s');
   const drainSec = Math.ceil((typeof drain === 'number' ? drain : 30_000) / 1000);
+  const selector = leave ? leaveSelectorLabels(tp.metadata.name) : selectorLabels(tp.metadata.name);
+  const metricsPort = proxy.metricsPort ?? 15190;
+  // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
+  // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
+  const initCommand = leave ? [...agent('cleanup'), '--wait-port', String(metricsPort), '--wait-timeout', String(drainSec + 10)]
+    : agent(cleanup ? 'cleanup' : 'apply');
+  const nodeSelector = leave
+    // Only the label: the node must be restored even if spec.nodeSelector no longer matches it.
+    ? { 'kubernetes.io/os': 'linux', [i.activeLabel!]: 'leaving' }
+    : { 'kubernetes.io/os': 'linux', ...i.spec.nodeSelector, ...(i.activeLabel ? { [i.activeLabel]: 'true' } : {}) };
   return {
     apiVersion: 'apps/v1',
     kind: 'DaemonSet',
-    metadata: ownedMeta(tp, n.daemonSet),
+    metadata: leave ? { ...ownedMeta(tp, n.leaveDaemonSet), labels: { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' } } : ownedMeta(tp, n.daemonSet),
     spec: {
-      selector: { matchLabels: selectorLabels(tp.metadata.name) },
+      selector: { matchLabels: selector },
       // Zero-gap rollouts: maxSurge 0 / maxUnavailable 1 replaces one node at a time; the agent's
       // failurePolicy covers the seconds between the old sidecar stopping and the new one being
       // ready (the metrics port cannot be shared, so two pods cannot overlap; ADR 0006).
@@ -54,7 +72,7 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
       updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: cleanup ? '100%' : 1 } },
       template: {
         metadata: {
-          labels: commonLabels(tp.metadata.name),
+          labels: leave ? { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' } : commonLabels(tp.metadata.name),
           annotations: { [CONFIG_HASH_ANNOTATION]: i.configHash, [MODE_ANNOTATION]: i.mode, 'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar' },
         },
         spec: {
@@ -64,12 +82,12 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
           dnsPolicy: 'ClusterFirstWithHostNet',
           priorityClassName: 'system-node-critical',
           terminationGracePeriodSeconds: drainSec + 10,
-          nodeSelector: { 'kubernetes.io/os': 'linux', ...i.spec.nodeSelector, ...(i.activeLabel ? { [i.activeLabel]: 'true' } : {}) },
+          nodeSelector,
           tolerations: i.spec.tolerations ?? [],
           initContainers: [{
-            name: cleanup ? 'agent-cleanup' : 'agent-apply',
+            name: leave ? 'agent-leave' : cleanup ? 'agent-cleanup' : 'agent-apply',
             image, imagePullPolicy: pullPolicy,
-            command: agent(cleanup ? 'cleanup' : 'apply'),
+            command: initCommand,
             // The only privileged container: installs (or removes) rules, routes and, with the
             // tuning feature, sysctls in the host namespaces, then exits.
             securityContext: { privileged: true, runAsUser: 0 },

@@ -21,12 +21,23 @@ export function names(tpName: string) {
     hpa: tpName,
     configMap: `${tpName}-nodeconfig`,
     service: `${tpName}-metrics`,
+    /** Runs on nodes leaving the active set (label "leaving") and restores them (ADR 0006). */
+    leaveDaemonSet: `${tpName}-leave`,
   };
 }
 
 /** Labels on the pods; also the DaemonSet's selector and status.selector for /scale. */
 export function selectorLabels(tpName: string): Record<string, string> {
   return { 'app.kubernetes.io/name': 'tpfleet', 'app.kubernetes.io/instance': tpName };
+}
+
+/**
+ * Labels of the leave DaemonSet's pods: the same instance (the pod informer enqueues the object by
+ * it) but another name, so neither the proxy DaemonSet's selector nor /scale's status.selector
+ * (the HPA's pod metrics) ever matches a leave pod.
+ */
+export function leaveSelectorLabels(tpName: string): Record<string, string> {
+  return { 'app.kubernetes.io/name': 'tpfleet-leave', 'app.kubernetes.io/instance': tpName };
 }
 
 export function commonLabels(tpName: string): Record<string, string> {

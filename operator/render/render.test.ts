@@ -38,6 +38,18 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   const input = { tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused', activeLabel: activeLabelKey('tpfleet-fleet', 'egress') };
   golden('daemonset-full.yaml', renderDaemonSet({ ...input, mode: 'run' }));
   golden('daemonset-full-cleanup.yaml', renderDaemonSet({ ...input, mode: 'cleanup' }));
+  const leave = renderDaemonSet({ ...input, mode: 'leave' }) as any;
+  golden('daemonset-full-leave.yaml', leave);
+  // The leave DaemonSet goes exactly where the label says "leaving", and its pods are never the
+  // proxy DaemonSet's nor /scale's (the HPA's pod metrics).
+  const run = renderDaemonSet({ ...input, mode: 'run' }) as any;
+  assert.notEqual(leave.metadata.name, run.metadata.name);
+  assert.deepEqual(leave.spec.template.spec.nodeSelector, { 'kubernetes.io/os': 'linux', [input.activeLabel]: 'leaving' });
+  const matches = (sel: Record<string, string>, labels: Record<string, string>) => Object.entries(sel).every(([k, v]) => labels[k] === v);
+  assert.equal(matches(run.spec.selector.matchLabels, leave.spec.template.metadata.labels), false);
+  assert.equal(matches(leave.spec.selector.matchLabels, run.spec.template.metadata.labels), false);
+  assert.deepEqual(leave.spec.template.spec.initContainers[0].command.slice(-4), ['--wait-port', '15190', '--wait-timeout', '55']);
+  assert.throws(() => renderDaemonSet({ ...input, activeLabel: undefined, mode: 'leave' }), /leave mode needs activeLabel/);
   golden('service-full.yaml', renderMetricsService(tp, r.value.spec));
   golden('serviceaccount-full.yaml', renderServiceAccount(tp));
   golden('role-full.yaml', renderAgentRole(tp));
