@@ -70,7 +70,8 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
     const finish = async () => { for (const node of [...labeled, ...leaving].sort()) await setLabel(ctx, node, key, false); };
     return { active: all, candidates: all.length, leaving: () => [], finish };
   }
-  const cands = candidates(nodes, spec.nodeSelector, spec.tolerations).filter((c) => !leaving.has(c.name));
+  const eligible = candidates(nodes, spec.nodeSelector, spec.tolerations);
+  const cands = eligible.filter((c) => !leaving.has(c.name));
   let current: Set<string> = labeled;
   if (labeled.size === 0 && runsOnEveryCandidate(ctx.caches.daemonSets.get(namespace, names(name).daemonSet), key)) {
     // Switching from "every candidate" to a count: keep nodes that already run the proxy.
@@ -95,7 +96,7 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
       still.delete(node);
     }
   };
-  return { active: sel.active.map((n) => byName.get(n)!), candidates: cands.length, leaving: () => [...still].sort(), finish };
+  return { active: sel.active.map((n) => byName.get(n)!), candidates: eligible.length, leaving: () => [...still].sort(), finish };
 }
 
 function runsOnEveryCandidate(ds: KubeObject | undefined, key: string): boolean {

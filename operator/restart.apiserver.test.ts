@@ -83,7 +83,7 @@ test('killed mid-reconcile (SIGKILL), a restarted operator converges with no dup
     return o?.status?.observedGeneration === o?.metadata.generation && o?.status?.replicas === 2 && o;
   }, 30_000);
   assert.equal(t.status.nodes.length, 2);
-  assert.deepEqual(await list(`/apis/apps/v1/namespaces/${NS}/daemonsets`), ['x']);
+  assert.deepEqual(await list(`/apis/apps/v1/namespaces/${NS}/daemonsets`), ['x', 'x-leave']);
   assert.deepEqual(await list(`/api/v1/namespaces/${NS}/configmaps`), ['x-nodeconfig']);
   assert.deepEqual(await list(`/api/v1/namespaces/${NS}/serviceaccounts`), ['x']);
   assert.deepEqual(await list(`/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/roles`), ['x-node-agent']);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { KubeClient, type KubeObject } from './kube/client.ts';
 import { activeLabelKey } from './render/names.ts';
-import { createNamespace, createNode, installCrd, setNodeReady, tpPath, waitFor } from './testenv/fixtures.ts';
+import { completeLeaves, createNamespace, createNode, installCrd, setNodeReady, tpPath, waitFor } from './testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from './testenv/operator.ts';
 import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
 
@@ -33,11 +33,14 @@ async function activeNodes(): Promise<string[]> {
   return list.items.map((n) => n.metadata.name).sort();
 }
 const tp = () => c.get<Obj>(tpPath(NS, 'edge'));
+/** Waits for `count` active nodes, every leaving node having left (its leave pod Ready), and status agreeing. */
 async function settle(count: number): Promise<string[]> {
   return waitFor(`${count} active nodes`, async () => {
+    const leaving = await completeLeaves(c, NS, 'edge', LABEL);
     const nodes = await activeNodes();
     const t = await tp();
-    return nodes.length === count && t?.status?.replicas === count && t.status.observedGeneration === t.metadata.generation && nodes;
+    return leaving.length === 0 && nodes.length === count && t?.status?.replicas === count && t.status.observedGeneration === t.metadata.generation
+      && t.status.nodes.every((n: { state: string }) => n.state === 'Active') && nodes;
   });
 }
 const zonesOf = (nodes: string[]) => nodes.map((n) => ZONES[n]).sort();
@@ -72,7 +75,18 @@ test('an HPA-style update of /scale to 2 removes exactly three nodes and keeps t
   // The HPA controller reads the Scale object and writes it back with a new spec.replicas (PUT).
   const scale = await c.request<any>('GET', tpPath(NS, 'edge', 'scale'));
   await c.request('PUT', tpPath(NS, 'edge', 'scale'), { body: { ...scale, spec: { replicas: 2 } } });
+  // The three go through "leaving": their proxy pods stop, the leave pods restore them.
+  const t = await waitFor('three nodes draining', async () => {
+    const o = await tp();
+    return o?.status?.nodes?.filter((n: { state: string }) => n.state === 'Draining').length === 3 && o;
+  });
+  const draining = t.status.nodes.filter((n: { state: string }) => n.state === 'Draining').map((n: { name: string }) => n.name);
+  assert.deepEqual(await completeLeaves(c, NS, 'edge', LABEL, () => false), draining, 'labelled leaving, waiting for their leave pods');
+  assert.equal(t.status.replicas, 2, '/scale already reports the new count');
+  // (Progressing says NodesLeaving once the DaemonSet rolled out; no DaemonSet controller runs here.)
+  assert.equal(t.status.conditions.find((x: { type: string }) => x.type === 'Progressing').status, 'True');
   const nodes = await settle(2);
+  assert.deepEqual((await c.list('/api/v1/nodes', { labelSelector: LABEL })).items.length, 2, 'the left nodes lost the label');
   assert.ok(nodes.every((n) => before.includes(n)), `${nodes} ⊂ ${before}`);
   assert.notEqual(ZONES[nodes[0]!], ZONES[nodes[1]!], 'still spread over two zones');
   assert.equal((await tp())?.spec.replicas, 2);
@@ -86,7 +100,11 @@ test('an active node going NotReady is replaced, preferably in its zone', async 
   assert.ok(nodes.includes(before[1]!), 'the healthy node stays');
   const replacement = nodes.find((n) => n !== before[1])!;
   assert.equal(ZONES[replacement], ZONES[lost]);
+  // The lost node keeps "leaving" until its leave pod can run there and restore it.
+  assert.equal((await c.get(`/api/v1/nodes/${lost}`))!.metadata.labels![LABEL], 'leaving');
   await setNodeReady(c, lost, true);
+  await settle(2);
+  assert.equal((await c.get(`/api/v1/nodes/${lost}`))!.metadata.labels![LABEL], undefined, 'back and restored: it has left');
 });
 
 test('tolerating a taint makes the tainted node a candidate', async () => {

@@ -18,7 +18,14 @@ const MAX_BACKOFF_MS = 5_000;
 /** A worker that ran this long is considered healthy again: its next crash restarts at once. */
 const STABLE_MS = 30_000;
 
-const workers = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+/**
+ * Worker processes alive: added at fork, removed at their 'exit' event. Not cluster.workers: Node
+ * drops a worker from that map only once both 'exit' and 'disconnect' fired, in either order, so
+ * inside an 'exit' handler an exited worker may still be listed there. Counting on it made the
+ * drain wait forever for a worker that was already gone (a flaky test caught it).
+ */
+const live = new Set<Worker>();
+const workers = (): Worker[] => [...live];
 
 export async function runPrimary(s: Settings, log: Logger): Promise<void> {
   if (s.pinning) {
@@ -73,6 +80,7 @@ class Supervisor {
   fork(slot: number): void {
     const cpus = this.s.pinning ? [cpuOfSlot(this.s.pinning, slot)] : null;
     const w = cluster.fork({ [WORKER_ENV]: JSON.stringify({ ...this.s.worker, cpus }) });
+    live.add(w);
     this.slots.set(w, slot);
     const started = Date.now();
     w.on('message', (m: unknown) => isToPrimary(m) && m.t === 'ready' && this.workerReady(w, m.cpus ?? null));
@@ -99,6 +107,7 @@ class Supervisor {
   }
 
   private workerExited(w: Worker, started: number, code: number | null, signal: string | null): void {
+    live.delete(w);
     this.readySet.delete(w);
     const slot = this.slots.get(w) ?? 0;
     this.slots.delete(w);
@@ -129,12 +138,14 @@ class Supervisor {
     this.draining = true;
     this.log.info({ signal, drainMs: this.s.drainTimeoutMs }, 'draining');
     const msg: ToWorker = { t: 'drain' };
-    for (const w of workers()) w.send(msg);
+    // A worker whose channel already closed is draining on its own ("primary gone").
+    for (const w of workers()) if (w.isConnected()) w.send(msg);
     if (workers().length === 0) this.onFinished();
     // Backstop: a worker that hangs past its own drain deadline is killed.
     setTimeout(() => {
       this.log.error('workers did not stop after the drain timeout; killing them');
       this.killAll();
+      process.exit(1);
     }, this.s.drainTimeoutMs + 5_000).unref();
   }
 

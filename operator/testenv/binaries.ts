@@ -25,7 +25,10 @@ export function binDir(cache = process.env.TPFLEET_CACHE ?? join(homedir(), '.ca
  * built (build.sh keeps a copy as <name>.gomod): its version was bumped, so rebuild.
  */
 function staleSibling(dir: string, name: string): boolean {
-  const mod = join(toolsDir, name, 'go.mod');
+  // A `module` file names the sibling whose go.mod this tool builds from (tools/k8s/build.sh).
+  const redirect = join(toolsDir, name, 'module');
+  const modDir = existsSync(redirect) ? readFileSync(redirect, 'utf8').trim() : name;
+  const mod = join(toolsDir, modDir, 'go.mod');
   if (!existsSync(mod)) return false;
   const stamp = join(dir, `${name}.gomod`);
   return !existsSync(stamp) || readFileSync(stamp, 'utf8') !== readFileSync(mod, 'utf8');

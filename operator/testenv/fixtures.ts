@@ -68,3 +68,28 @@ export async function setNodeReady(c: KubeClient, name: string, ready: boolean):
     message: 'set by the test as the kubelet would', lastHeartbeatTime: now, lastTransitionTime: now,
   }] } });
 }
+
+/**
+ * Plays the DaemonSet controller and kubelets for the leave DaemonSet (neither runs here): every
+ * node labelled "leaving" for this object gets a Ready leave pod from the DaemonSet's template
+ * (as if its cleanup init container had finished), and a node no longer leaving loses its pod.
+ * Returns the nodes still labelled "leaving".
+ */
+export async function completeLeaves(c: KubeClient, ns: string, tpName: string, label: string, ready = (_node: string) => true): Promise<string[]> {
+  type Tmpl = { spec: { selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string> }; spec: Record<string, unknown> } } };
+  const ds = await c.get<KubeObject & Tmpl>(`/apis/apps/v1/namespaces/${ns}/daemonsets/${tpName}-leave`);
+  if (!ds) return [];
+  const leaving = (await c.list('/api/v1/nodes', { labelSelector: `${label}=leaving` })).items.map((n) => n.metadata.name).sort();
+  const selector = Object.entries(ds.spec.selector.matchLabels).map(([k, v]) => `${k}=${v}`).join(',');
+  const pods = (await c.list(`/api/v1/namespaces/${ns}/pods`, { labelSelector: selector })).items as (KubeObject & { spec: { nodeName: string } })[];
+  // Grace 0: no kubelet here to confirm a graceful deletion.
+  for (const p of pods) if (!leaving.includes(p.spec.nodeName)) await c.delete(`/api/v1/namespaces/${ns}/pods/${p.metadata.name}`, { gracePeriodSeconds: '0' });
+  for (const node of leaving) {
+    if (!ready(node) || pods.some((p) => p.spec.nodeName === node)) continue;
+    const name = `${tpName}-leave-${node}`;
+    await c.create(`/api/v1/namespaces/${ns}/pods`, { apiVersion: 'v1', kind: 'Pod', metadata: { name, labels: ds.spec.template.metadata.labels },
+      spec: { ...ds.spec.template.spec, nodeName: node } });
+    await c.mergePatch(`/api/v1/namespaces/${ns}/pods/${name}/status`, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } });
+  }
+  return leaving;
+}

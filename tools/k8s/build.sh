@@ -31,9 +31,12 @@ version_ldflags() {
 # Sibling tools modules (tools/k8s/<name>/go.mod + a one-line `package` file naming the main
 # package) carry their own k8s.io pins (kwok, helm, the custom-metrics adapter). Their binary is
 # rebuilt when that go.mod changes (stamp <name>.gomod beside it), so a version bump is picked up.
+# A tool with a `module` file (one word: another sibling's directory) builds from that module:
+# containerd's shim and ctr share containerd's go.mod, with no copy to keep in step.
 build_sibling() {
   local name=$1 dir="$here/$1" pkg
   pkg=$(tr -d '[:space:]' <"$dir/package")
+  if [ -f "$dir/module" ]; then dir="$here/$(tr -d '[:space:]' <"$dir/module")"; fi
   if [ -x "$bin/$name" ] && cmp -s "$dir/go.mod" "$bin/$name.gomod"; then return 0; fi
   echo "build.sh: building $name ($pkg, module tools/k8s/$name) into $bin" >&2
   local start=$SECONDS
@@ -45,7 +48,7 @@ build_sibling() {
 
 cd "$here"
 for name in "$@"; do
-  if [ -f "$here/$name/package" ] && [ -f "$here/$name/go.mod" ]; then build_sibling "$name"; continue; fi
+  if [ -f "$here/$name/package" ] && { [ -f "$here/$name/go.mod" ] || [ -f "$here/$name/module" ]; }; then build_sibling "$name"; continue; fi
   pkg=${TOOL_PKG[$name]:-}
   [ -n "$pkg" ] || { echo "build.sh: unknown binary '$name' (known: ${!TOOL_PKG[*]} and tools/k8s/*/package)" >&2; exit 2; }
   [ -x "$bin/$name" ] && continue

@@ -1,1 +1,0 @@
-../containerd/go.mod
