@@ -90,7 +90,7 @@ async function withSidecar(name: string, proxy: object, affinity: object | undef
     await check(JSON.parse(line) as Listening, p);
     // Exit 0 on SIGTERM (a clean drain), well within the 30 s drain timeout: three processes tearing
     // down under a loaded CI machine took over 5 s once.
-    assert.equal(await p.stop(15_000), 0);
+    assert.equal(await p.stop(15_000), 0, `the sidecar did not exit 0 on SIGTERM; its output:\n${p.output().slice(-3000)}`);
   } finally {
     await p?.stop(500);
     await sh(['ip', 'netns', 'del', ns], { allowFail: true });

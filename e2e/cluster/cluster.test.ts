@@ -14,13 +14,21 @@ import { installChart, type Installed } from './install.ts';
 import { kindProvider } from './kind.ts';
 import { kubectl, kubectlJson, waitFor } from './kube.ts';
 import { localProvider } from './local.ts';
+import { localRealProvider } from './local-real.ts';
 import type { BuiltImage, Cluster, Provider } from './provider.ts';
-import { nodeNetState, probe, sidecarAccepted, startServer } from './traffic.ts';
+import { longestGap, nodeNetState, probe, sidecarAccepted, startProber, startServer, TUNED_SYSCTLS } from './traffic.ts';
 
 const KIND_CONFIG = join(import.meta.dirname, '..', '..', 'kind-config.yaml');
 const TP = 'e2e';
 const CANDIDATE = 'tpfleet.io/proxy-candidate';
 const METRICS_PORT = 15190;
+const DRAIN_MS = 2000;
+/**
+ * The documented bound (docs/operator.md, "Rollouts"): while a node's proxy pod is replaced, new
+ * connections there wait (FailClosed) for at most the old sidecar's drain plus the new pod's start
+ * (init apply, sidecar ready), bounded at 15 s on top of proxy.timeouts.drain.
+ */
+const ROLLOUT_GAP_BOUND_MS = DRAIN_MS + 15_000;
 const root = process.getuid?.() === 0;
 
 interface Pod { metadata: { name: string; annotations?: Record<string, string> }; spec: { nodeName?: string }; status: { conditions?: { type: string; status: string }[] } }
@@ -32,16 +40,14 @@ function transparentProxy(ns: string, replicas: number) {
     spec: {
       nodeSelector: { [CANDIDATE]: 'true' }, replicas,
       interception: { ports: [{ port: 8080 }], failurePolicy: 'FailClosed' },
-      proxy: { keepClientIp: true, metricsPort: METRICS_PORT, timeouts: { drain: '2s' } },
+      proxy: { keepClientIp: true, metricsPort: METRICS_PORT, timeouts: { drain: `${DRAIN_MS / 1000}s` } },
+      // Per-network-namespace sysctls, so on local-real they change the node, never the machine.
+      tuning: { sysctls: { overrides: { [TUNED_SYSCTLS[0]!]: 8192, [TUNED_SYSCTLS[1]!]: 17 } } },
     },
   };
 }
 
-// local-real (real kubelets, e2e/cluster/local-real.ts) passes every step of this suite except the
-// scale-in cleanup: a node leaving the active set keeps its rules (ADR 0006 `leaveNode`, issue 6 is
-// open with the fix on branch wip/leave-node). It joins this list when that lands; its own
-// self-test (local-real.test.ts) runs in CI meanwhile.
-for (const provider of [kindProvider, localProvider] as Provider[]) {
+for (const provider of [kindProvider, localProvider, localRealProvider] as Provider[]) {
   describe(`cluster e2e on the ${provider.name} provider`, { concurrency: false }, async () => {
     const reason = root ? await provider.unavailable() : 'not root';
     if (reason) {
@@ -52,7 +58,15 @@ for (const provider of [kindProvider, localProvider] as Provider[]) {
     let c: Cluster, inst: Installed, images: { operator: BuiltImage; node: BuiltImage };
     let candidates: string[] = [], workload = '';
     const before0 = new Map<string, string>();
-    const fleetPods = async () => (await kubectlJson<{ items: Pod[] }>(c, ['get', 'pods', '-n', inst.fleetNamespace, '-l', `app.kubernetes.io/instance=${TP}`])).items;
+    // The proxy pods only (the leave DaemonSet's pods carry app.kubernetes.io/name=tpfleet-leave).
+    const fleetPods = async () => (await kubectlJson<{ items: Pod[] }>(c, ['get', 'pods', '-n', inst.fleetNamespace, '-l', `app.kubernetes.io/name=tpfleet,app.kubernetes.io/instance=${TP}`])).items;
+    let serverTarget = '';
+    /** Waits until `node` is back to its state before install (rules, routes, sysctls): it has left. */
+    const restored = (node: string) => waitFor(`${node} restored as before install`, async () => {
+      const now = await nodeNetState(c, node);
+      if (now !== before0.get(node)) throw new Error(`${node} still differs`);
+      return true;
+    }, 120_000);
     const tp = () => kubectlJson(c, ['get', 'transparentproxy', '-n', inst.fleetNamespace, TP]);
     const activeNodes = async () => {
       const nodes = await kubectlJson<{ items: { metadata: { name: string; labels: Record<string, string> } }[] }>(c, ['get', 'nodes']);
@@ -122,6 +136,8 @@ for (const provider of [kindProvider, localProvider] as Provider[]) {
       // the rules are looked for in the whole ruleset, not in one backend's table.
       const ruleset = await c.nodeExec!(node, ['nft', 'list', 'ruleset']);
       assert.match(ruleset, /tproxy/i, 'the node agent installed our rules on the node');
+      assert.equal((await c.nodeExec!(node, ['sysctl', '-n', ...TUNED_SYSCTLS])).trim().split(/\s+/).join(' '), '8192 17', 'spec.tuning reached the node');
+      serverTarget = `${host}:8080`;
       const n0 = await sidecarAccepted(c, inst.fleetNamespace, proxyPod, METRICS_PORT);
       const saw = await probe(c, 'default', node, inst.nodeImage, `${host}:8080`, 'a');
       assert.equal(saw.dst, `${serverIp}:8080`, 'the server saw the original destination');
@@ -131,11 +147,46 @@ for (const provider of [kindProvider, localProvider] as Provider[]) {
       assert.equal(await sidecarAccepted(c, inst.fleetNamespace, proxyPod, METRICS_PORT), n0 + 1, 'port 9090 is not intercepted: it bypassed the sidecar');
     });
 
-    it('kubectl scale --replicas=2 activates the second candidate node', async () => {
+    it('a spec change rolls the proxy pod; on real nodes new connections wait no longer than the documented bound', async () => {
+      const [node] = await activeNodes();
+      const old = (await fleetPods()).find((p) => p.spec.nodeName === node)!;
+      const prober = c.capabilities.realDataPath ? await startProber(c, 'default', node!, inst.nodeImage, serverTarget, 45) : undefined;
+      if (prober) await new Promise((r) => setTimeout(r, 3000)); // intercepted before the change
+      await kubectl(c, ['patch', 'transparentproxy', TP, '-n', inst.fleetNamespace, '--type=merge', '-p', JSON.stringify({ spec: { proxy: { timeouts: { idle: '301s' } } } })]);
+      await waitFor('the proxy pod to be replaced', async () => {
+        const pods = await fleetPods();
+        return pods.some((p) => p.spec.nodeName === node && p.metadata.name !== old.metadata.name && ready(p)) || undefined;
+      }, 120_000);
+      await settle(1);
+      const fresh = (await fleetPods()).find((p) => p.spec.nodeName === node)!;
+      assert.notEqual(fresh.metadata.annotations?.['tpfleet.io/config-hash'], old.metadata.annotations?.['tpfleet.io/config-hash']);
+      if (!prober) return;
+      const results = await prober.results();
+      const gap = longestGap(results);
+      process.stdout.write(`cluster e2e: rollout gap for new connections on ${node}: ${gap} ms (bound ${ROLLOUT_GAP_BOUND_MS} ms; ${results.length} attempts)\n`);
+      assert.ok(results.filter((r) => r.ok).length > 100, 'the prober got through before and after the rollout');
+      assert.ok(results.at(-1)!.ok && results[0]!.ok, 'answered at the start and at the end');
+      assert.ok(gap <= ROLLOUT_GAP_BOUND_MS, `gap ${gap} ms > ${ROLLOUT_GAP_BOUND_MS} ms`);
+      // After the swap, connections are intercepted again (not merely answered): the new sidecar counts them.
+      const n = await sidecarAccepted(c, inst.fleetNamespace, fresh.metadata.name, METRICS_PORT);
+      assert.ok(n > 0, 'the new sidecar carries new connections');
+    });
+
+    it('kubectl scale --replicas=2 activates the second candidate node; back to 1, the node that left is restored exactly', async () => {
       await kubectl(c, ['scale', 'transparentproxy', TP, '-n', inst.fleetNamespace, '--replicas=2']);
       assert.deepEqual(await settle(2), candidates);
       await kubectl(c, ['scale', 'transparentproxy', TP, '-n', inst.fleetNamespace, '--replicas=1']);
-      await settle(1);
+      const [stays] = await settle(1);
+      const left = candidates.find((n) => n !== stays)!;
+      if (c.capabilities.realDataPath) {
+        // Rules, routes and sysctls as before install, while the other node still intercepts.
+        await restored(left);
+        assert.notEqual(await nodeNetState(c, stays!), before0.get(stays!), `${stays} still intercepts`);
+      }
+      await waitFor(`${left} to lose its activation label`, async () => {
+        const n = await kubectlJson(c, ['get', 'node', left]);
+        return n.metadata.labels?.[activeLabelKey(inst.fleetNamespace, TP)] === undefined || undefined;
+      }, 120_000);
     });
 
     it('the HPA scales the active nodes on connections per proxy (custom metrics API)', async (t) => {

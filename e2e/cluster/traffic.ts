@@ -12,6 +12,38 @@ const CLIENT_JS = `const net=require('net');const t=process.env.TARGET;const i=t
 
 export interface Saw { src: string; dst: string }
 
+/**
+ * Connects to $TARGET every 100 ms for $SECONDS (each attempt times out after 1 s, so attempts
+ * overlap) and prints one JSON line per attempt: start time (ms) and whether the server answered.
+ */
+const PROBER_JS = `const net=require('net');const t=process.env.TARGET;const i=t.lastIndexOf(':');const end=Date.now()+1000*+process.env.SECONDS;let open=0;const one=()=>{const at=Date.now();open++;const s=net.connect(+t.slice(i+1),t.slice(0,i));let d='';const done=ok=>{if(s.done)return;s.done=1;s.destroy();console.log(JSON.stringify({at,ok}));if(--open===0&&Date.now()>=end)process.exit(0)};s.setTimeout(1000,()=>done(false));s.on('data',b=>d+=b);s.on('end',()=>done(d.includes('dst')));s.on('error',()=>done(false))};const tick=()=>{if(Date.now()>=end)return;one();setTimeout(tick,100)};tick();`;
+
+export interface Prober { name: string; results(): Promise<{ at: number; ok: boolean }[]> }
+
+/** Starts a prober pod on `node` (runs `seconds`); results() waits for it to finish and parses its log. */
+export async function startProber(c: Cluster, ns: string, node: string, image: string, target: string, seconds: number): Promise<Prober> {
+  const name = 'tpfleet-e2e-prober';
+  await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod(name, ns, node, image, PROBER_JS, { TARGET: target, SECONDS: String(seconds) })));
+  await waitFor('the prober pod to run', async () => (await kubectlJson(c, ['get', 'pod', '-n', ns, name])).status?.phase === 'Running' || undefined, 120_000);
+  return {
+    name,
+    async results() {
+      await waitFor('the prober to finish', async () => (await kubectlJson(c, ['get', 'pod', '-n', ns, name])).status?.phase === 'Succeeded' || undefined, (seconds + 60) * 1000);
+      const lines = (await kubectl(c, ['logs', '-n', ns, name])).trim().split('\n');
+      await kubectl(c, ['delete', 'pod', '-n', ns, name, '--wait=false']);
+      return lines.map((l) => JSON.parse(l) as { at: number; ok: boolean }).sort((a, b) => a.at - b.at);
+    },
+  };
+}
+
+/** The longest time (ms) between the starts of two consecutive answered attempts. */
+export function longestGap(results: { at: number; ok: boolean }[]): number {
+  const ok = results.filter((r) => r.ok).map((r) => r.at);
+  let gap = 0;
+  for (let k = 1; k < ok.length; k++) gap = Math.max(gap, ok[k]! - ok[k - 1]!);
+  return gap;
+}
+
 function pod(name: string, ns: string, node: string, image: string, js: string, env: Record<string, string> = {}) {
   return {
     apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: ns, labels: { app: name } },
@@ -63,12 +95,16 @@ export async function sidecarAccepted(c: Cluster, ns: string, pod: string, metri
   return Number(m[1]);
 }
 
-/** A node's interception state: nft ruleset, ip rules and the routes of every table. */
+/** Sysctls the suite's TransparentProxy tunes (per network namespace, so per node here). */
+export const TUNED_SYSCTLS = ['net.core.somaxconn', 'net.ipv4.tcp_fin_timeout'];
+
+/** A node's interception and tuning state: nft ruleset, ip rules, the routes of every table, TUNED_SYSCTLS. */
 export async function nodeNetState(c: Cluster, node: string): Promise<string> {
   if (!c.nodeExec) throw new Error(`${c.provider}: nodeExec is not available`);
   const parts = await Promise.all([
     c.nodeExec(node, ['nft', 'list', 'ruleset']), c.nodeExec(node, ['ip', 'rule', 'show']),
     c.nodeExec(node, ['ip', '-6', 'rule', 'show']), c.nodeExec(node, ['ip', 'route', 'show', 'table', 'all']),
+    c.nodeExec(node, ['sysctl', ...TUNED_SYSCTLS]),
   ]);
   // Compared before install and after delete: packet counters of the node's other rules move
   // with any traffic, and pod veths (the operator's or the test's own pods) come and go with
