@@ -6,7 +6,7 @@ import type { NodeConfig } from '../api/nodeconfig.ts';
 import { findBinaries, readIpRules, readRoutes, readRpSysctls } from './facts.ts';
 import {
   iptApply, iptCheck, iptRemove, iptRestore, iptVerify, iptWriteGate, legacyMangleInitialized,
-  nftMangleExists, readMangle, removeNftMangleIfOursAndEmpty,
+  nftMangleExists, nftPreroutingExists, readMangle, removeNftMangleIfOursAndEmpty,
 } from './filter-ipt.ts';
 import { nftApply, nftCapture, nftCheck, nftRemove, nftRestore, nftVerify, nftWriteGate, type Mutator } from './filter-nft.ts';
 import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
@@ -59,9 +59,12 @@ const sameInstall = (s: AgentState, p: Plan) => s.backend === p.backend &&
 
 /** What existed before our first apply; recorded before anything is changed. */
 async function initialState(plan: Plan): Promise<AgentState> {
-  const state: AgentState = { version: 1, backend: plan.backend, families: plan.families, routing: [], before: { nftMangle: {}, legacyMangle: {} } };
+  const state: AgentState = { version: 1, backend: plan.backend, families: plan.families, routing: [], before: { nftMangle: {}, nftPrerouting: {}, legacyMangle: {} } };
   for (const f of plan.families) {
-    if (plan.backend === 'iptables-nft') state.before.nftMangle[f] = await nftMangleExists(f);
+    if (plan.backend === 'iptables-nft') {
+      state.before.nftMangle[f] = await nftMangleExists(f);
+      state.before.nftPrerouting![f] = await nftPreroutingExists(f);
+    }
     if (plan.backend === 'iptables-legacy') state.before.legacyMangle[f] = legacyMangleInitialized(f);
   }
   for (const r of plan.routing) {
@@ -154,7 +157,7 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
     const errors = await rollback(plan, undo, mutate, opts.log);
     if (fresh && errors.length === 0 && !opts.dryRun) {
       if (plan.backend === 'iptables-nft') {
-        for (const f of plan.families) await removeNftMangleIfOursAndEmpty(f, state!.before.nftMangle[f] ?? true, mutate);
+        for (const f of plan.families) await removeNftMangleIfOursAndEmpty(f, state!.before, mutate);
       }
       removeState(opts.stateDir);
     }
@@ -170,7 +173,7 @@ async function cleanupState(state: AgentState, opts: ExecOptions): Promise<void>
   else {
     for (const f of state.families) await iptRemove(state.backend, f, mutate);
     if (state.backend === 'iptables-nft') {
-      for (const f of state.families) await removeNftMangleIfOursAndEmpty(f, state.before.nftMangle[f] ?? true, mutate);
+      for (const f of state.families) await removeNftMangleIfOursAndEmpty(f, state.before, mutate);
     }
   }
   for (const r of state.routing) {

@@ -7,6 +7,7 @@ import type { Mutator } from './filter-nft.ts';
 import { nftTableIsEmpty, parseIptablesSave, type SavedTable } from './parse.ts';
 import { binaries, CHAIN_PREFIX, iptablesGateDocument } from './render-ipt.ts';
 import { run, runOk } from './run.ts';
+import type { AgentState } from './state.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant } from './types.ts';
 
 /**
@@ -92,12 +93,22 @@ export async function nftMangleExists(f: Family): Promise<boolean> {
   return (await run(['nft', 'list', 'table', nftFamily(f), 'mangle'])).code === 0;
 }
 
+export async function nftPreroutingExists(f: Family): Promise<boolean> {
+  return (await run(['nft', 'list', 'chain', nftFamily(f), 'mangle', 'PREROUTING'])).code === 0;
+}
+
 /**
- * iptables-nft creates nft `table ip[6] mangle` on first use. When it did not exist before our
- * first apply and holds nothing now (base chains only, no rules, policy accept), remove it.
+ * iptables-nft creates nft `table ip[6] mangle` on first use, and its base chain PREROUTING with
+ * our hook rule. What did not exist before our first apply and holds nothing now (no rules, policy
+ * accept) is removed: the chain, then the table. Kubelet's mangle chains (KUBE-*) often make the
+ * table exist without PREROUTING, so the chain is judged on its own.
  */
-export async function removeNftMangleIfOursAndEmpty(f: Family, existedBefore: boolean, mutate: Mutator): Promise<void> {
-  if (existedBefore) return;
+export async function removeNftMangleIfOursAndEmpty(f: Family, before: AgentState['before'], mutate: Mutator): Promise<void> {
+  if (before.nftPrerouting?.[f] === false) {
+    const c = await run(['nft', '-j', 'list', 'chain', nftFamily(f), 'mangle', 'PREROUTING']);
+    if (c.code === 0 && nftTableIsEmpty(c.stdout)) await mutate(['nft', 'delete', 'chain', nftFamily(f), 'mangle', 'PREROUTING']);
+  }
+  if (before.nftMangle[f] ?? true) return;
   const r = await run(['nft', '-j', 'list', 'table', nftFamily(f), 'mangle']);
   if (r.code !== 0 || !nftTableIsEmpty(r.stdout)) return;
   await mutate(['nft', 'delete', 'table', nftFamily(f), 'mangle']);

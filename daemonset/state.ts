@@ -28,6 +28,9 @@ export interface AgentState {
   before: {
     /** iptables-nft: did nft `table ip mangle` / `table ip6 mangle` exist before our first apply? */
     nftMangle: Partial<Record<Family, boolean>>;
+    /** iptables-nft: did its base chain PREROUTING exist in that table? (our hook rule creates it;
+     *  kubelet's own mangle chains mean the table often exists without it). Absent in old state: true. */
+    nftPrerouting?: Partial<Record<Family, boolean>>;
     /** iptables-legacy: was the mangle table initialized? (it cannot be removed again, see ADR 0003) */
     legacyMangle: Partial<Record<Family, boolean>>;
   };

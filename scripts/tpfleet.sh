@@ -2,7 +2,7 @@
 # Entry point behind the npm scripts. Works straight after `git clone` with the machine's own npm:
 # it first runs the bootstrap (packages, Node LTS, npm deps, native addon), then the command.
 set -euo pipefail
-cmd=${1:?usage: tpfleet.sh test|demo|bench|gen|typecheck [args]}; shift
+cmd=${1:?usage: tpfleet.sh test|demo|demo-netns|cluster|bench|gen|typecheck|node [args]}; shift
 # shellcheck source=bootstrap.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$REPO_ROOT"
@@ -16,7 +16,10 @@ case "$cmd" in
     if [ $# -eq 0 ]; then set -- '**/*.test.ts'; fi
     exec "$NODE" "${TSX[@]}" --test --test-concurrency=1 --test-reporter=spec "$@"
     ;;
-  demo) exec "$NODE" "${TSX[@]}" e2e/demo.ts "$@" ;;
+  # The product on its default: the local-real cluster (started if needed, left running).
+  demo) exec "$NODE" "${TSX[@]}" e2e/cluster/demo.ts "$@" ;;
+  demo-netns) exec "$NODE" "${TSX[@]}" e2e/demo.ts "$@" ;;
+  cluster) exec "$NODE" "${TSX[@]}" e2e/cluster/up.ts "$@" ;;
   bench) exec "$NODE" "${TSX[@]}" e2e/bench/dataplane.ts "$@" ;;
   gen) exec "$NODE" "${TSX[@]}" operator/gen/main.ts "$@" ;;
   typecheck) exec "$NODE" node_modules/typescript/bin/tsc --noEmit -p . ;;

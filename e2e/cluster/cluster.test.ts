@@ -26,9 +26,9 @@ const DRAIN_MS = 2000;
 /**
  * The documented bound (docs/operator.md, "Rollouts"): while a node's proxy pod is replaced, new
  * connections there wait (FailClosed) for at most the old sidecar's drain plus the new pod's start
- * (init apply, sidecar ready), bounded at 15 s on top of proxy.timeouts.drain.
+ * (init apply, sidecar ready): proxy.timeouts.drain + 10 s.
  */
-const ROLLOUT_GAP_BOUND_MS = DRAIN_MS + 15_000;
+const ROLLOUT_GAP_BOUND_MS = DRAIN_MS + 10_000;
 const root = process.getuid?.() === 0;
 
 interface Pod { metadata: { name: string; annotations?: Record<string, string> }; spec: { nodeName?: string }; status: { conditions?: { type: string; status: string }[] } }

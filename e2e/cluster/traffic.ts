@@ -5,6 +5,8 @@
 import { kubectl, kubectlJson, waitFor } from './kube.ts';
 import type { Cluster } from './provider.ts';
 
+type Kube = Pick<Cluster, 'kubeconfigPath'>;
+
 /** Listens on 8080 (intercepted) and 9090 (not): answers each connection with {"src","dst"}. */
 const SERVER_JS = `const net=require('net');for(const p of [8080,9090])net.createServer(s=>{s.end(JSON.stringify({src:s.remoteAddress+':'+s.remotePort,dst:s.localAddress+':'+s.localPort})+'\\n')}).listen(p,'::');`;
 /** Connects to $TARGET (host:port), prints the server's line, exits non-zero on failure. */
@@ -21,7 +23,7 @@ const PROBER_JS = `const net=require('net');const t=process.env.TARGET;const i=t
 export interface Prober { name: string; results(): Promise<{ at: number; ok: boolean }[]> }
 
 /** Starts a prober pod on `node` (runs `seconds`); results() waits for it to finish and parses its log. */
-export async function startProber(c: Cluster, ns: string, node: string, image: string, target: string, seconds: number): Promise<Prober> {
+export async function startProber(c: Kube, ns: string, node: string, image: string, target: string, seconds: number): Promise<Prober> {
   const name = 'tpfleet-e2e-prober';
   await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod(name, ns, node, image, PROBER_JS, { TARGET: target, SECONDS: String(seconds) })));
   await waitFor('the prober pod to run', async () => (await kubectlJson(c, ['get', 'pod', '-n', ns, name])).status?.phase === 'Running' || undefined, 120_000);
@@ -59,7 +61,7 @@ function pod(name: string, ns: string, node: string, image: string, js: string, 
 }
 
 /** Starts the server pod on `node`; resolves with its pod IP once it is Running. */
-export async function startServer(c: Cluster, ns: string, node: string, image: string): Promise<string> {
+export async function startServer(c: Kube, ns: string, node: string, image: string): Promise<string> {
   await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod('tpfleet-e2e-server', ns, node, image, SERVER_JS)));
   return waitFor('the server pod to run', async () => {
     const p = await kubectlJson(c, ['get', 'pod', '-n', ns, 'tpfleet-e2e-server']);
@@ -68,7 +70,7 @@ export async function startServer(c: Cluster, ns: string, node: string, image: s
 }
 
 /** Runs one client pod on `node` against `target` and returns what the server saw (or throws). */
-export async function probe(c: Cluster, ns: string, node: string, image: string, target: string, id: string): Promise<Saw & { clientIp: string }> {
+export async function probe(c: Kube, ns: string, node: string, image: string, target: string, id: string): Promise<Saw & { clientIp: string }> {
   const name = `tpfleet-e2e-client-${id}`;
   await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod(name, ns, node, image, CLIENT_JS, { TARGET: target })));
   try {
@@ -88,7 +90,7 @@ export async function probe(c: Cluster, ns: string, node: string, image: string,
 }
 
 /** Connections the sidecar on `pod` accepted (its /metrics through the API server's pod proxy). */
-export async function sidecarAccepted(c: Cluster, ns: string, pod: string, metricsPort: number): Promise<number> {
+export async function sidecarAccepted(c: Kube, ns: string, pod: string, metricsPort: number): Promise<number> {
   const text = await kubectl(c, ['get', '--raw', `/api/v1/namespaces/${ns}/pods/${pod}:${metricsPort}/proxy/metrics`]);
   const m = /^tpfleet_proxy_connections_accepted_total(?:\{[^}]*\})? (\d+(?:\.\d+)?)$/m.exec(text);
   if (!m) throw new Error(`no tpfleet_proxy_connections_accepted_total in the metrics of ${pod}`);
