@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
 import { KubeClient, type KubeObject } from './kube/client.ts';
-import { CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION } from './render/names.ts';
-import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
+import { activeLabelKey, CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION } from './render/names.ts';
+import { completeLeaves, createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from './testenv/operator.ts';
 import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
 
@@ -144,6 +144,29 @@ test('deletion: the finalizer switches the fleet to cleanup mode and waits for t
   // aggregates that into this status (written here as it would).
   await writeDaemonSetStatus('web', 2, 2);
   await waitFor('TransparentProxy gone', async () => (await tp('web')) === undefined);
+});
+
+test('deletion also waits for a node still leaving after a scale-in, then clears its label', async () => {
+  const label = activeLabelKey(NS, 'shrink');
+  const labelOf = async (n: string) => (await get(`/api/v1/nodes/${n}`))?.metadata.labels?.[label];
+  await createTp('shrink', { replicas: 2 });
+  await waitFor('two active nodes', async () => (await labelOf('n1')) === 'true' && (await labelOf('n2')) === 'true');
+  await c.mergePatch(tpPath(NS, 'shrink'), { spec: { replicas: 1 } });
+  const leaving = await waitFor('one node leaving', async () => {
+    const l = [(await labelOf('n1')) === 'leaving' && 'n1', (await labelOf('n2')) === 'leaving' && 'n2'].filter(Boolean);
+    return l.length === 1 && (l[0] as string);
+  });
+  await c.delete(tpPath(NS, 'shrink'));
+  await waitFor('cleanup mode', async () => (await ds('shrink'))?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup');
+  await writeDaemonSetStatus('shrink', 1, 1); // the active node has cleaned up
+  const t = await waitFor('waiting for the leaving node', async () => {
+    const o = await tp('shrink');
+    return cond(o, 'Progressing')?.message === '1 of 2 nodes still removing their rules' && o;
+  });
+  assert.ok(t.metadata.deletionTimestamp);
+  assert.deepEqual(await completeLeaves(c, NS, 'shrink', label), [leaving], 'its leave pod now reports done');
+  await waitFor('TransparentProxy gone', async () => (await tp('shrink')) === undefined);
+  assert.equal(await labelOf(leaving), undefined, 'no label is left behind');
 });
 
 test('deletion does not hang forever: after --cleanup-timeout the finalizer goes anyway', async () => {
