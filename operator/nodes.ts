@@ -66,6 +66,8 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
   const labeled = withLabel('true'), leaving = withLabel(LEAVING);
   if (!spec || spec.replicas === undefined) {
     // Every candidate is active (or the object is gone): no node leaves, every label just goes.
+    // Known limit: a node still "leaving" becomes active at once, so its leave pod's cleanup can
+    // race the new pod's apply (both idempotent; a re-apply by the next rollout repairs it).
     const all = spec ? candidates(nodes, spec.nodeSelector, spec.tolerations) : [];
     const finish = async () => { for (const node of [...labeled, ...leaving].sort()) await setLabel(ctx, node, key, false); };
     return { active: all, candidates: all.length, leaving: () => [], finish };

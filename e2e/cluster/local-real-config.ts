@@ -101,10 +101,11 @@ export function kubeletConfig(n: NodePaths, taints: { key: string; effect: strin
     cgroupDriver: 'cgroupfs', cgroupRoot: n.cgroupRoot, cgroupsPerQOS: true,
     // This VM (and many CI hosts) still has cgroup v1; kubelet 1.35+ refuses it unless told.
     failCgroupV1: false, failSwapOn: false,
-    // The harness's API server has no kubelet client certificate, so `kubectl logs` reaches the
-    // kubelet anonymously; the kubelet listens only on its namespace's veth of a throwaway node.
-    authentication: { anonymous: { enabled: true }, webhook: { enabled: false }, x509: { clientCAFile: n.caCert } },
-    authorization: { mode: 'AlwaysAllow' },
+    // As a production kubelet: no anonymous access; clients are the API server (its kubelet client
+    // certificate, signed by the cluster CA) or bearer tokens the API server reviews; every request
+    // is authorized by the API server (SubjectAccessReview, allowed to nodes by system:node).
+    authentication: { anonymous: { enabled: false }, webhook: { enabled: true, cacheTTL: '30s' }, x509: { clientCAFile: n.caCert } },
+    authorization: { mode: 'Webhook', webhook: { cacheAuthorizedTTL: '30s', cacheUnauthorizedTTL: '5s' } },
     containerRuntimeEndpoint: `unix://${n.socket}`,
     podLogsDir: nodePaths(n.dir).podLogs,
     serverTLSBootstrap: false, rotateCertificates: false,

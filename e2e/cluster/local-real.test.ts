@@ -79,6 +79,15 @@ describe('the local-real cluster provider', { concurrency: false }, async () => 
     await assert.rejects(c.nodeExec!('tpfleet-e2e-control-plane', ['true']), /not a real node/);
   });
 
+  it('the kubelet refuses anonymous requests, and the API server reaches it with its own client certificate', async () => {
+    const node = c.real[0]!;
+    const code = await c.nodeExec!(node.name, ['curl', '-sk', '-o', '/dev/null', '-w', '%{http_code}', `https://${node.net.nsIp}:10250/pods`]);
+    assert.equal(code.trim(), '401', 'anonymous: Unauthorized');
+    // kubectl logs goes API server -> kubelet (kube-apiserver-kubelet-client, authorized by webhook).
+    // A refused kubelet request makes kubectl fail naming Unauthorized or Forbidden.
+    await assert.doesNotReject(kubectl(c, ['logs', 'lr-host']));
+  });
+
   it('delete() leaves no process, mount, cgroup, namespace, route or directory behind', async () => {
     const { pids, dir } = c, nss = c.real.map((n) => n.net.ns), roots = c.real.map((n) => n.paths.cgroupRoot), cidrs = c.real.map((n) => n.paths.podCidr);
     await c.delete();

@@ -137,13 +137,18 @@ function runKubectl(bin: string, args: string[]): Promise<string> {
 }
 
 /** Flags for the aggregation layer: the API server authenticates to aggregated servers as front-proxy-client. */
-async function aggregatorArgs(dir: string): Promise<string[]> {
+async function aggregatorArgs(dir: string, pki: TestPki): Promise<string[]> {
   // A CA of its own, as kubeadm does: only this CA's front-proxy-client may assert user headers.
   const front = new TestPki(join(dir, 'front-proxy'), 'tpfleet-testenv-front-proxy-ca');
   mkdirSync(front.dir);
   await front.init();
   const client = await front.client('front-proxy-client');
+  // The API server's identity towards kubelets (logs, exec, port-forward, pod proxy), as kubeadm's
+  // apiserver-kubelet-client: the kubelets of local-real authenticate it by the cluster CA and ask
+  // the API server whether it may (webhook authorization); nothing reaches a kubelet anonymously.
+  const kubelet = await pki.client('kube-apiserver-kubelet-client', ['system:masters']);
   return [
+    `--kubelet-client-certificate=${kubelet.cert}`, `--kubelet-client-key=${kubelet.key}`,
     `--requestheader-client-ca-file=${front.caCert}`, '--requestheader-allowed-names=front-proxy-client',
     '--requestheader-username-headers=X-Remote-User', '--requestheader-group-headers=X-Remote-Group',
     '--requestheader-extra-headers-prefix=X-Remote-Extra-', '--requestheader-uid-headers=X-Remote-Uid',
@@ -185,7 +190,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     // No controller-manager runs in the bare harness, so nothing would create the "default"
     // service accounts the ServiceAccount admission plugin insists on; envtest disables it for
     // the same reason. The full control plane has one (the caller runs it).
-    const full = opts.fullControlPlane ? await aggregatorArgs(dir) : ['--disable-admission-plugins=ServiceAccount'];
+    const full = opts.fullControlPlane ? await aggregatorArgs(dir, pki) : ['--disable-admission-plugins=ServiceAccount'];
     const apiserver = startProcess(join(bin, 'kube-apiserver'), [
       `--etcd-servers=${etcdUrl}`, `--bind-address=${host}`, `--advertise-address=${host}`, `--secure-port=${apiPort}`,
       `--cert-dir=${join(dir, 'apiserver-certs')}`, `--tls-cert-file=${serving.cert}`, `--tls-private-key-file=${serving.key}`,
