@@ -65,12 +65,20 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
   const withLabel = (v: string) => new Set(nodes.filter((n) => n.metadata.labels?.[key] === v).map((n) => n.metadata.name));
   const labeled = withLabel('true'), leaving = withLabel(LEAVING);
   if (!spec || spec.replicas === undefined) {
-    // Every candidate is active (or the object is gone): no node leaves, every label just goes.
-    // Known limit: a node still "leaving" becomes active at once, so its leave pod's cleanup can
-    // race the new pod's apply (both idempotent; a re-apply by the next rollout repairs it).
+    // Every candidate is active: "true" labels just go. A node still leaving keeps its label
+    // until it has left (the proxy DaemonSet's affinity keeps its pods off such nodes meanwhile).
+    // The object is gone (spec undefined): nothing restores anything any more, every label goes.
     const all = spec ? candidates(nodes, spec.nodeSelector, spec.tolerations) : [];
-    const finish = async () => { for (const node of [...labeled, ...leaving].sort()) await setLabel(ctx, node, key, false); };
-    return { active: all, candidates: all.length, leaving: () => [], finish };
+    const still = new Set(spec ? leaving : []);
+    const finish = async () => {
+      const left = leftNodes(ctx.caches.pods.list(), namespace, name);
+      for (const node of [...labeled, ...leaving].sort()) {
+        if (still.has(node) && !left.has(node)) continue;
+        await setLabel(ctx, node, key, false);
+        still.delete(node);
+      }
+    };
+    return { active: all.filter((c) => !still.has(c.name)), candidates: all.length, leaving: () => [...still].sort(), finish };
   }
   const eligible = candidates(nodes, spec.nodeSelector, spec.tolerations);
   const cands = eligible.filter((c) => !leaving.has(c.name));

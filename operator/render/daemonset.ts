@@ -3,7 +3,7 @@
 import { parseDuration } from '../../api/net.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../kube/client.ts';
-import { CONFIG_HASH_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels } from './names.ts';
+import { activeLabelKey, CONFIG_HASH_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels } from './names.ts';
 
 /**
  * run: the proxy fleet. cleanup: the same DaemonSet once the object is deleted, restoring every
@@ -83,6 +83,11 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
           priorityClassName: 'system-node-critical',
           terminationGracePeriodSeconds: drainSec + 10,
           nodeSelector,
+          // Never on a node still leaving this fleet (operator/nodes.ts): its leave pod's cleanup
+          // would race this pod's apply. Matters when every candidate is active (no label selector).
+          ...(leave ? {} : { affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [
+            { matchExpressions: [{ key: activeLabelKey(tp.metadata.namespace ?? '', tp.metadata.name), operator: 'NotIn', values: ['leaving'] }] },
+          ] } } } }),
           tolerations: i.spec.tolerations ?? [],
           initContainers: [{
             name: leave ? 'agent-leave' : cleanup ? 'agent-cleanup' : 'agent-apply',

@@ -50,6 +50,12 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   assert.equal(matches(leave.spec.selector.matchLabels, run.spec.template.metadata.labels), false);
   assert.deepEqual(leave.spec.template.spec.initContainers[0].command.slice(-4), ['--wait-port', '15190', '--wait-timeout', '55']);
   assert.throws(() => renderDaemonSet({ ...input, activeLabel: undefined, mode: 'leave' }), /leave mode needs activeLabel/);
+  // Proxy pods never go to a node still leaving (its cleanup would race their apply), even when
+  // every candidate is active and no label selector applies.
+  const everyCandidate = renderDaemonSet({ ...input, activeLabel: undefined, mode: 'run' }) as any;
+  assert.deepEqual(everyCandidate.spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms,
+    [{ matchExpressions: [{ key: input.activeLabel, operator: 'NotIn', values: ['leaving'] }] }]);
+  assert.equal(leave.spec.template.spec.affinity, undefined);
   golden('service-full.yaml', renderMetricsService(tp, r.value.spec));
   golden('serviceaccount-full.yaml', renderServiceAccount(tp));
   golden('role-full.yaml', renderAgentRole(tp));
