@@ -113,10 +113,20 @@ test('tolerating a taint makes the tainted node a candidate', async () => {
 });
 
 test('omitting replicas activates every candidate; the DaemonSet drops the label before the nodes do', async () => {
+  // One node is still leaving (its leave pod not Ready yet) when the count goes away.
+  await c.mergePatch(tpPath(NS, 'edge'), { spec: { replicas: 1 } });
+  const leaving = await waitFor('a node leaving', async () => {
+    const l = (await c.list('/api/v1/nodes', { labelSelector: `${LABEL}=leaving` })).items.map((n) => n.metadata.name);
+    return l.length === 1 && l;
+  });
   const labeled = await activeNodes();
   await c.jsonPatch(tpPath(NS, 'edge'), [{ op: 'remove', path: '/spec/replicas' }]);
   await waitFor('labels cleared', async () => (await activeNodes()).length === 0);
-  const t = await waitFor('all candidates', async () => { const o = await tp(); return o?.status?.replicas === 8 && o; });
+  const mid = await waitFor('every candidate but the leaving one', async () => { const o = await tp(); return o?.status?.replicas === 7 && o; });
+  assert.deepEqual(mid.status.nodes.filter((n: { state: string }) => n.state === 'Draining').map((n: { name: string }) => n.name), leaving);
+  assert.equal((await c.get(`/api/v1/nodes/${leaving[0]}`))!.metadata.labels![LABEL], 'leaving', 'it keeps its label until it has left');
+  const t = await waitFor('all candidates', async () => { await completeLeaves(c, NS, 'edge', LABEL); const o = await tp(); return o?.status?.replicas === 8 && o; });
+  assert.equal((await c.get(`/api/v1/nodes/${leaving[0]}`))!.metadata.labels![LABEL], undefined);
   assert.equal(t.status.nodes.length, 8);
   const ds = await c.get<Obj>(`/apis/apps/v1/namespaces/${NS}/daemonsets/edge`);
   assert.equal(ds?.spec.template.spec.nodeSelector[LABEL], undefined);
