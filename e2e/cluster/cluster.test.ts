@@ -16,7 +16,7 @@ import { kubectl, kubectlJson, waitFor } from './kube.ts';
 import { localProvider } from './local.ts';
 import { localRealProvider } from './local-real.ts';
 import type { BuiltImage, Cluster, Provider } from './provider.ts';
-import { longestGap, nodeNetState, probe, sidecarAccepted, startProber, startServer, TUNED_SYSCTLS } from './traffic.ts';
+import { longestGap, nodeNetState, probe, sidecarAccepted, startProber, startServer, timeline, TUNED_SYSCTLS } from './traffic.ts';
 
 const KIND_CONFIG = join(import.meta.dirname, '..', '..', 'kind-config.yaml');
 const TP = 'e2e';
@@ -152,6 +152,7 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       const old = (await fleetPods()).find((p) => p.spec.nodeName === node)!;
       const prober = c.capabilities.realDataPath ? await startProber(c, 'default', node!, inst.nodeImage, serverTarget, 45) : undefined;
       if (prober) await new Promise((r) => setTimeout(r, 3000)); // intercepted before the change
+      const patchedAt = Date.now();
       await kubectl(c, ['patch', 'transparentproxy', TP, '-n', inst.fleetNamespace, '--type=merge', '-p', JSON.stringify({ spec: { proxy: { timeouts: { idle: '301s' } } } })]);
       await waitFor('the proxy pod to be replaced', async () => {
         const pods = await fleetPods();
@@ -163,10 +164,11 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       if (!prober) return;
       const results = await prober.results();
       const gap = longestGap(results);
-      process.stdout.write(`cluster e2e: rollout gap for new connections on ${node}: ${gap} ms (bound ${ROLLOUT_GAP_BOUND_MS} ms; ${results.length} attempts)\n`);
-      assert.ok(results.filter((r) => r.ok).length > 100, 'the prober got through before and after the rollout');
-      assert.ok(results.at(-1)!.ok && results[0]!.ok, 'answered at the start and at the end');
-      assert.ok(gap <= ROLLOUT_GAP_BOUND_MS, `gap ${gap} ms > ${ROLLOUT_GAP_BOUND_MS} ms`);
+      const seen = `answered/attempted per second since the patch: ${timeline(results, patchedAt)}`;
+      process.stdout.write(`cluster e2e: rollout gap for new connections on ${node}: ${gap} ms (bound ${ROLLOUT_GAP_BOUND_MS} ms; ${results.length} attempts; ${seen})\n`);
+      assert.ok(results.filter((r) => r.ok).length > 100, `the prober got through before and after the rollout; ${seen}`);
+      assert.ok(results.at(-1)!.ok && results[0]!.ok, `answered at the start and at the end; ${seen}`);
+      assert.ok(gap <= ROLLOUT_GAP_BOUND_MS, `gap ${gap} ms > ${ROLLOUT_GAP_BOUND_MS} ms; ${seen}`);
       // After the swap, connections are intercepted again (not merely answered): the new sidecar counts them.
       const n = await sidecarAccepted(c, inst.fleetNamespace, fresh.metadata.name, METRICS_PORT);
       assert.ok(n > 0, 'the new sidecar carries new connections');

@@ -38,12 +38,26 @@ export async function startProber(c: Kube, ns: string, node: string, image: stri
   };
 }
 
-/** The longest time (ms) between the starts of two consecutive answered attempts. */
+/**
+ * The longest time (ms) without an answered attempt: between the starts of two consecutive answered
+ * attempts, and from the first or to the last attempt (a run that never recovers is one long gap).
+ */
 export function longestGap(results: { at: number; ok: boolean }[]): number {
-  const ok = results.filter((r) => r.ok).map((r) => r.at);
+  if (results.length === 0) return Infinity;
+  const marks = [results[0]!.at, ...results.filter((r) => r.ok).map((r) => r.at), results.at(-1)!.at];
   let gap = 0;
-  for (let k = 1; k < ok.length; k++) gap = Math.max(gap, ok[k]! - ok[k - 1]!);
+  for (let k = 1; k < marks.length; k++) gap = Math.max(gap, marks[k]! - marks[k - 1]!);
   return gap;
+}
+
+/** Per second since `t0`: answered/attempted, for failure messages ("+3s 9/10"). */
+export function timeline(results: { at: number; ok: boolean }[], t0: number): string {
+  const bins = new Map<number, [number, number]>();
+  for (const r of results) {
+    const b = Math.floor((r.at - t0) / 1000), v = bins.get(b) ?? [0, 0];
+    bins.set(b, [v[0] + (r.ok ? 1 : 0), v[1] + 1]);
+  }
+  return [...bins].map(([s, [ok, all]]) => `${s >= 0 ? '+' : ''}${s}s ${ok}/${all}`).join(', ');
 }
 
 function pod(name: string, ns: string, node: string, image: string, js: string, env: Record<string, string> = {}) {
