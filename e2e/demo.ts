@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { createTopology, nsExec, privilegedSkipReason, type Topology } from './netns.ts';
 import { agent, nodeConfigYaml, peer, scratch, scrape, startPeerServer, startSidecar, type Proc } from './proc.ts';
+import { table } from './table.ts';
 
 const LISTEN = 15101, METRICS = 15190, PORT = 8080, OTHER = 9090;
 
@@ -23,12 +24,6 @@ async function probeRows(t: Topology, probes: Probe[], keep: string): Promise<st
     rows.push([p.label, keep, p.to, r.ok ? r.saw!.dst : `(${r.error})`, r.ok ? r.saw!.src : '', via]);
   }
   return rows;
-}
-
-function table(head: string[], rows: string[][]): string {
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(w[i]!)).join(' | ')} |`;
-  return [line(head), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
 async function main(): Promise<void> {

@@ -28,14 +28,15 @@ export interface ActiveNodes {
   leaving: () => string[];
 }
 
-async function setLabel(ctx: ReconcileContext, node: string, key: string, on: boolean): Promise<void> {
-  await ctx.client.mergePatch(resourcePath(NODES, undefined, node), { metadata: { labels: { [key]: on ? 'true' : null } } });
+/** One key of one node's labels: "true", LEAVING, or null (removed). */
+async function setLabel(ctx: ReconcileContext, node: string, key: string, value: 'true' | typeof LEAVING | null): Promise<void> {
+  await ctx.client.mergePatch(resourcePath(NODES, undefined, node), { metadata: { labels: { [key]: value } } });
 }
 
 /** Scale-in: "true" -> "leaving". The proxy pod goes (and drains), the leave pod comes. */
 export async function leaveNode(ctx: ReconcileContext, node: string, key: string): Promise<void> {
   ctx.log.info({ node, label: key }, 'node leaves the active set: draining, then restoring the node');
-  await ctx.client.mergePatch(resourcePath(NODES, undefined, node), { metadata: { labels: { [key]: LEAVING } } });
+  await setLabel(ctx, node, key, LEAVING);
 }
 
 /** Nodes of this object still leaving: labelled "leaving" and their leave pod not Ready yet. */
@@ -74,7 +75,7 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
       const left = leftNodes(ctx.caches.pods.list(), namespace, name);
       for (const node of [...labeled, ...leaving].sort()) {
         if (still.has(node) && !left.has(node)) continue;
-        await setLabel(ctx, node, key, false);
+        await setLabel(ctx, node, key, null);
         still.delete(node);
       }
     };
@@ -89,7 +90,7 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
   }
   const zoneOf = (node: string) => nodes.find((n) => n.metadata.name === node)?.metadata.labels?.[ZONE_LABEL];
   const sel = selectActive(cands, current, spec.replicas, zoneOf);
-  for (const node of sel.active) if (!labeled.has(node)) await setLabel(ctx, node, key, true);
+  for (const node of sel.active) if (!labeled.has(node)) await setLabel(ctx, node, key, 'true');
   const byName = new Map(cands.map((c) => [c.name, c]));
   const still = new Set(leaving);
   const finish = async () => {
@@ -102,7 +103,7 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
     const left = leftNodes(ctx.caches.pods.list(), namespace, name);
     for (const node of [...leaving].filter((n) => left.has(n)).sort()) {
       ctx.log.info({ node, label: key }, 'node has left: its rules, routes and tuning are restored');
-      await setLabel(ctx, node, key, false);
+      await setLabel(ctx, node, key, null);
       still.delete(node);
     }
   };

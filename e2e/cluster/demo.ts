@@ -7,6 +7,7 @@ import { activeLabelKey } from '../../operator/render/names.ts';
 import { kubectl, kubectlJson, waitFor } from './kube.ts';
 import { clusterDir, readUp, up } from './supervisor.ts';
 import { probe, sidecarAccepted, startServer } from './traffic.ts';
+import { table } from '../table.ts';
 
 const TP = 'demo';
 const CANDIDATE = 'tpfleet.io/proxy-candidate';
@@ -14,12 +15,6 @@ const WORKLOAD = 'tpfleet.io/workload';
 const METRICS_PORT = 15190;
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
-
-function table(head: string[], rows: string[][]): string {
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(w[i]!)).join(' | ')} |`;
-  return [line(head), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...rows.map(line)].join('\n');
-}
 
 interface Tp { status?: { replicas?: number; readyReplicas?: number; nodes?: { name: string; state: string; ready: boolean }[]; conditions?: { type: string; status: string }[] } }
 
