@@ -149,7 +149,15 @@ function removeCniCache(prefix: string): void {
  * agent's hostPath state (/run/tpfleet/<namespace>.<name>) would otherwise be one directory for
  * all nodes, and one node's cleanup would consume another's state.
  */
-const NODE_PRIVATE_PATHS = ['/run/tpfleet'];
+/**
+ * Host paths each node gets its own copy of. /run/tpfleet: the agent's state (hostPath). The other
+ * two are compiled into the kubelet, whatever its --root-dir: the device-plugin registration socket
+ * (/var/lib/kubelet/device-plugins/kubelet.sock; each kubelet empties the directory, then binds:
+ * two kubelets starting together race to "bind: address already in use" and one exits) and the
+ * container-log symlinks (/var/log/containers, which each kubelet's GC prunes of links to
+ * containers it does not know, i.e. every other node's).
+ */
+const NODE_PRIVATE_PATHS = ['/run/tpfleet', '/var/lib/kubelet/device-plugins', '/var/log/containers'];
 
 /**
  * A persistent mount namespace for the node (a slave of the host's: host mounts still appear in

@@ -71,6 +71,16 @@ describe('the local-real cluster provider', { concurrency: false }, async () => 
     assert.match(await node.exec(['ip', 'route', 'get', pod.status.podIP!]), /dev veth[0-9a-f]+/);
   });
 
+  it('each kubelet has its own device-plugin socket and container-log links; none reach the host', async () => {
+    // Both paths are compiled into the kubelet; shared, two kubelets starting together race on the socket and one exits.
+    const sockets = await Promise.all(c.real.map((n) => n.exec(['stat', '-c', '%d:%i', '/var/lib/kubelet/device-plugins/kubelet.sock'])));
+    assert.equal(new Set(sockets.map((x) => x.trim())).size, c.real.length, `one socket per kubelet: ${sockets.join(', ')}`);
+    const node = c.real[0]!;
+    assert.match(await node.exec(['ls', '/var/log/containers']), /^lr-pod_default_main-/m, 'the node keeps its container-log links');
+    const host = existsSync('/var/log/containers') ? readdirSync('/var/log/containers') : [];
+    assert.ok(!host.some((e) => e.startsWith('lr-pod_')), `no link on the host: ${host.join(', ')}`);
+  });
+
   it('nodeExec runs in the node\'s network namespace', async () => {
     const node = c.real[0]!;
     const addrs = await c.nodeExec!(node.name, ['ip', '-4', '-o', 'addr', 'show']);
