@@ -39,6 +39,7 @@ export const SYSCTLS: Readonly<Record<string, SysctlSpec>> = {
   'net.ipv4.tcp_tw_reuse': int(0, 2, 'Reuse TIME_WAIT sockets for new outgoing connections (2 = loopback only).'),
   'net.ipv4.tcp_max_tw_buckets': int(1024, 1 << 24, 'TIME_WAIT sockets kept before new ones are destroyed early.'),
   'net.ipv4.tcp_fin_timeout': int(1, 600, 'Seconds an orphaned socket stays in FIN_WAIT_2.'),
+  'net.ipv4.tcp_migrate_req': bool('Move pending connections of a closing SO_REUSEPORT listener to another listener of its group (kernel 5.14+).'),
   'net.ipv4.tcp_max_orphans': int(1024, 1 << 24, 'Sockets not attached to any process kept before resetting them.'),
   'net.ipv4.tcp_keepalive_time': int(1, 32_767, 'Idle seconds before the first keepalive probe (sockets with SO_KEEPALIVE).'),
   'net.ipv4.tcp_keepalive_intvl': int(1, 32_767, 'Seconds between keepalive probes.'),

@@ -35,7 +35,10 @@ const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, ma
 
 export function fleetPods(pods: KubeObject[], namespace: string, name: string): FleetPods {
   const out: FleetPods = { readyNodes: new Set(), tuning: new Map() };
-  for (const p of pods as Pod[]) {
+  // Oldest first: during a surge rollout a node briefly has two pods, and the newer one's tuning
+  // report is the one that stays (creationTimestamp is RFC 3339 in UTC, so it sorts as text).
+  const byAge = [...(pods as Pod[])].sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? ''));
+  for (const p of byAge) {
     if (!isPodOf(p, namespace, selectorLabels(name))) continue;
     const node = p.spec?.nodeName;
     if (p.metadata.deletionTimestamp || !node) continue;

@@ -51,9 +51,13 @@ test('reconcile creates the fleet objects, owned by the TransparentProxy', async
   const [sidecar, watch] = pod.containers;
   assert.equal(sidecar.securityContext.runAsNonRoot, true);
   assert.deepEqual(sidecar.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] });
-  assert.equal(sidecar.readinessProbe.httpGet.path, '/readyz');
+  // Readiness asks for this pod template's own sidecar (two pods share the port during a surge).
+  const token = /^\/readyz\?template=([0-9a-f]{16})$/.exec(sidecar.readinessProbe.httpGet.path)?.[1];
+  assert.ok(token, sidecar.readinessProbe.httpGet.path);
+  assert.deepEqual(sidecar.command.slice(-2), ['--template', token]);
+  assert.equal(sidecar.ports, undefined, 'no declared (host) port: it would block the surge pod');
   assert.equal(watch.securityContext.privileged, false);
-  assert.deepEqual(d.spec.updateStrategy.rollingUpdate, { maxSurge: 0, maxUnavailable: 1 });
+  assert.deepEqual(d.spec.updateStrategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 });
   const t = await waitFor('status', async () => { const o = await tp('web'); return o?.status?.observedGeneration === 1 && o; });
   assert.deepEqual(t.metadata.finalizers, [FINALIZER]);
   assert.equal(cond(t, 'InvalidSpec')?.status, 'False');

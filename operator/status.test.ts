@@ -42,6 +42,17 @@ test('status.nodes[] carries each node\'s tuning; only this fleet\'s live pods c
   assert.ok(TransparentProxyStatus.safeParse(s).success, 'valid against the CRD status schema');
 });
 
+test('during a surge rollout (two pods on a node) the newer pod\'s tuning report is shown, whatever the list order', () => {
+  const at = (p: KubeObject, t: string): KubeObject => ({ ...p, metadata: { ...p.metadata, creationTimestamp: t } });
+  const older = at(pod('n1', [ready, tuning('TuningDrift', 'net.core.somaxconn drifted')]), '2026-01-01T00:00:00Z');
+  const newer = at(pod('n1', [tuning('Applied', '3 values applied')]), '2026-01-01T00:05:00Z');
+  for (const order of [[older, newer], [newer, older]]) {
+    const s = status([...order, pod('n2', [ready])]);
+    assert.deepEqual(s.nodes!.find((n) => n.name === 'n1')!.tuning, { reason: 'Applied', message: '3 values applied' });
+    assert.equal(s.nodes!.find((n) => n.name === 'n1')!.ready, true, 'the node is Ready while either pod is');
+  }
+});
+
 test('Degraded names the nodes and keys on drift, refused writes and irqbalance conflicts (worst reason first); not on partial tuning', () => {
   const drift = 'drifted: net.core.somaxconn want 4096 got 128';
   let s = status([pod('n1', [ready, tuning('TuningRefused', 'refused: net.core.rmem_max (EPERM)')]), pod('n2', [ready, tuning('TuningDrift', drift)])]);

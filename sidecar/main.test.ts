@@ -36,6 +36,9 @@ test('a missing --config or an unknown flag exits 2 with the usage', async () =>
     assert.equal(r.code, 2, `args ${args.join(' ')}`);
     assert.match(r.stderr, /usage: sidecar\/main\.ts --config FILE/);
   }
+  const bad = await runMain(['--config', 'x.yaml', '--template', 'Not-A-Hash']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--template must be 8 to 64 lowercase hex digits, got "Not-A-Hash"/);
 });
 
 test('at logLevel error a start and a drain print only the one "listening" line', { skip: privilegedSkipReason() }, async () => {

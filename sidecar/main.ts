@@ -1,5 +1,7 @@
 // tpfleet sidecar: the forwarding proxy behind the node agent's TPROXY rules.
-//   sidecar/main.ts --config FILE   (the NodeConfig YAML; see sidecar/README.md)
+//   sidecar/main.ts --config FILE [--template TOKEN]   (the NodeConfig YAML; see sidecar/README.md)
+// TOKEN: the operator's hash of the pod template; /readyz?template=TOKEN answers ready only from
+// the sidecar started with it (status.ts: two pods share the status port during a rollout).
 // Exit codes: 0 after a drain, 1 on a runtime failure (listener, metrics port, CPU pinning), 2 on
 // bad usage or config (the message names the field), including a tuning.affinity plan that leaves
 // no CPU for the workers on this node.
@@ -13,7 +15,8 @@ import { runPrimary, WORKER_ENV } from './primary.ts';
 import { settingsFrom, type WorkerSettings } from './settings.ts';
 import { runWorker } from './worker.ts';
 
-const USAGE = 'usage: sidecar/main.ts --config FILE';
+const USAGE = 'usage: sidecar/main.ts --config FILE [--template TOKEN]';
+const TEMPLATE = /^[0-9a-f]{8,64}$/;
 
 async function main(): Promise<void> {
   if (cluster.isWorker) {
@@ -21,20 +24,21 @@ async function main(): Promise<void> {
     const settings = JSON.parse(process.env[WORKER_ENV] ?? 'null') as WorkerSettings;
     return runWorker(settings, cluster.worker?.id ?? 0);
   }
-  let configPath: string | undefined;
+  let configPath: string | undefined, template: string | undefined;
   try {
-    configPath = parseArgs({ options: { config: { type: 'string' } }, strict: true }).values.config;
+    ({ config: configPath, template } = parseArgs({ options: { config: { type: 'string' }, template: { type: 'string' } }, strict: true }).values);
   } catch (e) {
     fail(`${(e as Error).message}\n${USAGE}`);
   }
   if (!configPath) fail(`--config is required\n${USAGE}`);
+  if (template !== undefined && !TEMPLATE.test(template)) fail(`--template must be 8 to 64 lowercase hex digits, got ${JSON.stringify(template)}\n${USAGE}`);
   let settings;
   try {
     const cfg = loadNodeConfig(configPath);
     // Node facts (the same reader and planner as the node agent's) only when pinning is asked for.
     const pinning = cfg.tuning.affinity.mode === 'off' ? null
       : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
-    settings = settingsFrom(cfg, undefined, pinning);
+    settings = { ...settingsFrom(cfg, undefined, pinning), template: template ?? null };
   } catch (e) {
     if (e instanceof ConfigError) fail(e.message);
     throw e;

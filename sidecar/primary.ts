@@ -40,6 +40,7 @@ export async function runPrimary(s: Settings, log: Logger): Promise<void> {
     ready: () => sup.ready(),
     metrics: async () => (await aggregator.clusterMetrics()) + (await sup.registry.metrics()),
     contentType: aggregator.contentType,
+    template: s.template ?? null,
   }, (e) => log.error({ err: e.message }, 'metrics server error'));
   sup.onFinished = () => {
     log.info('all workers stopped; exiting');

@@ -31,6 +31,8 @@ export interface Settings {
   /** From tuning.affinity (pinning.ts); null when it is off. */
   pinning: WorkerPinning | null;
   worker: WorkerSettings;
+  /** --template: the pod template token /readyz?template= is checked against (status.ts); null when not given. */
+  template?: string | null;
 }
 
 /** proxy.workers 0 (auto) means one worker per planned CPU when pinning, else one per CPU. */

@@ -1,4 +1,8 @@
 // The primary's HTTP endpoints: /metrics, /healthz, /readyz. Dual-stack when the host has IPv6.
+// The port is shared (SO_REUSEPORT) with the sidecar of the pod a rollout replaces: for the few
+// seconds both pods run on the node (maxSurge, ADR 0006), either one may answer a request, so
+// the kubelet's readiness probe names the pod template it asks about (/readyz?template=<token>)
+// and a sidecar of another template answers 503: a new pod is never made Ready by the old one.
 import http from 'node:http';
 
 export interface Status {
@@ -6,18 +10,26 @@ export interface Status {
   ready(): boolean;
   metrics(): Promise<string>;
   contentType: string;
+  /** The pod template token this sidecar was started with (--template); null when run by hand. */
+  template?: string | null;
 }
 
 export function handler(status: Status): http.RequestListener {
   return (req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
     const reply = (code: number, body: string, type = 'text/plain; charset=utf-8'): void => {
       res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' }).end(body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'method not allowed\n');
     // Answering at all proves the primary's event loop turns; the rest is about the workers.
     if (path === '/healthz') return status.healthy() ? reply(200, 'ok\n') : reply(503, 'no worker alive\n');
-    if (path === '/readyz') return status.ready() ? reply(200, 'ready\n') : reply(503, 'not ready\n');
+    if (path === '/readyz') {
+      const asked = new URLSearchParams(query ?? '').get('template');
+      if (asked !== null && asked !== (status.template ?? null)) {
+        return reply(503, `not this pod's sidecar: asked for template ${asked}, this one runs ${status.template ?? '(none)'}\n`);
+      }
+      return status.ready() ? reply(200, 'ready\n') : reply(503, 'not ready\n');
+    }
     if (path === '/metrics') {
       status.metrics().then(
         (text) => reply(200, text, status.contentType),
@@ -29,7 +41,11 @@ export function handler(status: Status): http.RequestListener {
   };
 }
 
-/** Listens on [::] (dual-stack: IPv4 too) or, where the host has no IPv6, on 0.0.0.0. */
+/**
+ * Listens on [::] (dual-stack: IPv4 too) or, where the host has no IPv6, on 0.0.0.0, with
+ * SO_REUSEPORT so that the next pod's sidecar can bind while this one still serves. A listener
+ * without SO_REUSEPORT (another program) still makes the bind fail with EADDRINUSE.
+ */
 export async function serveStatus(port: number, status: Status, onError: (e: Error) => void): Promise<http.Server> {
   const server = http.createServer(handler(status));
   server.keepAliveTimeout = 5_000;
@@ -48,7 +64,7 @@ export async function serveStatus(port: number, status: Status, onError: (e: Err
 function listen(server: http.Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ port, host, ipv6Only: false }, () => {
+    server.listen({ port, host, ipv6Only: false, reusePort: true }, () => {
       server.off('error', reject);
       resolve();
     });

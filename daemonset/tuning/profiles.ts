@@ -32,6 +32,9 @@ const CONNECTION_CHURN: ProfileEntry[] = [
     + 'net.ipv4.ip_local_reserved_ports if the node also hosts NodePort listeners.'),
   exact('net.ipv4.tcp_fin_timeout', 15, 'Orphaned sockets in FIN_WAIT_2 (peer never closes its side) hold memory and a '
     + 'port for 60 s by default; 15 s is ample for a live peer to send its FIN.'),
+  exact('net.ipv4.tcp_migrate_req', 1, 'During a rollout the old and the new sidecar share the listening port (SO_REUSEPORT); '
+    + 'when the old one closes its listener, connections in its accept queue (and half-open ones) move to the new one '
+    + 'instead of being reset. Kernel 5.14+; older kernels report the key as missing.'),
   exact('net.ipv4.tcp_mtu_probing', 1, 'Detects PMTU black holes (ICMP filtered somewhere on the path) instead of '
     + 'letting the connection stall on full-size segments; only active after a black hole is suspected.'),
 ];

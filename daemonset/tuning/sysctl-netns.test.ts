@@ -34,7 +34,7 @@ const SPEC = {
   },
 };
 const NAMESPACED = ['net.core.somaxconn', 'net.ipv4.tcp_max_syn_backlog', 'net.ipv4.tcp_tw_reuse', 'net.ipv4.ip_local_port_range',
-  'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_mtu_probing', 'net.ipv4.tcp_slow_start_after_idle', 'net.ipv4.tcp_notsent_lowat',
+  'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_migrate_req', 'net.ipv4.tcp_mtu_probing', 'net.ipv4.tcp_slow_start_after_idle', 'net.ipv4.tcp_notsent_lowat',
   'net.ipv4.tcp_rmem', 'net.ipv4.tcp_congestion_control', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait'];
 const ALL = [...NAMESPACED, 'net.netfilter.nf_conntrack_max', 'fs.file-max'];
 

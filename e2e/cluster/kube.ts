@@ -1,6 +1,6 @@
 // The suite's only ways to touch a cluster: the real kubectl and helm (same pinned releases the
 // repo builds), as argv arrays against the cluster's kubeconfig, and one polling helper.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { ensureBinaries } from '../../operator/testenv/binaries.ts';
 import type { Cluster } from './provider.ts';
@@ -20,6 +20,20 @@ export async function kubectl(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly
 
 export async function kubectlJson<T = Record<string, any>>(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[]): Promise<T> {
   return JSON.parse(await kubectl(c, [...args, '-o', 'json'])) as T;
+}
+
+/**
+ * `kubectl <args> --watch`, collecting its output lines as they come: one per change of a watched
+ * object, in the API server's order (resourceVersion), which polling cannot show for changes a
+ * few milliseconds apart. stop() ends kubectl and returns every line seen.
+ */
+export async function watchLines(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[]): Promise<{ lines(): string[]; stop(): string[] }> {
+  const bin = await ensureBinaries(['kubectl']);
+  const child = spawn(join(bin, 'kubectl'), ['--kubeconfig', c.kubeconfigPath, ...args, '--watch'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let text = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => { text += d; });
+  const lines = () => text.split('\n').filter(Boolean);
+  return { lines, stop: () => { child.kill(); return lines(); } };
 }
 
 export async function helm(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[]): Promise<string> {

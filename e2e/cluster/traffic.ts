@@ -111,8 +111,12 @@ export async function sidecarAccepted(c: Kube, ns: string, pod: string, metricsP
   return Number(m[1]);
 }
 
-/** Sysctls the suite's TransparentProxy tunes (per network namespace, so per node here). */
-export const TUNED_SYSCTLS = ['net.core.somaxconn', 'net.ipv4.tcp_fin_timeout'];
+/**
+ * Sysctls the suite's TransparentProxy tunes (per network namespace, so per node here), and the
+ * values it sets. tcp_migrate_req: the old sidecar's pending connections move to the new one when
+ * it closes its listener during a rollout (docs/operator.md, "Rollouts").
+ */
+export const TUNED_SYSCTLS: Readonly<Record<string, number>> = { 'net.core.somaxconn': 8192, 'net.ipv4.tcp_fin_timeout': 17, 'net.ipv4.tcp_migrate_req': 1 };
 
 /** A node's interception and tuning state: nft ruleset, ip rules, the routes of every table, TUNED_SYSCTLS. */
 export async function nodeNetState(c: Cluster, node: string): Promise<string> {
@@ -120,7 +124,7 @@ export async function nodeNetState(c: Cluster, node: string): Promise<string> {
   const parts = await Promise.all([
     c.nodeExec(node, ['nft', 'list', 'ruleset']), c.nodeExec(node, ['ip', 'rule', 'show']),
     c.nodeExec(node, ['ip', '-6', 'rule', 'show']), c.nodeExec(node, ['ip', 'route', 'show', 'table', 'all']),
-    c.nodeExec(node, ['sysctl', ...TUNED_SYSCTLS]),
+    c.nodeExec(node, ['sysctl', ...Object.keys(TUNED_SYSCTLS)]),
   ]);
   // Compared before install and after delete: packet counters of the node's other rules move
   // with any traffic, and pod veths (the operator's or the test's own pods) come and go with

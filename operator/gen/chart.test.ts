@@ -107,15 +107,38 @@ test('the operator Deployment: restricted security context, probes, flags from v
   assert.equal(d.spec.selector.matchLabels['app.kubernetes.io/component'], 'operator', 'never the node pods (instance = TransparentProxy name)');
 });
 
-test('PodMonitor selects the node pods the operator renders, by their metrics port name', async () => {
+/**
+ * Prometheus relabeling as it applies the PodMonitor's rules to one pod-role target (keep and
+ * replace; regexes fully anchored, source values joined with ";"). undefined: the target is dropped.
+ */
+function relabel(rules: { sourceLabels: string[]; regex: string; action?: string; replacement?: string; targetLabel?: string }[], labels: Record<string, string>) {
+  const out = { ...labels };
+  for (const r of rules) {
+    const value = r.sourceLabels.map((l) => out[l] ?? '').join(';');
+    const m = new RegExp(`^(?:${r.regex})$`).exec(value);
+    if ((r.action ?? 'replace') === 'keep') { if (!m) return undefined; continue; }
+    if (m) out[r.targetLabel!] = r.replacement!.replace(/\$(\d)/g, (_, d: string) => m[Number(d)] ?? '');
+  }
+  return out;
+}
+
+test('PodMonitor scrapes each node pod\'s sidecar at the port its annotation names (no declared port)', async () => {
   const { docs } = await template(['--set', 'metrics.podMonitor.enabled=true', '--set', 'metrics.podMonitor.namespaces={more}']);
   const pm = find(docs, 'PodMonitor');
   const podLabels = commonLabels('web');
   for (const [k, v] of Object.entries(pm.spec.selector.matchLabels as Record<string, string>)) assert.equal(podLabels[k as keyof typeof podLabels], v, `node pods carry ${k}=${v}`);
   assert.deepEqual(pm.spec.namespaceSelector.matchNames, ['tpfleet-fleet', 'more']);
-  assert.equal(pm.spec.podMetricsEndpoints[0].port, 'metrics');
+  const ep = pm.spec.podMetricsEndpoints[0];
+  assert.equal(ep.port, undefined, 'the pods declare no port (a hostPort would block the surge rollout)');
   const ds = renderDaemonSet({ tp: { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'web', namespace: 'tpfleet-fleet', uid: 'u' } },
-    spec: {}, configHash: 'h', defaultImage: 'img', mode: 'run' }) as Doc;
-  const ports = ds.spec.template.spec.containers.flatMap((x: { ports?: { name: string }[] }) => x.ports ?? []).map((p: { name: string }) => p.name);
-  assert.ok(ports.includes('metrics'), `the sidecar exposes a port named metrics (${ports})`);
+    spec: { proxy: { metricsPort: 19999 } }, configHash: 'h', defaultImage: 'img', mode: 'run' }) as Doc;
+  const annotations = ds.spec.template.metadata.annotations as Record<string, string>;
+  // Prometheus' pod role: one target per container without ports, __address__ the pod IP;
+  // annotation names become label names with every other character replaced by "_".
+  const meta = Object.fromEntries(Object.entries(annotations).map(([k, v]) => [`__meta_kubernetes_pod_annotation_${k.replace(/[^a-zA-Z0-9_]/g, '_')}`, v]));
+  const targets = (podIp: string) => ds.spec.template.spec.containers
+    .map((c: { name: string }) => relabel(ep.relabelings, { ...meta, __address__: podIp, __meta_kubernetes_pod_ip: podIp, __meta_kubernetes_pod_container_name: c.name }))
+    .filter((t: unknown) => t).map((t: Record<string, string>) => t.__address__);
+  assert.deepEqual(targets('10.0.0.7'), ['10.0.0.7:19999'], 'one target per pod: the sidecar, at its metrics port');
+  assert.deepEqual(targets('fd00::7'), ['[fd00::7]:19999'], 'IPv6 node addresses in brackets');
 });

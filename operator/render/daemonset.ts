@@ -3,7 +3,7 @@
 import { parseDuration } from '../../api/net.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../kube/client.ts';
-import { activeLabelKey, CONFIG_HASH_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels } from './names.ts';
+import { activeLabelKey, CONFIG_HASH_ANNOTATION, METRICS_PORT_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels, shortHash } from './names.ts';
 
 /**
  * run: the proxy fleet. cleanup: the same DaemonSet once the object is deleted, restoring every
@@ -33,7 +33,19 @@ const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 const TOKEN_SECONDS = 3607;
 const SIDECAR_UID = 65532;
 
+/**
+ * The rendered DaemonSet. In run mode the sidecar carries a token of its own pod template
+ * (--template, and the readiness probe's /readyz?template=): during a surge rollout the old and
+ * the new pod share the node's status port, and only the new pod's own sidecar may make it Ready.
+ * The token is the hash of the template rendered without it, so any template change changes it.
+ */
 export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
+  if (i.mode !== 'run') return render(i, null);
+  const probe = render(i, '');
+  return render(i, shortHash(JSON.stringify((probe.spec as { template: unknown }).template)));
+}
+
+function render(i: DaemonSetInput, token: string | null): Record<string, unknown> {
   const tp = i.tp, n = names(tp.metadata.name);
   const proxy = i.spec.proxy ?? {};
   const image = proxy.image ?? i.defaultImage;
@@ -65,15 +77,20 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
     metadata: leave ? { ...ownedMeta(tp, n.leaveDaemonSet), labels: { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' } } : ownedMeta(tp, n.daemonSet),
     spec: {
       selector: { matchLabels: selector },
-      // Zero-gap rollouts: maxSurge 0 / maxUnavailable 1 replaces one node at a time; the agent's
-      // failurePolicy covers the seconds between the old sidecar stopping and the new one being
-      // ready (the metrics port cannot be shared, so two pods cannot overlap; ADR 0006).
-      // Cleanup runs on every node at once: the fleet is being deleted anyway.
-      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: cleanup ? '100%' : 1 } },
+      // Zero-gap rollouts (ADR 0006): on each node, one at a time, the new pod starts beside the
+      // old one (maxSurge 1, maxUnavailable 0); both sidecars listen on the same SO_REUSEPORT
+      // ports, and the old one drains only once the new one is Ready. Hence no container
+      // declares a port: with hostNetwork every declared port is a hostPort, and the scheduler
+      // would refuse the second pod. Cleanup and leave run on every node at once, no overlap.
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: cleanup ? { maxSurge: 0, maxUnavailable: '100%' } : { maxSurge: 1, maxUnavailable: 0 } },
       template: {
         metadata: {
           labels: leave ? { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' } : commonLabels(tp.metadata.name),
-          annotations: { [CONFIG_HASH_ANNOTATION]: i.configHash, [MODE_ANNOTATION]: i.mode, 'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar' },
+          annotations: {
+            [CONFIG_HASH_ANNOTATION]: i.configHash, [MODE_ANNOTATION]: i.mode, 'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar',
+            // Where to scrape, since no container declares its port (the chart's PodMonitor reads it).
+            ...(cleanup ? {} : { [METRICS_PORT_ANNOTATION]: String(metricsPort) }),
+          },
         },
         spec: {
           serviceAccountName: n.serviceAccount,
@@ -98,7 +115,7 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
             securityContext: { privileged: true, runAsUser: 0 },
             volumeMounts,
           }],
-          containers: cleanup ? [cleanupDone(image, pullPolicy)] : [sidecar(i, image, pullPolicy), watcher(image, pullPolicy, agent('watch'), volumeMounts)],
+          containers: cleanup ? [cleanupDone(image, pullPolicy)] : [sidecar(i, image, pullPolicy, token ?? ''), watcher(image, pullPolicy, agent('watch'), volumeMounts)],
           volumes: [
             ...(cleanup ? [] : [apiAccessVolume()]),
             { name: 'config', configMap: { name: n.configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
@@ -112,19 +129,19 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
   };
 }
 
-function sidecar(i: DaemonSetInput, image: string, pullPolicy: string) {
+function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: string) {
   const proxy = i.spec.proxy ?? {};
   const metricsPort = proxy.metricsPort ?? 15190;
-  const probe = (path: string) => ({ httpGet: { path, port: metricsPort }, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 3 });
+  const probe = (path: string, periodSeconds: number) => ({ httpGet: { path, port: metricsPort }, periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
   return {
     name: 'sidecar', image, imagePullPolicy: pullPolicy,
-    command: ['tpfleet-sidecar', '--config', CONFIG_FILE],
-    ports: [
-      { name: 'proxy', containerPort: proxy.listenPort ?? 15101, protocol: 'TCP' },
-      { name: 'metrics', containerPort: metricsPort, protocol: 'TCP' },
-    ],
-    readinessProbe: probe('/readyz'),
-    livenessProbe: { ...probe('/healthz'), initialDelaySeconds: 10 },
+    command: ['tpfleet-sidecar', '--config', CONFIG_FILE, ...(token ? ['--template', token] : [])],
+    // No `ports` (see updateStrategy). Readiness asks for this template's sidecar: while the old
+    // pod still runs, the kernel hands the probe to either; the old one answers 503. Every 2 s,
+    // because a surge rollout waits for this Ready before it stops the old pod.
+    readinessProbe: probe(`/readyz?template=${token}`, 2),
+    // Liveness: any live sidecar on the port is fine (the overlap lasts seconds).
+    livenessProbe: { ...probe('/healthz', 5), initialDelaySeconds: 10 },
     resources: proxy.resources ?? { requests: { cpu: '100m', memory: '128Mi' } },
     // Non-root with exactly one capability. NET_ADMIN (IP_TRANSPARENT, and with keepClientIp the
     // non-local bind) reaches the process through the image's file capability on its copy of the node

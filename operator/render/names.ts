@@ -8,6 +8,8 @@ export const FINALIZER = 'tpfleet.io/node-cleanup';
 export const MANAGED_BY = 'tpfleet-operator';
 export const CONFIG_HASH_ANNOTATION = 'tpfleet.io/config-hash';
 export const MODE_ANNOTATION = 'tpfleet.io/mode';
+/** On proxy pods: the sidecar's metrics port (no container declares it; see render/daemonset.ts). */
+export const METRICS_PORT_ANNOTATION = 'tpfleet.io/metrics-port';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 /** Pod metric the HPA scales on: the sidecar gauge (sidecar/metrics.ts), served to the HPA by a custom metrics adapter. */
 export const CONNECTIONS_METRIC = 'tpfleet_proxy_connections_active';

@@ -96,6 +96,34 @@ test('the config hash depends on the node config only, and changes with it', () 
   assert.notEqual(a.value.hash, c.value.hash);
 });
 
+test('the readiness probe and the sidecar carry one token of their pod template; any template change changes it', () => {
+  const s = sample('full.yaml');
+  const tp = tpOf(s);
+  const ds = (spec: unknown) => {
+    const r = renderNodeConfig(spec);
+    assert.ok(r.ok);
+    return renderDaemonSet({ tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'registry.example/tpfleet-node:1', mode: 'run' }) as any;
+  };
+  const tokenOf = (d: any) => {
+    const c = d.spec.template.spec.containers.find((x: { name: string }) => x.name === 'sidecar');
+    const t = /^\/readyz\?template=([0-9a-f]{16})$/.exec(c.readinessProbe.httpGet.path)?.[1];
+    assert.ok(t, c.readinessProbe.httpGet.path);
+    assert.deepEqual(c.command.slice(-2), ['--template', t], 'the sidecar knows the token its probe asks for');
+    return t;
+  };
+  const base = tokenOf(ds(s.spec));
+  assert.equal(tokenOf(ds(s.spec)), base, 'same input, same token');
+  const spec = s.spec as any;
+  // A config change (rolls through the config hash) and a pod-only change (image) both change it:
+  // the old pod's sidecar never answers the new pod's probe as ready.
+  assert.notEqual(tokenOf(ds({ ...spec, proxy: { ...spec.proxy, timeouts: { ...spec.proxy?.timeouts, idle: '301s' } } })), base);
+  assert.notEqual(tokenOf(ds({ ...spec, proxy: { ...spec.proxy, image: 'registry.example/tpfleet-node:2' } })), base);
+  const run = ds(s.spec);
+  assert.deepEqual(run.spec.updateStrategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 }, 'new pod beside the old one');
+  assert.ok(run.spec.template.spec.containers.every((c: { ports?: unknown }) => c.ports === undefined), 'no declared (host) port');
+  assert.equal(run.spec.template.metadata.annotations['tpfleet.io/metrics-port'], String(spec.proxy?.metricsPort ?? 15190));
+});
+
 test('active-node label keys fit a label name and stay distinct when truncated', () => {
   assert.equal(activeLabelKey('ns', 'web'), 'active.tpfleet.io/ns.web');
   const long1 = activeLabelKey('a'.repeat(40), 'b'.repeat(40)), long2 = activeLabelKey('a'.repeat(40), `${'b'.repeat(39)}c`);
