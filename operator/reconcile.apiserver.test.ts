@@ -55,6 +55,7 @@ test('reconcile creates the fleet objects, owned by the TransparentProxy', async
   const token = /^\/readyz\?template=([0-9a-f]{16})$/.exec(sidecar.readinessProbe.httpGet.path)?.[1];
   assert.ok(token, sidecar.readinessProbe.httpGet.path);
   assert.deepEqual(sidecar.command.slice(-2), ['--template', token]);
+  assert.match(sidecar.readinessProbe.httpGet.host, /^127\.\d+\.\d+\.\d+$/, 'the sidecar\'s own loopback address');
   assert.equal(sidecar.ports, undefined, 'no declared (host) port: it would block the surge pod');
   assert.equal(watch.securityContext.privileged, false);
   assert.deepEqual(d.spec.updateStrategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
+import { probeAddress } from '../api/probe-address.ts';
 import { serveStatus, type Status } from './status.ts';
 
 test('healthz, readyz and metrics answer from the supervisor\'s state', async () => {
@@ -50,25 +51,33 @@ test('healthz, readyz and metrics answer from the supervisor\'s state', async ()
   }
 });
 
-test('a second sidecar binds the status port while the first serves (SO_REUSEPORT); a plain listener is refused', async () => {
-  const status = (template: string): Status => ({ healthy: () => true, ready: () => true, metrics: async () => '', contentType: 'text/plain', template });
-  const first = await serveStatus(0, status('1111111111111111'), () => {});
+test('two sidecars share the status port (SO_REUSEPORT); each pod\'s probes reach only its own sidecar; a plain listener is refused', async () => {
+  const status = (template: string, ready: boolean): Status => ({ healthy: () => true, ready: () => ready, metrics: async () => '', contentType: 'text/plain', template });
+  // The old pod's sidecar is ready; the new one is still starting.
+  const [oldT, newT] = ['1111111111111111', '2222222222222222'];
+  const first = await serveStatus(0, status(oldT, true), () => {});
   const port = (first.address() as AddressInfo).port;
-  const second = await serveStatus(port, status('2222222222222222'), () => {});
+  const second = await serveStatus(port, status(newT, false), () => {});
+  const get = async (host: string, path: string) => {
+    const r = await fetch(`http://${host}:${port}${path}`, { headers: { connection: 'close' } });
+    return { code: r.status, body: await r.text() };
+  };
   try {
-    // Each probe asks for the second's template: whichever process the kernel picks, only the
-    // second says ready, so the answers are 200 or 503 and never a ready from the wrong one.
-    const seen = new Set<number>();
-    for (let k = 0; k < 40 && seen.size < 2; k++) {
-      const r = await fetch(`http://127.0.0.1:${port}/readyz?template=2222222222222222`, { headers: { connection: 'close' } });
-      const body = await r.text();
-      seen.add(r.status);
-      if (r.status === 503) assert.match(body, /this one runs 1111111111111111/);
+    // On the shared address the kernel picks either sidecar.
+    const shared = new Set<string>();
+    for (let k = 0; k < 40 && shared.size < 2; k++) shared.add((await get('127.0.0.1', '/readyz')).body);
+    assert.deepEqual([...shared].sort(), ['not ready\n', 'ready\n'], 'both sidecars answer on the shared port');
+    // At each probe address, always that pod's own sidecar: the old pod stays Ready, the new one
+    // is not made Ready by the old sidecar.
+    for (let k = 0; k < 20; k++) {
+      assert.equal((await get(probeAddress(oldT), `/readyz?template=${oldT}`)).code, 200);
+      assert.equal((await get(probeAddress(newT), `/readyz?template=${newT}`)).body, 'not ready\n');
     }
-    assert.deepEqual([...seen].sort(), [200, 503], 'both sidecars answered on the shared port');
+    // The template check stays as a second guard (two tokens sharing an address).
+    assert.match((await get(probeAddress(oldT), `/readyz?template=${newT}`)).body, /asked for template 2222222222222222, this one runs 1111111111111111/);
     first.close();
     await new Promise((r) => setTimeout(r, 50));
-    for (let k = 0; k < 10; k++) assert.equal((await fetch(`http://127.0.0.1:${port}/readyz?template=2222222222222222`, { headers: { connection: 'close' } })).status, 200);
+    for (let k = 0; k < 10; k++) assert.equal((await get('127.0.0.1', '/readyz')).body, 'not ready\n', 'only the second is left');
   } finally {
     first.close();
     second.close();
@@ -77,7 +86,7 @@ test('a second sidecar binds the status port while the first serves (SO_REUSEPOR
   const plain = createServer();
   await new Promise<void>((r) => plain.listen(0, '0.0.0.0', () => r()));
   try {
-    await assert.rejects(serveStatus((plain.address() as AddressInfo).port, status('3333333333333333'), () => {}), { code: 'EADDRINUSE' });
+    await assert.rejects(serveStatus((plain.address() as AddressInfo).port, status('3333333333333333', true), () => {}), { code: 'EADDRINUSE' });
   } finally {
     plain.close();
   }

@@ -1,9 +1,13 @@
 // The primary's HTTP endpoints: /metrics, /healthz, /readyz. Dual-stack when the host has IPv6.
 // The port is shared (SO_REUSEPORT) with the sidecar of the pod a rollout replaces: for the few
-// seconds both pods run on the node (maxSurge, ADR 0006), either one may answer a request, so
-// the kubelet's readiness probe names the pod template it asks about (/readyz?template=<token>)
-// and a sidecar of another template answers 503: a new pod is never made Ready by the old one.
+// seconds both pods run on the node (maxSurge, ADR 0006), either one may answer a request there.
+// So the kubelet's probes go to a second listener on the same port at this sidecar's own loopback
+// address (api/probe-address.ts, from its --template token), which only it holds; and /readyz
+// named with another template (/readyz?template=<token>) still answers 503, should two tokens ever
+// map to one address.
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { probeAddress } from '../api/probe-address.ts';
 
 export interface Status {
   healthy(): boolean;
@@ -44,7 +48,8 @@ export function handler(status: Status): http.RequestListener {
 /**
  * Listens on [::] (dual-stack: IPv4 too) or, where the host has no IPv6, on 0.0.0.0, with
  * SO_REUSEPORT so that the next pod's sidecar can bind while this one still serves. A listener
- * without SO_REUSEPORT (another program) still makes the bind fail with EADDRINUSE.
+ * without SO_REUSEPORT (another program) still makes the bind fail with EADDRINUSE. With a
+ * template, also on its probe address (same port; the kernel prefers the exact address).
  */
 export async function serveStatus(port: number, status: Status, onError: (e: Error) => void): Promise<http.Server> {
   const server = http.createServer(handler(status));
@@ -58,6 +63,20 @@ export async function serveStatus(port: number, status: Status, onError: (e: Err
   }
   // Once listening, an accept error (EMFILE...) must not take the supervisor down with it.
   server.on('error', onError);
+  if (status.template) {
+    // The kubelet's probe target (render/daemonset.ts sets httpGet.host to the same address).
+    const probes = http.createServer(handler(status));
+    probes.keepAliveTimeout = 5_000;
+    try {
+      // The port actually bound (port 0 in tests picks one for the shared listener).
+      await listen(probes, (server.address() as AddressInfo).port, probeAddress(status.template));
+    } catch (e) {
+      server.close();
+      throw e;
+    }
+    probes.on('error', onError);
+    server.on('close', () => probes.close());
+  }
   return server;
 }
 

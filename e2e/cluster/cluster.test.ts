@@ -166,7 +166,11 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       // Surge (maxSurge 1): a new pod was Ready before the old one began terminating.
       const firstReady = changes.findIndex(([name, , r]) => name !== old.metadata.name && r === 'True');
       const oldStops = changes.findIndex(([name, del]) => name === old.metadata.name && !!del);
-      assert.ok(firstReady >= 0 && oldStops > firstReady, `the new pod was Ready while the old one still ran:\n${changes.map((x) => x.join(' ')).join('\n')}`);
+      const shown = changes.map((x) => x.join(' ')).join('\n');
+      assert.ok(firstReady >= 0 && oldStops > firstReady, `the new pod was Ready while the old one still ran:\n${shown}`);
+      // The old pod stayed Ready until it was stopped: an unready old pod is deleted at once by the
+      // DaemonSet controller, new pod Ready or not (its probes must reach only its own sidecar).
+      assert.ok(!changes.some(([name, del, r]) => name === old.metadata.name && !del && r !== 'True'), `the old pod stayed Ready until stopped:\n${shown}`);
       await settle(1);
       const fresh = (await fleetPods()).find((p) => p.spec.nodeName === node)!;
       assert.notEqual(fresh.metadata.annotations?.['tpfleet.io/config-hash'], old.metadata.annotations?.['tpfleet.io/config-hash']);

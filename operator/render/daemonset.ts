@@ -1,6 +1,7 @@
 // The node fleet: one DaemonSet per TransparentProxy. Pure rendering; see docs/adr/0005 for the
 // security context and 0006 for the update strategy and the cleanup mode used on deletion.
 import { parseDuration } from '../../api/net.ts';
+import { probeAddress } from '../../api/probe-address.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../kube/client.ts';
 import { activeLabelKey, CONFIG_HASH_ANNOTATION, METRICS_PORT_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels, shortHash } from './names.ts';
@@ -35,9 +36,10 @@ const SIDECAR_UID = 65532;
 
 /**
  * The rendered DaemonSet. In run mode the sidecar carries a token of its own pod template
- * (--template, and the readiness probe's /readyz?template=): during a surge rollout the old and
- * the new pod share the node's status port, and only the new pod's own sidecar may make it Ready.
- * The token is the hash of the template rendered without it, so any template change changes it.
+ * (--template; its probes go to the loopback address derived from it, /readyz?template=): during
+ * a surge rollout the old and the new pod share the node's status port, and each pod's readiness
+ * must come from its own sidecar. The token is the hash of the template rendered without it, so
+ * any template change changes it.
  */
 export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
   if (i.mode !== 'run') return render(i, null);
@@ -132,15 +134,17 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
 function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: string) {
   const proxy = i.spec.proxy ?? {};
   const metricsPort = proxy.metricsPort ?? 15190;
-  const probe = (path: string, periodSeconds: number) => ({ httpGet: { path, port: metricsPort }, periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
+  // The sidecar's own loopback address (api/probe-address.ts): the status port itself is shared
+  // with the other pod's sidecar during a surge, and a probe answered by the wrong one made the old
+  // pod unready, which makes the DaemonSet controller delete it before the new one is Ready.
+  const host = token ? { host: probeAddress(token) } : {};
+  const probe = (path: string, periodSeconds: number) => ({ httpGet: { ...host, path, port: metricsPort }, periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
   return {
     name: 'sidecar', image, imagePullPolicy: pullPolicy,
     command: ['tpfleet-sidecar', '--config', CONFIG_FILE, ...(token ? ['--template', token] : [])],
-    // No `ports` (see updateStrategy). Readiness asks for this template's sidecar: while the old
-    // pod still runs, the kernel hands the probe to either; the old one answers 503. Every 2 s,
-    // because a surge rollout waits for this Ready before it stops the old pod.
+    // No `ports` (see updateStrategy). Readiness every 2 s, because a surge rollout waits for it
+    // before it stops the old pod; the template in the path is a second guard (status.ts).
     readinessProbe: probe(`/readyz?template=${token}`, 2),
-    // Liveness: any live sidecar on the port is fine (the overlap lasts seconds).
     livenessProbe: { ...probe('/healthz', 5), initialDelaySeconds: 10 },
     resources: proxy.resources ?? { requests: { cpu: '100m', memory: '128Mi' } },
     // Non-root with exactly one capability. NET_ADMIN (IP_TRANSPARENT, and with keepClientIp the

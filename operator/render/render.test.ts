@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { parseNodeConfigText } from '../../api/load.ts';
 import type { KubeObject } from '../kube/client.ts';
+import { probeAddress } from '../../api/probe-address.ts';
 import { renderDaemonSet } from './daemonset.ts';
 import { activeLabelKey } from './names.ts';
 import { renderNodeConfig } from './nodeconfig.ts';
@@ -109,6 +110,9 @@ test('the readiness probe and the sidecar carry one token of their pod template;
     const t = /^\/readyz\?template=([0-9a-f]{16})$/.exec(c.readinessProbe.httpGet.path)?.[1];
     assert.ok(t, c.readinessProbe.httpGet.path);
     assert.deepEqual(c.command.slice(-2), ['--template', t], 'the sidecar knows the token its probe asks for');
+    // Both probes go to the sidecar's own loopback address (the status port is shared during a surge).
+    assert.equal(c.readinessProbe.httpGet.host, probeAddress(t));
+    assert.equal(c.livenessProbe.httpGet.host, probeAddress(t));
     return t;
   };
   const base = tokenOf(ds(s.spec));
