@@ -15,6 +15,8 @@ const CONFIG = '/etc/tpfleet/nodeconfig.yaml';
 const METRICS = 15190;
 /** As the DaemonSet's containers run (operator/render/daemonset.ts). */
 const SIDECAR: RunAs = { uid: 65532, caps: ['NET_ADMIN'] };
+/** The sidecar's capability launcher (images/launcher/netadmin-exec.c). */
+const LAUNCHER = '/usr/local/libexec/tpfleet/netadmin-exec';
 const WATCH: RunAs = { uid: 0, caps: ['NET_ADMIN', 'NET_RAW'] };
 const INIT: RunAs = { privileged: true };
 /** The operator and cleanup-done: no capability, allowPrivilegeEscalation false (no_new_privs). */
@@ -113,15 +115,30 @@ describe('image entrypoints', { skip, timeout: 30 * 60_000 }, () => {
     assert.match(nnp.stderr, /no_new_privs is set.*allowPrivilegeEscalation: true/);
   });
 
-  test('the general node binary gives uid 65532 no capability; the sidecar\'s copy gives exactly NET_ADMIN', async () => {
-    const probe = 'console.log(/^CapEff:\\s*(\\S+)/m.exec(require("node:fs").readFileSync("/proc/self/status", "utf8"))[1])';
+  test('the general node binary gives uid 65532 no capability; through netadmin-exec node runs with exactly NET_ADMIN', async () => {
+    const probe = 'const s=require("node:fs").readFileSync("/proc/self/status", "utf8");console.log(["CapEff","CapAmb"].map((k)=>new RegExp("^"+k+":\\\\s*(\\\\S+)","m").exec(s)[1]).join(" "))';
     const ns = await freshNs();
     const plain = await run(inNode(ns, SIDECAR, ['node', '-e', probe]));
     assert.equal(plain.code, 0, plain.stderr);
-    assert.equal(plain.stdout.trim(), '0000000000000000');
-    const copy = await run(inNode(ns, SIDECAR, ['/usr/local/libexec/tpfleet/node-netadmin', '-e', probe]));
-    assert.equal(copy.code, 0, copy.stderr);
-    assert.equal(copy.stdout.trim(), '0000000000001000', 'CAP_NET_ADMIN is bit 12');
+    assert.equal(plain.stdout.trim(), '0000000000000000 0000000000000000');
+    const launched = await run(inNode(ns, SIDECAR, [LAUNCHER, '-e', probe]));
+    assert.equal(launched.code, 0, launched.stderr);
+    assert.equal(launched.stdout.trim(), '0000000000001000 0000000000001000', 'CAP_NET_ADMIN (bit 12) effective, and ambient so cluster workers keep it');
+    // A worker forked the way cluster.fork does (exec of the same node) keeps exactly NET_ADMIN.
+    const fork = `require("node:child_process").execFileSync(process.execPath, ["-e", ${JSON.stringify(probe)}], { stdio: "inherit" })`;
+    const child = await run(inNode(ns, SIDECAR, [LAUNCHER, '-e', fork]));
+    assert.equal(child.code, 0, child.stderr);
+    assert.equal(child.stdout.trim(), '0000000000001000 0000000000001000');
+    // Without NET_ADMIN in the bounding set, or under no_new_privs, it runs nothing and says why.
+    // Started through sh, as tpfleet-sidecar starts it: in a container the launcher's parent has no
+    // permitted capabilities (uid 65532), and no_new_privs grants no more than the parent had;
+    // setpriv itself still holds them, so exec'ing the launcher straight from it would not show that.
+    for (const as of [{ uid: 65532, caps: [] }, { ...SIDECAR, noNewPrivs: true }] as RunAs[]) {
+      const refused = await run(inNode(ns, as, ['/bin/sh', '-c', 'exec "$0" "$@"', LAUNCHER, '-e', 'console.log("ran")']));
+      assert.equal(refused.code, 1, `${JSON.stringify(as)}: ${refused.stdout} ${refused.stderr}`);
+      assert.equal(refused.stdout, '');
+      assert.match(refused.stderr, /netadmin-exec: CAP_NET_ADMIN is not permitted/);
+    }
   });
 
   test('the cleanup-done container\'s `sleep infinity` resolves in the image for uid 65532', async () => {
