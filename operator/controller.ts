@@ -52,7 +52,12 @@ export class Controller {
     };
     const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
     this.caches = {
-      proxies: inf(resourcePath(TP), 'transparentproxies', (obj) => this.queue.add(keyOf(obj))),
+      proxies: inf(resourcePath(TP), 'transparentproxies', (obj, old, deleted) => {
+        // A new, deleted or re-specified object can take or free nodes another one waits for
+        // (conflicts.ts); a status-only update concerns this object alone.
+        this.queue.add(keyOf(obj)); // its own key first: once deleted, it is no longer in the cache
+        if (deleted || !old || obj.metadata.generation !== old.metadata.generation) this.enqueueAll();
+      }),
       daemonSets: inf(resourcePath(R.daemonSets), 'daemonsets', owned, managed),
       configMaps: inf(resourcePath(R.configMaps), 'configmaps', owned, managed),
       serviceAccounts: inf(resourcePath(R.serviceAccounts), 'serviceaccounts', owned, managed),

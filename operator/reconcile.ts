@@ -6,6 +6,7 @@ import { GROUP, KIND, PLURAL, VERSION } from '../api/transparentproxy.ts';
 import type { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 import { resourcePath, type KubeObject } from './kube/client.ts';
 import type { ReconcileContext } from './context.ts';
+import { nodeConflict } from './conflicts.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
@@ -58,6 +59,13 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     return { outcome: 'invalid' };
   }
   const { spec, yaml, hash } = rendered.value;
+  // Checked before any write, like a bad spec: a conflicting object changes nothing (conflicts.ts).
+  const conflict = nodeConflict(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list());
+  if (conflict) {
+    ctx.log.info({ tp: key, problem: conflict }, 'nodes taken by an older TransparentProxy; nothing changed');
+    await writeStatus(ctx, tp, { ...statusBase, invalid: [conflict] });
+    return { outcome: 'invalid' };
+  }
   const active = await syncActiveNodes(ctx, namespace, name, spec);
   const n = names(name);
   const c = ctx.caches;

@@ -140,7 +140,9 @@ test('omitting replicas activates every candidate; the DaemonSet drops the label
 
 test('a TransparentProxy removed by force (finalizer stripped by hand) leaves no node labels behind', async () => {
   const label = activeLabelKey(NS, 'forced');
-  await c.create(tpPath(NS), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'forced' }, spec: { replicas: 2 } });
+  // Nodes of its own: candidates of 'edge' would make this second object a conflict (conflicts.ts).
+  for (const n of ['f1', 'f2']) await createNode(c, n, { labels: { pool: 'forced' } });
+  await c.create(tpPath(NS), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'forced' }, spec: { replicas: 2, nodeSelector: { pool: 'forced' } } });
   await waitFor('labels', async () => (await c.list('/api/v1/nodes', { labelSelector: `${label}=true` })).items.length === 2);
   await c.delete(tpPath(NS, 'forced'));
   await c.mergePatch(tpPath(NS, 'forced'), { metadata: { finalizers: null } });

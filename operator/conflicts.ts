@@ -1,0 +1,46 @@
+// One TransparentProxy per node. The node agent owns node-wide names (the nftables table
+// `inet tpfleet`, the fwmark ip rule and route table, the TPROXY listen port): a second object on
+// the same node would replace the first one's rules and its cleanup would remove them. So the
+// nodes two objects' nodeSelectors match must not overlap; when they do, the older object
+// (creation time, then namespace/name) keeps them and the newer one is refused like an invalid
+// spec: nothing is applied for it and its status names the other object and the shared nodes.
+// Labels only, not readiness or taints: a node going NotReady must not hand it to the other
+// object for a while (the outcome would flap with node health). Pure over the caches.
+import type { TransparentProxySpec } from '../api/transparentproxy.ts';
+import type { KubeObject } from './kube/client.ts';
+import { renderNodeConfig } from './render/nodeconfig.ts';
+
+const SHOWN = 10;
+
+/** Names of the nodes whose labels the selector matches (sorted). */
+function matching(nodes: KubeObject[], selector: Record<string, string> = {}): string[] {
+  return nodes.filter((n) => Object.entries(selector).every(([k, v]) => n.metadata.labels?.[k] === v)).map((n) => n.metadata.name).sort();
+}
+
+const age = (o: KubeObject) => [o.metadata.creationTimestamp ?? '', o.metadata.namespace ?? '', o.metadata.name] as const;
+function older(a: KubeObject, b: KubeObject): boolean {
+  const [x, y] = [age(a), age(b)];
+  for (let k = 0; k < x.length; k++) if (x[k] !== y[k]) return x[k]! < y[k]!;
+  return false;
+}
+
+/**
+ * The problem to report when an older object already has candidate nodes this one would use, or
+ * undefined. Objects whose spec does not render (rejected, so never applied) take no nodes.
+ */
+export function nodeConflict(tp: KubeObject, spec: TransparentProxySpec, proxies: KubeObject[], nodes: KubeObject[]): string | undefined {
+  const mine = new Set(matching(nodes, spec.nodeSelector));
+  if (mine.size === 0) return undefined;
+  const rivals = proxies.filter((o) => o.metadata.uid !== tp.metadata.uid && older(o, tp)).sort((a, b) => (older(a, b) ? -1 : 1));
+  for (const other of rivals) {
+    const r = renderNodeConfig((other as { spec?: unknown }).spec);
+    if (!r.ok) continue;
+    const shared = matching(nodes, r.value.spec.nodeSelector).filter((n) => mine.has(n));
+    if (shared.length === 0) continue;
+    const list = shared.slice(0, SHOWN).join(', ') + (shared.length > SHOWN ? ` and ${shared.length - SHOWN} more` : '');
+    return `spec.nodeSelector: node(s) ${list} are also selected by TransparentProxy ${other.metadata.namespace}/${other.metadata.name}, `
+      + 'which is older; one TransparentProxy per node (the node agent owns one nftables table, fwmark rule and listen port per node): '
+      + 'make the nodeSelectors select disjoint nodes';
+  }
+  return undefined;
+}
