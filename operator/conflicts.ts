@@ -9,13 +9,12 @@
 import type { TransparentProxySpec } from '../api/transparentproxy.ts';
 import type { KubeObject } from './kube/client.ts';
 import { renderNodeConfig } from './render/nodeconfig.ts';
+import { matchesSelector } from './scheduling.ts';
 
 const SHOWN = 10;
 
 /** Names of the nodes whose labels the selector matches (sorted). */
-function matching(nodes: KubeObject[], selector: Record<string, string> = {}): string[] {
-  return nodes.filter((n) => Object.entries(selector).every(([k, v]) => n.metadata.labels?.[k] === v)).map((n) => n.metadata.name).sort();
-}
+const matching = (nodes: KubeObject[], selector?: Record<string, string>) => nodes.filter((n) => matchesSelector(n, selector)).map((n) => n.metadata.name).sort();
 
 const age = (o: KubeObject) => [o.metadata.creationTimestamp ?? '', o.metadata.namespace ?? '', o.metadata.name] as const;
 function older(a: KubeObject, b: KubeObject): boolean {

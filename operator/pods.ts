@@ -37,9 +37,10 @@ export function fleetPods(pods: KubeObject[], namespace: string, name: string): 
   const out: FleetPods = { readyNodes: new Set(), tuning: new Map() };
   // Oldest first: during a surge rollout a node briefly has two pods, and the newer one's tuning
   // report is the one that stays (creationTimestamp is RFC 3339 in UTC, so it sorts as text).
-  const byAge = [...(pods as Pod[])].sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? ''));
+  const sel = selectorLabels(name);
+  const byAge = (pods as Pod[]).filter((p) => isPodOf(p, namespace, sel))
+    .sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? ''));
   for (const p of byAge) {
-    if (!isPodOf(p, namespace, selectorLabels(name))) continue;
     const node = p.spec?.nodeName;
     if (p.metadata.deletionTimestamp || !node) continue;
     const conds = p.status?.conditions ?? [];

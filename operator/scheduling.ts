@@ -24,10 +24,14 @@ function tolerates(t: Toleration, taint: Taint): boolean {
   return t.key === taint.key && (t.value ?? '') === (taint.value ?? '');
 }
 
+/** The node's labels carry every key=value of the selector (an empty selector matches every node). */
+export function matchesSelector(node: KubeObject, selector: Record<string, string> = {}): boolean {
+  return Object.entries(selector).every(([k, v]) => node.metadata.labels?.[k] === v);
+}
+
 export function isCandidate(node: KubeObject, nodeSelector: Record<string, string> = {}, tolerations: Toleration[] = []): boolean {
   const n = node as NodeShape;
-  const labels = n.metadata.labels ?? {};
-  if (Object.entries(nodeSelector).some(([k, v]) => labels[k] !== v)) return false;
+  if (!matchesSelector(n, nodeSelector)) return false;
   if (n.spec?.unschedulable) return false;
   if (n.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True') return false;
   return (n.spec?.taints ?? []).every((taint) => taint.effect === 'PreferNoSchedule' || tolerations.some((t) => tolerates(t, taint)));

@@ -148,8 +148,8 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
     livenessProbe: { ...probe('/healthz', 5), initialDelaySeconds: 10 },
     resources: proxy.resources ?? { requests: { cpu: '100m', memory: '128Mi' } },
     // Non-root with exactly one capability. NET_ADMIN (IP_TRANSPARENT, and with keepClientIp the
-    // non-local bind) reaches the process through the image's file capability on its copy of the node
-    // binary, and the kernel only honours file capabilities when no_new_privs is unset, hence
+    // non-local bind) reaches the process through the image's file capability on its launcher
+    // (images/launcher), and the kernel only honours file capabilities when no_new_privs is unset, hence
     // allowPrivilegeEscalation: true (ADR 0005). The bounding set still holds NET_ADMIN only.
     securityContext: {
       runAsUser: SIDECAR_UID, runAsGroup: SIDECAR_UID, runAsNonRoot: true,
