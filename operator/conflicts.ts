@@ -24,8 +24,8 @@ function older(a: KubeObject, b: KubeObject): boolean {
 }
 
 /**
- * The problem to report when an older object already has candidate nodes this one would use, or
- * undefined. Objects whose spec does not render (rejected, so never applied) take no nodes.
+ * The problem to report when an older object's nodeSelector already matches nodes this one's does,
+ * or undefined. Objects whose spec does not render (rejected, so never applied) take no nodes.
  */
 export function nodeConflict(tp: KubeObject, spec: TransparentProxySpec, proxies: KubeObject[], nodes: KubeObject[]): string | undefined {
   const mine = new Set(matching(nodes, spec.nodeSelector));

@@ -1,7 +1,9 @@
 // tpfleet sidecar: the forwarding proxy behind the node agent's TPROXY rules.
 //   sidecar/main.ts --config FILE [--template TOKEN]   (the NodeConfig YAML; see sidecar/README.md)
-// TOKEN: the operator's hash of the pod template; /readyz?template=TOKEN answers ready only from
-// the sidecar started with it (status.ts: two pods share the status port during a rollout).
+// TOKEN: the operator's hash of the pod template. The status endpoints are also served at the
+// loopback address derived from it (api/probe-address.ts), where the pod's probes go, and
+// /readyz?template=TOKEN answers ready only from the sidecar started with it (status.ts: two pods
+// share the status port during a rollout).
 // Exit codes: 0 after a drain, 1 on a runtime failure (listener, metrics port, CPU pinning), 2 on
 // bad usage or config (the message names the field), including a tuning.affinity plan that leaves
 // no CPU for the workers on this node.
