@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { z } from 'zod';
 import { structural } from '../operator/gen/crd.ts';
-import { ApiError, KubeClient } from '../operator/kube/client.ts';
+import { ApiError, KubeClient } from '../kube/client.ts';
 import { startTestEnv, type TestEnv } from '../operator/testenv/testenv.ts';
 import { TuningSpec } from './tuning.ts';
 

@@ -7,7 +7,7 @@
 // most once); lastTransitionTime only moves when status flips. The service account may only
 // get/patch pods/status in its own namespace (Role rendered by the operator).
 import type { Logger } from 'pino';
-import { ApiError, type KubeClient, type KubeObject } from '../operator/kube/client.ts';
+import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
 import { checkDrift } from './tuning/index.ts';
 import { CONDITION_TYPE, podCondition, readReport, type PodCondition } from './tuning-report.ts';
 

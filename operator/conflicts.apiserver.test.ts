@@ -4,7 +4,7 @@
 // selectors are disjoint) it is reconciled without any other change.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { KubeClient, type KubeObject } from './kube/client.ts';
+import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey } from './render/names.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from './testenv/operator.ts';

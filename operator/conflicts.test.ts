@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nodeConflict } from './conflicts.ts';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 
 const node = (name: string, pool: string): KubeObject => ({ metadata: { name, labels: { pool } }, spec: {}, status: { conditions: [{ type: 'Ready', status: 'True' }] } });
 const tp = (ns: string, name: string, created: string, spec: unknown): KubeObject => ({ metadata: { namespace: ns, name, uid: `${ns}/${name}`, creationTimestamp: created }, spec });

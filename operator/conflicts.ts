@@ -7,7 +7,7 @@
 // Labels only, not readiness or taints: a node going NotReady must not hand it to the other
 // object for a while (the outcome would flap with node health). Pure over the caches.
 import type { TransparentProxySpec } from '../api/transparentproxy.ts';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 import { renderNodeConfig } from './render/nodeconfig.ts';
 import { matchesSelector } from './scheduling.ts';
 

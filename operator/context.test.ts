@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ApplyMemo } from './context.ts';
-import type { KubeClient, KubeObject } from './kube/client.ts';
+import type { KubeClient, KubeObject } from '../kube/client.ts';
 
 /** Records applies; answers like the API server (generation bumps on a changed spec). */
 function fakeClient() {

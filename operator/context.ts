@@ -1,8 +1,8 @@
 // What a reconcile needs: the API client, the informer caches and operator settings. Also the
 // write memo that keeps steady state free of API writes.
 import type { Logger } from 'pino';
-import type { KubeClient, KubeObject } from './kube/client.ts';
-import type { Informer } from './kube/informer.ts';
+import type { KubeClient, KubeObject } from '../kube/client.ts';
+import type { Informer } from '../kube/informer.ts';
 import { stableJson } from './status.ts';
 import { shortHash } from './render/names.ts';
 

@@ -2,8 +2,8 @@
 // workers reconcile one key at a time each (the queue guarantees one worker per key), back off
 // exponentially on errors and resync every object periodically.
 import type { Logger } from 'pino';
-import { resourcePath, type KubeClient, type KubeObject } from './kube/client.ts';
-import { Informer, type ChangeHandler } from './kube/informer.ts';
+import { resourcePath, type KubeClient, type KubeObject } from '../kube/client.ts';
+import { Informer, type ChangeHandler } from '../kube/informer.ts';
 import { ApplyMemo, type Caches, type ReconcileContext, type Settings } from './context.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { WorkQueue } from './queue.ts';

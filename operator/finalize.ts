@@ -5,7 +5,7 @@
 // wait for, up to --cleanup-timeout after deletion started. Then node labels and the finalizer go,
 // and owner references let the garbage collector delete the rest.
 import { TransparentProxySpec } from '../api/transparentproxy.ts';
-import { resourcePath, type KubeObject } from './kube/client.ts';
+import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext } from './context.ts';
 import { pendingLeaves, syncActiveNodes } from './nodes.ts';
 import { renderDaemonSet } from './render/daemonset.ts';

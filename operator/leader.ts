@@ -3,7 +3,7 @@
 // when this replica last saw the record change (like client-go), so clock skew between nodes does
 // not matter. Writes are optimistic (resourceVersion); a 409 just means "someone else won".
 import type { Logger } from 'pino';
-import { ApiError, type KubeClient, type KubeObject } from './kube/client.ts';
+import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
 
 export interface LeaderOptions {
   namespace: string;

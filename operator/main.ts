@@ -6,7 +6,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { parseDuration } from '../api/net.ts';
 import { Controller } from './controller.ts';
-import { KubeClient } from './kube/client.ts';
+import { KubeClient } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { OperatorMetrics } from './metrics.ts';
 import { FIELD_MANAGER } from './render/names.ts';

@@ -1,7 +1,7 @@
 // Operator metrics. Labels come from closed sets only (result, resource, verb): never an object
 // name, so cardinality does not grow with the number of TransparentProxies.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { WriteVerb } from './kube/client.ts';
+import type { WriteVerb } from '../kube/client.ts';
 import type { Outcome } from './reconcile.ts';
 
 export type ReconcileResult = Outcome | 'error';

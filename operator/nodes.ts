@@ -11,7 +11,7 @@
 // SSA would make one field manager own the whole label set it applies per node, so applying
 // object B's label would drop object A's. A merge patch touches exactly one key.
 import type { TransparentProxySpec } from '../api/transparentproxy.ts';
-import { resourcePath, type KubeObject } from './kube/client.ts';
+import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext } from './context.ts';
 import { leftNodes } from './pods.ts';
 import { candidates, selectActive, type Candidate } from './scheduling.ts';

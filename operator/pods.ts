@@ -2,7 +2,7 @@
 // Ready condition) and tuning (the condition the node agent publishes on its own pod, see
 // daemonset/tuning-publish.ts). Pure over the pod cache's contents.
 import type { NodeTuning } from '../api/transparentproxy-status.ts';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 import { leaveSelectorLabels, selectorLabels } from './render/names.ts';
 
 /** Pod condition type written by the node agent (daemonset/tuning-report.ts CONDITION_TYPE). */

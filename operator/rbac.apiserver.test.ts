@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { parseAllDocuments } from 'yaml';
-import { KubeClient, resourcePath, type KubeObject } from './kube/client.ts';
+import { KubeClient, resourcePath, type KubeObject } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { activeLabelKey, FIELD_MANAGER } from './render/names.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
-import { KubeClient, type KubeObject } from './kube/client.ts';
+import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey, CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION } from './render/names.ts';
 import { completeLeaves, createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from './testenv/operator.ts';

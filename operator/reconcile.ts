@@ -4,7 +4,7 @@
 // object has a fixed name and is applied whole, so a crash mid-way converges on the next run.
 import { GROUP, KIND, PLURAL, VERSION } from '../api/transparentproxy.ts';
 import type { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
-import { resourcePath, type KubeObject } from './kube/client.ts';
+import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext } from './context.ts';
 import { nodeConflict } from './conflicts.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';

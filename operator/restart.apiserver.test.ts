@@ -8,7 +8,7 @@ import { openSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { KubeClient, type KubeObject } from './kube/client.ts';
+import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey } from './render/names.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
 import { freePort, startTestEnv, type TestEnv } from './testenv/testenv.ts';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 import { candidates, selectActive, type Candidate } from './scheduling.ts';
 
 const node = (name: string, o: { zone?: string; ready?: boolean; labels?: Record<string, string>; taints?: { key: string; value?: string; effect: string }[]; unschedulable?: boolean } = {}): KubeObject => ({

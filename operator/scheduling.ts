@@ -7,7 +7,7 @@
 // and shrink from the most-populated one (spread over topology.kubernetes.io/zone); ties break
 // by node name so the choice is deterministic across operator restarts.
 import type { Toleration } from '../api/transparentproxy.ts';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 import { ZONE_LABEL } from './render/names.ts';
 
 interface Taint { key: string; value?: string; effect: string }

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 import { fleetPods, leftNodes, TUNING_CONDITION } from './pods.ts';
 import { computeStatus, stableJson, type StatusInput } from './status.ts';
 

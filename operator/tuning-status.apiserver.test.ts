@@ -17,7 +17,7 @@ import { pino } from 'pino';
 import { applyTuning, sysctlPath, type AffinityPlan, type TuningPlan } from '../daemonset/tuning/index.ts';
 import { AGENT_FIELD_MANAGER, TuningPublisher, tuningTick } from '../daemonset/tuning-publish.ts';
 import { buildReport, writeReport } from '../daemonset/tuning-report.ts';
-import { ApiError, KubeClient, type KubeObject } from './kube/client.ts';
+import { ApiError, KubeClient, type KubeObject } from '../kube/client.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from './testenv/operator.ts';
 import { startTestEnv, type TestEnv } from './testenv/testenv.ts';

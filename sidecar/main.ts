@@ -10,7 +10,7 @@
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
-import { readNodeFacts } from '../daemonset/tuning/facts.ts';
+import { readNodeFacts } from '../host/facts.ts';
 import { createLogger } from './log.ts';
 import { planWorkerPinning } from './pinning.ts';
 import { runPrimary, WORKER_ENV } from './primary.ts';

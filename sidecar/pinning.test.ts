@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { stringify } from 'yaml';
 import { ConfigError, parseNodeConfig } from '../api/load.ts';
-import { readNodeFacts } from '../daemonset/tuning/facts.ts';
+import { readNodeFacts } from '../host/facts.ts';
 import { nsExec, privilegedSkipReason, sh, waitFor } from '../e2e/netns.ts';
 import { REPO, scratch, startInNs, tsNode, type Proc } from '../e2e/proc.ts';
 import { cpuOfSlot, planWorkerPinning } from './pinning.ts';
@@ -17,7 +17,7 @@ const nodeConfig = (proxy: object, affinity?: object) => ({
   apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', proxy, ...(affinity ? { tuning: { affinity } } : {}),
 });
 /** The recorded hyper-threaded 8-core node (CPUs 0-15, siblings n and n+8) of the planner's golden tests. */
-const ht8 = () => readNodeFacts(path.join(REPO, 'daemonset/tuning/testdata/ht8-mlx5/root'), []);
+const ht8 = () => readNodeFacts(path.join(REPO, 'host/testdata/ht8-mlx5/root'), []);
 const allowed = (pid: number | 'self', task: number | string = pid): string =>
   /^Cpus_allowed_list:\s*(.*)$/m.exec(readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8'))![1]!;
 const ownCpus = allowed('self', process.pid);

@@ -1,5 +1,5 @@
 // Which CPUs the workers run on, when tuning.affinity is not off. The primary computes it once at
-// start-up with the node agent's own pure planner (daemonset/tuning/affinity.ts) on the same node
+// start-up with the node agent's own pure planner (host/affinity.ts) on the same node
 // facts, so the CPUs the agent keeps free of NIC interrupts are the CPUs the workers use.
 // Rule: worker slot i is pinned to the single CPU workerCpus[i mod n] (workerCpus ascending).
 // With proxy.workers 0 (auto) there is one worker per planned CPU, so one CPU per worker; with an
@@ -7,9 +7,9 @@
 // last CPUs stay unused. A restarted worker keeps its slot, hence its CPU.
 import { ConfigError } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
-import { planAffinity } from '../daemonset/tuning/affinity.ts';
-import { cpuList, formatCpuList } from '../daemonset/tuning/cpulist.ts';
-import type { NodeFacts } from '../daemonset/tuning/facts.ts';
+import { planAffinity } from '../host/affinity.ts';
+import { cpuList, formatCpuList } from '../host/cpulist.ts';
+import type { NodeFacts } from '../host/facts.ts';
 
 export interface WorkerPinning {
   /** The planned worker CPUs, ascending, never empty. */

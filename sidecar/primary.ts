@@ -2,7 +2,7 @@
 // and turns SIGTERM into a drain of every worker.
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import { formatCpuList } from '../daemonset/tuning/cpulist.ts';
+import { formatCpuList } from '../host/cpulist.ts';
 import { isToPrimary, type ToWorker } from './ipc.ts';
 import type { Logger } from './log.ts';
 import { PREFIX } from './metrics.ts';

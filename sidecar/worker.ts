@@ -3,7 +3,7 @@
 // drain on request. Talks to the primary over the cluster IPC channel (messages in ipc.ts).
 import net from 'node:net';
 import { AggregatorRegistry, Registry } from 'prom-client';
-import { formatCpuList } from '../daemonset/tuning/cpulist.ts';
+import { formatCpuList } from '../host/cpulist.ts';
 import { transparentDialer } from './dial.ts';
 import { Forwarder } from './forward.ts';
 import { toPrimary, type ToWorker } from './ipc.ts';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Tuning } from '../../api/tuning.ts';
 import { privilegedSkipReason } from '../../e2e/netns.ts';
-import { cpuList, formatCpuList } from './cpulist.ts';
+import { cpuList, formatCpuList } from '../../host/cpulist.ts';
 import { applyTuning, checkDrift, planTuning, readNodeFacts, restoreTuning } from './index.ts';
 
 const skip = privilegedSkipReason();

@@ -7,13 +7,13 @@
 // Each report is plain data; summarize() turns it into condition-sized text for the status.
 import type { Tuning } from '../../api/tuning.ts';
 import { canonicalSysctl } from '../../api/tuning-sysctls.ts';
-import { affinityWrites, planAffinity, type AffinityPlan } from './affinity.ts';
-import type { NodeFacts } from './facts.ts';
+import { affinityWrites, planAffinity, type AffinityPlan } from '../../host/affinity.ts';
+import type { NodeFacts } from '../../host/facts.ts';
 import { applyWrites, checkOwnedDrift, restoreAll, type ApplyReport, type DriftReport, type EngineOptions, type RestoreReport, type Write } from './owned.ts';
 import { profileEntries } from './profiles.ts';
 
-export { readNodeFacts, type NodeFacts } from './facts.ts';
-export type { AffinityPlan } from './affinity.ts';
+export { readNodeFacts, type NodeFacts } from '../../host/facts.ts';
+export type { AffinityPlan } from '../../host/affinity.ts';
 export type { ApplyReport, DriftReport, RestoreReport, Write } from './owned.ts';
 /** Same directory as the agent's rule state; the tuning state is its own file (tuning.json). */
 export const DEFAULT_STATE_DIR = '/run/tpfleet';

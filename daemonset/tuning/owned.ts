@@ -14,28 +14,10 @@
 // the state records the netns it was made in and refuses to act in another one.
 import { existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseCpuList, parseCpuMask, sameCpus } from './cpulist.ts';
+import { parseCpuList, parseCpuMask, sameCpus } from '../../host/cpulist.ts';
+import type { Compare, Write } from '../../host/write.ts';
 
-/** How two texts of a file are compared: whitespace-separated words, CPU lists or CPU masks. */
-export type Compare = 'words' | 'cpulist' | 'cpumask';
-
-export interface Write {
-  /** Stable id used in reports and the state: a sysctl key, or "irq/38/smp_affinity_list", "eth0/rx-0/rps_cpus". */
-  key: string;
-  /** Kernel path (absolute, without the root prefix). */
-  path: string;
-  value: string;
-  compare: Compare;
-  /** Only raise: integers component-wise max(current, value). */
-  atLeast?: boolean;
-  group: 'sysctl' | 'affinity';
-  /**
-   * A path that must exist for `path` to still mean the same thing, e.g. /proc/irq/38/virtio2-input.0:
-   * IRQ numbers are reassigned when a driver reloads, and an original must never be restored onto
-   * another device's interrupt. Gone = the value counts as missing.
-   */
-  guard?: string;
-}
+export type { Compare, Write } from '../../host/write.ts';
 
 interface Entry { path: string; compare: Compare; group: Write['group']; original: string; applied: string | null; guard?: string }
 interface State { version: 1; netns: string | null; entries: Record<string, Entry> }

@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { cpuList, formatCpuList, type CpuSet } from './cpulist.ts';
+import { cpuList, formatCpuList, type CpuSet } from '../../host/cpulist.ts';
 
 const run = promisify(execFile);
 

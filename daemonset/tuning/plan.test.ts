@@ -7,7 +7,7 @@ import { canonicalSysctl, SYSCTLS } from '../../api/tuning-sysctls.ts';
 import { planSysctls, planTuning, readNodeFacts, tuningCondition, type ApplyReport } from './index.ts';
 import { PROFILES, profileEntries } from './profiles.ts';
 
-const TESTDATA = join(import.meta.dirname, 'testdata');
+const TESTDATA = join(import.meta.dirname, '..', '..', 'host', 'testdata');
 
 test('every profile value is allowlisted, in range, canonical and explained', () => {
   for (const [name, entries] of Object.entries(PROFILES)) {

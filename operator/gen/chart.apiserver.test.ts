@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { parse, stringify } from 'yaml';
-import { ApiError, KubeClient, type KubeObject } from '../kube/client.ts';
+import { ApiError, KubeClient, type KubeObject } from '../../kube/client.ts';
 import { createNode, loadSample, tpPath, waitFor } from '../testenv/fixtures.ts';
 import { freePort, startTestEnv, type TestEnv } from '../testenv/testenv.ts';
 import { chartDir, helm, RELEASE, RELEASE_NS } from './helm.ts';

@@ -3,7 +3,7 @@
 import { parseDuration } from '../../api/net.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
-import type { KubeObject } from '../kube/client.ts';
+import type { KubeObject } from '../../kube/client.ts';
 import { activeLabelKey, CONFIG_HASH_ANNOTATION, METRICS_PORT_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels, shortHash } from './names.ts';
 
 /**

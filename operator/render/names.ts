@@ -1,7 +1,7 @@
 // Names, labels and owner references shared by every rendered object. Pure.
 import { createHash } from 'node:crypto';
 import { GROUP, KIND, VERSION } from '../../api/transparentproxy.ts';
-import type { KubeObject } from '../kube/client.ts';
+import type { KubeObject } from '../../kube/client.ts';
 
 export const FIELD_MANAGER = 'tpfleet-operator';
 export const FINALIZER = 'tpfleet.io/node-cleanup';

@@ -2,7 +2,7 @@
 // Service and the HPA on /scale. Pure rendering.
 import { parseDuration } from '../../api/net.ts';
 import { GROUP, KIND, VERSION, type TransparentProxySpec } from '../../api/transparentproxy.ts';
-import type { KubeObject } from '../kube/client.ts';
+import type { KubeObject } from '../../kube/client.ts';
 import { CONFIG_HASH_ANNOTATION, CONNECTIONS_METRIC, names, ownedMeta, selectorLabels } from './names.ts';
 
 export function renderConfigMap(tp: KubeObject, yaml: string, hash: string) {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { parseNodeConfigText } from '../../api/load.ts';
-import type { KubeObject } from '../kube/client.ts';
+import type { KubeObject } from '../../kube/client.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import { renderDaemonSet } from './daemonset.ts';
 import { activeLabelKey } from './names.ts';

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { transparentProxyCrd } from '../gen/crd.ts';
-import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
+import { ApiError, type KubeClient, type KubeObject } from '../../kube/client.ts';
 
 export const TP_PATH = '/apis/tpfleet.io/v1alpha1';
 export const tpPath = (ns: string, name?: string, sub?: string) =>

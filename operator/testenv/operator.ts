@@ -3,7 +3,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { Controller } from '../controller.ts';
-import { KubeClient } from '../kube/client.ts';
+import { KubeClient } from '../../kube/client.ts';
 import { OperatorMetrics } from '../metrics.ts';
 import { FIELD_MANAGER } from '../render/names.ts';
 

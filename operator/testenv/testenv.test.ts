@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
-import { ApiError, KubeClient } from '../kube/client.ts';
+import { ApiError, KubeClient } from '../../kube/client.ts';
 import { k8sVersion } from './binaries.ts';
 import { startTestEnv, type TestEnv } from './testenv.ts';
 

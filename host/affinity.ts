@@ -12,10 +12,10 @@
 //     then second threads, capped by maxWorkers; if nothing is left, IRQ CPUs are shared (noted);
 //  5. RPS/RFS when the IRQ CPUs are not the worker CPUs: protocol processing follows the worker
 //     that reads the socket; XPS on multi-queue NICs: each CPU transmits on exactly one tx queue.
-import type { Tuning } from '../../api/tuning.ts';
+import type { Tuning } from '../api/tuning.ts';
 import { cpuList, formatCpuList, formatCpuMask, intersect, minus, union, type CpuSet } from './cpulist.ts';
 import type { InterfaceFacts, NodeFacts } from './facts.ts';
-import type { Write } from './owned.ts';
+import type { Write } from './write.ts';
 
 type AffinitySpec = Tuning['affinity'];
 

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { Tuning } from '../../api/tuning.ts';
+import { Tuning } from '../api/tuning.ts';
 import { affinityWrites, planAffinity, type AffinityPlan } from './affinity.ts';
 import { cpuList, cpuMask, intersect } from './cpulist.ts';
 import { readNodeFacts, type NodeFacts } from './facts.ts';
