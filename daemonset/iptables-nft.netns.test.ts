@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createTopology, nsExec, privilegedSkipReason } from '../e2e/netns.ts';
-import { lifecycleTests } from './suite-lifecycle.ts';
-import { PORTS_CONFIG, trafficTests } from './suite-traffic.ts';
-import { agent, workdir } from './testkit.ts';
+import { lifecycleTests } from './lifecycle.testkit.ts';
+import { PORTS_CONFIG, trafficTests } from './traffic.testkit.ts';
+import { agent, workdir } from './agent.testkit.ts';
 
 lifecycleTests('iptables-nft');
 trafficTests('iptables-nft');

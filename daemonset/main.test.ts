@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { run } from './run.ts';
-import { MAIN, workdir } from './testkit.ts';
+import { MAIN, workdir } from './agent.testkit.ts';
 
 const cli = (args: string[]) => run([process.execPath, '--import', 'tsx', MAIN, ...args]);
 

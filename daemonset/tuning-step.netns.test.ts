@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nsExec, privilegedSkipReason, sh } from '../e2e/netns.ts';
-import { agent, workdir } from './testkit.ts';
+import { agent, workdir } from './agent.testkit.ts';
 
 const skip = privilegedSkipReason();
 const KEYS = ['net/ipv4/tcp_fin_timeout', 'net/ipv4/tcp_tw_reuse', 'net/ipv4/ip_local_port_range'];

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { createTopology, privilegedSkipReason, waitFor, type Topology } from '../e2e/netns.ts';
-import { PORTS_CONFIG } from './suite-traffic.ts';
-import { agent, connect, logLines, snapshot, spawnAgent, startTool, stop, warmUp, workdir } from './testkit.ts';
+import { PORTS_CONFIG } from './traffic.testkit.ts';
+import { agent, connect, logLines, snapshot, spawnAgent, startTool, stop, warmUp, workdir } from './agent.testkit.ts';
 import type { Backend } from './types.ts';
 
 const skip = privilegedSkipReason();

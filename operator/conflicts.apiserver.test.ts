@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey } from './render/names.ts';
-import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
-import { startOperator, type RunningOperator } from './testenv/operator.ts';
-import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
+import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
+import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
+import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
 let env: TestEnv, c: KubeClient, op: RunningOperator;
 type Obj = KubeObject & { spec?: any; status?: any };

@@ -11,9 +11,9 @@ import { parseAllDocuments } from 'yaml';
 import { KubeClient, resourcePath, type KubeObject } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { activeLabelKey, FIELD_MANAGER } from './render/names.ts';
-import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
-import { startOperator, type RunningOperator } from './testenv/operator.ts';
-import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
+import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
+import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
+import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
 let env: TestEnv, admin: KubeClient, op: RunningOperator, userConfig: string;
 const USER = 'tpfleet-operator-under-test';

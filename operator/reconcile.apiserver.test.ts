@@ -7,9 +7,9 @@ import { after, before, test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
 import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey, CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION } from './render/names.ts';
-import { completeLeaves, createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
-import { startOperator, type RunningOperator } from './testenv/operator.ts';
-import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
+import { completeLeaves, createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
+import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
+import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
 let env: TestEnv, c: KubeClient, op: RunningOperator;
 const NS = 'fleet';

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey } from './render/names.ts';
-import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
-import { freePort, startTestEnv, type TestEnv } from './testenv/testenv.ts';
+import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
+import { freePort, startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
 let env: TestEnv, c: KubeClient;
 const NS = 'restart';

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, nsExec, nsSpawn, privilegedSkipReason, sh, waitFor, type Topology } from '../e2e/netns.ts';
 import { nodeConfigYaml, peer, scrape, scratch, startInNs, startPeerServer, startSidecar, tsNode, type Proc } from '../e2e/proc.ts';
-import { blackhole, installTproxy } from './testkit.ts';
+import { blackhole, installTproxy } from './tproxy.testkit.ts';
 
 const LISTEN = 15101, METRICS = 15190, ECHO = 8080, BLACKHOLE = 8081, BACKLOG = 1234;
 

@@ -7,7 +7,7 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { freePort } from '../../operator/testenv/testenv.ts';
+import { freePort } from '../testenv/testenv.ts';
 import { helm, kubectl, kubectlJson, waitFor } from './kube.ts';
 import type { BuiltImage, Cluster } from './provider.ts';
 

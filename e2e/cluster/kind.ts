@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { ensureBinaries } from '../../operator/testenv/binaries.ts';
+import { ensureBinaries } from '../testenv/binaries.ts';
 import type { BuiltImage, Cluster, ClusterNode, Provider } from './provider.ts';
 
 const CLUSTER_NAME = 'tpfleet-e2e';

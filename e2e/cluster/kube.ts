@@ -2,7 +2,7 @@
 // repo builds), as argv arrays against the cluster's kubeconfig, and one polling helper.
 import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { ensureBinaries } from '../../operator/testenv/binaries.ts';
+import { ensureBinaries } from '../testenv/binaries.ts';
 import type { Cluster } from './provider.ts';
 
 function run(bin: string, args: readonly string[], input?: string): Promise<string> {

@@ -7,8 +7,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { ensureBinaries } from '../../operator/testenv/binaries.ts';
-import { freePort, startProcess, startTestEnv, stopProcess, tail, type TestEnv } from '../../operator/testenv/testenv.ts';
+import { ensureBinaries } from '../testenv/binaries.ts';
+import { freePort, startProcess, startTestEnv, stopProcess, tail, type TestEnv } from '../testenv/testenv.ts';
 
 export interface ControlPlane {
   env: TestEnv;

@@ -5,8 +5,8 @@
 // bound to them to Running + Ready, and deleted pods to gone. Nothing runs in those pods.
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { ensureBinaries } from '../../operator/testenv/binaries.ts';
-import { startProcess, stopProcess, tail } from '../../operator/testenv/testenv.ts';
+import { ensureBinaries } from '../testenv/binaries.ts';
+import { startProcess, stopProcess, tail } from '../testenv/testenv.ts';
 import { kubectl, kubectlJson, waitFor } from './kube.ts';
 import type { ClusterNode } from './provider.ts';
 

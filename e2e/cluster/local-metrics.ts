@@ -9,8 +9,8 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { ensureBinaries } from '../../operator/testenv/binaries.ts';
-import { startProcess, stopProcess, tail, type TestEnv } from '../../operator/testenv/testenv.ts';
+import { ensureBinaries } from '../testenv/binaries.ts';
+import { startProcess, stopProcess, tail, type TestEnv } from '../testenv/testenv.ts';
 import { kubectl, kubectlJson, waitFor } from './kube.ts';
 import type { LocalNet } from './local-net.ts';
 

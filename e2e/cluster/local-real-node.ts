@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSy
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { KUBERNETES_SERVICE_IP, startProcess, stopProcess, tail } from '../../operator/testenv/testenv.ts';
+import { KUBERNETES_SERVICE_IP, startProcess, stopProcess, tail } from '../testenv/testenv.ts';
 import { createLocalNet, type LocalNet } from './local-net.ts';
 import { cniConfig, containerdConfig, kubeletConfig, type NodePaths } from './local-real-config.ts';
 

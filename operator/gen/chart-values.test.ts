@@ -10,7 +10,7 @@ import { isMap, isScalar, parse, parseDocument, type YAMLMap } from 'yaml';
 import { ChartValues } from '../../api/chart-values.ts';
 import { GROUP, KIND, VERSION } from '../../api/transparentproxy.ts';
 import { CONNECTIONS_METRIC } from '../render/names.ts';
-import { loadSample } from '../testenv/fixtures.ts';
+import { loadSample } from '../../e2e/testenv/fixtures.ts';
 import { chartDir, loadDefaultValues, renderValuesSchemaFile, renderValuesTable, repoRoot, schemaLeaves, SCHEMA_FILE, TABLE_BEGIN, TABLE_END, valuesJsonSchema } from './chart.ts';
 import { renderCrdFiles } from './crd.ts';
 

@@ -1,4 +1,4 @@
-// `helm install` of charts/tpfleet into a real kube-apiserver (operator/testenv), the user path of
+// `helm install` of charts/tpfleet into a real kube-apiserver (e2e/testenv), the user path of
 // docs/helm.md. No kubelet or controller-manager runs here, so the chart's Deployment never gets
 // pods: the operator runs as a process with that Deployment's own args and the chart's
 // ServiceAccount token, so the chart's flags and RBAC are what is exercised, not an admin shortcut.
@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { ApiError, KubeClient, type KubeObject } from '../../kube/client.ts';
-import { createNode, loadSample, tpPath, waitFor } from '../testenv/fixtures.ts';
-import { freePort, startTestEnv, type TestEnv } from '../testenv/testenv.ts';
+import { createNode, loadSample, tpPath, waitFor } from '../../e2e/testenv/fixtures.ts';
+import { freePort, startTestEnv, type TestEnv } from '../../e2e/testenv/testenv.ts';
 import { chartDir, helm, RELEASE, RELEASE_NS } from './helm.ts';
 import { repoRoot } from './chart.ts';
 

@@ -9,8 +9,8 @@ import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
 import { renderNodeConfig } from '../render/nodeconfig.ts';
 import { ApiError, KubeClient, type KubeObject } from '../../kube/client.ts';
-import { createNamespace, installCrd, loadSample, tpPath } from '../testenv/fixtures.ts';
-import { startTestEnv, type TestEnv } from '../testenv/testenv.ts';
+import { createNamespace, installCrd, loadSample, tpPath } from '../../e2e/testenv/fixtures.ts';
+import { startTestEnv, type TestEnv } from '../../e2e/testenv/testenv.ts';
 import { INVALID_SPECS } from './invalid-specs.ts';
 
 let env: TestEnv;

@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { ensureBinaries } from '../testenv/binaries.ts';
+import { ensureBinaries } from '../../e2e/testenv/binaries.ts';
 import { chartDir } from './chart.ts';
 
 export { chartDir };

@@ -2,10 +2,10 @@
 // main.ts minus flag parsing and leader election), with its own metrics registry.
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { Controller } from '../controller.ts';
+import { Controller } from '../../operator/controller.ts';
 import { KubeClient } from '../../kube/client.ts';
-import { OperatorMetrics } from '../metrics.ts';
-import { FIELD_MANAGER } from '../render/names.ts';
+import { OperatorMetrics } from '../../operator/metrics.ts';
+import { FIELD_MANAGER } from '../../operator/render/names.ts';
 
 export interface RunningOperator { controller: Controller; metrics: OperatorMetrics; client: KubeClient; writes: () => number; stop: () => Promise<void> }
 

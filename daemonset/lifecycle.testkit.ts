@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { createTopology, nsExec, privilegedSkipReason, type Topology } from '../e2e/netns.ts';
-import { agent, snapshot, workdir, type Workdir } from './testkit.ts';
+import { agent, snapshot, workdir, type Workdir } from './agent.testkit.ts';
 import type { Backend } from './types.ts';
 
 const FULL = `interception:

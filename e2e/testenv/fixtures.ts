@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { transparentProxyCrd } from '../gen/crd.ts';
+import { transparentProxyCrd } from '../../operator/gen/crd.ts';
 import { ApiError, type KubeClient, type KubeObject } from '../../kube/client.ts';
 
 export const TP_PATH = '/apis/tpfleet.io/v1alpha1';
@@ -45,7 +45,7 @@ export async function createNamespace(c: KubeClient, name: string): Promise<void
 }
 
 export function loadSample(file: string): KubeObject & { spec: Record<string, unknown> } {
-  return parse(readFileSync(join(import.meta.dirname, '..', 'samples', file), 'utf8'));
+  return parse(readFileSync(join(import.meta.dirname, '..', '..', 'operator', 'samples', file), 'utf8'));
 }
 
 export interface NodeOpts { zone?: string; ready?: boolean; labels?: Record<string, string>; taints?: { key: string; value?: string; effect: string }[]; unschedulable?: boolean }

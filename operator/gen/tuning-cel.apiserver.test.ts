@@ -1,15 +1,15 @@
 // The tuning schema as the API server enforces it: a probe CRD whose spec is TuningSpec, converted
 // exactly as operator/gen does for the TransparentProxy CRD, installed in a real kube-apiserver
-// (operator/testenv). Bad keys, out-of-range values and incomplete explicit affinity are rejected at
+// (e2e/testenv). Bad keys, out-of-range values and incomplete explicit affinity are rejected at
 // `kubectl apply` time with a message naming the key; the CRD itself must pass the server's CEL
 // cost checks.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { z } from 'zod';
-import { structural } from '../operator/gen/crd.ts';
-import { ApiError, KubeClient } from '../kube/client.ts';
-import { startTestEnv, type TestEnv } from '../operator/testenv/testenv.ts';
-import { TuningSpec } from './tuning.ts';
+import { structural } from './crd.ts';
+import { ApiError, KubeClient } from '../../kube/client.ts';
+import { startTestEnv, type TestEnv } from '../../e2e/testenv/testenv.ts';
+import { TuningSpec } from '../../api/tuning.ts';
 
 const GROUP = 'probe.tpfleet.io', PLURAL = 'tuningprobes';
 let env: TestEnv, c: KubeClient;

@@ -1,6 +1,6 @@
 // A/B benchmark of node tuning on the data path: the same topology as `npm run bench:dataplane`
 // (client ⇄ proxy node ⇄ server namespaces, the node agent's interception rules, keepClientIp), with
-// the proxy namespace untuned vs the `throughput` profile applied by the tuning engine (cli.ts run
+// the proxy namespace untuned vs the `throughput` profile applied by the tuning engine (daemonset/tuning/cli.ts run
 // inside the namespace), alternating A, B, A, B in one run so machine noise hits both alike.
 // Prints a markdown table and writes it, with the machine's description, into docs/benchmarks.md.
 //   bench.ts [--proxy tpfleet|haproxy] [--seconds 10] [--rounds 2] [--profile throughput] [--workers 2] [--no-write]
@@ -9,11 +9,11 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
-import { iperf3, wrk } from '../../e2e/bench/measure.ts';
-import { haproxyConf, nginxConf, startHaproxy, startIperfServer, startNginx } from '../../e2e/bench/peers.ts';
-import { describeMachine, writeSection } from '../../e2e/bench/report.ts';
-import { createTopology, nsExec, privilegedSkipReason, waitFor, type Topology } from '../../e2e/netns.ts';
-import { agent, nodeConfigYaml, REPO, scrape, scratch, startSidecar, type Proc } from '../../e2e/proc.ts';
+import { iperf3, wrk } from './measure.ts';
+import { haproxyConf, nginxConf, startHaproxy, startIperfServer, startNginx } from './peers.ts';
+import { describeMachine, writeSection } from './report.ts';
+import { createTopology, nsExec, privilegedSkipReason, waitFor, type Topology } from '../netns.ts';
+import { agent, nodeConfigYaml, REPO, scrape, scratch, startSidecar, type Proc } from '../proc.ts';
 
 const run = promisify(execFile);
 const { values: opt } = parseArgs({

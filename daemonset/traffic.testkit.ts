@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { createTopology, privilegedSkipReason } from '../e2e/netns.ts';
-import { agent, connect, snapshot, startTool, stop, warmUp, workdir } from './testkit.ts';
+import { agent, connect, snapshot, startTool, stop, warmUp, workdir } from './agent.testkit.ts';
 import type { Backend } from './types.ts';
 
 export const PORTS_CONFIG = (policy: string) =>
