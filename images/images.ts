@@ -3,9 +3,15 @@
 // serialised by build.sh's lock, so parallel callers are safe; a warm call takes seconds.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import type { BuiltImage } from '../e2e/cluster/provider.ts';
-
 export type ImageTarget = 'operator' | 'node';
+
+/** A container image as images/build.sh built it. */
+export interface BuiltImage {
+  /** e.g. localhost/tpfleet/tpfleet-node:dev */
+  ref: string;
+  /** path of an oci-archive or docker-archive tarball of that image */
+  archive: string;
+}
 
 export const BUILD_SH = path.join(import.meta.dirname, 'build.sh');
 

@@ -6,12 +6,13 @@
 // and owner references let the garbage collector delete the rest.
 import { TransparentProxySpec } from '../api/transparentproxy.ts';
 import { resourcePath, type KubeObject } from '../kube/client.ts';
-import type { ReconcileContext } from './context.ts';
+import type { ReconcileContext, Result } from './context.ts';
+import { ownedBy, R, TP, type TransparentProxyObject } from './kinds.ts';
 import { pendingLeaves, syncActiveNodes } from './nodes.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
 import { CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION, names, selectorString } from './render/names.ts';
-import { R, TP, ownedBy, writeStatus, type Result, type TransparentProxyObject } from './reconcile.ts';
 import { rolloutComplete, type DaemonSetStatus } from './status.ts';
+import { writeStatus } from './write-status.ts';
 
 interface LiveDaemonSet extends KubeObject {
   spec?: { template?: { metadata?: { annotations?: Record<string, string> }; spec?: {

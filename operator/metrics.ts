@@ -2,7 +2,7 @@
 // name, so cardinality does not grow with the number of TransparentProxies.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { WriteVerb } from '../kube/client.ts';
-import type { Outcome } from './reconcile.ts';
+import type { Outcome } from './context.ts';
 
 export type ReconcileResult = Outcome | 'error';
 

@@ -13,11 +13,10 @@
 import type { TransparentProxySpec } from '../api/transparentproxy.ts';
 import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext } from './context.ts';
+import { R } from './kinds.ts';
 import { leftNodes } from './pods.ts';
 import { candidates, selectActive, type Candidate } from './scheduling.ts';
 import { activeLabelKey, names, ZONE_LABEL } from './render/names.ts';
-
-const NODES = { group: '', version: 'v1', plural: 'nodes', namespaced: false };
 
 export const LEAVING = 'leaving';
 
@@ -30,7 +29,7 @@ export interface ActiveNodes {
 
 /** One key of one node's labels: "true", LEAVING, or null (removed). */
 async function setLabel(ctx: ReconcileContext, node: string, key: string, value: 'true' | typeof LEAVING | null): Promise<void> {
-  await ctx.client.mergePatch(resourcePath(NODES, undefined, node), { metadata: { labels: { [key]: value } } });
+  await ctx.client.mergePatch(resourcePath(R.nodes, undefined, node), { metadata: { labels: { [key]: value } } });
 }
 
 /** Scale-in: "true" -> "leaving". The proxy pod goes (and drains), the leave pod comes. */

@@ -2,10 +2,8 @@
 // one field manager), report status. Validation happens before any write, so a bad spec changes
 // nothing but the status (InvalidSpec naming the field). Idempotent and restart-safe: every
 // object has a fixed name and is applied whole, so a crash mid-way converges on the next run.
-import { GROUP, KIND, PLURAL, VERSION } from '../api/transparentproxy.ts';
-import type { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 import { resourcePath, type KubeObject } from '../kube/client.ts';
-import type { ReconcileContext } from './context.ts';
+import type { ReconcileContext, Result } from './context.ts';
 import { nodeConflict } from './conflicts.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
@@ -13,26 +11,10 @@ import { renderDaemonSet } from './render/daemonset.ts';
 import { activeLabelKey, names, selectorString } from './render/names.ts';
 import { renderNodeConfig } from './render/nodeconfig.ts';
 import { renderAgentRole, renderAgentRoleBinding, renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './render/objects.ts';
-import { computeStatus, stableJson, type DaemonSetStatus, type StatusInput } from './status.ts';
+import type { DaemonSetStatus, StatusInput } from './status.ts';
+import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
 import { fleetPods } from './pods.ts';
-
-export const TP = { group: GROUP, version: VERSION, plural: PLURAL, namespaced: true };
-export const R = {
-  daemonSets: { group: 'apps', version: 'v1', plural: 'daemonsets', namespaced: true },
-  configMaps: { group: '', version: 'v1', plural: 'configmaps', namespaced: true },
-  serviceAccounts: { group: '', version: 'v1', plural: 'serviceaccounts', namespaced: true },
-  roles: { group: 'rbac.authorization.k8s.io', version: 'v1', plural: 'roles', namespaced: true },
-  roleBindings: { group: 'rbac.authorization.k8s.io', version: 'v1', plural: 'rolebindings', namespaced: true },
-  services: { group: '', version: 'v1', plural: 'services', namespaced: true },
-  hpas: { group: 'autoscaling', version: 'v2', plural: 'horizontalpodautoscalers', namespaced: true },
-  nodes: { group: '', version: 'v1', plural: 'nodes', namespaced: false },
-  pods: { group: '', version: 'v1', plural: 'pods', namespaced: true },
-};
-
-export type Outcome = 'success' | 'invalid' | 'cleanup' | 'gone';
-export interface Result { outcome: Outcome; requeueAfterMs?: number }
-
-export type TransparentProxyObject = KubeObject & { spec?: unknown; status?: TransparentProxyStatus };
+import { writeStatus } from './write-status.ts';
 
 export async function reconcile(ctx: ReconcileContext, key: string): Promise<Result> {
   const [namespace = '', name = ''] = key.split('/');
@@ -100,17 +82,4 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
 
 function dsInfo(ds: KubeObject): StatusInput['daemonSet'] {
   return { generation: ds.metadata.generation, status: (ds as { status?: DaemonSetStatus }).status };
-}
-
-export function ownedBy(obj: KubeObject | undefined, tp: KubeObject): boolean {
-  return !!obj?.metadata.ownerReferences?.some((o) => o.uid === tp.metadata.uid && o.controller);
-}
-
-/** Writes status through the status subresource, only when it differs from what is stored. */
-export async function writeStatus(ctx: ReconcileContext, tp: TransparentProxyObject, input: StatusInput): Promise<void> {
-  const status = computeStatus(input);
-  if (stableJson(status) === stableJson(tp.status ?? {})) return;
-  await ctx.client.apply(resourcePath(TP, tp.metadata.namespace, tp.metadata.name, 'status'), {
-    apiVersion: `${GROUP}/${VERSION}`, kind: KIND, metadata: { name: tp.metadata.name, namespace: tp.metadata.namespace }, status,
-  });
 }
