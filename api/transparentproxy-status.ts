@@ -1,6 +1,9 @@
 // Status of a TransparentProxy, written only by the operator (status subresource). Kept beside
 // the spec so the CRD's status schema comes from the same zod source.
 import { z } from 'zod';
+import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX, TUNING_REASONS } from './tuning-condition.ts';
+
+const reasons = Object.entries(TUNING_REASONS).map(([r, why]) => (why ? `${r} (${why})` : r)).join(', ');
 
 export const CONDITION_TYPES = ['Ready', 'Progressing', 'Degraded', 'InvalidSpec'] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
@@ -16,11 +19,9 @@ export const Condition = z.object({
 export type Condition = z.output<typeof Condition>;
 
 export const NodeTuning = z.object({
-  reason: z.string().max(64).meta({
-    description: 'Applied, NotConfigured, TuningDrift (a value tpfleet set was changed by someone else), TuningRefused (the kernel refused a write), IrqbalanceConflict, TuningPartial (keys or devices this node lacks).',
-  }),
-  message: z.string().max(1024).meta({ description: 'What was applied, or the keys that drifted, were refused or are missing, as the node agent reported it.' }),
-}).strict().meta({ description: 'The node agent\'s tuning report (pod condition tpfleet.io/Tuning); absent until the agent reported.' });
+  reason: z.string().max(TUNING_REASON_MAX).meta({ description: `${reasons}.` }),
+  message: z.string().max(TUNING_MESSAGE_MAX).meta({ description: 'What was applied, or the keys that drifted, were refused or are missing, as the node agent reported it.' }),
+}).strict().meta({ description: `The node agent's tuning report (pod condition ${TUNING_CONDITION_TYPE}); absent until the agent reported.` });
 export type NodeTuning = z.output<typeof NodeTuning>;
 
 export const NodeSummary = z.object({

@@ -15,7 +15,7 @@ import { formatPlan, plan } from './plan.ts';
 import { DEFAULT_STATE_DIR, readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
 import { AGENT_FIELD_MANAGER, podRefFromEnv, TuningPublisher, tuningTick, type PodRef } from './tuning-publish.ts';
-import type { PodCondition } from './tuning-report.ts';
+import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
 
@@ -114,7 +114,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   // Tuning drift is only reported (never fought): at start and every interval, as a log line and,
   // with API credentials, as the pod condition the operator summarises. Ticks never overlap.
   const pub = publisher(cli, env);
-  let last: PodCondition | undefined, busy = false;
+  let last: TuningCondition | undefined, busy = false;
   const tick = async () => {
     if (busy) return;
     busy = true;

@@ -9,7 +9,8 @@
 import type { Logger } from 'pino';
 import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
 import { checkDrift } from './tuning/index.ts';
-import { CONDITION_TYPE, podCondition, readReport, type PodCondition } from './tuning-report.ts';
+import { TUNING_CONDITION_TYPE, type TuningCondition } from '../api/tuning-condition.ts';
+import { podCondition, readReport } from './tuning-report.ts';
 
 export interface PodRef { namespace: string; name: string }
 
@@ -27,13 +28,13 @@ export function podRefFromEnv(env: Record<string, string | undefined>): PodRef |
   return { namespace, name };
 }
 
-type PodStatus = KubeObject & { status?: { conditions?: (PodCondition & { lastTransitionTime?: string })[] } };
+type PodStatus = KubeObject & { status?: { conditions?: (TuningCondition & { lastTransitionTime?: string })[] } };
 
-const same = (a: Pick<PodCondition, 'status' | 'reason' | 'message'>, b: Pick<PodCondition, 'status' | 'reason' | 'message'>) =>
+const same = (a: Pick<TuningCondition, 'status' | 'reason' | 'message'>, b: Pick<TuningCondition, 'status' | 'reason' | 'message'>) =>
   a.status === b.status && a.reason === b.reason && a.message === b.message;
 
 export class TuningPublisher {
-  private last?: PodCondition;
+  private last?: TuningCondition;
   constructor(private readonly client: KubeClient, readonly pod: PodRef, private readonly now: () => Date = () => new Date()) {}
 
   private get path(): string {
@@ -41,11 +42,11 @@ export class TuningPublisher {
   }
 
   /** Writes `cond` on the pod unless it already shows it. Resolves true when a patch was sent. */
-  async publish(cond: PodCondition): Promise<boolean> {
+  async publish(cond: TuningCondition): Promise<boolean> {
     if (this.last && same(this.last, cond)) return false;
     const pod = await this.client.get<PodStatus>(this.path);
     if (!pod) throw new Error(`pod ${this.pod.namespace}/${this.pod.name} not found`);
-    const old = pod.status?.conditions?.find((c) => c.type === CONDITION_TYPE);
+    const old = pod.status?.conditions?.find((c) => c.type === TUNING_CONDITION_TYPE);
     if (old && same(old, cond)) {
       this.last = cond;
       return false;
@@ -64,8 +65,8 @@ export class TuningPublisher {
  * One watch tick: live drift + the stored report -> condition (root: a test tree, default /); logs when it changes, publishes when
  * a publisher exists. Never throws (the watchdog beside it must keep running); returns the condition.
  */
-export async function tuningTick(o: { stateDir: string; root?: string }, publisher: TuningPublisher | undefined, log: Logger, prev?: PodCondition): Promise<PodCondition | undefined> {
-  let cond: PodCondition;
+export async function tuningTick(o: { stateDir: string; root?: string }, publisher: TuningPublisher | undefined, log: Logger, prev?: TuningCondition): Promise<TuningCondition | undefined> {
+  let cond: TuningCondition;
   try {
     cond = podCondition(readReport(o.stateDir), checkDrift({ stateDir: o.stateDir, root: o.root }));
   } catch (e) {

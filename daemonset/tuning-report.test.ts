@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { applyTuning, checkDrift, sysctlPath, type AffinityPlan, type TuningPlan, type Write } from './tuning/index.ts';
 import { podRefFromEnv } from './tuning-publish.ts';
-import { buildReport, CONDITION_TYPE, MESSAGE_MAX, podCondition, readReport, removeReport, summaryLine, writeReport } from './tuning-report.ts';
+import { TUNING_CONDITION_TYPE as CONDITION_TYPE } from '../api/tuning-condition.ts';
+import { buildReport, MESSAGE_MAX, podCondition, readReport, removeReport, summaryLine, writeReport } from './tuning-report.ts';
 
 const dirs: string[] = [];
 after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });

@@ -8,15 +8,12 @@
 // (MESSAGE_MAX) so the pod condition and the operator's status stay small.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ApplyReport, DriftReport, TuningCondition, TuningPlan } from './tuning/index.ts';
-import { tuningCondition } from './tuning/index.ts';
+import { tuningCondition, type TuningCondition, type TuningReason } from '../api/tuning-condition.ts';
+import { applyCondition, type ApplyReport, type DriftReport, type TuningPlan } from './tuning/index.ts';
 
 export const REPORT_FILE = 'tuning-report.json';
-export const CONDITION_TYPE = 'tpfleet.io/Tuning';
-/** Longest message the agent publishes; the status schema allows a little more (api/transparentproxy-status.ts). */
+/** Longest message the agent publishes; the status schema allows a little more (api/tuning-condition.ts). */
 export const MESSAGE_MAX = 1000;
-/** Reasons that mean "as asked": the pod condition is True for these, False for the rest. */
-const GOOD = new Set(['Applied', 'NotConfigured']);
 
 export interface TuningSummary {
   /** Keys written (their value changed). */
@@ -42,8 +39,6 @@ export interface TuningReport {
   summary: TuningSummary;
 }
 
-export interface PodCondition { type: typeof CONDITION_TYPE; status: 'True' | 'False'; reason: string; message: string }
-
 export const bounded = (text: string, max = MESSAGE_MAX): string => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
 
 export function summarize(apply: ApplyReport): TuningSummary {
@@ -54,7 +49,7 @@ export function summarize(apply: ApplyReport): TuningSummary {
 }
 
 export function buildReport(plan: TuningPlan, apply: ApplyReport): TuningReport {
-  return { version: 1, condition: tuningCondition(plan, apply), base: tuningCondition(plan, { ...apply, drift: [] }), summary: summarize(apply) };
+  return { version: 1, condition: applyCondition(plan, apply), base: applyCondition(plan, { ...apply, drift: [] }), summary: summarize(apply) };
 }
 
 /** One line for logs and the apply output: counts, then the keys that did not simply apply. */
@@ -69,9 +64,8 @@ export function summaryLine(s: TuningSummary): string {
  * configured (apply removes the file then). Drift wins over every other reason: it is the one a
  * person has to act on (someone else is changing our values).
  */
-export function podCondition(report: TuningReport | undefined, drift: DriftReport): PodCondition {
-  const make = (reason: string, message: string): PodCondition =>
-    ({ type: CONDITION_TYPE, status: GOOD.has(reason) ? 'True' : 'False', reason, message: bounded(message) });
+export function podCondition(report: TuningReport | undefined, drift: DriftReport): TuningCondition {
+  const make = (reason: TuningReason, message: string) => tuningCondition(reason, bounded(message));
   if (drift.drift.length > 0) {
     const d = `drifted: ${drift.drift.map((x) => `${x.key} want ${x.want} got ${x.got ?? '(gone)'}`).join('; ')}`;
     return make('TuningDrift', report && report.base.reason !== 'Applied' ? `${d}. ${report.base.message}` : d);

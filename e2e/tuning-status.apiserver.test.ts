@@ -17,6 +17,7 @@ import { pino } from 'pino';
 import { applyTuning, sysctlPath, type AffinityPlan, type TuningPlan } from '../daemonset/tuning/index.ts';
 import { AGENT_FIELD_MANAGER, TuningPublisher, tuningTick } from '../daemonset/tuning-publish.ts';
 import { buildReport, writeReport } from '../daemonset/tuning-report.ts';
+import { tuningCondition } from '../api/tuning-condition.ts';
 import { ApiError, KubeClient, type KubeObject } from '../kube/client.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from './testenv/operator.ts';
@@ -107,7 +108,7 @@ test('the agent publishes Applied on its own pod (kubelet conditions kept), once
 });
 
 test('the fleet account may not patch pods of another namespace, nor any pod spec', async () => {
-  const cond0 = { type: 'tpfleet.io/Tuning' as const, status: 'True' as const, reason: 'Applied', message: 'forged' };
+  const cond0 = tuningCondition('Applied', 'forged');
   await assert.rejects(new TuningPublisher(agent, { namespace: OTHER, name: 'bystander' }).publish(cond0), (e) => e instanceof ApiError && e.status === 403);
   await assert.rejects(agent.mergePatch(podPath(NS, 'web-n2'), { metadata: { labels: { x: 'y' } } }), (e) => e instanceof ApiError && e.status === 403);
   const bystander = (await c.get<Obj>(podPath(OTHER, 'bystander')))!;

@@ -2,13 +2,10 @@
 // Ready condition) and tuning (the condition the node agent publishes on its own pod, see
 // daemonset/tuning-publish.ts). Pure over the pod cache's contents.
 import type { NodeTuning } from '../api/transparentproxy-status.ts';
+import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX } from '../api/tuning-condition.ts';
 import type { KubeObject } from '../kube/client.ts';
 import { leaveSelectorLabels, selectorLabels } from './render/names.ts';
 
-/** Pod condition type written by the node agent (daemonset/tuning-report.ts CONDITION_TYPE). */
-export const TUNING_CONDITION = 'tpfleet.io/Tuning';
-/** Bounds of the status fields (api/transparentproxy-status.ts); the agent already sends less. */
-const REASON_MAX = 64, MESSAGE_MAX = 1024;
 
 interface PodCond { type: string; status: string; reason?: string; message?: string }
 type Pod = KubeObject & { spec?: { nodeName?: string }; status?: { conditions?: PodCond[] } };
@@ -45,9 +42,10 @@ export function fleetPods(pods: KubeObject[], namespace: string, name: string): 
     if (p.metadata.deletionTimestamp || !node) continue;
     const conds = p.status?.conditions ?? [];
     if (conds.some((x) => x.type === 'Ready' && x.status === 'True')) out.readyNodes.add(node);
-    const t = conds.find((x) => x.type === TUNING_CONDITION);
-    // The reason is the agent's closed set; anything else (a hand edit) is shown, not trusted.
-    if (t?.reason) out.tuning.set(node, { reason: clip(t.reason, REASON_MAX), message: clip(t.message ?? '', MESSAGE_MAX) });
+    const t = conds.find((x) => x.type === TUNING_CONDITION_TYPE);
+    // The reason is the agent's closed set; anything else (a hand edit) is shown, not trusted. The
+    // bounds are the status schema's; the agent already sends less.
+    if (t?.reason) out.tuning.set(node, { reason: clip(t.reason, TUNING_REASON_MAX), message: clip(t.message ?? '', TUNING_MESSAGE_MAX) });
   }
   return out;
 }

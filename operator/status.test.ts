@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 import type { KubeObject } from '../kube/client.ts';
-import { fleetPods, leftNodes, TUNING_CONDITION } from './pods.ts';
+import { TUNING_CONDITION_TYPE as TUNING_CONDITION } from '../api/tuning-condition.ts';
+import { fleetPods, leftNodes } from './pods.ts';
 import { computeStatus, stableJson, type StatusInput } from './status.ts';
 
 const pod = (node: string, conds: { type: string; status: string; reason?: string; message?: string }[], o: { ns?: string; instance?: string; deleting?: boolean; leave?: boolean } = {}): KubeObject => ({

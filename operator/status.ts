@@ -2,6 +2,7 @@
 // moves when a condition's status changes, so recomputing an unchanged state yields an equal
 // object and the operator writes nothing (no hot loop).
 import type { Condition, ConditionType, NodeSummary, NodeTuning, TransparentProxyStatus } from '../api/transparentproxy-status.ts';
+import { DEGRADING_TUNING } from '../api/tuning-condition.ts';
 import type { Candidate } from './scheduling.ts';
 
 export interface DaemonSetStatus {
@@ -97,13 +98,6 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
     conditions: withTimes(conditions, i.prev?.conditions, i.now, i.generation),
   };
 }
-
-/**
- * Tuning reasons that degrade the fleet, worst first: someone fights our values, the kernel refused
- * one, irqbalance undoes the IRQ placement. TuningPartial (keys or devices a node lacks) is shown per
- * node but does not degrade: the issue's rule is "reported, not fatal".
- */
-export const DEGRADING_TUNING = ['TuningDrift', 'TuningRefused', 'IrqbalanceConflict'] as const;
 
 /** Degraded's reason and message when an active node reports a degrading tuning problem. */
 export function tuningProblem(nodes: NodeSummary[]): { reason: string; message: string } | undefined {

@@ -6,6 +6,7 @@
 //   restoreTuning({ stateDir }) when tuning is removed or the node stops being active
 // Each report is plain data; summarize() turns it into condition-sized text for the status.
 import type { Tuning } from '../../api/tuning.ts';
+import { tuningCondition, type TuningCondition, type TuningReason } from '../../api/tuning-condition.ts';
 import { canonicalSysctl } from '../../api/tuning-sysctls.ts';
 import { affinityWrites, planAffinity, type AffinityPlan } from '../../host/affinity.ts';
 import type { NodeFacts } from '../../host/facts.ts';
@@ -15,6 +16,7 @@ import { profileEntries } from './profiles.ts';
 export { readNodeFacts, type NodeFacts } from '../../host/facts.ts';
 export type { AffinityPlan } from '../../host/affinity.ts';
 export type { ApplyReport, DriftReport, RestoreReport, Write } from './owned.ts';
+export type { TuningCondition } from '../../api/tuning-condition.ts';
 /** Same directory as the agent's rule state; the tuning state is its own file (tuning.json). */
 export const DEFAULT_STATE_DIR = '/run/tpfleet';
 
@@ -64,15 +66,13 @@ export function checkDrift(o: EngineOptions): DriftReport {
   return checkOwnedDrift(o);
 }
 
-export interface TuningCondition { status: 'True' | 'False'; reason: string; message: string }
-
 const keys = (xs: { key: string }[] | string[]): string => xs.map((x) => (typeof x === 'string' ? x : x.key)).join(', ');
 
 /**
- * A Degraded-style condition from the latest reports: True with the offending keys when something
- * drifted, failed, is missing, or irqbalance conflicts; False (reason Applied) otherwise.
+ * The tuning condition an apply leads to (api/tuning-condition.ts): the reason names the worst of
+ * drift, refused writes, an irqbalance conflict, missing keys or devices; the message the keys.
  */
-export function tuningCondition(plan: TuningPlan, apply: ApplyReport, drift?: DriftReport): TuningCondition {
+export function applyCondition(plan: TuningPlan, apply: ApplyReport, drift?: DriftReport): TuningCondition {
   const parts: string[] = [];
   const drifted = [...apply.drift, ...(drift?.drift ?? [])];
   if (drifted.length) parts.push(`drifted: ${drifted.map((d) => `${d.key} want ${d.want} got ${d.got ?? '(gone)'}`).join('; ')}`);
@@ -80,10 +80,9 @@ export function tuningCondition(plan: TuningPlan, apply: ApplyReport, drift?: Dr
   if (apply.missing.length) parts.push(`missing on this kernel: ${keys(apply.missing)}`);
   if (plan.affinity.irqbalance.conflict) parts.push(plan.affinity.irqbalance.conflict);
   if (plan.affinity.problems.length) parts.push(...plan.affinity.problems);
-  const reason = drifted.length ? 'TuningDrift' : apply.failed.length ? 'TuningRefused' : plan.affinity.irqbalance.conflict ? 'IrqbalanceConflict'
+  const reason: TuningReason = drifted.length ? 'TuningDrift' : apply.failed.length ? 'TuningRefused' : plan.affinity.irqbalance.conflict ? 'IrqbalanceConflict'
     : apply.missing.length || plan.affinity.problems.length ? 'TuningPartial' : 'Applied';
-  const msg = parts.join('. ').slice(0, 4000);
   return reason === 'Applied'
-    ? { status: 'False', reason, message: `applied ${apply.changed.length + apply.unchanged.length + apply.adjusted.length} values` }
-    : { status: 'True', reason, message: msg };
+    ? tuningCondition(reason, `applied ${apply.changed.length + apply.unchanged.length + apply.adjusted.length} values`)
+    : tuningCondition(reason, parts.join('. ').slice(0, 4000));
 }
