@@ -12,7 +12,7 @@ import { parse, stringify } from 'yaml';
 import { ApiError, KubeClient, type KubeObject } from '../../kube/client.ts';
 import { createNode, loadSample, tpPath, waitFor } from '../../e2e/testenv/fixtures.ts';
 import { freePort, startTestEnv, type TestEnv } from '../../e2e/testenv/testenv.ts';
-import { chartDir, helm, RELEASE, RELEASE_NS } from './helm.ts';
+import { chartDir, helm, RELEASE, RELEASE_NS } from './helm.testkit.ts';
 import { repoRoot } from './chart.ts';
 
 const FLEET = 'tpfleet-fleet';

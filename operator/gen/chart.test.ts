@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { renderDaemonSet } from '../render/daemonset.ts';
 import { commonLabels } from '../render/names.ts';
-import { chartDir, find, helm, RELEASE_NS, runHelm, template, type Doc } from './helm.ts';
+import { chartDir, find, helm, RELEASE_NS, runHelm, template, type Doc } from './helm.testkit.ts';
 
 const FULL = join(chartDir, 'ci', 'full-values.yaml');
 const goldenDir = join(import.meta.dirname, 'testdata', 'chart');
