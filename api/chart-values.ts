@@ -7,9 +7,9 @@
 // passed through verbatim (affinity); every field has a description; cross-field rules that JSON
 // schema cannot express are zod refinements here *and* `fail` calls in the templates.
 import { z } from 'zod';
+import { durationText, LOG_LEVELS, PULL_POLICIES, quantityText, RESOURCE_NAMES } from './fields.ts';
 
-const DURATION = /^([0-9]+(ms|s|m|h))+$/;
-const duration = (description: string) => z.string().max(32).regex(DURATION, 'must be a duration like 500ms, 5s, 1m30s or 2h').meta({ description });
+const duration = (description: string) => durationText.meta({ description });
 const stringMap = (description: string) => z.record(z.string().min(1).max(316), z.string().max(4096)).meta({ description });
 /** DNS-1123 subdomain: a Secret name. */
 const dnsSubdomain = z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'must be a DNS-1123 subdomain');
@@ -25,8 +25,8 @@ const Image = (what: string) => z.object({
     .meta({ description: 'Pin the image by digest (sha256:...); when set it wins over tag.' }),
 }).strict();
 
-const quantity = z.union([z.string().max(64).regex(/^[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?)?$/, 'must be a quantity like 100m, 128Mi or 2'), z.number().min(0)]);
-const resourceMap = z.partialRecord(z.enum(['cpu', 'memory', 'ephemeral-storage']), quantity);
+const quantity = z.union([quantityText, z.number().min(0)]);
+const resourceMap = z.partialRecord(z.enum(RESOURCE_NAMES), quantity);
 const Resources = z.object({
   requests: resourceMap.optional().meta({ description: 'Minimum resources (cpu, memory, ephemeral-storage).' }),
   limits: resourceMap.optional().meta({ description: 'Maximum resources (cpu, memory, ephemeral-storage).' }),
@@ -49,14 +49,14 @@ const Monitor = (what: string) => ({
 
 export const OperatorValues = z.object({
   image: Image('operator').extend({
-    pullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).meta({ description: 'imagePullPolicy of the operator container.' }),
+    pullPolicy: z.enum(PULL_POLICIES).meta({ description: 'imagePullPolicy of the operator container.' }),
   }).strict(),
   imagePullSecrets: z.array(z.object({ name: dnsSubdomain }).strict()).max(16)
     .meta({ description: 'Secrets for pulling the operator image ([{name: ...}]).' }),
   replicas: z.number().int().min(1).max(5)
     .meta({ description: 'Operator pods. One leads (Lease in the release namespace), the others stand by; >1 needs leaderElect.' }),
   leaderElect: z.boolean().meta({ description: 'Leader election (--leader-elect); only turn off with exactly one replica.' }),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).meta({ description: 'Operator log level (--log-level).' }),
+  logLevel: z.enum(LOG_LEVELS).meta({ description: 'Operator log level (--log-level).' }),
   cleanupTimeout: duration('How long deletion waits for every node to remove its rules before giving up (--cleanup-timeout).'),
   resync: duration('Full re-reconcile period of every TransparentProxy (--resync).'),
   workers: z.number().int().min(1).max(32).meta({ description: 'Concurrent reconciles (--workers).' }),

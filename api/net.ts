@@ -85,10 +85,20 @@ export function cidrText(c: Cidr): string {
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
+/** Kubernetes-style duration text: "500ms", "5s", "1m30s", "2h" (also the CRD's pattern). */
+export const DURATION = /^([0-9]+(ms|s|m|h))+$/;
+
 /** Kubernetes-style durations: "500ms", "5s", "1m30s", "2h". Returns milliseconds or an error. */
 export function parseDuration(text: string): number | string {
-  if (!/^(\d+(ms|s|m|h))+$/.test(text)) return `"${text}" is not a duration like 500ms, 5s, 1m30s or 2h`;
+  if (!DURATION.test(text)) return `"${text}" is not a duration like 500ms, 5s, 1m30s or 2h`;
   let total = 0;
   for (const m of text.matchAll(/(\d+)(ms|s|m|h)/g)) total += Number(m[1]) * (UNIT_MS[m[2] ?? 's'] ?? 0);
   return total;
+}
+
+/** Milliseconds of a duration a schema already accepted; throws on one it would not have. */
+export function durationMs(text: string): number {
+  const ms = parseDuration(text);
+  if (typeof ms === 'string') throw new Error(ms);
+  return ms;
 }

@@ -7,12 +7,10 @@
 // Every check that CEL cannot express cheaply (value ranges per key, CPU-list syntax) is a zod
 // refinement, so the operator and the agent reject the same documents; errors name the field.
 import { z } from 'zod';
+import { cel, type CelRule, IFNAME } from './fields.ts';
 import { canonicalSysctl, SYSCTLS } from './tuning-sysctls.ts';
 
 export { SYSCTLS } from './tuning-sysctls.ts';
-
-interface CelRule { rule: string; message: string; fieldPath?: string }
-const cel = (...rules: CelRule[]) => ({ 'x-kubernetes-validations': rules });
 
 export const PROFILES = ['none', 'throughput', 'latency', 'conntrack-heavy'] as const;
 export type ProfileName = (typeof PROFILES)[number];
@@ -79,7 +77,7 @@ const SysctlsSpec = z.object({
   }),
 }).strict().meta({ description: 'Kernel parameters; every previous value is snapshotted and restored when tuning is removed.' });
 
-const ifname = z.string().regex(/^[A-Za-z0-9_.@:-]{1,15}$/, 'must be an interface name (max 15 characters)')
+const ifname = z.string().regex(new RegExp(`^${IFNAME}$`), 'must be an interface name (max 15 characters)')
   .refine((n) => n !== '.' && n !== '..', 'must be an interface name, not . or ..');
 
 const AffinitySpec = z.object({

@@ -6,13 +6,14 @@ import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
 import { KubeClient } from '../kube/client.ts';
+import { NODE_STATE_DIR } from '../api/defaults.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
 import { detectHost } from './facts.ts';
 import { drainBeforeCleanup } from './leave.ts';
 import { formatPlan, plan } from './plan.ts';
-import { DEFAULT_STATE_DIR, readState } from './state.ts';
+import { readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
 import { AGENT_FIELD_MANAGER, podRefFromEnv, TuningPublisher, tuningTick, type PodRef } from './tuning-publish.ts';
 import type { TuningCondition } from '../api/tuning-condition.ts';
@@ -77,7 +78,7 @@ function parseCli(argv: string[]): Cli {
   if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > 3600) throw new UsageError('--wait-timeout: must be an integer number of seconds, 0-3600');
   return {
     waitPort, waitTimeoutMs: waitTimeout * 1000,
-    cmd, config: values.config, dryRun: values['dry-run'] ?? false, stateDir: values['state-dir'] ?? DEFAULT_STATE_DIR,
+    cmd, config: values.config, dryRun: values['dry-run'] ?? false, stateDir: values['state-dir'] ?? NODE_STATE_DIR,
     backend: b as Backend | undefined, kubeconfig: values.kubeconfig, statusIntervalMs: interval * 1000,
   };
 }

@@ -5,8 +5,6 @@ import { join } from 'node:path';
 import type { Family } from '../api/net.ts';
 import type { Backend } from './types.ts';
 
-export const DEFAULT_STATE_DIR = '/run/tpfleet';
-
 export interface RoutingState {
   family: Family;
   mark: number;

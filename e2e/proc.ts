@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { DEFAULTS } from '../api/defaults.ts';
 import { nsExec, nsSpawn, waitFor } from './netns.ts';
 
 export const REPO = path.resolve(import.meta.dirname, '..');
@@ -82,7 +83,7 @@ export function startWatchdog(ns: string, configPath: string, stateDir: string):
 }
 
 /** The sidecar in namespace `ns`; resolves once its /readyz answers 200 (as the kubelet would check). */
-export async function startSidecar(ns: string, configPath: string, metricsPort = 15190): Promise<Proc> {
+export async function startSidecar(ns: string, configPath: string, metricsPort: number = DEFAULTS.proxy.metricsPort): Promise<Proc> {
   const proc = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', configPath]);
   try {
     await waitFor('the sidecar to be ready', async () => {

@@ -8,7 +8,7 @@
 // object for a while (the outcome would flap with node health). Pure over the caches.
 import type { TransparentProxySpec } from '../api/transparentproxy.ts';
 import type { KubeObject } from '../kube/client.ts';
-import { renderNodeConfig } from './render/nodeconfig.ts';
+import { renderedSpec } from './render/nodeconfig.ts';
 import { matchesSelector } from './scheduling.ts';
 
 const SHOWN = 10;
@@ -32,7 +32,7 @@ export function nodeConflict(tp: KubeObject, spec: TransparentProxySpec, proxies
   if (mine.size === 0) return undefined;
   const rivals = proxies.filter((o) => o.metadata.uid !== tp.metadata.uid && older(o, tp)).sort((a, b) => (older(a, b) ? -1 : 1));
   for (const other of rivals) {
-    const r = renderNodeConfig((other as { spec?: unknown }).spec);
+    const r = renderedSpec(other);
     if (!r.ok) continue;
     const shared = matching(nodes, r.value.spec.nodeSelector).filter((n) => mine.has(n));
     if (shared.length === 0) continue;

@@ -4,6 +4,8 @@
 // "done". The DaemonSet controller aggregates that into the DaemonSet status, which is what we
 // wait for, up to --cleanup-timeout after deletion started. Then node labels and the finalizer go,
 // and owner references let the garbage collector delete the rest.
+import { DEFAULTS } from '../api/defaults.ts';
+import { Proxy } from '../api/nodeconfig.ts';
 import { TransparentProxySpec } from '../api/transparentproxy.ts';
 import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
@@ -50,12 +52,13 @@ function cleanupDaemonSet(ctx: ReconcileContext, tp: KubeObject, live: LiveDaemo
     tolerations: (t?.spec?.tolerations ?? []) as TransparentProxySpec['tolerations'],
     proxy: {
       image: init?.image ?? ctx.settings.defaultImage,
-      imagePullPolicy: (init?.imagePullPolicy ?? 'IfNotPresent') as 'IfNotPresent',
-      timeouts: parsed.success ? parsed.data.proxy?.timeouts : undefined,
+      imagePullPolicy: (init?.imagePullPolicy ?? DEFAULTS.pod.imagePullPolicy) as 'IfNotPresent',
     },
   };
+  // The spec's drain timeout (the cleanup pods' grace period) even when the rest of it no longer renders.
+  const proxy = Proxy.parse({ timeouts: parsed.success ? parsed.data.proxy?.timeouts : undefined });
   const hash = t?.metadata?.annotations?.[CONFIG_HASH_ANNOTATION] ?? '';
-  return renderDaemonSet({ tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'cleanup' });
+  return renderDaemonSet({ tp, spec, proxy, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'cleanup' });
 }
 
 export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject): Promise<Result> {

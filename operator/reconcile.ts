@@ -9,7 +9,7 @@ import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
 import { activeLabelKey, names, selectorString } from './render/names.ts';
-import { renderNodeConfig } from './render/nodeconfig.ts';
+import { renderedSpec } from './render/nodeconfig.ts';
 import { renderAgentRole, renderAgentRoleBinding, renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './render/objects.ts';
 import type { DaemonSetStatus, StatusInput } from './status.ts';
 import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
@@ -33,14 +33,14 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   if (tp.metadata.deletionTimestamp) return finalize(ctx, tp);
   await ensureFinalizer(ctx, tp);
 
-  const rendered = renderNodeConfig(tp.spec);
+  const rendered = renderedSpec(tp);
   const statusBase = { generation: tp.metadata.generation ?? 0, prev: tp.status, now: ctx.now().toISOString(), selector: selectorString(name) };
   if (!rendered.ok) {
     ctx.log.info({ tp: key, problems: rendered.problems }, 'spec rejected; nothing changed');
     await writeStatus(ctx, tp, { ...statusBase, invalid: rendered.problems });
     return { outcome: 'invalid' };
   }
-  const { spec, yaml, hash } = rendered.value;
+  const { spec, config, yaml, hash } = rendered.value;
   // Checked before any write, like a bad spec: a conflicting object changes nothing (conflicts.ts).
   const conflict = nodeConflict(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list());
   if (conflict) {
@@ -58,14 +58,14 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   // ConfigMap before DaemonSet: new pods must find the config their hash annotation promises.
   await ctx.memo.apply(ctx.client, path(R.configMaps, n.configMap), renderConfigMap(tp, yaml, hash), c.configMaps.get(namespace, n.configMap));
   const ds = await ctx.memo.apply(ctx.client, path(R.daemonSets, n.daemonSet), renderDaemonSet({
-    tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'run',
+    tp, spec, proxy: config.proxy, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'run',
     activeLabel: spec.replicas === undefined ? undefined : activeLabelKey(namespace, name),
   }), c.daemonSets.get(namespace, n.daemonSet));
   // Always present (level-based): it runs only where a node is labelled "leaving" (nodes.ts).
   await ctx.memo.apply(ctx.client, path(R.daemonSets, n.leaveDaemonSet), renderDaemonSet({
-    tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'leave', activeLabel: activeLabelKey(namespace, name),
+    tp, spec, proxy: config.proxy, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'leave', activeLabel: activeLabelKey(namespace, name),
   }), c.daemonSets.get(namespace, n.leaveDaemonSet));
-  await ctx.memo.apply(ctx.client, path(R.services, n.service), renderMetricsService(tp, spec), c.services.get(namespace, n.service));
+  await ctx.memo.apply(ctx.client, path(R.services, n.service), renderMetricsService(tp, config), c.services.get(namespace, n.service));
   if (spec.autoscaling?.enabled) {
     await ctx.memo.apply(ctx.client, path(R.hpas, n.hpa), renderHpa(tp, spec), c.hpas.get(namespace, n.hpa));
   } else if (ownedBy(c.hpas.get(namespace, n.hpa), tp)) {

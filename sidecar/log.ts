@@ -1,9 +1,10 @@
 // JSON logs (pino) to stdout at proxy.logLevel. One logger per process; workers add their id so
 // lines from different workers can be told apart (pid is in every line too).
 import { pino, type Logger } from 'pino';
+import type { LOG_LEVELS } from '../api/fields.ts';
 
 export type { Logger };
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export function createLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
   return pino({

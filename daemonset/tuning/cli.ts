@@ -11,7 +11,8 @@ import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { formatIssues } from '../../api/load.ts';
 import { Tuning } from '../../api/tuning.ts';
-import { applyTuning, checkDrift, DEFAULT_STATE_DIR, planTuning, readNodeFacts, restoreTuning } from './index.ts';
+import { NODE_STATE_DIR } from '../../api/defaults.ts';
+import { applyTuning, checkDrift, planTuning, readNodeFacts, restoreTuning } from './index.ts';
 
 function loadSpec(path: string | undefined): Tuning {
   if (!path) throw new Error('--spec is required');
@@ -24,7 +25,7 @@ function main(argv: string[]): unknown {
   const { positionals, values: v } = parseArgs({
     args: argv, allowPositionals: true,
     options: {
-      spec: { type: 'string' }, 'state-dir': { type: 'string', default: DEFAULT_STATE_DIR }, root: { type: 'string', default: '/' },
+      spec: { type: 'string' }, 'state-dir': { type: 'string', default: NODE_STATE_DIR }, root: { type: 'string', default: '/' },
       'dry-run': { type: 'boolean', default: false }, 'overwrite-drift': { type: 'boolean', default: false },
     },
   });

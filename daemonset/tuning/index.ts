@@ -17,8 +17,6 @@ export { readNodeFacts, type NodeFacts } from '../../host/facts.ts';
 export type { AffinityPlan } from '../../host/affinity.ts';
 export type { ApplyReport, DriftReport, RestoreReport, Write } from './owned.ts';
 export type { TuningCondition } from '../../api/tuning-condition.ts';
-/** Same directory as the agent's rule state; the tuning state is its own file (tuning.json). */
-export const DEFAULT_STATE_DIR = '/run/tpfleet';
 
 export interface PlannedSysctl { key: string; value: string; atLeast: boolean; source: string }
 

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSy
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
+import { NODE_STATE_DIR } from '../../api/defaults.ts';
 import { KUBERNETES_SERVICE_IP, startProcess, stopProcess, tail } from '../testenv/testenv.ts';
 import { createLocalNet, type LocalNet } from './local-net.ts';
 import { cniConfig, containerdConfig, kubeletConfig, type NodePaths } from './local-real-config.ts';
@@ -157,7 +158,7 @@ function removeCniCache(prefix: string): void {
  * container-log symlinks (/var/log/containers, which each kubelet's GC prunes of links to
  * containers it does not know, i.e. every other node's).
  */
-const NODE_PRIVATE_PATHS = ['/run/tpfleet', '/var/lib/kubelet/device-plugins', '/var/log/containers'];
+const NODE_PRIVATE_PATHS = [NODE_STATE_DIR, '/var/lib/kubelet/device-plugins', '/var/log/containers'];
 
 /**
  * A persistent mount namespace for the node (a slave of the host's: host mounts still appear in

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { renderDaemonSet } from '../render/daemonset.ts';
 import { commonLabels } from '../render/names.ts';
+import { renderNodeConfig } from '../render/nodeconfig.ts';
 import { chartDir, find, helm, RELEASE_NS, runHelm, template, type Doc } from './helm.testkit.ts';
 
 const FULL = join(chartDir, 'ci', 'full-values.yaml');
@@ -130,8 +131,10 @@ test('PodMonitor scrapes each node pod\'s sidecar at the port its annotation nam
   assert.deepEqual(pm.spec.namespaceSelector.matchNames, ['tpfleet-fleet', 'more']);
   const ep = pm.spec.podMetricsEndpoints[0];
   assert.equal(ep.port, undefined, 'the pods declare no port (a hostPort would block the surge rollout)');
+  const r = renderNodeConfig({ proxy: { metricsPort: 19999 } });
+  assert.ok(r.ok);
   const ds = renderDaemonSet({ tp: { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'web', namespace: 'tpfleet-fleet', uid: 'u' } },
-    spec: { proxy: { metricsPort: 19999 } }, configHash: 'h', defaultImage: 'img', mode: 'run' }) as Doc;
+    spec: r.value.spec, proxy: r.value.config.proxy, configHash: 'h', defaultImage: 'img', mode: 'run' }) as Doc;
   const annotations = ds.spec.template.metadata.annotations as Record<string, string>;
   // Prometheus' pod role: one target per container without ports, __address__ the pod IP;
   // annotation names become label names with every other character replaced by "_".

@@ -2,6 +2,8 @@
 // API-server test (schema + CEL at admission) and by the operator-side check (zod), so both
 // layers are held to the same list. apiOnly: rules only the API server enforces (list-map key
 // uniqueness, metadata.name).
+import { DEFAULTS } from '../../api/defaults.ts';
+
 export interface InvalidSpec { why: string; field: string; spec: Record<string, unknown>; name?: string; apiOnly?: boolean }
 
 const i = (interception: Record<string, unknown>) => ({ interception });
@@ -29,7 +31,7 @@ export const INVALID_SPECS: InvalidSpec[] = [
   { why: 'rule priority too high', field: 'spec.interception.rulePriority', spec: i({ rulePriority: 40000 }) },
   { why: 'listen port 0', field: 'spec.proxy.listenPort', spec: p({ listenPort: 0 }) },
   { why: 'metrics port = listen port', field: 'spec.proxy.metricsPort', spec: p({ listenPort: 9000, metricsPort: 9000 }) },
-  { why: 'metrics port = default listen port', field: 'spec.proxy.metricsPort', spec: p({ metricsPort: 15101 }) },
+  { why: 'metrics port = default listen port', field: 'spec.proxy.metricsPort', spec: p({ metricsPort: DEFAULTS.proxy.listenPort }) },
   { why: 'duration with spaces', field: 'spec.proxy.timeouts.connect', spec: p({ timeouts: { connect: '5 seconds' } }) },
   { why: 'unknown log level', field: 'spec.proxy.logLevel', spec: p({ logLevel: 'verbose' }) },
   { why: 'too many workers', field: 'spec.proxy.workers', spec: p({ workers: 65 }) },

@@ -1,6 +1,7 @@
 // The node fleet: one DaemonSet per TransparentProxy. Pure rendering; see docs/adr/0005 for the
 // security context and 0006 for the update strategy and the cleanup mode used on deletion.
-import { parseDuration } from '../../api/net.ts';
+import { DEFAULTS, NODE_STATE_DIR } from '../../api/defaults.ts';
+import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../../kube/client.ts';
@@ -15,7 +16,10 @@ export type FleetMode = 'run' | 'cleanup' | 'leave';
 
 export interface DaemonSetInput {
   tp: KubeObject;
+  /** Pod settings: nodeSelector, tolerations, proxy.image, imagePullPolicy, resources. */
   spec: TransparentProxySpec;
+  /** The node config's proxy section, defaults filled in (renderNodeConfig): ports and drain timeout. */
+  proxy: NodeConfig['proxy'];
   configHash: string;
   /** Image used when spec.proxy.image is omitted (operator flag). */
   defaultImage: string;
@@ -27,7 +31,7 @@ export interface DaemonSetInput {
 
 const CONFIG_DIR = '/etc/tpfleet';
 const CONFIG_FILE = `${CONFIG_DIR}/nodeconfig.yaml`;
-const STATE_DIR = '/run/tpfleet';
+const STATE_DIR = NODE_STATE_DIR;
 /** Where client libraries look for in-cluster credentials (KubeConfig.loadFromCluster). */
 const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 /** Kubernetes' own default for bound tokens; the kubelet refreshes the file at 80 % of it. */
@@ -51,7 +55,7 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
   const tp = i.tp, n = names(tp.metadata.name);
   const proxy = i.spec.proxy ?? {};
   const image = proxy.image ?? i.defaultImage;
-  const pullPolicy = proxy.imagePullPolicy ?? 'IfNotPresent';
+  const pullPolicy = proxy.imagePullPolicy ?? DEFAULTS.pod.imagePullPolicy;
   const volumeMounts = [
     { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
     { name: 'state', mountPath: STATE_DIR },
@@ -61,10 +65,9 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
   // Both restoring modes run the privileged cleanup, then a container that only stays up.
   const cleanup = i.mode !== 'run', leave = i.mode === 'leave';
   if (leave && !i.activeLabel) throw new Error('renderDaemonSet: leave mode needs activeLabel');
-  const drain = parseDuration(proxy.timeouts?.drain ?? '30s');
-  const drainSec = Math.ceil((typeof drain === 'number' ? drain : 30_000) / 1000);
+  const drainSec = Math.ceil(i.proxy.timeouts.drain / 1000);
   const selector = leave ? leaveSelectorLabels(tp.metadata.name) : selectorLabels(tp.metadata.name);
-  const metricsPort = proxy.metricsPort ?? 15190;
+  const metricsPort = i.proxy.metricsPort;
   // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
   // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
   const initCommand = leave ? [...agent('cleanup'), '--wait-port', String(metricsPort), '--wait-timeout', String(drainSec + 10)]
@@ -133,7 +136,7 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
 
 function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: string) {
   const proxy = i.spec.proxy ?? {};
-  const metricsPort = proxy.metricsPort ?? 15190;
+  const metricsPort = i.proxy.metricsPort;
   // The sidecar's own loopback address (api/probe-address.ts): the status port itself is shared
   // with the other pod's sidecar during a surge, and a probe answered by the wrong one made the old
   // pod unready, which makes the DaemonSet controller delete it before the new one is Ready.

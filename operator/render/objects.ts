@@ -1,6 +1,8 @@
 // The smaller owned objects: ConfigMap (the NodeConfig document), ServiceAccount, metrics
 // Service and the HPA on /scale. Pure rendering.
-import { parseDuration } from '../../api/net.ts';
+import { DEFAULTS } from '../../api/defaults.ts';
+import { durationMs } from '../../api/net.ts';
+import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { GROUP, KIND, VERSION, type TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../../kube/client.ts';
 import { CONFIG_HASH_ANNOTATION, CONNECTIONS_METRIC, names, ownedMeta, selectorLabels } from './names.ts';
@@ -38,8 +40,8 @@ export function renderAgentRoleBinding(tp: KubeObject) {
 }
 
 /** Headless: every proxy pod (hostNetwork, so the node IP) is its own scrape endpoint. */
-export function renderMetricsService(tp: KubeObject, spec: TransparentProxySpec) {
-  const port = spec.proxy?.metricsPort ?? 15190;
+export function renderMetricsService(tp: KubeObject, config: NodeConfig) {
+  const port = config.proxy.metricsPort;
   return {
     apiVersion: 'v1', kind: 'Service', metadata: ownedMeta(tp, names(tp.metadata.name).service),
     spec: { clusterIP: 'None', selector: selectorLabels(tp.metadata.name), ports: [{ name: 'metrics', port, targetPort: port, protocol: 'TCP' }] },
@@ -51,19 +53,19 @@ export function renderMetricsService(tp: KubeObject, spec: TransparentProxySpec)
  * number of active nodes) from the average open connections per proxy pod (custom metrics API).
  */
 export function renderHpa(tp: KubeObject, spec: TransparentProxySpec) {
-  const a = spec.autoscaling ?? {};
-  const window = parseDuration(a.scaleDownStabilization ?? '5m');
+  const a = spec.autoscaling ?? {}, d = DEFAULTS.autoscaling;
+  const windowMs = durationMs(a.scaleDownStabilization ?? d.scaleDownStabilization);
   return {
     apiVersion: 'autoscaling/v2', kind: 'HorizontalPodAutoscaler', metadata: ownedMeta(tp, names(tp.metadata.name).hpa),
     spec: {
       scaleTargetRef: { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, name: tp.metadata.name },
-      minReplicas: a.minReplicas ?? 1,
-      maxReplicas: a.maxReplicas ?? a.minReplicas ?? 1,
+      minReplicas: a.minReplicas ?? d.minReplicas,
+      maxReplicas: a.maxReplicas ?? a.minReplicas ?? d.minReplicas,
       metrics: [{
         type: 'Pods',
-        pods: { metric: { name: CONNECTIONS_METRIC }, target: { type: 'AverageValue', averageValue: String(a.targetConnectionsPerProxy ?? 1000) } },
+        pods: { metric: { name: CONNECTIONS_METRIC }, target: { type: 'AverageValue', averageValue: String(a.targetConnectionsPerProxy ?? d.targetConnectionsPerProxy) } },
       }],
-      behavior: { scaleDown: { stabilizationWindowSeconds: Math.round((typeof window === 'number' ? window : 300_000) / 1000) } },
+      behavior: { scaleDown: { stabilizationWindowSeconds: Math.round(windowMs / 1000) } },
     },
   };
 }

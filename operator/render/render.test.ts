@@ -30,13 +30,14 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   const tp = tpOf(s);
   // The rendered document is what the node agent will parse.
   const config = parseNodeConfigText(r.value.yaml);
+  assert.deepEqual(r.value.config, config, 'the operator renders from the same NodeConfig the nodes parse');
   assert.equal(config.interception.mark, 0x4000);
   assert.equal(config.proxy.timeouts.drain, 45_000);
   assert.equal(config.tuning.sysctls.profile, 'throughput', 'spec.tuning reaches the node agent');
   assert.equal(config.tuning.affinity.workerCpus, '2-5');
   golden('nodeconfig-full.yaml', parse(r.value.yaml));
   golden('configmap-full.yaml', renderConfigMap(tp, r.value.yaml, r.value.hash));
-  const input = { tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused', activeLabel: activeLabelKey('tpfleet-fleet', 'egress') };
+  const input = { tp, spec: r.value.spec, proxy: r.value.config.proxy, configHash: r.value.hash, defaultImage: 'unused', activeLabel: activeLabelKey('tpfleet-fleet', 'egress') };
   golden('daemonset-full.yaml', renderDaemonSet({ ...input, mode: 'run' }));
   golden('daemonset-full-cleanup.yaml', renderDaemonSet({ ...input, mode: 'cleanup' }));
   const leave = renderDaemonSet({ ...input, mode: 'leave' }) as any;
@@ -57,7 +58,7 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   assert.deepEqual(everyCandidate.spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms,
     [{ matchExpressions: [{ key: input.activeLabel, operator: 'NotIn', values: ['leaving'] }] }]);
   assert.equal(leave.spec.template.spec.affinity, undefined);
-  golden('service-full.yaml', renderMetricsService(tp, r.value.spec));
+  golden('service-full.yaml', renderMetricsService(tp, r.value.config));
   golden('serviceaccount-full.yaml', renderServiceAccount(tp));
   golden('role-full.yaml', renderAgentRole(tp));
   golden('rolebinding-full.yaml', renderAgentRoleBinding(tp));
@@ -67,7 +68,7 @@ test('API credentials reach only the agent-watch container, which knows its own 
   const s = sample('full.yaml');
   const r = renderNodeConfig(s.spec);
   assert.ok(r.ok);
-  const input = { tp: tpOf(s), spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused' };
+  const input = { tp: tpOf(s), spec: r.value.spec, proxy: r.value.config.proxy, configHash: r.value.hash, defaultImage: 'unused' };
   type C = { name: string; env?: { name: string; valueFrom: { fieldRef: { fieldPath: string } } }[]; volumeMounts?: { name: string; mountPath: string }[] };
   const pod = (renderDaemonSet({ ...input, mode: 'run' }) as any).spec.template.spec;
   assert.equal(pod.automountServiceAccountToken, false, 'no pod-wide token');
@@ -103,7 +104,7 @@ test('the readiness probe and the sidecar carry one token of their pod template;
   const ds = (spec: unknown) => {
     const r = renderNodeConfig(spec);
     assert.ok(r.ok);
-    return renderDaemonSet({ tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'registry.example/tpfleet-node:1', mode: 'run' }) as any;
+    return renderDaemonSet({ tp, spec: r.value.spec, proxy: r.value.config.proxy, configHash: r.value.hash, defaultImage: 'registry.example/tpfleet-node:1', mode: 'run' }) as any;
   };
   const tokenOf = (d: any) => {
     const c = d.spec.template.spec.containers.find((x: { name: string }) => x.name === 'sidecar');
