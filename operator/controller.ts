@@ -7,7 +7,7 @@ import { Informer, type ChangeHandler } from '../kube/informer.ts';
 import { ApplyMemo, type Caches, type ReconcileContext, type Settings } from './context.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { WorkQueue } from './queue.ts';
-import { R, TP } from './kinds.ts';
+import { OWNED_KINDS, R, TP } from './kinds.ts';
 import { reconcile } from './reconcile.ts';
 import { KIND } from '../api/transparentproxy.ts';
 import { MANAGED_BY } from './render/names.ts';
@@ -52,25 +52,20 @@ export class Controller {
       if (ref) this.queue.add(`${obj.metadata.namespace}/${ref.name}`);
     };
     const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+    const ownedCaches = Object.fromEntries(Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, inf(resourcePath(ref), ref.plural, owned, managed)]));
     this.caches = {
-      proxies: inf(resourcePath(TP), 'transparentproxies', (obj, old, deleted) => {
+      ...(ownedCaches as Record<keyof typeof OWNED_KINDS, Informer>),
+      proxies: inf(resourcePath(TP), TP.plural, (obj, old, deleted) => {
         // A new, deleted or re-specified object can take or free nodes another one waits for
         // (conflicts.ts); a status-only update concerns this object alone.
         this.queue.add(keyOf(obj)); // its own key first: once deleted, it is no longer in the cache
         if (deleted || !old || obj.metadata.generation !== old.metadata.generation) this.enqueueAll();
       }),
-      daemonSets: inf(resourcePath(R.daemonSets), 'daemonsets', owned, managed),
-      configMaps: inf(resourcePath(R.configMaps), 'configmaps', owned, managed),
-      serviceAccounts: inf(resourcePath(R.serviceAccounts), 'serviceaccounts', owned, managed),
-      roles: inf(resourcePath(R.roles), 'roles', owned, managed),
-      roleBindings: inf(resourcePath(R.roleBindings), 'rolebindings', owned, managed),
-      services: inf(resourcePath(R.services), 'services', owned, managed),
-      hpas: inf(resourcePath(R.hpas), 'horizontalpodautoscalers', owned, managed),
-      pods: inf(resourcePath(R.pods), 'pods', (obj) => {
+      pods: inf(resourcePath(R.pods), R.pods.plural, (obj) => {
         const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
         if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
       }, managed),
-      nodes: inf(resourcePath(R.nodes), 'nodes', (obj, old, deleted) => {
+      nodes: inf(resourcePath(R.nodes), R.nodes.plural, (obj, old, deleted) => {
         if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old)) this.enqueueAll();
       }),
     };
