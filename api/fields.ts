@@ -8,7 +8,12 @@ import { DEFAULTS } from './defaults.ts';
 import { DURATION } from './net.ts';
 
 /** A CEL rule of the CRD (x-kubernetes-validations), enforced by the API server at admission. */
-export interface CelRule { rule: string; message: string; fieldPath?: string; reason?: string }
+export interface CelRule {
+  rule: string;
+  message: string;
+  fieldPath?: string;
+  reason?: string;
+}
 export const cel = (...rules: CelRule[]) => ({ 'x-kubernetes-validations': rules });
 
 export const PROTOCOLS = ['TCP'] as const;
@@ -32,21 +37,38 @@ export const quantityText = z.string().max(64).regex(QUANTITY, 'must be a quanti
 /** Interface names: IFNAMSIZ is 16 bytes with the NUL, so 15 characters. */
 export const IFNAME = '[A-Za-z0-9_.@:-]{1,15}';
 /** An ingress interface to intercept on; a trailing "*" matches a prefix (veth*, cali*). */
-export const interfacePattern = z.string()
+export const interfacePattern = z
+  .string()
   .regex(new RegExp(`^${IFNAME}\\*?$`), 'must be an interface name (max 15 chars), optionally ending in *');
 
-export const PortRange = z.object({
-  port: port.meta({ description: 'Destination port, or the first port of a range.' }),
-  endPort: port.optional().meta({ description: 'Last port of the range (inclusive); omitted for a single port.' }),
-}).strict().refine((p) => p.endPort === undefined || p.endPort >= p.port, { message: 'must be >= port', path: ['endPort'] })
-  .meta(cel({ rule: '!has(self.endPort) || self.endPort >= self.port', message: 'endPort must be >= port', fieldPath: '.endPort' }));
+export const PortRange = z
+  .object({
+    port: port.meta({ description: 'Destination port, or the first port of a range.' }),
+    endPort: port.optional().meta({ description: 'Last port of the range (inclusive); omitted for a single port.' }),
+  })
+  .strict()
+  .refine((p) => p.endPort === undefined || p.endPort >= p.port, { message: 'must be >= port', path: ['endPort'] })
+  .meta(
+    cel({
+      rule: '!has(self.endPort) || self.endPort >= self.port',
+      message: 'endPort must be >= port',
+      fieldPath: '.endPort',
+    }),
+  );
 export type PortRange = z.output<typeof PortRange>;
 
 /** Tables 253-255 are the kernel's default, main and local tables. */
 const RESERVED_TABLES = [253, 254, 255];
-export const routingTable = z.number().int().min(1).max(4294967039)
+export const routingTable = z
+  .number()
+  .int()
+  .min(1)
+  .max(4294967039)
   .refine((t) => !RESERVED_TABLES.includes(t), 'tables 253-255 (default, main, local) are reserved');
-export const ROUTING_TABLE_CEL: CelRule = { rule: `!(self in [${RESERVED_TABLES.join(', ')}])`, message: 'routingTable 253-255 (default, main, local) are reserved' };
+export const ROUTING_TABLE_CEL: CelRule = {
+  rule: `!(self in [${RESERVED_TABLES.join(', ')}])`,
+  message: 'routingTable 253-255 (default, main, local) are reserved',
+};
 /** Below 32766, the main table's rule. */
 export const rulePriority = z.number().int().min(1).max(32765);
 
@@ -60,20 +82,29 @@ export const maxConnections = z.number().int().min(1).max(1_000_000);
  */
 export function overlapIssues<T>(set: { include?: readonly T[]; exclude?: readonly T[] }, text: (t: T) => string) {
   const included = new Set((set.include ?? []).map(text));
-  return (set.exclude ?? []).flatMap((e, i) => (included.has(text(e))
-    ? [{ code: 'custom' as const, path: ['exclude', i], message: `${text(e)} is both included and excluded` }] : []));
+  return (set.exclude ?? []).flatMap((e, i) =>
+    included.has(text(e))
+      ? [{ code: 'custom' as const, path: ['exclude', i], message: `${text(e)} is both included and excluded` }]
+      : [],
+  );
 }
 export const OVERLAP_CEL: CelRule = {
   rule: '!has(self.include) || !has(self.exclude) || !self.exclude.exists(e, e in self.include)',
-  message: 'exclude must not repeat an include entry', fieldPath: '.exclude',
+  message: 'exclude must not repeat an include entry',
+  fieldPath: '.exclude',
 };
 
 /** The transparent listener and the status server cannot share a port (defaults included). */
 export function portsClash(p: { listenPort?: number; metricsPort?: number }): boolean {
   return (p.listenPort ?? DEFAULTS.proxy.listenPort) === (p.metricsPort ?? DEFAULTS.proxy.metricsPort);
 }
-export const PORTS_CLASH_ISSUE = { code: 'custom' as const, path: ['metricsPort'], message: 'must differ from listenPort' };
+export const PORTS_CLASH_ISSUE = {
+  code: 'custom' as const,
+  path: ['metricsPort'],
+  message: 'must differ from listenPort',
+};
 export const PORTS_CLASH_CEL: CelRule = {
   rule: `(has(self.listenPort) ? self.listenPort : ${DEFAULTS.proxy.listenPort}) != (has(self.metricsPort) ? self.metricsPort : ${DEFAULTS.proxy.metricsPort})`,
-  message: 'metricsPort must differ from listenPort', fieldPath: '.metricsPort',
+  message: 'metricsPort must differ from listenPort',
+  fieldPath: '.metricsPort',
 };

@@ -28,6 +28,8 @@ test('cross-field rules hold in zod as in CEL', () => {
 });
 
 test('CRD-only fields are accepted: image, resources as quantities or numbers', () => {
-  const r = TransparentProxySpec.safeParse({ proxy: { image: 'x:1', resources: { requests: { cpu: '500m', memory: 1024 } } } });
+  const r = TransparentProxySpec.safeParse({
+    proxy: { image: 'x:1', resources: { requests: { cpu: '500m', memory: 1024 } } },
+  });
   assert.equal(r.success, true);
 });

@@ -44,7 +44,11 @@ export function workdir(): Workdir {
 
 /** iptables-save without the timestamp comments and counters, which change on their own. */
 const stripSave = (text: string) =>
-  text.split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/g, '[0:0]')).join('\n');
+  text
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/g, '[0:0]'))
+    .join('\n');
 
 /**
  * Everything apply may change, as text: nft ruleset, iptables-nft and iptables-legacy (both
@@ -66,7 +70,9 @@ export async function snapshot(ns: string, table = 2000): Promise<Record<string,
   for (const [name, argv] of Object.entries(cmds)) {
     const r = await run(['ip', 'netns', 'exec', ns, ...argv]);
     // A routing table never used makes ip exit 2 ("FIB table does not exist"): that is empty.
-    out[name] = name.includes('save') ? stripSave(r.stdout) : r.stdout.replace(/counter packets \d+ bytes \d+/g, 'counter');
+    out[name] = name.includes('save')
+      ? stripSave(r.stdout)
+      : r.stdout.replace(/counter packets \d+ bytes \d+/g, 'counter');
   }
   return out;
 }
@@ -82,10 +88,14 @@ export async function startTool(ns: string, args: string[]): Promise<ChildProces
   let out = '';
   p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   p.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(`tcptool ${args.join(' ')} ready`, async () => {
-    if (p.exitCode !== null) throw new Error(`tcptool exited: ${out}`);
-    return out.includes('ready');
-  }, 5000);
+  await waitFor(
+    `tcptool ${args.join(' ')} ready`,
+    async () => {
+      if (p.exitCode !== null) throw new Error(`tcptool exited: ${out}`);
+      return out.includes('ready');
+    },
+    5000,
+  );
   return p;
 }
 
@@ -107,7 +117,11 @@ export function logLines(p: ChildProcess): Array<Record<string, unknown>> {
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
-      try { lines.push(JSON.parse(line) as Record<string, unknown>); } catch { lines.push({ raw: line }); }
+      try {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        lines.push({ raw: line });
+      }
     }
   });
   return lines;

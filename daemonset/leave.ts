@@ -18,7 +18,10 @@ import { readState } from './state.ts';
 function accepting(port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host: '127.0.0.1', port });
-    const done = (open: boolean) => { s.destroy(); resolve(open); };
+    const done = (open: boolean) => {
+      s.destroy();
+      resolve(open);
+    };
     s.setTimeout(timeoutMs, () => done(true)); // a listener too busy to accept is still there
     s.once('connect', () => done(true));
     s.once('error', (e: NodeJS.ErrnoException) => done(e.code !== 'ECONNREFUSED'));
@@ -35,14 +38,23 @@ export async function waitPortClosed(port: number, timeoutMs: number, intervalMs
   }
 }
 
-export interface DrainOptions { stateDir: string; port: number; timeoutMs: number; dryRun: boolean; log: Logger; out: (t: string) => void }
+export interface DrainOptions {
+  stateDir: string;
+  port: number;
+  timeoutMs: number;
+  dryRun: boolean;
+  log: Logger;
+  out: (t: string) => void;
+}
 
 /** Steps 1 and 2 above. Never throws: the cleanup after it must run whatever happens here. */
 export async function drainBeforeCleanup(o: DrainOptions): Promise<void> {
   const state = readState(o.stateDir);
   if (!state) return; // nothing installed: nothing diverts to a proxy
   if (o.dryRun) {
-    o.out(`would set the gate to drain (${state.backend}) and wait up to ${o.timeoutMs} ms for port ${o.port} to close`);
+    o.out(
+      `would set the gate to drain (${state.backend}) and wait up to ${o.timeoutMs} ms for port ${o.port} to close`,
+    );
     return;
   }
   try {
@@ -55,5 +67,9 @@ export async function drainBeforeCleanup(o: DrainOptions): Promise<void> {
   const started = Date.now();
   const closed = await waitPortClosed(o.port, o.timeoutMs);
   if (closed) o.log.info({ port: o.port, waitedMs: Date.now() - started }, 'leaving: the proxy has stopped');
-  else o.log.warn({ port: o.port, timeoutMs: o.timeoutMs }, 'leaving: the proxy still listens after the wait; cleaning up anyway');
+  else
+    o.log.warn(
+      { port: o.port, timeoutMs: o.timeoutMs },
+      'leaving: the proxy still listens after the wait; cleaning up anyway',
+    );
 }

@@ -23,7 +23,13 @@ test('an invalid config exits 2 and names every bad field', async () => {
 });
 
 test('usage errors exit 2', async () => {
-  for (const args of [[], ['frobnicate'], ['apply'], ['plan', '--config', 'x', '--bogus'], ['plan', '--config', 'x', '--backend', 'pf']]) {
+  for (const args of [
+    [],
+    ['frobnicate'],
+    ['apply'],
+    ['plan', '--config', 'x', '--bogus'],
+    ['plan', '--config', 'x', '--backend', 'pf'],
+  ]) {
     const r = await cli(args);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, /usage|--config|--backend|Unknown option/);
@@ -49,7 +55,11 @@ test('--wait-port is refused outside cleanup or out of range, and a bad --wait-t
   const w = workdir();
   try {
     const cfg = w.config('interception: {ports: [{port: 8080}]}\n');
-    for (const args of [['apply', '--config', cfg, '--wait-port', '15190'], ['cleanup', '--wait-port', '70000'], ['cleanup', '--wait-port', '1', '--wait-timeout', 'x']]) {
+    for (const args of [
+      ['apply', '--config', cfg, '--wait-port', '15190'],
+      ['cleanup', '--wait-port', '70000'],
+      ['cleanup', '--wait-port', '1', '--wait-timeout', 'x'],
+    ]) {
       const r = await cli([...args, '--state-dir', w.stateDir]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /--wait-(port|timeout):/);

@@ -9,7 +9,9 @@ import { agent, snapshot, workdir } from './agent.testkit.ts';
 lifecycleTests('nftables');
 trafficTests('nftables');
 
-test('switching the backend (nftables -> iptables-nft) first removes the previous install', { skip: privilegedSkipReason() }, async () => {
+test('switching the backend (nftables -> iptables-nft) first removes the previous install', {
+  skip: privilegedSkipReason(),
+}, async () => {
   const t = await createTopology('ds');
   const w = workdir();
   try {

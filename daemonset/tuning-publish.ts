@@ -12,17 +12,27 @@ import { checkDrift } from './tuning/index.ts';
 import { TUNING_CONDITION_TYPE, type TuningCondition } from '../api/tuning-condition.ts';
 import { podCondition, readReport } from './tuning-report.ts';
 
-export interface PodRef { namespace: string; name: string }
+export interface PodRef {
+  namespace: string;
+  name: string;
+}
 
 export const AGENT_FIELD_MANAGER = 'tpfleet-agent';
 const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 /** POD_NAME / POD_NAMESPACE (downward API) -> the pod to publish on; undefined when neither is set. */
 export function podRefFromEnv(env: Record<string, string | undefined>): PodRef | undefined {
-  const name = env.POD_NAME, namespace = env.POD_NAMESPACE;
+  const name = env.POD_NAME,
+    namespace = env.POD_NAMESPACE;
   if (!name && !namespace) return undefined;
-  if (!name || !namespace) throw new Error(`${name ? 'POD_NAMESPACE' : 'POD_NAME'} is not set (set both POD_NAME and POD_NAMESPACE, or neither)`);
-  for (const [k, v] of [['POD_NAME', name], ['POD_NAMESPACE', namespace]] as const) {
+  if (!name || !namespace)
+    throw new Error(
+      `${name ? 'POD_NAMESPACE' : 'POD_NAME'} is not set (set both POD_NAME and POD_NAMESPACE, or neither)`,
+    );
+  for (const [k, v] of [
+    ['POD_NAME', name],
+    ['POD_NAMESPACE', namespace],
+  ] as const) {
     if (!NAME.test(v)) throw new Error(`${k}: "${v}" is not a valid object name`);
   }
   return { namespace, name };
@@ -30,12 +40,18 @@ export function podRefFromEnv(env: Record<string, string | undefined>): PodRef |
 
 type PodStatus = KubeObject & { status?: { conditions?: (TuningCondition & { lastTransitionTime?: string })[] } };
 
-const same = (a: Pick<TuningCondition, 'status' | 'reason' | 'message'>, b: Pick<TuningCondition, 'status' | 'reason' | 'message'>) =>
-  a.status === b.status && a.reason === b.reason && a.message === b.message;
+const same = (
+  a: Pick<TuningCondition, 'status' | 'reason' | 'message'>,
+  b: Pick<TuningCondition, 'status' | 'reason' | 'message'>,
+) => a.status === b.status && a.reason === b.reason && a.message === b.message;
 
 export class TuningPublisher {
   private last?: TuningCondition;
-  constructor(private readonly client: KubeClient, readonly pod: PodRef, private readonly now: () => Date = () => new Date()) {}
+  constructor(
+    private readonly client: KubeClient,
+    readonly pod: PodRef,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
 
   private get path(): string {
     return `/api/v1/namespaces/${encodeURIComponent(this.pod.namespace)}/pods/${encodeURIComponent(this.pod.name)}/status`;
@@ -51,10 +67,12 @@ export class TuningPublisher {
       this.last = cond;
       return false;
     }
-    const lastTransitionTime = old && old.status === cond.status && old.lastTransitionTime ? old.lastTransitionTime : this.now().toISOString();
+    const lastTransitionTime =
+      old && old.status === cond.status && old.lastTransitionTime ? old.lastTransitionTime : this.now().toISOString();
     await this.client.request('PATCH', this.path, {
       body: { status: { conditions: [{ ...cond, lastTransitionTime }] } },
-      contentType: 'application/strategic-merge-patch+json', query: { fieldManager: AGENT_FIELD_MANAGER },
+      contentType: 'application/strategic-merge-patch+json',
+      query: { fieldManager: AGENT_FIELD_MANAGER },
     });
     this.last = cond;
     return true;
@@ -65,7 +83,12 @@ export class TuningPublisher {
  * One watch tick: live drift + the stored report -> condition (root: a test tree, default /); logs when it changes, publishes when
  * a publisher exists. Never throws (the watchdog beside it must keep running); returns the condition.
  */
-export async function tuningTick(o: { stateDir: string; root?: string }, publisher: TuningPublisher | undefined, log: Logger, prev?: TuningCondition): Promise<TuningCondition | undefined> {
+export async function tuningTick(
+  o: { stateDir: string; root?: string },
+  publisher: TuningPublisher | undefined,
+  log: Logger,
+  prev?: TuningCondition,
+): Promise<TuningCondition | undefined> {
   let cond: TuningCondition;
   try {
     cond = podCondition(readReport(o.stateDir), checkDrift({ stateDir: o.stateDir, root: o.root }));
@@ -79,7 +102,8 @@ export async function tuningTick(o: { stateDir: string; root?: string }, publish
     else log.info(fields, 'tuning status');
   }
   try {
-    if (publisher && (await publisher.publish(cond))) log.info({ pod: publisher.pod, reason: cond.reason }, 'tuning condition published');
+    if (publisher && (await publisher.publish(cond)))
+      log.info({ pod: publisher.pod, reason: cond.reason }, 'tuning condition published');
   } catch (e) {
     const forbidden = e instanceof ApiError && e.status === 403;
     log.warn({ err: (e as Error).message, forbidden }, 'tuning condition not published');

@@ -39,24 +39,38 @@ export interface TuningReport {
   summary: TuningSummary;
 }
 
-export const bounded = (text: string, max = MESSAGE_MAX): string => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
+export const bounded = (text: string, max = MESSAGE_MAX): string =>
+  text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 
 export function summarize(apply: ApplyReport): TuningSummary {
   return {
-    changed: apply.changed.map((c) => c.key), adjusted: apply.adjusted.map((a) => a.key), missing: [...apply.missing],
-    refused: apply.failed.map((f) => f.key), unchanged: apply.unchanged.length, restored: apply.released.restored.length,
+    changed: apply.changed.map((c) => c.key),
+    adjusted: apply.adjusted.map((a) => a.key),
+    missing: [...apply.missing],
+    refused: apply.failed.map((f) => f.key),
+    unchanged: apply.unchanged.length,
+    restored: apply.released.restored.length,
   };
 }
 
 export function buildReport(plan: TuningPlan, apply: ApplyReport): TuningReport {
-  return { version: 1, condition: applyCondition(plan, apply), base: applyCondition(plan, { ...apply, drift: [] }), summary: summarize(apply) };
+  return {
+    version: 1,
+    condition: applyCondition(plan, apply),
+    base: applyCondition(plan, { ...apply, drift: [] }),
+    summary: summarize(apply),
+  };
 }
 
 /** One line for logs and the apply output: counts, then the keys that did not simply apply. */
 export function summaryLine(s: TuningSummary): string {
   const list = (name: string, keys: string[]) => (keys.length ? [`${name}: ${keys.join(', ')}`] : []);
-  return [`${s.changed.length} changed, ${s.unchanged} unchanged, ${s.adjusted.length} adjusted, ${s.missing.length} missing, ${s.refused.length} refused, ${s.restored} restored`,
-    ...list('adjusted', s.adjusted), ...list('missing', s.missing), ...list('refused', s.refused)].join('; ');
+  return [
+    `${s.changed.length} changed, ${s.unchanged} unchanged, ${s.adjusted.length} adjusted, ${s.missing.length} missing, ${s.refused.length} refused, ${s.restored} restored`,
+    ...list('adjusted', s.adjusted),
+    ...list('missing', s.missing),
+    ...list('refused', s.refused),
+  ].join('; ');
 }
 
 /**
@@ -94,6 +108,7 @@ export function readReport(stateDir: string): TuningReport | undefined {
   const path = join(stateDir, REPORT_FILE);
   if (!existsSync(path)) return undefined;
   const r = JSON.parse(readFileSync(path, 'utf8')) as Partial<TuningReport>;
-  if (r.version !== 1 || !r.base?.reason || !r.summary) throw new Error(`${path}: not a tuning report (version ${String(r.version)})`);
+  if (r.version !== 1 || !r.base?.reason || !r.summary)
+    throw new Error(`${path}: not a tuning report (version ${String(r.version)})`);
   return r as TuningReport;
 }

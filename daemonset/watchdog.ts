@@ -68,7 +68,9 @@ export interface WatchOptions {
 }
 
 export async function watch(o: WatchOptions): Promise<void> {
-  const interval = o.intervalMs ?? 250, timeout = o.timeoutMs ?? 400, reassert = o.reassertMs ?? 2000;
+  const interval = o.intervalMs ?? 250,
+    timeout = o.timeoutMs ?? 400,
+    reassert = o.reassertMs ?? 2000;
   let s: Streaks = { health: 'unknown', ok: 0, fail: 0 };
   let lastWrite = 0;
   let lastReason: string | undefined;
@@ -85,7 +87,11 @@ export async function watch(o: WatchOptions): Promise<void> {
       try {
         await o.writeGate(mode);
         lastWrite = Date.now();
-        if (changed) o.log.info({ health: s.health, gate: mode, reason: changed === 'failed' ? lastReason : undefined }, 'proxy health changed');
+        if (changed)
+          o.log.info(
+            { health: s.health, gate: mode, reason: changed === 'failed' ? lastReason : undefined },
+            'proxy health changed',
+          );
       } catch (e) {
         // Leave the streak so the next tick retries the write.
         s = { ...s, health: 'unknown' };

@@ -19,7 +19,13 @@ import type { Write } from './write.ts';
 
 type AffinitySpec = Tuning['affinity'];
 
-export interface PlannedIrq { irq: number; name: string; queue: number; kind: string; cpus: string }
+export interface PlannedIrq {
+  irq: number;
+  name: string;
+  queue: number;
+  kind: string;
+  cpus: string;
+}
 export interface PlannedInterface {
   name: string;
   numaNode: number;
@@ -52,7 +58,8 @@ const pow2 = (n: number): number => (n <= 1 ? n : 2 ** Math.ceil(Math.log2(n)));
 
 /** Physical cores among `cpus`: sibling groups (restricted to `cpus`), ordered by first CPU. */
 export function physicalCores(cpus: CpuSet, facts: NodeFacts): CpuSet[] {
-  const seen = new Set<number>(), cores: CpuSet[] = [];
+  const seen = new Set<number>(),
+    cores: CpuSet[] = [];
   for (const c of cpus) {
     if (seen.has(c)) continue;
     const group = intersect(union(facts.siblings[c] ?? [c], [c]), cpus);
@@ -77,7 +84,8 @@ function explicitList(field: string, text: string | undefined, usable: CpuSet, p
   if (text === undefined) return undefined;
   const want = cpuList(text);
   const off = minus(want, usable);
-  if (off.length) problems.push(`affinity.${field}: CPUs ${formatCpuList(off)} are offline or reserved on this node; ignored`);
+  if (off.length)
+    problems.push(`affinity.${field}: CPUs ${formatCpuList(off)} are offline or reserved on this node; ignored`);
   return intersect(want, usable);
 }
 
@@ -102,16 +110,25 @@ interface Ctx {
 }
 
 export function planAffinity(spec: AffinitySpec, facts: NodeFacts): AffinityPlan {
-  const notes: string[] = [], problems: string[] = [];
+  const notes: string[] = [],
+    problems: string[] = [];
   const empty: AffinityPlan = {
-    mode: spec.mode, interfaces: [], irqCpus: '', workerCpus: '', workers: 0, rpsSockFlowEntries: null,
-    irqbalance: { running: facts.irqbalance.running, required: null, conflict: null }, notes, problems,
+    mode: spec.mode,
+    interfaces: [],
+    irqCpus: '',
+    workerCpus: '',
+    workers: 0,
+    rpsSockFlowEntries: null,
+    irqbalance: { running: facts.irqbalance.running, required: null, conflict: null },
+    notes,
+    problems,
   };
   if (spec.mode === 'off') return empty;
   const ctx = context(spec, facts, notes, problems);
   const irqCpus = chooseIrqCpus(ctx);
   const workerCpus = chooseWorkers(ctx, irqCpus);
-  if (ctx.pin && irqCpus.length === 0 && ctx.nics.some((f) => f.queueIrqs.length)) problems.push('affinity: no usable interrupt CPU; IRQs left unchanged');
+  if (ctx.pin && irqCpus.length === 0 && ctx.nics.some((f) => f.queueIrqs.length))
+    problems.push('affinity: no usable interrupt CPU; IRQs left unchanged');
   const rpsOn = spec.rps === 'on' || (spec.rps === 'auto' && minus(workerCpus, irqCpus).length > 0);
   const steer: Steering = {
     rpsCpus: rpsOn ? (explicitList('rpsCpus', spec.rpsCpus, ctx.usable, problems) ?? workerCpus) : null,
@@ -126,19 +143,26 @@ export function planAffinity(spec: AffinitySpec, facts: NodeFacts): AffinityPlan
   });
   const ourIrqs = interfaces.flatMap((i) => i.irqs.map((q) => q.irq));
   return {
-    ...empty, interfaces, irqCpus: formatCpuList(irqCpus), workerCpus: formatCpuList(workerCpus), workers: workerCpus.length,
-    rpsSockFlowEntries: steer.flowEntries, irqbalance: irqbalancePlan(spec, facts, ourIrqs, union(irqCpus, workerCpus)),
+    ...empty,
+    interfaces,
+    irqCpus: formatCpuList(irqCpus),
+    workerCpus: formatCpuList(workerCpus),
+    workers: workerCpus.length,
+    rpsSockFlowEntries: steer.flowEntries,
+    irqbalance: irqbalancePlan(spec, facts, ourIrqs, union(irqCpus, workerCpus)),
   };
 }
 
 function context(spec: AffinitySpec, facts: NodeFacts, notes: string[], problems: string[]): Ctx {
   const usable = minus(facts.onlineCpus, spec.reservedCpus ? cpuList(spec.reservedCpus) : []);
   const names = spec.interfaces.length ? spec.interfaces : facts.defaultRouteInterfaces;
-  if (!spec.interfaces.length) notes.push(`interfaces: none given, using those with a default route: ${names.join(', ') || '(none)'}`);
+  if (!spec.interfaces.length)
+    notes.push(`interfaces: none given, using those with a default route: ${names.join(', ') || '(none)'}`);
   const nics = names.flatMap((n) => {
     const f = facts.interfaces[n];
     if (!f) problems.push(`affinity.interfaces: ${n} does not exist on this node`);
-    else if (f.queueIrqs.length === 0) notes.push(`${n}: no per-queue interrupts found (driver ${f.driver ?? 'unknown'}); only RPS/XPS apply`);
+    else if (f.queueIrqs.length === 0)
+      notes.push(`${n}: no per-queue interrupts found (driver ${f.driver ?? 'unknown'}); only RPS/XPS apply`);
     return f ? [f] : [];
   });
   const pool = union(...nics.map((f) => localCpus(f, facts, usable)));
@@ -158,7 +182,8 @@ function chooseIrqCpus(ctx: Ctx): CpuSet {
   if (given) return given;
   const maxQueues = Math.max(1, ...ctx.nics.map((f) => new Set(f.queueIrqs.map((q) => q.queue)).size));
   const k = Math.min(spec.irqCpuCount ?? Math.max(1, Math.ceil(cores.length / 4)), cores.length, maxQueues);
-  if (spec.irqCpuCount && spec.irqCpuCount > k) ctx.notes.push(`irqCpuCount ${spec.irqCpuCount} lowered to ${k} (cores on the NIC's node, queues)`);
+  if (spec.irqCpuCount && spec.irqCpuCount > k)
+    ctx.notes.push(`irqCpuCount ${spec.irqCpuCount} lowered to ${k} (cores on the NIC's node, queues)`);
   return union(cores.slice(0, k).map((c) => c[0]!));
 }
 
@@ -171,36 +196,63 @@ function chooseWorkers(ctx: Ctx, irqCpus: CpuSet): CpuSet {
   let order = threadOrder(cores.map((c) => minus(c, busy)).filter((c) => c.length > 0));
   if (order.length === 0) {
     order = threadOrder(cores);
-    ctx.notes.push('workers share the interrupt CPUs: the NIC\'s node has no other core');
+    ctx.notes.push("workers share the interrupt CPUs: the NIC's node has no other core");
   }
   return union(spec.maxWorkers ? order.slice(0, spec.maxWorkers) : order);
 }
 
-interface Steering { rpsCpus: CpuSet | null; flowEntries: number | null; xpsCpus: CpuSet }
+interface Steering {
+  rpsCpus: CpuSet | null;
+  flowEntries: number | null;
+  xpsCpus: CpuSet;
+}
 
 function planInterface(ctx: Ctx, f: InterfaceFacts, irqCpus: CpuSet, start: number, steer: Steering): PlannedInterface {
   const queues = [...new Set(f.queueIrqs.map((q) => q.queue))];
   const cpuOf = new Map(queues.map((q, i) => [q, irqCpus[(start + i) % Math.max(1, irqCpus.length)]]));
-  const irqs = ctx.pin && irqCpus.length
-    ? f.queueIrqs.map((q) => ({ irq: q.irq, name: q.name, queue: q.queue, kind: q.kind, cpus: String(cpuOf.get(q.queue)) }))
-    : [];
+  const irqs =
+    ctx.pin && irqCpus.length
+      ? f.queueIrqs.map((q) => ({
+          irq: q.irq,
+          name: q.name,
+          queue: q.queue,
+          kind: q.kind,
+          cpus: String(cpuOf.get(q.queue)),
+        }))
+      : [];
   const flowCnt = steer.flowEntries ? pow2(Math.ceil(steer.flowEntries / Math.max(1, f.rxQueues.length))) : 0;
   const rps = steer.rpsCpus ? f.rxQueues.map((q) => ({ queue: q, cpus: formatCpuList(steer.rpsCpus!), flowCnt })) : [];
   // A single tx queue has nothing to steer (and the kernel refuses xps_cpus on it).
   const xpsOn = ctx.spec.xps !== 'off' && f.txQueues.length > 1;
-  if (ctx.spec.xps === 'on' && f.txQueues.length <= 1) ctx.notes.push(`${f.name}: XPS needs more than one tx queue; skipped`);
-  const xps = xpsOn ? f.txQueues.map((q, j) => ({ queue: q, cpus: formatCpuList(steer.xpsCpus.filter((_, i) => i % f.txQueues.length === j)) })) : [];
-  return { name: f.name, numaNode: f.numaNode, localCpus: formatCpuList(localCpus(f, ctx.facts, ctx.usable)), irqs, rps, xps };
+  if (ctx.spec.xps === 'on' && f.txQueues.length <= 1)
+    ctx.notes.push(`${f.name}: XPS needs more than one tx queue; skipped`);
+  const xps = xpsOn
+    ? f.txQueues.map((q, j) => ({
+        queue: q,
+        cpus: formatCpuList(steer.xpsCpus.filter((_, i) => i % f.txQueues.length === j)),
+      }))
+    : [];
+  return {
+    name: f.name,
+    numaNode: f.numaNode,
+    localCpus: formatCpuList(localCpus(f, ctx.facts, ctx.usable)),
+    irqs,
+    rps,
+    xps,
+  };
 }
 
 function irqbalancePlan(spec: AffinitySpec, facts: NodeFacts, irqs: number[], ours: CpuSet): IrqbalancePlan {
   const ib = facts.irqbalance;
-  if (!ib.running || spec.irqbalance === 'ignore' || irqs.length === 0) return { running: ib.running, required: null, conflict: null };
+  if (!ib.running || spec.irqbalance === 'ignore' || irqs.length === 0)
+    return { running: ib.running, required: null, conflict: null };
   const required = { banIrqs: irqs, bannedCpus: formatCpuList(ours) };
   const unbanned = irqs.filter((i) => !ib.bannedIrqs.includes(i));
-  const conflict = unbanned.length === 0 ? null
-    : `irqbalance (pid ${ib.pid}) will move IRQs ${unbanned.join(',')}; start it with IRQBALANCE_ARGS="${irqs.map((i) => `--banirq=${i}`).join(' ')}"`
-      + ` and IRQBALANCE_BANNED_CPULIST=${required.bannedCpus} (keeps other devices' interrupts off the proxy's CPUs)`;
+  const conflict =
+    unbanned.length === 0
+      ? null
+      : `irqbalance (pid ${ib.pid}) will move IRQs ${unbanned.join(',')}; start it with IRQBALANCE_ARGS="${irqs.map((i) => `--banirq=${i}`).join(' ')}"` +
+        ` and IRQBALANCE_BANNED_CPULIST=${required.bannedCpus} (keeps other devices' interrupts off the proxy's CPUs)`;
   return { running: true, required, conflict };
 }
 
@@ -211,17 +263,49 @@ export function affinityWrites(plan: AffinityPlan, facts: NodeFacts): Write[] {
     for (const q of i.irqs) {
       // /proc/irq/N/<action> exists while the same handler owns IRQ N (see Write.guard).
       const action = q.name.includes('/') || q.name.includes(',') ? undefined : `/proc/irq/${q.irq}/${q.name}`;
-      w.push({ key: `irq/${q.irq}/smp_affinity_list`, path: `/proc/irq/${q.irq}/smp_affinity_list`, value: q.cpus, compare: 'cpulist', group: 'affinity', ...(action ? { guard: action } : {}) });
+      w.push({
+        key: `irq/${q.irq}/smp_affinity_list`,
+        path: `/proc/irq/${q.irq}/smp_affinity_list`,
+        value: q.cpus,
+        compare: 'cpulist',
+        group: 'affinity',
+        ...(action ? { guard: action } : {}),
+      });
     }
     const base = `/sys/class/net/${i.name}/queues`;
     for (const r of i.rps) {
-      w.push({ key: `${i.name}/${r.queue}/rps_cpus`, path: `${base}/${r.queue}/rps_cpus`, value: formatCpuMask(cpuList(r.cpus), facts.possibleCpus), compare: 'cpumask', group: 'affinity' });
-      w.push({ key: `${i.name}/${r.queue}/rps_flow_cnt`, path: `${base}/${r.queue}/rps_flow_cnt`, value: String(r.flowCnt), compare: 'words', group: 'affinity' });
+      w.push({
+        key: `${i.name}/${r.queue}/rps_cpus`,
+        path: `${base}/${r.queue}/rps_cpus`,
+        value: formatCpuMask(cpuList(r.cpus), facts.possibleCpus),
+        compare: 'cpumask',
+        group: 'affinity',
+      });
+      w.push({
+        key: `${i.name}/${r.queue}/rps_flow_cnt`,
+        path: `${base}/${r.queue}/rps_flow_cnt`,
+        value: String(r.flowCnt),
+        compare: 'words',
+        group: 'affinity',
+      });
     }
-    for (const x of i.xps) w.push({ key: `${i.name}/${x.queue}/xps_cpus`, path: `${base}/${x.queue}/xps_cpus`, value: formatCpuMask(cpuList(x.cpus), facts.possibleCpus), compare: 'cpumask', group: 'affinity' });
+    for (const x of i.xps)
+      w.push({
+        key: `${i.name}/${x.queue}/xps_cpus`,
+        path: `${base}/${x.queue}/xps_cpus`,
+        value: formatCpuMask(cpuList(x.cpus), facts.possibleCpus),
+        compare: 'cpumask',
+        group: 'affinity',
+      });
   }
   if (plan.rpsSockFlowEntries !== null) {
-    w.push({ key: 'net.core.rps_sock_flow_entries', path: '/proc/sys/net/core/rps_sock_flow_entries', value: String(plan.rpsSockFlowEntries), compare: 'words', group: 'affinity' });
+    w.push({
+      key: 'net.core.rps_sock_flow_entries',
+      path: '/proc/sys/net/core/rps_sock_flow_entries',
+      value: String(plan.rpsSockFlowEntries),
+      compare: 'words',
+      group: 'affinity',
+    });
   }
   return w;
 }

@@ -24,7 +24,8 @@ test('CPU lists: formatting compresses runs and round-trips', () => {
   assert.equal(formatCpuList([]), '');
   assert.equal(formatCpuList([5]), '5');
   assert.equal(formatCpuList([11, 10]), '10-11');
-  for (const s of ['0-3,8,10-11', '1', '0,2,4', '0-63', '31-32,95-96']) assert.equal(formatCpuList(parseCpuList(s) as number[]), s);
+  for (const s of ['0-3,8,10-11', '1', '0,2,4', '0-63', '31-32,95-96'])
+    assert.equal(formatCpuList(parseCpuList(s) as number[]), s);
 });
 
 test('CPU masks: 32-bit words, most significant first, as the kernel prints them', () => {

@@ -23,10 +23,12 @@ export function parseCpuList(text: string): CpuSet | string {
   for (const part of t.split(',')) {
     const m = /^(\d+)(?:-(\d+)(?::(\d+)\/(\d+))?)?$/.exec(part);
     if (!m) return `"${part}" is not a CPU number or range (expected a list like 0-3,8,10-11)`;
-    const a = Number(m[1]), b = m[2] === undefined ? a : Number(m[2]);
+    const a = Number(m[1]),
+      b = m[2] === undefined ? a : Number(m[2]);
     if (b < a) return `range ${part} runs backwards`;
     if (b > MAX_CPU) return `CPU ${b} is above ${MAX_CPU}`;
-    const used = m[3] === undefined ? 1 : Number(m[3]), group = m[4] === undefined ? 1 : Number(m[4]);
+    const used = m[3] === undefined ? 1 : Number(m[3]),
+      group = m[4] === undefined ? 1 : Number(m[4]);
     if (used < 1 || group < 1 || used > group) return `stride ${part} is invalid`;
     for (let c = a; c <= b; c++) if ((c - a) % group < used) out.push(c);
   }
@@ -44,7 +46,7 @@ export function cpuList(text: string): CpuSet {
 export function formatCpuList(cpus: Iterable<number>): string {
   const s = norm(cpus);
   const parts: string[] = [];
-  for (let i = 0; i < s.length;) {
+  for (let i = 0; i < s.length; ) {
     let j = i;
     while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
     parts.push(i === j ? `${s[i]}` : `${s[i]}-${s[j]}`);

@@ -62,20 +62,27 @@ export function readNodeFacts(root = '/', wantInterfaces: string[] = []): NodeFa
   const online = cpuList(read(root, 'sys/devices/system/cpu/online') ?? '0');
   const possible = cpuList(read(root, 'sys/devices/system/cpu/possible') ?? formatRange(online));
   const siblings: Record<string, CpuSet> = {};
-  for (const c of online) siblings[c] = cpuList(read(root, `sys/devices/system/cpu/cpu${c}/topology/thread_siblings_list`) ?? String(c));
-  let numaNodes = list(root, 'sys/devices/system/node').filter((n) => /^node\d+$/.test(n))
+  for (const c of online)
+    siblings[c] = cpuList(read(root, `sys/devices/system/cpu/cpu${c}/topology/thread_siblings_list`) ?? String(c));
+  let numaNodes = list(root, 'sys/devices/system/node')
+    .filter((n) => /^node\d+$/.test(n))
     .map((n) => ({ id: Number(n.slice(4)), cpus: cpuList(read(root, `sys/devices/system/node/${n}/cpulist`) ?? '') }));
   if (numaNodes.length === 0) numaNodes = [{ id: 0, cpus: online }];
   const defaultRouteInterfaces = readDefaultRoutes(root);
-  const names = new Set([...wantInterfaces, ...defaultRouteInterfaces,
-    ...list(root, 'sys/class/net').filter((n) => read(root, `sys/class/net/${n}/device/uevent`) !== undefined)]);
+  const names = new Set([
+    ...wantInterfaces,
+    ...defaultRouteInterfaces,
+    ...list(root, 'sys/class/net').filter((n) => read(root, `sys/class/net/${n}/device/uevent`) !== undefined),
+  ]);
   const irqLines = parseInterrupts(read(root, 'proc/interrupts') ?? '');
   const interfaces: Record<string, InterfaceFacts> = {};
   for (const name of [...names].sort()) {
     if (list(root, `sys/class/net/${name}`).length === 0) continue;
     const dev = deviceDirs(root, name);
     // The device's own vectors; a virtio device has none and uses its PCI parent's.
-    const msi = (dev.map((d) => list('/', join(d, 'msi_irqs'))).find((l) => l.length > 0) ?? []).map(Number).filter(Number.isInteger);
+    const msi = (dev.map((d) => list('/', join(d, 'msi_irqs'))).find((l) => l.length > 0) ?? [])
+      .map(Number)
+      .filter(Number.isInteger);
     const numa = dev.map((d) => read('/', join(d, 'numa_node'))).find((t) => t !== undefined);
     const queues = list(root, `sys/class/net/${name}/queues`);
     const queueIrqs = interfaceQueueIrqs(name, irqLines, msi.length ? msi : undefined);
@@ -93,8 +100,14 @@ export function readNodeFacts(root = '/', wantInterfaces: string[] = []): NodeFa
   }
   const flow = read(root, 'proc/sys/net/core/rps_sock_flow_entries');
   return {
-    onlineCpus: online, possibleCpus: (possible[possible.length - 1] ?? 0) + 1, numaNodes, siblings,
-    defaultRouteInterfaces, interfaces, irqbalance: readIrqbalance(root), rpsSockFlowEntries: flow === undefined ? null : Number(flow.trim()),
+    onlineCpus: online,
+    possibleCpus: (possible[possible.length - 1] ?? 0) + 1,
+    numaNodes,
+    siblings,
+    defaultRouteInterfaces,
+    interfaces,
+    irqbalance: readIrqbalance(root),
+    rpsSockFlowEntries: flow === undefined ? null : Number(flow.trim()),
   };
 }
 
@@ -136,7 +149,11 @@ function parseEnv(text: string, sep: RegExp): Record<string, string> {
   const env: Record<string, string> = {};
   for (const raw of text.split(sep)) {
     const m = /^\s*(?:export\s+)?([A-Z_][A-Z0-9_]*)=(.*)$/.exec(raw);
-    if (m) env[m[1]!] = m[2]!.trim().replace(/^"(.*)"$/, '$1').replace(/^'(.*)'$/, '$1');
+    if (m)
+      env[m[1]!] = m[2]!
+        .trim()
+        .replace(/^"(.*)"$/, '$1')
+        .replace(/^'(.*)'$/, '$1');
   }
   return env;
 }
@@ -152,9 +169,12 @@ function bannedIrqsOf(args: string[]): number[] {
 
 /** irqbalance: the running process (its environment and argv win), else the packaged config files. */
 function readIrqbalance(root: string): IrqbalanceFacts {
-  const pid = list(root, 'proc').filter((p) => /^\d+$/.test(p)).find((p) => read(root, `proc/${p}/comm`)?.trim() === 'irqbalance');
+  const pid = list(root, 'proc')
+    .filter((p) => /^\d+$/.test(p))
+    .find((p) => read(root, `proc/${p}/comm`)?.trim() === 'irqbalance');
   const sources: string[] = [];
-  let env: Record<string, string> = {}, args: string[] = [];
+  let env: Record<string, string> = {},
+    args: string[] = [];
   if (pid) {
     env = parseEnv(read(root, `proc/${pid}/environ`) ?? '', /\0/);
     args = (read(root, `proc/${pid}/cmdline`) ?? '').split('\0').filter(Boolean);
@@ -171,5 +191,11 @@ function readIrqbalance(root: string): IrqbalanceFacts {
   let bannedCpus: CpuSet = [];
   if (env.IRQBALANCE_BANNED_CPULIST) bannedCpus = cpuList(env.IRQBALANCE_BANNED_CPULIST);
   else if (env.IRQBALANCE_BANNED_CPUS) bannedCpus = cpuMask(env.IRQBALANCE_BANNED_CPUS);
-  return { running: pid !== undefined, pid: pid === undefined ? null : Number(pid), bannedCpus, bannedIrqs: bannedIrqsOf(args), sources };
+  return {
+    running: pid !== undefined,
+    pid: pid === undefined ? null : Number(pid),
+    bannedCpus,
+    bannedIrqs: bannedIrqsOf(args),
+    sources,
+  };
 }

@@ -16,7 +16,10 @@ export interface IrqLine {
 
 export function parseInterrupts(text: string): IrqLine[] {
   const lines = text.split('\n');
-  const ncpu = (lines[0] ?? '').trim().split(/\s+/).filter((t) => /^CPU\d+$/.test(t)).length;
+  const ncpu = (lines[0] ?? '')
+    .trim()
+    .split(/\s+/)
+    .filter((t) => /^CPU\d+$/.test(t)).length;
   const out: IrqLine[] = [];
   for (const line of lines.slice(1)) {
     const m = /^\s*(\d+):\s+(.*)$/.exec(line);
@@ -26,7 +29,9 @@ export function parseInterrupts(text: string): IrqLine[] {
     const rest = toks.slice(ncpu);
     // After the chip name comes "<hwirq>-edge|level|fasteoi" (or just "edge"); the action follows it.
     let at = -1;
-    rest.forEach((t, i) => { if (/(^|-)(edge|level|fasteoi|simple)$/i.test(t)) at = i; });
+    rest.forEach((t, i) => {
+      if (/(^|-)(edge|level|fasteoi|simple)$/i.test(t)) at = i;
+    });
     const name = (at >= 0 ? rest.slice(at + 1) : rest.slice(-1)).join(' ');
     out.push({ irq: Number(m[1]), count: counts.reduce((a, c) => a + (Number(c) || 0), 0), name });
   }
@@ -34,7 +39,13 @@ export function parseInterrupts(text: string): IrqLine[] {
 }
 
 export type QueueKind = 'rx' | 'tx' | 'combined';
-export interface QueueIrq { irq: number; name: string; queue: number; kind: QueueKind; count: number }
+export interface QueueIrq {
+  irq: number;
+  name: string;
+  queue: number;
+  kind: QueueKind;
+  count: number;
+}
 
 const CONTROL = /(config|async|ctrl|control|event|fdir|link|misc|lsc|mbx|mailbox|other|admin|aenq|mgmt|err)/i;
 
@@ -58,9 +69,16 @@ export function classifyQueueIrq(line: IrqLine): QueueIrq | undefined {
  * when known; otherwise IRQs are matched by name ("eth0-TxRx-0", "eth0-rx-1").
  */
 export function interfaceQueueIrqs(ifname: string, lines: IrqLine[], deviceIrqs: number[] | undefined): QueueIrq[] {
-  const mine = deviceIrqs && deviceIrqs.length > 0
-    ? lines.filter((l) => deviceIrqs.includes(l.irq))
-    : lines.filter((l) => l.name.split(/[\s,]+/).some((n) => n.startsWith(`${ifname}-`) || n.includes(`-${ifname}-`)));
+  const mine =
+    deviceIrqs && deviceIrqs.length > 0
+      ? lines.filter((l) => deviceIrqs.includes(l.irq))
+      : lines.filter((l) =>
+          l.name.split(/[\s,]+/).some((n) => n.startsWith(`${ifname}-`) || n.includes(`-${ifname}-`)),
+        );
   // A vector named exactly like the interface is its link/misc vector (ixgbe, igb), not a queue.
-  return mine.filter((l) => l.name.split('@')[0]!.trim() !== ifname).map(classifyQueueIrq).filter((q): q is QueueIrq => q !== undefined).sort((a, b) => a.queue - b.queue || a.irq - b.irq);
+  return mine
+    .filter((l) => l.name.split('@')[0]!.trim() !== ifname)
+    .map(classifyQueueIrq)
+    .filter((q): q is QueueIrq => q !== undefined)
+    .sort((a, b) => a.queue - b.queue || a.irq - b.irq);
 }

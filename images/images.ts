@@ -19,7 +19,8 @@ export const BUILD_SH = path.join(import.meta.dirname, 'build.sh');
 export function runBuildSh(args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const p = spawn('bash', [BUILD_SH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', log = '';
+    let out = '',
+      log = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     // build logs can be long (apt, npm); only the end matters when it fails
     p.stderr.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-8000)));
@@ -37,11 +38,15 @@ export function runBuildSh(args: readonly string[]): Promise<string> {
  */
 export async function buildImages(targets: readonly ImageTarget[] = ['operator', 'node']): Promise<BuiltImage[]> {
   const out = await runBuildSh(targets);
-  const images = out.split('\n').filter(Boolean).map((line): BuiltImage => {
-    const [ref, archive, ...rest] = line.split('\t');
-    if (!ref || !archive || rest.length) throw new Error(`images/build.sh printed an unexpected line: ${line}`);
-    return { ref, archive };
-  });
-  if (images.length !== targets.length) throw new Error(`images/build.sh printed ${images.length} images for ${targets.length} targets`);
+  const images = out
+    .split('\n')
+    .filter(Boolean)
+    .map((line): BuiltImage => {
+      const [ref, archive, ...rest] = line.split('\t');
+      if (!ref || !archive || rest.length) throw new Error(`images/build.sh printed an unexpected line: ${line}`);
+      return { ref, archive };
+    });
+  if (images.length !== targets.length)
+    throw new Error(`images/build.sh printed ${images.length} images for ${targets.length} targets`);
   return images;
 }

@@ -10,26 +10,55 @@ export interface KubeObject {
   apiVersion?: string;
   kind?: string;
   metadata: {
-    name: string; namespace?: string; uid?: string; resourceVersion?: string; generation?: number;
-    labels?: Record<string, string>; annotations?: Record<string, string>; finalizers?: string[];
-    deletionTimestamp?: string; creationTimestamp?: string;
-    ownerReferences?: { apiVersion: string; kind: string; name: string; uid: string; controller?: boolean; blockOwnerDeletion?: boolean }[];
+    name: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    generation?: number;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    finalizers?: string[];
+    deletionTimestamp?: string;
+    creationTimestamp?: string;
+    ownerReferences?: {
+      apiVersion: string;
+      kind: string;
+      name: string;
+      uid: string;
+      controller?: boolean;
+      blockOwnerDeletion?: boolean;
+    }[];
   };
   [k: string]: unknown;
 }
 
-export interface ObjectList { metadata: { resourceVersion: string }; items: KubeObject[] }
-export interface WatchEvent { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR'; object: KubeObject }
+export interface ObjectList {
+  metadata: { resourceVersion: string };
+  items: KubeObject[];
+}
+export interface WatchEvent {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  object: KubeObject;
+}
 export type WriteVerb = 'apply' | 'patch' | 'delete' | 'create';
 
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly reason: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'ApiError';
   }
 }
 
-export interface ResourceRef { group: string; version: string; plural: string; namespaced: boolean }
+export interface ResourceRef {
+  group: string;
+  version: string;
+  plural: string;
+  namespaced: boolean;
+}
 
 export function resourcePath(r: ResourceRef, namespace?: string, name?: string, subresource?: string): string {
   let p = r.group === '' ? `/api/${r.version}` : `/apis/${r.group}/${r.version}`;
@@ -40,11 +69,22 @@ export function resourcePath(r: ResourceRef, namespace?: string, name?: string, 
   return p;
 }
 
-interface RequestOpts { accept?: string; body?: unknown; contentType?: string; query?: Record<string, string>; signal?: AbortSignal; timeoutMs?: number }
+interface RequestOpts {
+  accept?: string;
+  body?: unknown;
+  contentType?: string;
+  query?: Record<string, string>;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
 
 export class KubeClient {
   readonly server: string;
-  constructor(private readonly kc: KubeConfig, readonly fieldManager: string, private readonly onWrite: (verb: WriteVerb) => void = () => {}) {
+  constructor(
+    private readonly kc: KubeConfig,
+    readonly fieldManager: string,
+    private readonly onWrite: (verb: WriteVerb) => void = () => {},
+  ) {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster');
     this.server = cluster.server.replace(/\/$/, '');
@@ -53,7 +93,11 @@ export class KubeClient {
   private async open(method: string, path: string, o: RequestOpts): Promise<http.IncomingMessage> {
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(o.query ?? {})) url.searchParams.set(k, v);
-    const opts: https.RequestOptions = { method, headers: { Accept: o.accept ?? 'application/json' }, signal: o.signal };
+    const opts: https.RequestOptions = {
+      method,
+      headers: { Accept: o.accept ?? 'application/json' },
+      signal: o.signal,
+    };
     await this.kc.applyToHTTPSOptions(opts);
     const payload = o.body === undefined ? undefined : JSON.stringify(o.body);
     if (payload !== undefined) opts.headers = { ...opts.headers, 'Content-Type': o.contentType ?? 'application/json' };
@@ -61,7 +105,8 @@ export class KubeClient {
     return new Promise((resolve, reject) => {
       const req = lib.request(url, opts, resolve);
       req.on('error', reject);
-      if (o.timeoutMs) req.setTimeout(o.timeoutMs, () => req.destroy(new Error(`${method} ${path}: timeout after ${o.timeoutMs} ms`)));
+      if (o.timeoutMs)
+        req.setTimeout(o.timeoutMs, () => req.destroy(new Error(`${method} ${path}: timeout after ${o.timeoutMs} ms`)));
       req.end(payload);
     });
   }
@@ -77,12 +122,15 @@ export class KubeClient {
       if (!(res.headers['content-type'] ?? '').includes('json')) return text as T;
       return (text ? JSON.parse(text) : {}) as T;
     }
-    let reason = 'Unknown', message = text.slice(0, 2000);
+    let reason = 'Unknown',
+      message = text.slice(0, 2000);
     try {
       const s = JSON.parse(text) as { reason?: string; message?: string };
       reason = s.reason ?? reason;
       message = s.message ?? message;
-    } catch { /* not a Status object: keep the raw text */ }
+    } catch {
+      /* not a Status object: keep the raw text */
+    }
     throw new ApiError(status, reason, `${method} ${path}: ${status} ${reason}: ${message}`);
   }
 
@@ -103,18 +151,28 @@ export class KubeClient {
   apply<T extends KubeObject = KubeObject>(path: string, obj: unknown): Promise<T> {
     this.onWrite('apply');
     return this.request<T>('PATCH', path, {
-      body: obj, contentType: 'application/apply-patch+yaml', query: { fieldManager: this.fieldManager, force: 'true' },
+      body: obj,
+      contentType: 'application/apply-patch+yaml',
+      query: { fieldManager: this.fieldManager, force: 'true' },
     });
   }
 
   mergePatch<T extends KubeObject = KubeObject>(path: string, patch: unknown): Promise<T> {
     this.onWrite('patch');
-    return this.request<T>('PATCH', path, { body: patch, contentType: 'application/merge-patch+json', query: { fieldManager: this.fieldManager } });
+    return this.request<T>('PATCH', path, {
+      body: patch,
+      contentType: 'application/merge-patch+json',
+      query: { fieldManager: this.fieldManager },
+    });
   }
 
   jsonPatch<T extends KubeObject = KubeObject>(path: string, ops: unknown[]): Promise<T> {
     this.onWrite('patch');
-    return this.request<T>('PATCH', path, { body: ops, contentType: 'application/json-patch+json', query: { fieldManager: this.fieldManager } });
+    return this.request<T>('PATCH', path, {
+      body: ops,
+      contentType: 'application/json-patch+json',
+      query: { fieldManager: this.fieldManager },
+    });
   }
 
   create<T extends KubeObject = KubeObject>(path: string, obj: unknown): Promise<T> {
@@ -137,7 +195,12 @@ export class KubeClient {
    * Streams watch events to `onEvent` until the server closes the stream, the signal aborts or an
    * error occurs (rejects). Lines are newline-delimited JSON; partial lines are buffered.
    */
-  async watch(path: string, query: Record<string, string>, onEvent: (e: WatchEvent) => void, signal: AbortSignal): Promise<void> {
+  async watch(
+    path: string,
+    query: Record<string, string>,
+    onEvent: (e: WatchEvent) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
     const res = await this.open('GET', path, { query: { ...query, watch: '1' }, signal });
     if (res.statusCode !== 200) {
       res.resume();

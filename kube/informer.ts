@@ -38,21 +38,28 @@ export class Informer {
 
   constructor(private readonly o: InformerOptions) {}
 
-  get hasSynced(): boolean { return this.synced; }
+  get hasSynced(): boolean {
+    return this.synced;
+  }
   get(namespace: string | undefined, name: string): KubeObject | undefined {
     return this.store.get(namespace ? `${namespace}/${name}` : name);
   }
-  list(): KubeObject[] { return [...this.store.values()]; }
+  list(): KubeObject[] {
+    return [...this.store.values()];
+  }
 
   start(): void {
     const timeoutSec = this.o.watchTimeoutSec ?? 300;
     const limit = timeoutSec * 1000 + (this.o.stallGraceMs ?? 30_000);
-    this.watchdog = setInterval(() => {
-      if (this.abort && Date.now() - this.lastEventAt > limit) {
-        this.o.log.warn({ resource: this.o.resource }, 'watch stalled; restarting it');
-        this.abort.abort(new Error('watch stalled'));
-      }
-    }, Math.min(limit / 2, 5000));
+    this.watchdog = setInterval(
+      () => {
+        if (this.abort && Date.now() - this.lastEventAt > limit) {
+          this.o.log.warn({ resource: this.o.resource }, 'watch stalled; restarting it');
+          this.abort.abort(new Error('watch stalled'));
+        }
+      },
+      Math.min(limit / 2, 5000),
+    );
     this.watchdog.unref();
     this.loop = this.run(timeoutSec);
   }
@@ -74,16 +81,33 @@ export class Informer {
         while (!this.stopped) {
           this.abort = new AbortController();
           this.lastEventAt = Date.now();
-          const query: Record<string, string> = { resourceVersion: rv, allowWatchBookmarks: 'true', timeoutSeconds: String(timeoutSec) };
+          const query: Record<string, string> = {
+            resourceVersion: rv,
+            allowWatchBookmarks: 'true',
+            timeoutSeconds: String(timeoutSec),
+          };
           if (this.o.labelSelector) query.labelSelector = this.o.labelSelector;
-          await this.o.client.watch(this.o.path, query, (e) => { rv = this.handle(e) ?? rv; }, this.abort.signal);
+          await this.o.client.watch(
+            this.o.path,
+            query,
+            (e) => {
+              rv = this.handle(e) ?? rv;
+            },
+            this.abort.signal,
+          );
         }
       } catch (e) {
         if (this.stopped) break;
         this.o.onRestart?.(this.o.resource);
         const gone = e instanceof ApiError && e.status === 410;
-        this.o.log[gone ? 'debug' : 'warn']({ resource: this.o.resource, err: (e as Error).message }, 'watch ended; relisting');
-        await new Promise<void>((r) => { this.wake = r; setTimeout(r, gone ? 0 : backoff); });
+        this.o.log[gone ? 'debug' : 'warn'](
+          { resource: this.o.resource, err: (e as Error).message },
+          'watch ended; relisting',
+        );
+        await new Promise<void>((r) => {
+          this.wake = r;
+          setTimeout(r, gone ? 0 : backoff);
+        });
         backoff = Math.min(backoff * 2, 30_000);
       }
     }
@@ -91,7 +115,10 @@ export class Informer {
 
   /** Replaces the store with a fresh list, firing handlers for what changed while we were away. */
   private async relist(): Promise<string> {
-    const list = await this.o.client.list(this.o.path, this.o.labelSelector ? { labelSelector: this.o.labelSelector } : {});
+    const list = await this.o.client.list(
+      this.o.path,
+      this.o.labelSelector ? { labelSelector: this.o.labelSelector } : {},
+    );
     const seen = new Set<string>();
     for (const obj of list.items) {
       const k = key(obj);
@@ -101,7 +128,10 @@ export class Informer {
       if (old?.metadata.resourceVersion !== obj.metadata.resourceVersion) this.o.onChange(obj, old, false);
     }
     for (const [k, old] of this.store) {
-      if (!seen.has(k)) { this.store.delete(k); this.o.onChange(old, old, true); }
+      if (!seen.has(k)) {
+        this.store.delete(k);
+        this.o.onChange(old, old, true);
+      }
     }
     this.synced = true;
     return list.metadata.resourceVersion;

@@ -11,7 +11,10 @@ import { shortHash } from './render/names.ts';
 export type Caches = Record<OwnedKind, Informer> & { proxies: Informer; nodes: Informer; pods: Informer };
 
 export type Outcome = 'success' | 'invalid' | 'cleanup' | 'gone';
-export interface Result { outcome: Outcome; requeueAfterMs?: number }
+export interface Result {
+  outcome: Outcome;
+  requeueAfterMs?: number;
+}
 
 export interface Settings {
   defaultImage: string;

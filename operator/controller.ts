@@ -28,8 +28,16 @@ const keyOf = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
 
 /** What about a node matters for scheduling; other node updates (heartbeats) are ignored. */
 function nodeFingerprint(n: KubeObject): string {
-  const x = n as KubeObject & { spec?: { taints?: unknown; unschedulable?: boolean }; status?: { conditions?: { type: string; status: string }[] } };
-  return stableJson([x.metadata.labels, x.spec?.taints, x.spec?.unschedulable, x.status?.conditions?.find((c) => c.type === 'Ready')?.status]);
+  const x = n as KubeObject & {
+    spec?: { taints?: unknown; unschedulable?: boolean };
+    status?: { conditions?: { type: string; status: string }[] };
+  };
+  return stableJson([
+    x.metadata.labels,
+    x.spec?.taints,
+    x.spec?.unschedulable,
+    x.status?.conditions?.find((c) => c.type === 'Ready')?.status,
+  ]);
 }
 
 export class Controller {
@@ -42,17 +50,26 @@ export class Controller {
 
   constructor(private readonly o: ControllerOptions) {
     this.queue = new WorkQueue({ onDepth: (d) => o.metrics.queueDepth.set(d) });
-    const inf = (path: string, resource: string, onChange: ChangeHandler, labelSelector?: string) => new Informer({
-      client: o.client, path, resource, labelSelector, onChange, log: o.log,
-      onRestart: (r) => o.metrics.watchRestarts.inc({ resource: r }),
-      watchTimeoutSec: o.watchTimeoutSec, stallGraceMs: o.stallGraceMs,
-    });
+    const inf = (path: string, resource: string, onChange: ChangeHandler, labelSelector?: string) =>
+      new Informer({
+        client: o.client,
+        path,
+        resource,
+        labelSelector,
+        onChange,
+        log: o.log,
+        onRestart: (r) => o.metrics.watchRestarts.inc({ resource: r }),
+        watchTimeoutSec: o.watchTimeoutSec,
+        stallGraceMs: o.stallGraceMs,
+      });
     const owned: ChangeHandler = (obj) => {
       const ref = obj.metadata.ownerReferences?.find((r) => r.kind === KIND && r.controller);
       if (ref) this.queue.add(`${obj.metadata.namespace}/${ref.name}`);
     };
     const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
-    const ownedCaches = Object.fromEntries(Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, inf(resourcePath(ref), ref.plural, owned, managed)]));
+    const ownedCaches = Object.fromEntries(
+      Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, inf(resourcePath(ref), ref.plural, owned, managed)]),
+    );
     this.caches = {
       ...(ownedCaches as Record<keyof typeof OWNED_KINDS, Informer>),
       proxies: inf(resourcePath(TP), TP.plural, (obj, old, deleted) => {
@@ -61,18 +78,32 @@ export class Controller {
         this.queue.add(keyOf(obj)); // its own key first: once deleted, it is no longer in the cache
         if (deleted || !old || obj.metadata.generation !== old.metadata.generation) this.enqueueAll();
       }),
-      pods: inf(resourcePath(R.pods), R.pods.plural, (obj) => {
-        const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
-        if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
-      }, managed),
+      pods: inf(
+        resourcePath(R.pods),
+        R.pods.plural,
+        (obj) => {
+          const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
+          if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
+        },
+        managed,
+      ),
       nodes: inf(resourcePath(R.nodes), R.nodes.plural, (obj, old, deleted) => {
         if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old)) this.enqueueAll();
       }),
     };
-    this.ctx = { client: o.client, caches: this.caches, settings: o.settings, log: o.log, memo: new ApplyMemo(), now: () => new Date() };
+    this.ctx = {
+      client: o.client,
+      caches: this.caches,
+      settings: o.settings,
+      log: o.log,
+      memo: new ApplyMemo(),
+      now: () => new Date(),
+    };
   }
 
-  get synced(): boolean { return Object.values(this.caches).every((i: Informer) => i.hasSynced); }
+  get synced(): boolean {
+    return Object.values(this.caches).every((i: Informer) => i.hasSynced);
+  }
 
   enqueueAll(): void {
     for (const tp of this.caches.proxies.list()) this.queue.add(keyOf(tp));
@@ -90,7 +121,10 @@ export class Controller {
     this.running = true;
     this.enqueueAll();
     const every = this.o.resyncMs ?? 10 * 60_000;
-    this.resync = setInterval(() => { this.ctx.memo.clear(); this.enqueueAll(); }, every);
+    this.resync = setInterval(() => {
+      this.ctx.memo.clear();
+      this.enqueueAll();
+    }, every);
     this.resync.unref();
     for (let w = 0; w < (this.o.workers ?? 2); w++) this.workers.push(this.work());
   }

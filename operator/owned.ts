@@ -8,7 +8,12 @@ import { renderDaemonSet } from './render/daemonset.ts';
 import { activeLabelKey, names } from './render/names.ts';
 import type { RenderedNodeConfig } from './render/nodeconfig.ts';
 import {
-  renderAgentRole, renderAgentRoleBinding, renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount,
+  renderAgentRole,
+  renderAgentRoleBinding,
+  renderConfigMap,
+  renderHpa,
+  renderMetricsService,
+  renderServiceAccount,
 } from './render/objects.ts';
 
 export interface OwnedInput {
@@ -27,9 +32,19 @@ export interface OwnedObject {
 
 /** The node fleet in one of its modes; both DaemonSets always exist (level-based). */
 function fleet(i: OwnedInput, mode: 'run' | 'leave') {
-  const { tp, rendered: r } = i, ns = tp.metadata.namespace ?? '';
-  const activeLabel = mode === 'leave' || r.spec.replicas !== undefined ? activeLabelKey(ns, tp.metadata.name) : undefined;
-  return renderDaemonSet({ tp, spec: r.spec, proxy: r.config.proxy, configHash: r.hash, defaultImage: i.defaultImage, mode, activeLabel });
+  const { tp, rendered: r } = i,
+    ns = tp.metadata.namespace ?? '';
+  const activeLabel =
+    mode === 'leave' || r.spec.replicas !== undefined ? activeLabelKey(ns, tp.metadata.name) : undefined;
+  return renderDaemonSet({
+    tp,
+    spec: r.spec,
+    proxy: r.config.proxy,
+    configHash: r.hash,
+    defaultImage: i.defaultImage,
+    mode,
+    activeLabel,
+  });
 }
 
 export const OWNED: readonly OwnedObject[] = [
@@ -37,10 +52,18 @@ export const OWNED: readonly OwnedObject[] = [
   { kind: 'roles', name: (n) => n.agentRole, render: (i) => renderAgentRole(i.tp) },
   { kind: 'roleBindings', name: (n) => n.agentRole, render: (i) => renderAgentRoleBinding(i.tp) },
   // Before the DaemonSet: new pods must find the config their hash annotation promises.
-  { kind: 'configMaps', name: (n) => n.configMap, render: (i) => renderConfigMap(i.tp, i.rendered.yaml, i.rendered.hash) },
+  {
+    kind: 'configMaps',
+    name: (n) => n.configMap,
+    render: (i) => renderConfigMap(i.tp, i.rendered.yaml, i.rendered.hash),
+  },
   { kind: 'daemonSets', name: (n) => n.daemonSet, render: (i) => fleet(i, 'run') },
   // Runs only where a node is labelled "leaving" (nodes.ts).
   { kind: 'daemonSets', name: (n) => n.leaveDaemonSet, render: (i) => fleet(i, 'leave') },
   { kind: 'services', name: (n) => n.service, render: (i) => renderMetricsService(i.tp, i.rendered.config) },
-  { kind: 'hpas', name: (n) => n.hpa, render: (i) => (i.rendered.spec.autoscaling?.enabled ? renderHpa(i.tp, i.rendered.spec) : undefined) },
+  {
+    kind: 'hpas',
+    name: (n) => n.hpa,
+    render: (i) => (i.rendered.spec.autoscaling?.enabled ? renderHpa(i.tp, i.rendered.spec) : undefined),
+  },
 ];

@@ -6,8 +6,12 @@ import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX } from '..
 import type { KubeObject } from '../kube/client.ts';
 import { leaveSelectorLabels, selectorLabels } from './render/names.ts';
 
-
-interface PodCond { type: string; status: string; reason?: string; message?: string }
+interface PodCond {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+}
 type Pod = KubeObject & { spec?: { nodeName?: string }; status?: { conditions?: PodCond[] } };
 
 export interface FleetPods {
@@ -19,8 +23,10 @@ export interface FleetPods {
 
 const isPodOf = (p: KubeObject, namespace: string, sel: Record<string, string>) =>
   p.metadata.namespace === namespace && Object.entries(sel).every(([k, v]) => p.metadata.labels?.[k] === v);
-const isReady = (p: Pod) => !p.metadata.deletionTimestamp && !!p.spec?.nodeName
-  && (p.status?.conditions ?? []).some((x) => x.type === 'Ready' && x.status === 'True');
+const isReady = (p: Pod) =>
+  !p.metadata.deletionTimestamp &&
+  !!p.spec?.nodeName &&
+  (p.status?.conditions ?? []).some((x) => x.type === 'Ready' && x.status === 'True');
 
 /** Nodes whose leave pod is Ready: its init container restored the node (operator/nodes.ts). */
 export function leftNodes(pods: KubeObject[], namespace: string, name: string): Set<string> {
@@ -35,7 +41,8 @@ export function fleetPods(pods: KubeObject[], namespace: string, name: string): 
   // Oldest first: during a surge rollout a node briefly has two pods, and the newer one's tuning
   // report is the one that stays (creationTimestamp is RFC 3339 in UTC, so it sorts as text).
   const sel = selectorLabels(name);
-  const byAge = (pods as Pod[]).filter((p) => isPodOf(p, namespace, sel))
+  const byAge = (pods as Pod[])
+    .filter((p) => isPodOf(p, namespace, sel))
     .sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? ''));
   for (const p of byAge) {
     const node = p.spec?.nodeName;
@@ -45,7 +52,11 @@ export function fleetPods(pods: KubeObject[], namespace: string, name: string): 
     const t = conds.find((x) => x.type === TUNING_CONDITION_TYPE);
     // The reason is the agent's closed set; anything else (a hand edit) is shown, not trusted. The
     // bounds are the status schema's; the agent already sends less.
-    if (t?.reason) out.tuning.set(node, { reason: clip(t.reason, TUNING_REASON_MAX), message: clip(t.message ?? '', TUNING_MESSAGE_MAX) });
+    if (t?.reason)
+      out.tuning.set(node, {
+        reason: clip(t.reason, TUNING_REASON_MAX),
+        message: clip(t.message ?? '', TUNING_MESSAGE_MAX),
+      });
   }
   return out;
 }

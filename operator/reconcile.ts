@@ -30,7 +30,12 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   await ensureFinalizer(ctx, tp);
 
   const rendered = renderedSpec(tp);
-  const statusBase = { generation: tp.metadata.generation ?? 0, prev: tp.status, now: ctx.now().toISOString(), selector: selectorString(name) };
+  const statusBase = {
+    generation: tp.metadata.generation ?? 0,
+    prev: tp.status,
+    now: ctx.now().toISOString(),
+    selector: selectorString(name),
+  };
   if (!rendered.ok) {
     ctx.log.info({ tp: key, problems: rendered.problems }, 'spec rejected; nothing changed');
     await writeStatus(ctx, tp, { ...statusBase, invalid: rendered.problems });
@@ -48,8 +53,14 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   const ds = await applyOwned(ctx, tp, rendered.value);
   await active.finish();
   await writeStatus(ctx, tp, {
-    ...statusBase, configHash: hash, active: active.active, draining: active.leaving(), candidates: active.candidates, requested: spec.replicas,
-    ...fleetPods(ctx.caches.pods.list(), namespace, name), daemonSet: dsInfo(ctx.caches.daemonSets.get(namespace, names(name).daemonSet) ?? ds),
+    ...statusBase,
+    configHash: hash,
+    active: active.active,
+    draining: active.leaving(),
+    candidates: active.candidates,
+    requested: spec.replicas,
+    ...fleetPods(ctx.caches.pods.list(), namespace, name),
+    daemonSet: dsInfo(ctx.caches.daemonSets.get(namespace, names(name).daemonSet) ?? ds),
   });
   return { outcome: 'success' };
 }
@@ -58,11 +69,18 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
  * Applies every owned object (owned.ts, in table order) or deletes the ones no longer wanted that
  * we own. Returns what the server answered for the proxy DaemonSet (the cache may lag behind).
  */
-async function applyOwned(ctx: ReconcileContext, tp: TransparentProxyObject, rendered: RenderedNodeConfig): Promise<KubeObject | undefined> {
-  const namespace = tp.metadata.namespace ?? '', n = names(tp.metadata.name);
+async function applyOwned(
+  ctx: ReconcileContext,
+  tp: TransparentProxyObject,
+  rendered: RenderedNodeConfig,
+): Promise<KubeObject | undefined> {
+  const namespace = tp.metadata.namespace ?? '',
+    n = names(tp.metadata.name);
   let fleet: KubeObject | undefined;
   for (const o of OWNED) {
-    const name = o.name(n), path = resourcePath(R[o.kind], namespace, name), live = ctx.caches[o.kind].get(namespace, name);
+    const name = o.name(n),
+      path = resourcePath(R[o.kind], namespace, name),
+      live = ctx.caches[o.kind].get(namespace, name);
     const desired = o.render({ tp, rendered, defaultImage: ctx.settings.defaultImage });
     if (desired) {
       const res = await ctx.memo.apply(ctx.client, path, desired, live);

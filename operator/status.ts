@@ -1,13 +1,22 @@
 // status of a TransparentProxy from what the operator observed. Pure; lastTransitionTime only
 // moves when a condition's status changes, so recomputing an unchanged state yields an equal
 // object and the operator writes nothing (no hot loop).
-import type { Condition, ConditionType, NodeSummary, NodeTuning, TransparentProxyStatus } from '../api/transparentproxy-status.ts';
+import type {
+  Condition,
+  ConditionType,
+  NodeSummary,
+  NodeTuning,
+  TransparentProxyStatus,
+} from '../api/transparentproxy-status.ts';
 import { DEGRADING_TUNING } from '../api/tuning-condition.ts';
 import type { Candidate } from './scheduling.ts';
 
 export interface DaemonSetStatus {
-  observedGeneration?: number; desiredNumberScheduled?: number; updatedNumberScheduled?: number;
-  numberReady?: number; numberAvailable?: number;
+  observedGeneration?: number;
+  desiredNumberScheduled?: number;
+  updatedNumberScheduled?: number;
+  numberReady?: number;
+  numberAvailable?: number;
 }
 
 export interface StatusInput {
@@ -36,11 +45,23 @@ function withTimes(next: Cond[], prev: Condition[] | undefined, now: string, gen
   return next.map((c) => {
     const old = prev?.find((p) => p.type === c.type);
     const lastTransitionTime = old && old.status === c.status ? old.lastTransitionTime : now;
-    return { type: c.type, status: c.status, reason: c.reason, ...(c.message ? { message: c.message } : {}), lastTransitionTime, observedGeneration: generation };
+    return {
+      type: c.type,
+      status: c.status,
+      reason: c.reason,
+      ...(c.message ? { message: c.message } : {}),
+      lastTransitionTime,
+      observedGeneration: generation,
+    };
   });
 }
 
-const cond = (type: ConditionType, ok: boolean, reason: string, message?: string): Cond => ({ type, status: ok ? 'True' : 'False', reason, message });
+const cond = (type: ConditionType, ok: boolean, reason: string, message?: string): Cond => ({
+  type,
+  status: ok ? 'True' : 'False',
+  reason,
+  message,
+});
 
 export function rolloutComplete(ds: StatusInput['daemonSet']): boolean {
   const s = ds?.status;
@@ -52,18 +73,32 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
   const base = { ...i.prev, observedGeneration: i.generation, selector: i.selector };
   if (i.invalid) {
     const message = i.invalid.join('; ').slice(0, 4000);
-    return { ...base, conditions: withTimes([
-      cond('Ready', false, 'InvalidSpec', 'the spec was rejected; the fleet keeps its last valid configuration'),
-      cond('Progressing', false, 'InvalidSpec'),
-      cond('Degraded', true, 'InvalidSpec', message),
-      cond('InvalidSpec', true, 'SpecRejected', message),
-    ], i.prev?.conditions, i.now, i.generation) };
+    return {
+      ...base,
+      conditions: withTimes(
+        [
+          cond('Ready', false, 'InvalidSpec', 'the spec was rejected; the fleet keeps its last valid configuration'),
+          cond('Progressing', false, 'InvalidSpec'),
+          cond('Degraded', true, 'InvalidSpec', message),
+          cond('InvalidSpec', true, 'SpecRejected', message),
+        ],
+        i.prev?.conditions,
+        i.now,
+        i.generation,
+      ),
+    };
   }
   const active = i.active ?? [];
   const ready = i.readyNodes ?? new Set<string>();
   const nodes: NodeSummary[] = active.map((c) => {
     const t = i.tuning?.get(c.name);
-    return { name: c.name, ...(c.zone ? { zone: c.zone } : {}), state: 'Active', ready: ready.has(c.name), ...(t ? { tuning: t } : {}) };
+    return {
+      name: c.name,
+      ...(c.zone ? { zone: c.zone } : {}),
+      state: 'Active',
+      ready: ready.has(c.name),
+      ...(t ? { tuning: t } : {}),
+    };
   });
   const tuning = tuningProblem(nodes);
   const readyReplicas = nodes.filter((n) => n.ready).length;
@@ -74,26 +109,63 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
   const rolledOut = rolloutComplete(i.daemonSet);
   const conditions: Cond[] = [];
   if (i.cleanup) {
-    conditions.push(cond('Ready', false, 'Deleting'),
-      cond('Progressing', true, 'CleaningUp', `${i.cleanup.pending} of ${i.cleanup.total} nodes still removing their rules`),
-      cond('Degraded', false, 'Deleting'));
+    conditions.push(
+      cond('Ready', false, 'Deleting'),
+      cond(
+        'Progressing',
+        true,
+        'CleaningUp',
+        `${i.cleanup.pending} of ${i.cleanup.total} nodes still removing their rules`,
+      ),
+      cond('Degraded', false, 'Deleting'),
+    );
   } else {
     const allReady = rolledOut && readyReplicas === replicas;
     conditions.push(
-      allReady ? cond('Ready', true, replicas === 0 ? 'NoActiveNodes' : 'AllNodesReady', `${readyReplicas} of ${replicas} active nodes ready`)
-        : cond('Ready', false, rolledOut ? 'NodesNotReady' : 'RollingOut', `${readyReplicas} of ${replicas} active nodes ready`),
-      !rolledOut ? cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration')
-        : draining.length ? cond('Progressing', true, 'NodesLeaving', `${draining.length} node(s) draining, then restoring their rules, routes and tuning: ${draining.join(', ').slice(0, 900)}`)
+      allReady
+        ? cond(
+            'Ready',
+            true,
+            replicas === 0 ? 'NoActiveNodes' : 'AllNodesReady',
+            `${readyReplicas} of ${replicas} active nodes ready`,
+          )
+        : cond(
+            'Ready',
+            false,
+            rolledOut ? 'NodesNotReady' : 'RollingOut',
+            `${readyReplicas} of ${replicas} active nodes ready`,
+          ),
+      !rolledOut
+        ? cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration')
+        : draining.length
+          ? cond(
+              'Progressing',
+              true,
+              'NodesLeaving',
+              `${draining.length} node(s) draining, then restoring their rules, routes and tuning: ${draining.join(', ').slice(0, 900)}`,
+            )
           : cond('Progressing', false, 'RolloutComplete'),
-      short ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
-        : rolledOut && readyReplicas < replicas ? cond('Degraded', true, 'NodesNotReady', `${replicas - readyReplicas} active nodes not ready`)
-          : tuning ? cond('Degraded', true, tuning.reason, tuning.message)
+      short
+        ? cond(
+            'Degraded',
+            true,
+            'InsufficientNodes',
+            `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`,
+          )
+        : rolledOut && readyReplicas < replicas
+          ? cond('Degraded', true, 'NodesNotReady', `${replicas - readyReplicas} active nodes not ready`)
+          : tuning
+            ? cond('Degraded', true, tuning.reason, tuning.message)
             : cond('Degraded', false, 'AsExpected'),
     );
   }
   conditions.push(cond('InvalidSpec', false, 'SpecValid'));
   return {
-    ...base, replicas, readyReplicas, candidates: i.candidates ?? 0, nodes,
+    ...base,
+    replicas,
+    readyReplicas,
+    candidates: i.candidates ?? 0,
+    nodes,
     ...(i.configHash ? { configHash: i.configHash } : {}),
     conditions: withTimes(conditions, i.prev?.conditions, i.now, i.generation),
   };
@@ -113,8 +185,11 @@ export function tuningProblem(nodes: NodeSummary[]): { reason: string; message: 
 export function stableJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
   if (v && typeof v === 'object') {
-    return `{${Object.keys(v).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+    return `{${Object.keys(v)
+      .sort()
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(v);
 }

@@ -7,10 +7,17 @@ import { TP, type TransparentProxyObject } from './kinds.ts';
 import { computeStatus, stableJson, type StatusInput } from './status.ts';
 
 /** Writes status through the status subresource, only when it differs from what is stored. */
-export async function writeStatus(ctx: ReconcileContext, tp: TransparentProxyObject, input: StatusInput): Promise<void> {
+export async function writeStatus(
+  ctx: ReconcileContext,
+  tp: TransparentProxyObject,
+  input: StatusInput,
+): Promise<void> {
   const status = computeStatus(input);
   if (stableJson(status) === stableJson(tp.status ?? {})) return;
   await ctx.client.apply(resourcePath(TP, tp.metadata.namespace, tp.metadata.name, 'status'), {
-    apiVersion: `${GROUP}/${VERSION}`, kind: KIND, metadata: { name: tp.metadata.name, namespace: tp.metadata.namespace }, status,
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: KIND,
+    metadata: { name: tp.metadata.name, namespace: tp.metadata.namespace },
+    status,
   });
 }

@@ -40,7 +40,8 @@ export function importGraph(root: string): Graph {
     for (const e of readdirSync(join(root, dir), { withFileTypes: true })) {
       const path = dir ? `${dir}/${e.name}` : e.name;
       if (e.isDirectory() && !SKIP_DIRS.has(e.name)) walk(path);
-      else if (e.isFile() && e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) graph.set(path, importsOf(root, path));
+      else if (e.isFile() && e.name.endsWith('.ts') && !e.name.endsWith('.d.ts'))
+        graph.set(path, importsOf(root, path));
     }
   };
   walk('');
@@ -49,26 +50,40 @@ export function importGraph(root: string): Graph {
 
 function importsOf(root: string, file: string): string[] {
   const info = ts.preProcessFile(readFileSync(join(root, file), 'utf8'), true, true);
-  return info.importedFiles.map((f) => f.fileName).filter((s) => s.startsWith('./') || s.startsWith('../'))
+  return info.importedFiles
+    .map((f) => f.fileName)
+    .filter((s) => s.startsWith('./') || s.startsWith('../'))
     .map((s) => normalize(join(dirname(file), s)));
 }
 
 /** Each cycle once, as the list of files around it (Tarjan's strongly connected components). */
 export function cycles(graph: Graph): string[][] {
-  const index = new Map<string, number>(), low = new Map<string, number>(), stack: string[] = [], on = new Set<string>();
+  const index = new Map<string, number>(),
+    low = new Map<string, number>(),
+    stack: string[] = [],
+    on = new Set<string>();
   const out: string[][] = [];
   let next = 0;
   const visit = (v: string) => {
-    index.set(v, next); low.set(v, next); next++;
-    stack.push(v); on.add(v);
+    index.set(v, next);
+    low.set(v, next);
+    next++;
+    stack.push(v);
+    on.add(v);
     for (const w of graph.get(v) ?? []) {
       if (!graph.has(w)) continue;
-      if (!index.has(w)) { visit(w); low.set(v, Math.min(low.get(v)!, low.get(w)!)); }
-      else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (on.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
     }
     if (low.get(v) !== index.get(v)) return;
     const scc: string[] = [];
-    for (let w = stack.pop()!; ; w = stack.pop()!) { on.delete(w); scc.push(w); if (w === v) break; }
+    for (let w = stack.pop()!; ; w = stack.pop()!) {
+      on.delete(w);
+      scc.push(w);
+      if (w === v) break;
+    }
     if (scc.length > 1 || (graph.get(v) ?? []).includes(v)) out.push(scc.sort());
   };
   for (const v of [...graph.keys()].sort()) if (!index.has(v)) visit(v);
@@ -96,7 +111,10 @@ export function ruleViolations(graph: Graph): string[] {
 test('no import cycles anywhere in the repo', () => {
   const graph = importGraph(ROOT);
   assert.ok(graph.size > 100, `found only ${graph.size} files under ${relative(process.cwd(), ROOT) || '.'}`);
-  assert.deepEqual(cycles(graph).map((c) => c.join(' <-> ')), []);
+  assert.deepEqual(
+    cycles(graph).map((c) => c.join(' <-> ')),
+    [],
+  );
 });
 
 test('each binary imports only itself, api/ and the shared modules; product code never imports tests', () => {

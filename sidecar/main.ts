@@ -28,18 +28,24 @@ async function main(): Promise<void> {
   }
   let configPath: string | undefined, template: string | undefined;
   try {
-    ({ config: configPath, template } = parseArgs({ options: { config: { type: 'string' }, template: { type: 'string' } }, strict: true }).values);
+    ({ config: configPath, template } = parseArgs({
+      options: { config: { type: 'string' }, template: { type: 'string' } },
+      strict: true,
+    }).values);
   } catch (e) {
     fail(`${(e as Error).message}\n${USAGE}`);
   }
   if (!configPath) fail(`--config is required\n${USAGE}`);
-  if (template !== undefined && !TEMPLATE.test(template)) fail(`--template must be 8 to 64 lowercase hex digits, got ${JSON.stringify(template)}\n${USAGE}`);
+  if (template !== undefined && !TEMPLATE.test(template))
+    fail(`--template must be 8 to 64 lowercase hex digits, got ${JSON.stringify(template)}\n${USAGE}`);
   let settings;
   try {
     const cfg = loadNodeConfig(configPath);
     // Node facts (the same reader and planner as the node agent's) only when pinning is asked for.
-    const pinning = cfg.tuning.affinity.mode === 'off' ? null
-      : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
+    const pinning =
+      cfg.tuning.affinity.mode === 'off'
+        ? null
+        : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
     settings = { ...settingsFrom(cfg, undefined, pinning), template: template ?? null };
   } catch (e) {
     if (e instanceof ConfigError) fail(e.message);

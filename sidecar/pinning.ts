@@ -24,13 +24,19 @@ export interface WorkerPinning {
  * null when tuning.affinity.mode is off (workers keep the CPUs they inherit). Throws a ConfigError
  * naming tuning.affinity.workerCpus when the plan leaves no CPU (every listed CPU offline or reserved).
  */
-export function planWorkerPinning(tuning: NodeConfig['tuning'], facts: NodeFacts, source: string): WorkerPinning | null {
+export function planWorkerPinning(
+  tuning: NodeConfig['tuning'],
+  facts: NodeFacts,
+  source: string,
+): WorkerPinning | null {
   if (tuning.affinity.mode === 'off') return null;
   const plan = planAffinity(tuning.affinity, facts);
   const cpus = cpuList(plan.workerCpus);
   if (cpus.length === 0) {
     const why = plan.problems.length ? plan.problems.join('; ') : `online CPUs are ${formatCpuList(facts.onlineCpus)}`;
-    throw new ConfigError(source, [`tuning.affinity.workerCpus: no CPU of this node is left to pin the sidecar's workers to (${why})`]);
+    throw new ConfigError(source, [
+      `tuning.affinity.workerCpus: no CPU of this node is left to pin the sidecar's workers to (${why})`,
+    ]);
   }
   return { cpus, notes: plan.notes, problems: plan.problems };
 }

@@ -31,7 +31,10 @@ table inet tpfsidecartest {
 }
 `;
   await nsExec(ns, ['nft', '-f', '-'], { input: rules });
-  for (const [fam, any] of [['-4', '0.0.0.0/0'], ['-6', '::/0']] as const) {
+  for (const [fam, any] of [
+    ['-4', '0.0.0.0/0'],
+    ['-6', '::/0'],
+  ] as const) {
     await nsExec(ns, ['ip', fam, 'rule', 'add', 'fwmark', MARK, 'lookup', TABLE]);
     await nsExec(ns, ['ip', fam, 'route', 'add', 'local', any, 'dev', 'lo', 'table', TABLE]);
   }

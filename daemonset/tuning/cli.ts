@@ -17,21 +17,31 @@ import { applyTuning, checkDrift, planTuning, readNodeFacts, restoreTuning } fro
 function loadSpec(path: string | undefined): Tuning {
   if (!path) throw new Error('--spec is required');
   const r = Tuning.safeParse(parseYaml(readFileSync(path, 'utf8')));
-  if (!r.success) throw new Error(`invalid tuning spec ${path}:\n${formatIssues(r.error).map((p) => `  - tuning.${p}`).join('\n')}`);
+  if (!r.success)
+    throw new Error(
+      `invalid tuning spec ${path}:\n${formatIssues(r.error)
+        .map((p) => `  - tuning.${p}`)
+        .join('\n')}`,
+    );
   return r.data;
 }
 
 function main(argv: string[]): unknown {
   const { positionals, values: v } = parseArgs({
-    args: argv, allowPositionals: true,
+    args: argv,
+    allowPositionals: true,
     options: {
-      spec: { type: 'string' }, 'state-dir': { type: 'string', default: NODE_STATE_DIR }, root: { type: 'string', default: '/' },
-      'dry-run': { type: 'boolean', default: false }, 'overwrite-drift': { type: 'boolean', default: false },
+      spec: { type: 'string' },
+      'state-dir': { type: 'string', default: NODE_STATE_DIR },
+      root: { type: 'string', default: '/' },
+      'dry-run': { type: 'boolean', default: false },
+      'overwrite-drift': { type: 'boolean', default: false },
     },
   });
   const o = { stateDir: v['state-dir']!, root: v.root!, dryRun: v['dry-run']!, overwriteDrift: v['overwrite-drift']! };
   switch (positionals[0]) {
-    case 'facts': return readNodeFacts(o.root);
+    case 'facts':
+      return readNodeFacts(o.root);
     case 'plan': {
       const t = loadSpec(v.spec);
       return planTuning(t, readNodeFacts(o.root, t.affinity.interfaces));
@@ -41,9 +51,14 @@ function main(argv: string[]): unknown {
       const plan = planTuning(t, readNodeFacts(o.root, t.affinity.interfaces));
       return { plan, report: applyTuning(plan, o) };
     }
-    case 'drift': return checkDrift(o);
-    case 'restore': return restoreTuning(o);
-    default: throw new Error('usage: cli.ts facts|plan|apply|drift|restore [--spec file] [--state-dir dir] [--root dir] [--dry-run] [--overwrite-drift]');
+    case 'drift':
+      return checkDrift(o);
+    case 'restore':
+      return restoreTuning(o);
+    default:
+      throw new Error(
+        'usage: cli.ts facts|plan|apply|drift|restore [--spec file] [--state-dir dir] [--root dir] [--dry-run] [--overwrite-drift]',
+      );
   }
 }
 

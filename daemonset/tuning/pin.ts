@@ -8,7 +8,12 @@ import { cpuList, formatCpuList, type CpuSet } from '../../host/cpulist.ts';
 
 const run = promisify(execFile);
 
-export interface PinResult { pid: number; cpus: string; argv: string[]; error?: string }
+export interface PinResult {
+  pid: number;
+  cpus: string;
+  argv: string[];
+  error?: string;
+}
 
 export async function pinProcess(pid: number, cpus: CpuSet, opts: { dryRun?: boolean } = {}): Promise<PinResult> {
   if (!Number.isInteger(pid) || pid <= 0) throw new Error(`pinProcess: bad pid ${pid}`);

@@ -18,30 +18,77 @@ import { agent, nodeConfigYaml, REPO, scrape, scratch, startSidecar, type Proc }
 const run = promisify(execFile);
 const { values: opt } = parseArgs({
   options: {
-    proxy: { type: 'string', default: 'tpfleet' }, seconds: { type: 'string', default: '10' }, rounds: { type: 'string', default: '2' },
-    profile: { type: 'string', default: 'throughput' }, workers: { type: 'string', default: '2' },
+    proxy: { type: 'string', default: 'tpfleet' },
+    seconds: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '2' },
+    profile: { type: 'string', default: 'throughput' },
+    workers: { type: 'string', default: '2' },
     'no-write': { type: 'boolean', default: false },
   },
 });
-const SECONDS = Number(opt.seconds), LISTEN = 15101, METRICS = 15190;
+const SECONDS = Number(opt.seconds),
+  LISTEN = 15101,
+  METRICS = 15190;
 
-interface Sample { tuning: string; gbps: number; connPerSec: number; kaRps: number; kaP99ms: number }
+interface Sample {
+  tuning: string;
+  gbps: number;
+  connPerSec: number;
+  kaRps: number;
+  kaP99ms: number;
+}
 
 async function tuning(ns: string, cmd: 'apply' | 'restore', dir: ReturnType<typeof scratch>): Promise<unknown> {
-  const argv = ['ip', 'netns', 'exec', ns, process.execPath, '--import', 'tsx', join(REPO, 'daemonset/tuning/cli.ts'), cmd, '--state-dir', join(dir.dir, 'tuning-state')];
-  if (cmd === 'apply') argv.push('--spec', dir.file('tuning.json', JSON.stringify({ sysctls: { profile: opt.profile } })));
+  const argv = [
+    'ip',
+    'netns',
+    'exec',
+    ns,
+    process.execPath,
+    '--import',
+    'tsx',
+    join(REPO, 'daemonset/tuning/cli.ts'),
+    cmd,
+    '--state-dir',
+    join(dir.dir, 'tuning-state'),
+  ];
+  if (cmd === 'apply')
+    argv.push('--spec', dir.file('tuning.json', JSON.stringify({ sysctls: { profile: opt.profile } })));
   const { stdout } = await run(argv[0]!, argv.slice(1), { cwd: REPO, maxBuffer: 16 << 20 });
   return JSON.parse(stdout);
 }
 
-async function startProxy(t: Topology, dir: ReturnType<typeof scratch>): Promise<{ proc: Proc; served(): Promise<number> }> {
+async function startProxy(
+  t: Topology,
+  dir: ReturnType<typeof scratch>,
+): Promise<{ proc: Proc; served(): Promise<number> }> {
   if (opt.proxy === 'haproxy') {
-    const proc = await startHaproxy(t.proxy.ns, dir.file('haproxy.cfg', haproxyConf({ dir: dir.dir, port: LISTEN, splice: false, keepClientIp: true, maxconn: 9000 })));
+    const proc = await startHaproxy(
+      t.proxy.ns,
+      dir.file(
+        'haproxy.cfg',
+        haproxyConf({ dir: dir.dir, port: LISTEN, splice: false, keepClientIp: true, maxconn: 9000 }),
+      ),
+    );
     return { proc, served: async () => 1 }; // in-path proof for HAProxy: iptables/nft TPROXY fails closed without it
   }
-  const cfg = dir.file('sidecar.yaml', nodeConfigYaml({ proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true, workers: Number(opt.workers), logLevel: 'warn' } })); // readiness comes from /readyz
+  const cfg = dir.file(
+    'sidecar.yaml',
+    nodeConfigYaml({
+      proxy: {
+        listenPort: LISTEN,
+        metricsPort: METRICS,
+        keepClientIp: true,
+        workers: Number(opt.workers),
+        logLevel: 'warn',
+      },
+    }),
+  ); // readiness comes from /readyz
   const proc = await startSidecar(t.proxy.ns, cfg);
-  return { proc, served: async () => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_accepted_total') ?? 0 };
+  return {
+    proc,
+    served: async () => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_accepted_total') ?? 0,
+  };
 }
 
 async function sample(label: string, t: Topology, dir: ReturnType<typeof scratch>): Promise<Sample> {
@@ -52,7 +99,9 @@ async function sample(label: string, t: Topology, dir: ReturnType<typeof scratch
     const close = await wrk(t.client.ns, `http://${srv}/`, SECONDS, true);
     const ka = await wrk(t.client.ns, `http://${srv}/`, SECONDS, false);
     if (!((await p.served()) > 0)) throw new Error('the proxy was not in the path');
-    console.error(`${label}: ${gbps.toFixed(2)} Gbit/s, ${close.rps.toFixed(0)} conn/s (${close.errors} errors), ${ka.rps.toFixed(0)} req/s p99 ${ka.p99ms} ms`);
+    console.error(
+      `${label}: ${gbps.toFixed(2)} Gbit/s, ${close.rps.toFixed(0)} conn/s (${close.errors} errors), ${ka.rps.toFixed(0)} req/s p99 ${ka.p99ms} ms`,
+    );
     return { tuning: label, gbps, connPerSec: close.rps, kaRps: ka.rps, kaP99ms: ka.p99ms };
   } finally {
     await p.proc.stop();
@@ -65,11 +114,17 @@ const median = (xs: number[]): number => {
 };
 
 function table(samples: Sample[]): string {
-  const rows = ['| proxy namespace tuning | iperf3 1 stream (Gbit/s) | HTTP conn/s (`Connection: close`) | keep-alive req/s | keep-alive p99 (ms) | samples |', '|---|---|---|---|---|---|'];
+  const rows = [
+    '| proxy namespace tuning | iperf3 1 stream (Gbit/s) | HTTP conn/s (`Connection: close`) | keep-alive req/s | keep-alive p99 (ms) | samples |',
+    '|---|---|---|---|---|---|',
+  ];
   for (const label of [...new Set(samples.map((s) => s.tuning))]) {
     const s = samples.filter((x) => x.tuning === label);
-    const f = (k: keyof Omit<Sample, 'tuning'>, d: number) => `${median(s.map((x) => x[k])).toFixed(d)} (${s.map((x) => x[k].toFixed(d)).join(' / ')})`;
-    rows.push(`| ${label} | ${f('gbps', 2)} | ${f('connPerSec', 0)} | ${f('kaRps', 0)} | ${f('kaP99ms', 2)} | ${s.length} |`);
+    const f = (k: keyof Omit<Sample, 'tuning'>, d: number) =>
+      `${median(s.map((x) => x[k])).toFixed(d)} (${s.map((x) => x[k].toFixed(d)).join(' / ')})`;
+    rows.push(
+      `| ${label} | ${f('gbps', 2)} | ${f('connPerSec', 0)} | ${f('kaRps', 0)} | ${f('kaP99ms', 2)} | ${s.length} |`,
+    );
   }
   return rows.join('\n');
 }
@@ -81,24 +136,37 @@ async function main(): Promise<void> {
   const t = await createTopology('tb');
   const procs: Proc[] = [];
   const state = join(dir.dir, 'agent-state');
-  let tuned = false, rules = false;
-  const agentCfg = dir.file('agent.yaml', nodeConfigYaml({
-    interception: { ports: [{ port: 80 }, { port: 5201 }], destinations: { include: [`${t.server.v4}/32`] }, ipFamilies: ['IPv4'], failurePolicy: 'FailClosed' },
-    proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true },
-  }));
+  let tuned = false,
+    rules = false;
+  const agentCfg = dir.file(
+    'agent.yaml',
+    nodeConfigYaml({
+      interception: {
+        ports: [{ port: 80 }, { port: 5201 }],
+        destinations: { include: [`${t.server.v4}/32`] },
+        ipFamilies: ['IPv4'],
+        failurePolicy: 'FailClosed',
+      },
+      proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true },
+    }),
+  );
   try {
     await nsExec(t.client.ns, ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']); // dataplane pitfall 5
     procs.push(await startNginx(t.server.ns, dir.file('nginx.conf', nginxConf(dir.dir, [`${t.server.v4}:80`]))));
     procs.push(await startIperfServer(t.server.ns, t.server.v4));
-    await waitFor('nginx', async () => (await nsExec(t.client.ns, ['wrk', '-t1', '-c1', '-d1s', `http://${t.server.v4}/`])).includes('requests in'));
+    await waitFor('nginx', async () =>
+      (await nsExec(t.client.ns, ['wrk', '-t1', '-c1', '-d1s', `http://${t.server.v4}/`])).includes('requests in'),
+    );
     await agent(t.proxy.ns, 'apply', agentCfg, state);
     rules = true;
     const samples: Sample[] = [];
     for (let r = 0; r < Number(opt.rounds); r++) {
       samples.push(await sample('none', t, dir));
-      const applied = await tuning(t.proxy.ns, 'apply', dir) as { report: { changed: unknown[]; failed: unknown[] } };
+      const applied = (await tuning(t.proxy.ns, 'apply', dir)) as { report: { changed: unknown[]; failed: unknown[] } };
       tuned = true;
-      console.error(`profile ${opt.profile}: ${applied.report.changed.length} values changed, ${applied.report.failed.length} refused`);
+      console.error(
+        `profile ${opt.profile}: ${applied.report.changed.length} values changed, ${applied.report.failed.length} refused`,
+      );
       samples.push(await sample(opt.profile!, t, dir));
       await tuning(t.proxy.ns, 'restore', dir);
       tuned = false;
@@ -106,13 +174,21 @@ async function main(): Promise<void> {
     const head = `${opt.proxy} proxy, ${opt.workers} workers, keepClientIp, ${SECONDS}s per test, wrk -t2 -c64, median (samples):`;
     console.log(`${head}\n\n${table(samples)}`);
     if (!opt['no-write']) {
-      writeSection(join(REPO, 'docs/benchmarks.md'), `tuning-${opt.proxy}`, [
-        `## Node tuning: untuned vs the \`${opt.profile}\` profile, ${opt.proxy} (${new Date().toISOString().slice(0, 10)})`, '',
-        describeMachine(),
-        '- Same topology and node-agent rules as the data-path benchmark; the profile is applied by the tuning engine in the',
-        '  proxy namespace only (net.* keys; keys a child namespace lacks or refuses are reported, see docs/tuning.md), A/B/A/B in one run.',
-        '', head, '', table(samples),
-      ].join('\n'));
+      writeSection(
+        join(REPO, 'docs/benchmarks.md'),
+        `tuning-${opt.proxy}`,
+        [
+          `## Node tuning: untuned vs the \`${opt.profile}\` profile, ${opt.proxy} (${new Date().toISOString().slice(0, 10)})`,
+          '',
+          describeMachine(),
+          '- Same topology and node-agent rules as the data-path benchmark; the profile is applied by the tuning engine in the',
+          '  proxy namespace only (net.* keys; keys a child namespace lacks or refuses are reported, see docs/tuning.md), A/B/A/B in one run.',
+          '',
+          head,
+          '',
+          table(samples),
+        ].join('\n'),
+      );
       console.error('written to docs/benchmarks.md');
     }
   } finally {

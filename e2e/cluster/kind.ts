@@ -14,11 +14,15 @@ const CLUSTER_NAME = 'tpfleet-e2e';
 function run(bin: string, args: readonly string[], timeoutMs = 600_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(bin, args, { maxBuffer: 64 << 20, timeout: timeoutMs }, (err, stdout, stderr) =>
-      err ? reject(new Error(`${bin} ${args.join(' ')}: ${(stderr || err.message).trim()}`)) : resolve(stdout));
+      err ? reject(new Error(`${bin} ${args.join(' ')}: ${(stderr || err.message).trim()}`)) : resolve(stdout),
+    );
   });
 }
 
-interface KindConfigNode { role?: string; labels?: Record<string, string> }
+interface KindConfigNode {
+  role?: string;
+  labels?: Record<string, string>;
+}
 
 /** kind's node names: <cluster>-control-plane[N], <cluster>-worker[N] (N from 2, in file order). */
 export function kindNodes(configPath: string, clusterName: string): ClusterNode[] {
@@ -47,7 +51,9 @@ export const kindProvider: Provider = {
       await run('docker', ['info', '--format', '{{.ServerVersion}}'], 20_000);
       return null;
     } catch (e) {
-      const line = (e as Error).message.split('\n').find((l) => /cannot connect|not found|ENOENT|error/i.test(l)) ?? (e as Error).message;
+      const line =
+        (e as Error).message.split('\n').find((l) => /cannot connect|not found|ENOENT|error/i.test(l)) ??
+        (e as Error).message;
       return `no Docker engine here (${line.replace(/^docker info --format \{\{\.ServerVersion\}\}: /, '').trim()})`;
     }
   },
@@ -57,7 +63,18 @@ export const kindProvider: Provider = {
     const kubeconfigPath = join(dir, 'kubeconfig');
     // A leftover from an interrupted run would make `create` fail; it is ours by name.
     await run(kind, ['delete', 'cluster', '--name', CLUSTER_NAME]).catch(() => undefined);
-    await run(kind, ['create', 'cluster', '--name', CLUSTER_NAME, '--config', kindConfigPath, '--kubeconfig', kubeconfigPath, '--wait', '180s']);
+    await run(kind, [
+      'create',
+      'cluster',
+      '--name',
+      CLUSTER_NAME,
+      '--config',
+      kindConfigPath,
+      '--kubeconfig',
+      kubeconfigPath,
+      '--wait',
+      '180s',
+    ]);
     let deleted = false;
     const cluster: Cluster = {
       provider: 'kind',

@@ -27,8 +27,15 @@ const live = new Map<string, string>(); // ns -> host-side veth
 process.on('exit', () => {
   for (const [ns, veth] of live) {
     // Deleting one end of a veth pair deletes both; the namespace goes with its name.
-    for (const argv of [['link', 'del', veth], ['netns', 'del', ns]]) {
-      try { execFileSync('ip', argv, { stdio: 'ignore' }); } catch { /* already gone */ }
+    for (const argv of [
+      ['link', 'del', veth],
+      ['netns', 'del', ns],
+    ]) {
+      try {
+        execFileSync('ip', argv, { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
     }
   }
 });
@@ -47,7 +54,8 @@ async function freeSubnet(): Promise<[string, string]> {
   const used = await ip(['-4', '-o', 'addr', 'show']);
   for (let i = 0; i < 50; i++) {
     const n = randomInt(0, 1 << 14) * 4;
-    const base = `10.251.${n >> 8}.`, low = n & 0xff;
+    const base = `10.251.${n >> 8}.`,
+      low = n & 0xff;
     if (!used.includes(base + String(low + 1) + '/') && !used.includes(base + String(low + 2) + '/')) {
       return [base + String(low + 1), base + String(low + 2)];
     }
@@ -59,7 +67,9 @@ let counter = 0;
 
 export async function createLocalNet(): Promise<LocalNet> {
   const id = `${process.pid % 100000}x${counter++}`;
-  const ns = `tpf-local-${id}`, veth = `tpl${id}h`, peer = `tpl${id}n`; // <= 15 chars
+  const ns = `tpf-local-${id}`,
+    veth = `tpl${id}h`,
+    peer = `tpl${id}n`; // <= 15 chars
   const [hostIp, nsIp] = await freeSubnet();
   live.set(ns, veth);
   const destroy = async () => {

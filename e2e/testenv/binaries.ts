@@ -47,7 +47,9 @@ export async function ensureBinaries(names: readonly string[] = ['kube-apiserver
   });
   const still = names.filter((n) => !existsSync(join(dir, n)) || staleSibling(dir, n));
   if (code !== 0 || still.length > 0) {
-    throw new Error(`testenv: tools/k8s/build.sh ${missing.join(' ')} failed (exit ${code}); missing ${still.join(', ')}`);
+    throw new Error(
+      `testenv: tools/k8s/build.sh ${missing.join(' ')} failed (exit ${code}); missing ${still.join(', ')}`,
+    );
   }
   return dir;
 }

@@ -9,15 +9,22 @@ import { k8sVersion } from './binaries.ts';
 import { startTestEnv, type TestEnv } from './testenv.ts';
 
 let env: TestEnv;
-before(async () => { env = await startTestEnv(); });
-after(async () => { await env?.stop(); });
+before(async () => {
+  env = await startTestEnv();
+});
+after(async () => {
+  await env?.stop();
+});
 
 test('the admin kubeconfig talks to a real kube-apiserver of the pinned version', async () => {
   const c = new KubeClient(env.kubeConfig, 'test');
   const v = await c.request<{ gitVersion: string }>('GET', '/version');
   assert.equal(v.gitVersion, k8sVersion(), 'binaries are stamped with their release version');
   const ns = await c.list('/api/v1/namespaces');
-  assert.ok(ns.items.some((n) => n.metadata.name === 'kube-system'), 'bootstrap namespaces exist');
+  assert.ok(
+    ns.items.some((n) => n.metadata.name === 'kube-system'),
+    'bootstrap namespaces exist',
+  );
 });
 
 test('RBAC is enforced: a user without bindings is forbidden', async () => {

@@ -59,7 +59,10 @@ const killAll = () => {
 };
 process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.once(sig, () => { killAll(); process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)); });
+  process.once(sig, () => {
+    killAll();
+    process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
+  });
 }
 
 export async function freePort(): Promise<number> {
@@ -95,20 +98,34 @@ export async function stopProcess(child: ChildProcess): Promise<void> {
 }
 
 export function tail(path: string, lines = 30): string {
-  try { return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n'); } catch { return '(no log)'; }
+  try {
+    return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
 }
 
 function kubeconfigYaml(server: string, caPem: string, user: string, pem: Pem): string {
   const b64 = (p: string) => Buffer.from(readFileSync(p)).toString('base64');
   return stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'testenv',
-    clusters: [{ name: 'testenv', cluster: { server, 'certificate-authority-data': Buffer.from(caPem).toString('base64') } }],
+    apiVersion: 'v1',
+    kind: 'Config',
+    'current-context': 'testenv',
+    clusters: [
+      { name: 'testenv', cluster: { server, 'certificate-authority-data': Buffer.from(caPem).toString('base64') } },
+    ],
     users: [{ name: user, user: { 'client-certificate-data': b64(pem.cert), 'client-key-data': b64(pem.key) } }],
     contexts: [{ name: 'testenv', context: { cluster: 'testenv', user } }],
   });
 }
 
-async function waitReady(kc: KubeConfig, server: string, child: ChildProcess, log: string, timeoutMs: number): Promise<void> {
+async function waitReady(
+  kc: KubeConfig,
+  server: string,
+  child: ChildProcess,
+  log: string,
+  timeoutMs: number,
+): Promise<void> {
   const { request } = await import('node:https');
   const deadline = Date.now() + timeoutMs;
   let last = '';
@@ -117,8 +134,14 @@ async function waitReady(kc: KubeConfig, server: string, child: ChildProcess, lo
     const opts: import('node:https').RequestOptions = { method: 'GET' };
     await kc.applyToHTTPSOptions(opts);
     const status = await new Promise<number>((resolve) => {
-      const req = request(`${server}/readyz`, opts, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
-      req.on('error', (e) => { last = e.message; resolve(0); });
+      const req = request(`${server}/readyz`, opts, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', (e) => {
+        last = e.message;
+        resolve(0);
+      });
       req.setTimeout(2000, () => req.destroy(new Error('timeout')));
       req.end();
     });
@@ -132,7 +155,8 @@ async function waitReady(kc: KubeConfig, server: string, child: ChildProcess, lo
 function runKubectl(bin: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(bin, args, { maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`kubectl ${args.slice(2).join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout));
+      err ? reject(new Error(`kubectl ${args.slice(2).join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout),
+    );
   });
 }
 
@@ -148,11 +172,16 @@ async function aggregatorArgs(dir: string, pki: TestPki): Promise<string[]> {
   // the API server whether it may (webhook authorization); nothing reaches a kubelet anonymously.
   const kubelet = await pki.client('kube-apiserver-kubelet-client', ['system:masters']);
   return [
-    `--kubelet-client-certificate=${kubelet.cert}`, `--kubelet-client-key=${kubelet.key}`,
-    `--requestheader-client-ca-file=${front.caCert}`, '--requestheader-allowed-names=front-proxy-client',
-    '--requestheader-username-headers=X-Remote-User', '--requestheader-group-headers=X-Remote-Group',
-    '--requestheader-extra-headers-prefix=X-Remote-Extra-', '--requestheader-uid-headers=X-Remote-Uid',
-    `--proxy-client-cert-file=${client.cert}`, `--proxy-client-key-file=${client.key}`,
+    `--kubelet-client-certificate=${kubelet.cert}`,
+    `--kubelet-client-key=${kubelet.key}`,
+    `--requestheader-client-ca-file=${front.caCert}`,
+    '--requestheader-allowed-names=front-proxy-client',
+    '--requestheader-username-headers=X-Remote-User',
+    '--requestheader-group-headers=X-Remote-Group',
+    '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+    '--requestheader-uid-headers=X-Remote-Uid',
+    `--proxy-client-cert-file=${client.cert}`,
+    `--proxy-client-key-file=${client.key}`,
     '--enable-aggregator-routing=true',
     // Real kubelets (the local-real provider) register their node name as a Hostname address,
     // which nothing resolves here: logs/exec reach them at their InternalIP.
@@ -176,30 +205,63 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     const host = opts.bindAddress ?? '127.0.0.1';
     // Pods reach the API server at the `kubernetes` Service's ClusterIP (first address of
     // --service-cluster-ip-range), so a full control plane's certificate names it, as kubeadm's does.
-    const extraIps = [...(host === '127.0.0.1' ? [] : [host]), ...(opts.fullControlPlane ? [KUBERNETES_SERVICE_IP] : [])];
+    const extraIps = [
+      ...(host === '127.0.0.1' ? [] : [host]),
+      ...(opts.fullControlPlane ? [KUBERNETES_SERVICE_IP] : []),
+    ];
     const [serving, admin] = [await pki.serving(extraIps), await pki.client('tpfleet-admin', ['system:masters'])];
     const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
-    const etcdUrl = `http://127.0.0.1:${etcdPort}`, peerUrl = `http://127.0.0.1:${peerPort}`;
-    procs.push(startProcess(join(bin, 'etcd'), [
-      '--name=testenv', `--data-dir=${join(dir, 'etcd')}`, `--listen-client-urls=${etcdUrl}`, `--advertise-client-urls=${etcdUrl}`,
-      `--listen-peer-urls=${peerUrl}`, `--initial-advertise-peer-urls=${peerUrl}`, `--initial-cluster=testenv=${peerUrl}`,
-      // Test data is thrown away: skipping fsync makes the API server several times faster on slow disks.
-      '--unsafe-no-fsync', '--log-level=warn',
-    ], join(dir, 'etcd.log')));
+    const etcdUrl = `http://127.0.0.1:${etcdPort}`,
+      peerUrl = `http://127.0.0.1:${peerPort}`;
+    procs.push(
+      startProcess(
+        join(bin, 'etcd'),
+        [
+          '--name=testenv',
+          `--data-dir=${join(dir, 'etcd')}`,
+          `--listen-client-urls=${etcdUrl}`,
+          `--advertise-client-urls=${etcdUrl}`,
+          `--listen-peer-urls=${peerUrl}`,
+          `--initial-advertise-peer-urls=${peerUrl}`,
+          `--initial-cluster=testenv=${peerUrl}`,
+          // Test data is thrown away: skipping fsync makes the API server several times faster on slow disks.
+          '--unsafe-no-fsync',
+          '--log-level=warn',
+        ],
+        join(dir, 'etcd.log'),
+      ),
+    );
     const server = `https://${host.includes(':') ? `[${host}]` : host}:${apiPort}`;
     // No controller-manager runs in the bare harness, so nothing would create the "default"
     // service accounts the ServiceAccount admission plugin insists on; envtest disables it for
     // the same reason. The full control plane has one (the caller runs it).
-    const full = opts.fullControlPlane ? await aggregatorArgs(dir, pki) : ['--disable-admission-plugins=ServiceAccount'];
-    const apiserver = startProcess(join(bin, 'kube-apiserver'), [
-      `--etcd-servers=${etcdUrl}`, `--bind-address=${host}`, `--advertise-address=${host}`, `--secure-port=${apiPort}`,
-      `--cert-dir=${join(dir, 'apiserver-certs')}`, `--tls-cert-file=${serving.cert}`, `--tls-private-key-file=${serving.key}`,
-      `--client-ca-file=${pki.caCert}`, `--service-account-key-file=${pki.saPub}`,
-      `--service-account-signing-key-file=${pki.saKey}`, '--service-account-issuer=https://kubernetes.default.svc',
-      '--authorization-mode=RBAC', '--service-cluster-ip-range=10.96.0.0/24', '--allow-privileged=true',
-      // No kube-proxy routes the `kubernetes` Service here; clients use the kubeconfig's address.
-      ...full, '--endpoint-reconciler-type=none', '--v=1',
-    ], join(dir, 'apiserver.log'));
+    const full = opts.fullControlPlane
+      ? await aggregatorArgs(dir, pki)
+      : ['--disable-admission-plugins=ServiceAccount'];
+    const apiserver = startProcess(
+      join(bin, 'kube-apiserver'),
+      [
+        `--etcd-servers=${etcdUrl}`,
+        `--bind-address=${host}`,
+        `--advertise-address=${host}`,
+        `--secure-port=${apiPort}`,
+        `--cert-dir=${join(dir, 'apiserver-certs')}`,
+        `--tls-cert-file=${serving.cert}`,
+        `--tls-private-key-file=${serving.key}`,
+        `--client-ca-file=${pki.caCert}`,
+        `--service-account-key-file=${pki.saPub}`,
+        `--service-account-signing-key-file=${pki.saKey}`,
+        '--service-account-issuer=https://kubernetes.default.svc',
+        '--authorization-mode=RBAC',
+        '--service-cluster-ip-range=10.96.0.0/24',
+        '--allow-privileged=true',
+        // No kube-proxy routes the `kubernetes` Service here; clients use the kubeconfig's address.
+        ...full,
+        '--endpoint-reconciler-type=none',
+        '--v=1',
+      ],
+      join(dir, 'apiserver.log'),
+    );
     procs.push(apiserver);
     const caPem = readFileSync(pki.caCert, 'utf8');
     const kubeconfigPath = join(dir, 'admin.kubeconfig');
@@ -208,7 +270,13 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     kubeConfig.loadFromFile(kubeconfigPath);
     await waitReady(kubeConfig, server, apiserver, join(dir, 'apiserver.log'), opts.readyTimeoutMs ?? 90_000);
     return {
-      server, kubeconfigPath, kubeConfig, dir, stop, pki, pids: procs.map((p) => p.pid!),
+      server,
+      kubeconfigPath,
+      kubeConfig,
+      dir,
+      stop,
+      pki,
+      pids: procs.map((p) => p.pid!),
       kubectl: (args) => runKubectl(join(bin, 'kubectl'), ['--kubeconfig', kubeconfigPath, ...args]),
       async userKubeconfig(user, groups = []) {
         const path = join(dir, `${user.replace(/[^A-Za-z0-9_-]/g, '_')}.kubeconfig`);

@@ -5,7 +5,18 @@ import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../../kube/client.ts';
-import { activeLabelKey, CONFIG_HASH_ANNOTATION, METRICS_PORT_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels, shortHash } from './names.ts';
+import {
+  activeLabelKey,
+  CONFIG_HASH_ANNOTATION,
+  METRICS_PORT_ANNOTATION,
+  MODE_ANNOTATION,
+  names,
+  ownedMeta,
+  selectorLabels,
+  commonLabels,
+  leaveSelectorLabels,
+  shortHash,
+} from './names.ts';
 
 /**
  * run: the proxy fleet. cleanup: the same DaemonSet once the object is deleted, restoring every
@@ -52,7 +63,8 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
 }
 
 function render(i: DaemonSetInput, token: string | null): Record<string, unknown> {
-  const tp = i.tp, n = names(tp.metadata.name);
+  const tp = i.tp,
+    n = names(tp.metadata.name);
   const proxy = i.spec.proxy ?? {};
   const image = proxy.image ?? i.defaultImage;
   const pullPolicy = proxy.imagePullPolicy ?? DEFAULTS.pod.imagePullPolicy;
@@ -63,23 +75,30 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
   ];
   const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
   // Both restoring modes run the privileged cleanup, then a container that only stays up.
-  const cleanup = i.mode !== 'run', leave = i.mode === 'leave';
+  const cleanup = i.mode !== 'run',
+    leave = i.mode === 'leave';
   if (leave && !i.activeLabel) throw new Error('renderDaemonSet: leave mode needs activeLabel');
   const drainSec = Math.ceil(i.proxy.timeouts.drain / 1000);
   const selector = leave ? leaveSelectorLabels(tp.metadata.name) : selectorLabels(tp.metadata.name);
   const metricsPort = i.proxy.metricsPort;
   // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
   // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
-  const initCommand = leave ? [...agent('cleanup'), '--wait-port', String(metricsPort), '--wait-timeout', String(drainSec + 10)]
+  const initCommand = leave
+    ? [...agent('cleanup'), '--wait-port', String(metricsPort), '--wait-timeout', String(drainSec + 10)]
     : agent(cleanup ? 'cleanup' : 'apply');
   const nodeSelector = leave
-    // Only the label: the node must be restored even if spec.nodeSelector no longer matches it.
-    ? { 'kubernetes.io/os': 'linux', [i.activeLabel!]: 'leaving' }
+    ? // Only the label: the node must be restored even if spec.nodeSelector no longer matches it.
+      { 'kubernetes.io/os': 'linux', [i.activeLabel!]: 'leaving' }
     : { 'kubernetes.io/os': 'linux', ...i.spec.nodeSelector, ...(i.activeLabel ? { [i.activeLabel]: 'true' } : {}) };
   return {
     apiVersion: 'apps/v1',
     kind: 'DaemonSet',
-    metadata: leave ? { ...ownedMeta(tp, n.leaveDaemonSet), labels: { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' } } : ownedMeta(tp, n.daemonSet),
+    metadata: leave
+      ? {
+          ...ownedMeta(tp, n.leaveDaemonSet),
+          labels: { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' },
+        }
+      : ownedMeta(tp, n.daemonSet),
     spec: {
       selector: { matchLabels: selector },
       // Zero-gap rollouts (ADR 0006): on each node, one at a time, the new pod starts beside the
@@ -87,12 +106,19 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
       // ports, and the old one drains only once the new one is Ready. Hence no container
       // declares a port: with hostNetwork every declared port is a hostPort, and the scheduler
       // would refuse the second pod. Cleanup and leave run on every node at once, no overlap.
-      updateStrategy: { type: 'RollingUpdate', rollingUpdate: cleanup ? { maxSurge: 0, maxUnavailable: '100%' } : { maxSurge: 1, maxUnavailable: 0 } },
+      updateStrategy: {
+        type: 'RollingUpdate',
+        rollingUpdate: cleanup ? { maxSurge: 0, maxUnavailable: '100%' } : { maxSurge: 1, maxUnavailable: 0 },
+      },
       template: {
         metadata: {
-          labels: leave ? { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' } : commonLabels(tp.metadata.name),
+          labels: leave
+            ? { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' }
+            : commonLabels(tp.metadata.name),
           annotations: {
-            [CONFIG_HASH_ANNOTATION]: i.configHash, [MODE_ANNOTATION]: i.mode, 'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar',
+            [CONFIG_HASH_ANNOTATION]: i.configHash,
+            [MODE_ANNOTATION]: i.mode,
+            'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar',
             // Where to scrape, since no container declares its port (the chart's PodMonitor reads it).
             ...(cleanup ? {} : { [METRICS_PORT_ANNOTATION]: String(metricsPort) }),
           },
@@ -107,25 +133,57 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
           nodeSelector,
           // Never on a node still leaving this fleet (operator/nodes.ts): its leave pod's cleanup
           // would race this pod's apply. Matters when every candidate is active (no label selector).
-          ...(leave ? {} : { affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [
-            { matchExpressions: [{ key: activeLabelKey(tp.metadata.namespace ?? '', tp.metadata.name), operator: 'NotIn', values: ['leaving'] }] },
-          ] } } } }),
+          ...(leave
+            ? {}
+            : {
+                affinity: {
+                  nodeAffinity: {
+                    requiredDuringSchedulingIgnoredDuringExecution: {
+                      nodeSelectorTerms: [
+                        {
+                          matchExpressions: [
+                            {
+                              key: activeLabelKey(tp.metadata.namespace ?? '', tp.metadata.name),
+                              operator: 'NotIn',
+                              values: ['leaving'],
+                            },
+                          ],
+                        },
+                      ],
+                    },
+                  },
+                },
+              }),
           tolerations: i.spec.tolerations ?? [],
-          initContainers: [{
-            name: leave ? 'agent-leave' : cleanup ? 'agent-cleanup' : 'agent-apply',
-            image, imagePullPolicy: pullPolicy,
-            command: initCommand,
-            // The only privileged container: installs (or removes) rules, routes and, with the
-            // tuning feature, sysctls in the host namespaces, then exits.
-            securityContext: { privileged: true, runAsUser: 0 },
-            volumeMounts,
-          }],
-          containers: cleanup ? [cleanupDone(image, pullPolicy)] : [sidecar(i, image, pullPolicy, token ?? ''), watcher(image, pullPolicy, agent('watch'), volumeMounts)],
+          initContainers: [
+            {
+              name: leave ? 'agent-leave' : cleanup ? 'agent-cleanup' : 'agent-apply',
+              image,
+              imagePullPolicy: pullPolicy,
+              command: initCommand,
+              // The only privileged container: installs (or removes) rules, routes and, with the
+              // tuning feature, sysctls in the host namespaces, then exits.
+              securityContext: { privileged: true, runAsUser: 0 },
+              volumeMounts,
+            },
+          ],
+          containers: cleanup
+            ? [cleanupDone(image, pullPolicy)]
+            : [sidecar(i, image, pullPolicy, token ?? ''), watcher(image, pullPolicy, agent('watch'), volumeMounts)],
           volumes: [
             ...(cleanup ? [] : [apiAccessVolume()]),
-            { name: 'config', configMap: { name: n.configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
+            {
+              name: 'config',
+              configMap: { name: n.configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] },
+            },
             // Per-object state so two TransparentProxies on one node never share rule state.
-            { name: 'state', hostPath: { path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`, type: 'DirectoryOrCreate' } },
+            {
+              name: 'state',
+              hostPath: {
+                path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`,
+                type: 'DirectoryOrCreate',
+              },
+            },
             { name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } },
           ],
         },
@@ -141,9 +199,16 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
   // with the other pod's sidecar during a surge, and a probe answered by the wrong one made the old
   // pod unready, which makes the DaemonSet controller delete it before the new one is Ready.
   const host = token ? { host: probeAddress(token) } : {};
-  const probe = (path: string, periodSeconds: number) => ({ httpGet: { ...host, path, port: metricsPort }, periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
+  const probe = (path: string, periodSeconds: number) => ({
+    httpGet: { ...host, path, port: metricsPort },
+    periodSeconds,
+    timeoutSeconds: 2,
+    failureThreshold: 3,
+  });
   return {
-    name: 'sidecar', image, imagePullPolicy: pullPolicy,
+    name: 'sidecar',
+    image,
+    imagePullPolicy: pullPolicy,
     command: ['tpfleet-sidecar', '--config', CONFIG_FILE, ...(token ? ['--template', token] : [])],
     // No `ports` (see updateStrategy). Readiness every 2 s, because a surge rollout waits for it
     // before it stops the old pod; the template in the path is a second guard (status.ts).
@@ -155,8 +220,11 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
     // (images/launcher), and the kernel only honours file capabilities when no_new_privs is unset, hence
     // allowPrivilegeEscalation: true (ADR 0005). The bounding set still holds NET_ADMIN only.
     securityContext: {
-      runAsUser: SIDECAR_UID, runAsGroup: SIDECAR_UID, runAsNonRoot: true,
-      allowPrivilegeEscalation: true, readOnlyRootFilesystem: true,
+      runAsUser: SIDECAR_UID,
+      runAsGroup: SIDECAR_UID,
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: true,
+      readOnlyRootFilesystem: true,
       capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
       seccompProfile: { type: 'RuntimeDefault' },
     },
@@ -171,26 +239,43 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
  */
 function apiAccessVolume() {
   return {
-    name: 'kube-api-access', projected: { sources: [
-      { serviceAccountToken: { path: 'token', expirationSeconds: TOKEN_SECONDS } },
-      { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
-      { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
-    ] },
+    name: 'kube-api-access',
+    projected: {
+      sources: [
+        { serviceAccountToken: { path: 'token', expirationSeconds: TOKEN_SECONDS } },
+        { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+        {
+          downwardAPI: {
+            items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }],
+          },
+        },
+      ],
+    },
   };
 }
 
-const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } });
+const fieldEnv = (name: string, fieldPath: string) => ({
+  name,
+  valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } },
+});
 
 function watcher(image: string, pullPolicy: string, command: string[], volumeMounts: unknown[]) {
   return {
-    name: 'agent-watch', image, imagePullPolicy: pullPolicy, command,
+    name: 'agent-watch',
+    image,
+    imagePullPolicy: pullPolicy,
+    command,
     // Who it is, for the tuning condition it publishes on its own pod (pods/status).
     env: [fieldEnv('POD_NAME', 'metadata.name'), fieldEnv('POD_NAMESPACE', 'metadata.namespace')],
     resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
     // Root for netlink/nft, but not privileged: only the two network capabilities.
     securityContext: {
-      runAsUser: 0, privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
-      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] }, seccompProfile: { type: 'RuntimeDefault' },
+      runAsUser: 0,
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] },
+      seccompProfile: { type: 'RuntimeDefault' },
     },
     volumeMounts: [...volumeMounts, { name: 'kube-api-access', mountPath: TOKEN_DIR, readOnly: true }],
   };
@@ -199,11 +284,18 @@ function watcher(image: string, pullPolicy: string, command: string[], volumeMou
 /** Cleanup mode: the init container removed the rules; this container running == "node done". */
 function cleanupDone(image: string, pullPolicy: string) {
   return {
-    name: 'cleanup-done', image, imagePullPolicy: pullPolicy, command: ['sleep', 'infinity'],
+    name: 'cleanup-done',
+    image,
+    imagePullPolicy: pullPolicy,
+    command: ['sleep', 'infinity'],
     resources: { requests: { cpu: '1m', memory: '8Mi' }, limits: { memory: '32Mi' } },
     securityContext: {
-      runAsUser: SIDECAR_UID, runAsNonRoot: true, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
-      capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
+      runAsUser: SIDECAR_UID,
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
     },
   };
 }

@@ -25,9 +25,11 @@ const POD_ONLY = new Set(['image', 'imagePullPolicy', 'resources']);
 
 /** zod issues → "spec.<field>: <message>"; an unknown key is named as a field of its own. */
 export function specProblems(issues: readonly z.core.$ZodIssue[]): string[] {
-  return issues.flatMap((i) => i.code === 'unrecognized_keys'
-    ? i.keys.map((k) => `spec.${fieldPath([...i.path, k])}: unknown field`)
-    : [`spec.${fieldPath(i.path)}: ${i.message}`]);
+  return issues.flatMap((i) =>
+    i.code === 'unrecognized_keys'
+      ? i.keys.map((k) => `spec.${fieldPath([...i.path, k])}: unknown field`)
+      : [`spec.${fieldPath(i.path)}: ${i.message}`],
+  );
 }
 
 export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
@@ -37,7 +39,13 @@ export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
   }
   const spec = parsed.data;
   const proxy = Object.fromEntries(Object.entries(spec.proxy ?? {}).filter(([k]) => !POD_ONLY.has(k)));
-  const doc = { apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', interception: spec.interception ?? {}, proxy, ...(spec.tuning ? { tuning: spec.tuning } : {}) };
+  const doc = {
+    apiVersion: 'tpfleet.io/v1alpha1',
+    kind: 'NodeConfig',
+    interception: spec.interception ?? {},
+    proxy,
+    ...(spec.tuning ? { tuning: spec.tuning } : {}),
+  };
   const checked = NodeConfig.safeParse(doc);
   if (!checked.success) {
     return { ok: false, problems: specProblems(checked.error.issues) };
