@@ -32,6 +32,7 @@ const Image = (what: string) =>
         .string()
         .min(1)
         .max(255)
+        // biome-ignore lint/complexity/noUselessEscapeInRegex: the pattern is copied into values.schema.json as written; kept byte-identical
         .regex(/^[a-z0-9]+([._\/:-][a-z0-9]+)*$/, 'must be an image repository like ghcr.io/tpfleet/tpfleet-node')
         .meta({ description: `Repository of the ${what} image.` }),
       tag: z

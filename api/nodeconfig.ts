@@ -114,7 +114,7 @@ export const Interception = z
   });
 export type Interception = z.output<typeof Interception>;
 
-export const Proxy = z
+export const ProxyConfig = z
   .object({
     listenPort: port.default(P.listenPort).describe('Port of the transparent listener (TPROXY target).'),
     metricsPort: port
@@ -143,14 +143,14 @@ export const Proxy = z
   .superRefine((v, ctx) => {
     if (portsClash(v)) ctx.addIssue(PORTS_CLASH_ISSUE);
   });
-export type Proxy = z.output<typeof Proxy>;
+export type ProxyConfig = z.output<typeof ProxyConfig>;
 
 export const NodeConfig = z
   .object({
     apiVersion: z.literal('tpfleet.io/v1alpha1'),
     kind: z.literal('NodeConfig'),
     interception: Interception.prefault({}),
-    proxy: Proxy.prefault({}),
+    proxy: ProxyConfig.prefault({}),
     tuning: Tuning.describe(
       'sysctl profile/overrides and NIC IRQ/RPS/XPS/CPU affinity (docs/tuning.md); omitted: change nothing.',
     ),

@@ -113,8 +113,7 @@ export function logLines(p: ChildProcess): Array<Record<string, unknown>> {
   let buf = '';
   p.stderr?.on('data', (d: Buffer) => {
     buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
       try {

@@ -32,6 +32,7 @@ import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblem
 import { runOk, type Argv } from './run.ts';
 import { readState, removeState, writeState, type AgentState, type RoutingState } from './state.ts';
 import type { GateMode, Plan } from './types.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export interface ExecOptions {
   stateDir: string;
@@ -168,7 +169,7 @@ async function rollback(plan: Plan, undo: Undo, mutate: Mutator, log: Logger): P
     try {
       await fn();
     } catch (e) {
-      errors.push(`${what}: ${(e as Error).message}`);
+      errors.push(`${what}: ${errorMessage(e)}`);
     }
   };
   for (const argv of undo.routing) await attempt(argv.join(' '), () => mutate(argv));
@@ -216,7 +217,7 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
     const tail = errors.length
       ? `\nrollback problems (state kept for cleanup):\n${errors.join('\n')}`
       : '\nrolled back: nothing of this run remains';
-    throw new Error(`apply failed: ${(e as Error).message}${tail}`);
+    throw new Error(`apply failed: ${errorMessage(e)}${tail}`, { cause: e });
   }
   opts.log.info({ backend: plan.backend, families: plan.families }, 'applied and verified');
 }

@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { writeGate } from './executor.ts';
 import { readState } from './state.ts';
+import { errorMessage } from '../api/errors.ts';
 
 /** One probe: true when something accepts on 127.0.0.1:port, false when refused or silent. */
 function accepting(port: number, timeoutMs: number): Promise<boolean> {
@@ -62,7 +63,7 @@ export async function drainBeforeCleanup(o: DrainOptions): Promise<void> {
     o.log.info({ backend: state.backend }, 'leaving: new connections now go direct');
   } catch (e) {
     // Rules may be half gone (a previous attempt): cleanup below removes whatever is left.
-    o.log.warn({ err: (e as Error).message }, 'leaving: could not set the drain gate');
+    o.log.warn({ err: errorMessage(e) }, 'leaving: could not set the drain gate');
   }
   const started = Date.now();
   const closed = await waitPortClosed(o.port, o.timeoutMs);

@@ -143,7 +143,7 @@ export function lifecycleTests(backend: Backend): void {
       ]);
       assert.equal(r.code, 0, r.stderr);
       if (backend === 'nftables')
-        assert.match(r.stdout, /^\$ nft -f - <<EOF\n[^]*table inet tpfleet \{\}\ndelete table inet tpfleet\n/m);
+        assert.match(r.stdout, /^\$ nft -f - <<EOF\n[\s\S]*table inet tpfleet \{\}\ndelete table inet tpfleet\n/m);
       else {
         const v = backend === 'iptables-nft' ? 'nft' : 'legacy';
         assert.match(

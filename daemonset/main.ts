@@ -19,6 +19,7 @@ import { AGENT_FIELD_MANAGER, podRefFromEnv, TuningPublisher, tuningTick, type P
 import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
+import { errorMessage } from '../api/errors.ts';
 
 const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
@@ -53,7 +54,7 @@ export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
   try {
     return { path: env.PATH ?? '', pod: podRefFromEnv(env) };
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    throw new UsageError(errorMessage(e), { cause: e });
   }
 }
 
@@ -206,7 +207,7 @@ export async function main(argv: string[], environ: Record<string, string | unde
     out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
     return 0;
   } catch (e) {
-    const msg = (e as Error).message;
+    const msg = errorMessage(e);
     process.stderr.write(`tpfleet-agent: ${msg}\n`);
     if (
       e instanceof UsageError ||

@@ -71,5 +71,5 @@ export function formatPlan(p: Plan): string {
   }
   parts.push('# routing (each added only when absent)');
   for (const r of p.routing) parts.push(r.ruleAdd.join(' '), r.routeAdd.join(' '));
-  return parts.join('\n') + '\n';
+  return `${parts.join('\n')}\n`;
 }

@@ -82,7 +82,7 @@ function stageRules(ic: Interception, f: Family): { chains: string[]; rules: Ren
     });
   }
   const rules: RenderedRule[] = [];
-  stages.forEach((s, i) => rules.push(...s.build(stages[i + 1]?.chain ?? C.tproxy)));
+  for (const [i, s] of stages.entries()) rules.push(...s.build(stages[i + 1]?.chain ?? C.tproxy));
   return { chains: stages.map((s) => s.chain), rules, first: stages[0]?.chain ?? C.tproxy };
 }
 

@@ -159,7 +159,7 @@ export function nftGateDocument(mode: GateMode): string {
     lines.push(`add rule inet ${NFT_TABLE} ${GATE} drop comment "watchdog: proxy down, FailClosed drop"`);
   // GATE sits after the divert rule: established flows still reach the draining proxy.
   if (mode === 'drain') lines.push(`add rule inet ${NFT_TABLE} ${GATE} accept comment "${DRAIN_COMMENT}"`);
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 export function nftGateComments(mode: GateMode): string[] {

@@ -11,6 +11,7 @@ import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
 import { checkDrift } from './tuning/index.ts';
 import { TUNING_CONDITION_TYPE, type TuningCondition } from '../api/tuning-condition.ts';
 import { podCondition, readReport } from './tuning-report.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export interface PodRef {
   namespace: string;
@@ -93,7 +94,7 @@ export async function tuningTick(
   try {
     cond = podCondition(readReport(o.stateDir), checkDrift({ stateDir: o.stateDir, root: o.root }));
   } catch (e) {
-    log.warn({ err: (e as Error).message }, 'tuning status: cannot read the tuning state');
+    log.warn({ err: errorMessage(e) }, 'tuning status: cannot read the tuning state');
     return prev;
   }
   if (!prev || !same(prev, cond)) {
@@ -106,7 +107,7 @@ export async function tuningTick(
       log.info({ pod: publisher.pod, reason: cond.reason }, 'tuning condition published');
   } catch (e) {
     const forbidden = e instanceof ApiError && e.status === 403;
-    log.warn({ err: (e as Error).message, forbidden }, 'tuning condition not published');
+    log.warn({ err: errorMessage(e), forbidden }, 'tuning condition not published');
   }
   return cond;
 }

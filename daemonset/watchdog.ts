@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { hasListener } from './parse.ts';
 import type { GateMode } from './types.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export type Health = 'unknown' | 'healthy' | 'failed';
 
@@ -95,7 +96,7 @@ export async function watch(o: WatchOptions): Promise<void> {
       } catch (e) {
         // Leave the streak so the next tick retries the write.
         s = { ...s, health: 'unknown' };
-        o.log.error({ err: (e as Error).message }, 'could not write the gate chain');
+        o.log.error({ err: errorMessage(e) }, 'could not write the gate chain');
       }
     }
     const wait = Math.max(0, interval - (Date.now() - started));

@@ -111,7 +111,7 @@ async function main(): Promise<void> {
     );
     const left = await nsExec(t.proxy.ns, ['nft', 'list', 'ruleset']).catch(() => '?');
     console.log(
-      `\ncleaned up: rules removed (${left.trim() ? 'left: ' + left : 'nft ruleset empty'}), namespaces deleted`,
+      `\ncleaned up: rules removed (${left.trim() ? `left: ${left}` : 'nft ruleset empty'}), namespaces deleted`,
     );
     await t.destroy();
     dir.remove();

@@ -42,7 +42,7 @@ export async function sh(argv: string[], opts: { input?: string; allowFail?: boo
   } catch (e) {
     if (opts.allowFail) return '';
     const err = e as { stderr?: string; message: string };
-    throw new Error(`${argv.join(' ')} failed: ${err.stderr?.trim() || err.message}`);
+    throw new Error(`${argv.join(' ')} failed: ${err.stderr?.trim() || err.message}`, { cause: e });
   }
 }
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { DEFAULTS } from '../api/defaults.ts';
 import { nsExec, nsSpawn, waitFor } from './netns.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export const REPO = path.resolve(import.meta.dirname, '..');
 /** argv prefix that runs a TypeScript file of this repo with the current Node and tsx. */
@@ -57,7 +58,7 @@ export async function startInNs(
       );
     } catch (e) {
       await proc.stop(500);
-      throw new Error(`${(e as Error).message}; exit=${child.exitCode}; output:\n${buf.slice(-2000)}`);
+      throw new Error(`${errorMessage(e)}; exit=${child.exitCode}; output:\n${buf.slice(-2000)}`, { cause: e });
     }
   }
   return proc;
@@ -115,7 +116,7 @@ export async function startSidecar(
     );
   } catch (e) {
     await proc.stop(500);
-    throw new Error(`${(e as Error).message}; output:\n${proc.output().slice(-2000)}`);
+    throw new Error(`${errorMessage(e)}; output:\n${proc.output().slice(-2000)}`, { cause: e });
   }
   return proc;
 }

@@ -18,7 +18,7 @@ const UPDATE = process.env.TPFLEET_UPDATE_GOLDEN === '1';
 
 function golden(name: string, value: unknown): void {
   const file = join(TESTDATA, name);
-  const text = JSON.stringify(value, null, 2) + '\n';
+  const text = `${JSON.stringify(value, null, 2)}\n`;
   if (UPDATE || !existsSync(file)) {
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(file, text);

@@ -63,7 +63,7 @@ export function physicalCores(cpus: CpuSet, facts: NodeFacts): CpuSet[] {
   for (const c of cpus) {
     if (seen.has(c)) continue;
     const group = intersect(union(facts.siblings[c] ?? [c], [c]), cpus);
-    group.forEach((g) => seen.add(g));
+    for (const g of group) seen.add(g);
     cores.push(group);
   }
   return cores;

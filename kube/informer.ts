@@ -5,6 +5,7 @@
 // Handlers must only enqueue (they run on the watch's stream).
 import type { Logger } from 'pino';
 import { ApiError, type KubeClient, type KubeObject, type WatchEvent } from './client.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export type ChangeHandler = (obj: KubeObject, old: KubeObject | undefined, deleted: boolean) => void;
 
@@ -101,7 +102,7 @@ export class Informer {
         this.o.onRestart?.(this.o.resource);
         const gone = e instanceof ApiError && e.status === 410;
         this.o.log[gone ? 'debug' : 'warn'](
-          { resource: this.o.resource, err: (e as Error).message },
+          { resource: this.o.resource, err: errorMessage(e) },
           'watch ended; relisting',
         );
         await new Promise<void>((r) => {

@@ -12,6 +12,7 @@ import { reconcile } from './reconcile.ts';
 import { KIND } from '../api/transparentproxy.ts';
 import { MANAGED_BY } from './render/names.ts';
 import { stableJson } from './status.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export interface ControllerOptions {
   client: KubeClient;
@@ -141,7 +142,7 @@ export class Controller {
       } catch (e) {
         this.o.metrics.observeReconcile('error', secs());
         const delay = this.queue.addRateLimited(key);
-        this.o.log.warn({ tp: key, err: (e as Error).message, retryInMs: delay }, 'reconcile failed');
+        this.o.log.warn({ tp: key, err: errorMessage(e), retryInMs: delay }, 'reconcile failed');
       } finally {
         this.queue.done(key);
       }

@@ -5,7 +5,7 @@
 // wait for, up to --cleanup-timeout after deletion started. Then node labels and the finalizer go,
 // and owner references let the garbage collector delete the rest.
 import { DEFAULTS } from '../api/defaults.ts';
-import { Proxy } from '../api/nodeconfig.ts';
+import { ProxyConfig } from '../api/nodeconfig.ts';
 import { TransparentProxySpec } from '../api/transparentproxy.ts';
 import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
@@ -68,7 +68,7 @@ function cleanupDaemonSet(ctx: ReconcileContext, tp: KubeObject, live: LiveDaemo
     },
   };
   // The spec's drain timeout (the cleanup pods' grace period) even when the rest of it no longer renders.
-  const proxy = Proxy.parse({ timeouts: parsed.success ? parsed.data.proxy?.timeouts : undefined });
+  const proxy = ProxyConfig.parse({ timeouts: parsed.success ? parsed.data.proxy?.timeouts : undefined });
   const hash = t?.metadata?.annotations?.[CONFIG_HASH_ANNOTATION] ?? '';
   return renderDaemonSet({
     tp,

@@ -4,6 +4,7 @@
 // not matter. Writes are optimistic (resourceVersion); a 409 just means "someone else won".
 import type { Logger } from 'pino';
 import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export interface LeaderOptions {
   namespace: string;
@@ -55,7 +56,7 @@ export class LeaderElector {
       try {
         ok = await this.tryAcquireOrRenew();
       } catch (e) {
-        this.log.warn({ err: (e as Error).message }, 'lease update failed');
+        this.log.warn({ err: errorMessage(e) }, 'lease update failed');
       }
       if (ok && !this.leading) {
         this.leading = true;
@@ -142,7 +143,7 @@ export class LeaderElector {
       await this.client.request(method, path, { body });
     } catch (e) {
       if (e instanceof ApiError && (e.status === 409 || e.status === 422))
-        throw new Error('lost the race for the lease');
+        throw new Error('lost the race for the lease', { cause: e });
       throw e;
     }
   }

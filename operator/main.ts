@@ -11,6 +11,7 @@ import { LeaderElector } from './leader.ts';
 import { OperatorMetrics } from './metrics.ts';
 import { FIELD_MANAGER } from './render/names.ts';
 import { startServer } from './server.ts';
+import { errorMessage } from '../api/errors.ts';
 
 const USAGE = `usage: tpfleet-operator [--kubeconfig PATH] [--image IMAGE] [--bind HOST:PORT]
   [--cleanup-timeout 5m] [--resync 10m] [--workers 2] [--log-level info]
@@ -45,14 +46,16 @@ const OPTIONS = {
   help: { type: 'boolean', default: false },
 } as const;
 
-function parse() {
-  let parsed;
+function parseFlags() {
   try {
-    parsed = parseArgs({ options: OPTIONS, strict: true });
+    return parseArgs({ options: OPTIONS, strict: true });
   } catch (e) {
-    fail((e as Error).message);
+    fail(errorMessage(e));
   }
-  const { values } = parsed;
+}
+
+function parse() {
+  const { values } = parseFlags();
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);

@@ -5,7 +5,7 @@
 import type { KubeObject } from '../kube/client.ts';
 import type { OwnedKind } from './kinds.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
-import { activeLabelKey, names } from './render/names.ts';
+import { activeLabelKey, type names } from './render/names.ts';
 import type { RenderedNodeConfig } from './render/nodeconfig.ts';
 import {
   renderAgentRole,

@@ -175,7 +175,7 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
   });
 
   after(async () => {
-    cleanups.forEach((c) => c());
+    for (const c of cleanups) c();
     await px?.stop(2000);
     await server?.stop(2000);
     await t?.destroy();

@@ -1,7 +1,7 @@
 // Prometheus metrics of the forwarder (prefix tpfleet_proxy_). Every label comes from a small closed
 // set below: no per-connection, per-IP or per-destination labels, so cardinality is fixed.
 // Workers register into their registry; the primary aggregates them (primary.ts).
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry, collectDefaultMetrics } from 'prom-client';
 
 export const PREFIX = 'tpfleet_proxy_';
 

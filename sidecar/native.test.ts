@@ -87,7 +87,7 @@ test('a native transparent listener is adopted with its backlog and shares its p
     await Promise.all(clients);
     assert.deepEqual((await Promise.all([got, got2])).sort(), ['first', 'second'], 'both listeners accept');
   } finally {
-    servers.forEach((s) => s.close());
+    for (const s of servers) s.close();
   }
 });
 
@@ -119,7 +119,7 @@ test('the transparent dialer keeps its bound source address and reports connects
           }),
       ),
     );
-    results.forEach((r, i) => assert.equal(r, `connect:127.0.0.${10 + i}|hi`));
+    for (const [i, r] of results.entries()) assert.equal(r, `connect:127.0.0.${10 + i}|hi`);
     assert.deepEqual(seen.sort(), Array.from({ length: 20 }, (_, i) => `127.0.0.${10 + i}`).sort());
 
     const refused = await new Promise<string>((resolve) => {

@@ -13,6 +13,7 @@ import { formatIssues } from '../../api/load.ts';
 import { Tuning } from '../../api/tuning.ts';
 import { NODE_STATE_DIR } from '../../api/defaults.ts';
 import { applyTuning, checkDrift, planTuning, readNodeFacts, restoreTuning } from './index.ts';
+import { errorMessage } from '../../api/errors.ts';
 
 function loadSpec(path: string | undefined): Tuning {
   if (!path) throw new Error('--spec is required');
@@ -63,8 +64,8 @@ function main(argv: string[]): unknown {
 }
 
 try {
-  process.stdout.write(JSON.stringify(main(process.argv.slice(2)), null, 2) + '\n');
+  process.stdout.write(`${JSON.stringify(main(process.argv.slice(2)), null, 2)}\n`);
 } catch (e) {
-  process.stderr.write(`${(e as Error).message}\n`);
+  process.stderr.write(`${errorMessage(e)}\n`);
   process.exitCode = 1;
 }

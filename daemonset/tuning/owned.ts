@@ -16,6 +16,7 @@ import { existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, 
 import { join } from 'node:path';
 import { parseCpuList, parseCpuMask, sameCpus } from '../../host/cpulist.ts';
 import type { Compare, Write } from '../../host/write.ts';
+import { errorMessage } from '../../api/errors.ts';
 
 export type { Compare, Write } from '../../host/write.ts';
 
@@ -150,7 +151,7 @@ function loadState(o: EngineOptions): State {
     s = JSON.parse(readFileSync(join(o.stateDir, STATE_FILE), 'utf8')) as State;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, netns: currentNetns(root), entries: {} };
-    throw new Error(`${join(o.stateDir, STATE_FILE)}: unreadable tuning state: ${(e as Error).message}`);
+    throw new Error(`${join(o.stateDir, STATE_FILE)}: unreadable tuning state: ${errorMessage(e)}`, { cause: e });
   }
   if (s.version !== 1)
     throw new Error(`${join(o.stateDir, STATE_FILE)}: unsupported tuning state version ${String(s.version)}`);
@@ -171,7 +172,7 @@ function saveState(o: EngineOptions, s: State): void {
     return;
   }
   mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
-  writeFileSync(`${file}.tmp`, JSON.stringify(s, null, 2) + '\n', { mode: 0o600 });
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
   renameSync(`${file}.tmp`, file);
 }
 

@@ -4,6 +4,7 @@ import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { ensureBinaries } from '../testenv/binaries.ts';
 import type { Cluster } from './provider.ts';
+import { errorMessage } from '../../api/errors.ts';
 
 function run(bin: string, args: readonly string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -81,7 +82,7 @@ export async function waitFor<T>(
       const v = await probe();
       if (v !== undefined) return v;
     } catch (e) {
-      last = (e as Error).message;
+      last = errorMessage(e);
     }
     if (Date.now() > deadline)
       throw new Error(

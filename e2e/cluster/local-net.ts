@@ -45,7 +45,7 @@ async function ip(args: string[]): Promise<string> {
     return (await run('ip', args)).stdout;
   } catch (e) {
     const err = e as { stderr?: string; message: string };
-    throw new Error(`ip ${args.join(' ')}: ${err.stderr?.trim() || err.message}`);
+    throw new Error(`ip ${args.join(' ')}: ${err.stderr?.trim() || err.message}`, { cause: e });
   }
 }
 
@@ -56,9 +56,8 @@ async function freeSubnet(): Promise<[string, string]> {
     const n = randomInt(0, 1 << 14) * 4;
     const base = `10.251.${n >> 8}.`,
       low = n & 0xff;
-    if (!used.includes(base + String(low + 1) + '/') && !used.includes(base + String(low + 2) + '/')) {
-      return [base + String(low + 1), base + String(low + 2)];
-    }
+    const pair: [string, string] = [`${base}${low + 1}`, `${base}${low + 2}`];
+    if (!pair.some((a) => used.includes(`${a}/`))) return pair;
   }
   throw new Error('local provider: no free /30 in 10.251.0.0/16');
 }

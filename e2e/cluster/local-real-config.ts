@@ -54,7 +54,7 @@ export function containerdConfig(n: NodePaths): string {
     '[grpc]',
     `  address = ${lit(n.socket)}`,
     '[ttrpc]',
-    `  address = ${lit(n.socket + '.ttrpc')}`,
+    `  address = ${lit(`${n.socket}.ttrpc`)}`,
     "[plugins.'io.containerd.internal.v1.opt']",
     `  path = ${lit(join(n.dir, 'containerd', 'opt'))}`,
     "[plugins.'io.containerd.cri.v1.images']",

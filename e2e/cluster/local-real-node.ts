@@ -170,12 +170,12 @@ function cleanCgroups(root: string, shimBin: string): void {
 
 /** Mount points under `dir` (this host's mount table), deepest first. */
 function mountsUnder(dir: string): string[] {
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const unoctal = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   return readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => unescape(l.split(' ')[4]!))
-    .filter((m) => m === dir || m.startsWith(dir + '/'))
+    .map((l) => unoctal(l.split(' ')[4]!))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
 }
 

@@ -149,7 +149,7 @@ export async function serve(dir = clusterDir()): Promise<void> {
     writeFileSync(p.state, JSON.stringify(state, null, 2));
     stamp('ready');
   } catch (e) {
-    stamp(`failed: ${(e as Error).stack ?? e}`);
+    stamp(`failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     writeFileSync(p.failed, String(e));
     await stop('start-up failed');
   }

@@ -70,7 +70,7 @@ export class TestPki {
       csr = join(this.dir, `${name}.csr`),
       cert = join(this.dir, `${name}.crt`);
     const extFile = join(this.dir, `${name}.ext`);
-    writeFileSync(extFile, ext.join('\n') + '\n');
+    writeFileSync(extFile, `${ext.join('\n')}\n`);
     await run('openssl', ['req', ...EC, '-keyout', key, '-out', csr, '-subj', subject]);
     await run('openssl', [
       'x509',
@@ -119,7 +119,7 @@ export class TestPki {
   /** A client certificate for user `cn` in `groups` (O= entries are the user's groups). */
   client(cn: string, groups: string[] = []): Promise<Pem> {
     for (const n of [cn, ...groups]) if (!NAME.test(n)) throw new Error(`testenv: bad certificate name ${n}`);
-    const subject = groups.map((g) => `/O=${g}`).join('') + `/CN=${cn}`;
+    const subject = `${groups.map((g) => `/O=${g}`).join('')}/CN=${cn}`;
     return this.leaf(`user-${cn.replace(/:/g, '_')}`, subject, [
       'basicConstraints=CA:FALSE',
       'keyUsage=critical,digitalSignature,keyEncipherment',

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { transparentProxyCrd } from '../../operator/gen/crd.ts';
 import { ApiError, type KubeClient, type KubeObject } from '../../kube/client.ts';
+import { errorMessage } from '../../api/errors.ts';
 
 export const TP_PATH = '/apis/tpfleet.io/v1alpha1';
 export const tpPath = (ns: string, name?: string, sub?: string) =>
@@ -26,7 +27,9 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${errorMessage(last)}` : ''}`, {
+    cause: last,
+  });
 }
 
 /** Installs crds/ as generated (in memory, identical to the files) and waits until it is served. */

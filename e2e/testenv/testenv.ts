@@ -155,7 +155,9 @@ async function waitReady(
 function runKubectl(bin: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(bin, args, { maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`kubectl ${args.slice(2).join(' ')}: ${stderr.trim() || err.message}`)) : resolve(stdout),
+      err
+        ? reject(new Error(`kubectl ${args.slice(2).join(' ')}: ${stderr.trim() || err.message}`, { cause: err }))
+        : resolve(stdout),
     );
   });
 }

@@ -12,6 +12,7 @@ import { ApiError, KubeClient, type KubeObject } from '../../kube/client.ts';
 import { createNamespace, installCrd, loadSample, tpPath } from '../../e2e/testenv/fixtures.ts';
 import { startTestEnv, type TestEnv } from '../../e2e/testenv/testenv.ts';
 import { INVALID_SPECS } from './invalid-specs.ts';
+import { errorMessage } from '../../api/errors.ts';
 
 let env: TestEnv;
 let c: KubeClient;
@@ -58,7 +59,7 @@ test(`${INVALID_SPECS.length} invalid specs are each rejected by the API server 
     } catch (e) {
       // 422: schema/CEL; 400: strict decoding of an unknown field (what kubectl shows for a typo).
       if (!(e instanceof ApiError) || (e.status !== 422 && e.status !== 400)) {
-        failures.push(`${bad.why}: ${(e as Error).message}`);
+        failures.push(`${bad.why}: ${errorMessage(e)}`);
         continue;
       }
       if (!e.message.includes(bad.field)) failures.push(`${bad.why}: message does not name ${bad.field}: ${e.message}`);

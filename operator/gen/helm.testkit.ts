@@ -62,7 +62,7 @@ export async function template(extra: readonly string[] = []): Promise<{ text: s
   const text = await helm(['template', RELEASE, chartDir, '--namespace', RELEASE_NS, ...extra]);
   const docs = parseAllDocuments(text)
     .map((d) => d.toJS() as Doc)
-    .filter((d) => d && d.kind);
+    .filter((d) => d?.kind);
   return { text, docs };
 }
 

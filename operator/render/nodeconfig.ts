@@ -64,7 +64,9 @@ const rendered = new WeakMap<object, NodeConfigResult>();
  * object and the conflict checks of the others (conflicts.ts) share the result.
  */
 export function renderedSpec(obj: KubeObject): NodeConfigResult {
-  let r = rendered.get(obj);
-  if (!r) rendered.set(obj, (r = renderNodeConfig(obj.spec)));
+  const known = rendered.get(obj);
+  if (known) return known;
+  const r = renderNodeConfig(obj.spec);
+  rendered.set(obj, r);
   return r;
 }
