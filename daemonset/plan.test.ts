@@ -1,12 +1,12 @@
-// Golden-file tests of the pure planner. UPDATE_GOLDEN=1 rewrites testdata/*.golden (review the diff).
+// Golden-file tests of the pure planner. TPFLEET_UPDATE_GOLDEN=1 rewrites testdata/*.golden (review the diff).
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
+import { assertGolden } from '../e2e/golden.ts';
 import { formatPlan, plan } from './plan.ts';
 import type { Backend, HostFacts } from './types.ts';
 
-const UPDATE = process.env.UPDATE_GOLDEN === '1';
 const head = 'apiVersion: tpfleet.io/v1alpha1\nkind: NodeConfig\n';
 const facts = (b: Backend): HostFacts => ({
   detectedBackend: b,
@@ -40,9 +40,7 @@ for (const [name, body, backend] of cases) {
   test(`plan ${name} matches testdata/${name}.golden`, () => {
     const config = parseNodeConfigText(head + body, `${name}.yaml`);
     const got = formatPlan(plan(config, facts(backend)));
-    const file = new URL(`./testdata/${name}.golden`, import.meta.url);
-    if (UPDATE) writeFileSync(file, got);
-    assert.equal(got, readFileSync(file, 'utf8'));
+    assertGolden(fileURLToPath(new URL(`./testdata/${name}.golden`, import.meta.url)), got);
   });
 }
 

@@ -3,29 +3,19 @@
 // change with TPFLEET_UPDATE_GOLDEN=1 and review the diff. Each case also asserts the properties the
 // algorithm promises, so a wrong golden cannot pass unnoticed.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Tuning } from '../api/tuning.ts';
+import { assertGolden } from '../e2e/golden.ts';
 import { affinityWrites, planAffinity, type AffinityPlan } from './affinity.ts';
 import { cpuList, cpuMask, intersect } from './cpulist.ts';
 import { readNodeFacts, type NodeFacts } from './facts.ts';
 import { classifyQueueIrq, parseInterrupts } from './interrupts.ts';
 
 const TESTDATA = join(dirname(fileURLToPath(import.meta.url)), 'testdata');
-const UPDATE = process.env.TPFLEET_UPDATE_GOLDEN === '1';
-
-function golden(name: string, value: unknown): void {
-  const file = join(TESTDATA, name);
-  const text = `${JSON.stringify(value, null, 2)}\n`;
-  if (UPDATE || !existsSync(file)) {
-    mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(file, text);
-    if (!UPDATE) assert.fail(`${name} did not exist; written, review it and re-run`);
-  }
-  assert.equal(text, readFileSync(file, 'utf8'), `${name} differs from the golden`);
-}
+const golden = (name: string, value: unknown) =>
+  assertGolden(join(TESTDATA, name), `${JSON.stringify(value, null, 2)}\n`);
 
 function plan(fixture: string, caseName: string, affinity: unknown): { facts: NodeFacts; p: AffinityPlan } {
   const spec = Tuning.parse({ affinity });

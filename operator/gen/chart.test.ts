@@ -2,10 +2,11 @@
 // the templates refuse (naming the field), RBAC parity with operator/deploy/rbac.yaml, and the
 // restricted security context of the operator. The install is chart.apiserver.test.ts.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
+import { assertGolden } from '../../e2e/golden.ts';
 import { renderDaemonSet } from '../render/daemonset.ts';
 import { commonLabels } from '../render/names.ts';
 import { renderNodeConfig } from '../render/nodeconfig.ts';
@@ -14,18 +15,7 @@ import { chartDir, find, helm, RELEASE_NS, runHelm, template, type Doc } from '.
 const FULL = join(chartDir, 'ci', 'full-values.yaml');
 const goldenDir = join(import.meta.dirname, 'testdata', 'chart');
 
-function golden(name: string, text: string): void {
-  const path = join(goldenDir, name);
-  if (process.env.TPFLEET_UPDATE_GOLDEN === '1' || !existsSync(path)) {
-    mkdirSync(goldenDir, { recursive: true });
-    writeFileSync(path, text);
-  }
-  assert.equal(
-    text,
-    readFileSync(path, 'utf8'),
-    `${name} differs from the golden file (TPFLEET_UPDATE_GOLDEN=1 after checking the change)`,
-  );
-}
+const golden = (name: string, text: string) => assertGolden(join(goldenDir, name), text);
 
 test('helm lint --strict passes with the default values and with every value set (ci/full-values.yaml)', async () => {
   for (const extra of [[], ['--values', FULL]]) {

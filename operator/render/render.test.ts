@@ -1,11 +1,12 @@
 // Golden files for the rendered objects (operator/render/testdata). A rendering change shows up
 // as a reviewable diff; regenerate with TPFLEET_UPDATE_GOLDEN=1 after checking it is intended.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { parseNodeConfigText } from '../../api/load.ts';
+import { assertGolden } from '../../e2e/golden.ts';
 import type { KubeObject } from '../../kube/client.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import { renderDaemonSet } from './daemonset.ts';
@@ -28,10 +29,10 @@ const tpOf = (s: KubeObject): KubeObject => ({
 });
 
 function golden(name: string, value: unknown): void {
-  const path = join(import.meta.dirname, 'testdata', name);
-  const text = stringify(value, { lineWidth: 0, aliasDuplicateObjects: false });
-  if (process.env.TPFLEET_UPDATE_GOLDEN === '1' || !existsSync(path)) writeFileSync(path, text);
-  assert.equal(text, readFileSync(path, 'utf8'), `${name} differs from the golden file`);
+  assertGolden(
+    join(import.meta.dirname, 'testdata', name),
+    stringify(value, { lineWidth: 0, aliasDuplicateObjects: false }),
+  );
 }
 
 test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, HPA', () => {
