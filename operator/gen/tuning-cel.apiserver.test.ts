@@ -94,42 +94,59 @@ test('a full, valid tuning section is accepted', async () => {
   );
 });
 
-test('unknown keys and out-of-range values are rejected by the API server, naming the key', async () => {
+/** Rejected at admission with the field the API server names first and the rule's message. */
+async function rejected(spec: unknown, field: string, message: RegExp): Promise<void> {
+  const m = await create(spec);
+  assert.ok(m !== undefined, `${JSON.stringify(spec)} was accepted`);
+  const esc = field.replace(/[.[\]]/g, '\\$&');
   assert.match(
-    (await create({ sysctls: { overrides: { 'kernel.panic': 1 } } }))!,
-    /only allowlisted sysctls may be set/,
+    m,
+    new RegExp(`is invalid: \\[?${esc}: (Invalid|Unsupported) value: `),
+    `${JSON.stringify(spec)}: the field`,
   );
-  assert.match(
-    (await create({ sysctls: { overrides: { 'net.core.somaxconn': 10 } } }))!,
-    /net\.core\.somaxconn must be an integer in 128\.\.1048576/,
+  assert.match(m, message, `${JSON.stringify(spec)}: the message`);
+}
+
+test('unknown keys and out-of-range values are rejected by the API server, naming the field and the key', async () => {
+  const overrides = 'spec.sysctls.overrides';
+  await rejected({ sysctls: { overrides: { 'kernel.panic': 1 } } }, overrides, /only allowlisted sysctls may be set/);
+  const somaxconn = /net\.core\.somaxconn must be an integer in 128\.\.1048576/;
+  await rejected({ sysctls: { overrides: { 'net.core.somaxconn': 10 } } }, overrides, somaxconn);
+  await rejected({ sysctls: { overrides: { 'net.core.somaxconn': '99999999' } } }, overrides, somaxconn);
+  // A non-numeric string fails the rule's int() conversion, which the server reports with the rule.
+  await rejected({ sysctls: { overrides: { 'net.core.somaxconn': 'lots' } } }, overrides, somaxconn);
+  await rejected(
+    { sysctls: { overrides: { 'net.ipv4.ip_local_port_range': '1024' } } },
+    overrides,
+    /net\.ipv4\.ip_local_port_range must be 2 integers separated by spaces \(1024\.\.65535, non-decreasing\)/,
   );
-  assert.match(
-    (await create({ sysctls: { overrides: { 'net.core.somaxconn': '99999999' } } }))!,
-    /net\.core\.somaxconn must be an integer/,
+  await rejected(
+    { sysctls: { overrides: { 'net.ipv4.tcp_congestion_control': 'foo' } } },
+    overrides,
+    /net\.ipv4\.tcp_congestion_control must be one of cubic, bbr, reno/,
   );
-  assert.ok(
-    await create({ sysctls: { overrides: { 'net.core.somaxconn': 'lots' } } }),
-    'a non-numeric string is rejected',
+  await rejected(
+    { sysctls: { profile: 'fast' } },
+    'spec.sysctls.profile',
+    /Unsupported value: "fast": supported values: "none"/,
   );
-  assert.match(
-    (await create({ sysctls: { overrides: { 'net.ipv4.ip_local_port_range': '1024' } } }))!,
-    /net\.ipv4\.ip_local_port_range must be 2 integers/,
-  );
-  assert.match(
-    (await create({ sysctls: { overrides: { 'net.ipv4.tcp_congestion_control': 'foo' } } }))!,
-    /net\.ipv4\.tcp_congestion_control must be one of/,
-  );
-  assert.match((await create({ sysctls: { profile: 'fast' } }))!, /profile: Unsupported value: "fast"/);
 });
 
 test('affinity: explicit needs both lists; CPU lists must look like CPU lists', async () => {
-  assert.match(
-    (await create({ affinity: { mode: 'explicit', irqCpus: '0' } }))!,
+  // The rule spans two fields, so the server names the object.
+  await rejected(
+    { affinity: { mode: 'explicit', irqCpus: '0' } },
+    'spec.affinity',
     /irqCpus and workerCpus are required when mode is explicit/,
   );
-  assert.match((await create({ affinity: { mode: 'auto', workerCpus: '0-3;8' } }))!, /workerCpus/);
-  assert.match(
-    (await create({ affinity: { mode: 'explicit', irqCpus: '0', workerCpus: '1', irqCpuCount: 2 } }))!,
+  await rejected(
+    { affinity: { mode: 'auto', workerCpus: '0-3;8' } },
+    'spec.affinity.workerCpus',
+    /"0-3;8": .* should match/,
+  );
+  await rejected(
+    { affinity: { mode: 'explicit', irqCpus: '0', workerCpus: '1', irqCpuCount: 2 } },
+    'spec.affinity.irqCpuCount',
     /irqCpuCount is only used when mode is auto/,
   );
 });
