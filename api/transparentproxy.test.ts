@@ -28,14 +28,22 @@ test('cross-field rules hold in zod as in CEL: rejected with the field and the m
     ],
     [
       { autoscaling: { enabled: true, maxReplicas: 4 } },
-      ['replicas: replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)'],
+      [
+        'replicas: replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)',
+      ],
     ],
     [{ autoscaling: { minReplicas: 3, maxReplicas: 2 } }, ['autoscaling.minReplicas: must be <= maxReplicas']],
     [
       { tuning: { affinity: { mode: 'explicit' } } },
-      ['tuning.affinity.irqCpus: required when mode is explicit', 'tuning.affinity.workerCpus: required when mode is explicit'],
+      [
+        'tuning.affinity.irqCpus: required when mode is explicit',
+        'tuning.affinity.workerCpus: required when mode is explicit',
+      ],
     ],
-    [{ tolerations: [{ operator: 'Exists', value: 'x' }] }, ['tolerations[0].value: must be empty when operator is Exists']],
+    [
+      { tolerations: [{ operator: 'Exists', value: 'x' }] },
+      ['tolerations[0].value: must be empty when operator is Exists'],
+    ],
   ];
   for (const [spec, want] of bad) assert.deepEqual(problems(spec), want, JSON.stringify(spec));
   const good = [

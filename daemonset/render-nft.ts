@@ -161,10 +161,3 @@ export function nftGateDocument(mode: GateMode): string {
   if (mode === 'drain') lines.push(`add rule inet ${NFT_TABLE} ${GATE} accept comment "${DRAIN_COMMENT}"`);
   return `${lines.join('\n')}\n`;
 }
-
-export function nftGateComments(mode: GateMode): string[] {
-  if (mode === 'bypass') return ['watchdog: proxy down, FailOpen bypass'];
-  if (mode === 'drop') return ['watchdog: proxy down, FailClosed drop'];
-  if (mode === 'drain') return [DRAIN_COMMENT];
-  return [];
-}

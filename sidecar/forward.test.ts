@@ -15,7 +15,7 @@ import { createMetrics } from './metrics.ts';
 
 const plainDialer: Dialer = (dst, source) =>
   net.connect({ host: dst.address, port: dst.port, allowHalfOpen: true, ...(source ? { localAddress: source } : {}) });
-const dialer = isRoot() ? transparentDialer(0) : plainDialer;
+const dialer = isRoot() ? transparentDialer() : plainDialer;
 const log = createLogger('fatal');
 const cleanups: (() => void)[] = [];
 after(() => cleanups.forEach((c) => c()));

@@ -100,7 +100,7 @@ test('the transparent dialer keeps its bound source address and reports connects
     s.end('hi');
   });
   try {
-    const dial = transparentDialer(0);
+    const dial = transparentDialer();
     const results = await Promise.all(
       Array.from(
         { length: 20 },

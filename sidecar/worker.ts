@@ -34,7 +34,7 @@ export async function runWorker(s: WorkerSettings, workerId: number): Promise<vo
       connectTimeoutMs: s.connectTimeoutMs,
       idleTimeoutMs: s.idleTimeoutMs,
     },
-    transparentDialer(s.upstreamMark),
+    transparentDialer(),
     createMetrics(registry, { defaults: true }),
     log,
   );

@@ -176,10 +176,6 @@ function saveState(o: EngineOptions, s: State): void {
   renameSync(`${file}.tmp`, file);
 }
 
-export function ownedKeys(o: EngineOptions): string[] {
-  return Object.keys(loadState(o).entries);
-}
-
 // ---- apply ----------------------------------------------------------------------------------
 
 const guardOf = (w: Write): { guard?: string } => (w.guard === undefined ? {} : { guard: w.guard });
