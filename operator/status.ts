@@ -71,26 +71,43 @@ export function rolloutComplete(ds: StatusInput['daemonSet']): boolean {
 
 export function computeStatus(i: StatusInput): TransparentProxyStatus {
   const base = { ...i.prev, observedGeneration: i.generation, selector: i.selector };
-  if (i.invalid) {
-    const message = i.invalid.join('; ').slice(0, 4000);
-    return {
-      ...base,
-      conditions: withTimes(
-        [
-          cond('Ready', false, 'InvalidSpec', 'the spec was rejected; the fleet keeps its last valid configuration'),
-          cond('Progressing', false, 'InvalidSpec'),
-          cond('Degraded', true, 'InvalidSpec', message),
-          cond('InvalidSpec', true, 'SpecRejected', message),
-        ],
-        i.prev?.conditions,
-        i.now,
-        i.generation,
-      ),
-    };
-  }
+  const times = (c: Cond[]) => withTimes(c, i.prev?.conditions, i.now, i.generation);
+  if (i.invalid) return { ...base, conditions: times(invalidConditions(i.invalid)) };
   const active = i.active ?? [];
+  const nodes = activeNodes(i, active);
+  const tuning = tuningProblem(nodes);
+  const readyReplicas = nodes.filter((n) => n.ready).length;
+  const replicas = nodes.length;
+  const draining = (i.draining ?? []).filter((d) => !active.some((c) => c.name === d));
+  nodes.push(...draining.map((name): NodeSummary => ({ name, state: 'Draining', ready: false })));
+  const conditions: Cond[] = i.cleanup
+    ? cleanupConditions(i.cleanup)
+    : fleetConditions(i, { replicas, readyReplicas, draining, tuning });
+  conditions.push(cond('InvalidSpec', false, 'SpecValid'));
+  return {
+    ...base,
+    replicas,
+    readyReplicas,
+    candidates: i.candidates ?? 0,
+    nodes,
+    ...(i.configHash ? { configHash: i.configHash } : {}),
+    conditions: times(conditions),
+  };
+}
+
+function invalidConditions(problems: string[]): Cond[] {
+  const message = problems.join('; ').slice(0, 4000);
+  return [
+    cond('Ready', false, 'InvalidSpec', 'the spec was rejected; the fleet keeps its last valid configuration'),
+    cond('Progressing', false, 'InvalidSpec'),
+    cond('Degraded', true, 'InvalidSpec', message),
+    cond('InvalidSpec', true, 'SpecRejected', message),
+  ];
+}
+
+function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
   const ready = i.readyNodes ?? new Set<string>();
-  const nodes: NodeSummary[] = active.map((c) => {
+  return active.map((c) => {
     const t = i.tuning?.get(c.name);
     return {
       name: c.name,
@@ -100,75 +117,50 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
       ...(t ? { tuning: t } : {}),
     };
   });
-  const tuning = tuningProblem(nodes);
-  const readyReplicas = nodes.filter((n) => n.ready).length;
-  const replicas = nodes.length;
-  const draining = (i.draining ?? []).filter((d) => !active.some((c) => c.name === d));
-  nodes.push(...draining.map((name): NodeSummary => ({ name, state: 'Draining', ready: false })));
-  const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
+}
+
+function cleanupConditions(c: NonNullable<StatusInput['cleanup']>): Cond[] {
+  return [
+    cond('Ready', false, 'Deleting'),
+    cond('Progressing', true, 'CleaningUp', `${c.pending} of ${c.total} nodes still removing their rules`),
+    cond('Degraded', false, 'Deleting'),
+  ];
+}
+
+interface FleetState {
+  replicas: number;
+  readyReplicas: number;
+  draining: string[];
+  tuning: { reason: string; message: string } | undefined;
+}
+
+/** Ready, Progressing and Degraded of a running fleet; Degraded names the worst problem first. */
+function fleetConditions(i: StatusInput, f: FleetState): Cond[] {
   const rolledOut = rolloutComplete(i.daemonSet);
-  const conditions: Cond[] = [];
-  if (i.cleanup) {
-    conditions.push(
-      cond('Ready', false, 'Deleting'),
-      cond(
-        'Progressing',
-        true,
-        'CleaningUp',
-        `${i.cleanup.pending} of ${i.cleanup.total} nodes still removing their rules`,
-      ),
-      cond('Degraded', false, 'Deleting'),
-    );
-  } else {
-    const allReady = rolledOut && readyReplicas === replicas;
-    conditions.push(
-      allReady
-        ? cond(
-            'Ready',
-            true,
-            replicas === 0 ? 'NoActiveNodes' : 'AllNodesReady',
-            `${readyReplicas} of ${replicas} active nodes ready`,
-          )
-        : cond(
-            'Ready',
-            false,
-            rolledOut ? 'NodesNotReady' : 'RollingOut',
-            `${readyReplicas} of ${replicas} active nodes ready`,
-          ),
-      !rolledOut
-        ? cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration')
-        : draining.length
-          ? cond(
-              'Progressing',
-              true,
-              'NodesLeaving',
-              `${draining.length} node(s) draining, then restoring their rules, routes and tuning: ${draining.join(', ').slice(0, 900)}`,
-            )
-          : cond('Progressing', false, 'RolloutComplete'),
-      short
-        ? cond(
-            'Degraded',
-            true,
-            'InsufficientNodes',
-            `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`,
-          )
-        : rolledOut && readyReplicas < replicas
-          ? cond('Degraded', true, 'NodesNotReady', `${replicas - readyReplicas} active nodes not ready`)
-          : tuning
-            ? cond('Degraded', true, tuning.reason, tuning.message)
-            : cond('Degraded', false, 'AsExpected'),
-    );
-  }
-  conditions.push(cond('InvalidSpec', false, 'SpecValid'));
-  return {
-    ...base,
-    replicas,
-    readyReplicas,
-    candidates: i.candidates ?? 0,
-    nodes,
-    ...(i.configHash ? { configHash: i.configHash } : {}),
-    conditions: withTimes(conditions, i.prev?.conditions, i.now, i.generation),
-  };
+  const counts = `${f.readyReplicas} of ${f.replicas} active nodes ready`;
+  const ready =
+    rolledOut && f.readyReplicas === f.replicas
+      ? cond('Ready', true, f.replicas === 0 ? 'NoActiveNodes' : 'AllNodesReady', counts)
+      : cond('Ready', false, rolledOut ? 'NodesNotReady' : 'RollingOut', counts);
+  const progressing = !rolledOut
+    ? cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration')
+    : f.draining.length
+      ? cond(
+          'Progressing',
+          true,
+          'NodesLeaving',
+          `${f.draining.length} node(s) draining, then restoring their rules, routes and tuning: ${f.draining.join(', ').slice(0, 900)}`,
+        )
+      : cond('Progressing', false, 'RolloutComplete');
+  const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
+  const degraded = short
+    ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
+    : rolledOut && f.readyReplicas < f.replicas
+      ? cond('Degraded', true, 'NodesNotReady', `${f.replicas - f.readyReplicas} active nodes not ready`)
+      : f.tuning
+        ? cond('Degraded', true, f.tuning.reason, f.tuning.message)
+        : cond('Degraded', false, 'AsExpected');
+  return [ready, progressing, degraded];
 }
 
 /** Degraded's reason and message when an active node reports a degrading tuning problem. */

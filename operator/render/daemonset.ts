@@ -62,43 +62,33 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
   return render(i, shortHash(JSON.stringify((probe.spec as { template: unknown }).template)));
 }
 
+const VOLUME_MOUNTS = [
+  { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+  { name: 'state', mountPath: STATE_DIR },
+  { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
+];
+const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
+/** The pods' grace period: the sidecar's drain timeout, plus time to exit. */
+const graceSeconds = (i: DaemonSetInput) => Math.ceil(i.proxy.timeouts.drain / 1000) + 10;
+
 function render(i: DaemonSetInput, token: string | null): Record<string, unknown> {
   const tp = i.tp,
     n = names(tp.metadata.name);
   const proxy = i.spec.proxy ?? {};
   const image = proxy.image ?? i.defaultImage;
   const pullPolicy = proxy.imagePullPolicy ?? DEFAULTS.pod.imagePullPolicy;
-  const volumeMounts = [
-    { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
-    { name: 'state', mountPath: STATE_DIR },
-    { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
-  ];
-  const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
   // Both restoring modes run the privileged cleanup, then a container that only stays up.
   const cleanup = i.mode !== 'run',
     leave = i.mode === 'leave';
   if (leave && !i.activeLabel) throw new Error('renderDaemonSet: leave mode needs activeLabel');
-  const drainSec = Math.ceil(i.proxy.timeouts.drain / 1000);
   const selector = leave ? leaveSelectorLabels(tp.metadata.name) : selectorLabels(tp.metadata.name);
-  const metricsPort = i.proxy.metricsPort;
-  // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
-  // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
-  const initCommand = leave
-    ? [...agent('cleanup'), '--wait-port', String(metricsPort), '--wait-timeout', String(drainSec + 10)]
-    : agent(cleanup ? 'cleanup' : 'apply');
-  const nodeSelector = leave
-    ? // Only the label: the node must be restored even if spec.nodeSelector no longer matches it.
-      { 'kubernetes.io/os': 'linux', [i.activeLabel!]: 'leaving' }
-    : { 'kubernetes.io/os': 'linux', ...i.spec.nodeSelector, ...(i.activeLabel ? { [i.activeLabel]: 'true' } : {}) };
+  const labels = leave
+    ? { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' }
+    : commonLabels(tp.metadata.name);
   return {
     apiVersion: 'apps/v1',
     kind: 'DaemonSet',
-    metadata: leave
-      ? {
-          ...ownedMeta(tp, n.leaveDaemonSet),
-          labels: { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' },
-        }
-      : ownedMeta(tp, n.daemonSet),
+    metadata: leave ? { ...ownedMeta(tp, n.leaveDaemonSet), labels } : ownedMeta(tp, n.daemonSet),
     spec: {
       selector: { matchLabels: selector },
       // Zero-gap rollouts (ADR 0006): on each node, one at a time, the new pod starts beside the
@@ -112,15 +102,13 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
       },
       template: {
         metadata: {
-          labels: leave
-            ? { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' }
-            : commonLabels(tp.metadata.name),
+          labels,
           annotations: {
             [CONFIG_HASH_ANNOTATION]: i.configHash,
             [MODE_ANNOTATION]: i.mode,
             'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar',
             // Where to scrape, since no container declares its port (the chart's PodMonitor reads it).
-            ...(cleanup ? {} : { [METRICS_PORT_ANNOTATION]: String(metricsPort) }),
+            ...(cleanup ? {} : { [METRICS_PORT_ANNOTATION]: String(i.proxy.metricsPort) }),
           },
         },
         spec: {
@@ -129,67 +117,75 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
           hostNetwork: true,
           dnsPolicy: 'ClusterFirstWithHostNet',
           priorityClassName: 'system-node-critical',
-          terminationGracePeriodSeconds: drainSec + 10,
-          nodeSelector,
-          // Never on a node still leaving this fleet (operator/nodes.ts): its leave pod's cleanup
-          // would race this pod's apply. Matters when every candidate is active (no label selector).
-          ...(leave
-            ? {}
-            : {
-                affinity: {
-                  nodeAffinity: {
-                    requiredDuringSchedulingIgnoredDuringExecution: {
-                      nodeSelectorTerms: [
-                        {
-                          matchExpressions: [
-                            {
-                              key: activeLabelKey(tp.metadata.namespace ?? '', tp.metadata.name),
-                              operator: 'NotIn',
-                              values: ['leaving'],
-                            },
-                          ],
-                        },
-                      ],
-                    },
-                  },
-                },
-              }),
+          terminationGracePeriodSeconds: graceSeconds(i),
+          ...placement(i),
           tolerations: i.spec.tolerations ?? [],
-          initContainers: [
-            {
-              name: leave ? 'agent-leave' : cleanup ? 'agent-cleanup' : 'agent-apply',
-              image,
-              imagePullPolicy: pullPolicy,
-              command: initCommand,
-              // The only privileged container: installs (or removes) rules, routes and, with the
-              // tuning feature, sysctls in the host namespaces, then exits.
-              securityContext: { privileged: true, runAsUser: 0 },
-              volumeMounts,
-            },
-          ],
+          initContainers: [agentInit(i, image, pullPolicy)],
           containers: cleanup
             ? [cleanupDone(image, pullPolicy)]
-            : [sidecar(i, image, pullPolicy, token ?? ''), watcher(image, pullPolicy, agent('watch'), volumeMounts)],
-          volumes: [
-            ...(cleanup ? [] : [apiAccessVolume()]),
-            {
-              name: 'config',
-              configMap: { name: n.configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] },
-            },
-            // Per-object state so two TransparentProxies on one node never share rule state.
-            {
-              name: 'state',
-              hostPath: {
-                path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`,
-                type: 'DirectoryOrCreate',
-              },
-            },
-            { name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } },
-          ],
+            : [sidecar(i, image, pullPolicy, token ?? ''), watcher(image, pullPolicy, agent('watch'), VOLUME_MOUNTS)],
+          volumes: volumes(i, n.configMap),
         },
       },
     },
   };
+}
+
+/** Which nodes the pods go to: nodeSelector, and for the proxy fleet an affinity off leaving nodes. */
+function placement(i: DaemonSetInput) {
+  const tp = i.tp;
+  if (i.mode === 'leave') {
+    // Only the label: the node must be restored even if spec.nodeSelector no longer matches it.
+    return { nodeSelector: { 'kubernetes.io/os': 'linux', [i.activeLabel!]: 'leaving' } };
+  }
+  const active = i.activeLabel ? { [i.activeLabel]: 'true' } : {};
+  // Never on a node still leaving this fleet (operator/nodes.ts): its leave pod's cleanup would
+  // race this pod's apply. Matters when every candidate is active (no label selector).
+  const notLeaving = {
+    key: activeLabelKey(tp.metadata.namespace ?? '', tp.metadata.name),
+    operator: 'NotIn',
+    values: ['leaving'],
+  };
+  return {
+    nodeSelector: { 'kubernetes.io/os': 'linux', ...i.spec.nodeSelector, ...active },
+    affinity: {
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [notLeaving] }] },
+      },
+    },
+  };
+}
+
+/** The only privileged container: installs (or removes) rules, routes and tuning in the host namespaces, then exits. */
+function agentInit(i: DaemonSetInput, image: string, pullPolicy: string) {
+  const leave = i.mode === 'leave';
+  // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
+  // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
+  const command = leave
+    ? [...agent('cleanup'), '--wait-port', String(i.proxy.metricsPort), '--wait-timeout', String(graceSeconds(i))]
+    : agent(i.mode === 'cleanup' ? 'cleanup' : 'apply');
+  return {
+    name: leave ? 'agent-leave' : i.mode === 'cleanup' ? 'agent-cleanup' : 'agent-apply',
+    image,
+    imagePullPolicy: pullPolicy,
+    command,
+    securityContext: { privileged: true, runAsUser: 0 },
+    volumeMounts: VOLUME_MOUNTS,
+  };
+}
+
+function volumes(i: DaemonSetInput, configMap: string) {
+  const tp = i.tp;
+  return [
+    ...(i.mode === 'run' ? [apiAccessVolume()] : []),
+    { name: 'config', configMap: { name: configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
+    // Per-object state so two TransparentProxies on one node never share rule state.
+    {
+      name: 'state',
+      hostPath: { path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`, type: 'DirectoryOrCreate' },
+    },
+    { name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } },
+  ];
 }
 
 function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: string) {
