@@ -7,6 +7,7 @@
 //  - images/ (the image build the tests call) imports nothing of ours outside images/;
 //  - product code never imports test code: e2e/, *.test.ts, *.testkit.ts, testdata/.
 // e2e/ and scripts/ are tests and tooling: they may import anything (without cycles).
+// And the image build context (.dockerignore) lets in every file the three binaries import.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
@@ -119,6 +120,31 @@ test('no import cycles anywhere in the repo', () => {
 
 test('each binary imports only itself, api/ and the shared modules; product code never imports tests', () => {
   assert.deepEqual(ruleViolations(importGraph(ROOT)), []);
+});
+
+/** Files reachable by imports from `entries`, the entries included. */
+export function reachable(graph: Graph, entries: readonly string[]): Set<string> {
+  const seen = new Set<string>();
+  const visit = (f: string) => {
+    if (seen.has(f)) return;
+    seen.add(f);
+    for (const t of graph.get(f) ?? []) visit(t);
+  };
+  for (const e of entries) visit(e);
+  return seen;
+}
+
+test('the image build context (.dockerignore allowlist) holds every folder the binaries import', () => {
+  // The images run the binaries from source: a shared module left out of the context is a
+  // module-not-found at the container's start, which only the image tests would see.
+  const allowed = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('!'))
+    .map((l) => l.slice(1).trim());
+  const inContext = (f: string) => allowed.some((a) => f === a || f.startsWith(`${a}/`));
+  const entries = ['operator/main.ts', 'daemonset/main.ts', 'sidecar/main.ts'];
+  const missing = [...reachable(importGraph(ROOT), entries)].filter((f) => !inContext(f)).sort();
+  assert.deepEqual(missing, [], `imported by the binaries but outside the image build context`);
 });
 
 test('the checks fail on a cycle, a cross-binary import and product code importing test code', () => {
