@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Registry } from 'prom-client';
-import { CLOSE_RESULTS, createMetrics, ERROR_REASONS } from './metrics.ts';
+import { CLOSE_RESULTS, ERROR_REASONS, processRegistry, renderEngineMetrics } from './metrics.ts';
 
-test('exposition lists every series with its closed label set, zero before any traffic', async () => {
-  const m = createMetrics(new Registry());
-  const text = await m.registry.metrics();
-  for (const r of CLOSE_RESULTS)
-    assert.match(text, new RegExp(`^tpfleet_proxy_connections_closed_total\\{result="${r}"\\} 0$`, 'm'));
-  for (const r of ERROR_REASONS)
-    assert.match(text, new RegExp(`^tpfleet_proxy_errors_total\\{reason="${r}"\\} 0$`, 'm'));
+test('exposition lists every series with its closed label set, zero before any traffic', () => {
+  const text = renderEngineMetrics({ active: 0 }, 2);
+  for (const r of CLOSE_RESULTS) assert.match(text, new RegExp(`^tpfleet_proxy_connections_closed_total\\{result="${r}"\\} 0$`, 'm'));
+  for (const r of ERROR_REASONS) assert.match(text, new RegExp(`^tpfleet_proxy_errors_total\\{reason="${r}"\\} 0$`, 'm'));
   for (const d of ['client_to_upstream', 'upstream_to_client']) {
     assert.match(text, new RegExp(`^tpfleet_proxy_bytes_total\\{direction="${d}"\\} 0$`, 'm'));
   }
@@ -18,33 +14,37 @@ test('exposition lists every series with its closed label set, zero before any t
   assert.match(text, /^tpfleet_proxy_connections_shed_total 0$/m);
   assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_bucket\{le="0.0005"\} 0$/m);
   assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_bucket\{le="5"\} 0$/m);
+  assert.match(text, /^tpfleet_proxy_workers 2$/m);
+});
+
+test('engine counters map to their series; the histogram is cumulative with +Inf, sum in seconds', () => {
+  const text = renderEngineMetrics({
+    active: 3, accepted: 10, closed_ok: 6, closed_shed: 1, err_client_reset: 2, bytes_up: 100, bytes_down: 200,
+    relay_copy_bytes: 250, relay_splice_bytes: 50, connect_b0: 4, connect_b2: 1, connect_binf: 1, connect_count: 6, connect_sum_us: 7_500_000,
+  }, 1);
+  assert.match(text, /^tpfleet_proxy_connections_active 3$/m);
+  assert.match(text, /^tpfleet_proxy_connections_closed_total\{result="ok"\} 6$/m);
+  assert.match(text, /^tpfleet_proxy_connections_closed_total\{result="shed"\} 1$/m);
+  assert.match(text, /^tpfleet_proxy_errors_total\{reason="client_reset"\} 2$/m);
+  assert.match(text, /^tpfleet_proxy_bytes_total\{direction="upstream_to_client"\} 200$/m);
+  assert.match(text, /^tpfleet_proxy_relay_bytes_total\{path="splice"\} 50$/m);
+  assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_bucket\{le="0.0005"\} 4$/m);
+  assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_bucket\{le="0.001"\} 4$/m);
+  assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_bucket\{le="0.0025"\} 5$/m);
+  assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_bucket\{le="5"\} 5$/m);
+  assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_bucket\{le="\+Inf"\} 6$/m);
+  assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_sum 7.5$/m);
+  assert.match(text, /^tpfleet_proxy_upstream_connect_seconds_count 6$/m);
 });
 
 test('only the closed label names appear: no per-connection, IP or destination labels', async () => {
-  const m = createMetrics(new Registry(), { defaults: true });
-  m.closed.inc({ result: 'ok' });
-  m.connectSeconds.observe(0.002);
-  const text = await m.registry.metrics();
+  const text = renderEngineMetrics({ active: 1, closed_ok: 1 }, 1) + (await processRegistry().metrics());
   const labels = new Set<string>();
   for (const line of text.split('\n')) {
     if (!line.startsWith('tpfleet_proxy_')) continue;
     for (const [, name] of line.matchAll(/[{,]([a-z_]+)="/g)) labels.add(name!);
   }
-  assert.deepEqual([...labels].sort(), ['direction', 'le', 'reason', 'result']);
-  assert.match(text, /^tpfleet_proxy_connections_closed_total\{result="ok"\} 1$/m);
+  assert.deepEqual([...labels].sort(), ['direction', 'le', 'path', 'reason', 'result']);
   // prom-client's default process metrics are there too (unprefixed, as dashboards expect them).
   assert.match(text, /^process_resident_memory_bytes \d+/m);
-});
-
-test('collect hooks run at scrape time, before the values are read', async () => {
-  const m = createMetrics(new Registry());
-  let open = 0;
-  m.beforeCollect.push(() => {
-    m.active.set(open);
-    m.bytes.inc({ direction: 'client_to_upstream' }, 100);
-  });
-  open = 7;
-  const text = await m.registry.metrics();
-  assert.match(text, /^tpfleet_proxy_connections_active 7$/m);
-  assert.match(text, /^tpfleet_proxy_bytes_total\{direction="client_to_upstream"\} 100$/m);
 });

@@ -1,13 +1,15 @@
-// Prometheus metrics of the forwarder (prefix tpfleet_proxy_). Every label comes from a small closed
-// set below: no per-connection, per-IP or per-destination labels, so cardinality is fixed.
-// Workers register into their registry; the primary aggregates them (primary.ts).
-import { Counter, Gauge, Histogram, type Registry, collectDefaultMetrics } from 'prom-client';
+// Prometheus metrics of the proxy (prefix tpfleet_proxy_). The engine counts in native memory; this
+// renders its counters at scrape time, so nothing is counted per chunk or per connection in
+// JavaScript. Every label comes from a small closed set below: no per-connection, per-IP or
+// per-destination labels, so cardinality is fixed. prom-client adds its process_* and nodejs_*.
+import { collectDefaultMetrics, Registry } from 'prom-client';
 
 export const PREFIX = 'tpfleet_proxy_';
 
-export const CLOSE_RESULTS = ['ok', 'error', 'timeout', 'shed', 'loop'] as const;
+export const CLOSE_RESULTS = ['ok', 'error', 'timeout', 'shed', 'loop', 'denied'] as const;
 export type CloseResult = (typeof CLOSE_RESULTS)[number];
 
+/** In the order of the engine's err_* counters and its reason codes 1..7 (native/src/stats.h). */
 export const ERROR_REASONS = [
   'connect_refused',
   'connect_timeout',
@@ -20,84 +22,73 @@ export const ERROR_REASONS = [
 export type ErrorReason = (typeof ERROR_REASONS)[number];
 
 export const DIRECTIONS = ['client_to_upstream', 'upstream_to_client'] as const;
-export type Direction = (typeof DIRECTIONS)[number];
 
-/** 0.5 ms .. 5 s: loopback/LAN connects are sub-millisecond, a lost SYN costs ~1 s per retry. */
+/** 0.5 ms .. 5 s: loopback/LAN connects are sub-millisecond, a lost SYN costs ~1 s per retry (stats.h CONNECT_BUCKETS_US). */
 export const CONNECT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
-/** Called at scrape time, before the values are read (see ForwarderMetrics.beforeCollect). */
-export type CollectHook = () => void;
+type Stats = Record<string, number>;
+const v = (s: Stats, k: string): number => s[k] ?? 0;
 
-export interface ForwarderMetrics {
-  registry: Registry;
-  active: Gauge;
-  accepted: Counter;
-  closed: Counter<'result'>;
-  bytes: Counter<'direction'>;
-  connectSeconds: Histogram;
-  errors: Counter<'reason'>;
-  shed: Counter;
-  /** Hooks run by the first collect() of a scrape: bring gauges and byte counters up to date. */
-  beforeCollect: CollectHook[];
+interface Family { name: string; type: 'counter' | 'gauge'; help: string; samples: [labels: string, value: number][] }
+
+function families(s: Stats, threads: number): Family[] {
+  const one = (value: number): [string, number][] => [['', value]];
+  return [
+    { name: 'connections_active', type: 'gauge', help: 'Open client connections.', samples: one(v(s, 'active')) },
+    { name: 'connections_accepted_total', type: 'counter', help: 'Client connections accepted.', samples: one(v(s, 'accepted')) },
+    {
+      name: 'connections_closed_total', type: 'counter', help: 'Client connections closed, by result.',
+      samples: CLOSE_RESULTS.map((r) => [`result="${r}"`, v(s, `closed_${r}`)]),
+    },
+    { name: 'connections_shed_total', type: 'counter', help: 'Connections closed at once because maxConnections was reached.', samples: one(v(s, 'shed')) },
+    {
+      name: 'bytes_total', type: 'counter', help: 'Bytes received from one side and forwarded to the other.',
+      samples: [['direction="client_to_upstream"', v(s, 'bytes_up')], ['direction="upstream_to_client"', v(s, 'bytes_down')]],
+    },
+    {
+      name: 'errors_total', type: 'counter', help: 'Forwarding errors, by reason.',
+      samples: ERROR_REASONS.map((r) => [`reason="${r}"`, v(s, `err_${r}`)]),
+    },
+    {
+      name: 'relay_bytes_total', type: 'counter', help: 'Bytes forwarded, by how the engine moved them (copy through user space or splice through a pipe).',
+      samples: [['path="copy"', v(s, 'relay_copy_bytes')], ['path="splice"', v(s, 'relay_splice_bytes')]],
+    },
+    { name: 'connections_held', type: 'gauge', help: 'Connections waiting for the decision hook.', samples: one(v(s, 'held')) },
+    { name: 'fin_with_data_total', type: 'counter', help: 'FINs relayed in the same segment as the last data (the peer had already closed).', samples: one(v(s, 'fin_with_data')) },
+    { name: 'accept_errors_total', type: 'counter', help: 'accept() failures (descriptor or memory limits); the connection stays queued and is retried.', samples: one(v(s, 'accept_errors')) },
+    { name: 'engine_events_dropped_total', type: 'counter', help: 'Engine events (connection logs) dropped because the event ring was full.', samples: one(v(s, 'events_dropped')) },
+    { name: 'workers', type: 'gauge', help: 'Engine threads running.', samples: one(threads) },
+  ];
 }
 
-/** Creates the metrics in `registry`; `defaults` adds prom-client's process and Node.js metrics. */
-export function createMetrics(registry: Registry, opts: { defaults?: boolean } = {}): ForwarderMetrics {
-  const beforeCollect: CollectHook[] = [];
-  const runHooks = (): void => {
-    for (const h of beforeCollect) h();
-  };
-  const registers = [registry];
-  const m: ForwarderMetrics = {
-    registry,
-    beforeCollect,
-    // The gauge's collect runs the hooks: it is the first of our metrics in every scrape, and a
-    // scrape with no hook run would report stale byte counts for long-lived connections.
-    active: new Gauge({
-      name: `${PREFIX}connections_active`,
-      help: 'Open client connections.',
-      registers,
-      collect: runHooks,
-    }),
-    accepted: new Counter({
-      name: `${PREFIX}connections_accepted_total`,
-      help: 'Client connections accepted.',
-      registers,
-    }),
-    closed: new Counter({
-      name: `${PREFIX}connections_closed_total`,
-      help: 'Client connections closed, by result.',
-      labelNames: ['result'],
-      registers,
-    }),
-    bytes: new Counter({
-      name: `${PREFIX}bytes_total`,
-      help: 'Bytes received from one side and forwarded to the other.',
-      labelNames: ['direction'],
-      registers,
-    }),
-    connectSeconds: new Histogram({
-      name: `${PREFIX}upstream_connect_seconds`,
-      help: 'Time to establish an upstream connection (successful connects).',
-      buckets: CONNECT_BUCKETS,
-      registers,
-    }),
-    errors: new Counter({
-      name: `${PREFIX}errors_total`,
-      help: 'Forwarding errors, by reason.',
-      labelNames: ['reason'],
-      registers,
-    }),
-    shed: new Counter({
-      name: `${PREFIX}connections_shed_total`,
-      help: 'Connections closed at once because maxConnections was reached.',
-      registers,
-    }),
-  };
-  // Zero-initialise every labelled series so dashboards and rate() see them before the first event.
-  for (const r of CLOSE_RESULTS) m.closed.inc({ result: r }, 0);
-  for (const r of ERROR_REASONS) m.errors.inc({ reason: r }, 0);
-  for (const d of DIRECTIONS) m.bytes.inc({ direction: d }, 0);
-  if (opts.defaults) collectDefaultMetrics({ register: registry });
-  return m;
+function histogram(s: Stats): string[] {
+  const name = `${PREFIX}upstream_connect_seconds`;
+  const lines = [`# HELP ${name} Time to establish an upstream connection (successful connects).`, `# TYPE ${name} histogram`];
+  let cum = 0;
+  CONNECT_BUCKETS.forEach((le, i) => {
+    cum += v(s, `connect_b${i}`);
+    lines.push(`${name}_bucket{le="${le}"} ${cum}`);
+  });
+  lines.push(`${name}_bucket{le="+Inf"} ${cum + v(s, 'connect_binf')}`);
+  lines.push(`${name}_sum ${v(s, 'connect_sum_us') / 1e6}`, `${name}_count ${v(s, 'connect_count')}`);
+  return lines;
+}
+
+/** The proxy's metrics in the Prometheus text format, from one engine stats snapshot. */
+export function renderEngineMetrics(s: Stats, threads: number): string {
+  const lines: string[] = [];
+  for (const f of families(s, threads)) {
+    const name = PREFIX + f.name;
+    lines.push(`# HELP ${name} ${f.help}`, `# TYPE ${name} ${f.type}`);
+    for (const [labels, value] of f.samples) lines.push(labels ? `${name}{${labels}} ${value}` : `${name} ${value}`);
+  }
+  lines.push(...histogram(s));
+  return `${lines.join('\n')}\n`;
+}
+
+/** prom-client's process and Node.js metrics (unprefixed, as dashboards expect them). */
+export function processRegistry(): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return registry;
 }

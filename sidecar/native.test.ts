@@ -1,135 +1,99 @@
-// The native addon and the two ways its sockets are adopted by Node (listener.ts, dial.ts).
+// The native addon's own contract: the engine starts or fails like a Node system call (and leaves
+// nothing behind), refuses bad arguments with type errors, reports its counters and heartbeats,
+// and stops; CPU pinning of the calling process.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { test } from 'node:test';
-import { isRoot, privilegedSkipReason, sh } from '../e2e/netns.ts';
-import { transparentDialer } from './dial.ts';
-import { adoptListener } from './listener.ts';
-import { native, type NativeError } from './native/index.ts';
+import { isRoot, privilegedSkipReason } from '../e2e/netns.ts';
+import { native, type NativeError, type StartOptions } from './native/index.ts';
 
-const openFds = (): number => readdirSync('/proc/self/fd').length;
+/** This process's descriptors and what each points to (socket:[inode], anon_inode:[eventpoll], ...). */
+const openFds = (): Set<string> => new Set(readdirSync('/proc/self/fd').map((fd) => {
+  try {
+    return `${fd} ${readlinkSync(`/proc/self/fd/${fd}`)}`;
+  } catch {
+    return fd; // the descriptor readdir itself used, already closed
+  }
+}));
+/** Descriptors open now that were not open at `before`: what a call left behind. */
+const leaked = (before: Set<string>): string[] => [...openFds()].filter((f) => !before.has(f));
+const threadsNamed = (re: RegExp): number =>
+  readdirSync('/proc/self/task').filter((tid) => re.test(readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim())).length;
 
-async function plainServer(onConn: (s: net.Socket) => void = () => {}): Promise<{ server: net.Server; port: number }> {
-  const server = net.createServer({ allowHalfOpen: true }, onConn);
-  await new Promise<void>((r) => server.listen({ port: 0, host: '127.0.0.1', exclusive: true }, r));
+const options = (over: Partial<StartOptions> = {}): StartOptions => ({
+  threads: 2, listenPort: 0, backlog: 16, ipv4: true, ipv6: false, keepClientIp: false, cpus: null,
+  connectTimeoutMs: 1000, idleTimeoutMs: 60_000, holdTimeoutMs: 1000, maxConnections: 10, hook: false, peek: false,
+  logConnections: false, splice: true, faultKind: 0, faultAfterMs: 0, ...over,
+});
+
+async function plainServer(): Promise<{ server: net.Server; port: number }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen({ port: 0, host: '0.0.0.0', exclusive: true }, r));
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
-test('failures throw Node-style system errors (.code, .syscall) and leak no descriptor', async () => {
+test('a start that fails throws a Node-style system error (.code, .syscall) and leaks no descriptor or thread', async () => {
   const { server, port } = await plainServer();
   try {
-    const before = openFds();
-    for (let i = 0; i < 50; i++) {
-      assert.throws(
-        () => native().listenTransparent(4, '127.0.0.1', port, 16),
-        (e: NativeError) => {
-          // Root gets as far as bind (the port is taken, without SO_REUSEPORT); others fail at
-          // IP_TRANSPARENT, which needs CAP_NET_ADMIN.
-          const want = isRoot() ? { code: 'EADDRINUSE', syscall: 'bind' } : { code: 'EPERM', syscall: 'setsockopt' };
-          assert.equal(e.code, want.code);
-          assert.equal(e.syscall, want.syscall);
-          assert.ok(e.errno < 0);
-          assert.match(e.message, new RegExp(want.code));
-          return true;
-        },
-      );
+    const fds = openFds(), threads = threadsNamed(/^tpf-engine/);
+    for (let i = 0; i < 20; i++) {
+      assert.throws(() => native().engineStart(options({ listenPort: port }), () => {}), (e: NativeError) => {
+        // Root gets as far as bind (the port is taken, without SO_REUSEPORT); others fail at
+        // IP_TRANSPARENT, which needs CAP_NET_RAW or CAP_NET_ADMIN.
+        const want = isRoot() ? { code: 'EADDRINUSE', syscall: 'bind' } : { code: 'EPERM', syscall: 'setsockopt(IP_TRANSPARENT)' };
+        assert.equal(e.code, want.code);
+        assert.equal(e.syscall, want.syscall);
+        assert.ok(e.errno < 0);
+        assert.match(e.message, new RegExp(want.code));
+        return true;
+      });
     }
-    assert.equal(openFds(), before);
+    assert.deepEqual(leaked(fds), []);
+    assert.equal(threadsNamed(/^tpf-engine/), threads);
   } finally {
-    server.close();
+    await new Promise((r) => server.close(r)); // before the next test counts descriptors
   }
 });
 
-test('bad arguments are type errors, not crashes', () => {
+test('bad arguments are type errors naming the field, not crashes', () => {
   const n = native();
-  assert.throws(() => n.listenTransparent(5 as 4, '0.0.0.0', 1, 16), /family must be 4 or 6/);
-  assert.throws(() => n.listenTransparent(4, '::', 1, 16), /invalid address/);
-  assert.throws(() => n.listenTransparent(4, '0.0.0.0', 70000, 16), /invalid address, port or backlog/);
-  assert.throws(() => n.transparentSocket(6, '10.0.0.1', 0), /not an address of the family/);
-  assert.throws(() => n.transparentSocket(4, 42 as unknown as string, 0), /must be a string/);
+  assert.throws(() => n.engineStart(options({ threads: 0 }), () => {}), /threads must be an integer 1\.\.64/);
+  assert.throws(() => n.engineStart(options({ connectTimeoutMs: 2 ** 31 }), () => {}), /connectTimeoutMs must be an integer 1\.\.2147483647/);
+  assert.throws(() => n.engineStart(options({ ipv4: false, ipv6: false }), () => {}), /at least one of ipv4 and ipv6/);
+  assert.throws(() => n.engineStart(options({ cpus: [0] }), () => {}), /one CPU per thread/);
+  assert.throws(() => n.engineStart({ ...options(), hook: 'yes' } as unknown as StartOptions, () => {}), /hook has the wrong type/);
+  assert.throws(() => n.engineStart(options(), 'not a function' as unknown as () => void), /onEvents must be a function/);
+  assert.throws(() => n.engineStats({} as never), /not an engine handle/);
 });
 
-test('a native transparent listener is adopted with its backlog and shares its port (SO_REUSEPORT)', {
-  skip: privilegedSkipReason(),
-}, async () => {
+test('a started engine: its threads, counters at zero, heartbeats that move, options changed in place, a clean stop', { skip: privilegedSkipReason() }, async () => {
   const n = native();
-  const fds = [n.listenTransparent(4, '127.0.0.1', 0, 16)];
-  const servers: net.Server[] = [];
+  const fds = openFds();
+  const { handle, threads } = n.engineStart(options({ threads: 2 }), () => {});
   try {
-    const first = new net.Server();
-    await adoptListener(first, fds[0]!, 777);
-    servers.push(first);
-    const port = (first.address() as net.AddressInfo).port;
-    const second = new net.Server();
-    await adoptListener(second, n.listenTransparent(4, '127.0.0.1', port, 16), 777);
-    servers.push(second);
-    // Send-Q of a listening socket is its backlog: 777 (ours), not Node's default 511.
-    const ss = await sh(['ss', '-ltnH', `sport = :${port}`]);
-    const backlogs = ss
-      .trim()
-      .split('\n')
-      .map((l) => Number(l.trim().split(/\s+/)[2]));
-    assert.deepEqual(backlogs, [777, 777]);
-    const got = new Promise<string>((r) => first.once('connection', () => r('first')));
-    const got2 = new Promise<string>((r) => second.once('connection', () => r('second')));
-    const clients = Array.from(
-      { length: 40 },
-      () =>
-        new Promise<void>((resolve) => {
-          const c = net.connect(port, '127.0.0.1');
-          c.on('error', () => resolve());
-          c.on('connect', () => c.end());
-          c.on('close', () => resolve());
-        }),
-    );
-    for (const srv of servers) srv.on('connection', (s) => s.on('error', () => {}).end());
-    await Promise.all(clients);
-    assert.deepEqual((await Promise.all([got, got2])).sort(), ['first', 'second'], 'both listeners accept');
+    assert.deepEqual(threads, [{ cpu: -1, pinned: true }, { cpu: -1, pinned: true }]);
+    assert.equal(threadsNamed(/^tpf-engine-[01]$/), 2);
+    const names = n.statNames();
+    for (const s of ['accepted', 'closed_ok', 'err_other', 'bytes_up', 'relay_splice_bytes', 'connect_b0', 'connect_binf']) assert.ok(names.includes(s), s);
+    const stats = n.engineStats(handle);
+    assert.equal(stats.length, names.length + 1);
+    assert.deepEqual([...stats], new Array(names.length + 1).fill(0));
+    const b0 = [...n.engineHeartbeats(handle)];
+    await new Promise((r) => setTimeout(r, 1300));
+    const b1 = [...n.engineHeartbeats(handle)];
+    b1.forEach((b, i) => assert.ok(b > b0[i]!, `thread ${i} turned (${b0[i]} -> ${b})`));
+    n.engineSetOptions(handle, { maxConnections: 5, idleTimeoutMs: 1000 });
+    assert.throws(() => n.engineSetOptions(handle, { maxConnections: 5, idleTimeoutMs: -1 }), /idleTimeoutMs/);
+    assert.throws(() => n.engineDecide(handle, 1 as unknown as bigint, 0), /id must be a bigint/);
+    assert.throws(() => n.engineDecide(handle, 1n, 9 as 0), /verdict must be 0\.\.3/);
+    n.engineDecide(handle, 1n, 0); // no such held connection: ignored by its thread
   } finally {
-    for (const s of servers) s.close();
+    n.engineStop(handle);
   }
-});
-
-test('the transparent dialer keeps its bound source address and reports connects and refusals', {
-  skip: privilegedSkipReason(),
-}, async () => {
-  const seen: string[] = [];
-  const { server, port } = await plainServer((s) => {
-    seen.push(s.remoteAddress!);
-    s.end('hi');
-  });
-  try {
-    const dial = transparentDialer();
-    const results = await Promise.all(
-      Array.from(
-        { length: 20 },
-        (_, i) =>
-          new Promise<string>((resolve, reject) => {
-            const s = dial({ address: '127.0.0.1', port, family: 4 }, `127.0.0.${10 + i}`);
-            let data = '';
-            s.on('connect', () => (data += `connect:${s.localAddress}|`));
-            s.on('data', (d) => (data += d));
-            s.on('end', () => s.end());
-            s.on('error', reject);
-            s.on('close', () => resolve(data));
-            // Keep the event loop busy right after dialling: the connect must still use the bound fd.
-            const until = Date.now() + 5;
-            while (Date.now() < until);
-          }),
-      ),
-    );
-    for (const [i, r] of results.entries()) assert.equal(r, `connect:127.0.0.${10 + i}|hi`);
-    assert.deepEqual(seen.sort(), Array.from({ length: 20 }, (_, i) => `127.0.0.${10 + i}`).sort());
-
-    const refused = await new Promise<string>((resolve) => {
-      const s = dial({ address: '127.0.0.1', port: 1, family: 4 }, null);
-      s.on('error', (e: NodeJS.ErrnoException) => resolve(`${e.code}:${e.syscall}`));
-    });
-    assert.equal(refused, 'ECONNREFUSED:connect');
-  } finally {
-    server.close();
-  }
+  assert.equal(threadsNamed(/^tpf-engine/), 0, 'every engine thread joined');
+  assert.deepEqual(leaked(fds), [], 'listeners, epoll and eventfds closed');
+  assert.throws(() => n.engineStats(handle), /the engine is stopped/);
 });
 
 test('setAffinity pins every thread of the process; getAffinity reads it back; failures change nothing', () => {

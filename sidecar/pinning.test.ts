@@ -33,17 +33,12 @@ test('the worker count follows the planned CPUs when proxy.workers is 0; workers
   assert.deepEqual(pin.cpus, [2, 3, 4]);
   const s = settingsFrom(cfg, 16, pin);
   assert.equal(s.workers, 3);
-  assert.equal(s.worker.maxConnections, 3);
-  assert.deepEqual(
-    [0, 1, 2, 3, 4].map((slot) => cpuOfSlot(pin, slot)),
-    [2, 3, 4, 2, 3],
-  );
-  const fixed = settingsFrom(
-    parseNodeConfig(nodeConfig({ workers: 5 }, { mode: 'explicit', irqCpus: '0', workerCpus: '2-4' })),
-    16,
-    pin,
-  );
+  assert.deepEqual(s.threadCpus, [2, 3, 4]);
+  assert.equal(s.live.maxConnections, 9, 'one budget for every thread');
+  assert.deepEqual([0, 1, 2, 3, 4].map((slot) => cpuOfSlot(pin, slot)), [2, 3, 4, 2, 3]);
+  const fixed = settingsFrom(parseNodeConfig(nodeConfig({ workers: 5 }, { mode: 'explicit', irqCpus: '0', workerCpus: '2-4' })), 16, pin);
   assert.equal(fixed.workers, 5, 'an explicit proxy.workers wins over the plan');
+  assert.deepEqual(fixed.threadCpus, [2, 3, 4, 2, 3]);
 });
 
 test("auto mode pins to the agent's worker CPUs; mode off plans nothing", () => {
@@ -97,12 +92,7 @@ test('the sidecar exits 2 naming tuning.affinity.workerCpus for offline or malfo
   }
 });
 
-interface Listening {
-  pid: number;
-  workers: number;
-  workerCpus?: string;
-  pinned?: { pid: number; cpus: string }[];
-}
+interface Listening { pid: number; workers: number; workerCpus?: string; pinned?: { thread: number; cpus: string }[] }
 
 /** Starts the sidecar in a fresh namespace, hands its listening line and process to `check`, then stops it. */
 async function withSidecar(
@@ -138,68 +128,56 @@ async function withSidecar(
   }
 }
 
-/** The workers of the primary `pid` (its child processes). */
-const workerPids = (pid: number): number[] =>
-  readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-    .trim()
-    .split(/\s+/)
-    .filter(Boolean)
-    .map(Number)
-    .sort((a, b) => a - b);
-/** Cpus_allowed_list of a process, asserting every one of its threads has the same. */
-function processCpus(pid: number): string {
-  const lists = new Set(readdirSync(`/proc/${pid}/task`).map((tid) => allowed(pid, tid)));
+/** The engine threads of the sidecar `pid` by index: they name themselves tpf-engine-N (engine.c). */
+function engineThreads(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`).map(Number)) {
+    const m = /^tpf-engine-(\d+)$/.exec(readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim());
+    if (m) out.set(Number(m[1]), tid);
+  }
+  return out;
+}
+/** The Cpus_allowed_list shared by every other (JavaScript, V8, libuv) thread of the process. */
+function otherThreadsCpus(pid: number): string {
+  const engine = new Set(engineThreads(pid).values());
+  const lists = new Set(readdirSync(`/proc/${pid}/task`).map(Number).filter((tid) => !engine.has(tid)).map((tid) => allowed(pid, tid)));
   assert.equal(lists.size, 1, `threads of ${pid} disagree: ${[...lists].join(' | ')}`);
   return [...lists][0]!;
 }
 
-test('explicit workerCpus "1" and workers 0: one worker, all its threads on CPU 1', {
-  skip: privilegedSkipReason(),
-}, async () => {
+test('explicit workerCpus "1" and workers 0: one engine thread on CPU 1, the JavaScript threads on the worker CPUs', { skip: privilegedSkipReason() }, async () => {
   await withSidecar('spa', { workers: 0 }, { mode: 'explicit', irqCpus: '0', workerCpus: '1' }, async (l, p) => {
     assert.equal(l.workers, 1);
     assert.equal(l.workerCpus, '1');
-    const pids = workerPids(l.pid);
-    assert.equal(pids.length, 1);
-    assert.deepEqual(l.pinned, [{ pid: pids[0], cpus: '1' }]);
-    assert.equal(processCpus(pids[0]!), '1');
-    assert.equal(processCpus(l.pid), ownCpus, 'the primary is not pinned');
+    const threads = engineThreads(l.pid);
+    assert.equal(threads.size, 1);
+    assert.deepEqual(l.pinned, [{ thread: 0, cpus: '1' }]);
+    assert.equal(allowed(l.pid, threads.get(0)!), '1');
+    assert.equal(otherThreadsCpus(l.pid), '1');
     assert.match(p.output(), /"workerCpus":"1","workers":1,.*"msg":"pinning each worker/);
   });
 });
 
-test('workerCpus "0-1": two workers on CPU 0 and CPU 1; a restarted worker keeps its CPU', {
-  skip: privilegedSkipReason(),
-}, async () => {
+test('workerCpus "0-1": two engine threads, one on CPU 0 and one on CPU 1', { skip: privilegedSkipReason() }, async () => {
   await withSidecar('spb', { workers: 0 }, { mode: 'explicit', irqCpus: '0', workerCpus: '0-1' }, async (l) => {
     assert.equal(l.workers, 2);
-    const pids = workerPids(l.pid);
-    assert.equal(pids.length, 2);
-    const byCpu = new Map(pids.map((pid) => [processCpus(pid), pid]));
-    assert.deepEqual([...byCpu.keys()].sort(), ['0', '1']);
-    assert.deepEqual(l.pinned, [
-      { pid: byCpu.get('0'), cpus: '0' },
-      { pid: byCpu.get('1'), cpus: '1' },
-    ]);
-    process.kill(byCpu.get('0')!, 'SIGKILL');
-    let fresh: number[] = [];
-    await waitFor('a replacement worker', async () => {
-      fresh = workerPids(l.pid).filter((pid) => pid !== byCpu.get('1'));
-      return fresh.length === 1 && fresh[0] !== byCpu.get('0') && processCpus(fresh[0]!) === '0';
-    });
-    assert.equal(processCpus(byCpu.get('1')!), '1');
+    const threads = engineThreads(l.pid);
+    assert.deepEqual([...threads.keys()].sort(), [0, 1]);
+    assert.deepEqual(l.pinned, [{ thread: 0, cpus: '0' }, { thread: 1, cpus: '1' }]);
+    assert.equal(allowed(l.pid, threads.get(0)!), '0');
+    assert.equal(allowed(l.pid, threads.get(1)!), '1');
+    assert.equal(otherThreadsCpus(l.pid), '0-1');
   });
 });
 
-test('with affinity off the workers keep the full CPU set and nothing is logged about pinning', {
-  skip: privilegedSkipReason(),
-}, async () => {
+test('with affinity off every thread keeps the full CPU set and nothing is logged about pinning', { skip: privilegedSkipReason() }, async () => {
   await withSidecar('spc', { workers: 2 }, undefined, async (l, p) => {
     assert.equal(l.workerCpus, undefined);
     assert.equal(l.pinned, undefined);
-    const pids = workerPids(l.pid);
-    assert.equal(pids.length, 2);
-    for (const pid of pids) assert.equal(processCpus(pid), ownCpus);
+    const threads = engineThreads(l.pid);
+    assert.equal(threads.size, 2);
+    for (const tid of threads.values()) assert.equal(allowed(l.pid, tid), ownCpus);
+    assert.equal(otherThreadsCpus(l.pid), ownCpus);
     assert.doesNotMatch(p.output(), /pinning/);
   });
 });

@@ -6,29 +6,21 @@ import { settingsFrom } from './settings.ts';
 const cfg = (proxy: object, interception: object = {}) =>
   parseNodeConfig({ apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', proxy, interception });
 
-test('workers 0 means one per CPU; maxConnections is split across workers, rounding up', () => {
+test('workers 0 means one engine thread per CPU; maxConnections is one budget for all of them', () => {
   const s = settingsFrom(cfg({ workers: 0, maxConnections: 10 }), 3);
   assert.equal(s.workers, 3);
-  assert.equal(s.worker.maxConnections, 4);
-  assert.equal(settingsFrom(cfg({ workers: 2, maxConnections: 10 }), 8).worker.maxConnections, 5);
-  assert.equal(settingsFrom(cfg({ workers: 4, maxConnections: 1 }), 8).worker.maxConnections, 1, 'never 0');
+  assert.equal(s.live.maxConnections, 10);
+  assert.equal(settingsFrom(cfg({ workers: 2 }), 8).workers, 2);
+  assert.equal(s.threadCpus, null, 'not pinned without tuning.affinity');
 });
 
-test('durations, families and ports reach the workers as numbers', () => {
-  const s = settingsFrom(
-    cfg({ listenPort: 16000, timeouts: { connect: '250ms', idle: '2m', drain: '5s' } }, { ipFamilies: ['IPv6'] }),
-    1,
-  );
+test('durations, families and ports reach the engine as numbers; debug turns connection events on', () => {
+  const s = settingsFrom(cfg({ listenPort: 16000, timeouts: { connect: '250ms', idle: '2m', drain: '5s' } }, { ipFamilies: ['IPv6'] }), 1);
   assert.deepEqual(
-    {
-      port: s.worker.listenPort,
-      families: s.worker.families,
-      c: s.worker.connectTimeoutMs,
-      i: s.worker.idleTimeoutMs,
-      d: s.drainTimeoutMs,
-    },
-    { port: 16000, families: [6], c: 250, i: 120_000, d: 5_000 },
+    { port: s.listenPort, v4: s.ipv4, v6: s.ipv6, c: s.live.connectTimeoutMs, i: s.live.idleTimeoutMs, d: s.drainTimeoutMs },
+    { port: 16000, v4: false, v6: true, c: 250, i: 120_000, d: 5_000 },
   );
-  // What the primary hands to a worker survives the JSON round trip of cluster.fork's env.
-  assert.deepEqual(JSON.parse(JSON.stringify(s.worker)), s.worker);
+  assert.equal(s.live.logConnections, false);
+  assert.equal(settingsFrom(cfg({ logLevel: 'debug' }), 1).live.logConnections, true);
+  assert.equal(s.live.hook, false, 'no decision hook without a policy');
 });

@@ -2,8 +2,12 @@
   "targets": [
     {
       "target_name": "tpfleet_native",
-      "sources": ["src/tpfleet_native.c"],
-      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "sources": [
+        "src/addon.c", "src/affinity.c", "src/napi_util.c",
+        "src/engine.c", "src/setup.c", "src/conn.c", "src/relay.c", "src/pool.c", "src/events.c", "src/sockets.c"
+      ],
+      "cflags": ["-Wall", "-Wextra", "-O2", "-std=gnu11", "-pthread"],
+      "ldflags": ["-pthread"],
       "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"]
     }
   ]

@@ -1,6 +1,6 @@
-// Typed loader of the N-API addon built from native/src/tpfleet_native.c by scripts/bootstrap.sh
-// (docs/adr/0002-native-addon.md). The addon only creates sockets (libuv owns them afterwards) and
-// pins the calling process to CPUs.
+// Typed loader of the N-API addon built from native/src/*.c by scripts/bootstrap.sh: the data engine
+// (docs/adr/0011-data-engine.md) and CPU pinning (docs/adr/0002-native-addon.md). engine.ts wraps the
+// engine functions; nothing else should call them directly.
 import { createRequire } from 'node:module';
 
 export type IpFamily = 4 | 6;
@@ -11,27 +11,82 @@ export interface NativeError extends Error {
   code: string;
   /** negative errno */
   errno: number;
-  syscall: 'socket' | 'setsockopt' | 'bind' | 'listen' | 'sched_setaffinity' | 'sched_getaffinity';
+  syscall: string;
+}
+
+export interface NativeEndpoint {
+  address: string;
+  port: number;
+  family: IpFamily;
+}
+
+/** Options the engine takes at start; the live ones (LiveOptions) can change while it runs. */
+export interface LiveOptions {
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Decision hook: how long a held connection waits for its first bytes before the hook decides without them. */
+  holdTimeoutMs: number;
+  maxConnections: number;
+  /** Hold every accepted connection for the decision hook (engine.ts onDecide). */
+  hook: boolean;
+  /** With hook: wait for the client's first bytes (peeked, left on the socket) before asking. */
+  peek: boolean;
+  /** One event per accepted and closed connection (debug logging). */
+  logConnections: boolean;
+  /** Bulk directions move with splice(2); false: copy only (benchmark knob). */
+  splice: boolean;
+}
+
+export interface StartOptions extends LiveOptions {
+  threads: number;
+  listenPort: number;
+  backlog: number;
+  ipv4: boolean;
+  ipv6: boolean;
+  keepClientIp: boolean;
+  /** One CPU per thread, or null to leave threads unpinned. */
+  cpus: number[] | null;
+  /** Test-only fault injection: 0 none, 1 stall thread 0, 2 thread 0 fails. */
+  faultKind: 0 | 1 | 2;
+  faultAfterMs: number;
+}
+
+export type NativeEvent =
+  | { kind: 'accepted'; thread: number; id: bigint; src: NativeEndpoint; dst: NativeEndpoint }
+  | {
+    kind: 'closed'; thread: number; id: bigint; src: NativeEndpoint; dst: NativeEndpoint;
+    /** enum err_reason of stats.h: 0 none, then the error reasons in metrics.ts order, 8 denied. */
+    reason: number; bytesUp: number; bytesDown: number; durationUs: number;
+  }
+  | { kind: 'decide'; thread: number; id: bigint; src: NativeEndpoint; dst: NativeEndpoint; flags: number; bytes: Buffer }
+  | { kind: 'warn'; thread: number; what: string; errno: number; code: string }
+  | { kind: 'fatal'; thread: number; what: string; errno: number; code: string };
+
+/** A started engine. */
+export interface NativeHandle {
+  readonly __engine: unique symbol;
 }
 
 export interface TpfleetNative {
-  /**
-   * A non-blocking, close-on-exec TCP listener with SO_REUSEADDR, SO_REUSEPORT and IP_TRANSPARENT
-   * (IPV6_TRANSPARENT + IPV6_V6ONLY for family 6), bound and listening with `backlog`. Adopt it
-   * with `adoptListener()` (listener.ts). Needs CAP_NET_ADMIN or CAP_NET_RAW.
-   */
-  listenTransparent(family: IpFamily, address: string, port: number, backlog: number): number;
-  /**
-   * An unconnected, non-blocking, close-on-exec TCP socket with IP_TRANSPARENT, bound to
-   * `bindAddress` (port chosen at connect, IP_BIND_ADDRESS_NO_PORT) when given, with SO_MARK when
-   * `mark` is not 0. Adopt it with `new net.Socket({ fd })` and connect() in the same tick (see
-   * dial.ts). Needs CAP_NET_ADMIN or CAP_NET_RAW (SO_MARK: CAP_NET_ADMIN).
-   */
-  transparentSocket(family: IpFamily, bindAddress: string | null, mark: number): number;
+  engineStart(opts: StartOptions, onEvents: (events: NativeEvent[]) => void): {
+    handle: NativeHandle;
+    threads: { cpu: number; pinned: boolean }[];
+  };
+  /** Counters summed over threads, in statNames() order, then the number of open connections. */
+  engineStats(h: NativeHandle): Float64Array;
+  /** Loop turns per thread: each advances at least once a second while the thread lives. */
+  engineHeartbeats(h: NativeHandle): Float64Array;
+  engineSetOptions(h: NativeHandle, opts: Partial<LiveOptions>): void;
+  /** 0 forward to the original destination, 1 reset, 2 forward to `to`, 3 wait for more bytes. */
+  engineDecide(h: NativeHandle, id: bigint, verdict: 0 | 1 | 2 | 3, to?: { address: string; port: number }): void;
+  engineDrain(h: NativeHandle): void;
+  engineCloseAll(h: NativeHandle): void;
+  engineStop(h: NativeHandle): void;
+  statNames(): string[];
   /**
    * Pins every thread of the calling process to `cpus` (sched_setaffinity per /proc/self/task
-   * entry; threads created later inherit it). No capability needed. Throws EINVAL when no CPU of
-   * the list is online and allowed (cgroup cpuset); a TypeError for an empty list or CPUs outside 0..8191.
+   * entry; threads created later inherit it). Call it before engineStart: it would re-pin engine
+   * threads too. Throws EINVAL when no CPU of the list is online and allowed (cgroup cpuset).
    */
   setAffinity(cpus: number[]): void;
   /** The calling thread's allowed CPUs, ascending (sched_getaffinity). */
