@@ -21,8 +21,10 @@ export interface Proc {
   stop(graceMs?: number): Promise<number | string>;
 }
 
-export async function startInNs(ns: string, argv: string[], opts: { ready?: RegExp; readyTimeoutMs?: number; env?: Record<string, string> } = {}): Promise<Proc> {
-  const child = nsSpawn(ns, argv, { cwd: REPO, ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
+export async function startInNs(ns: string, argv: string[], opts: { ready?: RegExp; readyTimeoutMs?: number; env?: Record<string, string>; stdin?: boolean } = {}): Promise<Proc> {
+  const child = nsSpawn(ns, argv, {
+    cwd: REPO, ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}), ...(opts.stdin ? { stdio: ['pipe', 'pipe', 'pipe'] } : {}),
+  });
   let buf = '';
   child.stdout?.on('data', (d) => (buf += d));
   child.stderr?.on('data', (d) => (buf += d));

@@ -16,6 +16,8 @@
 //       tick        ask for MS ms of ticks (--bytes is MS), wait for the close: ticks and closedAfterMs
 //       slow        write random bytes as fast as the path takes them for S seconds: prints bytes sent
 //       bulk        ask for N bytes, read them: prints received, sha256 and the end
+//       say         send --text's parts (split on |, one segment each, 150 ms apart), then read for
+//                   --seconds: prints what came back and how the connection ended
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -24,7 +26,7 @@ const { positionals, values: opt } = parseArgs({
   allowPositionals: true,
   options: {
     listen: { type: 'string' }, to: { type: 'string' }, cmd: { type: 'string' },
-    bytes: { type: 'string', default: '0' }, seconds: { type: 'string', default: '5' },
+    bytes: { type: 'string', default: '0' }, seconds: { type: 'string', default: '5' }, text: { type: 'string', default: '' },
   },
 });
 const out = (o: unknown): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -150,6 +152,23 @@ async function client(): Promise<void> {
     s.on('end', () => ((end = true), s.end()));
     const e = await ended;
     return out({ received, end, receivedSha: got.digest('hex'), ...e });
+  }
+  if (cmd === 'say') {
+    const { host, port } = hostPort(opt.to ?? '');
+    const s = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    let got = '', error: string | undefined;
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (got += d));
+    s.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+    const closed = new Promise((r) => s.on('close', r));
+    await Promise.race([new Promise((r) => s.once('connect', r)), closed]);
+    for (const part of (opt.text ?? '').split('|')) {
+      if (part) s.write(part.replace(/\\n/g, '\n'));
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    await Promise.race([closed, new Promise((r) => setTimeout(r, Number(opt.seconds) * 1000))]);
+    s.destroy();
+    return out({ got, ...(error ? { error } : {}) });
   }
   console.error(`unknown --cmd ${cmd}`);
   process.exit(2);
