@@ -3,26 +3,24 @@
 #   docker build --target node     -t tpfleet-node .
 # Every stage starts from NODE_IMAGE, the official Node LTS image. Where no registry is reachable,
 # images/build.sh passes a local stand-in built by images/base.sh (--build-arg NODE_IMAGE=...).
-# TypeScript runs as is through tsx (a runtime dependency); nothing is compiled ahead of time
-# except the sidecar's N-API addon.
+# The images run compiled JavaScript: images/bundle.ts (esbuild) turns each entrypoint into one file
+# in the build stage, so the runtime stages carry neither TypeScript, tsx nor node_modules; the
+# sidecar's N-API addon sits next to the bundles.
 ARG NODE_IMAGE=node:24.21.0-bookworm-slim
 
-# --- build: dependencies and the native addon; thrown away, so its compilers never ship ---
+# --- build: dependencies, the native addon and the bundles; thrown away, so its compilers never ship ---
 FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/tpfleet
 COPY package.json package-lock.json ./
-# Production dependencies only: nothing here needs the dev ones (typecheck runs in CI, not in the
-# image), so this is `npm ci` + `npm prune --omit=dev` without downloading what prune would delete.
-# Type declarations and source maps are dropped too: tsx never reads them (about a third of
-# @kubernetes/client-node). Behind a TLS-inspecting proxy, pass its CA as the optional secret
+# Every dependency, the dev ones included: esbuild bundles the production ones into dist/ below, and
+# node_modules stays in this stage. Behind a TLS-inspecting proxy, pass its CA as the optional secret
 # npm-ca (`--secret id=npm-ca,src=ca.pem`); it is added to Node's roots for this step only.
 RUN --mount=type=secret,id=npm-ca \
     if [ -f /run/secrets/npm-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/npm-ca; fi \
- && npm ci --omit=dev --no-audit --no-fund --ignore-scripts --loglevel=error \
- && find node_modules -type f \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' \) -delete \
+ && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error \
  && rm -rf /root/.npm
 # The addon against the headers of the Node it will run on (node-gyp bundled with npm; --nodedir
 # keeps node-gyp from downloading headers). Only the .node file is kept.
@@ -35,8 +33,12 @@ RUN cd sidecar/native \
 # a 127 MB copy of node carrying the file capability.
 COPY images/launcher/ images/launcher/
 RUN gcc -O2 -s -Wall -Wextra -Werror -o /opt/netadmin-exec images/launcher/netadmin-exec.c
-# Sources last: a code change rebuilds only this layer and the targets' last layer.
+# Sources last: a code change rebuilds only this layer and the targets' last layer. One bundle per
+# entrypoint (tpfleet-operator.mjs, tpfleet-agent.mjs, tpfleet-sidecar.mjs), the addon beside them
+# at the path sidecar/native/index.ts loads it from (relative to the module: build/Release/).
 COPY . .
+RUN node images/bundle.ts /opt/app/dist \
+ && mkdir -p /opt/app/dist/build/Release && cp sidecar/native/build/Release/tpfleet_native.node /opt/app/dist/build/Release/
 
 # --- runtime: what both targets share ---
 FROM ${NODE_IMAGE} AS runtime
@@ -57,7 +59,7 @@ LABEL org.opencontainers.image.source="https://github.com/tpfleet/tpfleet" \
 FROM runtime AS operator
 LABEL org.opencontainers.image.title="tpfleet-operator" \
       org.opencontainers.image.description="tpfleet operator: reconciles TransparentProxy objects into node fleets"
-COPY --from=build /opt/tpfleet /opt/tpfleet
+COPY --from=build /opt/app/dist/tpfleet-operator.mjs /opt/tpfleet/dist/
 COPY images/bin/tpfleet-operator /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["tpfleet-operator"]
@@ -77,7 +79,8 @@ RUN apt-get update \
 COPY --from=build /opt/netadmin-exec /usr/local/libexec/tpfleet/netadmin-exec
 RUN chmod 0755 /usr/local/libexec/tpfleet/netadmin-exec \
  && setcap cap_net_admin=p /usr/local/libexec/tpfleet/netadmin-exec
-COPY --from=build /opt/tpfleet /opt/tpfleet
+COPY --from=build /opt/app/dist/tpfleet-agent.mjs /opt/app/dist/tpfleet-sidecar.mjs /opt/tpfleet/dist/
+COPY --from=build /opt/app/dist/build/ /opt/tpfleet/dist/build/
 COPY images/bin/tpfleet-agent images/bin/tpfleet-sidecar /usr/local/bin/
 USER 65532:65532
 CMD ["tpfleet-sidecar", "--config", "/etc/tpfleet/nodeconfig.yaml"]

@@ -7,7 +7,8 @@
 // Exit codes: 0 after a drain, 1 on a runtime failure (listener, metrics port, CPU pinning, an engine
 // thread that failed or stopped turning), 2 on bad usage or config (the message names the field),
 // including a tuning.affinity plan that leaves no CPU for the workers on this node.
-// The environment is read once, here: TPFLEET_ENGINE_FAULT (tests only, engine.ts parseFault).
+// The environment is read once, here: TPFLEET_ENGINE_FAULT (tests only, engine.ts parseFault) and
+// TPFLEET_ENGINE_SPLICE=off (benchmarks only: the engine copies every byte, ADR 0011).
 import { parseArgs } from 'node:util';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
 import { readNodeFacts } from '../daemonset/tuning/facts.ts';
@@ -42,7 +43,9 @@ function parse(): { settings: Settings; fault: ReturnType<typeof parseFault> } {
     // Node facts (the same reader and planner as the node agent's) only when pinning is asked for.
     const pinning = cfg.tuning.affinity.mode === 'off' ? null
       : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
-    return { settings: settingsFrom(cfg, undefined, pinning, template ?? null), fault: parseFault(process.env.TPFLEET_ENGINE_FAULT) };
+    const settings = settingsFrom(cfg, undefined, pinning, template ?? null);
+    if (process.env.TPFLEET_ENGINE_SPLICE === 'off') settings.live.splice = false;
+    return { settings, fault: parseFault(process.env.TPFLEET_ENGINE_FAULT) };
   } catch (e) {
     if (e instanceof ConfigError) fail(e.message);
     throw e;

@@ -1,156 +1,198 @@
-// `npm run bench:dataplane`: the data-path benchmark. In one run and one topology (client ⇄ proxy ⇄ server
-// namespaces), with the same interception rules installed by our node agent, it measures the direct path,
-// HAProxy in TPROXY mode (with and without splice-auto) and the tpfleet sidecar, prints the table with
-// ratios against HAProxy and writes it, with the machine's description, into docs/benchmarks.md.
+// `npm run bench:dataplane`: the data-path benchmark. Every path gets the same topology (client ⇄ proxy ⇄
+// server namespaces, built fresh for each path and each phase so no path inherits another's TIME_WAIT
+// sockets) and the same interception rules installed by our node agent; it measures the direct path,
+// HAProxy in TPROXY mode (with and without splice-auto) and the tpfleet sidecar as the image runs it
+// (the compiled bundle, plain node), prints the table with ratios against HAProxy and writes it, with the
+// machine's description, into docs/benchmarks.md.
 //
-// Options: --seconds N (per measurement, default 10), --idle N (idle connections for the memory test,
-// default 5000), --paths direct,haproxy,haproxy-splice,tpfleet, --workers N (sidecar; HAProxy runs 2 threads),
-// --no-write (print only).
+// The client namespace keeps the kernel's default sysctls, as a pod's do (issue 21); --client tuned sets
+// tcp_tw_reuse=1 and a wide port range there instead (a labelled variant, never the default).
+//
+// Options: --seconds N (per measurement, default 10), --runs N (back-to-back Connection: close runs of the
+// churn series, default 6), --idle N (idle connections for the memory test, default 5000),
+// --paths direct,haproxy,haproxy-splice,tpfleet[,tpfleet-copy] (tpfleet-copy: the engine with splice off),
+// --workers N (sidecar engine threads and HAProxy threads, default 2), --client default|tuned, --no-write.
+import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
+import { bundle } from '../../images/bundle.ts';
 import { createTopology, nsExec, privilegedSkipReason, waitFor, type Topology } from '../netns.ts';
-import {
-  agent,
-  nodeConfigYaml,
-  peer,
-  REPO,
-  scratch,
-  scrape,
-  startInNs,
-  startPeerServer,
-  startSidecar,
-  tsNode,
-  type Proc,
-} from '../proc.ts';
+import { agent, httpStatus, nodeConfigYaml, peer, REPO, scratch, scrape, startInNs, startPeerServer, tsNode, type Proc } from '../proc.ts';
 import { iperf3, treeRss, wrk } from './measure.ts';
 import { haproxyConf, haproxyCumConns, nginxConf, startHaproxy, startIperfServer, startNginx } from './peers.ts';
 import { describeMachine, renderTable, writeSection, type Row } from './report.ts';
 
 const { values: opt } = parseArgs({
   options: {
-    seconds: { type: 'string', default: '10' },
-    idle: { type: 'string', default: '5000' },
+    seconds: { type: 'string', default: '10' }, runs: { type: 'string', default: '6' }, idle: { type: 'string', default: '5000' },
     paths: { type: 'string', default: 'direct,haproxy,haproxy-splice,tpfleet' },
-    workers: { type: 'string', default: '2' },
-    'no-write': { type: 'boolean', default: false },
+    workers: { type: 'string', default: '2' }, client: { type: 'string', default: 'default' }, 'no-write': { type: 'boolean', default: false },
   },
 });
-const SECONDS = Number(opt.seconds),
-  IDLE = Number(opt.idle);
-const LISTEN = 15101,
-  METRICS = 15190,
-  HOLD_PORT = 7000;
+const SECONDS = Number(opt.seconds), RUNS = Number(opt.runs), IDLE = Number(opt.idle), WORKERS = Number(opt.workers);
+const LISTEN = 15101, METRICS = 15190, HOLD_PORT = 7000;
 
-type ProxyKind = 'direct' | 'haproxy' | 'haproxy-splice' | 'tpfleet';
+type ProxyKind = 'direct' | 'haproxy' | 'haproxy-splice' | 'tpfleet' | 'tpfleet-copy';
+type Scratch = ReturnType<typeof scratch>;
+interface Running { proc?: Proc; served(): Promise<number> }
 
-interface Running {
-  proc?: Proc;
-  served(): Promise<number>;
+/** The compiled sidecar and agent as the node image carries them (images/bundle.ts), addon beside them. */
+async function productionBundles(dir: Scratch): Promise<string> {
+  const dist = path.join(dir.dir, 'dist');
+  await bundle(dist);
+  mkdirSync(path.join(dist, 'build/Release'), { recursive: true });
+  copyFileSync(path.join(REPO, 'sidecar/native/build/Release/tpfleet_native.node'), path.join(dist, 'build/Release/tpfleet_native.node'));
+  return dist;
 }
+let DIST = '';
+/** argv of the sidecar as images/bin/tpfleet-sidecar runs it (minus the capability launcher: we are root). */
+const sidecarArgv = (cfg: string) => [process.execPath, '--lite-mode', path.join(DIST, 'tpfleet-sidecar.mjs'), '--config', cfg];
 
-async function startProxy(kind: ProxyKind, t: Topology, dir: ReturnType<typeof scratch>): Promise<Running> {
+async function startProxy(kind: ProxyKind, t: Topology, dir: Scratch): Promise<Running> {
   if (kind === 'direct') return { served: async () => 0 };
-  if (kind === 'tpfleet') {
-    const cfg = dir.file(
-      'sidecar.yaml',
-      nodeConfigYaml({
-        proxy: {
-          listenPort: LISTEN,
-          metricsPort: METRICS,
-          keepClientIp: true,
-          workers: Number(opt.workers),
-          logLevel: 'warn',
-        },
-      }),
-    );
-    const proc = await startSidecar(t.proxy.ns, cfg);
-    return {
-      proc,
-      served: async () => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_accepted_total') ?? 0,
-    };
+  if (kind.startsWith('tpfleet')) {
+    const cfg = dir.file('sidecar.yaml', nodeConfigYaml({
+      proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true, workers: WORKERS, logLevel: 'warn' },
+    }));
+    const proc = await startInNs(t.proxy.ns, sidecarArgv(cfg), { env: kind === 'tpfleet-copy' ? { TPFLEET_ENGINE_SPLICE: 'off' } : {} });
+    await waitFor('the sidecar to be ready', async () => (await httpStatus(t.proxy.ns, METRICS, '/readyz')) === 200, 20_000, 50);
+    return { proc, served: async () => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_accepted_total') ?? 0 };
   }
-  const conf = dir.file(
-    `${kind}.cfg`,
-    haproxyConf({
-      dir: dir.dir,
-      port: LISTEN,
-      splice: kind === 'haproxy-splice',
-      keepClientIp: true,
-      maxconn: kind === 'haproxy' ? 9000 : 6000,
-    }),
-  );
+  const conf = dir.file(`${kind}.cfg`, haproxyConf({ dir: dir.dir, port: LISTEN, threads: WORKERS, splice: kind === 'haproxy-splice', keepClientIp: true, maxconn: kind === 'haproxy' ? 9000 : 6000 }));
   const proc = await startHaproxy(t.proxy.ns, conf);
   const sock = path.join(dir.dir, 'haproxy.sock');
   await waitFor('haproxy stats socket', async () => (await haproxyCumConns(sock)) >= 0);
   return { proc, served: () => haproxyCumConns(sock) };
 }
 
-async function idleMemory(t: Topology, proc: Proc): Promise<number> {
-  const pid = proc.child.pid!;
-  const before = treeRss(pid);
-  const holder = await startInNs(
-    t.client.ns,
-    [...tsNode('e2e/tools/peer.ts'), 'hold', '--to', `${t.server.v4}:${HOLD_PORT}`, '--count', String(IDLE)],
-    {
-      ready: /"held":\d+/,
-      readyTimeoutMs: 120_000,
-    },
-  );
+/** A fresh topology with the servers and the agent's rules (nftables, FailClosed); `fn` runs inside it. */
+async function inTopology<T>(dir: Scratch, fn: (t: Topology) => Promise<T>): Promise<T> {
+  const t = await createTopology('bn');
+  const procs: Proc[] = [];
+  const state = path.join(dir.dir, `agent-state-${t.prefix}`);
+  const cfg = dir.file('agent.yaml', nodeConfigYaml({
+    interception: { ports: [{ port: 80 }, { port: 5201 }, { port: HOLD_PORT, endPort: HOLD_PORT + 1 }], destinations: { include: [`${t.server.v4}/32`] }, ipFamilies: ['IPv4'], failurePolicy: 'FailClosed' },
+    proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true },
+  }));
   try {
-    const r = JSON.parse(/\{"held".*\}/.exec(holder.output())![0]) as { held: number; failed: number };
-    if (r.failed > 0) throw new Error(`${r.failed} of ${IDLE} idle connections failed`);
-    await sleep(2000); // let allocations settle
-    return (treeRss(pid) - before) / IDLE / 1024;
+    if (opt.client === 'tuned') await nsExec(t.client.ns, ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']);
+    const srv = t.server.v4;
+    procs.push(await startNginx(t.server.ns, dir.file('nginx.conf', nginxConf(dir.dir, [`${srv}:80`]))));
+    procs.push(await startIperfServer(t.server.ns, srv));
+    procs.push(await startPeerServer(t.server.ns, [`${srv}:${HOLD_PORT}`], 'hold'));
+    procs.push(await startPeerServer(t.server.ns, [`${srv}:${HOLD_PORT + 1}`]));
+    await waitFor('nginx', async () => (await nsExec(t.client.ns, ['wrk', '-t1', '-c1', '-d1s', `http://${srv}/`])).includes('requests in'));
+    await agent(t.proxy.ns, 'apply', cfg, state);
+    return await fn(t);
   } finally {
-    await holder.stop();
+    for (const p of procs.reverse()) await p.stop();
+    await agent(t.proxy.ns, 'cleanup', cfg, state).catch(() => undefined);
+    await t.destroy();
   }
 }
 
-async function measure(kind: ProxyKind, t: Topology, dir: ReturnType<typeof scratch>): Promise<Row> {
+/** CPU seconds (user + system) of a process and its threads so far, from /proc/PID/stat. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+async function proveInPath(kind: ProxyKind, t: Topology, running: Running): Promise<void> {
+  // nft tproxy fails open silently (pitfall 2): a figure only counts if the proxy carried traffic.
+  const p = await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${HOLD_PORT + 1}`]);
+  if (kind !== 'direct' && !((await running.served()) > 0)) throw new Error(`${kind} is not in the path (probe: ${JSON.stringify(p)})`);
+}
+
+/** Throughput, CPU per GB and keep-alive requests, on one proxy process. */
+async function throughput(kind: ProxyKind, t: Topology, dir: Scratch, row: Row): Promise<void> {
   const running = await startProxy(kind, t, dir);
   try {
+    await proveInPath(kind, t, running);
     const srv = t.server.v4;
-    // Prove the proxy is in the path before measuring it (nft tproxy fails open silently: pitfall 2).
-    const p = await peer(t.client.ns, ['probe', '--to', `${srv}:${HOLD_PORT + 1}`]);
-    if (kind !== 'direct' && !((await running.served()) > 0))
-      throw new Error(`${kind} is not in the path (probe: ${JSON.stringify(p)})`);
-    const row: Row = { path: kind };
     row.iperf1 = await iperf3(t.client.ns, srv, 1, SECONDS);
+    const pid = running.proc?.child.pid;
+    const cpu0 = pid ? cpuSeconds(pid) : 0;
     row.iperf4 = await iperf3(t.client.ns, srv, 4, SECONDS);
-    const close = await wrk(t.client.ns, `http://${srv}/`, SECONDS, true);
+    if (pid) row.cpuPerGB = (cpuSeconds(pid) - cpu0) / (row.iperf4 * SECONDS / 8);
     const ka = await wrk(t.client.ns, `http://${srv}/`, SECONDS, false);
-    if (close.errors > close.requests / 100 || ka.errors > 0) {
-      console.error(
-        `${kind}: wrk errors close=${close.errors}/${close.requests} keep-alive=${ka.errors}/${ka.requests}`,
-      );
-    }
-    row.connPerSec = close.rps;
+    if (ka.errors > 0) console.error(`${kind}: keep-alive wrk errors ${ka.errors}/${ka.requests}`);
     row.kaRps = ka.rps;
     row.kaP99ms = ka.p99ms;
-    console.error(`${kind}: done (${await running.served()} connections through the proxy)`);
-    return row;
   } finally {
     await running.proc?.stop();
   }
 }
 
-/**
- * Memory per idle connection, on a fresh proxy process: after the load tests a process's heap and
- * pools have already grown and would absorb the idle connections (measured: Node showed 0 KiB).
- */
-async function measureMemory(
-  kind: ProxyKind,
-  t: Topology,
-  dir: ReturnType<typeof scratch>,
-): Promise<number | undefined> {
+/** Memory per idle connection, on a fresh proxy process (a warmed one absorbs them in its pools). */
+async function idleMemory(kind: ProxyKind, t: Topology, dir: Scratch): Promise<number | undefined> {
   if (kind === 'direct') return undefined;
   const running = await startProxy(kind, t, dir);
   try {
     await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${HOLD_PORT + 1}`]); // warm: one connection first
-    return await idleMemory(t, running.proc!);
+    const pid = running.proc!.child.pid!;
+    const before = treeRss(pid);
+    const holder = await startInNs(t.client.ns, [...tsNode('e2e/tools/peer.ts'), 'hold', '--to', `${t.server.v4}:${HOLD_PORT}`, '--count', String(IDLE)], {
+      ready: /"held":\d+/, readyTimeoutMs: 120_000,
+    });
+    try {
+      const r = JSON.parse(/\{"held".*\}/.exec(holder.output())![0]) as { held: number; failed: number };
+      if (r.failed > 0) throw new Error(`${r.failed} of ${IDLE} idle connections failed`);
+      await sleep(2000); // let allocations settle
+      return (treeRss(pid) - before) / IDLE / 1024;
+    } finally {
+      await holder.stop();
+    }
   } finally {
     await running.proc?.stop();
+  }
+}
+
+/** The churn series (issue 21): RUNS back-to-back `Connection: close` runs; first, last, last/first. */
+async function churn(kind: ProxyKind, t: Topology, dir: Scratch, row: Row): Promise<number[]> {
+  const running = await startProxy(kind, t, dir);
+  try {
+    await proveInPath(kind, t, running);
+    const rates: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const r = await wrk(t.client.ns, `http://${t.server.v4}/`, SECONDS, true);
+      if (r.errors > r.requests / 100) console.error(`${kind}: churn run ${i + 1}: wrk errors ${r.errors}/${r.requests}`);
+      rates.push(r.rps);
+    }
+    row.connPerSec = rates[0];
+    row.connLast = rates.at(-1);
+    row.churnRatio = rates.at(-1)! / rates[0]!;
+    console.error(`${kind}: churn ${rates.map((r) => r.toFixed(0)).join(' / ')}`);
+    return rates;
+  } finally {
+    await running.proc?.stop();
+  }
+}
+
+interface Footprint { rssMiB: number; pssMiB: number; sidecarRssMiB: number; watchRssMiB: number; readyMs: number[] }
+
+/** What tpfleet costs a node at rest: sidecar + watchdog RSS and PSS, and exec -> /readyz 200. */
+async function footprint(t: Topology, dir: Scratch): Promise<Footprint> {
+  const cfg = dir.file('idle.yaml', nodeConfigYaml({ proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true, workers: WORKERS } }));
+  const readyMs: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const out = await nsExec(t.proxy.ns, [...tsNode('e2e/tools/ready-timer.ts'), '--port', String(METRICS), '--', ...sidecarArgv(cfg)]);
+    readyMs.push((JSON.parse(out.trim().split('\n').pop()!) as { readyMs: number }).readyMs);
+  }
+  const sidecar = await startInNs(t.proxy.ns, sidecarArgv(cfg), { ready: /"msg":"listening"/ });
+  const state = path.join(dir.dir, `agent-state-${t.prefix}`);
+  const watch = await startInNs(t.proxy.ns, [process.execPath, path.join(DIST, 'tpfleet-agent.mjs'), 'watch', '--config', cfg, '--state-dir', state], { ready: /watchdog started/ });
+  try {
+    await sleep(5000);
+    const mem = (pid: number, key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? NaN) / 1024;
+    const s = sidecar.child.pid!, w = watch.child.pid!;
+    return {
+      sidecarRssMiB: mem(s, 'Rss'), watchRssMiB: mem(w, 'Rss'),
+      rssMiB: mem(s, 'Rss') + mem(w, 'Rss'), pssMiB: mem(s, 'Pss') + mem(w, 'Pss'), readyMs,
+    };
+  } finally {
+    await watch.stop();
+    await sidecar.stop();
   }
 }
 
@@ -162,71 +204,47 @@ async function main(): Promise<void> {
   }
   const paths = (opt.paths ?? '').split(',') as ProxyKind[];
   const dir = scratch('bench');
-  const t = await createTopology('bn');
-  const procs: Proc[] = [];
-  const state = path.join(dir.dir, 'agent-state');
-  let rulesOn = false;
   try {
-    // Pitfall 5: the load generators would exhaust their own ports through a proxy.
-    await nsExec(t.client.ns, ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65000']);
-    const srv = t.server.v4;
-    procs.push(await startNginx(t.server.ns, dir.file('nginx.conf', nginxConf(dir.dir, [`${srv}:80`]))));
-    procs.push(await startIperfServer(t.server.ns, srv));
-    procs.push(await startPeerServer(t.server.ns, [`${srv}:${HOLD_PORT}`], 'hold'));
-    procs.push(await startPeerServer(t.server.ns, [`${srv}:${HOLD_PORT + 1}`]));
-    await waitFor('nginx', async () =>
-      (await nsExec(t.client.ns, ['wrk', '-t1', '-c1', '-d1s', `http://${srv}/`])).includes('requests in'),
-    );
-    const cfg = dir.file(
-      'agent.yaml',
-      nodeConfigYaml({
-        interception: {
-          ports: [{ port: 80 }, { port: 5201 }, { port: HOLD_PORT, endPort: HOLD_PORT + 1 }],
-          destinations: { include: [`${srv}/32`] },
-          ipFamilies: ['IPv4'],
-          failurePolicy: 'FailClosed',
-        },
-        proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true },
-      }),
-    );
+    DIST = await productionBundles(dir);
     const rows: Row[] = [];
+    const series: Record<string, number[]> = {};
     for (const kind of paths) {
-      if (kind === 'direct' && rulesOn) {
-        await agent(t.proxy.ns, 'cleanup', cfg, state);
-        rulesOn = false;
-      }
-      if (kind !== 'direct' && !rulesOn) {
-        await agent(t.proxy.ns, 'apply', cfg, state);
-        rulesOn = true;
-      }
-      console.error(`measuring ${kind} (${SECONDS}s per test)...`);
-      const row = await measure(kind, t, dir);
-      row.memPerConnKiB = await measureMemory(kind, t, dir);
+      console.error(`measuring ${kind} (${SECONDS}s per test, ${RUNS} churn runs)...`);
+      const row: Row = { path: kind };
+      await inTopology(dir, async (t) => {
+        if (kind === 'direct') await agent(t.proxy.ns, 'cleanup', path.join(dir.dir, 'agent.yaml'), path.join(dir.dir, `agent-state-${t.prefix}`));
+        await throughput(kind, t, dir, row);
+        row.memPerConnKiB = await idleMemory(kind, t, dir);
+      });
+      await inTopology(dir, async (t) => {
+        if (kind === 'direct') await agent(t.proxy.ns, 'cleanup', path.join(dir.dir, 'agent.yaml'), path.join(dir.dir, `agent-state-${t.prefix}`));
+        series[kind] = await churn(kind, t, dir, row);
+      });
       rows.push(row);
     }
+    const fp = paths.some((p) => p.startsWith('tpfleet')) ? await inTopology(dir, (t) => footprint(t, dir)) : undefined;
     const table = renderTable(rows);
-    console.log(table);
+    const churnLines = Object.entries(series).map(([k, r]) => `- ${k}: ${r.map((x) => x.toFixed(0)).join(' / ')} req/s`);
+    const fpLines = fp ? [
+      `tpfleet at rest (${WORKERS} engine threads, compiled bundles, plain node): sidecar + watchdog RSS ${fp.rssMiB.toFixed(1)} MiB`,
+      `(sidecar ${fp.sidecarRssMiB.toFixed(1)}, watchdog ${fp.watchRssMiB.toFixed(1)}; PSS of both ${fp.pssMiB.toFixed(1)} MiB: the node binary's pages are shared);`,
+      `sidecar exec to /readyz 200: ${fp.readyMs.join(' / ')} ms.`,
+    ] : [];
+    console.log([table, '', ...churnLines, '', ...fpLines].join('\n'));
     if (!opt['no-write']) {
-      writeSection(
-        path.join(REPO, 'docs/benchmarks.md'),
-        'dataplane',
-        [
-          `## Data path: tpfleet sidecar vs HAProxy TPROXY vs direct (${new Date().toISOString().slice(0, 10)})`,
-          '',
-          describeMachine(),
-          `- ${SECONDS}s per measurement; wrk -t2 -c64 against nginx; ${IDLE} idle connections on a freshly started proxy for memory`,
-          '  (RSS of the whole process tree after minus before, divided by the count); both proxies keep the client IP',
-          `  (HAProxy \`usesrc clientip\`, 2 threads, maxconn 9000/6000; tpfleet ${opt.workers} workers) behind the same node-agent rules (nftables, FailClosed).`,
-          '',
-          table,
-        ].join('\n'),
-      );
+      writeSection(path.join(REPO, 'docs/benchmarks.md'), opt.client === 'tuned' ? 'dataplane-tuned-client' : 'dataplane', [
+        `## Data path: tpfleet sidecar vs HAProxy TPROXY vs direct (${new Date().toISOString().slice(0, 10)}${opt.client === 'tuned' ? ', tuned client' : ''})`,
+        '', describeMachine(),
+        `- ${SECONDS}s per measurement; wrk -t2 -c64 against nginx; client namespace at ${opt.client === 'tuned' ? '`tcp_tw_reuse=1`, ports 1024-65000 (tuned: a labelled variant)' : 'the kernel\'s default sysctls, as a pod\'s'};`,
+        `  ${RUNS} back-to-back \`Connection: close\` runs per path (first, last, last/first); ${IDLE} idle connections on a freshly`,
+        '  started proxy for memory (RSS of the process tree after minus before, divided by the count); both proxies keep the client IP',
+        `  (HAProxy \`usesrc clientip\`, ${WORKERS} threads, maxconn 9000/6000; tpfleet ${WORKERS} engine threads) behind the same node-agent rules (nftables, FailClosed);`,
+        '  a fresh topology for each path and phase; proxy CPU = user + system time of the proxy process during the -P4 run.',
+        '', table, '', 'Churn series (requests/s of each run):', '', ...churnLines, '', ...fpLines,
+      ].join('\n'));
       console.error('written to docs/benchmarks.md');
     }
   } finally {
-    for (const p of procs.reverse()) await p.stop();
-    if (rulesOn) await agent(t.proxy.ns, 'cleanup', path.join(dir.dir, 'agent.yaml'), state).catch(() => undefined);
-    await t.destroy();
     dir.remove();
   }
 }

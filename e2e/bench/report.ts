@@ -7,23 +7,29 @@ export interface Row {
   path: string;
   iperf1?: number; // Gbit/s
   iperf4?: number; // Gbit/s
+  /** Proxy CPU seconds (user + system) per GB forwarded in the -P4 run. */
+  cpuPerGB?: number;
+  /** HTTP `Connection: close` requests/s: the first run of the churn series, */
   connPerSec?: number;
+  /** the last run (sustained), */
+  connLast?: number;
+  /** and last / first within the series. */
+  churnRatio?: number;
   kaRps?: number;
   kaP99ms?: number;
   memPerConnKiB?: number;
 }
 
-interface Col {
-  key: keyof Row;
-  title: string;
-  digits: number;
-  higherIsBetter: boolean;
-}
+/** ratio: whether a "ratio X / baseline" cell makes sense (not for a ratio within a row). */
+interface Col { key: keyof Row; title: string; digits: number; higherIsBetter: boolean; ratio?: false }
 
 const COLS: Col[] = [
   { key: 'iperf1', title: 'iperf3 1 stream (Gbit/s)', digits: 2, higherIsBetter: true },
   { key: 'iperf4', title: 'iperf3 -P4 (Gbit/s)', digits: 2, higherIsBetter: true },
-  { key: 'connPerSec', title: 'HTTP conn/s (close)', digits: 0, higherIsBetter: true },
+  { key: 'cpuPerGB', title: 'proxy CPU s/GB (-P4)', digits: 3, higherIsBetter: false },
+  { key: 'connPerSec', title: 'HTTP conn/s (close), first run', digits: 0, higherIsBetter: true },
+  { key: 'connLast', title: 'conn/s, last run (sustained)', digits: 0, higherIsBetter: true },
+  { key: 'churnRatio', title: 'last / first', digits: 2, higherIsBetter: true, ratio: false },
   { key: 'kaRps', title: 'keep-alive req/s', digits: 0, higherIsBetter: true },
   { key: 'kaP99ms', title: 'keep-alive p99 (ms)', digits: 2, higherIsBetter: false },
   { key: 'memPerConnKiB', title: 'RSS per idle conn (KiB)', digits: 1, higherIsBetter: false },
@@ -38,16 +44,12 @@ export function renderTable(rows: Row[], baseline = 'haproxy'): string {
   const lines = rows.map((r) => `| ${r.path} | ${COLS.map((c) => num(r[c.key], c.digits)).join(' | ')} |`);
   const base = rows.find((r) => r.path === baseline);
   const ratios = base
-    ? rows
-        .filter((r) => r.path !== baseline && r.path !== 'direct')
-        .map(
-          (r) =>
-            `| ratio ${r.path} / ${baseline} | ${COLS.map((c) => {
-              const a = r[c.key],
-                b = base[c.key];
-              return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
-            }).join(' | ')} |`,
-        )
+    ? rows.filter((r) => r.path !== baseline && r.path !== 'direct').map((r) =>
+      `| ratio ${r.path} / ${baseline} | ${COLS.map((c) => {
+        const a = r[c.key], b = base[c.key];
+        if (c.ratio === false) return '–';
+        return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
+      }).join(' | ')} |`)
     : [];
   return [head, sep, ...lines, ...ratios].join('\n');
 }
