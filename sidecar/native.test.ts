@@ -9,11 +9,12 @@ import { isRoot, privilegedSkipReason } from '../e2e/netns.ts';
 import { native, type NativeError, type StartOptions } from './native/index.ts';
 
 /** This process's descriptors and what each points to (socket:[inode], anon_inode:[eventpoll], ...). */
-const openFds = (): Set<string> => new Set(readdirSync('/proc/self/fd').map((fd) => {
+const openFds = (): Set<string> => new Set(readdirSync('/proc/self/fd').flatMap((fd) => {
   try {
-    return `${fd} ${readlinkSync(`/proc/self/fd/${fd}`)}`;
+    const target = readlinkSync(`/proc/self/fd/${fd}`);
+    return /^\/proc\/\d+\/fd$/.test(target) ? [] : [`${fd} ${target}`]; // the listing's own descriptor
   } catch {
-    return fd; // the descriptor readdir itself used, already closed
+    return []; // the listing's own descriptor, already closed again
   }
 }));
 /** Descriptors open now that were not open at `before`: what a call left behind. */

@@ -11,7 +11,8 @@
 //          attempt {"t": start time (epoch ms), "ok", "error"?} so a test can see when behaviour changed
 //   chat   --to ip:port --count N --every ms    one connection, N echo round trips `every` ms apart: prints
 //          {"ready":true} after the first, then {"ok", "rounds", "saw"} (a long-lived flow across events)
-//   hold   --to ip:port --count N                opens N idle connections, prints {"held": n}, keeps them until SIGTERM
+//   hold   --to ip:port --count N                opens N idle connections, prints {"held": n}, keeps them until SIGTERM;
+//          prints {"allClosedAfterMs": ms} if they all get closed meanwhile (from the moment all were open)
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -151,7 +152,14 @@ async function hold(to: string, count: number): Promise<void> {
       ),
     );
   }
+  const heldAt = Date.now();
   out({ held: socks.length, failed });
+  // When something else closes them all (an idle timeout), say how long after they were all open.
+  let open = socks.length;
+  for (const s of socks) {
+    s.on('error', () => undefined);
+    s.on('close', () => --open === 0 && out({ allClosedAfterMs: Date.now() - heldAt }));
+  }
   process.on('SIGTERM', () => process.exit(0));
   setInterval(() => undefined, 1 << 30); // keep the connections until SIGTERM
 }
