@@ -5,8 +5,8 @@
 
 #include "engine.h"
 
-/* The kernel's default pipe size; splice moves at most this much per call. */
-#define PIPE_CAPACITY (64 * 1024)
+/* Pipes are asked for this size (the kernel's default is 64 KiB); splice moves at most this much per call. */
+#define PIPE_CAPACITY (256 * 1024)
 
 struct chunk {
   struct chunk *next;

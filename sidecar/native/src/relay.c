@@ -100,6 +100,9 @@ static ssize_t copy_step(struct thread *t, struct side *src, struct side *dst, s
     dst->flags &= (uint8_t)~S_WRITABLE;
   }
   if (n == COPY_CHUNK && atomic_load_explicit(&t->e->opt.splice, memory_order_relaxed)) d->splice = true;
+  /* A short read emptied the socket: the next edge says when more arrives, so no recv() just to see
+   * EAGAIN (one syscall saved per message; with the FIN queued, the EOF read still follows). */
+  if (n < COPY_CHUNK && !(src->flags & S_RDHUP)) src->flags &= (uint8_t)~S_READABLE;
   return n;
 }
 
