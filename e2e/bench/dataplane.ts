@@ -8,8 +8,12 @@
 // The client namespace keeps the kernel's default sysctls, as a pod's do (issue 21); --client tuned sets
 // tcp_tw_reuse=1 and a wide port range there instead (a labelled variant, never the default).
 //
-// Options: --seconds N (per measurement, default 10), --runs N (back-to-back Connection: close runs of the
-// churn series, default 6), --idle N (idle connections for the memory test, default 5000),
+// Throughput and keep-alive are measured in --rounds rounds (default 3) that visit every path in turn, each
+// on a fresh proxy; the table shows the median of the rounds (every sample is printed below it), so slow
+// drift of a shared 2-vCPU machine hits every path alike.
+//
+// Options: --seconds N (per measurement, default 10), --rounds N, --runs N (back-to-back Connection: close
+// runs of the churn series, default 6), --idle N (idle connections for the memory test, default 5000),
 // --paths direct,haproxy,haproxy-splice,tpfleet[,tpfleet-copy] (tpfleet-copy: the engine with splice off),
 // --workers N (sidecar engine threads and HAProxy threads, default 2), --client default|tuned, --no-write.
 import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
@@ -26,11 +30,18 @@ import { describeMachine, renderTable, writeSection, type Row } from './report.t
 const { values: opt } = parseArgs({
   options: {
     seconds: { type: 'string', default: '10' }, runs: { type: 'string', default: '6' }, idle: { type: 'string', default: '5000' },
+    rounds: { type: 'string', default: '3' },
     paths: { type: 'string', default: 'direct,haproxy,haproxy-splice,tpfleet' },
     workers: { type: 'string', default: '2' }, client: { type: 'string', default: 'default' }, 'no-write': { type: 'boolean', default: false },
   },
 });
 const SECONDS = Number(opt.seconds), RUNS = Number(opt.runs), IDLE = Number(opt.idle), WORKERS = Number(opt.workers);
+const ROUNDS = Number(opt.rounds);
+const THROUGHPUT_KEYS = ['iperf1', 'iperf4', 'cpuPerGB', 'kaRps', 'kaP99ms'] as const;
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
 const LISTEN = 15101, METRICS = 15190, HOLD_PORT = 7000;
 
 type ProxyKind = 'direct' | 'haproxy' | 'haproxy-splice' | 'tpfleet' | 'tpfleet-copy';
@@ -67,7 +78,7 @@ async function startProxy(kind: ProxyKind, t: Topology, dir: Scratch): Promise<R
 }
 
 /** A fresh topology with the servers and the agent's rules (nftables, FailClosed); `fn` runs inside it. */
-async function inTopology<T>(dir: Scratch, fn: (t: Topology) => Promise<T>): Promise<T> {
+async function inTopology<T>(dir: Scratch, kind: ProxyKind, fn: (t: Topology) => Promise<T>): Promise<T> {
   const t = await createTopology('bn');
   const procs: Proc[] = [];
   const state = path.join(dir.dir, `agent-state-${t.prefix}`);
@@ -83,7 +94,7 @@ async function inTopology<T>(dir: Scratch, fn: (t: Topology) => Promise<T>): Pro
     procs.push(await startPeerServer(t.server.ns, [`${srv}:${HOLD_PORT}`], 'hold'));
     procs.push(await startPeerServer(t.server.ns, [`${srv}:${HOLD_PORT + 1}`]));
     await waitFor('nginx', async () => (await nsExec(t.client.ns, ['wrk', '-t1', '-c1', '-d1s', `http://${srv}/`])).includes('requests in'));
-    await agent(t.proxy.ns, 'apply', cfg, state);
+    if (kind !== 'direct') await agent(t.proxy.ns, 'apply', cfg, state); // the direct path: no rules at all
     return await fn(t);
   } finally {
     for (const p of procs.reverse()) await p.stop();
@@ -206,41 +217,47 @@ async function main(): Promise<void> {
   const dir = scratch('bench');
   try {
     DIST = await productionBundles(dir);
-    const rows: Row[] = [];
-    const series: Record<string, number[]> = {};
-    for (const kind of paths) {
-      console.error(`measuring ${kind} (${SECONDS}s per test, ${RUNS} churn runs)...`);
-      const row: Row = { path: kind };
-      await inTopology(dir, async (t) => {
-        if (kind === 'direct') await agent(t.proxy.ns, 'cleanup', path.join(dir.dir, 'agent.yaml'), path.join(dir.dir, `agent-state-${t.prefix}`));
-        await throughput(kind, t, dir, row);
-        row.memPerConnKiB = await idleMemory(kind, t, dir);
-      });
-      await inTopology(dir, async (t) => {
-        if (kind === 'direct') await agent(t.proxy.ns, 'cleanup', path.join(dir.dir, 'agent.yaml'), path.join(dir.dir, `agent-state-${t.prefix}`));
-        series[kind] = await churn(kind, t, dir, row);
-      });
-      rows.push(row);
+    const rows: Row[] = paths.map((path) => ({ path }));
+    const samples: Record<string, Row[]> = Object.fromEntries(paths.map((p) => [p, []]));
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const kind of paths) {
+        console.error(`round ${round}/${ROUNDS}: throughput and keep-alive of ${kind} (${SECONDS}s per test)...`);
+        const sample: Row = { path: kind };
+        await inTopology(dir, kind, (t) => throughput(kind, t, dir, sample));
+        samples[kind]!.push(sample);
+      }
     }
-    const fp = paths.some((p) => p.startsWith('tpfleet')) ? await inTopology(dir, (t) => footprint(t, dir)) : undefined;
+    const series: Record<string, number[]> = {};
+    for (const [i, kind] of paths.entries()) {
+      const row = rows[i]!;
+      for (const k of THROUGHPUT_KEYS) {
+        const xs = samples[kind]!.map((r) => r[k]).filter((x): x is number => typeof x === 'number');
+        if (xs.length) row[k] = median(xs);
+      }
+      console.error(`memory and churn of ${kind} (${RUNS} runs)...`);
+      row.memPerConnKiB = await inTopology(dir, kind, (t) => idleMemory(kind, t, dir));
+      series[kind] = await inTopology(dir, kind, (t) => churn(kind, t, dir, row));
+    }
+    const fp = paths.some((p) => p.startsWith('tpfleet')) ? await inTopology(dir, 'tpfleet', (t) => footprint(t, dir)) : undefined;
     const table = renderTable(rows);
     const churnLines = Object.entries(series).map(([k, r]) => `- ${k}: ${r.map((x) => x.toFixed(0)).join(' / ')} req/s`);
+    const sampleLines = paths.map((k) => `- ${k}: ${THROUGHPUT_KEYS.map((key) => `${key} ${samples[k]!.map((r) => (typeof r[key] === 'number' ? r[key]!.toFixed(key === 'cpuPerGB' || key === 'kaP99ms' ? 3 : 2) : '–')).join(' / ')}`).join('; ')}`);
     const fpLines = fp ? [
       `tpfleet at rest (${WORKERS} engine threads, compiled bundles, plain node): sidecar + watchdog RSS ${fp.rssMiB.toFixed(1)} MiB`,
       `(sidecar ${fp.sidecarRssMiB.toFixed(1)}, watchdog ${fp.watchRssMiB.toFixed(1)}; PSS of both ${fp.pssMiB.toFixed(1)} MiB: the node binary's pages are shared);`,
       `sidecar exec to /readyz 200: ${fp.readyMs.join(' / ')} ms.`,
     ] : [];
-    console.log([table, '', ...churnLines, '', ...fpLines].join('\n'));
+    console.log([table, '', ...churnLines, '', ...sampleLines, '', ...fpLines].join('\n'));
     if (!opt['no-write']) {
       writeSection(path.join(REPO, 'docs/benchmarks.md'), opt.client === 'tuned' ? 'dataplane-tuned-client' : 'dataplane', [
         `## Data path: tpfleet sidecar vs HAProxy TPROXY vs direct (${new Date().toISOString().slice(0, 10)}${opt.client === 'tuned' ? ', tuned client' : ''})`,
         '', describeMachine(),
-        `- ${SECONDS}s per measurement; wrk -t2 -c64 against nginx; client namespace at ${opt.client === 'tuned' ? '`tcp_tw_reuse=1`, ports 1024-65000 (tuned: a labelled variant)' : 'the kernel\'s default sysctls, as a pod\'s'};`,
+        `- ${SECONDS}s per measurement; throughput and keep-alive: median of ${ROUNDS} rounds over all paths (samples below); wrk -t2 -c64 against nginx; client namespace at ${opt.client === 'tuned' ? '`tcp_tw_reuse=1`, ports 1024-65000 (tuned: a labelled variant)' : 'the kernel\'s default sysctls, as a pod\'s'};`,
         `  ${RUNS} back-to-back \`Connection: close\` runs per path (first, last, last/first); ${IDLE} idle connections on a freshly`,
         '  started proxy for memory (RSS of the process tree after minus before, divided by the count); both proxies keep the client IP',
         `  (HAProxy \`usesrc clientip\`, ${WORKERS} threads, maxconn 9000/6000; tpfleet ${WORKERS} engine threads) behind the same node-agent rules (nftables, FailClosed);`,
         '  a fresh topology for each path and phase; proxy CPU = user + system time of the proxy process during the -P4 run.',
-        '', table, '', 'Churn series (requests/s of each run):', '', ...churnLines, '', ...fpLines,
+        '', table, '', 'Churn series (requests/s of each run):', '', ...churnLines, '', 'Samples of each round (iperf3 Gbit/s, CPU s/GB, keep-alive req/s, p99 ms):', '', ...sampleLines, '', ...fpLines,
       ].join('\n'));
       console.error('written to docs/benchmarks.md');
     }
