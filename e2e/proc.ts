@@ -21,9 +21,15 @@ export interface Proc {
   stop(graceMs?: number): Promise<number | string>;
 }
 
-export async function startInNs(ns: string, argv: string[], opts: { ready?: RegExp; readyTimeoutMs?: number; env?: Record<string, string>; stdin?: boolean } = {}): Promise<Proc> {
+export async function startInNs(
+  ns: string,
+  argv: string[],
+  opts: { ready?: RegExp; readyTimeoutMs?: number; env?: Record<string, string>; stdin?: boolean } = {},
+): Promise<Proc> {
   const child = nsSpawn(ns, argv, {
-    cwd: REPO, ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}), ...(opts.stdin ? { stdio: ['pipe', 'pipe', 'pipe'] } : {}),
+    cwd: REPO,
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
+    ...(opts.stdin ? { stdio: ['pipe', 'pipe', 'pipe'] } : {}),
   });
   let buf = '';
   child.stdout?.on('data', (d) => (buf += d));
@@ -96,7 +102,12 @@ export function startWatchdog(ns: string, configPath: string, stateDir: string):
 }
 
 /** The sidecar in namespace `ns`; resolves once its /readyz answers 200 (as the kubelet would check). */
-export async function startSidecar(ns: string, configPath: string, metricsPort = 15190, env?: Record<string, string>): Promise<Proc> {
+export async function startSidecar(
+  ns: string,
+  configPath: string,
+  metricsPort: number = DEFAULTS.proxy.metricsPort,
+  env?: Record<string, string>,
+): Promise<Proc> {
   const proc = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', configPath], { env });
   try {
     await waitFor(

@@ -29,7 +29,9 @@ export async function bundle(outdir: string): Promise<string[]> {
       legalComments: 'none',
       // CommonJS dependencies (pino, yaml, prom-client) call require() for Node's built-ins; an ESM
       // bundle has no require unless it makes one.
-      banner: { js: "import { createRequire as __tpfleetRequire } from 'node:module'; const require = __tpfleetRequire(import.meta.url);" },
+      banner: {
+        js: "import { createRequire as __tpfleetRequire } from 'node:module'; const require = __tpfleetRequire(import.meta.url);",
+      },
     });
     lines.push(`${outfile}\t${statSync(outfile).size}`);
   }

@@ -127,7 +127,11 @@ describe('container images', { skip, timeout: 30 * 60_000 }, () => {
     // What the build context holds (build.sh hashes it): sources, no tests.
     const context = (await runBuildSh(['--context-files'])).trim().split('\n').sort();
     assert.ok(!context.some((f) => /\.test\.ts$|\/testdata\//.test(f)), 'no tests in the context');
-    assert.ok(context.includes('sidecar/main.ts') && context.includes('operator/main.ts') && context.includes('images/bundle.ts'));
+    assert.ok(
+      context.includes('sidecar/main.ts') &&
+        context.includes('operator/main.ts') &&
+        context.includes('images/bundle.ts'),
+    );
   });
 
   test('archives: docker-archive tarballs tagged with the image reference, within the size bounds', async (t) => {

@@ -2,7 +2,14 @@
 // dial and move bytes; this class starts them, reads their counters, hands their events to the
 // caller, answers the decision hook and stops them. Nothing here runs per chunk, and nothing runs
 // per connection unless connection logging or the hook is on.
-import { type LiveOptions, type NativeEndpoint, type NativeEvent, type NativeHandle, native, type StartOptions } from './native/index.ts';
+import {
+  type LiveOptions,
+  type NativeEndpoint,
+  type NativeEvent,
+  type NativeHandle,
+  native,
+  type StartOptions,
+} from './native/index.ts';
 
 export type { LiveOptions, NativeEndpoint, StartOptions };
 
@@ -28,7 +35,8 @@ export type Verdict =
   | { action: 'more' };
 
 const VERDICT_CODE = { forward: 0, reset: 1, 'forward-to': 2, more: 3 } as const;
-const EVF_EOF = 1, EVF_TIMEOUT = 2;
+const EVF_EOF = 1,
+  EVF_TIMEOUT = 2;
 
 export type EngineEvent = Exclude<NativeEvent, { kind: 'decide' }>;
 
@@ -71,7 +79,7 @@ export class Engine {
   stats(): EngineStats {
     const v = native().engineStats(this.handle);
     const out: EngineStats = { active: v[this.names.length] ?? 0 };
-    this.names.forEach((n, i) => (out[n] = v[i] ?? 0));
+    for (const [i, n] of this.names.entries()) out[n] = v[i] ?? 0;
     return out;
   }
 
@@ -103,15 +111,23 @@ export class Engine {
 
   private decide(e: Extract<NativeEvent, { kind: 'decide' }>, cb: EngineCallbacks): void {
     const held: HeldConnection = {
-      id: e.id, thread: e.thread, src: e.src, dst: e.dst, bytes: e.bytes,
-      complete: (e.flags & EVF_EOF) !== 0, timedOut: (e.flags & EVF_TIMEOUT) !== 0,
+      id: e.id,
+      thread: e.thread,
+      src: e.src,
+      dst: e.dst,
+      bytes: e.bytes,
+      complete: (e.flags & EVF_EOF) !== 0,
+      timedOut: (e.flags & EVF_TIMEOUT) !== 0,
     };
     const answer = (v: Verdict): void => {
       if (this.stopped) return;
       if (v.action === 'forward-to') native().engineDecide(this.handle, e.id, 2, { address: v.address, port: v.port });
       else native().engineDecide(this.handle, e.id, VERDICT_CODE[v.action]);
     };
-    if (!cb.onDecide) return answer({ action: 'forward' });
+    if (!cb.onDecide) {
+      answer({ action: 'forward' });
+      return;
+    }
     try {
       const v = cb.onDecide(held);
       if (v instanceof Promise) v.then(answer, () => answer({ action: 'reset' }));

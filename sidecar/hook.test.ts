@@ -6,10 +6,23 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, nsExec, privilegedSkipReason, type Topology } from '../e2e/netns.ts';
-import { nodeConfigYaml, scrape, scratch, startInNs, startPeerServer, startSidecar, tsNode, type Proc } from '../e2e/proc.ts';
-import { installTproxy } from './testkit.ts';
+import {
+  nodeConfigYaml,
+  scrape,
+  scratch,
+  startInNs,
+  startPeerServer,
+  startSidecar,
+  tsNode,
+  type Proc,
+} from '../e2e/proc.ts';
+import { installTproxy } from './tproxy.testkit.ts';
 
-const LISTEN = 15101, METRICS = 15190, A = 8080, B = 8081, ELSEWHERE = 9090;
+const LISTEN = 15101,
+  METRICS = 15190,
+  A = 8080,
+  B = 8081,
+  ELSEWHERE = 9090;
 
 describe('the decision hook', { skip: privilegedSkipReason() }, () => {
   let t: Topology, dir: ReturnType<typeof scratch>, host: Proc | undefined;
@@ -18,29 +31,60 @@ describe('the decision hook', { skip: privilegedSkipReason() }, () => {
   /** The engine with the test hook (e2e/tools/engine-host.ts) in the proxy namespace. */
   async function engineHost(args: string[]): Promise<Proc> {
     await host?.stop(2000);
-    host = await startInNs(t.proxy.ns, [...tsNode('e2e/tools/engine-host.ts'), '--port', String(LISTEN), ...args], { ready: /"ready":true/, stdin: true });
+    host = await startInNs(t.proxy.ns, [...tsNode('e2e/tools/engine-host.ts'), '--port', String(LISTEN), ...args], {
+      ready: /"ready":true/,
+      stdin: true,
+    });
     return host;
   }
-  const decisions = (p: Proc) => p.output().split('\n').filter((l) => l.startsWith('{"decided"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const decisions = (p: Proc) =>
+    p
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{"decided"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   async function stats(p: Proc): Promise<Record<string, number>> {
     const from = p.output().length;
     p.child.stdin!.write('stats\n');
-    for (let i = 0; i < 100 && !p.output().slice(from).includes('"stats"'); i++) await new Promise((r) => setTimeout(r, 20));
-    return (JSON.parse(p.output().slice(from).split('\n').find((l) => l.startsWith('{"stats"'))!) as { stats: Record<string, number> }).stats;
+    for (let i = 0; i < 100 && !p.output().slice(from).includes('"stats"'); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    return (
+      JSON.parse(
+        p
+          .output()
+          .slice(from)
+          .split('\n')
+          .find((l) => l.startsWith('{"stats"'))!,
+      ) as { stats: Record<string, number> }
+    ).stats;
   }
   const say = async (port: number, text: string, seconds = 2) => {
-    const out = await nsExec(t.client.ns, [...tsNode('e2e/tools/scenario.ts'), 'client', '--cmd', 'say', '--to', `${t.server.v4}:${port}`, '--text', text, '--seconds', String(seconds)]);
+    const out = await nsExec(t.client.ns, [
+      ...tsNode('e2e/tools/scenario.ts'),
+      'client',
+      '--cmd',
+      'say',
+      '--to',
+      `${t.server.v4}:${port}`,
+      '--text',
+      text,
+      '--seconds',
+      String(seconds),
+    ]);
     return JSON.parse(out.trim().split('\n').pop()!) as { got: string; error?: string };
   };
   /** What the report server answered first: the destination it saw. */
-  const sawDst = (got: string): string | undefined => (got.startsWith('{') ? (JSON.parse(got.split('\n')[0]!) as { dst: string }).dst : undefined);
+  const sawDst = (got: string): string | undefined =>
+    got.startsWith('{') ? (JSON.parse(got.split('\n')[0]!) as { dst: string }).dst : undefined;
 
   before(async () => {
     t = await createTopology('hk');
     dir = scratch('hook');
     await installTproxy(t, LISTEN, [A, B]);
     // Report servers: the first line they send says which destination they saw; then they echo.
-    servers.push(await startPeerServer(t.server.ns, [`${t.server.v4}:${A}`, `${t.server.v4}:${B}`, `${t.server.v4}:${ELSEWHERE}`]));
+    servers.push(
+      await startPeerServer(t.server.ns, [`${t.server.v4}:${A}`, `${t.server.v4}:${B}`, `${t.server.v4}:${ELSEWHERE}`]),
+    );
   });
 
   after(async () => {
@@ -51,7 +95,13 @@ describe('the decision hook', { skip: privilegedSkipReason() }, () => {
   });
 
   test('the sidecar without a policy holds nothing and asks nothing: the hook costs no JavaScript', async () => {
-    const px = await startSidecar(t.proxy.ns, dir.file('s.yaml', nodeConfigYaml({ proxy: { listenPort: LISTEN, metricsPort: METRICS, workers: 2, logLevel: 'warn' } })));
+    const px = await startSidecar(
+      t.proxy.ns,
+      dir.file(
+        's.yaml',
+        nodeConfigYaml({ proxy: { listenPort: LISTEN, metricsPort: METRICS, workers: 2, logLevel: 'warn' } }),
+      ),
+    );
     try {
       for (let i = 0; i < 5; i++) assert.equal(sawDst((await say(A, 'hi\\n', 0.3)).got), `${t.server.v4}:${A}`);
       const m = await scrape(t.proxy.ns, METRICS);
@@ -68,7 +118,13 @@ describe('the decision hook', { skip: privilegedSkipReason() }, () => {
     const denied = await say(B, 'hello\\n');
     assert.equal(denied.error, 'ECONNRESET');
     assert.equal(denied.got, '');
-    assert.deepEqual(decisions(p).map((d) => [d.decided, d.bytes]), [['forward', 0], ['reset', 0]]);
+    assert.deepEqual(
+      decisions(p).map((d) => [d.decided, d.bytes]),
+      [
+        ['forward', 0],
+        ['reset', 0],
+      ],
+    );
     const s = await stats(p);
     assert.equal(s.closed_denied, 1, 'a reset verdict counts as denied, not as an error');
     assert.equal(s.hook_asked, 2);
@@ -84,8 +140,15 @@ describe('the decision hook', { skip: privilegedSkipReason() }, () => {
     assert.equal(sawDst(split.got), `${t.server.v4}:${ELSEWHERE}`, 'forward-to took it to the other server');
     assert.match(split.got, /\nelsewhere now\n$/);
     const asks = decisions(p).slice(1);
-    assert.deepEqual(asks.map((d) => d.decided), ['more', 'more', 'forward-to'], 'asked again as each segment arrived');
-    assert.deepEqual(asks.map((d) => d.bytes), [5, 8, 14]);
+    assert.deepEqual(
+      asks.map((d) => d.decided),
+      ['more', 'more', 'forward-to'],
+      'asked again as each segment arrived',
+    );
+    assert.deepEqual(
+      asks.map((d) => d.bytes),
+      [5, 8, 14],
+    );
     const denied = await say(A, 'deny me\\n');
     assert.equal(denied.error, 'ECONNRESET');
     assert.equal(denied.got, '', 'nothing reached the server');
@@ -97,6 +160,9 @@ describe('the decision hook', { skip: privilegedSkipReason() }, () => {
     const quiet = await say(A, '', 2);
     assert.equal(sawDst(quiet.got), `${t.server.v4}:${A}`, 'the server was reached after the hold timeout');
     assert.ok(Date.now() - t0 >= 400);
-    assert.deepEqual(decisions(p).map((d) => [d.decided, d.timedOut, d.bytes]), [['forward', true, 0]]);
+    assert.deepEqual(
+      decisions(p).map((d) => [d.decided, d.timedOut, d.bytes]),
+      [['forward', true, 0]],
+    );
   });
 });

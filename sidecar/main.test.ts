@@ -111,20 +111,31 @@ test('a listen port taken by another program stops the sidecar with exit 1, no r
   }
 });
 
-for (const [fault, expect] of [['stall:800', /an engine thread stopped turning/], ['fatal:800', /an engine thread failed/]] as const) {
-  test(`an engine failure (${fault.split(':')[0]}) never hangs silently: the sidecar exits 1 and says why`, { skip: privilegedSkipReason() }, async () => {
+for (const [fault, expect] of [
+  ['stall:800', /an engine thread stopped turning/],
+  ['fatal:800', /an engine thread failed/],
+] as const) {
+  test(`an engine failure (${fault.split(':')[0]}) never hangs silently: the sidecar exits 1 and says why`, {
+    skip: privilegedSkipReason(),
+  }, async () => {
     const ns = `scf${process.pid % 100000}`;
     const dir = scratch('sidecar-fault');
     try {
       await sh(['ip', 'netns', 'add', ns]);
       await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
       const file = dir.file('f.yaml', nodeConfigYaml({ proxy: { workers: 2, logLevel: 'info' } }));
-      const p = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', file], { ready: /"msg":"listening"/, env: { TPFLEET_ENGINE_FAULT: fault } });
+      const p = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', file], {
+        ready: /"msg":"listening"/,
+        env: { TPFLEET_ENGINE_FAULT: fault },
+      });
       const t0 = Date.now();
       const code = await new Promise((r) => p.child.on('exit', r));
       assert.equal(code, 1, p.output());
       // stall: the liveness check gives a thread 3 s (its loop wakes every second); fatal: at once.
-      assert.ok(Date.now() - t0 < (fault.startsWith('stall') ? 6000 : 2500), `exited ${Date.now() - t0} ms after listening`);
+      assert.ok(
+        Date.now() - t0 < (fault.startsWith('stall') ? 6000 : 2500),
+        `exited ${Date.now() - t0} ms after listening`,
+      );
       assert.match(p.output(), expect);
     } finally {
       await sh(['ip', 'netns', 'del', ns], { allowFail: true });
@@ -237,7 +248,10 @@ describe('the sidecar process with two engine threads behind TPROXY', { skip: pr
     const from = px!.output().length;
     const r = await peer(t.client.ns, ['many', '--to', srv4(), '--count', '200']);
     assert.deepEqual(r, { ok: 200, failed: 0, errors: {} });
-    await waitFor('200 accepted lines', async () => [...threadsLogging(px!, 'accepted', from).values()].reduce((a, b) => a + b, 0) === 200);
+    await waitFor(
+      '200 accepted lines',
+      async () => [...threadsLogging(px!, 'accepted', from).values()].reduce((a, b) => a + b, 0) === 200,
+    );
     const perThread = threadsLogging(px!, 'accepted', from);
     assert.equal(perThread.size, 2, `accepted by ${JSON.stringify([...perThread])}`);
     for (const n of perThread.values()) assert.ok(n >= 20, `uneven spread ${JSON.stringify([...perThread])}`);

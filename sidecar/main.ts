@@ -10,8 +10,9 @@
 // The environment is read once, here: TPFLEET_ENGINE_FAULT (tests only, engine.ts parseFault) and
 // TPFLEET_ENGINE_SPLICE=off (benchmarks only: the engine copies every byte, ADR 0011).
 import { parseArgs } from 'node:util';
+import { errorMessage } from '../api/errors.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
-import { readNodeFacts } from '../daemonset/tuning/facts.ts';
+import { readNodeFacts } from '../host/facts.ts';
 import { parseFault } from './engine.ts';
 import { createLogger } from './log.ts';
 import { planWorkerPinning } from './pinning.ts';
@@ -37,12 +38,15 @@ function parse(): { settings: Settings; fault: ReturnType<typeof parseFault> } {
     fail(`${errorMessage(e)}\n${USAGE}`);
   }
   if (!configPath) fail(`--config is required\n${USAGE}`);
-  if (template !== undefined && !TEMPLATE.test(template)) fail(`--template must be 8 to 64 lowercase hex digits, got ${JSON.stringify(template)}\n${USAGE}`);
+  if (template !== undefined && !TEMPLATE.test(template))
+    fail(`--template must be 8 to 64 lowercase hex digits, got ${JSON.stringify(template)}\n${USAGE}`);
   try {
     const cfg = loadNodeConfig(configPath);
     // Node facts (the same reader and planner as the node agent's) only when pinning is asked for.
-    const pinning = cfg.tuning.affinity.mode === 'off' ? null
-      : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
+    const pinning =
+      cfg.tuning.affinity.mode === 'off'
+        ? null
+        : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
     const settings = settingsFrom(cfg, undefined, pinning, template ?? null);
     if (process.env.TPFLEET_ENGINE_SPLICE === 'off') settings.live.splice = false;
     return { settings, fault: parseFault(process.env.TPFLEET_ENGINE_FAULT) };

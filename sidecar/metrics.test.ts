@@ -4,8 +4,10 @@ import { CLOSE_RESULTS, ERROR_REASONS, processRegistry, renderEngineMetrics } fr
 
 test('exposition lists every series with its closed label set, zero before any traffic', () => {
   const text = renderEngineMetrics({ active: 0 }, 2);
-  for (const r of CLOSE_RESULTS) assert.match(text, new RegExp(`^tpfleet_proxy_connections_closed_total\\{result="${r}"\\} 0$`, 'm'));
-  for (const r of ERROR_REASONS) assert.match(text, new RegExp(`^tpfleet_proxy_errors_total\\{reason="${r}"\\} 0$`, 'm'));
+  for (const r of CLOSE_RESULTS)
+    assert.match(text, new RegExp(`^tpfleet_proxy_connections_closed_total\\{result="${r}"\\} 0$`, 'm'));
+  for (const r of ERROR_REASONS)
+    assert.match(text, new RegExp(`^tpfleet_proxy_errors_total\\{reason="${r}"\\} 0$`, 'm'));
   for (const d of ['client_to_upstream', 'upstream_to_client']) {
     assert.match(text, new RegExp(`^tpfleet_proxy_bytes_total\\{direction="${d}"\\} 0$`, 'm'));
   }
@@ -18,10 +20,25 @@ test('exposition lists every series with its closed label set, zero before any t
 });
 
 test('engine counters map to their series; the histogram is cumulative with +Inf, sum in seconds', () => {
-  const text = renderEngineMetrics({
-    active: 3, accepted: 10, closed_ok: 6, closed_shed: 1, err_client_reset: 2, bytes_up: 100, bytes_down: 200,
-    relay_copy_bytes: 250, relay_splice_bytes: 50, connect_b0: 4, connect_b2: 1, connect_binf: 1, connect_count: 6, connect_sum_us: 7_500_000,
-  }, 1);
+  const text = renderEngineMetrics(
+    {
+      active: 3,
+      accepted: 10,
+      closed_ok: 6,
+      closed_shed: 1,
+      err_client_reset: 2,
+      bytes_up: 100,
+      bytes_down: 200,
+      relay_copy_bytes: 250,
+      relay_splice_bytes: 50,
+      connect_b0: 4,
+      connect_b2: 1,
+      connect_binf: 1,
+      connect_count: 6,
+      connect_sum_us: 7_500_000,
+    },
+    1,
+  );
   assert.match(text, /^tpfleet_proxy_connections_active 3$/m);
   assert.match(text, /^tpfleet_proxy_connections_closed_total\{result="ok"\} 6$/m);
   assert.match(text, /^tpfleet_proxy_connections_closed_total\{result="shed"\} 1$/m);

@@ -29,41 +29,93 @@ export const CONNECT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 type Stats = Record<string, number>;
 const v = (s: Stats, k: string): number => s[k] ?? 0;
 
-interface Family { name: string; type: 'counter' | 'gauge'; help: string; samples: [labels: string, value: number][] }
+interface Family {
+  name: string;
+  type: 'counter' | 'gauge';
+  help: string;
+  samples: [labels: string, value: number][];
+}
 
 function families(s: Stats, threads: number): Family[] {
   const one = (value: number): [string, number][] => [['', value]];
   return [
     { name: 'connections_active', type: 'gauge', help: 'Open client connections.', samples: one(v(s, 'active')) },
-    { name: 'connections_accepted_total', type: 'counter', help: 'Client connections accepted.', samples: one(v(s, 'accepted')) },
     {
-      name: 'connections_closed_total', type: 'counter', help: 'Client connections closed, by result.',
+      name: 'connections_accepted_total',
+      type: 'counter',
+      help: 'Client connections accepted.',
+      samples: one(v(s, 'accepted')),
+    },
+    {
+      name: 'connections_closed_total',
+      type: 'counter',
+      help: 'Client connections closed, by result.',
       samples: CLOSE_RESULTS.map((r) => [`result="${r}"`, v(s, `closed_${r}`)]),
     },
-    { name: 'connections_shed_total', type: 'counter', help: 'Connections closed at once because maxConnections was reached.', samples: one(v(s, 'shed')) },
     {
-      name: 'bytes_total', type: 'counter', help: 'Bytes received from one side and forwarded to the other.',
-      samples: [['direction="client_to_upstream"', v(s, 'bytes_up')], ['direction="upstream_to_client"', v(s, 'bytes_down')]],
+      name: 'connections_shed_total',
+      type: 'counter',
+      help: 'Connections closed at once because maxConnections was reached.',
+      samples: one(v(s, 'shed')),
     },
     {
-      name: 'errors_total', type: 'counter', help: 'Forwarding errors, by reason.',
+      name: 'bytes_total',
+      type: 'counter',
+      help: 'Bytes received from one side and forwarded to the other.',
+      samples: [
+        ['direction="client_to_upstream"', v(s, 'bytes_up')],
+        ['direction="upstream_to_client"', v(s, 'bytes_down')],
+      ],
+    },
+    {
+      name: 'errors_total',
+      type: 'counter',
+      help: 'Forwarding errors, by reason.',
       samples: ERROR_REASONS.map((r) => [`reason="${r}"`, v(s, `err_${r}`)]),
     },
     {
-      name: 'relay_bytes_total', type: 'counter', help: 'Bytes forwarded, by how the engine moved them (copy through user space or splice through a pipe).',
-      samples: [['path="copy"', v(s, 'relay_copy_bytes')], ['path="splice"', v(s, 'relay_splice_bytes')]],
+      name: 'relay_bytes_total',
+      type: 'counter',
+      help: 'Bytes forwarded, by how the engine moved them (copy through user space or splice through a pipe).',
+      samples: [
+        ['path="copy"', v(s, 'relay_copy_bytes')],
+        ['path="splice"', v(s, 'relay_splice_bytes')],
+      ],
     },
-    { name: 'connections_held', type: 'gauge', help: 'Connections waiting for the decision hook.', samples: one(v(s, 'held')) },
-    { name: 'fin_with_data_total', type: 'counter', help: 'FINs relayed in the same segment as the last data (the peer had already closed).', samples: one(v(s, 'fin_with_data')) },
-    { name: 'accept_errors_total', type: 'counter', help: 'accept() failures (descriptor or memory limits); the connection stays queued and is retried.', samples: one(v(s, 'accept_errors')) },
-    { name: 'engine_events_dropped_total', type: 'counter', help: 'Engine events (connection logs) dropped because the event ring was full.', samples: one(v(s, 'events_dropped')) },
+    {
+      name: 'connections_held',
+      type: 'gauge',
+      help: 'Connections waiting for the decision hook.',
+      samples: one(v(s, 'held')),
+    },
+    {
+      name: 'fin_with_data_total',
+      type: 'counter',
+      help: 'FINs relayed in the same segment as the last data (the peer had already closed).',
+      samples: one(v(s, 'fin_with_data')),
+    },
+    {
+      name: 'accept_errors_total',
+      type: 'counter',
+      help: 'accept() failures (descriptor or memory limits); the connection stays queued and is retried.',
+      samples: one(v(s, 'accept_errors')),
+    },
+    {
+      name: 'engine_events_dropped_total',
+      type: 'counter',
+      help: 'Engine events (connection logs) dropped because the event ring was full.',
+      samples: one(v(s, 'events_dropped')),
+    },
     { name: 'workers', type: 'gauge', help: 'Engine threads running.', samples: one(threads) },
   ];
 }
 
 function histogram(s: Stats): string[] {
   const name = `${PREFIX}upstream_connect_seconds`;
-  const lines = [`# HELP ${name} Time to establish an upstream connection (successful connects).`, `# TYPE ${name} histogram`];
+  const lines = [
+    `# HELP ${name} Time to establish an upstream connection (successful connects).`,
+    `# TYPE ${name} histogram`,
+  ];
   let cum = 0;
   CONNECT_BUCKETS.forEach((le, i) => {
     cum += v(s, `connect_b${i}`);

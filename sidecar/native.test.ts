@@ -9,23 +9,42 @@ import { isRoot, privilegedSkipReason } from '../e2e/netns.ts';
 import { native, type NativeError, type StartOptions } from './native/index.ts';
 
 /** This process's descriptors and what each points to (socket:[inode], anon_inode:[eventpoll], ...). */
-const openFds = (): Set<string> => new Set(readdirSync('/proc/self/fd').flatMap((fd) => {
-  try {
-    const target = readlinkSync(`/proc/self/fd/${fd}`);
-    return /^\/proc\/\d+\/fd$/.test(target) ? [] : [`${fd} ${target}`]; // the listing's own descriptor
-  } catch {
-    return []; // the listing's own descriptor, already closed again
-  }
-}));
+const openFds = (): Set<string> =>
+  new Set(
+    readdirSync('/proc/self/fd').flatMap((fd) => {
+      try {
+        const target = readlinkSync(`/proc/self/fd/${fd}`);
+        return /^\/proc\/\d+\/fd$/.test(target) ? [] : [`${fd} ${target}`]; // the listing's own descriptor
+      } catch {
+        return []; // the listing's own descriptor, already closed again
+      }
+    }),
+  );
 /** Descriptors open now that were not open at `before`: what a call left behind. */
 const leaked = (before: Set<string>): string[] => [...openFds()].filter((f) => !before.has(f));
 const threadsNamed = (re: RegExp): number =>
-  readdirSync('/proc/self/task').filter((tid) => re.test(readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim())).length;
+  readdirSync('/proc/self/task').filter((tid) => re.test(readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim()))
+    .length;
 
 const options = (over: Partial<StartOptions> = {}): StartOptions => ({
-  threads: 2, listenPort: 0, backlog: 16, ipv4: true, ipv6: false, keepClientIp: false, cpus: null,
-  connectTimeoutMs: 1000, idleTimeoutMs: 60_000, holdTimeoutMs: 1000, maxConnections: 10, hook: false, peek: false,
-  logConnections: false, splice: true, faultKind: 0, faultAfterMs: 0, ...over,
+  threads: 2,
+  listenPort: 0,
+  backlog: 16,
+  ipv4: true,
+  ipv6: false,
+  keepClientIp: false,
+  cpus: null,
+  connectTimeoutMs: 1000,
+  idleTimeoutMs: 60_000,
+  holdTimeoutMs: 1000,
+  maxConnections: 10,
+  hook: false,
+  peek: false,
+  logConnections: false,
+  splice: true,
+  faultKind: 0,
+  faultAfterMs: 0,
+  ...over,
 });
 
 async function plainServer(): Promise<{ server: net.Server; port: number }> {
@@ -37,18 +56,24 @@ async function plainServer(): Promise<{ server: net.Server; port: number }> {
 test('a start that fails throws a Node-style system error (.code, .syscall) and leaks no descriptor or thread', async () => {
   const { server, port } = await plainServer();
   try {
-    const fds = openFds(), threads = threadsNamed(/^tpf-engine/);
+    const fds = openFds(),
+      threads = threadsNamed(/^tpf-engine/);
     for (let i = 0; i < 20; i++) {
-      assert.throws(() => native().engineStart(options({ listenPort: port }), () => {}), (e: NativeError) => {
-        // Root gets as far as bind (the port is taken, without SO_REUSEPORT); others fail at
-        // IP_TRANSPARENT, which needs CAP_NET_RAW or CAP_NET_ADMIN.
-        const want = isRoot() ? { code: 'EADDRINUSE', syscall: 'bind' } : { code: 'EPERM', syscall: 'setsockopt(IP_TRANSPARENT)' };
-        assert.equal(e.code, want.code);
-        assert.equal(e.syscall, want.syscall);
-        assert.ok(e.errno < 0);
-        assert.match(e.message, new RegExp(want.code));
-        return true;
-      });
+      assert.throws(
+        () => native().engineStart(options({ listenPort: port }), () => {}),
+        (e: NativeError) => {
+          // Root gets as far as bind (the port is taken, without SO_REUSEPORT); others fail at
+          // IP_TRANSPARENT, which needs CAP_NET_RAW or CAP_NET_ADMIN.
+          const want = isRoot()
+            ? { code: 'EADDRINUSE', syscall: 'bind' }
+            : { code: 'EPERM', syscall: 'setsockopt(IP_TRANSPARENT)' };
+          assert.equal(e.code, want.code);
+          assert.equal(e.syscall, want.syscall);
+          assert.ok(e.errno < 0);
+          assert.match(e.message, new RegExp(want.code));
+          return true;
+        },
+      );
     }
     assert.deepEqual(leaked(fds), []);
     assert.equal(threadsNamed(/^tpf-engine/), threads);
@@ -60,30 +85,53 @@ test('a start that fails throws a Node-style system error (.code, .syscall) and 
 test('bad arguments are type errors naming the field, not crashes', () => {
   const n = native();
   assert.throws(() => n.engineStart(options({ threads: 0 }), () => {}), /threads must be an integer 1\.\.64/);
-  assert.throws(() => n.engineStart(options({ connectTimeoutMs: 2 ** 31 }), () => {}), /connectTimeoutMs must be an integer 1\.\.2147483647/);
+  assert.throws(
+    () => n.engineStart(options({ connectTimeoutMs: 2 ** 31 }), () => {}),
+    /connectTimeoutMs must be an integer 1\.\.2147483647/,
+  );
   assert.throws(() => n.engineStart(options({ ipv4: false, ipv6: false }), () => {}), /at least one of ipv4 and ipv6/);
   assert.throws(() => n.engineStart(options({ cpus: [0] }), () => {}), /one CPU per thread/);
-  assert.throws(() => n.engineStart({ ...options(), hook: 'yes' } as unknown as StartOptions, () => {}), /hook has the wrong type/);
-  assert.throws(() => n.engineStart(options(), 'not a function' as unknown as () => void), /onEvents must be a function/);
+  assert.throws(
+    () => n.engineStart({ ...options(), hook: 'yes' } as unknown as StartOptions, () => {}),
+    /hook has the wrong type/,
+  );
+  assert.throws(
+    () => n.engineStart(options(), 'not a function' as unknown as () => void),
+    /onEvents must be a function/,
+  );
   assert.throws(() => n.engineStats({} as never), /not an engine handle/);
 });
 
-test('a started engine: its threads, counters at zero, heartbeats that move, options changed in place, a clean stop', { skip: privilegedSkipReason() }, async () => {
+test('a started engine: its threads, counters at zero, heartbeats that move, options changed in place, a clean stop', {
+  skip: privilegedSkipReason(),
+}, async () => {
   const n = native();
   const fds = openFds();
   const { handle, threads } = n.engineStart(options({ threads: 2 }), () => {});
   try {
-    assert.deepEqual(threads, [{ cpu: -1, pinned: true }, { cpu: -1, pinned: true }]);
+    assert.deepEqual(threads, [
+      { cpu: -1, pinned: true },
+      { cpu: -1, pinned: true },
+    ]);
     assert.equal(threadsNamed(/^tpf-engine-[01]$/), 2);
     const names = n.statNames();
-    for (const s of ['accepted', 'closed_ok', 'err_other', 'bytes_up', 'relay_splice_bytes', 'connect_b0', 'connect_binf']) assert.ok(names.includes(s), s);
+    for (const s of [
+      'accepted',
+      'closed_ok',
+      'err_other',
+      'bytes_up',
+      'relay_splice_bytes',
+      'connect_b0',
+      'connect_binf',
+    ])
+      assert.ok(names.includes(s), s);
     const stats = n.engineStats(handle);
     assert.equal(stats.length, names.length + 1);
     assert.deepEqual([...stats], new Array(names.length + 1).fill(0));
     const b0 = [...n.engineHeartbeats(handle)];
     await new Promise((r) => setTimeout(r, 1300));
     const b1 = [...n.engineHeartbeats(handle)];
-    b1.forEach((b, i) => assert.ok(b > b0[i]!, `thread ${i} turned (${b0[i]} -> ${b})`));
+    for (const [i, b] of b1.entries()) assert.ok(b > b0[i]!, `thread ${i} turned (${b0[i]} -> ${b})`);
     n.engineSetOptions(handle, { maxConnections: 5, idleTimeoutMs: 1000 });
     assert.throws(() => n.engineSetOptions(handle, { maxConnections: 5, idleTimeoutMs: -1 }), /idleTimeoutMs/);
     assert.throws(() => n.engineDecide(handle, 1 as unknown as bigint, 0), /id must be a bigint/);

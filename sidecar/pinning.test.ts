@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { stringify } from 'yaml';
 import { ConfigError, parseNodeConfig } from '../api/load.ts';
 import { readNodeFacts } from '../host/facts.ts';
-import { nsExec, privilegedSkipReason, sh, waitFor } from '../e2e/netns.ts';
+import { nsExec, privilegedSkipReason, sh } from '../e2e/netns.ts';
 import { REPO, scratch, startInNs, tsNode, type Proc } from '../e2e/proc.ts';
 import { cpuOfSlot, planWorkerPinning } from './pinning.ts';
 import { settingsFrom } from './settings.ts';
@@ -35,8 +35,15 @@ test('the worker count follows the planned CPUs when proxy.workers is 0; workers
   assert.equal(s.workers, 3);
   assert.deepEqual(s.threadCpus, [2, 3, 4]);
   assert.equal(s.live.maxConnections, 9, 'one budget for every thread');
-  assert.deepEqual([0, 1, 2, 3, 4].map((slot) => cpuOfSlot(pin, slot)), [2, 3, 4, 2, 3]);
-  const fixed = settingsFrom(parseNodeConfig(nodeConfig({ workers: 5 }, { mode: 'explicit', irqCpus: '0', workerCpus: '2-4' })), 16, pin);
+  assert.deepEqual(
+    [0, 1, 2, 3, 4].map((slot) => cpuOfSlot(pin, slot)),
+    [2, 3, 4, 2, 3],
+  );
+  const fixed = settingsFrom(
+    parseNodeConfig(nodeConfig({ workers: 5 }, { mode: 'explicit', irqCpus: '0', workerCpus: '2-4' })),
+    16,
+    pin,
+  );
   assert.equal(fixed.workers, 5, 'an explicit proxy.workers wins over the plan');
   assert.deepEqual(fixed.threadCpus, [2, 3, 4, 2, 3]);
 });
@@ -92,7 +99,12 @@ test('the sidecar exits 2 naming tuning.affinity.workerCpus for offline or malfo
   }
 });
 
-interface Listening { pid: number; workers: number; workerCpus?: string; pinned?: { thread: number; cpus: string }[] }
+interface Listening {
+  pid: number;
+  workers: number;
+  workerCpus?: string;
+  pinned?: { thread: number; cpus: string }[];
+}
 
 /** Starts the sidecar in a fresh namespace, hands its listening line and process to `check`, then stops it. */
 async function withSidecar(
@@ -140,12 +152,19 @@ function engineThreads(pid: number): Map<number, number> {
 /** The Cpus_allowed_list shared by every other (JavaScript, V8, libuv) thread of the process. */
 function otherThreadsCpus(pid: number): string {
   const engine = new Set(engineThreads(pid).values());
-  const lists = new Set(readdirSync(`/proc/${pid}/task`).map(Number).filter((tid) => !engine.has(tid)).map((tid) => allowed(pid, tid)));
+  const lists = new Set(
+    readdirSync(`/proc/${pid}/task`)
+      .map(Number)
+      .filter((tid) => !engine.has(tid))
+      .map((tid) => allowed(pid, tid)),
+  );
   assert.equal(lists.size, 1, `threads of ${pid} disagree: ${[...lists].join(' | ')}`);
   return [...lists][0]!;
 }
 
-test('explicit workerCpus "1" and workers 0: one engine thread on CPU 1, the JavaScript threads on the worker CPUs', { skip: privilegedSkipReason() }, async () => {
+test('explicit workerCpus "1" and workers 0: one engine thread on CPU 1, the JavaScript threads on the worker CPUs', {
+  skip: privilegedSkipReason(),
+}, async () => {
   await withSidecar('spa', { workers: 0 }, { mode: 'explicit', irqCpus: '0', workerCpus: '1' }, async (l, p) => {
     assert.equal(l.workers, 1);
     assert.equal(l.workerCpus, '1');
@@ -158,19 +177,26 @@ test('explicit workerCpus "1" and workers 0: one engine thread on CPU 1, the Jav
   });
 });
 
-test('workerCpus "0-1": two engine threads, one on CPU 0 and one on CPU 1', { skip: privilegedSkipReason() }, async () => {
+test('workerCpus "0-1": two engine threads, one on CPU 0 and one on CPU 1', {
+  skip: privilegedSkipReason(),
+}, async () => {
   await withSidecar('spb', { workers: 0 }, { mode: 'explicit', irqCpus: '0', workerCpus: '0-1' }, async (l) => {
     assert.equal(l.workers, 2);
     const threads = engineThreads(l.pid);
     assert.deepEqual([...threads.keys()].sort(), [0, 1]);
-    assert.deepEqual(l.pinned, [{ thread: 0, cpus: '0' }, { thread: 1, cpus: '1' }]);
+    assert.deepEqual(l.pinned, [
+      { thread: 0, cpus: '0' },
+      { thread: 1, cpus: '1' },
+    ]);
     assert.equal(allowed(l.pid, threads.get(0)!), '0');
     assert.equal(allowed(l.pid, threads.get(1)!), '1');
     assert.equal(otherThreadsCpus(l.pid), '0-1');
   });
 });
 
-test('with affinity off every thread keeps the full CPU set and nothing is logged about pinning', { skip: privilegedSkipReason() }, async () => {
+test('with affinity off every thread keeps the full CPU set and nothing is logged about pinning', {
+  skip: privilegedSkipReason(),
+}, async () => {
   await withSidecar('spc', { workers: 2 }, undefined, async (l, p) => {
     assert.equal(l.workerCpus, undefined);
     assert.equal(l.pinned, undefined);

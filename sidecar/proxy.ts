@@ -1,7 +1,7 @@
 // The sidecar process: one JavaScript thread in control of the engine's threads. It pins itself
 // (tuning.affinity), starts the engine, serves /metrics, /healthz and /readyz, logs the engine's
 // events, watches that every engine thread keeps turning, and turns SIGTERM into a drain.
-import { formatCpuList } from '../daemonset/tuning/cpulist.ts';
+import { formatCpuList } from '../host/cpulist.ts';
 import { Engine, type EngineCallbacks, type EngineEvent, type StartOptions } from './engine.ts';
 import type { Logger } from './log.ts';
 import { ERROR_REASONS, processRegistry, renderEngineMetrics } from './metrics.ts';
@@ -19,7 +19,9 @@ export interface ProxyOptions {
   onDecide?: EngineCallbacks['onDecide'];
 }
 
-const exit = (code: number): never => process.exit(code);
+function exit(code: number): never {
+  return process.exit(code);
+}
 
 export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promise<void> {
   pinJsThreads(s, log);
@@ -27,25 +29,35 @@ export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promi
   let draining = false;
   const health = watchThreads(engine, log);
   const registry = processRegistry();
-  const server = await serveStatus(s.metricsPort, {
-    healthy: () => health.ok(),
-    ready: () => !draining && health.ok(),
-    metrics: async () => (await registry.metrics()) + renderEngineMetrics(engine.stats(), engine.threads.length),
-    contentType: registry.contentType,
-    template: s.template,
-  }, (e) => log.error({ err: e.message }, 'metrics server error')).catch((e: Error) => {
+  const server = await serveStatus(
+    s.metricsPort,
+    {
+      healthy: () => health.ok(),
+      ready: () => !draining && health.ok(),
+      metrics: async () => (await registry.metrics()) + renderEngineMetrics(engine.stats(), engine.threads.length),
+      contentType: registry.contentType,
+      template: s.template,
+    },
+    (e) => log.error({ err: e.message }, 'metrics server error'),
+  ).catch((e: Error) => {
     log.fatal({ err: e.message, port: s.metricsPort }, `cannot serve the status port: ${e.message}`);
     return exit(1);
   });
   // Logged whatever proxy.logLevel says: tests and tooling wait for this one line.
-  log.child({}, { level: 'info' }).info({
-    workers: engine.threads.length, listenPort: s.listenPort, families: families(s), metricsPort: s.metricsPort,
-    ...pinnedFields(s, engine),
-  }, 'listening');
+  log.child({}, { level: 'info' }).info(
+    {
+      workers: engine.threads.length,
+      listenPort: s.listenPort,
+      families: families(s),
+      metricsPort: s.metricsPort,
+      ...pinnedFields(s, engine),
+    },
+    'listening',
+  );
   const stop = (signal: string): void => {
     if (draining) {
       log.warn({ signal }, 'second stop signal: exiting at once');
-      return exit(1);
+      exit(1);
     }
     draining = true;
     void drain(engine, s.drainTimeoutMs, log, signal).then(() => {
@@ -63,13 +75,19 @@ const families = (s: Settings): number[] => [...(s.ipv4 ? [4] : []), ...(s.ipv6 
 function pinJsThreads(s: Settings, log: Logger): void {
   if (!s.pinning) return;
   const p = s.pinning;
-  log.info({ workerCpus: formatCpuList(p.cpus), workers: s.workers, notes: p.notes }, 'pinning each worker to one CPU of tuning.affinity\'s worker CPUs');
+  log.info(
+    { workerCpus: formatCpuList(p.cpus), workers: s.workers, notes: p.notes },
+    "pinning each worker to one CPU of tuning.affinity's worker CPUs",
+  );
   for (const problem of p.problems) log.warn({ problem }, 'tuning.affinity cannot be fully honoured on this node');
   try {
     native().setAffinity(p.cpus);
   } catch (e) {
     const err = e as NativeError;
-    log.fatal({ code: err.code, syscall: err.syscall, cpus: formatCpuList(p.cpus) }, `cannot pin the worker to its CPU: ${err.message}`);
+    log.fatal(
+      { code: err.code, syscall: err.syscall, cpus: formatCpuList(p.cpus) },
+      `cannot pin the worker to its CPU: ${err.message}`,
+    );
     exit(1);
   }
 }
@@ -77,19 +95,35 @@ function pinJsThreads(s: Settings, log: Logger): void {
 function startEngine(s: Settings, log: Logger, o: ProxyOptions): Engine {
   let engine: Engine;
   try {
-    engine = Engine.start({
-      ...s.live, hook: s.live.hook || o.onDecide !== undefined,
-      threads: s.workers, listenPort: s.listenPort, backlog: s.backlog, ipv4: s.ipv4, ipv6: s.ipv6,
-      keepClientIp: s.keepClientIp, cpus: s.threadCpus, ...o.fault,
-    }, { onEvent: (e) => onEngineEvent(e, log), onDecide: o.onDecide });
+    engine = Engine.start(
+      {
+        ...s.live,
+        hook: s.live.hook || o.onDecide !== undefined,
+        threads: s.workers,
+        listenPort: s.listenPort,
+        backlog: s.backlog,
+        ipv4: s.ipv4,
+        ipv6: s.ipv6,
+        keepClientIp: s.keepClientIp,
+        cpus: s.threadCpus,
+        ...o.fault,
+      },
+      { onEvent: (e) => onEngineEvent(e, log), onDecide: o.onDecide },
+    );
   } catch (e) {
     const err = e as NativeError;
-    log.fatal({ code: err.code, syscall: err.syscall, port: s.listenPort }, `cannot create the transparent listener: ${err.message}`);
+    log.fatal(
+      { code: err.code, syscall: err.syscall, port: s.listenPort },
+      `cannot create the transparent listener: ${err.message}`,
+    );
     return exit(1);
   }
   const unpinned = engine.threads.filter((t) => t.cpu >= 0 && !t.pinned);
   if (unpinned.length > 0) {
-    log.fatal({ cpus: unpinned.map((t) => t.cpu) }, 'cannot pin the worker to its CPU: sched_setaffinity refused (a CPU outside the pod\'s cpuset?)');
+    log.fatal(
+      { cpus: unpinned.map((t) => t.cpu) },
+      "cannot pin the worker to its CPU: sched_setaffinity refused (a CPU outside the pod's cpuset?)",
+    );
     exit(1);
   }
   return engine;
@@ -103,14 +137,28 @@ function pinnedFields(s: Settings, engine: Engine): object {
 
 function onEngineEvent(e: EngineEvent, log: Logger): void {
   if (e.kind === 'fatal') {
-    log.fatal({ thread: e.thread, what: e.what, code: e.code }, 'an engine thread failed; exiting so the fail policy covers the node until the restart');
-    return exit(1);
+    log.fatal(
+      { thread: e.thread, what: e.what, code: e.code },
+      'an engine thread failed; exiting so the fail policy covers the node until the restart',
+    );
+    exit(1);
   }
   if (e.kind === 'warn') return void log.warn({ thread: e.thread, what: e.what, code: e.code }, 'engine');
-  const ep = (x: { address: string; port: number; family: number }) => (x.family === 6 ? `[${x.address}]:${x.port}` : `${x.address}:${x.port}`);
+  const ep = (x: { address: string; port: number; family: number }) =>
+    x.family === 6 ? `[${x.address}]:${x.port}` : `${x.address}:${x.port}`;
   if (e.kind === 'accepted') return void log.debug({ src: ep(e.src), dst: ep(e.dst), thread: e.thread }, 'accepted');
   const reason = e.reason === 0 ? undefined : e.reason === 8 ? 'denied' : ERROR_REASONS[e.reason - 1];
-  log.debug({ src: ep(e.src), dst: ep(e.dst), reason, bytesIn: e.bytesUp, bytesOut: e.bytesDown, ms: Math.round(e.durationUs / 1000) }, 'closed');
+  log.debug(
+    {
+      src: ep(e.src),
+      dst: ep(e.dst),
+      reason,
+      bytesIn: e.bytesUp,
+      bytesOut: e.bytesDown,
+      ms: Math.round(e.durationUs / 1000),
+    },
+    'closed',
+  );
 }
 
 /** Liveness: every engine thread's loop counter must move; a stuck thread ends the process. */
@@ -118,11 +166,15 @@ function watchThreads(engine: Engine, log: Logger): { ok(): boolean } {
   let last = engine.heartbeats();
   const moved = last.map(() => Date.now());
   const timer = setInterval(() => {
-    const now = Date.now(), beats = engine.heartbeats();
+    const now = Date.now(),
+      beats = engine.heartbeats();
     beats.forEach((b, i) => {
       if (b !== last[i]) moved[i] = now;
       else if (now - moved[i]! > STALL_MS) {
-        log.fatal({ thread: i, stalledMs: now - moved[i]! }, 'an engine thread stopped turning; exiting so the fail policy covers the node until the restart');
+        log.fatal(
+          { thread: i, stalledMs: now - moved[i]! },
+          'an engine thread stopped turning; exiting so the fail policy covers the node until the restart',
+        );
         exit(1);
       }
     });

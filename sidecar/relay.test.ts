@@ -6,10 +6,25 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { treeRss } from '../e2e/bench/measure.ts';
 import { createTopology, nsSpawn, privilegedSkipReason, waitFor, type Topology } from '../e2e/netns.ts';
-import { nodeConfigYaml, peer, scrape, scratch, startInNs, startPeerServer, startSidecar, tsNode, type Proc } from '../e2e/proc.ts';
-import { blackhole, installTproxy } from './testkit.ts';
+import {
+  nodeConfigYaml,
+  peer,
+  scrape,
+  scratch,
+  startInNs,
+  startPeerServer,
+  startSidecar,
+  tsNode,
+  type Proc,
+} from '../e2e/proc.ts';
+import { blackhole, installTproxy } from './tproxy.testkit.ts';
 
-const LISTEN = 15101, METRICS = 15190, SCENARIO = 8080, HOLD = 8082, REFUSED = 8083, BLACKHOLE = 8084;
+const LISTEN = 15101,
+  METRICS = 15190,
+  SCENARIO = 8080,
+  HOLD = 8082,
+  REFUSED = 8083,
+  BLACKHOLE = 8084;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () => {
@@ -21,9 +36,12 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
 
   async function sidecar(proxy: object): Promise<Proc> {
     await px?.stop(5000);
-    const file = dir.file('sidecar.yaml', nodeConfigYaml({
-      proxy: { listenPort: LISTEN, metricsPort: METRICS, workers: 2, keepClientIp: true, logLevel: 'warn', ...proxy },
-    }));
+    const file = dir.file(
+      'sidecar.yaml',
+      nodeConfigYaml({
+        proxy: { listenPort: LISTEN, metricsPort: METRICS, workers: 2, keepClientIp: true, logLevel: 'warn', ...proxy },
+      }),
+    );
     px = await startSidecar(t.proxy.ns, file);
     return px;
   }
@@ -36,7 +54,11 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
     dir = scratch('relay');
     await installTproxy(t, LISTEN, [SCENARIO, HOLD, REFUSED, BLACKHOLE]);
     await blackhole(t, BLACKHOLE);
-    servers.push(await startInNs(t.server.ns, [...tsNode('e2e/tools/scenario.ts'), 'serve', '--listen', to()], { ready: /"listening"/ }));
+    servers.push(
+      await startInNs(t.server.ns, [...tsNode('e2e/tools/scenario.ts'), 'serve', '--listen', to()], {
+        ready: /"listening"/,
+      }),
+    );
     servers.push(await startPeerServer(t.server.ns, [to(HOLD)], 'hold'));
   });
 
@@ -52,15 +74,22 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
     const copy0 = await metric('tpfleet_proxy_relay_bytes_total{path="copy"}');
     const small = await client('echo', ['--bytes', '300']);
     assert.equal(small.receivedSha, small.sentSha);
-    assert.equal(await metric('tpfleet_proxy_relay_bytes_total{path="splice"}'), 0, 'a 300-byte exchange is copied, not spliced');
-    assert.ok(await metric('tpfleet_proxy_relay_bytes_total{path="copy"}') - copy0 >= 600);
+    assert.equal(
+      await metric('tpfleet_proxy_relay_bytes_total{path="splice"}'),
+      0,
+      'a 300-byte exchange is copied, not spliced',
+    );
+    assert.ok((await metric('tpfleet_proxy_relay_bytes_total{path="copy"}')) - copy0 >= 600);
     const big = await client('echo', ['--bytes', String(20 << 20)]);
     assert.equal(big.ok, true, JSON.stringify(big));
     assert.equal(big.received, 20 << 20, 'the whole echo arrived after the client half-closed');
     assert.equal(big.receivedSha, big.sentSha);
     const spliced = await metric('tpfleet_proxy_relay_bytes_total{path="splice"}');
     assert.ok(spliced > 30 << 20, `bulk went through splice (${spliced} bytes)`);
-    assert.equal(await metric('tpfleet_proxy_bytes_total{direction="client_to_upstream"}'), (20 << 20) + 300 + 2 * 'echo\n'.length);
+    assert.equal(
+      await metric('tpfleet_proxy_bytes_total{direction="client_to_upstream"}'),
+      (20 << 20) + 300 + 2 * 'echo\n'.length,
+    );
   });
 
   test('a slow reader (1 byte a second) pushes back on the client: sidecar RSS stays under baseline + 32 MB', async () => {
@@ -69,7 +98,8 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
     const base = treeRss(p.child.pid!);
     let peak = base;
     const writer = peerScenario(t.client.ns, ['client', '--to', to(), '--cmd', 'slow', '--seconds', '8']);
-    while (!(await Promise.race([writer.then(() => true), sleep(250).then(() => false)]))) peak = Math.max(peak, treeRss(p.child.pid!));
+    while (!(await Promise.race([writer.then(() => true), sleep(250).then(() => false)])))
+      peak = Math.max(peak, treeRss(p.child.pid!));
     const { sent } = (await writer) as { sent: number };
     assert.ok(sent < 100e6, `backpressure held the client (it could send ${sent} bytes)`);
     assert.ok(peak - base < 32 << 20, `RSS grew by ${((peak - base) / 2 ** 20).toFixed(1)} MiB`);
@@ -100,11 +130,26 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
     assert.ok((quiet.closedAfterMs as number) >= 350, `closed after ${quiet.closedAfterMs} ms`);
     const tick = await client('tick', ['--bytes', '1200']);
     assert.ok((tick.ticks as number) >= 10, `ticks arrived: ${tick.ticks}`);
-    assert.ok((tick.closedAfterMs as number) >= 1500, `closed after ${tick.closedAfterMs} ms, once the ticks had stopped for 400 ms`);
-    await waitFor('both closes counted', async () => (await metric('tpfleet_proxy_errors_total{reason="idle_timeout"}')) === 2);
+    assert.ok(
+      (tick.closedAfterMs as number) >= 1500,
+      `closed after ${tick.closedAfterMs} ms, once the ticks had stopped for 400 ms`,
+    );
+    await waitFor(
+      'both closes counted',
+      async () => (await metric('tpfleet_proxy_errors_total{reason="idle_timeout"}')) === 2,
+    );
     assert.equal(await metric('tpfleet_proxy_connections_closed_total{result="timeout"}'), 2);
-    const serverSide = servers[0]!.output().split('\n').filter((l) => l.includes('"closed"')).slice(-2).map((l) => JSON.parse(l));
-    assert.deepEqual(serverSide.map((s) => s.error), ['ECONNRESET', 'ECONNRESET'], 'the server side was reset too');
+    const serverSide = servers[0]!
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('"closed"'))
+      .slice(-2)
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      serverSide.map((s) => s.error),
+      ['ECONNRESET', 'ECONNRESET'],
+      'the server side was reset too',
+    );
   });
 
   test('a reset on either side resets the other and is counted by side', async () => {
@@ -114,8 +159,15 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
     const r2 = await client('reset-self');
     assert.ok(r2.closedAfterMs !== undefined);
     await waitFor('the server to see the client reset', async () =>
-      servers[0]!.output().split('\n').some((l) => l.includes('"closed"') && l.includes('"cmd":"echo"') && l.includes('ECONNRESET')));
-    await waitFor('both counted', async () => (await metric('tpfleet_proxy_errors_total{reason="client_reset"}')) === 1);
+      servers[0]!
+        .output()
+        .split('\n')
+        .some((l) => l.includes('"closed"') && l.includes('"cmd":"echo"') && l.includes('ECONNRESET')),
+    );
+    await waitFor(
+      'both counted',
+      async () => (await metric('tpfleet_proxy_errors_total{reason="client_reset"}')) === 1,
+    );
     assert.equal(await metric('tpfleet_proxy_errors_total{reason="upstream_reset"}'), 1);
   });
 
@@ -125,8 +177,13 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
     // keep the half-closed connection open, as it should).
     const held = [holdOne(t, SCENARIO, 'echo'), holdOne(t, SCENARIO, 'echo')];
     await waitFor('two open', async () => (await metric('tpfleet_proxy_connections_active')) === 2);
-    const extra = await Promise.all([1, 2].map(() => peer(t.client.ns, ['probe', '--to', to(HOLD), '--timeout', '3000'])));
-    assert.deepEqual(extra, [{ ok: false, error: 'ECONNRESET' }, { ok: false, error: 'ECONNRESET' }]);
+    const extra = await Promise.all(
+      [1, 2].map(() => peer(t.client.ns, ['probe', '--to', to(HOLD), '--timeout', '3000'])),
+    );
+    assert.deepEqual(extra, [
+      { ok: false, error: 'ECONNRESET' },
+      { ok: false, error: 'ECONNRESET' },
+    ]);
     assert.equal(await metric('tpfleet_proxy_connections_shed_total'), 2);
     assert.equal(await metric('tpfleet_proxy_connections_closed_total{result="shed"}'), 2);
     held[0]!.kill();
@@ -140,8 +197,10 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
     await sidecar({});
     const c = holdOne(t, SCENARIO, 'echo');
     c.stdin!.write('0123456789abcdef\n');
-    await waitFor('the bytes counted while open', async () =>
-      (await metric('tpfleet_proxy_bytes_total{direction="upstream_to_client"}')) === 17 + 0);
+    await waitFor(
+      'the bytes counted while open',
+      async () => (await metric('tpfleet_proxy_bytes_total{direction="upstream_to_client"}')) === 17 + 0,
+    );
     assert.equal(await metric('tpfleet_proxy_bytes_total{direction="client_to_upstream"}'), 'echo\n'.length + 17);
     assert.equal(await metric('tpfleet_proxy_connections_active'), 1);
     c.stdin!.end();
@@ -155,16 +214,28 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
     await sleep(500);
     const base = treeRss(p.child.pid!);
     for (const round of [1, 2]) {
-      const holder = await startInNs(t.client.ns, [...tsNode('e2e/tools/peer.ts'), 'hold', '--to', to(HOLD), '--count', '5000'], {
-        ready: /"held":\d+/, readyTimeoutMs: 120_000,
-      });
+      const holder = await startInNs(
+        t.client.ns,
+        [...tsNode('e2e/tools/peer.ts'), 'hold', '--to', to(HOLD), '--count', '5000'],
+        {
+          ready: /"held":\d+/,
+          readyTimeoutMs: 120_000,
+        },
+      );
       try {
         const r = JSON.parse(/\{"held".*\}/.exec(holder.output())![0]) as { held: number; failed: number };
         assert.deepEqual(r, { held: 5000, failed: 0 }, `round ${round}`);
         assert.equal(await metric('tpfleet_proxy_connections_active'), 5000);
         // Timed by the client itself (no scrape latency): from the moment all were open until the last reset.
-        await waitFor('every idle connection closed', async () => /"allClosedAfterMs"/.test(holder.output()), 4000 + 2000 + 5000, 100);
-        const { allClosedAfterMs } = JSON.parse(/\{"allClosedAfterMs".*\}/.exec(holder.output())![0]) as { allClosedAfterMs: number };
+        await waitFor(
+          'every idle connection closed',
+          async () => /"allClosedAfterMs"/.test(holder.output()),
+          4000 + 2000 + 5000,
+          100,
+        );
+        const { allClosedAfterMs } = JSON.parse(/\{"allClosedAfterMs".*\}/.exec(holder.output())![0]) as {
+          allClosedAfterMs: number;
+        };
         assert.ok(allClosedAfterMs <= 4000 + 2000, `closed ${allClosedAfterMs} ms after they were all open (idle 4 s)`);
         assert.equal(await metric('tpfleet_proxy_connections_active'), 0);
       } finally {
@@ -172,7 +243,10 @@ describe('the engine relay behind TPROXY', { skip: privilegedSkipReason() }, () 
       }
       await sleep(1000);
       const rss = treeRss(p.child.pid!);
-      assert.ok(rss <= base * 1.2, `round ${round}: RSS ${(rss / 2 ** 20).toFixed(1)} MiB against a baseline of ${(base / 2 ** 20).toFixed(1)} MiB`);
+      assert.ok(
+        rss <= base * 1.2,
+        `round ${round}: RSS ${(rss / 2 ** 20).toFixed(1)} MiB against a baseline of ${(base / 2 ** 20).toFixed(1)} MiB`,
+      );
     }
   });
 });
@@ -188,7 +262,9 @@ async function peerScenario(ns: string, args: string[]): Promise<Record<string, 
 
 /** One connection held open from the client namespace (sidecar/testdata/held-client.ts); kill() ends it. */
 function holdOne(t: Topology, port = HOLD, first?: string) {
-  const child = nsSpawn(t.client.ns, [...tsNode('sidecar/testdata/held-client.ts'), t.server.v4, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = nsSpawn(t.client.ns, [...tsNode('sidecar/testdata/held-client.ts'), t.server.v4, String(port)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   if (first) child.stdin!.write(`${first}\n`);
   return child;
 }

@@ -15,9 +15,19 @@ test('workers 0 means one engine thread per CPU; maxConnections is one budget fo
 });
 
 test('durations, families and ports reach the engine as numbers; debug turns connection events on', () => {
-  const s = settingsFrom(cfg({ listenPort: 16000, timeouts: { connect: '250ms', idle: '2m', drain: '5s' } }, { ipFamilies: ['IPv6'] }), 1);
+  const s = settingsFrom(
+    cfg({ listenPort: 16000, timeouts: { connect: '250ms', idle: '2m', drain: '5s' } }, { ipFamilies: ['IPv6'] }),
+    1,
+  );
   assert.deepEqual(
-    { port: s.listenPort, v4: s.ipv4, v6: s.ipv6, c: s.live.connectTimeoutMs, i: s.live.idleTimeoutMs, d: s.drainTimeoutMs },
+    {
+      port: s.listenPort,
+      v4: s.ipv4,
+      v6: s.ipv6,
+      c: s.live.connectTimeoutMs,
+      i: s.live.idleTimeoutMs,
+      d: s.drainTimeoutMs,
+    },
     { port: 16000, v4: false, v6: true, c: 250, i: 120_000, d: 5_000 },
   );
   assert.equal(s.live.logConnections, false);

@@ -28,7 +28,12 @@ export interface Settings {
 }
 
 /** proxy.workers 0 (auto) means one thread per planned CPU when pinning, else one per CPU. */
-export function settingsFrom(cfg: NodeConfig, cpus = availableParallelism(), pinning: WorkerPinning | null = null, template: string | null = null): Settings {
+export function settingsFrom(
+  cfg: NodeConfig,
+  cpus = availableParallelism(),
+  pinning: WorkerPinning | null = null,
+  template: string | null = null,
+): Settings {
   const p = cfg.proxy;
   const workers = p.workers !== 0 ? p.workers : pinning ? pinning.cpus.length : Math.max(1, cpus);
   return {

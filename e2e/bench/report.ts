@@ -21,7 +21,13 @@ export interface Row {
 }
 
 /** ratio: whether a "ratio X / baseline" cell makes sense (not for a ratio within a row). */
-interface Col { key: keyof Row; title: string; digits: number; higherIsBetter: boolean; ratio?: false }
+interface Col {
+  key: keyof Row;
+  title: string;
+  digits: number;
+  higherIsBetter: boolean;
+  ratio?: false;
+}
 
 const COLS: Col[] = [
   { key: 'iperf1', title: 'iperf3 1 stream (Gbit/s)', digits: 2, higherIsBetter: true },
@@ -44,12 +50,17 @@ export function renderTable(rows: Row[], baseline = 'haproxy'): string {
   const lines = rows.map((r) => `| ${r.path} | ${COLS.map((c) => num(r[c.key], c.digits)).join(' | ')} |`);
   const base = rows.find((r) => r.path === baseline);
   const ratios = base
-    ? rows.filter((r) => r.path !== baseline && r.path !== 'direct').map((r) =>
-      `| ratio ${r.path} / ${baseline} | ${COLS.map((c) => {
-        const a = r[c.key], b = base[c.key];
-        if (c.ratio === false) return '–';
-        return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
-      }).join(' | ')} |`)
+    ? rows
+        .filter((r) => r.path !== baseline && r.path !== 'direct')
+        .map(
+          (r) =>
+            `| ratio ${r.path} / ${baseline} | ${COLS.map((c) => {
+              const a = r[c.key],
+                b = base[c.key];
+              if (c.ratio === false) return '–';
+              return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
+            }).join(' | ')} |`,
+        )
     : [];
   return [head, sep, ...lines, ...ratios].join('\n');
 }

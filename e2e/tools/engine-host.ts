@@ -13,11 +13,16 @@ import { Engine, type HeldConnection, type Verdict } from '../../sidecar/engine.
 
 const { values: o } = parseArgs({
   options: {
-    port: { type: 'string' }, threads: { type: 'string', default: '2' }, peek: { type: 'boolean', default: false },
-    'hold-ms': { type: 'string', default: '1000' }, elsewhere: { type: 'string' }, 'deny-port': { type: 'string', default: '0' },
+    port: { type: 'string' },
+    threads: { type: 'string', default: '2' },
+    peek: { type: 'boolean', default: false },
+    'hold-ms': { type: 'string', default: '1000' },
+    elsewhere: { type: 'string' },
+    'deny-port': { type: 'string', default: '0' },
   },
 });
-const out = (x: unknown): void => void process.stdout.write(`${JSON.stringify(x, (_, v) => (typeof v === 'bigint' ? String(v) : v))}\n`);
+const out = (x: unknown): void =>
+  void process.stdout.write(`${JSON.stringify(x, (_, v) => (typeof v === 'bigint' ? String(v) : v))}\n`);
 
 function decide(c: HeldConnection): Verdict {
   if (!o.peek) return c.dst.port === Number(o['deny-port']) ? { action: 'reset' } : { action: 'forward' };
@@ -32,18 +37,41 @@ function decide(c: HeldConnection): Verdict {
   return { action: 'forward' };
 }
 
-const engine = Engine.start({
-  threads: Number(o.threads), listenPort: Number(o.port), backlog: 1024, ipv4: true, ipv6: true, keepClientIp: true, cpus: null,
-  connectTimeoutMs: 2000, idleTimeoutMs: 60_000, holdTimeoutMs: Number(o['hold-ms']), maxConnections: 1000,
-  hook: true, peek: o.peek ?? false, logConnections: false, splice: true, faultKind: 0, faultAfterMs: 0,
-}, {
-  onEvent: (e) => out({ event: e }),
-  onDecide: (c) => {
-    const v = decide(c);
-    out({ decided: v.action, bytes: c.bytes.length, complete: c.complete, timedOut: c.timedOut, dst: `${c.dst.address}:${c.dst.port}` });
-    return v;
+const engine = Engine.start(
+  {
+    threads: Number(o.threads),
+    listenPort: Number(o.port),
+    backlog: 1024,
+    ipv4: true,
+    ipv6: true,
+    keepClientIp: true,
+    cpus: null,
+    connectTimeoutMs: 2000,
+    idleTimeoutMs: 60_000,
+    holdTimeoutMs: Number(o['hold-ms']),
+    maxConnections: 1000,
+    hook: true,
+    peek: o.peek ?? false,
+    logConnections: false,
+    splice: true,
+    faultKind: 0,
+    faultAfterMs: 0,
   },
-});
+  {
+    onEvent: (e) => out({ event: e }),
+    onDecide: (c) => {
+      const v = decide(c);
+      out({
+        decided: v.action,
+        bytes: c.bytes.length,
+        complete: c.complete,
+        timedOut: c.timedOut,
+        dst: `${c.dst.address}:${c.dst.port}`,
+      });
+      return v;
+    },
+  },
+);
 out({ ready: true, threads: engine.threads.length });
 createInterface({ input: process.stdin }).on('line', (l) => l.trim() === 'stats' && out({ stats: engine.stats() }));
 // The engine's event channel does not keep a process alive (by design); this host has nothing else.

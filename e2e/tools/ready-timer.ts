@@ -7,14 +7,18 @@ import http from 'node:http';
 import { parseArgs } from 'node:util';
 
 const { values: o, positionals: argv } = parseArgs({ allowPositionals: true, options: { port: { type: 'string' } } });
-const ready = (): Promise<boolean> => new Promise((resolve) => {
-  const req = http.get({ host: '127.0.0.1', port: Number(o.port), path: '/readyz', agent: false, timeout: 200 }, (res) => {
-    res.resume();
-    resolve(res.statusCode === 200);
+const ready = (): Promise<boolean> =>
+  new Promise((resolve) => {
+    const req = http.get(
+      { host: '127.0.0.1', port: Number(o.port), path: '/readyz', agent: false, timeout: 200 },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      },
+    );
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
   });
-  req.on('error', () => resolve(false));
-  req.on('timeout', () => req.destroy());
-});
 const t0 = performance.now();
 const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore' });
 child.on('exit', (code) => {

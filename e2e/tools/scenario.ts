@@ -25,8 +25,12 @@ import { parseArgs } from 'node:util';
 const { positionals, values: opt } = parseArgs({
   allowPositionals: true,
   options: {
-    listen: { type: 'string' }, to: { type: 'string' }, cmd: { type: 'string' },
-    bytes: { type: 'string', default: '0' }, seconds: { type: 'string', default: '5' }, text: { type: 'string', default: '' },
+    listen: { type: 'string' },
+    to: { type: 'string' },
+    cmd: { type: 'string' },
+    bytes: { type: 'string', default: '0' },
+    seconds: { type: 'string', default: '5' },
+    text: { type: 'string', default: '' },
   },
 });
 const out = (o: unknown): void => void process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -69,7 +73,8 @@ function serveOne(s: net.Socket, line: string, rest: Buffer): void {
 function serve(): void {
   const { host, port } = hostPort(opt.listen ?? '');
   const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
-    let buf = Buffer.alloc(0), cmd = '';
+    let buf = Buffer.alloc(0),
+      cmd = '';
     let error: string | undefined;
     s.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
     s.on('close', () => out({ closed: true, cmd, ...(error ? { error } : {}) }));
@@ -95,7 +100,9 @@ function open(line: string): { s: net.Socket; t0: number; ended: Promise<{ error
   s.write(`${line}\n`);
   let error: string | undefined;
   s.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
-  const ended = new Promise<{ error?: string; at: number }>((r) => s.on('close', () => r({ ...(error ? { error } : {}), at: Date.now() })));
+  const ended = new Promise<{ error?: string; at: number }>((r) =>
+    s.on('close', () => r({ ...(error ? { error } : {}), at: Date.now() })),
+  );
   return { s, t0: Date.now(), ended };
 }
 
@@ -104,9 +111,13 @@ async function client(): Promise<void> {
   const cmd = opt.cmd ?? '';
   if (cmd === 'echo') {
     const { s, ended } = open('echo');
-    const sent = sha(), got = sha();
+    const sent = sha(),
+      got = sha();
     let received = 0;
-    s.on('data', (d: Buffer) => ((received += d.length), got.update(d)));
+    s.on('data', (d: Buffer) => {
+      received += d.length;
+      got.update(d);
+    });
     const data = randomBytes(n);
     sent.update(data);
     s.end(data);
@@ -133,10 +144,15 @@ async function client(): Promise<void> {
   if (cmd === 'slow') {
     const { s } = open('slow');
     const chunk = randomBytes(1 << 16);
-    let sent = 0, stop = false;
+    let sent = 0,
+      stop = false;
     const pump = (): void => {
       while (!stop && s.write(chunk)) sent += chunk.length;
-      if (!stop) s.once('drain', () => ((sent += chunk.length), pump()));
+      if (stop) return;
+      s.once('drain', () => {
+        sent += chunk.length;
+        pump();
+      });
     };
     pump();
     await new Promise((r) => setTimeout(r, Number(opt.seconds) * 1000));
@@ -147,16 +163,24 @@ async function client(): Promise<void> {
   if (cmd === 'bulk') {
     const { s, ended } = open(`bulk ${n}`);
     const got = sha();
-    let received = 0, end = false;
-    s.on('data', (d: Buffer) => ((received += d.length), got.update(d)));
-    s.on('end', () => ((end = true), s.end()));
+    let received = 0,
+      end = false;
+    s.on('data', (d: Buffer) => {
+      received += d.length;
+      got.update(d);
+    });
+    s.on('end', () => {
+      end = true;
+      s.end();
+    });
     const e = await ended;
     return out({ received, end, receivedSha: got.digest('hex'), ...e });
   }
   if (cmd === 'say') {
     const { host, port } = hostPort(opt.to ?? '');
     const s = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
-    let got = '', error: string | undefined;
+    let got = '',
+      error: string | undefined;
     s.setEncoding('utf8');
     s.on('data', (d: string) => (got += d));
     s.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));

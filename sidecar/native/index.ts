@@ -2,6 +2,7 @@
 // (docs/adr/0011-data-engine.md) and CPU pinning (docs/adr/0002-native-addon.md). engine.ts wraps the
 // engine functions; nothing else should call them directly.
 import { createRequire } from 'node:module';
+import { errorMessage } from '../../api/errors.ts';
 
 export type IpFamily = 4 | 6;
 
@@ -54,11 +55,26 @@ export interface StartOptions extends LiveOptions {
 export type NativeEvent =
   | { kind: 'accepted'; thread: number; id: bigint; src: NativeEndpoint; dst: NativeEndpoint }
   | {
-    kind: 'closed'; thread: number; id: bigint; src: NativeEndpoint; dst: NativeEndpoint;
-    /** enum err_reason of stats.h: 0 none, then the error reasons in metrics.ts order, 8 denied. */
-    reason: number; bytesUp: number; bytesDown: number; durationUs: number;
-  }
-  | { kind: 'decide'; thread: number; id: bigint; src: NativeEndpoint; dst: NativeEndpoint; flags: number; bytes: Buffer }
+      kind: 'closed';
+      thread: number;
+      id: bigint;
+      src: NativeEndpoint;
+      dst: NativeEndpoint;
+      /** enum err_reason of stats.h: 0 none, then the error reasons in metrics.ts order, 8 denied. */
+      reason: number;
+      bytesUp: number;
+      bytesDown: number;
+      durationUs: number;
+    }
+  | {
+      kind: 'decide';
+      thread: number;
+      id: bigint;
+      src: NativeEndpoint;
+      dst: NativeEndpoint;
+      flags: number;
+      bytes: Buffer;
+    }
   | { kind: 'warn'; thread: number; what: string; errno: number; code: string }
   | { kind: 'fatal'; thread: number; what: string; errno: number; code: string };
 
@@ -68,7 +84,10 @@ export interface NativeHandle {
 }
 
 export interface TpfleetNative {
-  engineStart(opts: StartOptions, onEvents: (events: NativeEvent[]) => void): {
+  engineStart(
+    opts: StartOptions,
+    onEvents: (events: NativeEvent[]) => void,
+  ): {
     handle: NativeHandle;
     threads: { cpu: number; pinned: boolean }[];
   };
@@ -100,7 +119,7 @@ function load(): TpfleetNative {
     return createRequire(import.meta.url)(ADDON) as TpfleetNative;
   } catch (e) {
     throw new Error(
-      `the sidecar's native addon is not built (${(e as Error).message}); ` +
+      `the sidecar's native addon is not built (${errorMessage(e)}); ` +
         'run any `bash scripts/tpfleet.sh ...` command, which builds it with node-gyp',
     );
   }
