@@ -3,9 +3,9 @@
 // The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
 // `watch` publish the tuning condition on its own pod.
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
 import { KubeClient } from '../kube/client.ts';
+import { inClusterCredentials, kubeconfigCredentials } from '../kube/credentials.ts';
 import { NODE_STATE_DIR } from '../api/defaults.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
@@ -48,11 +48,17 @@ interface Cli {
 export interface AgentEnv {
   path: string;
   pod?: PodRef;
+  /** KUBERNETES_SERVICE_HOST/PORT: where the API server is from inside the cluster. */
+  api: { host?: string; port?: string };
 }
 
 export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
   try {
-    return { path: env.PATH ?? '', pod: podRefFromEnv(env) };
+    return {
+      path: env.PATH ?? '',
+      pod: podRefFromEnv(env),
+      api: { host: env.KUBERNETES_SERVICE_HOST, port: env.KUBERNETES_SERVICE_PORT },
+    };
   } catch (e) {
     throw new UsageError(errorMessage(e), { cause: e });
   }
@@ -124,10 +130,10 @@ async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
 /** The publisher for the tuning condition, when the pod knows who it is (downward API). */
 function publisher(cli: Cli, env: AgentEnv): TuningPublisher | undefined {
   if (!env.pod) return undefined;
-  const kc = new KubeConfig();
-  if (cli.kubeconfig) kc.loadFromFile(cli.kubeconfig);
-  else kc.loadFromCluster();
-  return new TuningPublisher(new KubeClient(kc, AGENT_FIELD_MANAGER), env.pod);
+  // The lean credentials, not client-node's KubeConfig: this process runs on every intercepting node
+  // for as long as it intercepts, and client-node alone costs it about 50 MB (docs/benchmarks.md).
+  const creds = cli.kubeconfig ? kubeconfigCredentials(cli.kubeconfig) : inClusterCredentials(env.api);
+  return new TuningPublisher(new KubeClient(creds, AGENT_FIELD_MANAGER), env.pod);
 }
 
 async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger): Promise<void> {

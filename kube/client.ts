@@ -5,6 +5,7 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
+import type { ApiCredentials } from './credentials.ts';
 
 export interface KubeObject {
   apiVersion?: string;
@@ -78,16 +79,24 @@ interface RequestOpts {
   timeoutMs?: number;
 }
 
+/** client-node's KubeConfig (the operator: exec plugins, OIDC...) or the lean credentials of kube/credentials.ts (the node agent). */
+export type Credentials = KubeConfig | ApiCredentials;
+
 export class KubeClient {
   readonly server: string;
+  private readonly creds: Pick<ApiCredentials, 'applyToHTTPSOptions'>;
   constructor(
-    private readonly kc: KubeConfig,
+    creds: Credentials,
     readonly fieldManager: string,
     private readonly onWrite: (verb: WriteVerb) => void = () => {},
   ) {
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new Error('kubeconfig has no current cluster');
-    this.server = cluster.server.replace(/\/$/, '');
+    let server: string | undefined;
+    if ('getCurrentCluster' in creds) {
+      server = creds.getCurrentCluster()?.server;
+      if (!server) throw new Error('kubeconfig has no current cluster');
+    } else server = creds.server;
+    this.server = server.replace(/\/$/, '');
+    this.creds = creds;
   }
 
   private async open(method: string, path: string, o: RequestOpts): Promise<http.IncomingMessage> {
@@ -98,7 +107,7 @@ export class KubeClient {
       headers: { Accept: o.accept ?? 'application/json' },
       signal: o.signal,
     };
-    await this.kc.applyToHTTPSOptions(opts);
+    await this.creds.applyToHTTPSOptions(opts);
     const payload = o.body === undefined ? undefined : JSON.stringify(o.body);
     if (payload !== undefined) opts.headers = { ...opts.headers, 'Content-Type': o.contentType ?? 'application/json' };
     const lib = url.protocol === 'http:' ? http : https;

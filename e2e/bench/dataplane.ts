@@ -288,7 +288,16 @@ async function footprint(t: Topology, dir: Scratch): Promise<Footprint> {
   const state = path.join(dir.dir, `agent-state-${t.prefix}`);
   const watch = await startInNs(
     t.proxy.ns,
-    [process.execPath, path.join(DIST, 'tpfleet-agent.mjs'), 'watch', '--config', cfg, '--state-dir', state],
+    [
+      process.execPath,
+      '--lite-mode',
+      path.join(DIST, 'tpfleet-agent.mjs'),
+      'watch',
+      '--config',
+      cfg,
+      '--state-dir',
+      state,
+    ],
     { ready: /watchdog started/ },
   );
   try {
