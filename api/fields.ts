@@ -26,6 +26,18 @@ export const RESOURCE_NAMES = ['cpu', 'memory', 'ephemeral-storage'] as const;
 
 export const port = z.number().int().min(1).max(65535);
 
+/** IPv4/IPv6 CIDR or bare address with host bits zero, as the CRD takes it; mirrors api/net.ts parseCidr. */
+export const cidr = z
+  .string()
+  .max(64)
+  .meta({
+    description: 'IPv4 or IPv6 CIDR (host bits zero) or a bare address.',
+    ...cel({
+      rule: 'isIP(self) || (isCIDR(self) && cidr(self) == cidr(self).masked())',
+      message: 'must be an IP address or a CIDR with host bits zero',
+    }),
+  });
+
 /** Kubernetes-style duration text; api/net.ts parseDuration turns it into milliseconds. */
 export const DURATION_MESSAGE = 'must be a duration like 500ms, 5s, 1m30s or 2h';
 export const durationText = z.string().max(32).regex(DURATION, DURATION_MESSAGE);

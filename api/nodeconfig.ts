@@ -23,6 +23,7 @@ import {
   workers,
 } from './fields.ts';
 import { cidrText, parseCidr, parseDuration, type Cidr, type Family } from './net.ts';
+import { PolicyConfig } from './policy.ts';
 import { Tuning } from './tuning.ts';
 
 export { PortRange };
@@ -154,6 +155,7 @@ export const NodeConfig = z
     tuning: Tuning.describe(
       'sysctl profile/overrides and NIC IRQ/RPS/XPS/CPU affinity (docs/tuning.md); omitted: change nothing.',
     ),
+    policy: PolicyConfig.prefault({}).describe('Egress policy (docs/egress.md); omitted: forward everything.'),
   })
   .strict();
 export type NodeConfig = z.output<typeof NodeConfig>;

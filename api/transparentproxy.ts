@@ -12,6 +12,7 @@
 import { z } from 'zod';
 import { DEFAULTS, hex } from './defaults.ts';
 import {
+  cidr,
   BACKENDS,
   backlog,
   cel,
@@ -38,6 +39,7 @@ import {
   workers,
 } from './fields.ts';
 import { TransparentProxyStatus } from './transparentproxy-status.ts';
+import { PolicySpec } from './policy.ts';
 import { TuningSpec } from './tuning.ts';
 
 export const GROUP = 'tpfleet.io';
@@ -53,17 +55,6 @@ const duration = (what: string) =>
   durationText.meta({ description: `${what} Kubernetes-style duration: 500ms, 5s, 1m30s, 2h.` });
 const u32 = z.number().int().min(1).max(4294967295);
 
-/** IPv4/IPv6 CIDR or bare address with host bits zero; mirrors api/net.ts parseCidr. */
-const cidr = z
-  .string()
-  .max(64)
-  .meta({
-    description: 'IPv4 or IPv6 CIDR (host bits zero) or a bare address.',
-    ...cel({
-      rule: 'isIP(self) || (isCIDR(self) && cidr(self) == cidr(self).masked())',
-      message: 'must be an IP address or a CIDR with host bits zero',
-    }),
-  });
 const cidrList = (what: string) =>
   z.array(cidr).max(256).optional().meta({ description: what, 'x-kubernetes-list-type': 'set' });
 const CidrSet = z
@@ -316,6 +307,7 @@ export const TransparentProxySpec = z
     }),
     interception: InterceptionSpec.optional(),
     proxy: ProxySpec.optional(),
+    policy: PolicySpec.optional(),
     tuning: TuningSpec.optional().meta({
       description:
         'Node tuning (docs/tuning.md): sysctl profile and overrides, NIC IRQ/RPS/XPS and worker CPU placement. Rendered into the NodeConfig document (tuning); applied by the node agent, restored on removal.',

@@ -42,6 +42,8 @@ const options = (over: Partial<StartOptions> = {}): StartOptions => ({
   peek: false,
   logConnections: false,
   splice: true,
+  audit: false,
+  auditPerSecond: 100,
   faultKind: 0,
   faultAfterMs: 0,
   ...over,

@@ -66,5 +66,7 @@ export function liveOptions(cfg: NodeConfig): LiveOptions {
     peek: false,
     logConnections: p.logLevel === 'debug' || p.logLevel === 'trace',
     splice: true,
+    audit: cfg.policy.audit.enabled,
+    auditPerSecond: cfg.policy.audit.maxLinesPerSecond,
   };
 }

@@ -54,6 +54,8 @@ const engine = Engine.start(
     peek: o.peek ?? false,
     logConnections: false,
     splice: true,
+    audit: false,
+    auditPerSecond: 100,
     faultKind: 0,
     faultAfterMs: 0,
   },

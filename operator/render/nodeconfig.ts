@@ -45,6 +45,7 @@ export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
     interception: spec.interception ?? {},
     proxy,
     ...(spec.tuning ? { tuning: spec.tuning } : {}),
+    ...(spec.policy ? { policy: spec.policy } : {}),
   };
   const checked = NodeConfig.safeParse(doc);
   if (!checked.success) {

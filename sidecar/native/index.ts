@@ -36,6 +36,9 @@ export interface LiveOptions {
   logConnections: boolean;
   /** Bulk directions move with splice(2); false: copy only (benchmark knob). */
   splice: boolean;
+  /** One event per connection when it ends, for the audit log, at most auditPerSecond a second. */
+  audit: boolean;
+  auditPerSecond: number;
 }
 
 export interface StartOptions extends LiveOptions {
@@ -60,11 +63,22 @@ export type NativeEvent =
       id: bigint;
       src: NativeEndpoint;
       dst: NativeEndpoint;
-      /** enum err_reason of stats.h: 0 none, then the error reasons in metrics.ts order, 8 denied. */
+      /** enum err_reason of stats.h: 0 none, 1..8 the error reasons in metrics.ts order, 9 denied, 10 limited. */
       reason: number;
       bytesUp: number;
       bytesDown: number;
       durationUs: number;
+      /** The policy rule that decided (-1 the default action, -2 no policy), in the table of `generation`. */
+      rule: number;
+      /** 0 allow, 1 deny, 2 forward. */
+      action: number;
+      upstream: number;
+      generation: number;
+      /** 1: name is the TLS SNI, 2: the HTTP Host; 0: no name was seen. */
+      nameKind: number;
+      name?: string;
+      /** This event is an audit line (within the per-second cap), not only a debug log. */
+      audit: boolean;
     }
   | {
       kind: 'decide';
@@ -102,6 +116,15 @@ export interface TpfleetNative {
   engineCloseAll(h: NativeHandle): void;
   engineStop(h: NativeHandle): void;
   statNames(): string[];
+  /** Installs a compiled policy (sidecar/policy.ts) or removes it (null); returns its generation. Throws on a malformed table and keeps the old one. */
+  engineSetPolicy(h: NativeHandle, compiled: Uint8Array | null): number;
+  /** Decisions by rule (keyed by the FNV-1a of the rule name, 0 for the default action): allow, deny, forward, limited. */
+  engineRuleCounters(h: NativeHandle): { keys: BigUint64Array; counts: Float64Array };
+  /** The engine's decision for one connection, off-line (tests). */
+  policyEvaluate(
+    compiled: Uint8Array,
+    c: { src: string; dst: string; port: number; sni?: string; host?: string },
+  ): { rule: number; peek: boolean };
   /**
    * Pins every thread of the calling process to `cpus` (sched_setaffinity per /proc/self/task
    * entry; threads created later inherit it). Call it before engineStart: it would re-pin engine

@@ -14,6 +14,7 @@
  * Only this file touches N-API; engine threads never do (they wake JS through a threadsafe function).
  */
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "engine.h"
 #include "events.h"
 #include "napi_util.h"
+#include "policy.h"
 
 napi_value set_affinity(napi_env env, napi_callback_info info);
 napi_value get_affinity(napi_env env, napi_callback_info info);
@@ -52,13 +54,15 @@ static struct handle *unwrap(napi_env env, napi_callback_info info, size_t want,
 static bool read_live_options(napi_env env, napi_value o, struct options *opt) {
   int64_t connect = opt->connect_timeout_ms, idle = opt->idle_timeout_ms, hold = opt->hold_timeout_ms,
           max = opt->max_connections;
-  bool hook = opt->hook, peek = opt->peek, log = opt->log_conns, splice = opt->splice;
+  bool hook = opt->hook, peek = opt->peek, log = opt->log_conns, splice = opt->splice, audit = opt->audit;
+  int64_t audit_per_s = opt->audit_per_s;
   /* Bounds every consumer accepts: Node's timers and ours cap at 2^31-1 ms (api/nodeconfig.ts). */
   if (!prop_int(env, o, "connectTimeoutMs", 1, 2147483647, &connect) ||
       !prop_int(env, o, "idleTimeoutMs", 1, 2147483647, &idle) ||
       !prop_int(env, o, "holdTimeoutMs", 1, 60000, &hold) || !prop_int(env, o, "maxConnections", 1, 10000000, &max) ||
       !prop_bool(env, o, "hook", &hook) || !prop_bool(env, o, "peek", &peek) ||
-      !prop_bool(env, o, "logConnections", &log) || !prop_bool(env, o, "splice", &splice))
+      !prop_bool(env, o, "logConnections", &log) || !prop_bool(env, o, "splice", &splice) ||
+      !prop_bool(env, o, "audit", &audit) || !prop_int(env, o, "auditPerSecond", 1, 1000000, &audit_per_s))
     return false;
   atomic_store(&opt->connect_timeout_ms, connect);
   atomic_store(&opt->idle_timeout_ms, idle);
@@ -68,6 +72,8 @@ static bool read_live_options(napi_env env, napi_value o, struct options *opt) {
   atomic_store(&opt->peek, peek);
   atomic_store(&opt->log_conns, log);
   atomic_store(&opt->splice, splice);
+  atomic_store(&opt->audit, audit);
+  atomic_store(&opt->audit_per_s, (uint32_t)audit_per_s);
   return true;
 }
 
@@ -117,6 +123,7 @@ static bool read_start_options(napi_env env, napi_value o, struct engine *e, int
   atomic_store(&e->opt.hold_timeout_ms, 1000);
   atomic_store(&e->opt.max_connections, 20000);
   atomic_store(&e->opt.splice, 1);
+  atomic_store(&e->opt.audit_per_s, 100);
   return read_live_options(env, o, &e->opt) && read_cpus(env, o, e->nthreads, cpus, have_cpus);
 }
 
@@ -156,10 +163,20 @@ static napi_value event_value(napi_env env, struct event *ev) {
   napi_set_named_property(env, o, "src", endpoint_value(env, &ev->src));
   napi_set_named_property(env, o, "dst", endpoint_value(env, &ev->dst));
   if (ev->kind == EV_CLOSED) {
+    napi_value audit;
     set_num(env, o, "reason", ev->reason);
     set_num(env, o, "bytesUp", (double)ev->bytes_up);
     set_num(env, o, "bytesDown", (double)ev->bytes_down);
     set_num(env, o, "durationUs", (double)ev->duration_us);
+    set_num(env, o, "rule", ev->rule);
+    set_num(env, o, "action", ev->action);
+    set_num(env, o, "upstream", ev->upstream);
+    set_num(env, o, "generation", ev->generation);
+    set_num(env, o, "nameKind", ev->name_kind);
+    if (ev->peek) set_str(env, o, "name", ev->peek);
+    napi_get_boolean(env, ev->audit, &audit);
+    napi_set_named_property(env, o, "audit", audit);
+    free(ev->peek);
   }
   if (ev->kind == EV_DECIDE) {
     napi_value buf;
@@ -334,6 +351,166 @@ static napi_value engine_stop_js(napi_env env, napi_callback_info info) {
   return NULL; /* h itself stays allocated: the external may still be referenced from JS */
 }
 
+/* Frees retired policies every thread has turned its loop past (none still reads them). */
+static void free_retired(struct engine *e) {
+  for (struct policy **pp = &e->retired; *pp;) {
+    struct policy *p = *pp;
+    bool quiet = true;
+    for (int i = 0; i < e->nthreads && quiet; i++) quiet = atomic_load(&e->threads[i].loops) > p->retired_at[i];
+    if (!quiet) {
+      pp = &p->retired_next;
+      continue;
+    }
+    *pp = p->retired_next;
+    policy_free(p);
+  }
+}
+
+/* Gives each rule its counter slot by name, so counters carry over a reload. */
+static bool assign_slots(struct engine *e, struct policy *p) {
+  for (uint32_t i = 0; i < p->nrules; i++) {
+    struct policy_rule *r = &p->rules_mem[i];
+    uint32_t s = 1;
+    while (s < e->nrule_keys && e->rule_keys[s] != r->key) s++;
+    if (s == e->nrule_keys) {
+      if (s == RULE_SLOTS) return false;
+      e->rule_keys[e->nrule_keys++] = r->key;
+    }
+    r->slot = (uint16_t)s;
+  }
+  return true;
+}
+
+/* engineSetPolicy(handle, compiled: Uint8Array | null) -> generation. A malformed table throws and
+ * changes nothing: the engine keeps deciding with the policy it had. */
+static napi_value engine_set_policy_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2], result;
+  struct handle *h = unwrap(env, info, 2, argv);
+  if (!h) return NULL;
+  struct engine *e = &h->e;
+  struct policy *next = NULL;
+  napi_valuetype type;
+  CHECK(env, napi_typeof(env, argv[1], &type));
+  if (type != napi_null) {
+    void *data;
+    size_t len;
+    bool is_typed = false;
+    CHECK(env, napi_is_typedarray(env, argv[1], &is_typed));
+    if (!is_typed) return throw_type(env, "the policy must be a Uint8Array (sidecar/policy.ts compiles it) or null");
+    napi_typedarray_type tt;
+    napi_value ab;
+    size_t off;
+    CHECK(env, napi_get_typedarray_info(env, argv[1], &tt, &len, &data, &ab, &off));
+    const char *why = NULL;
+    if (!(next = policy_load(data, len, &why))) {
+      char text[160];
+      snprintf(text, sizeof text, "the compiled policy is malformed: %s", why);
+      return throw_type(env, text);
+    }
+    if (!assign_slots(e, next)) {
+      policy_free(next);
+      return throw_type(env, "more distinct rule names than the engine keeps counters for (8191)");
+    }
+    next->generation = ++e->policy_generation;
+  }
+  struct policy *old = atomic_exchange(&e->policy, next);
+  if (old) {
+    for (int i = 0; i < e->nthreads; i++) old->retired_at[i] = atomic_load(&e->threads[i].loops);
+    old->retired_next = e->retired;
+    e->retired = old;
+  }
+  free_retired(e);
+  CHECK(env, napi_create_uint32(env, next ? next->generation : 0, &result));
+  return result;
+}
+
+/* engineRuleCounters(handle) -> { keys: BigUint64Array, counts: Float64Array (PC__COUNT per key) }. */
+static napi_value engine_rule_counters_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out, kab, cab, keys, counts;
+  struct handle *h = unwrap(env, info, 1, argv);
+  if (!h) return NULL;
+  struct engine *e = &h->e;
+  uint32_t n = e->nrule_keys;
+  uint64_t *k;
+  double *c;
+  free_retired(e);
+  CHECK(env, napi_create_arraybuffer(env, n * sizeof(uint64_t), (void **)&k, &kab));
+  CHECK(env, napi_create_arraybuffer(env, n * PC__COUNT * sizeof(double), (void **)&c, &cab));
+  for (uint32_t s = 0; s < n; s++) {
+    k[s] = e->rule_keys[s];
+    for (int j = 0; j < PC__COUNT; j++) {
+      uint64_t sum = 0;
+      for (int t = 0; t < e->nthreads; t++) sum += __atomic_load_n(rule_counter(e, t, s, j), __ATOMIC_RELAXED);
+      c[s * PC__COUNT + j] = (double)sum;
+    }
+  }
+  CHECK(env, napi_create_typedarray(env, napi_biguint64_array, n, kab, 0, &keys));
+  CHECK(env, napi_create_typedarray(env, napi_float64_array, n * PC__COUNT, cab, 0, &counts));
+  napi_create_object(env, &out);
+  napi_set_named_property(env, out, "keys", keys);
+  napi_set_named_property(env, out, "counts", counts);
+  return out;
+}
+
+static bool text_endpoint(napi_env env, napi_value o, const char *key, struct endpoint *ep) {
+  napi_value v;
+  char text[INET6_ADDRSTRLEN + 1];
+  size_t len = 0;
+  memset(ep, 0, sizeof *ep);
+  if (napi_get_named_property(env, o, key, &v) != napi_ok || napi_get_value_string_utf8(env, v, text, sizeof text, &len) != napi_ok)
+    return throw_type(env, "src and dst must be IP address strings"), false;
+  if (inet_pton(AF_INET, text, ep->addr) == 1) ep->family = 4;
+  else if (inet_pton(AF_INET6, text, ep->addr) == 1) ep->family = 6;
+  else return throw_type(env, "src and dst must be IP address strings"), false;
+  return true;
+}
+
+/* policyEvaluate(compiled, { src, dst, port, sni?, host? }) -> { rule, peek }: the engine's decision
+ * off-line, for tests that hold it to the TypeScript reference (sidecar/policy.ts decide). peek: the
+ * connection would have been held for its first bytes. rule: -1 is the default action. */
+static napi_value policy_evaluate_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2], out, v;
+  if (!get_args(env, info, 2, argv)) return NULL;
+  void *data;
+  size_t len;
+  napi_typedarray_type tt;
+  napi_value ab;
+  size_t off;
+  CHECK(env, napi_get_typedarray_info(env, argv[0], &tt, &len, &data, &ab, &off));
+  const char *why = NULL;
+  struct policy *p = policy_load(data, len, &why);
+  if (!p) return throw_type(env, why);
+  struct endpoint src, dst;
+  int64_t port = 0;
+  if (!text_endpoint(env, argv[1], "src", &src) || !text_endpoint(env, argv[1], "dst", &dst) ||
+      !prop_int(env, argv[1], "port", 1, 65535, &port))
+    return policy_free(p), NULL;
+  dst.port = (uint16_t)port;
+  uint64_t cand[POLICY_MAX_WORDS];
+  policy_match_addr(p, &src, &dst, cand);
+  int first = policy_first(p, cand);
+  bool peek = first >= 0 && p->rules[first].needs != 0;
+  char name[254] = "";
+  int kind = 0;
+  for (const char *key = "sni"; key; key = strcmp(key, "sni") == 0 ? "host" : NULL) {
+    bool has = false;
+    size_t n = 0;
+    if (napi_has_named_property(env, argv[1], key, &has) == napi_ok && has &&
+        napi_get_named_property(env, argv[1], key, &v) == napi_ok &&
+        napi_get_value_string_utf8(env, v, name, sizeof name, &n) == napi_ok && n > 0)
+      kind = strcmp(key, "sni") == 0 ? PN_SNI : PN_HOST;
+    if (kind) break;
+  }
+  if (peek) policy_narrow_by_name(p, kind, kind ? name : NULL, cand);
+  int rule = peek ? policy_first(p, cand) : first;
+  policy_free(p);
+  napi_create_object(env, &out);
+  set_num(env, out, "rule", rule);
+  napi_get_boolean(env, peek, &v);
+  napi_set_named_property(env, out, "peek", v);
+  return out;
+}
+
 static napi_value stat_names_js(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value arr, s;
@@ -356,6 +533,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"engineCloseAll", NULL, engine_close_all_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineStop", NULL, engine_stop_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"statNames", NULL, stat_names_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineSetPolicy", NULL, engine_set_policy_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineRuleCounters", NULL, engine_rule_counters_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"policyEvaluate", NULL, policy_evaluate_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setAffinity", NULL, set_affinity, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getAffinity", NULL, get_affinity, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -14,7 +14,11 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "decide.h"
 #include "events.h"
+#include "handshake.h"
+#include "limits.h"
+#include "policy.h"
 
 #define ACCEPT_BATCH 64
 static const int64_t CONNECT_BOUNDS_US[NCONNECT_BUCKETS] = {CONNECT_BUCKETS_US};
@@ -37,10 +41,13 @@ void tlist_remove(struct tlist *l, struct conn *c) {
 
 static void held_del(struct thread *t, struct conn *c);
 
+/* Held connections, upstream-proxy connects and handshakes have deadlines of their own: they sit on
+ * the held list, which is scanned, not on a FIFO list that assumes one timeout for all. */
 static struct tlist *list_of(struct thread *t, struct conn *c) {
   switch (c->state) {
-  case C_HELD: return &t->held;
-  case C_CONNECTING: return &t->connecting;
+  case C_HELD:
+  case C_HANDSHAKE: return &t->held;
+  case C_CONNECTING: return c->hs && c->hs->type ? &t->held : &t->connecting;
   case C_OPEN: return &t->idle;
   default: return NULL;
   }
@@ -100,15 +107,31 @@ static int result_stat(int reason) {
   case ERR_CONNECT_TIMEOUT:
   case ERR_IDLE_TIMEOUT: return ST_closed_timeout;
   case ERR_DENIED: return ST_closed_denied;
+  case ERR_LIMITED: return ST_closed_limited;
   default: return ST_closed_error;
   }
 }
 
-static void post_closed(struct thread *t, struct conn *c) {
+static void post_closed(struct thread *t, struct conn *c, bool audit) {
   struct event ev = {.kind = EV_CLOSED, .id = c->id, .reason = c->reason, .src = c->src, .dst = c->dst,
-                     .bytes_up = c->bytes_up, .bytes_down = c->bytes_down,
-                     .duration_us = (uint64_t)((mono_ns() - c->started_ns) / 1000)};
-  ring_push(t, &ev);
+                     .bytes_up = c->bytes_up, .bytes_down = c->bytes_down, .audit = audit, .rule = c->rule,
+                     .action = c->action, .upstream = c->upstream, .name_kind = c->name_kind,
+                     .generation = c->generation, .duration_us = (uint64_t)((mono_ns() - c->accepted_ns) / 1000)};
+  if (c->name && (ev.peek = strdup(c->name))) ev.peek_len = (uint32_t)strlen(ev.peek);
+  if (!ring_push(t, &ev)) free(ev.peek);
+}
+
+/* The audit log's cap: at most audit_per_s lines in each second, the rest counted as suppressed. */
+static bool audit_admit(struct thread *t) {
+  struct engine *e = t->e;
+  int64_t sec = t->now_ms / 1000, seen = atomic_load(&e->audit_second);
+  if (sec != seen && atomic_compare_exchange_strong(&e->audit_second, &seen, sec)) atomic_store(&e->audit_count, 0);
+  if (atomic_fetch_add(&e->audit_count, 1) < atomic_load(&e->opt.audit_per_s)) {
+    STAT_ADD(t, ST_audit_written, 1);
+    return true;
+  }
+  STAT_ADD(t, ST_audit_suppressed, 1);
+  return false;
 }
 
 void conn_close(struct thread *t, struct conn *c, int reason, bool rst) {
@@ -120,10 +143,16 @@ void conn_close(struct thread *t, struct conn *c, int reason, bool rst) {
   conn_release_dir(t, &c->up);
   conn_release_dir(t, &c->down);
   STAT_ADD(t, result_stat(c->reason), 1);
-  /* ERR_CONNECT_REFUSED..ERR_OTHER are 1..7, in the order of the err_* counters (stats.h). */
-  if (c->reason != ERR_NONE && c->reason != ERR_DENIED) STAT_ADD(t, ST_err_connect_refused + c->reason - 1, 1);
+  /* ERR_CONNECT_REFUSED..ERR_UPSTREAM_PROXY are 1..8, in the order of the err_* counters (stats.h). */
+  if (c->reason >= ERR_CONNECT_REFUSED && c->reason <= ERR_UPSTREAM_PROXY) STAT_ADD(t, ST_err_connect_refused + c->reason - 1, 1);
   atomic_fetch_sub_explicit(&t->e->active, 1, memory_order_relaxed);
-  if (atomic_load_explicit(&t->e->opt.log_conns, memory_order_relaxed)) post_closed(t, c);
+  if (c->limited) limits_release(t->e->limits, c->limit_key, &c->src);
+  bool audit = atomic_load_explicit(&t->e->opt.audit, memory_order_relaxed) && audit_admit(t);
+  if (audit || atomic_load_explicit(&t->e->opt.log_conns, memory_order_relaxed)) post_closed(t, c, audit);
+  free(c->name);
+  free(c->hs);
+  c->name = NULL;
+  c->hs = NULL;
   /* Freed after this turn: an event for the other socket may still be in the epoll batch. */
   c->state = C_DEAD;
   c->rnext = t->dead;
@@ -154,8 +183,7 @@ void conn_dial(struct thread *t, struct conn *c, const struct endpoint *to) {
   unlist(t, c);
   c->state = C_CONNECTING;
   c->started_ns = mono_ns();
-  c->deadline_ms = t->now_ms;
-  tlist_push(&t->connecting, c);
+  tlist_push(list_of(t, c), c); /* the connecting list, or the held list with an upstream proxy's deadline */
   c->u.fd = fd;
   if (watch(t, &c->u) < 0) conn_abort(t, c, ERR_OTHER);
 }
@@ -168,6 +196,8 @@ static void observe_connect(struct thread *t, int64_t us) {
   STAT_ADD(t, ST_connect_sum_us, us);
 }
 
+static void open_relay(struct thread *t, struct conn *c);
+
 /* The upstream socket became writable or failed: the connect finished one way or the other. */
 void conn_connected(struct thread *t, struct conn *c) {
   int err = 0;
@@ -175,11 +205,55 @@ void conn_connected(struct thread *t, struct conn *c) {
   if (getsockopt(c->u.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
   if (err != 0) return conn_abort(t, c, connect_reason(err));
   observe_connect(t, (mono_ns() - c->started_ns) / 1000);
-  tlist_remove(&t->connecting, c);
+  tlist_remove(list_of(t, c), c);
+  if (c->hs && c->hs->type) { /* an upstream proxy: its handshake first (deadline kept from the dial) */
+    c->state = C_HANDSHAKE;
+    tlist_push(&t->held, c);
+    return conn_handshake_io(t, c);
+  }
+  if (c->hs) { /* a PROXY protocol header: the first bytes upstream, ahead of the client's */
+    dir_stash(t, &c->up, (const char *)c->hs->out, c->hs->out_len);
+    free(c->hs);
+    c->hs = NULL;
+  }
+  open_relay(t, c);
+}
+
+/* From here the bytes flow both ways (relay.c). */
+static void open_relay(struct thread *t, struct conn *c) {
   c->state = C_OPEN;
   c->active_ms = c->queued_ms = t->now_ms;
   tlist_push(&t->idle, c);
   relay_pump(t, c);
+}
+
+/* The upstream proxy's handshake: send what is due, read what came, judge it (handshake.c). */
+void conn_handshake_io(struct thread *t, struct conn *c) {
+  struct handshake *h = c->hs;
+  for (;;) {
+    while (h->out_off < h->out_len) {
+      ssize_t n = send(c->u.fd, h->out + h->out_off, h->out_len - h->out_off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EAGAIN) return; /* the next EPOLLOUT edge continues */
+      if (n < 0) return conn_abort(t, c, ERR_UPSTREAM_RESET);
+      h->out_off = (uint16_t)(h->out_off + n);
+    }
+    ssize_t n = recv(c->u.fd, h->in + h->in_len, sizeof h->in - h->in_len, 0);
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) return conn_abort(t, c, n == 0 ? ERR_UPSTREAM_PROXY : ERR_UPSTREAM_RESET);
+    h->in_len = (uint16_t)(h->in_len + n);
+    int r = hs_input(h);
+    if (r == HS_FAIL) {
+      engine_warn(t, h->why, EPROTO);
+      return conn_abort(t, c, ERR_UPSTREAM_PROXY);
+    }
+    if (r == HS_DONE) {
+      if (h->leftover) dir_stash(t, &c->down, (const char *)h->in, h->leftover); /* the destination spoke first */
+      tlist_remove(&t->held, c);
+      free(c->hs);
+      c->hs = NULL;
+      return open_relay(t, c);
+    }
+  }
 }
 
 /* --- the decision hook ------------------------------------------------------------------------- */
@@ -270,13 +344,17 @@ static void admit(struct thread *t, int fd, const struct sockaddr_storage *peer)
   c->up.pipe_r = c->up.pipe_w = c->down.pipe_r = c->down.pipe_w = -1;
   c->id = ((uint64_t)t->index << 56) | ++t->next_id;
   c->state = C_NEW;
+  c->rule = -2;
+  c->accepted_ns = mono_ns();
   c->started_ns = mono_ns();
   if (watch(t, &c->c) < 0) return conn_abort(t, c, ERR_OTHER);
   if (atomic_load_explicit(&e->opt.log_conns, memory_order_relaxed)) {
     struct event ev = {.kind = EV_ACCEPTED, .id = c->id, .src = c->src, .dst = c->dst};
     ring_push(t, &ev);
   }
-  /* No hook: straight to the dial, no per-connection JavaScript and no hash insert. */
+  /* A policy decides natively (decide.c); without one and without a hook: straight to the dial, no
+   * per-connection JavaScript and no hash insert. */
+  if (decide_at_accept(t, c)) return;
   if (!atomic_load_explicit(&e->opt.hook, memory_order_relaxed)) return conn_dial(t, c, &c->dst);
   c->state = C_HELD;
   c->deadline_ms = t->now_ms + atomic_load_explicit(&e->opt.hold_timeout_ms, memory_order_relaxed);

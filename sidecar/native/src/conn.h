@@ -12,6 +12,7 @@ void tlist_remove(struct tlist *l, struct conn *c);
 void conn_accept(struct thread *t, struct side *listener);
 void conn_dial(struct thread *t, struct conn *c, const struct endpoint *to);
 void conn_connected(struct thread *t, struct conn *c);
+void conn_handshake_io(struct thread *t, struct conn *c);
 void conn_held_readable(struct thread *t, struct conn *c);
 void conn_ask(struct thread *t, struct conn *c, const char *bytes, uint32_t len, uint8_t flags);
 void conn_verdict(struct thread *t, const struct cmd *cmd);

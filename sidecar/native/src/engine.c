@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "decide.h"
 #include "events.h"
 #include "pool.h"
 
@@ -150,7 +151,9 @@ static void sweep_held(struct thread *t) {
   for (struct conn *c = t->held.head, *next; c; c = next) {
     next = c->tnext;
     if (c->deadline_ms > t->now_ms) continue;
-    if (c->asked) conn_abort(t, c, ERR_OTHER); /* JS did not answer in time */
+    if (c->state != C_HELD) conn_abort(t, c, ERR_CONNECT_TIMEOUT); /* an upstream proxy: connect + handshake */
+    else if (c->policy_peek) decide_timeout(t, c);                   /* no name came: decide without one */
+    else if (c->asked) conn_abort(t, c, ERR_OTHER);                  /* JS did not answer in time */
     else conn_ask(t, c, NULL, 0, EVF_TIMEOUT); /* no (more) bytes came: decide with what is known */
   }
 }
@@ -192,9 +195,14 @@ static void on_socket(struct thread *t, struct side *s, uint32_t ev) {
     if (s == &c->c && (ev & EPOLLERR)) return conn_abort(t, c, ERR_CLIENT_RESET); /* no point connecting */
     return;
   }
+  if (c->state == C_HANDSHAKE) {
+    if (s == &c->c && (ev & EPOLLERR)) return conn_abort(t, c, ERR_CLIENT_RESET);
+    if (s == &c->u) conn_handshake_io(t, c);
+    return;
+  }
   if (c->state == C_HELD) {
     if (ev & EPOLLERR) return conn_abort(t, c, ERR_CLIENT_RESET);
-    return conn_held_readable(t, c);
+    return c->policy_peek ? decide_readable(t, c) : conn_held_readable(t, c);
   }
   relay_pump(t, c);
 }

@@ -29,6 +29,8 @@
 /* Bytes one direction may move per wake-up before other connections get their turn. */
 #define PUMP_BUDGET (256 * 1024)
 #define PEEK_MAX 16384
+/* Distinct policy rule names the engine keeps counters for over the life of the process. */
+#define RULE_SLOTS 8192
 
 /* What a socket address is, compactly: family 4|6, 16 address bytes (v4 in the first 4), port. */
 struct endpoint {
@@ -63,8 +65,13 @@ struct dir {
   bool splice;
 };
 
-/* C_NEW: accepted, on no timer list yet (the moment between accept and dial or hold). */
-enum conn_state { C_NEW, C_HELD, C_CONNECTING, C_OPEN, C_DEAD };
+/* C_NEW: accepted, on no timer list yet (the moment between accept and dial or hold).
+ * C_HANDSHAKE: the upstream proxy's handshake (handshake.c) runs before the relay. */
+enum conn_state { C_NEW, C_HELD, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_DEAD };
+
+struct handshake;
+struct policy;
+struct limits;
 
 struct conn {
   struct side c, u; /* client (accepted) and upstream sockets; u.fd == -1 before the dial */
@@ -75,7 +82,8 @@ struct conn {
   uint8_t queued; /* on the ready list */
   uint8_t asked;  /* held: a decision request is out (events.c), no second one until it is answered */
   uint64_t id;
-  int64_t started_ns;
+  int64_t started_ns;  /* of the upstream connect (latency, connect timeout) */
+  int64_t accepted_ns; /* of the connection (its duration in logs)*/
   int64_t active_ms; /* last time bytes moved (idle timeout) */
   int64_t queued_ms; /* active_ms when last put on the idle list: lazy re-queueing */
   int64_t deadline_ms; /* connect or hold deadline */
@@ -85,6 +93,16 @@ struct conn {
   struct conn *hnext;         /* held-connection hash chain */
   struct endpoint src, dst;   /* client and original destination */
   uint32_t peek_len;          /* bytes seen when the hook was last asked */
+  /* The policy decision (decide.c), kept for metrics, limits and the audit line. */
+  int16_t rule;               /* the rule that decided, -1 the default action, -2 no policy */
+  uint8_t action, upstream;   /* enum policy_action; the upstream's index when forwarded */
+  uint8_t name_kind;          /* PN_SNI or PN_HOST when `name` holds what the client asked for */
+  uint8_t policy_peek;        /* held by the policy (not the JS hook) until its first bytes arrive */
+  uint8_t limited;            /* counted as open by the rule's per-source limit: release at close */
+  uint32_t generation;        /* of the policy that decided (JS maps rule indexes to names by it) */
+  uint64_t limit_key;
+  char *name;                 /* SNI or Host, malloc'd only when one was seen */
+  struct handshake *hs;       /* only while an upstream proxy's handshake or a PROXY header is pending */
 };
 
 struct tlist {
@@ -117,6 +135,8 @@ struct options {
   _Atomic int peek;      /* hook: wait for the client's first bytes before asking */
   _Atomic int log_conns; /* per-connection events (debug logging) */
   _Atomic int splice;    /* bulk directions switch to splice(); off: copy only (benchmarks, ADR 0011) */
+  _Atomic int audit;     /* one event per connection at close for the audit log, at most audit_per_s a second */
+  _Atomic uint32_t audit_per_s;
 };
 
 struct engine;
@@ -171,6 +191,18 @@ struct engine {
   void (*notify)(struct engine *); /* wakes JS: events are waiting (addon.c) */
   void *notify_ctx;
   _Atomic int notify_pending;
+  /* The egress policy (policy.h): swapped whole by JS; a thread reads it once per decision. Retired
+   * tables are freed once every thread has turned its loop since (addon.c). */
+  _Atomic(struct policy *) policy;
+  struct policy *retired;
+  uint32_t policy_generation;
+  struct limits *limits;
+  /* Rule counters by rule name, so they survive reloads: slot 0 is the default action. */
+  uint64_t rule_keys[RULE_SLOTS];
+  uint32_t nrule_keys;
+  uint64_t *rule_counters; /* [threads][RULE_SLOTS][PC__COUNT] */
+  _Atomic int64_t audit_second;
+  _Atomic uint32_t audit_count;
   int64_t fault_after_ms;
   int fault_kind; /* 0 none, 1 stall thread 0, 2 fatal in thread 0 */
 };
@@ -192,6 +224,8 @@ void conn_abort(struct thread *t, struct conn *c, int reason);
 /* engine.c: closes both sockets (RST when rst), counts the result, frees the conn after this turn. */
 void conn_close(struct thread *t, struct conn *c, int reason, bool rst);
 void conn_release_dir(struct thread *t, struct dir *d);
+/* Queues bytes as pending on a direction (they go out before anything read later). */
+void dir_stash(struct thread *t, struct dir *d, const char *data, uint32_t len);
 
 /* sockets.c */
 int listen_transparent(int family, uint16_t port, int backlog, const char **syscall);

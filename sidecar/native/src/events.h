@@ -30,8 +30,12 @@ struct event {
   uint64_t bytes_up, bytes_down;
   uint64_t duration_us;
   const char *what; /* warn/fatal: a static text naming the call that failed */
-  char *peek;       /* decide: malloc'd copy of the client's first bytes, freed by the consumer */
+  char *peek;       /* decide: the client's first bytes; closed: the SNI/Host seen; malloc'd, freed by the consumer */
   uint32_t peek_len;
+  /* closed: the policy decision, and whether this event is an audit line (else a debug log) */
+  int16_t rule;
+  uint8_t action, upstream, name_kind, audit;
+  uint32_t generation;
 };
 
 struct event_ring {

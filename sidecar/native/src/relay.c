@@ -75,7 +75,7 @@ static int flush(struct thread *t, struct side *dst, struct dir *d, bool more) {
 }
 
 /* Keeps what a full destination did not take, in a pooled chunk. */
-static void stash(struct thread *t, struct dir *d, const char *data, uint32_t len) {
+void dir_stash(struct thread *t, struct dir *d, const char *data, uint32_t len) {
   d->buf = chunk_get(t);
   memcpy(d->buf->data, data, len);
   d->off = 0;
@@ -96,7 +96,7 @@ static ssize_t copy_step(struct thread *t, struct side *src, struct side *dst, s
   }
   if (w < 0) w = 0;
   if (w < n) {
-    stash(t, d, t->copybuf + w, (uint32_t)(n - w));
+    dir_stash(t, d, t->copybuf + w, (uint32_t)(n - w));
     dst->flags &= (uint8_t)~S_WRITABLE;
   }
   if (n == COPY_CHUNK && atomic_load_explicit(&t->e->opt.splice, memory_order_relaxed)) d->splice = true;

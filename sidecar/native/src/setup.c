@@ -10,6 +10,8 @@
 
 #include "engine.h"
 #include "events.h"
+#include "limits.h"
+#include "policy.h"
 
 #define HELD_BUCKETS 1024
 
@@ -63,10 +65,20 @@ static int init_thread(struct engine *e, struct thread *t, int index, int cpu, c
 }
 
 int engine_start(struct engine *e, const int *cpus, const char **syscall) {
+  /* calloc: untouched pages cost no memory until a policy's rules are counted. */
+  e->limits = limits_new();
+  e->rule_counters = calloc((size_t)e->nthreads * RULE_SLOTS * PC__COUNT, sizeof *e->rule_counters);
+  e->nrule_keys = 1; /* slot 0: the default action */
+  if (!e->limits || !e->rule_counters) {
+    *syscall = "malloc";
+    limits_free(e->limits), free(e->rule_counters);
+    return errno = ENOMEM, -1;
+  }
   for (int i = 0; i < e->nthreads; i++) {
     if (init_thread(e, &e->threads[i], i, cpus ? cpus[i] : -1, syscall) < 0) {
       int err = errno;
       for (int j = 0; j <= i; j++) free_thread(&e->threads[j]);
+      limits_free(e->limits), free(e->rule_counters);
       errno = err;
       return -1;
     }
@@ -101,4 +113,11 @@ void engine_join(struct engine *e) {
     free_thread(&e->threads[i]);
     pthread_mutex_destroy(&e->threads[i].cmds.mu);
   }
+  policy_free(atomic_exchange(&e->policy, NULL));
+  while (e->retired) {
+    struct policy *p = e->retired;
+    e->retired = p->retired_next;
+    policy_free(p);
+  }
+  limits_free(e->limits), free(e->rule_counters);
 }

@@ -17,16 +17,18 @@
 #define STATS(X)                                                                         \
   X(accepted) X(shed)                                                                    \
   X(closed_ok) X(closed_error) X(closed_timeout) X(closed_shed) X(closed_loop)           \
-  X(closed_denied)                                                                       \
+  X(closed_denied) X(closed_limited)                                                     \
   X(err_connect_refused) X(err_connect_timeout) X(err_connect_unreachable)               \
   X(err_upstream_reset) X(err_client_reset) X(err_idle_timeout) X(err_other)             \
+  X(err_upstream_proxy)                                                                  \
   X(bytes_up) X(bytes_down)                                                              \
   X(relay_copy_bytes) X(relay_splice_bytes)                                              \
   X(connect_count) X(connect_sum_us)                                                     \
   X(connect_b0) X(connect_b1) X(connect_b2) X(connect_b3) X(connect_b4) X(connect_b5)    \
   X(connect_b6) X(connect_b7) X(connect_b8) X(connect_b9) X(connect_b10) X(connect_b11)  \
   X(connect_b12) X(connect_binf)                                                         \
-  X(held) X(hook_asked) X(events_dropped) X(accept_errors) X(fin_with_data)
+  X(held) X(hook_asked) X(events_dropped) X(accept_errors) X(fin_with_data)              \
+  X(policy_peeked) X(policy_no_name) X(audit_written) X(audit_suppressed)
 
 #define STAT_ENUM(n) ST_##n,
 enum stat_index { STATS(STAT_ENUM) ST__COUNT };
@@ -42,7 +44,9 @@ enum err_reason {
   ERR_CLIENT_RESET,
   ERR_IDLE_TIMEOUT,
   ERR_OTHER,
-  ERR_DENIED, /* the decision hook said reset: counted as closed_denied, not as an error */
+  ERR_UPSTREAM_PROXY, /* an upstream proxy refused the handshake (or spoke something else) */
+  ERR_DENIED,         /* the hook or a policy rule said reset: closed_denied, not an error */
+  ERR_LIMITED,        /* a rule's per-source limit: closed_limited, not an error */
 };
 
 struct stats {
