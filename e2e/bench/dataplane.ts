@@ -14,7 +14,9 @@
 //
 // Options: --seconds N (per measurement, default 10), --rounds N, --runs N (back-to-back Connection: close
 // runs of the churn series, default 6), --idle N (idle connections for the memory test, default 5000),
-// --paths direct,haproxy,haproxy-splice,tpfleet[,tpfleet-copy] (tpfleet-copy: the engine with splice off),
+// --paths direct,haproxy,haproxy-splice,tpfleet[,tpfleet-copy][,tpfleet-policy] (tpfleet-copy: the engine
+// with splice off; tpfleet-policy: an egress policy of 1,000 rules, half CIDR, half SNI wildcards, that
+// every connection must be peeked for and none matches, so the default Allow carries it: issue 13),
 // --workers N (sidecar engine threads and HAProxy threads, default 2), --client default|tuned, --no-write.
 import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -65,7 +67,23 @@ const LISTEN = 15101,
   METRICS = 15190,
   HOLD_PORT = 7000;
 
-type ProxyKind = 'direct' | 'haproxy' | 'haproxy-splice' | 'tpfleet' | 'tpfleet-copy';
+type ProxyKind = 'direct' | 'haproxy' | 'haproxy-splice' | 'tpfleet' | 'tpfleet-copy' | 'tpfleet-policy';
+
+/**
+ * The tpfleet-policy path's 1,000 rules: 500 Deny rules on destinations the benchmark never uses
+ * (CIDRs, IPv4 and IPv6) and 500 Deny rules on SNI wildcards with no address criterion. Those apply to
+ * every connection, so the engine peeks each one (the HTTP request's Host, iperf3's cookie), matches
+ * no name and lets the default Allow decide: the costliest shape of a policy that still forwards.
+ */
+function benchPolicy(): object {
+  const rules = [];
+  for (let i = 0; i < 500; i++) {
+    const destinations = i % 2 ? [`2001:db8:${i.toString(16)}::/48`] : [`198.${18 + (i >> 8)}.${i & 255}.0/24`];
+    rules.push({ name: `cidr-${i}`, match: { destinations }, action: 'Deny' });
+    rules.push({ name: `sni-${i}`, match: { serverNames: [`*.blocked-${i}.example`] }, action: 'Deny' });
+  }
+  return { defaultAction: 'Allow', rules };
+}
 type Scratch = ReturnType<typeof scratch>;
 interface Running {
   proc?: Proc;
@@ -100,6 +118,7 @@ async function startProxy(kind: ProxyKind, t: Topology, dir: Scratch): Promise<R
       'sidecar.yaml',
       nodeConfigYaml({
         proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true, workers: WORKERS, logLevel: 'warn' },
+        ...(kind === 'tpfleet-policy' ? { policy: benchPolicy() } : {}),
       }),
     );
     const proc = await startInNs(t.proxy.ns, sidecarArgv(cfg), {

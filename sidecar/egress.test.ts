@@ -1,0 +1,221 @@
+// Egress policy through the real sidecar in network namespaces (docs/egress.md): TLS SNI and HTTP Host
+// rules against nginx with a certificate for several names, reached by curl and openssl s_client;
+// wildcards; a ClientHello one byte per segment; a server-speaks-first protocol falling through after
+// the peek timeout; the audit log and its cap under a flood; the per-rule metrics.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { createTopology, privilegedSkipReason, waitFor, type Topology } from '../e2e/netns.ts';
+import { type Proc, scrape, scratch, startPeerServer, tsNode } from '../e2e/proc.ts';
+import {
+  auditLines,
+  curl,
+  HTTP,
+  HTTPS,
+  LISTEN,
+  METRICS,
+  runIn,
+  type Scratch,
+  startPolicySidecar,
+  startWebServer,
+} from './egress.testkit.ts';
+import { installTproxy } from './tproxy.testkit.ts';
+
+const GREETER = 2525,
+  FAST_GREETER = 2526;
+
+const POLICY = {
+  defaultAction: 'Deny',
+  audit: { enabled: true, maxLinesPerSecond: 1000 },
+  rules: [
+    // Address-only and first: decided at accept, no waiting for bytes the server sends first.
+    { name: 'fast-greeter', match: { ports: [{ port: FAST_GREETER }] }, action: 'Allow' },
+    { name: 'deny-blocked', match: { serverNames: ['blocked.example.com'] }, action: 'Deny' },
+    {
+      name: 'example-subdomains',
+      match: { serverNames: ['*.example.com'], ports: [{ port: HTTPS }] },
+      action: 'Allow',
+    },
+    { name: 'web-host', match: { hosts: ['web.example.org', '*.example.net'] }, action: 'Allow' },
+    // After rules that need a name: a client that sends nothing reaches it when the peek times out.
+    { name: 'greeter', match: { ports: [{ port: GREETER }] }, action: 'Allow' },
+  ],
+};
+
+describe('egress policy: SNI and Host rules in the engine', { skip: privilegedSkipReason() }, () => {
+  let t: Topology, dir: Scratch, web: Proc | undefined, greeters: Proc | undefined, px: Proc | undefined;
+  const metric = async (series: string) => (await scrape(t.proxy.ns, METRICS)).get(series) ?? 0;
+  const decisions = (rule: string, action: string) =>
+    metric(`tpfleet_proxy_policy_decisions_total{rule="${rule}",action="${action}"}`);
+
+  before(async () => {
+    t = await createTopology('eg');
+    dir = scratch('egress');
+    await installTproxy(t, LISTEN, [HTTP, HTTPS, GREETER, FAST_GREETER]);
+    web = await startWebServer(t, dir);
+    greeters = await startPeerServer(t.server.ns, [`${t.server.v4}:${GREETER}`, `${t.server.v4}:${FAST_GREETER}`]);
+    px = await startPolicySidecar(t, dir, 'policy', POLICY);
+  });
+
+  after(async () => {
+    await px?.stop(2000);
+    await greeters?.stop(2000);
+    await web?.stop(2000);
+    await t?.destroy();
+    dir?.remove();
+  });
+
+  test('an allowed SNI passes (TLS 1.3 and 1.2, curl and openssl s_client); nothing is terminated', async () => {
+    const r = await curl(t, `https://a.example.com/`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'ok a.example.com\n');
+    for (const version of ['-tls1_3', '-tls1_2']) {
+      const s = await runIn(t.client.ns, [
+        'openssl',
+        's_client',
+        '-connect',
+        `${t.server.v4}:${HTTPS}`,
+        '-servername',
+        'b.example.com',
+        version,
+        '-brief',
+      ]);
+      assert.equal(s.code, 0, s.stderr);
+      // The certificate is the server's own: the proxy read the ClientHello and passed it on.
+      assert.match(s.stderr, /CONNECTION ESTABLISHED/);
+      assert.match(s.stderr, new RegExp(`Protocol version: TLSv1\\.${version.endsWith('3') ? 3 : 2}`));
+      assert.match(s.stderr, /Peer certificate: CN = tpfleet-egress-test/);
+    }
+    assert.ok((await decisions('example-subdomains', 'allow')) >= 3);
+  });
+
+  test('a denied SNI is reset, counted under its rule and in the audit log', async () => {
+    const from = px!.output().length;
+    const before = await decisions('deny-blocked', 'deny');
+    const r = await curl(t, 'https://blocked.example.com/');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /reset by peer/, r.stderr);
+    assert.equal(await decisions('deny-blocked', 'deny'), before + 1);
+    await waitFor('the audit line', async () => auditLines(px!, from).length > 0);
+    const [line] = auditLines(px!, from);
+    assert.deepEqual(
+      { sni: line!.sni, rule: line!.rule, action: line!.action, result: line!.result, bytesDown: line!.bytesDown },
+      { sni: 'blocked.example.com', rule: 'deny-blocked', action: 'Deny', result: 'denied', bytesDown: 0 },
+    );
+    assert.match(String(line!.client), new RegExp(`^${t.client.v4.replaceAll('.', '\\.')}:\\d+$`));
+    assert.equal(line!.destination, `${t.server.v4}:${HTTPS}`);
+  });
+
+  test('*.example.com matches one more label only: not example.com, not a.b.example.com', async () => {
+    for (const name of ['example.com', 'a.b.example.com']) {
+      const r = await curl(t, `https://${name}/`);
+      assert.notEqual(r.code, 0, `${name} must not pass: ${r.stdout}`);
+      assert.match(r.stderr, /reset by peer/, `${name}: ${r.stderr}`);
+    }
+    assert.ok((await decisions('default', 'deny')) >= 2, 'the default action decided them');
+  });
+
+  test('a ClientHello sent one byte per TCP segment is reassembled and matched', async () => {
+    const before = await decisions('example-subdomains', 'allow');
+    const out = await runIn(t.client.ns, [
+      ...tsNode('sidecar/testdata/split-hello.ts'),
+      t.server.v4,
+      String(HTTPS),
+      'a.example.com',
+    ]);
+    const r = JSON.parse(out.stdout) as { ok: boolean; helloBytes: number };
+    assert.equal(r.ok, true, out.stdout + out.stderr);
+    assert.ok(r.helloBytes > 200, `a real ClientHello (${r.helloBytes} bytes)`);
+    assert.equal(await decisions('example-subdomains', 'allow'), before + 1);
+  });
+
+  test('Host rules on plaintext HTTP: exact and wildcard pass, another Host is reset', async () => {
+    for (const host of ['web.example.org', 'api.example.net']) {
+      const r = await curl(t, `http://${host}/`);
+      assert.equal(r.code, 0, `${host}: ${r.stderr}`);
+      assert.equal(r.stdout, `ok ${host}\n`);
+    }
+    const denied = await curl(t, 'http://other.example.org/');
+    assert.notEqual(denied.code, 0);
+    assert.match(denied.stderr, /reset by peer|Empty reply/, denied.stderr);
+    assert.ok((await decisions('web-host', 'allow')) >= 2);
+  });
+
+  test('a server-speaks-first protocol works: after the peek timeout, and at once under an address-only rule', async () => {
+    const greet = async (port: number) => {
+      const t0 = Date.now();
+      const r = await runIn(t.client.ns, [...tsNode('e2e/tools/peer.ts'), 'probe', '--to', `${t.server.v4}:${port}`]);
+      return { r: JSON.parse(r.stdout.trim().split('\n').pop()!) as { ok: boolean }, ms: Date.now() - t0 };
+    };
+    const fast = await greet(FAST_GREETER);
+    const slow = await greet(GREETER);
+    assert.equal(fast.r.ok, true, JSON.stringify(fast));
+    assert.equal(slow.r.ok, true, JSON.stringify(slow));
+    // peek.timeout is 1 s by default: the greeter waited for it, the address-only rule did not.
+    assert.ok(slow.ms - fast.ms >= 800, `slow ${slow.ms} ms vs fast ${fast.ms} ms`);
+    assert.equal(await decisions('greeter', 'allow'), 1);
+    assert.equal(await decisions('fast-greeter', 'allow'), 1);
+    assert.ok((await metric('tpfleet_proxy_policy_no_name_total')) >= 1);
+  });
+
+  test('the policy metrics show the rules in force', async () => {
+    assert.equal(await metric('tpfleet_proxy_policy_rules'), POLICY.rules.length);
+    assert.equal(await metric('tpfleet_proxy_policy_install_errors_total'), 0);
+  });
+});
+
+describe('the audit log cap under a flood of short connections', { skip: privilegedSkipReason() }, () => {
+  let t: Topology, dir: Scratch, web: Proc | undefined, px: Proc | undefined;
+  const CAP = 50;
+
+  before(async () => {
+    t = await createTopology('ea');
+    dir = scratch('egress-audit');
+    await installTproxy(t, LISTEN, [HTTP]);
+    web = await startWebServer(t, dir);
+    px = await startPolicySidecar(t, dir, 'audit', {
+      audit: { enabled: true, maxLinesPerSecond: CAP },
+      rules: [{ name: 'web', match: { hosts: ['web.example.org'] }, action: 'Allow' }],
+    });
+  });
+
+  after(async () => {
+    await px?.stop(2000);
+    await web?.stop(2000);
+    await t?.destroy();
+    dir?.remove();
+  });
+
+  test('10,000 connections: lines written stay under the cap per second; the rest are counted as suppressed', async () => {
+    const from = px!.output().length;
+    const t0 = Date.now();
+    const w = await runIn(t.client.ns, [
+      'wrk',
+      '-t2',
+      '-c32',
+      '-d5s',
+      '-H',
+      'Connection: close',
+      '-H',
+      'Host: web.example.org',
+      `http://${t.server.v4}:${HTTP}/`,
+    ]);
+    const seconds = (Date.now() - t0) / 1000;
+    assert.equal(w.code, 0, w.stderr);
+    await waitFor(
+      'every connection closed',
+      async () => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_active') === 0,
+    );
+    const m = await scrape(t.proxy.ns, METRICS);
+    const written = m.get('tpfleet_proxy_audit_lines_total{result="written"}') ?? 0;
+    const suppressed = m.get('tpfleet_proxy_audit_lines_total{result="suppressed"}') ?? 0;
+    const closed = [...m]
+      .filter(([k]) => k.startsWith('tpfleet_proxy_connections_closed_total'))
+      .reduce((a, [, v]) => a + v, 0);
+    assert.ok(closed >= 10_000, `only ${closed} connections in ${seconds.toFixed(1)} s (wrk: ${w.stdout})`);
+    assert.equal(written + suppressed, closed, 'every connection is either written or counted');
+    // The cap holds per second of the engine's clock: a flood of S seconds touches at most ceil(S) + 1 of them.
+    assert.ok(written <= CAP * (Math.ceil(seconds) + 1), `${written} lines in ${seconds.toFixed(1)} s, cap ${CAP}/s`);
+    await waitFor('the written lines to be printed', async () => auditLines(px!, from).length === written);
+    for (const l of auditLines(px!, from).slice(0, 5)) assert.equal(l.host, 'web.example.org');
+  });
+});
