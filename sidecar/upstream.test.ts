@@ -4,7 +4,7 @@
 // credentials give a counted error and a reset, not a hang. PROXY protocol v1 and v2 towards a real
 // HAProxy (accept-proxy) that reports the client address it read.
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, nsExec, privilegedSkipReason, sh, waitFor, type Topology } from '../e2e/netns.ts';
@@ -58,6 +58,7 @@ async function upstreamNamespace(t: Topology): Promise<{ ns: string; v4: string;
   await nsExec(ns, ['ip', 'route', 'add', 'default', 'via', gw]);
   // CONNECT and SOCKS5 carry the name the client asked for; the upstream resolves it. `ip netns exec`
   // bind-mounts /etc/netns/<ns>/hosts over /etc/hosts for processes of this namespace.
+  const created = !existsSync('/etc/netns');
   mkdirSync(`/etc/netns/${ns}`, { recursive: true });
   writeFileSync(
     `/etc/netns/${ns}/hosts`,
@@ -68,6 +69,7 @@ async function upstreamNamespace(t: Topology): Promise<{ ns: string; v4: string;
     v4,
     destroy: async () => {
       rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
+      if (created) rmSync('/etc/netns', { recursive: true, force: true }); // as we found the host
       await sh(['ip', 'netns', 'del', ns], { allowFail: true });
     },
   };
