@@ -142,17 +142,23 @@ describe('egress policy: SNI and Host rules in the engine', { skip: privilegedSk
   });
 
   test('a server-speaks-first protocol works: after the peek timeout, and at once under an address-only rule', async () => {
+    // Time from the TCP connect to the server's first bytes, measured inside the client.
+    const FIRST_BYTES = `const s = require('net').connect(+process.argv[2], process.argv[1]);
+      let t0; s.on('connect', () => (t0 = Date.now()));
+      s.on('data', (d) => { console.log(JSON.stringify({ ok: d.length > 0, ms: Date.now() - t0 })); s.destroy(); });
+      s.on('error', (e) => console.log(JSON.stringify({ ok: false, error: e.code })));`;
     const greet = async (port: number) => {
-      const t0 = Date.now();
-      const r = await runIn(t.client.ns, [...tsNode('e2e/tools/peer.ts'), 'probe', '--to', `${t.server.v4}:${port}`]);
-      return { r: JSON.parse(r.stdout.trim().split('\n').pop()!) as { ok: boolean }, ms: Date.now() - t0 };
+      const r = await runIn(t.client.ns, [process.execPath, '-e', FIRST_BYTES, t.server.v4, String(port)]);
+      const out = JSON.parse(r.stdout) as { ok: boolean; ms: number };
+      return { r: out, ms: out.ms };
     };
     const fast = await greet(FAST_GREETER);
     const slow = await greet(GREETER);
     assert.equal(fast.r.ok, true, JSON.stringify(fast));
     assert.equal(slow.r.ok, true, JSON.stringify(slow));
     // peek.timeout is 2 s here: the greeter waited for it, the address-only rule did not.
-    assert.ok(slow.ms - fast.ms >= 1800, `slow ${slow.ms} ms vs fast ${fast.ms} ms`);
+    assert.ok(slow.ms >= 1900, `the greeting came ${slow.ms} ms after connect, with a 2 s peek timeout`);
+    assert.ok(fast.ms < 1000, `the address-only rule waited ${fast.ms} ms`);
     assert.equal(await decisions('greeter', 'allow'), 1);
     assert.equal(await decisions('fast-greeter', 'allow'), 1);
     assert.ok((await metric('tpfleet_proxy_policy_no_name_total')) >= 1);
@@ -189,19 +195,24 @@ describe('the audit log cap under a flood of short connections', { skip: privile
   test('10,000 connections: lines written stay under the cap per second; the rest are counted as suppressed', async () => {
     const from = px!.output().length;
     const t0 = Date.now();
-    const w = await runIn(t.client.ns, [
-      'wrk',
-      '-t2',
-      '-c32',
-      '-d5s',
-      '-H',
-      'Connection: close',
-      '-H',
-      'Host: web.example.org',
-      `http://${t.server.v4}:${HTTP}/`,
-    ]);
+    const accepted = async () =>
+      (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_accepted_total') ?? 0;
+    // Back-to-back wrk runs until 10,000 connections went through (one run does on an idle machine).
+    for (let run = 0; run < 4 && (await accepted()) < 10_000; run++) {
+      const w = await runIn(t.client.ns, [
+        'wrk',
+        '-t2',
+        '-c32',
+        '-d5s',
+        '-H',
+        'Connection: close',
+        '-H',
+        'Host: web.example.org',
+        `http://${t.server.v4}:${HTTP}/`,
+      ]);
+      assert.equal(w.code, 0, w.stderr);
+    }
     const seconds = (Date.now() - t0) / 1000;
-    assert.equal(w.code, 0, w.stderr);
     await waitFor(
       'every connection closed',
       async () => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_active') === 0,
@@ -212,11 +223,14 @@ describe('the audit log cap under a flood of short connections', { skip: privile
     const closed = [...m]
       .filter(([k]) => k.startsWith('tpfleet_proxy_connections_closed_total'))
       .reduce((a, [, v]) => a + v, 0);
-    assert.ok(closed >= 10_000, `only ${closed} connections in ${seconds.toFixed(1)} s (wrk: ${w.stdout})`);
+    assert.ok(closed >= 10_000, `only ${closed} connections in ${seconds.toFixed(1)} s`);
     assert.equal(written + suppressed, closed, 'every connection is either written or counted');
     // The cap holds per second of the engine's clock: a flood of S seconds touches at most ceil(S) + 1 of them.
     assert.ok(written <= CAP * (Math.ceil(seconds) + 1), `${written} lines in ${seconds.toFixed(1)} s, cap ${CAP}/s`);
     await waitFor('the written lines to be printed', async () => auditLines(px!, from).length === written);
-    for (const l of auditLines(px!, from).slice(0, 5)) assert.equal(l.host, 'web.example.org');
+    // Every connection that sent its request names its Host (wrk may also open one that sends nothing).
+    const lines = auditLines(px!, from).filter((l) => Number(l.bytesUp) > 0);
+    assert.ok(lines.length >= written - 64, `${lines.length} of ${written} lines carry a request`);
+    for (const l of lines) assert.equal(l.host, 'web.example.org', JSON.stringify(l));
   });
 });
