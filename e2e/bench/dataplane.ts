@@ -17,7 +17,8 @@
 // --paths direct,haproxy,haproxy-splice,tpfleet[,tpfleet-copy][,tpfleet-policy] (tpfleet-copy: the engine
 // with splice off; tpfleet-policy: an egress policy of 1,000 rules, half CIDR, half SNI wildcards, that
 // every connection must be peeked for and none matches, so the default Allow carries it: issue 13),
-// --workers N (sidecar engine threads and HAProxy threads, default 2), --client default|tuned, --no-write.
+// --workers N (sidecar engine threads and HAProxy threads, default 2), --client default|tuned, --no-write,
+// --label NAME (writes its own section, e.g. `run 2`, so repeated runs are all recorded).
 import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -50,6 +51,7 @@ const { values: opt } = parseArgs({
     paths: { type: 'string', default: 'direct,haproxy,haproxy-splice,tpfleet' },
     workers: { type: 'string', default: '2' },
     client: { type: 'string', default: 'default' },
+    label: { type: 'string', default: '' },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -393,9 +395,9 @@ async function main(): Promise<void> {
     if (!opt['no-write']) {
       writeSection(
         path.join(REPO, 'docs/benchmarks.md'),
-        opt.client === 'tuned' ? 'dataplane-tuned-client' : 'dataplane',
+        `${opt.client === 'tuned' ? 'dataplane-tuned-client' : 'dataplane'}${opt.label ? `-${opt.label.replace(/\W+/g, '-')}` : ''}`,
         [
-          `## Data path: tpfleet sidecar vs HAProxy TPROXY vs direct (${new Date().toISOString().slice(0, 10)}${opt.client === 'tuned' ? ', tuned client' : ''})`,
+          `## Data path: tpfleet sidecar vs HAProxy TPROXY vs direct (${new Date().toISOString().slice(0, 10)}${opt.client === 'tuned' ? ', tuned client' : ''}${opt.label ? `, ${opt.label}` : ''})`,
           '',
           describeMachine(),
           `- ${SECONDS}s per measurement; throughput and keep-alive: median of ${ROUNDS} rounds over all paths (samples below); wrk -t2 -c64 against nginx; client namespace at ${opt.client === 'tuned' ? '`tcp_tw_reuse=1`, ports 1024-65000 (tuned: a labelled variant)' : "the kernel's default sysctls, as a pod's"};`,
