@@ -21,7 +21,9 @@ import {
 import { installTproxy } from './tproxy.testkit.ts';
 
 const GREETER = 2525,
-  FAST_GREETER = 2526;
+  FAST_GREETER = 2526,
+  RATE_LIMITED = 2527,
+  OPEN_LIMITED = 2528;
 
 const POLICY = {
   defaultAction: 'Deny',
@@ -30,6 +32,18 @@ const POLICY = {
   rules: [
     // Address-only and first: decided at accept, no waiting for bytes the server sends first.
     { name: 'fast-greeter', match: { ports: [{ port: FAST_GREETER }] }, action: 'Allow' },
+    {
+      name: 'rate-limited',
+      match: { ports: [{ port: RATE_LIMITED }] },
+      action: 'Allow',
+      limits: { connectionsPerSecond: 5, burst: 5 },
+    },
+    {
+      name: 'open-limited',
+      match: { ports: [{ port: OPEN_LIMITED }] },
+      action: 'Allow',
+      limits: { openConnections: 2 },
+    },
     { name: 'deny-blocked', match: { serverNames: ['blocked.example.com'] }, action: 'Deny' },
     {
       name: 'example-subdomains',
@@ -51,9 +65,12 @@ describe('egress policy: SNI and Host rules in the engine', { skip: privilegedSk
   before(async () => {
     t = await createTopology('eg');
     dir = scratch('egress');
-    await installTproxy(t, LISTEN, [HTTP, HTTPS, GREETER, FAST_GREETER]);
+    await installTproxy(t, LISTEN, [HTTP, HTTPS, GREETER, FAST_GREETER, RATE_LIMITED, OPEN_LIMITED]);
     web = await startWebServer(t, dir);
-    greeters = await startPeerServer(t.server.ns, [`${t.server.v4}:${GREETER}`, `${t.server.v4}:${FAST_GREETER}`]);
+    greeters = await startPeerServer(
+      t.server.ns,
+      [GREETER, FAST_GREETER, RATE_LIMITED, OPEN_LIMITED].map((p) => `${t.server.v4}:${p}`),
+    );
     px = await startPolicySidecar(t, dir, 'policy', POLICY);
   });
 
@@ -162,6 +179,44 @@ describe('egress policy: SNI and Host rules in the engine', { skip: privilegedSk
     assert.equal(await decisions('greeter', 'allow'), 1);
     assert.equal(await decisions('fast-greeter', 'allow'), 1);
     assert.ok((await metric('tpfleet_proxy_policy_no_name_total')) >= 1);
+  });
+
+  /** N connections one after another, each kept open (keep) or closed once the server greeted. */
+  const SEQUENTIAL = `const net = require('net'); const [host, port, n, keep] = process.argv.slice(1);
+    (async () => { let ok = 0, reset = 0; const open = [];
+      for (let i = 0; i < +n; i++) await new Promise((done) => {
+        const s = net.connect(+port, host);
+        s.once('data', () => { ok++; if (keep === 'keep') open.push(s); else s.destroy(); done(); });
+        s.once('error', () => { reset++; done(); });
+      });
+      console.log(JSON.stringify({ ok, reset })); for (const s of open) s.destroy(); })();`;
+  const sequential = async (port: number, n: number, keep: boolean) =>
+    JSON.parse(
+      (
+        await runIn(t.client.ns, [
+          process.execPath,
+          '-e',
+          SEQUENTIAL,
+          t.server.v4,
+          String(port),
+          String(n),
+          keep ? 'keep' : 'close',
+        ])
+      ).stdout,
+    ) as { ok: number; reset: number };
+
+  test('per-source limits: beyond the token bucket or the open count the client is reset and counted', async () => {
+    const rate = await sequential(RATE_LIMITED, 12, false);
+    // burst 5 at 5/s: the first five pass; the bucket may refill by one while the twelve are made.
+    assert.ok(rate.ok >= 5 && rate.ok <= 6, JSON.stringify(rate));
+    assert.equal(rate.ok + rate.reset, 12);
+    assert.equal(await decisions('rate-limited', 'limited'), rate.reset);
+    const open = await sequential(OPEN_LIMITED, 5, true);
+    assert.deepEqual(open, { ok: 2, reset: 3 }, 'two open connections at most');
+    assert.equal(await decisions('open-limited', 'limited'), 3);
+    // The open count falls as connections close: after the two are gone, one more passes.
+    await waitFor('the open count to drop', async () => (await sequential(OPEN_LIMITED, 1, false)).ok === 1);
+    assert.ok((await metric('tpfleet_proxy_connections_closed_total{result="limited"}')) >= 3 + rate.reset);
   });
 
   test('the policy metrics show the rules in force', async () => {
