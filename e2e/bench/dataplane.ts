@@ -18,7 +18,9 @@
 // with splice off; tpfleet-policy: an egress policy of 1,000 rules, half CIDR, half SNI wildcards, that
 // every connection must be peeked for and none matches, so the default Allow carries it: issue 13),
 // --workers N (sidecar engine threads and HAProxy threads, default 2), --client default|tuned, --no-write,
-// --label NAME (writes its own section, e.g. `run 2`, so repeated runs are all recorded).
+// --label NAME (writes its own section, e.g. `run 2`, so repeated runs are all recorded), --diagnose (after
+// each churn run: the proxy's CPU per 1,000 requests and the TIME_WAIT sockets of each namespace, to tell
+// a proxy that slows down from a kernel or client that does).
 import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -52,6 +54,7 @@ const { values: opt } = parseArgs({
     workers: { type: 'string', default: '2' },
     client: { type: 'string', default: 'default' },
     label: { type: 'string', default: '' },
+    diagnose: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -265,10 +268,13 @@ async function churn(kind: ProxyKind, t: Topology, dir: Scratch, row: Row): Prom
     await proveInPath(kind, t, running);
     const rates: number[] = [];
     for (let i = 0; i < RUNS; i++) {
+      const cpu0 = running.proc?.child.pid ? cpuSeconds(running.proc.child.pid) : 0;
       const r = await wrk(t.client.ns, `http://${t.server.v4}/`, SECONDS, true);
       if (r.errors > r.requests / 100)
         console.error(`${kind}: churn run ${i + 1}: wrk errors ${r.errors}/${r.requests}`);
       rates.push(r.rps);
+      if (opt.diagnose)
+        await diagnose(kind, i, t, r.requests, running.proc ? cpuSeconds(running.proc.child.pid!) - cpu0 : 0);
     }
     row.connPerSec = rates[0];
     row.connLast = rates.at(-1);
@@ -278,6 +284,16 @@ async function churn(kind: ProxyKind, t: Topology, dir: Scratch, row: Row): Prom
   } finally {
     await running.proc?.stop();
   }
+}
+
+/** --diagnose: what one churn run cost the proxy and what it left in each namespace's socket tables. */
+async function diagnose(kind: ProxyKind, run: number, t: Topology, requests: number, cpu: number): Promise<void> {
+  const tw = async (ns: string) => /timewait (\d+)/.exec(await nsExec(ns, ['ss', '-s']))?.[1] ?? '?';
+  const [c, p, s] = [await tw(t.client.ns), await tw(t.proxy.ns), await tw(t.server.ns)];
+  const perK = requests > 0 ? ((cpu * 1000) / requests) * 1000 : 0;
+  console.error(
+    `${kind}: run ${run + 1}: ${requests} requests, proxy CPU ${perK.toFixed(1)} ms per 1,000; TIME_WAIT client ${c}, proxy ${p}, server ${s}`,
+  );
 }
 
 interface Footprint {
