@@ -30,9 +30,9 @@ const objectName = z.string().regex(NAME, 'must be a DNS label: lower case lette
  * A host name to match exactly, or "*." and a name: exactly one more label in front (*.example.com
  * matches a.example.com, not example.com and not a.b.example.com). Lower case ASCII only: names
  * arrive lower-cased (TLS and HTTP names are case-insensitive); unicode names are written in their
- * punycode (xn--) form, as clients send them.
+ * punycode (xn--) form, as clients send them. Labels of at most 63 characters (RFC 1035), 253 in all.
  */
-export const NAME_PATTERN = /^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export const NAME_PATTERN = /^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const namePattern = z
   .string()
   .max(253)
@@ -101,8 +101,10 @@ const RuleSpec = z
 
 const UpstreamSpec = z
   .object({
-    name: objectName,
-    type: z.enum(UPSTREAM_TYPES),
+    name: objectName.meta({ description: 'Unique name; Forward rules name the upstream by it.' }),
+    type: z.enum(UPSTREAM_TYPES).meta({
+      description: 'HTTPConnect: an HTTP proxy, CONNECT host:port. SOCKS5: a SOCKS5 server (RFC 1928).',
+    }),
     address: z
       .string()
       .max(260)
@@ -110,7 +112,12 @@ const UpstreamSpec = z
       .meta({ description: 'host:port of the proxy; a host name is resolved by each node.' }),
     connectTimeout: durationText.optional().meta({ description: 'Connect plus handshake. Default 5s, at most 60s.' }),
     credentialsSecret: z
-      .object({ name: z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be a Secret name') })
+      .object({
+        name: z
+          .string()
+          .regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be a Secret name')
+          .meta({ description: 'Name of the Secret (same namespace as the TransparentProxy).' }),
+      })
       .strict()
       .optional()
       .meta({
@@ -119,6 +126,9 @@ const UpstreamSpec = z
       }),
   })
   .strict();
+
+/** CEL: rule r names no upstream, or one spec.policy.upstreams defines. */
+const KNOWN_UPSTREAM = '!has(r.upstream) || (has(self.upstreams) && self.upstreams.exists(u, u.name == r.upstream))';
 
 export const PolicySpec = z
   .object({
@@ -140,6 +150,7 @@ export const PolicySpec = z
       .max(MAX_UPSTREAMS)
       .optional()
       .meta({
+        description: 'Named upstream proxies that Forward rules send connections through.',
         'x-kubernetes-list-type': 'map',
         'x-kubernetes-list-map-keys': ['name'],
       }),
@@ -158,7 +169,10 @@ export const PolicySpec = z
           .meta({ description: 'Default 4096.' }),
       })
       .strict()
-      .optional(),
+      .optional()
+      .meta({
+        description: 'Reading the first bytes (TLS ClientHello, HTTP request) for rules on serverNames or hosts.',
+      }),
     audit: z
       .object({
         enabled: z
@@ -170,7 +184,8 @@ export const PolicySpec = z
           .meta({ description: 'Cap per node; the rest are counted, not written. Default 100.' }),
       })
       .strict()
-      .optional(),
+      .optional()
+      .meta({ description: 'The per-connection audit log of each node (its own logger, rate-capped).' }),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -184,8 +199,10 @@ export const PolicySpec = z
   .meta({
     description: 'Egress policy: allow, deny or forward by destination, TLS SNI and HTTP Host (docs/egress.md).',
     ...cel({
-      rule: '!has(self.rules) || self.rules.all(r, !has(r.upstream) || (has(self.upstreams) && self.upstreams.exists(u, u.name == r.upstream)))',
+      rule: `!has(self.rules) || self.rules.all(r, ${KNOWN_UPSTREAM})`,
       message: 'a rule names an upstream that spec.policy.upstreams does not define',
+      // Names the first such rule (the server falls back to message if this fails).
+      messageExpression: `'rule ' + self.rules.filter(r, !(${KNOWN_UPSTREAM}))[0].name + ' names upstream ' + self.rules.filter(r, !(${KNOWN_UPSTREAM}))[0].upstream + ', which spec.policy.upstreams does not define'`,
       fieldPath: '.rules',
     }),
   });
@@ -249,6 +266,12 @@ export const PolicyConfig = z
   })
   .strict()
   .superRefine((p, ctx) => {
+    const upstreams = new Set<string>();
+    p.upstreams.forEach((u, i) => {
+      if (upstreams.has(u.name))
+        ctx.addIssue({ code: 'custom', path: ['upstreams', i, 'name'], message: `duplicate upstream name ${u.name}` });
+      upstreams.add(u.name);
+    });
     const seen = new Set<string>();
     p.rules.forEach((r, i) => {
       if (seen.has(r.name))
@@ -268,5 +291,13 @@ export const PolicyConfig = z
   });
 export type PolicyConfig = z.output<typeof PolicyConfig>;
 
-/** Where a node finds an upstream's Secret: the operator mounts it there (render/daemonset.ts). */
-export const CREDENTIALS_DIR = '/etc/tpfleet/credentials';
+/**
+ * Where a node finds an upstream's Secret: the operator mounts it at CREDENTIALS_DIR/<secret>/
+ * (files username and password; render/daemonset.ts). Not under /etc/tpfleet: that is the
+ * ConfigMap's read-only mount, and the runtime cannot create a mount point inside a read-only mount.
+ */
+export const CREDENTIALS_DIR = '/etc/tpfleet-credentials';
+/** The keys an upstream's Secret must hold (each file under CREDENTIALS_DIR/<secret>/). */
+export const CREDENTIAL_KEYS = ['username', 'password'] as const;
+/** RFC 1929 carries each in one length byte; Basic auth takes no ':' in the user name (RFC 7617). */
+export const CREDENTIAL_MAX_BYTES = 255;
