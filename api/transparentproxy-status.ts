@@ -61,6 +61,44 @@ export const NodeSummary = z
   .strict();
 export type NodeSummary = z.output<typeof NodeSummary>;
 
+const Invalid = (what: string) =>
+  z
+    .object({
+      name: z
+        .string()
+        .max(253)
+        .meta({ description: `The ${what}'s name as the spec gives it.` }),
+      message: z.string().max(1024).meta({ description: 'What is wrong, naming the field.' }),
+    })
+    .strict();
+
+export const PolicyStatus = z
+  .object({
+    rules: z
+      .number()
+      .int()
+      .min(0)
+      .meta({ description: 'Rules in the configuration rolled out (status.configHash); 0 without a policy.' }),
+    upstreams: z.number().int().min(0).meta({ description: 'Upstream proxies in that configuration.' }),
+    defaultAction: z
+      .enum(['Allow', 'Deny'])
+      .meta({ description: 'What that configuration does with connections no rule matches.' }),
+    invalidRule: Invalid('rule')
+      .optional()
+      .meta({
+        description: 'The first rule of the rejected spec that is wrong (InvalidSpec); the nodes keep the rules above.',
+      }),
+    invalidUpstream: Invalid('upstream')
+      .optional()
+      .meta({
+        description:
+          'The first upstream of the rejected spec that is wrong, e.g. its Secret is missing or lacks a key.',
+      }),
+  })
+  .strict()
+  .meta({ description: 'The egress policy in force (spec.policy, docs/egress.md).' });
+export type PolicyStatus = z.output<typeof PolicyStatus>;
+
 export const TransparentProxyStatus = z
   .object({
     observedGeneration: z
@@ -92,6 +130,7 @@ export const TransparentProxyStatus = z
       .optional()
       .meta({ description: 'Label selector of the proxy pods, serialized (used by /scale and the HPA).' }),
     configHash: z.string().max(64).optional().meta({ description: 'Hash of the rendered NodeConfig now rolled out.' }),
+    policy: PolicyStatus.optional(),
     nodes: z
       .array(NodeSummary)
       .max(5000)
