@@ -48,6 +48,20 @@ export const NodeTuning = z
   });
 export type NodeTuning = z.output<typeof NodeTuning>;
 
+const count = (what: string) => z.number().int().min(0).meta({ description: what });
+export const NodeDecisions = z
+  .object({
+    allow: count('Connections allowed (a rule or the default).'),
+    deny: count('Connections reset by a Deny rule or a Deny default.'),
+    forward: count('Connections sent through an upstream.'),
+    limited: count("Connections reset by a rule's limits."),
+  })
+  .strict()
+  .meta({
+    description:
+      "Egress policy decisions of this node's sidecar since it started, summed over rules (per rule: its /metrics, tpfleet_proxy_policy_decisions_total); published by the node agent at most once a minute.",
+  });
+
 export const NodeSummary = z
   .object({
     name: z.string().max(253),
@@ -57,6 +71,7 @@ export const NodeSummary = z
       .meta({ description: 'Active intercepts; Draining is leaving after a scale-in.' }),
     ready: z.boolean().meta({ description: 'The proxy pod on this node is Ready.' }),
     tuning: NodeTuning.optional(),
+    policy: NodeDecisions.optional(),
   })
   .strict();
 export type NodeSummary = z.output<typeof NodeSummary>;
@@ -83,17 +98,12 @@ export const PolicyStatus = z
     defaultAction: z
       .enum(['Allow', 'Deny'])
       .meta({ description: 'What that configuration does with connections no rule matches.' }),
-    invalidRule: Invalid('rule')
-      .optional()
-      .meta({
-        description: 'The first rule of the rejected spec that is wrong (InvalidSpec); the nodes keep the rules above.',
-      }),
-    invalidUpstream: Invalid('upstream')
-      .optional()
-      .meta({
-        description:
-          'The first upstream of the rejected spec that is wrong, e.g. its Secret is missing or lacks a key.',
-      }),
+    invalidRule: Invalid('rule').optional().meta({
+      description: 'The first rule of the rejected spec that is wrong (InvalidSpec); the nodes keep the rules above.',
+    }),
+    invalidUpstream: Invalid('upstream').optional().meta({
+      description: 'The first upstream of the rejected spec that is wrong, e.g. its Secret is missing or lacks a key.',
+    }),
   })
   .strict()
   .meta({ description: 'The egress policy in force (spec.policy, docs/egress.md).' });

@@ -2,7 +2,9 @@
 // schema the CRD publishes.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { POLICY_CONDITION_TYPE } from '../api/policy-condition.ts';
 import { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
+import { fleetPods } from './pods.ts';
 import { renderNodeConfig } from './render/nodeconfig.ts';
 import { policyInForce, policyRejected } from './policy-status.ts';
 import { computeStatus } from './status.ts';
@@ -72,4 +74,37 @@ test('status.policy passes the status schema, and is removed with spec.policy', 
   assert.equal(invalid.configHash, 'h', 'the configuration in force is still the old one');
   const removed = computeStatus({ ...base, prev: invalid });
   assert.equal(removed.policy, undefined);
+});
+
+test("status.nodes[].policy: each active node's published totals; a forged message is ignored", () => {
+  const pod = (node: string, message: string) => ({
+    metadata: {
+      name: `web-${node}`,
+      namespace: 'fleet',
+      labels: { 'app.kubernetes.io/name': 'tpfleet', 'app.kubernetes.io/instance': 'web' },
+    },
+    spec: { nodeName: node },
+    status: {
+      conditions: [
+        { type: 'Ready', status: 'True' },
+        { type: POLICY_CONDITION_TYPE, status: 'True', reason: 'Counted', message },
+      ],
+    },
+  });
+  const pods = fleetPods([pod('n1', 'allow=5 deny=2 forward=1 limited=0'), pod('n2', 'allow=lots')], 'fleet', 'web');
+  const s = computeStatus({
+    generation: 1,
+    now: '2026-01-01T00:00:00Z',
+    selector: 's',
+    active: [{ name: 'n1' }, { name: 'n2' }] as never,
+    ...pods,
+  });
+  assert.deepEqual(
+    s.nodes?.map((n) => [n.name, n.policy]),
+    [
+      ['n1', { allow: 5, deny: 2, forward: 1, limited: 0 }],
+      ['n2', undefined],
+    ],
+  );
+  assert.ok(TransparentProxyStatus.safeParse(s).success);
 });

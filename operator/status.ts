@@ -9,6 +9,7 @@ import type {
   PolicyStatus,
   TransparentProxyStatus,
 } from '../api/transparentproxy-status.ts';
+import type { DecisionTotals } from '../api/policy-condition.ts';
 import { DEGRADING_TUNING } from '../api/tuning-condition.ts';
 import type { Candidate } from './scheduling.ts';
 
@@ -38,6 +39,8 @@ export interface StatusInput {
   readyNodes?: ReadonlySet<string>;
   /** Per node, the tuning its agent reported (operator/pods.ts). */
   tuning?: ReadonlyMap<string, NodeTuning>;
+  /** Per node, the policy decision totals its agent reported (operator/pods.ts). */
+  decisions?: ReadonlyMap<string, DecisionTotals>;
   daemonSet?: { generation?: number; status?: DaemonSetStatus };
   cleanup?: { pending: number; total: number };
 }
@@ -115,13 +118,15 @@ function invalidConditions(problems: string[]): Cond[] {
 function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
   const ready = i.readyNodes ?? new Set<string>();
   return active.map((c) => {
-    const t = i.tuning?.get(c.name);
+    const t = i.tuning?.get(c.name),
+      d = i.decisions?.get(c.name);
     return {
       name: c.name,
       ...(c.zone ? { zone: c.zone } : {}),
       state: 'Active',
       ready: ready.has(c.name),
       ...(t ? { tuning: t } : {}),
+      ...(d ? { policy: d } : {}),
     };
   });
 }

@@ -453,6 +453,15 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       const after = (await fleetPods()).find((p) => p.spec.nodeName === node)! as Pod & {
         status: { containerStatuses?: { name: string; restartCount: number }[] };
       };
+      // The node's decisions reach status (the agent publishes its sidecar's totals once a minute).
+      await waitFor(
+        `status.nodes[${node}].policy to count the reset and the carried connection`,
+        async () => {
+          const n = (await tp()).status?.nodes?.find((x: { name: string }) => x.name === node);
+          return (n?.policy?.deny >= 1 && n.policy.allow >= 1) || undefined;
+        },
+        150_000,
+      );
       assert.equal(after.metadata.name, pod.metadata.name, 'the same pod: rotation rolled nothing');
       assert.equal(after.status.containerStatuses?.find((x) => x.name === 'sidecar')?.restartCount, 0);
       await kubectl(c, ['delete', 'pod', '-n', 'default', 'tpfleet-e2e-server-denied', '--wait=false']);
