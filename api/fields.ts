@@ -11,8 +11,6 @@ import { DURATION } from './net.ts';
 export interface CelRule {
   rule: string;
   message: string;
-  /** CEL for a message naming the offending element; the server falls back to message. */
-  messageExpression?: string;
   fieldPath?: string;
   reason?: string;
 }

@@ -88,7 +88,7 @@ export const POLICY_INVALID: InvalidPolicy[] = [
   {
     why: 'rule naming an undefined upstream',
     field: 'spec.policy.rules',
-    message: /rule via names upstream nowhere, which spec.policy.upstreams does not define/,
+    message: /a rule names an upstream that spec.policy.upstreams does not define/,
     spec: {
       upstreams: [proxyUp],
       rules: [
@@ -100,7 +100,7 @@ export const POLICY_INVALID: InvalidPolicy[] = [
   {
     why: 'Forward with no upstreams at all',
     field: 'spec.policy.rules',
-    message: /rule via names upstream corp, which spec.policy.upstreams does not define/,
+    message: /a rule names an upstream that spec.policy.upstreams does not define/,
     spec: { rules: [{ name: 'via', action: 'Forward', upstream: 'corp' }] },
   },
   {
@@ -122,10 +122,16 @@ export const POLICY_INVALID: InvalidPolicy[] = [
     spec: { rules: [{ name: 'Block_All', action: 'Deny' }] },
   },
   {
-    why: 'destination CIDR with host bits',
+    why: 'destination prefix over 32',
     field: 'spec.policy.rules[0].match.destinations[0]',
-    message: /must be an IP address or a CIDR with host bits zero/,
-    spec: { rules: [{ name: 'r', action: 'Deny', match: { destinations: ['10.1.2.3/8'] } }] },
+    message: /should match/,
+    spec: { rules: [{ name: 'r', action: 'Deny', match: { destinations: ['10.0.0.0/33'] } }] },
+  },
+  {
+    why: 'source not an address',
+    field: 'spec.policy.rules[0].match.sources[0]',
+    message: /should match/,
+    spec: { rules: [{ name: 'r', action: 'Deny', match: { sources: ['pods'] } }] },
   },
   {
     why: 'unknown action',

@@ -105,6 +105,23 @@ test('one rule with 1024 entries in each match list is accepted', async () => {
   assert.equal(await create({ rules: [{ name: 'big', action: 'Deny', match }] }), undefined);
 });
 
+test("what only the parser sees (host bits, an IPv6 text that does not parse) passes admission and is the operator's InvalidSpec", async () => {
+  // Policy CIDRs are checked by a pattern, not CEL: CEL over 2048 x 1024 entries exceeds the
+  // server's cost budget (api/policy.ts POLICY_CIDR).
+  for (const [d, why] of [
+    ['10.1.2.3/8', /"10\.1\.2\.3\/8" has host bits set \(did you mean 10\.0\.0\.0\/8\?\)/],
+    ['fd00::1::2/64', /is not an IPv4 or IPv6 CIDR/],
+  ] as const) {
+    const policy = { rules: [{ name: 'r', action: 'Deny', match: { destinations: [d] } }] };
+    assert.equal(await create(policy), undefined, `${d}: admitted`);
+    const r = renderNodeConfig({ policy });
+    assert.ok(
+      !r.ok && r.problems.some((p) => p.startsWith('spec.policy.rules[0].match.destinations[0]: ') && why.test(p)),
+      d,
+    );
+  }
+});
+
 test('kubectl apply of a bad policy is refused naming the field; nothing is created', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tpfleet-policy-'));
   try {
