@@ -410,8 +410,13 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       await settle(1);
       const pod = (await fleetPods()).find((p) => p.spec.nodeName === node)!;
       const header = (await kubectl(c, ['get', 'tproxy', TP, '-n', ns, '-o', 'wide'])).split('\n');
-      const cols = (header[0] ?? '').trim().split(/\s+/);
-      assert.equal((header[1] ?? '').trim().split(/\s+/)[cols.indexOf('RULES')], '2', 'kubectl get -o wide: RULES 2');
+      // Aligned columns (an empty one is blank): read at RULES' offset.
+      const at = (header[0] ?? '').indexOf('RULES');
+      assert.equal(
+        (header[1] ?? '').slice(at).trim().split(/\s+/)[0],
+        '2',
+        `kubectl get -o wide: ${header.join('\n')}`,
+      );
       if (!c.capabilities.realDataPath) {
         t.diagnostic(`${c.provider}: simulated nodes, policy enforcement and the mounted Secret not asserted here`);
         return;
