@@ -82,7 +82,7 @@ export function scratch(name: string): { dir: string; file(n: string, content: s
   };
 }
 
-export function nodeConfigYaml(doc: { interception?: object; proxy?: object }): string {
+export function nodeConfigYaml(doc: { interception?: object; proxy?: object; policy?: object }): string {
   return stringify({ apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', ...doc });
 }
 

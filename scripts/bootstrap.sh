@@ -18,9 +18,10 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 # Debian packages the product and its tests use. Installed only when missing.
 #  iproute2/nftables/iptables: the data path; haproxy/iperf3/wrk/nginx-light: benchmark peers
 #  build-essential/python3: node-gyp for the native addon; procps: sysctl; kmod: modprobe
+#  tinyproxy/dante-server: the upstream proxies (HTTP CONNECT, SOCKS5) of the egress tests
 #  curl/unzip: a Go toolchain from the Go module proxy when none is installed; openssl: test certificates
 #  runc/containernetworking-plugins: the local-real e2e provider's nodes (containerd runs runc; ptp/host-local CNI)
-APT_PACKAGES=(iproute2 nftables iptables procps kmod build-essential python3 haproxy iperf3 wrk nginx-light curl unzip openssl runc containernetworking-plugins)
+APT_PACKAGES=(iproute2 nftables iptables procps kmod build-essential python3 haproxy iperf3 wrk nginx-light curl unzip openssl runc containernetworking-plugins tinyproxy dante-server)
 
 ensure_apt_packages() {
   local missing=() p

@@ -92,6 +92,16 @@ export class Engine {
     native().engineSetOptions(this.handle, opts);
   }
 
+  /** Installs a compiled egress policy (policy.ts) or removes it (null); its generation. Throws and keeps the old one on a malformed table. */
+  setPolicy(compiled: Uint8Array | null): number {
+    return native().engineSetPolicy(this.handle, compiled);
+  }
+
+  /** Decisions by rule key (FNV-1a of the rule's name, 0 the default action): allow, deny, forward, limited per key. */
+  ruleCounters(): { keys: BigUint64Array; counts: Float64Array } {
+    return native().engineRuleCounters(this.handle);
+  }
+
   /** Stops accepting: every thread closes its listeners; open connections go on. */
   drain(): void {
     native().engineDrain(this.handle);

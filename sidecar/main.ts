@@ -8,10 +8,12 @@
 // thread that failed or stopped turning), 2 on bad usage or config (the message names the field),
 // including a tuning.affinity plan that leaves no CPU for the workers on this node.
 // The environment is read once, here: TPFLEET_ENGINE_FAULT (tests only, engine.ts parseFault) and
-// TPFLEET_ENGINE_SPLICE=off (benchmarks only: the engine copies every byte, ADR 0011).
+// TPFLEET_ENGINE_SPLICE=off (benchmarks only: the engine copies every byte, ADR 0011) and
+// TPFLEET_CREDENTIALS_DIR (tests only: where the upstreams' Secrets are, instead of CREDENTIALS_DIR).
 import { parseArgs } from 'node:util';
 import { errorMessage } from '../api/errors.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
+import { CREDENTIALS_DIR } from '../api/policy.ts';
 import { readNodeFacts } from '../host/facts.ts';
 import { parseFault } from './engine.ts';
 import { createLogger } from './log.ts';
@@ -57,4 +59,9 @@ function parse(): { settings: Settings; fault: ReturnType<typeof parseFault> } {
 }
 
 const { settings, fault } = parse();
-await runProxy(settings, createLogger(settings.logLevel, { role: 'sidecar' }), { fault });
+await runProxy(settings, createLogger(settings.logLevel, { role: 'sidecar' }), {
+  fault,
+  credentialsDir: process.env.TPFLEET_CREDENTIALS_DIR ?? CREDENTIALS_DIR,
+  // Its own logger, at info whatever proxy.logLevel says: policy.audit.enabled turns it on and off.
+  audit: createLogger('info', { role: 'sidecar', log: 'audit' }),
+});

@@ -6,10 +6,10 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 
 export const PREFIX = 'tpfleet_proxy_';
 
-export const CLOSE_RESULTS = ['ok', 'error', 'timeout', 'shed', 'loop', 'denied'] as const;
+export const CLOSE_RESULTS = ['ok', 'error', 'timeout', 'shed', 'loop', 'denied', 'limited'] as const;
 export type CloseResult = (typeof CLOSE_RESULTS)[number];
 
-/** In the order of the engine's err_* counters and its reason codes 1..7 (native/src/stats.h). */
+/** In the order of the engine's err_* counters and its reason codes 1..8 (native/src/stats.h enum err_reason). */
 export const ERROR_REASONS = [
   'connect_refused',
   'connect_timeout',
@@ -18,7 +18,19 @@ export const ERROR_REASONS = [
   'client_reset',
   'idle_timeout',
   'other',
+  'upstream_proxy',
 ] as const;
+/** The engine's reason codes after the errors: a policy or hook reset, a per-source limit. */
+const REASON_DENIED = ERROR_REASONS.length + 1,
+  REASON_LIMITED = ERROR_REASONS.length + 2;
+
+/** What a closed connection's reason code means, for logs: undefined when it ended normally. */
+export function reasonText(code: number): ErrorReason | 'denied' | 'limited' | undefined {
+  if (code === 0) return undefined;
+  if (code === REASON_DENIED) return 'denied';
+  if (code === REASON_LIMITED) return 'limited';
+  return ERROR_REASONS[code - 1] ?? 'other';
+}
 export type ErrorReason = (typeof ERROR_REASONS)[number];
 
 export const DIRECTIONS = ['client_to_upstream', 'upstream_to_client'] as const;
@@ -105,6 +117,27 @@ function families(s: Stats, threads: number): Family[] {
       type: 'counter',
       help: 'Engine events (connection logs) dropped because the event ring was full.',
       samples: one(v(s, 'events_dropped')),
+    },
+    {
+      name: 'policy_peeked_total',
+      type: 'counter',
+      help: "Connections whose first bytes were read for a policy rule's TLS SNI or HTTP Host.",
+      samples: one(v(s, 'policy_peeked')),
+    },
+    {
+      name: 'policy_no_name_total',
+      type: 'counter',
+      help: 'Peeked connections with no SNI or Host (other protocols, server-speaks-first, the peek timeout).',
+      samples: one(v(s, 'policy_no_name')),
+    },
+    {
+      name: 'audit_lines_total',
+      type: 'counter',
+      help: 'Audit log lines, written or suppressed by the per-second cap.',
+      samples: [
+        ['result="written"', v(s, 'audit_written')],
+        ['result="suppressed"', v(s, 'audit_suppressed')],
+      ],
     },
     { name: 'workers', type: 'gauge', help: 'Engine threads running.', samples: one(threads) },
   ];

@@ -13,7 +13,10 @@ const evaluate = (p: ReturnType<typeof parse>, c: Connection) => native().policy
 /** A small deterministic PRNG, so a failure names its seed and can be replayed. */
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
-  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
 }
 
 const V4 = ['10.0.0.0/8', '10.1.0.0/16', '10.1.2.0/24', '10.1.2.3', '192.168.0.0/16', '0.0.0.0/0', '172.16.5.0/28'];

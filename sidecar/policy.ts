@@ -114,11 +114,14 @@ function intervals(ranges: (Range[] | undefined)[], width: number, words: number
     }
     return lo;
   };
-  ranges.forEach((list, rule) => {
-    if (list === undefined) return table.forEach((e) => setBit(e.bits, rule));
+  for (const [rule, list] of ranges.entries()) {
+    if (list === undefined) {
+      for (const e of table) setBit(e.bits, rule);
+      continue;
+    }
     for (const r of list)
       for (let i = index(r.start); i < table.length && table[i]!.start <= r.end; i++) setBit(table[i]!.bits, rule);
-  });
+  }
   return table;
 }
 
@@ -288,7 +291,10 @@ export function compilePolicy(p: PolicyConfig, upstreams: ResolvedUpstream[]): C
     const a = Buffer.alloc(16);
     const n = ipToBigInt(u.address.address);
     if (u.address.family === 4) a.writeUInt32BE(Number(n), 0);
-    else a.writeBigUInt64BE(n >> 64n, 0), a.writeBigUInt64BE(n & 0xffffffffffffffffn, 8);
+    else {
+      a.writeBigUInt64BE(n >> 64n, 0);
+      a.writeBigUInt64BE(n & 0xffffffffffffffffn, 8);
+    }
     w.u8(u.type === 'HTTPConnect' ? 1 : 2);
     w.u8(u.address.family);
     w.u16(u.address.port);

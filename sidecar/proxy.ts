@@ -2,9 +2,10 @@
 // (tuning.affinity), starts the engine, serves /metrics, /healthz and /readyz, logs the engine's
 // events, watches that every engine thread keeps turning, and turns SIGTERM into a drain.
 import { formatCpuList } from '../host/cpulist.ts';
+import { EgressControl } from './egress.ts';
 import { Engine, type EngineCallbacks, type EngineEvent, type StartOptions } from './engine.ts';
 import type { Logger } from './log.ts';
-import { ERROR_REASONS, processRegistry, renderEngineMetrics } from './metrics.ts';
+import { PREFIX, processRegistry, reasonText, renderEngineMetrics } from './metrics.ts';
 import { native, type NativeError } from './native/index.ts';
 import type { Settings } from './settings.ts';
 import { serveStatus } from './status.ts';
@@ -17,6 +18,10 @@ export interface ProxyOptions {
   fault: Pick<StartOptions, 'faultKind' | 'faultAfterMs'>;
   /** The decision hook; without one no connection is held (engine.ts). */
   onDecide?: EngineCallbacks['onDecide'];
+  /** Where the upstreams' Secrets are mounted (api/policy.ts CREDENTIALS_DIR; tests point elsewhere). */
+  credentialsDir: string;
+  /** The audit log: one JSON line per connection, on its own logger (info, whatever proxy.logLevel says). */
+  audit: Logger;
 }
 
 function exit(code: number): never {
@@ -25,7 +30,12 @@ function exit(code: number): never {
 
 export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promise<void> {
   pinJsThreads(s, log);
-  const engine = startEngine(s, log, o);
+  const egress = new EgressControl(s.policy, log, { credentialsDir: o.credentialsDir });
+  // The first table goes in with the engine, before its listeners open: no connection is ever decided
+  // without the policy (upstream names are resolved first).
+  const policy = await egress.initial();
+  const engine = startEngine(s, log, o, policy, (e) => onEngineEvent(e, log, o.audit, egress));
+  egress.attach(engine);
   let draining = false;
   const health = watchThreads(engine, log);
   const registry = processRegistry();
@@ -34,7 +44,10 @@ export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promi
     {
       healthy: () => health.ok(),
       ready: () => !draining && health.ok(),
-      metrics: async () => (await registry.metrics()) + renderEngineMetrics(engine.stats(), engine.threads.length),
+      metrics: async () =>
+        (await registry.metrics()) +
+        renderEngineMetrics(engine.stats(), engine.threads.length) +
+        egress.renderMetrics(PREFIX),
       contentType: registry.contentType,
       template: s.template,
     },
@@ -60,6 +73,7 @@ export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promi
       exit(1);
     }
     draining = true;
+    egress.stop();
     void drain(engine, s.drainTimeoutMs, log, signal).then(() => {
       server.close();
       exit(0);
@@ -92,7 +106,13 @@ function pinJsThreads(s: Settings, log: Logger): void {
   }
 }
 
-function startEngine(s: Settings, log: Logger, o: ProxyOptions): Engine {
+function startEngine(
+  s: Settings,
+  log: Logger,
+  o: ProxyOptions,
+  policy: Uint8Array | undefined,
+  onEvent: (e: EngineEvent) => void,
+): Engine {
   let engine: Engine;
   try {
     engine = Engine.start(
@@ -106,9 +126,10 @@ function startEngine(s: Settings, log: Logger, o: ProxyOptions): Engine {
         ipv6: s.ipv6,
         keepClientIp: s.keepClientIp,
         cpus: s.threadCpus,
+        policy,
         ...o.fault,
       },
-      { onEvent: (e) => onEngineEvent(e, log), onDecide: o.onDecide },
+      { onEvent, onDecide: o.onDecide },
     );
   } catch (e) {
     const err = e as NativeError;
@@ -135,7 +156,11 @@ function pinnedFields(s: Settings, engine: Engine): object {
   return { workerCpus: formatCpuList(s.pinning.cpus), pinned };
 }
 
-function onEngineEvent(e: EngineEvent, log: Logger): void {
+const ACTIONS = ['Allow', 'Deny', 'Forward'] as const;
+const ep = (x: { address: string; port: number; family: number }) =>
+  x.family === 6 ? `[${x.address}]:${x.port}` : `${x.address}:${x.port}`;
+
+function onEngineEvent(e: EngineEvent, log: Logger, audit: Logger, egress: EgressControl): void {
   if (e.kind === 'fatal') {
     log.fatal(
       { thread: e.thread, what: e.what, code: e.code },
@@ -144,21 +169,22 @@ function onEngineEvent(e: EngineEvent, log: Logger): void {
     exit(1);
   }
   if (e.kind === 'warn') return void log.warn({ thread: e.thread, what: e.what, code: e.code }, 'engine');
-  const ep = (x: { address: string; port: number; family: number }) =>
-    x.family === 6 ? `[${x.address}]:${x.port}` : `${x.address}:${x.port}`;
   if (e.kind === 'accepted') return void log.debug({ src: ep(e.src), dst: ep(e.dst), thread: e.thread }, 'accepted');
-  const reason = e.reason === 0 ? undefined : e.reason === 8 ? 'denied' : ERROR_REASONS[e.reason - 1];
-  log.debug(
-    {
-      src: ep(e.src),
-      dst: ep(e.dst),
-      reason,
-      bytesIn: e.bytesUp,
-      bytesOut: e.bytesDown,
-      ms: Math.round(e.durationUs / 1000),
-    },
-    'closed',
-  );
+  const decided = egress.describe(e.generation, e.rule, e.upstream);
+  const line = {
+    client: ep(e.src),
+    destination: ep(e.dst),
+    ...(e.nameKind === 1 ? { sni: e.name } : e.nameKind === 2 ? { host: e.name } : {}),
+    rule: decided.rule,
+    action: ACTIONS[e.action] ?? 'Allow',
+    ...(decided.upstream ? { upstream: decided.upstream } : {}),
+    bytesUp: e.bytesUp,
+    bytesDown: e.bytesDown,
+    durationMs: Math.round(e.durationUs / 1000),
+    result: reasonText(e.reason) ?? 'ok',
+  };
+  if (e.audit) audit.info(line, 'connection');
+  log.debug(line, 'closed');
 }
 
 /** Liveness: every engine thread's loop counter must move; a stuck thread ends the process. */

@@ -2,6 +2,7 @@
 // config, so the file is read and validated exactly once.
 import { availableParallelism } from 'node:os';
 import type { NodeConfig } from '../api/nodeconfig.ts';
+import type { PolicyConfig } from '../api/policy.ts';
 import type { LiveOptions } from './engine.ts';
 import type { LogLevel } from './log.ts';
 import { cpuOfSlot, type WorkerPinning } from './pinning.ts';
@@ -21,6 +22,8 @@ export interface Settings {
   pinning: WorkerPinning | null;
   /** The CPU of each engine thread (pinning's round-robin rule), or null. */
   threadCpus: number[] | null;
+  /** The egress policy (egress.ts); no rules and defaultAction Allow: none. */
+  policy: PolicyConfig;
   /** What can change while the engine runs (engine.ts setOptions). */
   live: LiveOptions;
   /** --template: the pod template token /readyz?template= is checked against (status.ts); null when not given. */
@@ -49,6 +52,7 @@ export function settingsFrom(
     pinning,
     threadCpus: pinning ? Array.from({ length: workers }, (_, i) => cpuOfSlot(pinning, i)) : null,
     live: liveOptions(cfg),
+    policy: cfg.policy,
     template,
   };
 }

@@ -14,8 +14,11 @@
 //
 // Options: --seconds N (per measurement, default 10), --rounds N, --runs N (back-to-back Connection: close
 // runs of the churn series, default 6), --idle N (idle connections for the memory test, default 5000),
-// --paths direct,haproxy,haproxy-splice,tpfleet[,tpfleet-copy] (tpfleet-copy: the engine with splice off),
-// --workers N (sidecar engine threads and HAProxy threads, default 2), --client default|tuned, --no-write.
+// --paths direct,haproxy,haproxy-splice,tpfleet[,tpfleet-copy][,tpfleet-policy] (tpfleet-copy: the engine
+// with splice off; tpfleet-policy: an egress policy of 1,000 rules, half CIDR, half SNI wildcards, that
+// every connection must be peeked for and none matches, so the default Allow carries it: issue 13),
+// --workers N (sidecar engine threads and HAProxy threads, default 2), --client default|tuned, --no-write,
+// --label NAME (writes its own section, e.g. `run 2`, so repeated runs are all recorded).
 import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -48,6 +51,7 @@ const { values: opt } = parseArgs({
     paths: { type: 'string', default: 'direct,haproxy,haproxy-splice,tpfleet' },
     workers: { type: 'string', default: '2' },
     client: { type: 'string', default: 'default' },
+    label: { type: 'string', default: '' },
     'no-write': { type: 'boolean', default: false },
   },
 });
@@ -65,7 +69,23 @@ const LISTEN = 15101,
   METRICS = 15190,
   HOLD_PORT = 7000;
 
-type ProxyKind = 'direct' | 'haproxy' | 'haproxy-splice' | 'tpfleet' | 'tpfleet-copy';
+type ProxyKind = 'direct' | 'haproxy' | 'haproxy-splice' | 'tpfleet' | 'tpfleet-copy' | 'tpfleet-policy';
+
+/**
+ * The tpfleet-policy path's 1,000 rules: 500 Deny rules on destinations the benchmark never uses
+ * (CIDRs, IPv4 and IPv6) and 500 Deny rules on SNI wildcards with no address criterion. Those apply to
+ * every connection, so the engine peeks each one (the HTTP request's Host, iperf3's cookie), matches
+ * no name and lets the default Allow decide: the costliest shape of a policy that still forwards.
+ */
+function benchPolicy(): object {
+  const rules = [];
+  for (let i = 0; i < 500; i++) {
+    const destinations = i % 2 ? [`2001:db8:${i.toString(16)}::/48`] : [`198.${18 + (i >> 8)}.${i & 255}.0/24`];
+    rules.push({ name: `cidr-${i}`, match: { destinations }, action: 'Deny' });
+    rules.push({ name: `sni-${i}`, match: { serverNames: [`*.blocked-${i}.example`] }, action: 'Deny' });
+  }
+  return { defaultAction: 'Allow', rules };
+}
 type Scratch = ReturnType<typeof scratch>;
 interface Running {
   proc?: Proc;
@@ -100,6 +120,7 @@ async function startProxy(kind: ProxyKind, t: Topology, dir: Scratch): Promise<R
       'sidecar.yaml',
       nodeConfigYaml({
         proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: true, workers: WORKERS, logLevel: 'warn' },
+        ...(kind === 'tpfleet-policy' ? { policy: benchPolicy() } : {}),
       }),
     );
     const proc = await startInNs(t.proxy.ns, sidecarArgv(cfg), {
@@ -374,9 +395,9 @@ async function main(): Promise<void> {
     if (!opt['no-write']) {
       writeSection(
         path.join(REPO, 'docs/benchmarks.md'),
-        opt.client === 'tuned' ? 'dataplane-tuned-client' : 'dataplane',
+        `${opt.client === 'tuned' ? 'dataplane-tuned-client' : 'dataplane'}${opt.label ? `-${opt.label.replace(/\W+/g, '-')}` : ''}`,
         [
-          `## Data path: tpfleet sidecar vs HAProxy TPROXY vs direct (${new Date().toISOString().slice(0, 10)}${opt.client === 'tuned' ? ', tuned client' : ''})`,
+          `## Data path: tpfleet sidecar vs HAProxy TPROXY vs direct (${new Date().toISOString().slice(0, 10)}${opt.client === 'tuned' ? ', tuned client' : ''}${opt.label ? `, ${opt.label}` : ''})`,
           '',
           describeMachine(),
           `- ${SECONDS}s per measurement; throughput and keep-alive: median of ${ROUNDS} rounds over all paths (samples below); wrk -t2 -c64 against nginx; client namespace at ${opt.client === 'tuned' ? '`tcp_tw_reuse=1`, ports 1024-65000 (tuned: a labelled variant)' : "the kernel's default sysctls, as a pod's"};`,

@@ -43,25 +43,31 @@ const COLS: Col[] = [
 
 const num = (v: unknown, digits: number) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : '–');
 
-/** The results table plus one row of ratios per non-HAProxy proxy: value / HAProxy's value. */
+/** value / baseline's value for each column, as a table row. */
+function ratioRow(r: Row, base: Row): string {
+  return `| ratio ${r.path} / ${base.path} | ${COLS.map((c) => {
+    const a = r[c.key],
+      b = base[c.key];
+    if (c.ratio === false) return '–';
+    return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
+  }).join(' | ')} |`;
+}
+
+/**
+ * The results table plus one row of ratios per non-HAProxy proxy (value / HAProxy's value), and
+ * tpfleet-policy / tpfleet (what the egress policy costs) when both ran.
+ */
 export function renderTable(rows: Row[], baseline = 'haproxy'): string {
   const head = `| path | ${COLS.map((c) => c.title).join(' | ')} |`;
   const sep = `|---|${COLS.map(() => '---:').join('|')}|`;
   const lines = rows.map((r) => `| ${r.path} | ${COLS.map((c) => num(r[c.key], c.digits)).join(' | ')} |`);
   const base = rows.find((r) => r.path === baseline);
   const ratios = base
-    ? rows
-        .filter((r) => r.path !== baseline && r.path !== 'direct')
-        .map(
-          (r) =>
-            `| ratio ${r.path} / ${baseline} | ${COLS.map((c) => {
-              const a = r[c.key],
-                b = base[c.key];
-              if (c.ratio === false) return '–';
-              return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
-            }).join(' | ')} |`,
-        )
+    ? rows.filter((r) => r.path !== baseline && r.path !== 'direct').map((r) => ratioRow(r, base))
     : [];
+  const plain = rows.find((r) => r.path === 'tpfleet'),
+    policy = rows.find((r) => r.path === 'tpfleet-policy');
+  if (plain && policy) ratios.push(ratioRow(policy, plain));
   return [head, sep, ...lines, ...ratios].join('\n');
 }
 

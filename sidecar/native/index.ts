@@ -50,6 +50,8 @@ export interface StartOptions extends LiveOptions {
   keepClientIp: boolean;
   /** One CPU per thread, or null to leave threads unpinned. */
   cpus: number[] | null;
+  /** A compiled egress policy (sidecar/policy.ts) installed before the listeners open (generation 1). */
+  policy?: Uint8Array;
   /** Test-only fault injection: 0 none, 1 stall thread 0, 2 thread 0 fails. */
   faultKind: 0 | 1 | 2;
   faultAfterMs: number;

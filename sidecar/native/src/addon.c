@@ -208,6 +208,64 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
 
 /* --- bindings ------------------------------------------------------------------------------------ */
 
+/* Frees retired policies every thread has turned its loop past (none still reads them). */
+static void free_retired(struct engine *e) {
+  for (struct policy **pp = &e->retired; *pp;) {
+    struct policy *p = *pp;
+    bool quiet = true;
+    for (int i = 0; i < e->nthreads && quiet; i++) quiet = atomic_load(&e->threads[i].loops) > p->retired_at[i];
+    if (!quiet) {
+      pp = &p->retired_next;
+      continue;
+    }
+    *pp = p->retired_next;
+    policy_free(p);
+  }
+}
+
+/* Gives each rule its counter slot by name, so counters carry over a reload. */
+static bool assign_slots(struct engine *e, struct policy *p) {
+  for (uint32_t i = 0; i < p->nrules; i++) {
+    struct policy_rule *r = &p->rules_mem[i];
+    uint32_t s = 1;
+    while (s < e->nrule_keys && e->rule_keys[s] != r->key) s++;
+    if (s == e->nrule_keys) {
+      if (s == RULE_SLOTS) return false;
+      e->rule_keys[e->nrule_keys++] = r->key;
+    }
+    r->slot = (uint16_t)s;
+  }
+  return true;
+}
+
+/* A compiled table from JS (a Uint8Array), loaded and given counter slots; NULL and a JS exception when
+ * it is malformed (the caller then changes nothing). */
+static struct policy *read_policy(napi_env env, struct engine *e, napi_value v) {
+  void *data;
+  size_t len, off;
+  bool is_typed = false;
+  napi_typedarray_type tt;
+  napi_value ab;
+  if (napi_is_typedarray(env, v, &is_typed) != napi_ok || !is_typed)
+    return throw_type(env, "the policy must be a Uint8Array (sidecar/policy.ts compiles it) or null"), NULL;
+  CHECK(env, napi_get_typedarray_info(env, v, &tt, &len, &data, &ab, &off));
+  const char *why = NULL;
+  struct policy *next = policy_load(data, len, &why);
+  if (!next) {
+    char text[160];
+    snprintf(text, sizeof text, "the compiled policy is malformed: %s", why);
+    return throw_type(env, text), NULL;
+  }
+  if (!assign_slots(e, next)) {
+    policy_free(next);
+    return throw_type(env, "more distinct rule names than the engine keeps counters for (8191)"), NULL;
+  }
+  next->generation = ++e->policy_generation;
+  return next;
+}
+
+/* engineStart(options, onEvents): options.policy (optional) is installed before the listeners open, so
+ * no connection is ever decided without it (a Deny default holds from the first accept). */
 static napi_value engine_start_js(napi_env env, napi_callback_info info) {
   napi_value argv[2], result, threads, name;
   if (!get_args(env, info, 2, argv)) return NULL;
@@ -216,6 +274,20 @@ static napi_value engine_start_js(napi_env env, napi_callback_info info) {
   bool have_cpus = false;
   if (!h) return throw_errno(env, ENOMEM, "calloc", NULL);
   if (!read_start_options(env, argv[0], &h->e, cpus, &have_cpus)) return free(h), NULL;
+  bool has_policy = false;
+  napi_value pv;
+  h->e.nrule_keys = 1; /* slot 0: the default action */
+  CHECK(env, napi_has_named_property(env, argv[0], "policy", &has_policy));
+  if (has_policy) {
+    napi_valuetype pt;
+    CHECK(env, napi_get_named_property(env, argv[0], "policy", &pv));
+    CHECK(env, napi_typeof(env, pv, &pt));
+    if (pt != napi_undefined && pt != napi_null) {
+      struct policy *p = read_policy(env, &h->e, pv);
+      if (!p) return free(h), NULL;
+      atomic_store(&h->e.policy, p);
+    }
+  }
   napi_create_string_utf8(env, "tpfleet-engine-events", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, h, call_js, &h->tsfn) != napi_ok)
     return free(h), throw_type(env, "onEvents must be a function");
@@ -225,6 +297,7 @@ static napi_value engine_start_js(napi_env env, napi_callback_info info) {
   const char *syscall = "engine";
   if (engine_start(&h->e, have_cpus ? cpus : NULL, &syscall) < 0) {
     int err = errno;
+    policy_free(atomic_exchange(&h->e.policy, NULL));
     napi_release_threadsafe_function(h->tsfn, napi_tsfn_abort);
     free(h);
     return throw_errno(env, err, syscall, err == EPERM ? "IP_TRANSPARENT needs CAP_NET_RAW or CAP_NET_ADMIN" : NULL);
@@ -351,36 +424,6 @@ static napi_value engine_stop_js(napi_env env, napi_callback_info info) {
   return NULL; /* h itself stays allocated: the external may still be referenced from JS */
 }
 
-/* Frees retired policies every thread has turned its loop past (none still reads them). */
-static void free_retired(struct engine *e) {
-  for (struct policy **pp = &e->retired; *pp;) {
-    struct policy *p = *pp;
-    bool quiet = true;
-    for (int i = 0; i < e->nthreads && quiet; i++) quiet = atomic_load(&e->threads[i].loops) > p->retired_at[i];
-    if (!quiet) {
-      pp = &p->retired_next;
-      continue;
-    }
-    *pp = p->retired_next;
-    policy_free(p);
-  }
-}
-
-/* Gives each rule its counter slot by name, so counters carry over a reload. */
-static bool assign_slots(struct engine *e, struct policy *p) {
-  for (uint32_t i = 0; i < p->nrules; i++) {
-    struct policy_rule *r = &p->rules_mem[i];
-    uint32_t s = 1;
-    while (s < e->nrule_keys && e->rule_keys[s] != r->key) s++;
-    if (s == e->nrule_keys) {
-      if (s == RULE_SLOTS) return false;
-      e->rule_keys[e->nrule_keys++] = r->key;
-    }
-    r->slot = (uint16_t)s;
-  }
-  return true;
-}
-
 /* engineSetPolicy(handle, compiled: Uint8Array | null) -> generation. A malformed table throws and
  * changes nothing: the engine keeps deciding with the policy it had. */
 static napi_value engine_set_policy_js(napi_env env, napi_callback_info info) {
@@ -391,28 +434,7 @@ static napi_value engine_set_policy_js(napi_env env, napi_callback_info info) {
   struct policy *next = NULL;
   napi_valuetype type;
   CHECK(env, napi_typeof(env, argv[1], &type));
-  if (type != napi_null) {
-    void *data;
-    size_t len;
-    bool is_typed = false;
-    CHECK(env, napi_is_typedarray(env, argv[1], &is_typed));
-    if (!is_typed) return throw_type(env, "the policy must be a Uint8Array (sidecar/policy.ts compiles it) or null");
-    napi_typedarray_type tt;
-    napi_value ab;
-    size_t off;
-    CHECK(env, napi_get_typedarray_info(env, argv[1], &tt, &len, &data, &ab, &off));
-    const char *why = NULL;
-    if (!(next = policy_load(data, len, &why))) {
-      char text[160];
-      snprintf(text, sizeof text, "the compiled policy is malformed: %s", why);
-      return throw_type(env, text);
-    }
-    if (!assign_slots(e, next)) {
-      policy_free(next);
-      return throw_type(env, "more distinct rule names than the engine keeps counters for (8191)");
-    }
-    next->generation = ++e->policy_generation;
-  }
+  if (type != napi_null && !(next = read_policy(env, e, argv[1]))) return NULL;
   struct policy *old = atomic_exchange(&e->policy, next);
   if (old) {
     for (int i = 0; i < e->nthreads; i++) old->retired_at[i] = atomic_load(&e->threads[i].loops);

@@ -112,26 +112,31 @@ static int result_stat(int reason) {
   }
 }
 
-static void post_closed(struct thread *t, struct conn *c, bool audit) {
+static bool post_closed(struct thread *t, struct conn *c, bool audit) {
   struct event ev = {.kind = EV_CLOSED, .id = c->id, .reason = c->reason, .src = c->src, .dst = c->dst,
                      .bytes_up = c->bytes_up, .bytes_down = c->bytes_down, .audit = audit, .rule = c->rule,
                      .action = c->action, .upstream = c->upstream, .name_kind = c->name_kind,
                      .generation = c->generation, .duration_us = (uint64_t)((mono_ns() - c->accepted_ns) / 1000)};
   if (c->name && (ev.peek = strdup(c->name))) ev.peek_len = (uint32_t)strlen(ev.peek);
-  if (!ring_push(t, &ev)) free(ev.peek);
+  if (ring_push(t, &ev)) return true;
+  free(ev.peek);
+  return false;
 }
 
-/* The audit log's cap: at most audit_per_s lines in each second, the rest counted as suppressed. */
+/* The audit log's cap: at most audit_per_s lines in each second of the monotonic clock, shared by all
+ * threads. The window (second << 32 | lines) is one atomic word, so a second's boundary never loses a
+ * count; a thread whose clock reads an older second counts into the newer window. */
 static bool audit_admit(struct thread *t) {
   struct engine *e = t->e;
-  int64_t sec = t->now_ms / 1000, seen = atomic_load(&e->audit_second);
-  if (sec != seen && atomic_compare_exchange_strong(&e->audit_second, &seen, sec)) atomic_store(&e->audit_count, 0);
-  if (atomic_fetch_add(&e->audit_count, 1) < atomic_load(&e->opt.audit_per_s)) {
-    STAT_ADD(t, ST_audit_written, 1);
-    return true;
-  }
-  STAT_ADD(t, ST_audit_suppressed, 1);
-  return false;
+  uint64_t sec = (uint64_t)(t->now_ms / 1000) & 0xffffffffu, cap = atomic_load(&e->opt.audit_per_s);
+  uint64_t cur = atomic_load(&e->audit_window), next;
+  do {
+    uint64_t wsec = cur >> 32, n = cur & 0xffffffffu;
+    if (wsec < sec) wsec = sec, n = 0;
+    if (n >= cap) return false;
+    next = wsec << 32 | (n + 1);
+  } while (!atomic_compare_exchange_weak(&e->audit_window, &cur, next));
+  return true;
 }
 
 void conn_close(struct thread *t, struct conn *c, int reason, bool rst) {
@@ -147,8 +152,10 @@ void conn_close(struct thread *t, struct conn *c, int reason, bool rst) {
   if (c->reason >= ERR_CONNECT_REFUSED && c->reason <= ERR_UPSTREAM_PROXY) STAT_ADD(t, ST_err_connect_refused + c->reason - 1, 1);
   atomic_fetch_sub_explicit(&t->e->active, 1, memory_order_relaxed);
   if (c->limited) limits_release(t->e->limits, c->limit_key, &c->src);
-  bool audit = atomic_load_explicit(&t->e->opt.audit, memory_order_relaxed) && audit_admit(t);
-  if (audit || atomic_load_explicit(&t->e->opt.log_conns, memory_order_relaxed)) post_closed(t, c, audit);
+  /* An audit line counts as written only once it is queued: a full event ring suppresses it. */
+  bool want = atomic_load_explicit(&t->e->opt.audit, memory_order_relaxed), audit = want && audit_admit(t);
+  bool queued = (audit || atomic_load_explicit(&t->e->opt.log_conns, memory_order_relaxed)) && post_closed(t, c, audit);
+  if (want) STAT_ADD(t, audit && queued ? ST_audit_written : ST_audit_suppressed, 1);
   free(c->name);
   free(c->hs);
   c->name = NULL;

@@ -201,8 +201,7 @@ struct engine {
   uint64_t rule_keys[RULE_SLOTS];
   uint32_t nrule_keys;
   uint64_t *rule_counters; /* [threads][RULE_SLOTS][PC__COUNT] */
-  _Atomic int64_t audit_second;
-  _Atomic uint32_t audit_count;
+  _Atomic uint64_t audit_window; /* conn.c audit_admit: second << 32 | lines written in it */
   int64_t fault_after_ms;
   int fault_kind; /* 0 none, 1 stall thread 0, 2 fatal in thread 0 */
 };

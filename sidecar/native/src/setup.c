@@ -68,7 +68,7 @@ int engine_start(struct engine *e, const int *cpus, const char **syscall) {
   /* calloc: untouched pages cost no memory until a policy's rules are counted. */
   e->limits = limits_new();
   e->rule_counters = calloc((size_t)e->nthreads * RULE_SLOTS * PC__COUNT, sizeof *e->rule_counters);
-  e->nrule_keys = 1; /* slot 0: the default action */
+  /* nrule_keys and a first policy are set by the caller (addon.c engine_start_js) before this. */
   if (!e->limits || !e->rule_counters) {
     *syscall = "malloc";
     limits_free(e->limits), free(e->rule_counters);

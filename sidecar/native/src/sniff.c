@@ -101,7 +101,10 @@ int sniff_http_host(const unsigned char *buf, size_t len, char *out, size_t outl
   }
   if (!end) return SNIFF_NEED_MORE; /* the caller gives up at its peek limit or timeout */
   const unsigned char *line = memchr(buf, '\n', (size_t)(end - buf));
-  if (!line || line - buf < 9 || memcmp(line - 9, " HTTP/1.", 8) != 0) return SNIFF_NOT;
+  if (!line) return SNIFF_NOT;
+  /* The request line ends in " HTTP/1.x", then CRLF (or a bare LF, which servers accept). */
+  const unsigned char *le = line > buf && line[-1] == '\r' ? line - 1 : line;
+  if (le - buf < 9 || memcmp(le - 9, " HTTP/1.", 8) != 0) return SNIFF_NOT;
   for (const unsigned char *h = line + 1; h < end;) {
     const unsigned char *nl = memchr(h, '\n', (size_t)(end - h));
     if (!nl) break;
