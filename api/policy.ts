@@ -26,10 +26,7 @@ export const POLICY_DEFAULTS = {
 const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 // Every string carries its maxLength: the API server's CEL cost estimate assumes the longest string
 // the schema allows, and without one the upstream-reference rule below exceeded its budget 100x.
-const objectName = z
-  .string()
-  .max(63)
-  .regex(NAME, 'must be a DNS label: lower case letters, digits and -, at most 63');
+const objectName = z.string().max(63).regex(NAME, 'must be a DNS label: lower case letters, digits and -, at most 63');
 
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])';
 /**
