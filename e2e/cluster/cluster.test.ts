@@ -408,7 +408,20 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
         120_000,
       );
       await settle(1);
-      const pod = (await fleetPods()).find((p) => p.spec.nodeName === node)!;
+      // The new pod alone on the node (settle can pass while the old one still serves, before the swap).
+      const hash = (await tp()).status.configHash;
+      const pod = await waitFor(
+        'the pod with the policy alone Ready on the node',
+        async () => {
+          const on = (await fleetPods()).filter((p) => p.spec.nodeName === node);
+          const p = on[0];
+          return (
+            (on.length === 1 && p && ready(p) && p.metadata.annotations?.['tpfleet.io/config-hash'] === hash && p) ||
+            undefined
+          );
+        },
+        120_000,
+      );
       const header = (await kubectl(c, ['get', 'tproxy', TP, '-n', ns, '-o', 'wide'])).split('\n');
       // Aligned columns (an empty one is blank): read at RULES' offset.
       const at = (header[0] ?? '').indexOf('RULES');
