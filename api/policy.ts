@@ -4,7 +4,7 @@
 // (PolicySpec: plain JSON types, CEL), the NodeConfig section the sidecar reads (PolicyConfig: CIDRs
 // parsed, durations in ms, defaults filled) and the docs (descriptions). docs/egress.md explains it.
 import { z } from 'zod';
-import { cel, cidr, durationText, PortRange } from './fields.ts';
+import { cel, durationText, PortRange } from './fields.ts';
 import { parseCidr, parseDuration, type Cidr } from './net.ts';
 
 export const POLICY_ACTIONS = ['Allow', 'Deny', 'Forward'] as const;
@@ -24,15 +24,34 @@ export const POLICY_DEFAULTS = {
 
 /** A DNS-1123 label: rule and upstream names (metric label values, audit fields). */
 const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const objectName = z.string().regex(NAME, 'must be a DNS label: lower case letters, digits and -, at most 63');
+// Every string carries its maxLength: the API server's CEL cost estimate assumes the longest string
+// the schema allows, and without one the upstream-reference rule below exceeded its budget 100x.
+const objectName = z.string().max(63).regex(NAME, 'must be a DNS label: lower case letters, digits and -, at most 63');
+
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])';
+/**
+ * An IPv4 address with an optional /0-32, or an IPv6-shaped text with an optional /0-128. A pattern,
+ * not the CEL rule interception's CIDRs use (api/fields.ts cidr): with 2048 rules of 1024 entries the
+ * API server estimated that rule at 23x its per-expression budget, and a pattern costs nothing. What
+ * only the parser sees (an IPv6 address that does not parse, host bits set) is refused by the
+ * operator as InvalidSpec naming the entry (PolicyConfig parses every CIDR with api/net.ts).
+ */
+export const POLICY_CIDR = new RegExp(
+  `^(${OCTET}(\\.${OCTET}){3}(/(3[0-2]|[12]?[0-9]))?|[0-9a-fA-F]{0,4}:[0-9a-fA-F:.]{1,41}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$`,
+);
+const cidr = z
+  .string()
+  .max(49)
+  .regex(POLICY_CIDR, 'must be an IPv4 or IPv6 address or CIDR')
+  .meta({ description: 'IPv4 or IPv6 address, or CIDR with host bits zero.' });
 
 /**
  * A host name to match exactly, or "*." and a name: exactly one more label in front (*.example.com
  * matches a.example.com, not example.com and not a.b.example.com). Lower case ASCII only: names
  * arrive lower-cased (TLS and HTTP names are case-insensitive); unicode names are written in their
- * punycode (xn--) form, as clients send them.
+ * punycode (xn--) form, as clients send them. Labels of at most 63 characters (RFC 1035), 253 in all.
  */
-export const NAME_PATTERN = /^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export const NAME_PATTERN = /^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const namePattern = z
   .string()
   .max(253)
@@ -101,8 +120,10 @@ const RuleSpec = z
 
 const UpstreamSpec = z
   .object({
-    name: objectName,
-    type: z.enum(UPSTREAM_TYPES),
+    name: objectName.meta({ description: 'Unique name; Forward rules name the upstream by it.' }),
+    type: z.enum(UPSTREAM_TYPES).meta({
+      description: 'HTTPConnect: an HTTP proxy, CONNECT host:port. SOCKS5: a SOCKS5 server (RFC 1928).',
+    }),
     address: z
       .string()
       .max(260)
@@ -110,7 +131,13 @@ const UpstreamSpec = z
       .meta({ description: 'host:port of the proxy; a host name is resolved by each node.' }),
     connectTimeout: durationText.optional().meta({ description: 'Connect plus handshake. Default 5s, at most 60s.' }),
     credentialsSecret: z
-      .object({ name: z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be a Secret name') })
+      .object({
+        name: z
+          .string()
+          .max(253)
+          .regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be a Secret name')
+          .meta({ description: 'Name of the Secret (same namespace as the TransparentProxy).' }),
+      })
       .strict()
       .optional()
       .meta({
@@ -119,6 +146,9 @@ const UpstreamSpec = z
       }),
   })
   .strict();
+
+/** CEL: rule r names no upstream, or one spec.policy.upstreams defines. */
+const KNOWN_UPSTREAM = '!has(r.upstream) || (has(self.upstreams) && self.upstreams.exists(u, u.name == r.upstream))';
 
 export const PolicySpec = z
   .object({
@@ -140,6 +170,7 @@ export const PolicySpec = z
       .max(MAX_UPSTREAMS)
       .optional()
       .meta({
+        description: 'Named upstream proxies that Forward rules send connections through.',
         'x-kubernetes-list-type': 'map',
         'x-kubernetes-list-map-keys': ['name'],
       }),
@@ -158,7 +189,10 @@ export const PolicySpec = z
           .meta({ description: 'Default 4096.' }),
       })
       .strict()
-      .optional(),
+      .optional()
+      .meta({
+        description: 'Reading the first bytes (TLS ClientHello, HTTP request) for rules on serverNames or hosts.',
+      }),
     audit: z
       .object({
         enabled: z
@@ -170,7 +204,8 @@ export const PolicySpec = z
           .meta({ description: 'Cap per node; the rest are counted, not written. Default 100.' }),
       })
       .strict()
-      .optional(),
+      .optional()
+      .meta({ description: 'The per-connection audit log of each node (its own logger, rate-capped).' }),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -184,8 +219,10 @@ export const PolicySpec = z
   .meta({
     description: 'Egress policy: allow, deny or forward by destination, TLS SNI and HTTP Host (docs/egress.md).',
     ...cel({
-      rule: '!has(self.rules) || self.rules.all(r, !has(r.upstream) || (has(self.upstreams) && self.upstreams.exists(u, u.name == r.upstream)))',
+      rule: `!has(self.rules) || self.rules.all(r, ${KNOWN_UPSTREAM})`,
       message: 'a rule names an upstream that spec.policy.upstreams does not define',
+      // No messageExpression naming the rule: the API server estimated one (a filter over the rules)
+      // at more than 100x its cost budget and refused the CRD.
       fieldPath: '.rules',
     }),
   });
@@ -249,6 +286,12 @@ export const PolicyConfig = z
   })
   .strict()
   .superRefine((p, ctx) => {
+    const upstreams = new Set<string>();
+    p.upstreams.forEach((u, i) => {
+      if (upstreams.has(u.name))
+        ctx.addIssue({ code: 'custom', path: ['upstreams', i, 'name'], message: `duplicate upstream name ${u.name}` });
+      upstreams.add(u.name);
+    });
     const seen = new Set<string>();
     p.rules.forEach((r, i) => {
       if (seen.has(r.name))
@@ -268,5 +311,13 @@ export const PolicyConfig = z
   });
 export type PolicyConfig = z.output<typeof PolicyConfig>;
 
-/** Where a node finds an upstream's Secret: the operator mounts it there (render/daemonset.ts). */
-export const CREDENTIALS_DIR = '/etc/tpfleet/credentials';
+/**
+ * Where a node finds an upstream's Secret: the operator mounts it at CREDENTIALS_DIR/<secret>/
+ * (files username and password; render/daemonset.ts). Not under /etc/tpfleet: that is the
+ * ConfigMap's read-only mount, and the runtime cannot create a mount point inside a read-only mount.
+ */
+export const CREDENTIALS_DIR = '/etc/tpfleet-credentials';
+/** The keys an upstream's Secret must hold (each file under CREDENTIALS_DIR/<secret>/). */
+export const CREDENTIAL_KEYS = ['username', 'password'] as const;
+/** RFC 1929 carries each in one length byte; Basic auth takes no ':' in the user name (RFC 7617). */
+export const CREDENTIAL_MAX_BYTES = 255;

@@ -48,6 +48,20 @@ export const NodeTuning = z
   });
 export type NodeTuning = z.output<typeof NodeTuning>;
 
+const count = (what: string) => z.number().int().min(0).meta({ description: what });
+export const NodeDecisions = z
+  .object({
+    allow: count('Connections allowed (a rule or the default).'),
+    deny: count('Connections reset by a Deny rule or a Deny default.'),
+    forward: count('Connections sent through an upstream.'),
+    limited: count("Connections reset by a rule's limits."),
+  })
+  .strict()
+  .meta({
+    description:
+      "Egress policy decisions of this node's sidecar since it started, summed over rules (per rule: its /metrics, tpfleet_proxy_policy_decisions_total); published by the node agent at most once a minute.",
+  });
+
 export const NodeSummary = z
   .object({
     name: z.string().max(253),
@@ -57,9 +71,43 @@ export const NodeSummary = z
       .meta({ description: 'Active intercepts; Draining is leaving after a scale-in.' }),
     ready: z.boolean().meta({ description: 'The proxy pod on this node is Ready.' }),
     tuning: NodeTuning.optional(),
+    policy: NodeDecisions.optional(),
   })
   .strict();
 export type NodeSummary = z.output<typeof NodeSummary>;
+
+const Invalid = (what: string) =>
+  z
+    .object({
+      name: z
+        .string()
+        .max(253)
+        .meta({ description: `The ${what}'s name as the spec gives it.` }),
+      message: z.string().max(1024).meta({ description: 'What is wrong, naming the field.' }),
+    })
+    .strict();
+
+export const PolicyStatus = z
+  .object({
+    rules: z
+      .number()
+      .int()
+      .min(0)
+      .meta({ description: 'Rules in the configuration rolled out (status.configHash); 0 without a policy.' }),
+    upstreams: z.number().int().min(0).meta({ description: 'Upstream proxies in that configuration.' }),
+    defaultAction: z
+      .enum(['Allow', 'Deny'])
+      .meta({ description: 'What that configuration does with connections no rule matches.' }),
+    invalidRule: Invalid('rule').optional().meta({
+      description: 'The first rule of the rejected spec that is wrong (InvalidSpec); the nodes keep the rules above.',
+    }),
+    invalidUpstream: Invalid('upstream').optional().meta({
+      description: 'The first upstream of the rejected spec that is wrong, e.g. its Secret is missing or lacks a key.',
+    }),
+  })
+  .strict()
+  .meta({ description: 'The egress policy in force (spec.policy, docs/egress.md).' });
+export type PolicyStatus = z.output<typeof PolicyStatus>;
 
 export const TransparentProxyStatus = z
   .object({
@@ -92,6 +140,7 @@ export const TransparentProxyStatus = z
       .optional()
       .meta({ description: 'Label selector of the proxy pods, serialized (used by /scale and the HPA).' }),
     configHash: z.string().max(64).optional().meta({ description: 'Hash of the rendered NodeConfig now rolled out.' }),
+    policy: PolicyStatus.optional(),
     nodes: z
       .array(NodeSummary)
       .max(5000)

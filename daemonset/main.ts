@@ -16,6 +16,8 @@ import { formatPlan, plan } from './plan.ts';
 import { readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
 import { AGENT_FIELD_MANAGER, podRefFromEnv, TuningPublisher, tuningTick, type PodRef } from './tuning-publish.ts';
+import { policyTick, scrapeMetrics } from './policy-publish.ts';
+import { POLICY_CONDITION_TYPE, POLICY_PUBLISH_MIN_MS } from '../api/policy-condition.ts';
 import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
@@ -127,13 +129,17 @@ async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
   return facts;
 }
 
-/** The publisher for the tuning condition, when the pod knows who it is (downward API). */
-function publisher(cli: Cli, env: AgentEnv): TuningPublisher | undefined {
+/** The publishers of the tuning and policy conditions, when the pod knows who it is (downward API). */
+function publishers(cli: Cli, env: AgentEnv): { tuning: TuningPublisher; policy: TuningPublisher } | undefined {
   if (!env.pod) return undefined;
   // The lean credentials, not client-node's KubeConfig: this process runs on every intercepting node
   // for as long as it intercepts, and client-node alone costs it about 50 MB (docs/benchmarks.md).
   const creds = cli.kubeconfig ? kubeconfigCredentials(cli.kubeconfig) : inClusterCredentials(env.api);
-  return new TuningPublisher(new KubeClient(creds, AGENT_FIELD_MANAGER), env.pod);
+  const client = new KubeClient(creds, AGENT_FIELD_MANAGER);
+  return {
+    tuning: new TuningPublisher(client, env.pod),
+    policy: new TuningPublisher(client, env.pod, undefined, POLICY_CONDITION_TYPE),
+  };
 }
 
 async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger): Promise<void> {
@@ -148,20 +154,27 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   };
   // Tuning drift is only reported (never fought): at start and every interval, as a log line and,
   // with API credentials, as the pod condition the operator summarises. Ticks never overlap.
-  const pub = publisher(cli, env);
+  const pub = publishers(cli, env);
   let last: TuningCondition | undefined,
     busy = false;
   const tick = async () => {
     if (busy) return;
     busy = true;
     try {
-      last = await tuningTick({ stateDir: cli.stateDir }, pub, log, last);
+      last = await tuningTick({ stateDir: cli.stateDir }, pub?.tuning, log, last);
     } finally {
       busy = false;
     }
   };
   void tick();
   const drift = setInterval(() => void tick(), cli.statusIntervalMs);
+  // Policy decision totals of this node's sidecar (policy-publish.ts), once a minute when changed.
+  const decisions = pub
+    ? setInterval(
+        () => void policyTick(() => scrapeMetrics(config.proxy.metricsPort), pub.policy, log),
+        POLICY_PUBLISH_MIN_MS,
+      )
+    : undefined;
   try {
     await watch({
       listenPort: config.proxy.listenPort,
@@ -173,6 +186,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
     });
   } finally {
     clearInterval(drift);
+    clearInterval(decisions);
   }
 }
 

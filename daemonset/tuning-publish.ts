@@ -39,19 +39,28 @@ export function podRefFromEnv(env: Record<string, string | undefined>): PodRef |
   return { namespace, name };
 }
 
-type PodStatus = KubeObject & { status?: { conditions?: (TuningCondition & { lastTransitionTime?: string })[] } };
+/** A condition the agent publishes: the tuning one, or the policy decisions (policy-publish.ts). */
+export interface AgentCondition {
+  type: string;
+  status: 'True' | 'False';
+  reason: string;
+  message: string;
+}
+type PodStatus = KubeObject & { status?: { conditions?: (AgentCondition & { lastTransitionTime?: string })[] } };
 
 const same = (
-  a: Pick<TuningCondition, 'status' | 'reason' | 'message'>,
-  b: Pick<TuningCondition, 'status' | 'reason' | 'message'>,
+  a: Pick<AgentCondition, 'status' | 'reason' | 'message'>,
+  b: Pick<AgentCondition, 'status' | 'reason' | 'message'>,
 ) => a.status === b.status && a.reason === b.reason && a.message === b.message;
 
+/** Publishes one condition type on the agent's own pod (TUNING_CONDITION_TYPE unless told). */
 export class TuningPublisher {
-  private last?: TuningCondition;
+  private last?: AgentCondition;
   constructor(
     private readonly client: KubeClient,
     readonly pod: PodRef,
     private readonly now: () => Date = () => new Date(),
+    private readonly type: string = TUNING_CONDITION_TYPE,
   ) {}
 
   private get path(): string {
@@ -59,11 +68,12 @@ export class TuningPublisher {
   }
 
   /** Writes `cond` on the pod unless it already shows it. Resolves true when a patch was sent. */
-  async publish(cond: TuningCondition): Promise<boolean> {
+  async publish(cond: AgentCondition): Promise<boolean> {
+    if (cond.type !== this.type) throw new Error(`publisher for ${this.type} given ${cond.type}`);
     if (this.last && same(this.last, cond)) return false;
     const pod = await this.client.get<PodStatus>(this.path);
     if (!pod) throw new Error(`pod ${this.pod.namespace}/${this.pod.name} not found`);
-    const old = pod.status?.conditions?.find((c) => c.type === TUNING_CONDITION_TYPE);
+    const old = pod.status?.conditions?.find((c) => c.type === this.type);
     if (old && same(old, cond)) {
       this.last = cond;
       return false;

@@ -9,6 +9,8 @@
 // drift is made by writing a file, as another tool on the node would.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -16,6 +18,8 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { applyTuning, sysctlPath, type AffinityPlan, type TuningPlan } from '../daemonset/tuning/index.ts';
 import { AGENT_FIELD_MANAGER, TuningPublisher, tuningTick } from '../daemonset/tuning-publish.ts';
+import { policyTick, scrapeMetrics } from '../daemonset/policy-publish.ts';
+import { POLICY_CONDITION_TYPE } from '../api/policy-condition.ts';
 import { buildReport, writeReport } from '../daemonset/tuning-report.ts';
 import { tuningCondition } from '../api/tuning-condition.ts';
 import { ApiError, KubeClient, type KubeObject } from '../kube/client.ts';
@@ -201,4 +205,44 @@ test('drift on a node flips Degraded naming the node and key; a repaired value f
   });
   assert.equal(cond(t, 'Degraded').reason, 'AsExpected');
   assert.equal(nodeTuning(t, 'n1').reason, 'Applied');
+});
+
+test('policy decision totals: the agent publishes them beside the tuning condition; the operator shows them per node', async () => {
+  // The sidecar's /metrics as sidecar/egress.ts writes it, served on loopback (the real sidecar's
+  // counters reach status on local-real, e2e/cluster/cluster.test.ts).
+  let deny = 3;
+  const metrics = () =>
+    [
+      '# TYPE tpfleet_proxy_policy_decisions_total counter',
+      'tpfleet_proxy_policy_decisions_total{rule="default",action="allow"} 40',
+      `tpfleet_proxy_policy_decisions_total{rule="deny-one",action="deny"} ${deny}`,
+      'tpfleet_proxy_policy_decisions_total{rule="via",action="forward"} 2',
+      '',
+    ].join('\n');
+  const server = http.createServer((_q, r) => r.end(metrics()));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const pub = new TuningPublisher(agent, { namespace: NS, name: 'web-n2' }, undefined, POLICY_CONDITION_TYPE);
+    assert.deepEqual(await policyTick(() => scrapeMetrics(port), pub, log), {
+      allow: 40,
+      deny: 3,
+      forward: 2,
+      limited: 0,
+    });
+    const decisions = (o: Obj | undefined) => o?.status?.nodes?.find((n: { name: string }) => n.name === 'n2')?.policy;
+    await waitFor('status.nodes[n2].policy', async () => decisions(await tp())?.deny === 3);
+    assert.deepEqual(decisions(await tp()), { allow: 40, deny: 3, forward: 2, limited: 0 });
+    // Unchanged totals write nothing; changed ones are published again.
+    const rv = (await c.get<Obj>(podPath(NS, 'web-n2')))!.metadata.resourceVersion;
+    await policyTick(() => scrapeMetrics(port), pub, log);
+    assert.equal((await c.get<Obj>(podPath(NS, 'web-n2')))!.metadata.resourceVersion, rv);
+    deny = 4;
+    await policyTick(() => scrapeMetrics(port), pub, log);
+    await waitFor('deny 4', async () => decisions(await tp())?.deny === 4);
+    // A sidecar that cannot be read publishes nothing (and does not throw).
+    assert.equal(await policyTick(() => scrapeMetrics(1), pub, log), undefined);
+  } finally {
+    server.close();
+  }
 });

@@ -1,6 +1,7 @@
 // What the proxy pods of one TransparentProxy tell about their nodes: readiness (the kubelet's
 // Ready condition) and tuning (the condition the node agent publishes on its own pod, see
 // daemonset/tuning-publish.ts). Pure over the pod cache's contents.
+import { parseDecisionsMessage, POLICY_CONDITION_TYPE, type DecisionTotals } from '../api/policy-condition.ts';
 import type { NodeTuning } from '../api/transparentproxy-status.ts';
 import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX } from '../api/tuning-condition.ts';
 import type { KubeObject } from '../kube/client.ts';
@@ -19,6 +20,8 @@ export interface FleetPods {
   readyNodes: Set<string>;
   /** Per node, the tuning its agent reported (absent: no report yet). */
   tuning: Map<string, NodeTuning>;
+  /** Per node, the policy decision totals its agent reported (absent: none yet, or no policy). */
+  decisions: Map<string, DecisionTotals>;
 }
 
 const isPodOf = (p: KubeObject, namespace: string, sel: Record<string, string>) =>
@@ -37,7 +40,7 @@ export function leftNodes(pods: KubeObject[], namespace: string, name: string): 
 const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
 
 export function fleetPods(pods: KubeObject[], namespace: string, name: string): FleetPods {
-  const out: FleetPods = { readyNodes: new Set(), tuning: new Map() };
+  const out: FleetPods = { readyNodes: new Set(), tuning: new Map(), decisions: new Map() };
   // Oldest first: during a surge rollout a node briefly has two pods, and the newer one's tuning
   // report is the one that stays (creationTimestamp is RFC 3339 in UTC, so it sorts as text).
   const sel = selectorLabels(name);
@@ -57,6 +60,8 @@ export function fleetPods(pods: KubeObject[], namespace: string, name: string): 
         reason: clip(t.reason, TUNING_REASON_MAX),
         message: clip(t.message ?? '', TUNING_MESSAGE_MAX),
       });
+    const d = parseDecisionsMessage(conds.find((x) => x.type === POLICY_CONDITION_TYPE)?.message);
+    if (d) out.decisions.set(node, d);
   }
   return out;
 }

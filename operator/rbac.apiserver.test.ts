@@ -111,6 +111,61 @@ test('the operator works end to end with only the permissions in deploy/rbac.yam
   );
 });
 
+test('upstream credentials: get on the named Secret and create on events suffice; no list, watch or write on secrets', async () => {
+  await admin.create(tpPath('apps', 'creds'), {
+    apiVersion: 'tpfleet.io/v1alpha1',
+    kind: 'TransparentProxy',
+    metadata: { name: 'creds' },
+    spec: {
+      policy: {
+        upstreams: [{ name: 'corp', type: 'SOCKS5', address: 'socks:1080', credentialsSecret: { name: 'corp' } }],
+        rules: [{ name: 'all', action: 'Forward', upstream: 'corp' }],
+      },
+    },
+  });
+  const cond = (o: Obj | undefined) => o?.status?.conditions?.find((c: { type: string }) => c.type === 'InvalidSpec');
+  // A missing Secret is a 404 to get (not a 403): InvalidSpec, and the Warning Event was created.
+  await waitFor('InvalidSpec', async () =>
+    /Secret apps\/corp not found/.test(cond(await admin.get<Obj>(tpPath('apps', 'creds')))?.message ?? ''),
+  );
+  const events = await waitFor('Event', async () => {
+    const l = await admin.list('/api/v1/namespaces/apps/events', { fieldSelector: 'involvedObject.name=creds' });
+    return l.items.length > 0 && l.items;
+  });
+  assert.equal((events[0] as unknown as { reason: string }).reason, 'InvalidSpec');
+  await admin.create('/api/v1/namespaces/apps/secrets', {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: 'corp' },
+    stringData: { username: 'u', password: 'p' },
+  });
+  await waitFor(
+    'valid once the Secret exists',
+    async () => cond(await admin.get<Obj>(tpPath('apps', 'creds')))?.status === 'False',
+    40_000,
+  );
+  // Least privilege, measured: what the operator may do with Secrets is exactly get.
+  const kc = new KubeConfig();
+  kc.loadFromFile(userConfig);
+  const user = new KubeClient(kc, 'rbac-test');
+  const can = async (verb: string, resource: string) =>
+    (
+      await user.create<Obj>('/apis/authorization.k8s.io/v1/selfsubjectaccessreviews', {
+        apiVersion: 'authorization.k8s.io/v1',
+        kind: 'SelfSubjectAccessReview',
+        spec: { resourceAttributes: { verb, resource, namespace: 'apps' } },
+      })
+    ).status.allowed as boolean;
+  const granted = [];
+  for (const verb of ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'])
+    if (await can(verb, 'secrets')) granted.push(verb);
+  assert.deepEqual(granted, ['get']);
+  const events2 = [];
+  for (const verb of ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'])
+    if (await can(verb, 'events')) events2.push(verb);
+  assert.deepEqual(events2, ['create']);
+});
+
 test('the leader-election role lets the operator take the lease', async () => {
   const kc = new KubeConfig();
   kc.loadFromFile(userConfig);

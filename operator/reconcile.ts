@@ -5,12 +5,15 @@
 import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
 import { nodeConflict } from './conflicts.ts';
+import { CREDENTIALS_RECHECK_MS, credentialProblems } from './credentials.ts';
+import { warn } from './events.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
 import { OWNED } from './owned.ts';
 import { names, selectorString } from './render/names.ts';
 import { renderedSpec, type RenderedNodeConfig } from './render/nodeconfig.ts';
-import type { DaemonSetStatus, StatusInput } from './status.ts';
+import { policyInForce, policyRejected } from './policy-status.ts';
+import { invalidMessage, type DaemonSetStatus, type StatusInput } from './status.ts';
 import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
 import { fleetPods } from './pods.ts';
 import { writeStatus } from './write-status.ts';
@@ -36,18 +39,17 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     now: ctx.now().toISOString(),
     selector: selectorString(name),
   };
-  if (!rendered.ok) {
-    ctx.log.info({ tp: key, problems: rendered.problems }, 'spec rejected; nothing changed');
-    await writeStatus(ctx, tp, { ...statusBase, invalid: rendered.problems });
-    return { outcome: 'invalid' };
-  }
+  if (!rendered.ok) return reject(ctx, tp, statusBase, rendered.problems, 'spec rejected; nothing changed');
   const { spec, hash } = rendered.value;
   // Checked before any write, like a bad spec: a conflicting object changes nothing (conflicts.ts).
   const conflict = nodeConflict(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list());
-  if (conflict) {
-    ctx.log.info({ tp: key, problem: conflict }, 'nodes taken by an older TransparentProxy; nothing changed');
-    await writeStatus(ctx, tp, { ...statusBase, invalid: [conflict] });
-    return { outcome: 'invalid' };
+  if (conflict) return reject(ctx, tp, statusBase, [conflict], 'nodes taken by an older TransparentProxy');
+  // Upstream Secrets that are missing or incomplete (credentials.ts); looked at again soon, since
+  // no watch tells us when one appears.
+  const secrets = await credentialProblems(ctx.client, namespace, spec);
+  if (secrets.length) {
+    await reject(ctx, tp, statusBase, secrets, 'upstream credentials unusable; nothing changed');
+    return { outcome: 'invalid', requeueAfterMs: CREDENTIALS_RECHECK_MS };
   }
   const active = await syncActiveNodes(ctx, namespace, name, spec);
   const ds = await applyOwned(ctx, tp, rendered.value);
@@ -61,8 +63,34 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     requested: spec.replicas,
     ...fleetPods(ctx.caches.pods.list(), namespace, name),
     daemonSet: dsInfo(ctx.caches.daemonSets.get(namespace, names(name).daemonSet) ?? ds),
+    policy: policyInForce(spec),
   });
   return { outcome: 'success' };
+}
+
+type StatusBase = Pick<StatusInput, 'generation' | 'prev' | 'now' | 'selector'>;
+
+/**
+ * A spec that must not roll out: InvalidSpec naming the fields, status.policy naming the rule or
+ * upstream at fault, and a Warning Event when the problem is new (not on every requeue).
+ */
+async function reject(
+  ctx: ReconcileContext,
+  tp: TransparentProxyObject,
+  base: StatusBase,
+  problems: string[],
+  why: string,
+): Promise<Result> {
+  ctx.log.info({ tp: `${tp.metadata.namespace}/${tp.metadata.name}`, problems }, why);
+  const before = tp.status?.conditions?.find((c) => c.type === 'InvalidSpec');
+  const message = invalidMessage(problems);
+  await writeStatus(ctx, tp, {
+    ...base,
+    invalid: problems,
+    policy: policyRejected(tp.status?.policy, problems, tp.spec),
+  });
+  if (before?.status !== 'True' || before.message !== message) await warn(ctx, tp, 'InvalidSpec', message);
+  return { outcome: 'invalid' };
 }
 
 /**

@@ -6,8 +6,10 @@ import type {
   ConditionType,
   NodeSummary,
   NodeTuning,
+  PolicyStatus,
   TransparentProxyStatus,
 } from '../api/transparentproxy-status.ts';
+import type { DecisionTotals } from '../api/policy-condition.ts';
 import { DEGRADING_TUNING } from '../api/tuning-condition.ts';
 import type { Candidate } from './scheduling.ts';
 
@@ -24,8 +26,10 @@ export interface StatusInput {
   prev?: TransparentProxyStatus;
   now: string;
   selector: string;
-  /** Problems when the spec was rejected; the rest of the input is then ignored. */
+  /** Problems when the spec was rejected; the rest of the input but policy is then ignored. */
   invalid?: string[];
+  /** status.policy (operator/policy-status.ts); undefined removes it. */
+  policy?: PolicyStatus;
   configHash?: string;
   active?: Candidate[];
   /** Nodes leaving the active set whose restore has not finished (operator/nodes.ts). */
@@ -35,6 +39,8 @@ export interface StatusInput {
   readyNodes?: ReadonlySet<string>;
   /** Per node, the tuning its agent reported (operator/pods.ts). */
   tuning?: ReadonlyMap<string, NodeTuning>;
+  /** Per node, the policy decision totals its agent reported (operator/pods.ts). */
+  decisions?: ReadonlyMap<string, DecisionTotals>;
   daemonSet?: { generation?: number; status?: DaemonSetStatus };
   cleanup?: { pending: number; total: number };
 }
@@ -72,7 +78,7 @@ export function rolloutComplete(ds: StatusInput['daemonSet']): boolean {
 export function computeStatus(i: StatusInput): TransparentProxyStatus {
   const base = { ...i.prev, observedGeneration: i.generation, selector: i.selector };
   const times = (c: Cond[]) => withTimes(c, i.prev?.conditions, i.now, i.generation);
-  if (i.invalid) return { ...base, conditions: times(invalidConditions(i.invalid)) };
+  if (i.invalid) return { ...base, policy: i.policy, conditions: times(invalidConditions(i.invalid)) };
   const active = i.active ?? [];
   const nodes = activeNodes(i, active);
   const tuning = tuningProblem(nodes);
@@ -91,12 +97,16 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
     candidates: i.candidates ?? 0,
     nodes,
     ...(i.configHash ? { configHash: i.configHash } : {}),
+    policy: i.policy,
     conditions: times(conditions),
   };
 }
 
+/** The InvalidSpec condition's message for these problems. */
+export const invalidMessage = (problems: readonly string[]) => problems.join('; ').slice(0, 4000);
+
 function invalidConditions(problems: string[]): Cond[] {
-  const message = problems.join('; ').slice(0, 4000);
+  const message = invalidMessage(problems);
   return [
     cond('Ready', false, 'InvalidSpec', 'the spec was rejected; the fleet keeps its last valid configuration'),
     cond('Progressing', false, 'InvalidSpec'),
@@ -108,13 +118,15 @@ function invalidConditions(problems: string[]): Cond[] {
 function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
   const ready = i.readyNodes ?? new Set<string>();
   return active.map((c) => {
-    const t = i.tuning?.get(c.name);
+    const t = i.tuning?.get(c.name),
+      d = i.decisions?.get(c.name);
     return {
       name: c.name,
       ...(c.zone ? { zone: c.zone } : {}),
       state: 'Active',
       ready: ready.has(c.name),
       ...(t ? { tuning: t } : {}),
+      ...(d ? { policy: d } : {}),
     };
   });
 }

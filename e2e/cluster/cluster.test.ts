@@ -17,8 +17,10 @@ import { localProvider } from './local.ts';
 import { localRealProvider } from './local-real.ts';
 import type { BuiltImage, Cluster, Provider } from './provider.ts';
 import {
+  connectOnce,
   longestGap,
   nodeNetState,
+  policyDecisions,
   probe,
   sidecarAccepted,
   startProber,
@@ -335,6 +337,152 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       // After the swap, connections are intercepted again (not merely answered): the new sidecar counts them.
       const n = await sidecarAccepted(c, inst.fleetNamespace, fresh.metadata.name, METRICS_PORT);
       assert.ok(n > 0, 'the new sidecar carries new connections');
+    });
+
+    it('an egress policy: the denied destination is reset, the allowed one carried; upstream credentials mounted and rotated in place', async (t) => {
+      const ns = inst.fleetNamespace;
+      const [node] = await activeNodes();
+      const secret = 'e2e-upstream';
+      const putSecret = (password: string) =>
+        kubectl(
+          c,
+          ['apply', '-f', '-'],
+          JSON.stringify({
+            apiVersion: 'v1',
+            kind: 'Secret',
+            metadata: { name: secret, namespace: ns },
+            stringData: { username: 'e2e-user', password },
+          }),
+        );
+      // A second server on the workload node: the one destination the Deny rule covers.
+      const deniedIp = c.capabilities.realDataPath
+        ? await startServer(c, 'default', workload, inst.nodeImage, 'tpfleet-e2e-server-denied')
+        : '192.0.2.10';
+      const allowedIp = serverTarget
+        ? serverTarget.slice(0, serverTarget.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1')
+        : '192.0.2.20';
+      const policy = {
+        defaultAction: 'Allow',
+        // Named by no rule: here to show a Secret reaching the sidecar on a real kubelet.
+        upstreams: [{ name: 'corp', type: 'SOCKS5', address: '192.0.2.1:1080', credentialsSecret: { name: secret } }],
+        rules: [
+          { name: 'deny-one', action: 'Deny', match: { destinations: [deniedIp], ports: [{ port: 8080 }] } },
+          { name: 'allow-other', action: 'Allow', match: { destinations: [allowedIp] } },
+        ],
+      };
+      const patch = () =>
+        kubectl(c, [
+          'patch',
+          'transparentproxy',
+          TP,
+          '-n',
+          ns,
+          '--type=merge',
+          '-p',
+          JSON.stringify({ spec: { policy } }),
+        ]);
+      // Without the Secret the spec is refused and nothing rolls: InvalidSpec names the field.
+      const hash0 = (await tp()).status?.configHash;
+      await patch();
+      await waitFor(
+        'InvalidSpec for the missing Secret',
+        async () => {
+          const o = await tp();
+          const x = o.status?.conditions?.find((k: { type: string }) => k.type === 'InvalidSpec');
+          return (
+            (x?.status === 'True' &&
+              /spec\.policy\.upstreams\[0\]\.credentialsSecret: Secret .* not found/.test(x.message)) ||
+            undefined
+          );
+        },
+        60_000,
+      );
+      assert.equal((await tp()).status?.configHash, hash0, 'the fleet keeps its configuration');
+      await putSecret('first-password');
+      await waitFor(
+        'the policy rolled out',
+        async () => {
+          const o = await tp();
+          return (o.status?.policy?.rules === 2 && o.status.configHash !== hash0) || undefined;
+        },
+        120_000,
+      );
+      await settle(1);
+      // The new pod alone on the node (settle can pass while the old one still serves, before the swap).
+      const hash = (await tp()).status.configHash;
+      const pod = await waitFor(
+        'the pod with the policy alone Ready on the node',
+        async () => {
+          const on = (await fleetPods()).filter((p) => p.spec.nodeName === node);
+          const p = on[0];
+          return (
+            (on.length === 1 && p && ready(p) && p.metadata.annotations?.['tpfleet.io/config-hash'] === hash && p) ||
+            undefined
+          );
+        },
+        120_000,
+      );
+      const header = (await kubectl(c, ['get', 'tproxy', TP, '-n', ns, '-o', 'wide'])).split('\n');
+      // Aligned columns (an empty one is blank): read at RULES' offset.
+      const at = (header[0] ?? '').indexOf('RULES');
+      assert.equal(
+        (header[1] ?? '').slice(at).trim().split(/\s+/)[0],
+        '2',
+        `kubectl get -o wide: ${header.join('\n')}`,
+      );
+      if (!c.capabilities.realDataPath) {
+        t.diagnostic(`${c.provider}: simulated nodes, policy enforcement and the mounted Secret not asserted here`);
+        return;
+      }
+      const readCred = (key: string) =>
+        kubectl(c, [
+          'exec',
+          '-n',
+          ns,
+          pod.metadata.name,
+          '-c',
+          'sidecar',
+          '--',
+          'node',
+          '-e',
+          `process.stdout.write(require('fs').readFileSync('/etc/tpfleet-credentials/${secret}/${key}','utf8'))`,
+        ]);
+      assert.equal(await readCred('username'), 'e2e-user', 'the sidecar (uid 65532) reads the mounted Secret');
+      assert.equal(await readCred('password'), 'first-password');
+      // Denied: the client's connection is reset by the sidecar; counted under the rule's name.
+      const denied0 = await policyDecisions(c, ns, pod.metadata.name, METRICS_PORT, 'deny-one', 'deny');
+      const r = await connectOnce(c, 'default', node!, inst.nodeImage, `${deniedIp}:8080`, 'denied');
+      assert.ok('error' in r && r.error === 'ECONNRESET', `the denied destination is reset: ${JSON.stringify(r)}`);
+      assert.equal(await policyDecisions(c, ns, pod.metadata.name, METRICS_PORT, 'deny-one', 'deny'), denied0 + 1);
+      // Allowed: carried by the sidecar to the original destination.
+      const allowed0 = await policyDecisions(c, ns, pod.metadata.name, METRICS_PORT, 'allow-other', 'allow');
+      const saw = await probe(c, 'default', node!, inst.nodeImage, serverTarget, 'allowed');
+      assert.equal(saw.dst, serverTarget, 'the allowed server saw the original destination');
+      assert.equal(await policyDecisions(c, ns, pod.metadata.name, METRICS_PORT, 'allow-other', 'allow'), allowed0 + 1);
+      // The denied server itself is reachable on a port the node does not intercept: the reset came from the policy.
+      await probe(c, 'default', node!, inst.nodeImage, `${deniedIp}:9090`, 'bypass');
+      // Rotation: the kubelet rewrites the volume in place; same pod, no restart, new password.
+      await putSecret('second-password');
+      await waitFor(
+        'the rotated password in the sidecar',
+        async () => (await readCred('password')) === 'second-password' || undefined,
+        180_000,
+      );
+      const after = (await fleetPods()).find((p) => p.spec.nodeName === node)! as Pod & {
+        status: { containerStatuses?: { name: string; restartCount: number }[] };
+      };
+      // The node's decisions reach status (the agent publishes its sidecar's totals once a minute).
+      await waitFor(
+        `status.nodes[${node}].policy to count the reset and the carried connection`,
+        async () => {
+          const n = (await tp()).status?.nodes?.find((x: { name: string }) => x.name === node);
+          return (n?.policy?.deny >= 1 && n.policy.allow >= 1) || undefined;
+        },
+        150_000,
+      );
+      assert.equal(after.metadata.name, pod.metadata.name, 'the same pod: rotation rolled nothing');
+      assert.equal(after.status.containerStatuses?.find((x) => x.name === 'sidecar')?.restartCount, 0);
+      await kubectl(c, ['delete', 'pod', '-n', 'default', 'tpfleet-e2e-server-denied', '--wait=false']);
     });
 
     it('kubectl scale --replicas=2 activates the second candidate node; back to 1, the node that left is restored exactly', async () => {

@@ -115,12 +115,18 @@ function pod(name: string, ns: string, node: string, image: string, js: string, 
 }
 
 /** Starts the server pod on `node`; resolves with its pod IP once it is Running. */
-export async function startServer(c: Kube, ns: string, node: string, image: string): Promise<string> {
-  await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod('tpfleet-e2e-server', ns, node, image, SERVER_JS)));
+export async function startServer(
+  c: Kube,
+  ns: string,
+  node: string,
+  image: string,
+  name = 'tpfleet-e2e-server',
+): Promise<string> {
+  await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod(name, ns, node, image, SERVER_JS)));
   return waitFor(
-    'the server pod to run',
+    `the server pod ${name} to run`,
     async () => {
-      const p = await kubectlJson(c, ['get', 'pod', '-n', ns, 'tpfleet-e2e-server']);
+      const p = await kubectlJson(c, ['get', 'pod', '-n', ns, name]);
       return p.status?.phase === 'Running' && p.status.podIP ? (p.status.podIP as string) : undefined;
     },
     120_000,
@@ -136,6 +142,24 @@ export async function probe(
   target: string,
   id: string,
 ): Promise<Saw & { clientIp: string }> {
+  const r = await connectOnce(c, ns, node, image, target, id);
+  if ('error' in r) throw new Error(`client tpfleet-e2e-client-${id} → ${target} failed: ${r.line}`);
+  return r;
+}
+
+/**
+ * One client pod on `node` against `target`: what the server saw, or the client's error (its
+ * socket error code: ECONNRESET for a reset, "timeout", or "closed" when the connection ended with
+ * no answer).
+ */
+export async function connectOnce(
+  c: Kube,
+  ns: string,
+  node: string,
+  image: string,
+  target: string,
+  id: string,
+): Promise<(Saw & { clientIp: string }) | { error: string; line: string }> {
   const name = `tpfleet-e2e-client-${id}`;
   await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod(name, ns, node, image, CLIENT_JS, { TARGET: target })));
   try {
@@ -148,14 +172,33 @@ export async function probe(
       120_000,
     );
     const line = (await kubectl(c, ['logs', '-n', ns, name])).trim().split('\n').pop() ?? '';
+    if (line === '') return { error: 'closed', line };
     const saw = JSON.parse(line) as Saw & { error?: string };
-    if (p.status.phase !== 'Succeeded' || saw.error) throw new Error(`client ${name} → ${target} failed: ${line}`);
+    if (p.status.phase !== 'Succeeded' || saw.error) return { error: saw.error ?? `pod ${p.status.phase}`, line };
     // The server listens on '::', so IPv4 peers read as IPv4-mapped IPv6 (::ffff:a.b.c.d).
     const v4 = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+:\d+)$/, '$1');
     return { src: v4(saw.src), dst: v4(saw.dst), clientIp: p.status.podIP as string };
   } finally {
     await kubectl(c, ['delete', 'pod', '-n', ns, name, '--wait=false']).catch(() => undefined);
   }
+}
+
+/** The sidecar's tpfleet_proxy_policy_decisions_total{rule,action} on `pod` (0 when not yet counted). */
+export async function policyDecisions(
+  c: Kube,
+  ns: string,
+  pod: string,
+  metricsPort: number,
+  rule: string,
+  action: string,
+): Promise<number> {
+  const text = await kubectl(c, ['get', '--raw', `/api/v1/namespaces/${ns}/pods/${pod}:${metricsPort}/proxy/metrics`]);
+  if (!/^# TYPE tpfleet_proxy_policy_decisions_total counter$/m.test(text))
+    throw new Error(`no tpfleet_proxy_policy_decisions_total in the metrics of ${pod}`);
+  const line = text
+    .split('\n')
+    .find((l) => l.startsWith(`tpfleet_proxy_policy_decisions_total{rule="${rule}",action="${action}"} `));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
 }
 
 /** Connections the sidecar on `pod` accepted (its /metrics through the API server's pod proxy). */

@@ -104,7 +104,7 @@ test('status and scale subresources, printer columns and short name are served',
   });
   assert.deepEqual(
     table.columnDefinitions.map((d) => d.name),
-    ['Name', 'Ready', 'Active', 'Ready-Nodes', 'Replicas', 'Age'],
+    ['Name', 'Ready', 'Active', 'Ready-Nodes', 'Replicas', 'Rules', 'Age'],
   );
   const disco = await c.request<{ resources: { name: string; shortNames?: string[] }[] }>(
     'GET',
@@ -164,8 +164,8 @@ test('the user path with the real kubectl: apply a sample, get with printer colu
     assert.deepEqual(await header(), ['NAME', 'READY', 'ACTIVE', 'REPLICAS', 'AGE']);
     assert.deepEqual(
       await header('-o', 'wide'),
-      ['NAME', 'READY', 'ACTIVE', 'READY-NODES', 'REPLICAS', 'AGE'],
-      'Ready-Nodes is a wide column',
+      ['NAME', 'READY', 'ACTIVE', 'READY-NODES', 'REPLICAS', 'RULES', 'AGE'],
+      'Ready-Nodes and Rules are wide columns',
     );
     assert.match(
       await env.kubectl(['explain', 'tproxy.spec.interception.failurePolicy']),

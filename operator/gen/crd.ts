@@ -110,6 +110,13 @@ export function transparentProxyCrd(): Json {
               jsonPath: '.spec.replicas',
               description: 'Requested active nodes (empty: every candidate).',
             },
+            {
+              name: 'Rules',
+              type: 'integer',
+              jsonPath: '.status.policy.rules',
+              priority: 1,
+              description: 'Egress policy rules in force (empty: no policy).',
+            },
             { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
           ],
         },

@@ -12,6 +12,159 @@ export interface InvalidSpec {
   apiOnly?: boolean;
 }
 
+/** spec.policy cases (issue 13), also used by policy-cel.apiserver.test.ts for field + message. */
+export interface InvalidPolicy {
+  why: string;
+  field: string;
+  /** What the API server says after the field. */
+  message: RegExp;
+  spec: Record<string, unknown>;
+}
+const sni = (...serverNames: string[]) => ({ rules: [{ name: 'r', action: 'Deny', match: { serverNames } }] });
+const host = (...hosts: string[]) => ({ rules: [{ name: 'r', action: 'Deny', match: { hosts } }] });
+const NAME_MSG = /should match '\^\(\\\*\\\.\)\?/;
+const proxyUp = { name: 'corp', type: 'HTTPConnect', address: 'proxy.corp:3128' };
+export const POLICY_INVALID: InvalidPolicy[] = [
+  {
+    why: 'wildcard without a dot',
+    field: 'spec.policy.rules[0].match.serverNames[0]',
+    message: NAME_MSG,
+    spec: sni('*foo'),
+  },
+  {
+    why: 'wildcard inside a name',
+    field: 'spec.policy.rules[0].match.hosts[0]',
+    message: NAME_MSG,
+    spec: host('a.*.b'),
+  },
+  { why: 'bare wildcard', field: 'spec.policy.rules[0].match.serverNames[0]', message: NAME_MSG, spec: sni('*') },
+  {
+    why: 'SNI with a space',
+    field: 'spec.policy.rules[0].match.serverNames[1]',
+    message: NAME_MSG,
+    spec: sni('ok.example.com', 'bad name.example.com'),
+  },
+  {
+    why: 'unicode SNI (not punycode)',
+    field: 'spec.policy.rules[0].match.serverNames[0]',
+    message: NAME_MSG,
+    spec: sni('bücher.de'),
+  },
+  {
+    why: 'upper-case SNI',
+    field: 'spec.policy.rules[0].match.serverNames[0]',
+    message: NAME_MSG,
+    spec: sni('Example.com'),
+  },
+  {
+    why: 'upper-case Host',
+    field: 'spec.policy.rules[0].match.hosts[0]',
+    message: NAME_MSG,
+    spec: host('API.example.com'),
+  },
+  {
+    why: 'label over 63',
+    field: 'spec.policy.rules[0].match.hosts[0]',
+    message: NAME_MSG,
+    spec: host(`${'a'.repeat(64)}.com`),
+  },
+  {
+    why: 'trailing dot',
+    field: 'spec.policy.rules[0].match.serverNames[0]',
+    message: NAME_MSG,
+    spec: sni('example.com.'),
+  },
+  {
+    why: 'duplicate rule names',
+    field: 'spec.policy.rules[1]',
+    message: /Duplicate value: .*"name":"same"/,
+    spec: {
+      rules: [
+        { name: 'same', action: 'Allow' },
+        { name: 'same', action: 'Deny' },
+      ],
+    },
+  },
+  {
+    why: 'rule naming an undefined upstream',
+    field: 'spec.policy.rules',
+    message: /a rule names an upstream that spec.policy.upstreams does not define/,
+    spec: {
+      upstreams: [proxyUp],
+      rules: [
+        { name: 'ok', action: 'Forward', upstream: 'corp' },
+        { name: 'via', action: 'Forward', upstream: 'nowhere' },
+      ],
+    },
+  },
+  {
+    why: 'Forward with no upstreams at all',
+    field: 'spec.policy.rules',
+    message: /a rule names an upstream that spec.policy.upstreams does not define/,
+    spec: { rules: [{ name: 'via', action: 'Forward', upstream: 'corp' }] },
+  },
+  {
+    why: 'Forward without upstream',
+    field: 'spec.policy.rules[0].upstream',
+    message: /Forward rules name an upstream, and only they do/,
+    spec: { upstreams: [proxyUp], rules: [{ name: 'via', action: 'Forward' }] },
+  },
+  {
+    why: 'Deny naming an upstream',
+    field: 'spec.policy.rules[0].upstream',
+    message: /Forward rules name an upstream, and only they do/,
+    spec: { upstreams: [proxyUp], rules: [{ name: 'no', action: 'Deny', upstream: 'corp' }] },
+  },
+  {
+    why: 'rule name not a DNS label',
+    field: 'spec.policy.rules[0].name',
+    message: /should match/,
+    spec: { rules: [{ name: 'Block_All', action: 'Deny' }] },
+  },
+  {
+    why: 'destination prefix over 32',
+    field: 'spec.policy.rules[0].match.destinations[0]',
+    message: /should match/,
+    spec: { rules: [{ name: 'r', action: 'Deny', match: { destinations: ['10.0.0.0/33'] } }] },
+  },
+  {
+    why: 'source not an address',
+    field: 'spec.policy.rules[0].match.sources[0]',
+    message: /should match/,
+    spec: { rules: [{ name: 'r', action: 'Deny', match: { sources: ['pods'] } }] },
+  },
+  {
+    why: 'unknown action',
+    field: 'spec.policy.rules[0].action',
+    message: /Unsupported value: "Reject"/,
+    spec: { rules: [{ name: 'r', action: 'Reject' }] },
+  },
+  {
+    why: 'upstream address without a port',
+    field: 'spec.policy.upstreams[0].address',
+    message: /should match/,
+    spec: { upstreams: [{ ...proxyUp, address: 'proxy.corp' }] },
+  },
+  {
+    why: 'credentials Secret name not a Secret name',
+    field: 'spec.policy.upstreams[0].credentialsSecret.name',
+    message: /should match/,
+    spec: { upstreams: [{ ...proxyUp, credentialsSecret: { name: 'Corp_Creds' } }] },
+  },
+  {
+    why: 'duplicate upstream names',
+    field: 'spec.policy.upstreams[1]',
+    message: /Duplicate value: .*"name":"corp"/,
+    spec: { upstreams: [proxyUp, { ...proxyUp, type: 'SOCKS5' }] },
+  },
+  {
+    why: 'peek buffer too small',
+    field: 'spec.policy.peek.maxBytes',
+    message: /should be greater than or equal to 512/,
+    spec: { peek: { maxBytes: 100 } },
+  },
+];
+
 const i = (interception: Record<string, unknown>) => ({ interception });
 const p = (proxy: Record<string, unknown>) => ({ proxy });
 
@@ -152,5 +305,6 @@ export const INVALID_SPECS: InvalidSpec[] = [
     spec: { tolerations: [{ key: 'a', effect: 'Sometimes' }] },
   },
   { why: 'nodeSelector value not a string', field: 'spec.nodeSelector.zone', spec: { nodeSelector: { zone: 1 } } },
+  ...POLICY_INVALID.map((b) => ({ ...b, spec: { policy: b.spec } })),
   { why: 'name too long for derived names', field: 'metadata.name', spec: {}, name: 'x'.repeat(51), apiOnly: true },
 ];

@@ -5,6 +5,7 @@ import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../../kube/client.ts';
+import { credentials } from './credentials.ts';
 import {
   activeLabelKey,
   CONFIG_HASH_ANNOTATION,
@@ -185,6 +186,7 @@ function volumes(i: DaemonSetInput, configMap: string) {
       hostPath: { path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`, type: 'DirectoryOrCreate' },
     },
     { name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } },
+    ...(i.mode === 'run' ? credentials(i.spec).map((c) => c.volume) : []),
   ];
 }
 
@@ -224,7 +226,10 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
       capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
       seccompProfile: { type: 'RuntimeDefault' },
     },
-    volumeMounts: [{ name: 'config', mountPath: CONFIG_DIR, readOnly: true }],
+    volumeMounts: [
+      { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+      ...credentials(i.spec).map((c) => c.mount),
+    ],
   };
 }
 

@@ -138,6 +138,92 @@ test('API credentials reach only the agent-watch container, which knows its own 
   );
 });
 
+test('upstream credentials: each named Secret mounted whole (items, no subPath) into the sidecar alone', () => {
+  const s = sample('full.yaml');
+  const spec = s.spec as any;
+  const upstream = (name: string, secret?: string) => ({
+    name,
+    type: 'SOCKS5',
+    address: 'socks.corp.example:1080',
+    ...(secret ? { credentialsSecret: { name: secret } } : {}),
+  });
+  const ds = (upstreams: unknown[]) => {
+    const r = renderNodeConfig({ ...spec, policy: { ...spec.policy, upstreams } });
+    assert.ok(r.ok, r.ok ? '' : r.problems.join('; '));
+    const d = renderDaemonSet({
+      tp: tpOf(s),
+      spec: r.value.spec,
+      proxy: r.value.config.proxy,
+      configHash: r.value.hash,
+      defaultImage: 'unused',
+      mode: 'run',
+    }) as any;
+    return { pod: d.spec.template.spec, hash: r.value.hash, yaml: r.value.yaml };
+  };
+  const corp = upstream('corp', 'corp-proxy');
+  // Two upstreams sharing a Secret mount it once; an upstream without one mounts nothing.
+  const { pod, hash, yaml } = ds([corp, upstream('socks', 'corp-proxy'), upstream('open')]);
+  const creds = pod.volumes.filter((v: any) => v.secret);
+  assert.deepEqual(creds, [
+    {
+      name: creds[0]!.name,
+      secret: {
+        secretName: 'corp-proxy',
+        items: [
+          { key: 'username', path: 'username' },
+          { key: 'password', path: 'password' },
+        ],
+        defaultMode: 0o444,
+      },
+    },
+  ]);
+  assert.match(creds[0]!.name, /^creds-[0-9a-f]{16}$/);
+  const mounts = (c: any) => (c.volumeMounts ?? []).filter((m: any) => m.name === creds[0]!.name);
+  const [sidecar, ...others] = [...pod.containers, ...pod.initContainers].sort((a: any) =>
+    a.name === 'sidecar' ? -1 : 1,
+  );
+  assert.equal(sidecar.name, 'sidecar');
+  assert.deepEqual(mounts(sidecar), [
+    { name: creds[0]!.name, mountPath: '/etc/tpfleet-credentials/corp-proxy', readOnly: true },
+  ]);
+  assert.ok(!mounts(sidecar)[0]!.subPath, 'no subPath: the kubelet would never refresh it');
+  assert.deepEqual(
+    others.filter((c: any) => mounts(c).length).map((c: any) => c.name),
+    [],
+    'only the sidecar sees them',
+  );
+  assert.ok(!mounts(sidecar)[0]!.mountPath.startsWith('/etc/tpfleet/'), 'not inside the read-only config mount');
+  // The NodeConfig names the Secret, nothing more; adding an upstream with a Secret changes both the
+  // config hash and the pod template (a rollout), removing it takes the volume away again.
+  assert.match(yaml, /credentialsSecret:\n\s+name: corp-proxy/);
+  const more = ds([corp, upstream('socks', 'socks-creds')]);
+  assert.notEqual(more.hash, hash);
+  assert.deepEqual(
+    more.pod.volumes.filter((v: any) => v.secret).map((v: any) => v.secret.secretName),
+    ['corp-proxy', 'socks-creds'],
+  );
+  const none = ds([upstream('corp')]);
+  assert.deepEqual(
+    none.pod.volumes.filter((v: any) => v.secret),
+    [],
+    'no Secret, no volume',
+  );
+  const r = renderNodeConfig(spec);
+  assert.ok(r.ok);
+  const cleanup = renderDaemonSet({
+    tp: tpOf(s),
+    spec: r.value.spec,
+    proxy: r.value.config.proxy,
+    configHash: r.value.hash,
+    defaultImage: 'unused',
+    mode: 'cleanup',
+  }) as any;
+  assert.ok(
+    !cleanup.spec.template.spec.volumes.some((v: any) => v.secret),
+    'cleanup mode mounts no credentials (a deleted Secret never blocks the restore)',
+  );
+});
+
 test('autoscaling sample: an HPA on the TransparentProxy /scale with the connections metric', () => {
   const s = sample('autoscaling.yaml');
   const r = renderNodeConfig(s.spec);
