@@ -1,0 +1,122 @@
+// The container engine under the kind provider: Docker (kind's default) when a Docker daemon
+// answers, else rootful podman (KIND_EXPERIMENTAL_PROVIDER=podman), as configured by
+// scripts/bootstrap.sh (README, "kind with podman"). kind on podman changes the host: podman's
+// network "kind" (a bridge, netavark's iptables chains, an aardvark-dns resolver) and the host's
+// forwarding sysctls. hostState() records what of that the host shows; restoreHost() puts back what
+// this run changed and says what, if anything, still differs. Every command is an argv array.
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+
+export interface Engine {
+  readonly name: 'docker' | 'podman';
+  /** Environment for kind (KIND_EXPERIMENTAL_PROVIDER for podman). */
+  readonly env: NodeJS.ProcessEnv;
+}
+
+export function run(bin: string, args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(bin, args, { maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 600_000, env: opts.env ?? process.env }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${bin} ${args.join(' ')}: ${(stderr || err.message).trim()}`)) : resolve(stdout));
+  });
+}
+
+const firstLine = (e: unknown) => {
+  const m = (e as Error).message;
+  return (m.split('\n').find((l) => /cannot connect|not found|ENOENT|error/i.test(l)) ?? m).trim();
+};
+
+/** Docker if its daemon answers, else podman if installed and set up for kind; or why neither. */
+export async function detectEngine(): Promise<Engine | string> {
+  let docker: string;
+  try {
+    await run('docker', ['info', '--format', '{{.ServerVersion}}'], { timeoutMs: 20_000 });
+    return { name: 'docker', env: process.env };
+  } catch (e) {
+    docker = firstLine(e).replace(/^docker info --format \{\{\.ServerVersion\}\}: /, '');
+  }
+  let info: { host?: { networkBackend?: string } };
+  try {
+    info = JSON.parse(await run('podman', ['info', '--format', 'json'], { timeoutMs: 60_000 })) as typeof info;
+  } catch (e) {
+    return `no Docker engine (${docker}) and no podman here (${firstLine(e)})`;
+  }
+  // kind resolves its nodes by name (the control plane endpoint): podman's DNS comes with netavark.
+  if (info.host?.networkBackend !== 'netavark') {
+    return `podman uses the ${info.host?.networkBackend ?? 'unknown'} network backend; kind's nodes need netavark's DNS (scripts/bootstrap.sh sets it in containers.conf)`;
+  }
+  // kind bind-mounts the host's /lib/modules into every node; podman, unlike Docker, does not create a missing source.
+  if (!existsSync('/lib/modules')) return 'kind mounts /lib/modules, which this host lacks (scripts/bootstrap.sh creates it)';
+  return { name: 'podman', env: { ...process.env, KIND_EXPERIMENTAL_PROVIDER: 'podman' } };
+}
+
+/** Sysctls podman's networks set on the host (netavark turns forwarding on for its bridges). */
+export const HOST_SYSCTLS = ['net/ipv4/ip_forward', 'net/ipv4/conf/all/forwarding', 'net/ipv4/conf/default/forwarding', 'net/ipv6/conf/all/forwarding', 'net/ipv6/conf/default/forwarding'] as const;
+
+export interface HostState {
+  /** Normalised text: firewall rules of every backend, links, routes, sysctls, podman networks, engine processes. */
+  text: string;
+  sysctls: Record<string, string>;
+  networks: string[];
+}
+
+/** Rules without what changes by itself: packet counters, generation comments, timestamps. */
+export function normaliseRules(text: string): string {
+  return text.split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/g, '[]').replace(/counter packets \d+ bytes \d+/g, 'counter'))
+    .join('\n').trim();
+}
+
+const optional = (p: Promise<string>) => p.catch((e: Error) => `(${e.message.split('\n')[0]})`);
+
+/** The host's network state as kind on podman could change it; run before create and after delete. */
+export async function hostState(): Promise<HostState> {
+  const sysctls = Object.fromEntries(HOST_SYSCTLS.map((k) => [k, readFileSync(`/proc/sys/${k}`, 'utf8').trim()]));
+  const networks = (await optional(run('podman', ['network', 'ls', '--format', '{{.Name}}']))).split('\n').filter(Boolean).sort();
+  const links = (await run('ip', ['-o', 'link', 'show'])).split('\n').filter(Boolean)
+    .map((l) => l.split(':')[1]!.trim().replace(/@.*/, '')).sort();
+  const engineProcs = (await optional(run('ps', ['-e', '-o', 'comm=']))).split('\n').map((s) => s.trim())
+    .filter((p) => ['conmon', 'aardvark-dns', 'netavark', 'slirp4netns'].includes(p)).sort();
+  const parts: [string, string][] = [
+    ['iptables-nft', normaliseRules(await optional(run('iptables-nft-save', [])))],
+    ['ip6tables-nft', normaliseRules(await optional(run('ip6tables-nft-save', [])))],
+    ['iptables-legacy', normaliseRules(await optional(run('iptables-legacy-save', [])))],
+    ['ip6tables-legacy', normaliseRules(await optional(run('ip6tables-legacy-save', [])))],
+    ['nft', normaliseRules(await optional(run('nft', ['list', 'ruleset'])))],
+    ['links', links.join('\n')],
+    ['routes', (await run('ip', ['route', 'show', 'table', 'all'])).trim()],
+    ['routes6', (await run('ip', ['-6', 'route', 'show', 'table', 'all'])).trim()],
+    ['sysctls', Object.entries(sysctls).map(([k, v]) => `${k}=${v}`).join('\n')],
+    ['podman networks', networks.join('\n')],
+    ['engine processes', engineProcs.join('\n')],
+  ];
+  return { text: parts.map(([k, v]) => `== ${k}\n${v}`).join('\n'), sysctls, networks };
+}
+
+/** The lines of `after` that differ from `before`, for an error message. */
+export function stateDiff(before: string, after: string): string {
+  const b = new Set(before.split('\n')), a = new Set(after.split('\n'));
+  const gone = before.split('\n').filter((l) => !a.has(l) && !l.startsWith('== ')).map((l) => `- ${l}`);
+  const added = after.split('\n').filter((l) => !b.has(l) && !l.startsWith('== ')).map((l) => `+ ${l}`);
+  return [...gone, ...added].join('\n');
+}
+
+/**
+ * After `kind delete cluster` on podman: removes podman's network "kind" when this run made it
+ * (kind never removes it), puts back the forwarding sysctls podman turned on, and returns what
+ * still differs from `before` (empty when the host is as it was).
+ */
+export async function restoreHost(before: HostState): Promise<string> {
+  if (!before.networks.includes('kind')) await run('podman', ['network', 'rm', '--force', 'kind']).catch(() => undefined);
+  for (const [k, v] of Object.entries(before.sysctls)) {
+    if (readFileSync(`/proc/sys/${k}`, 'utf8').trim() !== v) writeFileSync(`/proc/sys/${k}`, v);
+  }
+  // aardvark-dns exits a moment after its last network is gone.
+  for (let i = 0; i < 50; i++) {
+    const now = await hostState();
+    if (now.text === before.text) return '';
+    if (i === 49) return stateDiff(before.text, now.text);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return '';
+}
