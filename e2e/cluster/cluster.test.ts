@@ -16,7 +16,7 @@ import { kubectl, kubectlJson, waitFor, watchLines } from './kube.ts';
 import { localProvider } from './local.ts';
 import { localRealProvider } from './local-real.ts';
 import type { BuiltImage, Cluster, Provider } from './provider.ts';
-import { longestGap, nodeNetState, probe, sidecarAccepted, startProber, startServer, timeline, TUNED_SYSCTLS } from './traffic.ts';
+import { longestGap, nodeNetState, nodeRuleset, probe, sidecarAccepted, startProber, startServer, timeline, TUNED_SYSCTLS } from './traffic.ts';
 
 const KIND_CONFIG = join(import.meta.dirname, '..', '..', 'kind-config.yaml');
 const TP = 'e2e';
@@ -132,9 +132,9 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       const proxyPod = (await fleetPods()).find((p) => p.spec.nodeName === node)!.metadata.name;
       const serverIp = await startServer(c, 'default', workload, inst.nodeImage);
       const host = serverIp.includes(':') ? `[${serverIp}]` : serverIp;
-      // backend auto follows the node (kubelet/kube-proxy iptables chains mean iptables-nft), so
-      // the rules are looked for in the whole ruleset, not in one backend's table.
-      const ruleset = await c.nodeExec!(node, ['nft', 'list', 'ruleset']);
+      // backend auto follows the node (kubelet/kube-proxy iptables chains mean iptables-nft, or
+      // iptables-legacy on kind nodes on podman), so the rules are looked for in every backend.
+      const ruleset = await nodeRuleset(c, node);
       assert.match(ruleset, /tproxy/i, 'the node agent installed our rules on the node');
       assert.equal((await c.nodeExec!(node, ['sysctl', '-n', ...Object.keys(TUNED_SYSCTLS)])).trim().split(/\s+/).join(' '), Object.values(TUNED_SYSCTLS).join(' '), 'spec.tuning reached the node');
       serverTarget = `${host}:8080`;

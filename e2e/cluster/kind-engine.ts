@@ -57,6 +57,57 @@ export interface HostState {
   text: string;
   sysctls: Record<string, string>;
   networks: string[];
+  /** `nft -j list ruleset`, to tell netavark's additions from what was there. */
+  nft: NftObject[];
+}
+
+/** One object of `nft -j list ruleset` (table, chain or rule; metainfo dropped). */
+export type NftObject =
+  | { table: { family: string; name: string } }
+  | { chain: { family: string; table: string; name: string; hook?: string } }
+  | { rule: { family: string; table: string; chain: string; handle: number; expr: unknown[] } };
+
+export async function nftObjects(): Promise<NftObject[]> {
+  const j = JSON.parse(await run('nft', ['-j', 'list', 'ruleset'])) as { nftables: Record<string, unknown>[] };
+  return j.nftables.filter((o) => 'table' in o || 'chain' in o || 'rule' in o) as NftObject[];
+}
+
+/** netavark names every chain it makes NETAVARK_* or NETAVARK-*. */
+const isNetavark = (name: string) => /^NETAVARK[-_]/.test(name);
+const ruleKey = (r: { family: string; table: string; chain: string; expr: unknown[] }) =>
+  `${r.family} ${r.table} ${r.chain} ${JSON.stringify(r.expr).replace(/"counter":\{"packets":\d+,"bytes":\d+\}/g, '"counter":{}')}`;
+const jumpsToNetavark = (expr: unknown[]) => /"(jump|goto)":\{"target":"NETAVARK[-_]/.test(JSON.stringify(expr));
+
+/**
+ * The nft commands (argv) that remove what netavark added since `before`: its chains (NETAVARK*)
+ * and the rules jumping to them, and a table it created when nothing else is left in it. netavark
+ * keeps these after its last network is gone (podman recreates them on next use).
+ */
+export function netavarkCleanup(before: readonly NftObject[], now: readonly NftObject[]): string[][] {
+  const tables = new Set(before.flatMap((o) => ('table' in o ? [`${o.table.family} ${o.table.name}`] : [])));
+  const chains = new Set(before.flatMap((o) => ('chain' in o ? [`${o.chain.family} ${o.chain.table} ${o.chain.name}`] : [])));
+  const rules = new Set(before.flatMap((o) => ('rule' in o ? [ruleKey(o.rule)] : [])));
+  const cmds: string[][] = [];
+  const dropTables = new Set<string>();
+  for (const o of now) {
+    if (!('table' in o)) continue;
+    const t = `${o.table.family} ${o.table.name}`;
+    if (tables.has(t)) continue;
+    const inT = now.filter((x) => ('chain' in x && `${x.chain.family} ${x.chain.table}` === t) || ('rule' in x && `${x.rule.family} ${x.rule.table}` === t));
+    const ours = inT.every((x) => ('chain' in x ? isNetavark(x.chain.name) || !!x.chain.hook : 'rule' in x && (isNetavark(x.rule.chain) || jumpsToNetavark(x.rule.expr))));
+    if (ours) { dropTables.add(t); cmds.push(['delete', 'table', o.table.family, o.table.name]); }
+  }
+  const kept = now.filter((o) => !('table' in o ? dropTables.has(`${o.table.family} ${o.table.name}`)
+    : 'chain' in o ? dropTables.has(`${o.chain.family} ${o.chain.table}`) : dropTables.has(`${o.rule.family} ${o.rule.table}`)));
+  for (const o of kept) {
+    if ('rule' in o && !isNetavark(o.rule.chain) && jumpsToNetavark(o.rule.expr) && !rules.has(ruleKey(o.rule))) {
+      cmds.push(['delete', 'rule', o.rule.family, o.rule.table, o.rule.chain, 'handle', String(o.rule.handle)]);
+    }
+  }
+  const added = kept.flatMap((o) => ('chain' in o && isNetavark(o.chain.name) && !chains.has(`${o.chain.family} ${o.chain.table} ${o.chain.name}`) ? [o.chain] : []));
+  for (const c of added) cmds.push(['flush', 'chain', c.family, c.table, c.name]);
+  for (const c of added) cmds.push(['delete', 'chain', c.family, c.table, c.name]);
+  return cmds;
 }
 
 /** Rules without what changes by itself: packet counters, generation comments, timestamps. */
@@ -90,7 +141,7 @@ export async function hostState(): Promise<HostState> {
     ['podman networks', networks.join('\n')],
     ['engine processes', engineProcs.join('\n')],
   ];
-  return { text: parts.map(([k, v]) => `== ${k}\n${v}`).join('\n'), sysctls, networks };
+  return { text: parts.map(([k, v]) => `== ${k}\n${v}`).join('\n'), sysctls, networks, nft: await nftObjects() };
 }
 
 /** The lines of `after` that differ from `before`, for an error message. */
@@ -103,11 +154,12 @@ export function stateDiff(before: string, after: string): string {
 
 /**
  * After `kind delete cluster` on podman: removes podman's network "kind" when this run made it
- * (kind never removes it), puts back the forwarding sysctls podman turned on, and returns what
- * still differs from `before` (empty when the host is as it was).
+ * (kind never removes it) and what netavark left in the firewall, puts back the forwarding
+ * sysctls it turned on, and returns what still differs from `before` (empty when the host is as it was).
  */
 export async function restoreHost(before: HostState): Promise<string> {
   if (!before.networks.includes('kind')) await run('podman', ['network', 'rm', '--force', 'kind']).catch(() => undefined);
+  for (const argv of netavarkCleanup(before.nft, await nftObjects())) await run('nft', argv);
   for (const [k, v] of Object.entries(before.sysctls)) {
     if (readFileSync(`/proc/sys/${k}`, 'utf8').trim() !== v) writeFileSync(`/proc/sys/${k}`, v);
   }

@@ -3,6 +3,7 @@
 #
 #   images/kind/build.sh            build (or reuse) it; stdout: its reference (localhost/tpfleet/kind-node:<version>)
 #   images/kind/build.sh --images   the images preloaded in it, one `ref<TAB>archive` line each (builds them if needed)
+#   images/kind/build.sh --kind-module   the pinned kind module's directory (its files are the node's base)
 #
 # kind's layout (`kind build node-image` and kind's base image, from the kind module pinned in
 # tools/k8s/kind): a systemd root with containerd, runc and CNI plugins and kind's own files
@@ -290,7 +291,11 @@ cleanup() {
 
 main() {
   local mode=${1:-build}
-  case $mode in build | --images) ;; *) echo "usage: images/kind/build.sh [--images]" >&2; exit 2 ;; esac
+  case $mode in
+    build | --images) ;;
+    --kind-module) kind_module; return ;;
+    *) echo "usage: images/kind/build.sh [--images | --kind-module]" >&2; exit 2 ;;
+  esac
   ensure_host_packages
   exec 9>"$KIND_CACHE/.build.lock"
   flock 9

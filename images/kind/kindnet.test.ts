@@ -1,26 +1,31 @@
-// tpfleet-kindnet, the kind node image's default CNI agent, run for real in a network namespace that
-// plays one kind node (eth0 on the node network, both families) against a stand-in kubectl that
-// lists three nodes: what a kind node gets from it (its CNI config, routes to the other nodes' pod
-// CIDRs, the masquerade table, forwarding) and what it refuses.
+// tpfleet-kindnet, the kind node image's default CNI agent, run from its own image (the one preloaded
+// into the node image) in a network namespace that plays one kind node (eth0 on the node network,
+// both families), against a stand-in kubectl that lists the nodes: what a kind node gets from it
+// (its CNI config, routes to the other nodes' pod CIDRs, the masquerade table, forwarding) and what
+// it refuses.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { nsExec, privilegedSkipReason, sh, waitFor } from '../../e2e/netns.ts';
+import { buildah, inImage, mountImage, type Rootfs } from '../rootfs.ts';
+import { kindPreloadedImages } from './node-image.ts';
 
-const AGENT = path.join(import.meta.dirname, 'kindnet', 'tpfleet-kindnet');
 const skip = privilegedSkipReason();
 
-describe('tpfleet-kindnet on a node', { skip, timeout: 120_000 }, () => {
+describe('tpfleet-kindnet on a node', { skip, timeout: 30 * 60_000 }, () => {
   const ns = `tpf-kn-${process.pid % 100000}`;
-  const dir = mkdtempSync(path.join(tmpdir(), 'tpfleet-kindnet-'));
-  const conf = path.join(dir, 'net.d', '10-kindnet.conflist');
+  let root: Rootfs | undefined, image = '', conf = '';
   let agent: ChildProcess | undefined;
   let log = '';
 
   before(async () => {
+    const archive = (await kindPreloadedImages()).find((i) => i.ref.includes('/kindnet:'))!.archive;
+    image = (await buildah(['pull', '--quiet', `docker-archive:${archive}`])).trim();
+    root = await mountImage(image);
+    const dir = path.join(root.root, 'tmp');
+    conf = path.join(root.root, 'etc/cni/net.d/10-kindnet.conflist');
     await sh(['ip', 'netns', 'add', ns]);
     await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
     // The node network: a veth whose peer stays in the namespace too (no other end is needed).
@@ -39,20 +44,26 @@ describe('tpfleet-kindnet on a node', { skip, timeout: 120_000 }, () => {
       'kind-evil|10.244.9.0/24;reboot|10.250.7.9 ',
     ].join('\n');
     writeFileSync(path.join(dir, 'nodes.txt'), nodes);
-    writeFileSync(path.join(dir, 'kubectl'), `#!/bin/sh\ncat '${path.join(dir, 'nodes.txt')}'\n`);
-    chmodSync(path.join(dir, 'kubectl'), 0o755);
-    agent = spawn('ip', ['netns', 'exec', ns, 'env', `PATH=${dir}:${process.env.PATH}`, 'NODE_NAME=kind-worker',
-      'POD_SUBNET=10.244.0.0/16,fd00:10:244::/56', `CNI_CONF_DIR=${path.dirname(conf)}`, 'SYNC_SECONDS=1', 'sh', AGENT],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Ahead of the image's kubectl on its PATH (/usr/local/sbin comes first).
+    writeFileSync(path.join(root.root, 'usr/local/sbin/kubectl'), '#!/bin/sh\ncat /tmp/nodes.txt\n');
+    chmodSync(path.join(root.root, 'usr/local/sbin/kubectl'), 0o755);
+    const argv = inImage(root.root, [...root.env, 'NODE_NAME=kind-worker', 'POD_SUBNET=10.244.0.0/16,fd00:10:244::/56', 'SYNC_SECONDS=1'],
+      ns, { privileged: true }, ['/usr/local/bin/tpfleet-kindnet']);
+    agent = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
     await waitFor('the agent to write its CNI config and routes', async () =>
       existsSync(conf) && (await nsExec(ns, ['ip', '-6', 'route', 'show'])).includes('fd00:10:244:2::/64 via'), 20_000, 100)
       .catch((e: Error) => { throw new Error(`${e.message}\nagent log:\n${log}`); });
   });
   after(async () => {
-    agent?.kill();
+    if (agent && agent.exitCode === null) {
+      const exited = new Promise((r) => agent!.once('exit', r));
+      agent.kill();
+      await exited;
+    }
     await sh(['ip', 'netns', 'del', ns], { allowFail: true });
-    rmSync(dir, { recursive: true, force: true });
+    await root?.remove();
+    if (image) await buildah(['rmi', image]).catch(() => undefined);
   });
 
   test("writes this node's CNI config: ptp veths, host-local over both pod CIDRs, the node's MTU, portmap", () => {

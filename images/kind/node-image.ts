@@ -36,3 +36,8 @@ export async function kindPreloadedImages(): Promise<{ ref: string; archive: str
     return { ref, archive };
   });
 }
+
+/** The pinned kind module's directory in the Go module cache (kind's own node files live there). */
+export async function kindModuleDir(): Promise<string> {
+  return (await runKindBuild(['--kind-module'])).trim();
+}
