@@ -113,7 +113,7 @@ export const kindProvider: Provider = {
     };
     try {
       await run(kind, ['create', 'cluster', '--name', CLUSTER_NAME, '--config', kindConfigPath, '--kubeconfig', kubeconfigPath,
-        ...(image ? ['--image', image] : []), '--wait', '180s'], { env });
+        ...(image ? ['--image', image] : []), '--wait', '180s'], { env, timeoutMs: 900_000 });
       await networkSettled(cluster, nodeExec);
     } catch (e) {
       await cluster.delete().catch(() => undefined);
