@@ -67,7 +67,8 @@ import_root() { # name tarball -> ref
 component() {
   local name=$1 ref=$2 base=$3 entrypoint=$4; shift 4
   local archive="$ARCHIVES/$name.tar" key f src dest mode c
-  key=$( { echo "$name $ref $base $entrypoint $SELF_SHA"; for f in "$@"; do echo "$f $(sha256sum "${f%%:*}" | cut -c1-64)"; done; } | sha256sum | cut -c1-16)
+  # The key: what goes in (destination, mode, content), never where it was staged from.
+  key=$( { echo "$name $ref $base $entrypoint $SELF_SHA"; for f in "$@"; do echo "${f#*:} $(sha256sum "${f%%:*}" | cut -c1-64)"; done; } | sha256sum | cut -c1-16)
   if [ ! -f "$archive" ] || [ "$(cat "$archive.inputs" 2>/dev/null)" != "$key" ]; then
     log "image $ref ($name)"
     if [ "$base" = scratch ]; then c=$("${BUILDAH[@]}" from scratch); else c=$("${BUILDAH[@]}" from --pull-never --quiet "$base"); fi
