@@ -58,7 +58,8 @@ describe('tpfleet-kindnet on a node', { skip, timeout: 30 * 60_000 }, () => {
   after(async () => {
     if (agent && agent.exitCode === null) {
       const exited = new Promise((r) => agent!.once('exit', r));
-      agent.kill();
+      // unshare waits for its child and ignores SIGTERM; SIGKILL ends it, and --kill-child the agent.
+      agent.kill('SIGKILL');
       await exited;
     }
     await sh(['ip', 'netns', 'del', ns], { allowFail: true });
