@@ -73,7 +73,7 @@ describe("a kind node's state as the suite compares it (traffic.ts)", () => {
     assert.equal(withoutServiceRules(save), ['*nat', ':KUBE-SERVICES - [0:0]',
       '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -j KUBE-NODEPORTS', 'COMMIT',
       '*mangle', '-A PREROUTING -p tcp --dport 8080 -j TPROXY --on-port 15101', 'COMMIT', '*filter', 'COMMIT'].join('\n'));
-    const nft = ['table ip nat {', '\tchain KUBE-SVC-ERIFXISQEP7F7OF4 {', '\t\tcounter packets 0 bytes 0 jump KUBE-SEP-6E7XQMQ4RAYOWTTM', '\t}',
+    const nft = ['table ip nat {', '\tchain KUBE-SVC-ERIFXISQEP7F7OF4 {', '\t\tcounter packets 0 bytes 0 jump KUBE-SEP-6E7XQMQ4RAYOWTTM', '\t}', '',
       '\tchain KUBE-SERVICES {', '\t\tip daddr 10.96.0.10 tcp dport 53 counter packets 0 bytes 0 jump KUBE-SVC-ERIFXISQEP7F7OF4', '\t}', '}',
       'table ip tpfleet {', '\tchain prerouting {', '\t\ttcp dport 8080 tproxy to :15101', '\t}', '}'].join('\n');
     assert.equal(withoutServiceRules(nft), ['table ip nat {', '\tchain KUBE-SERVICES {', '\t}', '}',

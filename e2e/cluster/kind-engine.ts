@@ -5,7 +5,7 @@
 // forwarding sysctls. hostState() records what of that the host shows; restoreHost() puts back what
 // this run changed and says what, if anything, still differs. Every command is an argv array.
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 
 export interface Engine {
   readonly name: 'docker' | 'podman';
@@ -52,10 +52,19 @@ export async function detectEngine(): Promise<Engine | string> {
 /** Sysctls podman's networks set on the host (netavark turns forwarding on for its bridges). */
 export const HOST_SYSCTLS = ['net/ipv4/ip_forward', 'net/ipv4/conf/all/forwarding', 'net/ipv4/conf/default/forwarding', 'net/ipv6/conf/all/forwarding', 'net/ipv6/conf/default/forwarding'] as const;
 
+/** Interfaces podman makes: its bridges and the host ends of its veths. */
+const PODMAN_LINK = /^(podman\d+|cni-podman\d+|veth[0-9a-f]*)$/;
+
 export interface HostState {
-  /** Normalised text: firewall rules of every backend, links, routes, sysctls, podman networks, engine processes. */
+  /**
+   * Normalised text: firewall rules of every backend, podman's links and their routes, the
+   * forwarding sysctls, podman networks, engine processes. Other interfaces (and their routes) are
+   * other tiers' business (local-real makes its own, under the same cluster lock).
+   */
   text: string;
   sysctls: Record<string, string>;
+  /** Per-interface forwarding (ipv4/ipv6 conf/<if>/forwarding): writing the global switch resets it. */
+  ifaceForwarding: Record<string, string>;
   networks: string[];
   /** `nft -j list ruleset`, to tell netavark's additions from what was there. */
   nft: NftObject[];
@@ -125,7 +134,8 @@ export async function hostState(): Promise<HostState> {
   const sysctls = Object.fromEntries(HOST_SYSCTLS.map((k) => [k, readFileSync(`/proc/sys/${k}`, 'utf8').trim()]));
   const networks = (await optional(run('podman', ['network', 'ls', '--format', '{{.Name}}']))).split('\n').filter(Boolean).sort();
   const links = (await run('ip', ['-o', 'link', 'show'])).split('\n').filter(Boolean)
-    .map((l) => l.split(':')[1]!.trim().replace(/@.*/, '')).sort();
+    .map((l) => l.split(':')[1]!.trim().replace(/@.*/, '')).filter((l) => PODMAN_LINK.test(l)).sort();
+  const onPodman = (routes: string) => routes.split('\n').filter((l) => / dev (podman\d+|cni-podman\d+|veth[0-9a-f]*)\b/.test(l)).join('\n');
   const engineProcs = (await optional(run('ps', ['-e', '-o', 'comm=']))).split('\n').map((s) => s.trim())
     .filter((p) => ['conmon', 'aardvark-dns', 'netavark', 'slirp4netns'].includes(p)).sort();
   const parts: [string, string][] = [
@@ -135,13 +145,24 @@ export async function hostState(): Promise<HostState> {
     ['ip6tables-legacy', normaliseRules(await optional(run('ip6tables-legacy-save', [])))],
     ['nft', normaliseRules(await optional(run('nft', ['list', 'ruleset'])))],
     ['links', links.join('\n')],
-    ['routes', (await run('ip', ['route', 'show', 'table', 'all'])).trim()],
-    ['routes6', (await run('ip', ['-6', 'route', 'show', 'table', 'all'])).trim()],
+    ['routes', onPodman(await run('ip', ['route', 'show', 'table', 'all']))],
+    ['routes6', onPodman(await run('ip', ['-6', 'route', 'show', 'table', 'all']))],
     ['sysctls', Object.entries(sysctls).map(([k, v]) => `${k}=${v}`).join('\n')],
     ['podman networks', networks.join('\n')],
     ['engine processes', engineProcs.join('\n')],
   ];
-  return { text: parts.map(([k, v]) => `== ${k}\n${v}`).join('\n'), sysctls, networks, nft: await nftObjects() };
+  return { text: parts.map(([k, v]) => `== ${k}\n${v}`).join('\n'), sysctls, ifaceForwarding: ifaceForwarding(), networks, nft: await nftObjects() };
+}
+
+function ifaceForwarding(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const fam of ['ipv4', 'ipv6']) {
+    for (const dev of readdirSync(`/proc/sys/net/${fam}/conf`)) {
+      if (dev === 'all' || dev === 'default') continue;
+      try { out[`net/${fam}/conf/${dev}/forwarding`] = readFileSync(`/proc/sys/net/${fam}/conf/${dev}/forwarding`, 'utf8').trim(); } catch { /* gone */ }
+    }
+  }
+  return out;
 }
 
 /** The lines of `after` that differ from `before`, for an error message. */
@@ -160,8 +181,19 @@ export function stateDiff(before: string, after: string): string {
 export async function restoreHost(before: HostState): Promise<string> {
   if (!before.networks.includes('kind')) await run('podman', ['network', 'rm', '--force', 'kind']).catch(() => undefined);
   for (const argv of netavarkCleanup(before.nft, await nftObjects())) await run('nft', argv);
+  // Writing the global forwarding switch sets every interface's: afterwards each interface gets
+  // back its value from before create, or, for one made meanwhile by someone else, its value now.
+  const current = ifaceForwarding();
+  let wrote = false;
   for (const [k, v] of Object.entries(before.sysctls)) {
-    if (readFileSync(`/proc/sys/${k}`, 'utf8').trim() !== v) writeFileSync(`/proc/sys/${k}`, v);
+    if (readFileSync(`/proc/sys/${k}`, 'utf8').trim() !== v) { writeFileSync(`/proc/sys/${k}`, v); wrote = true; }
+  }
+  if (wrote) {
+    for (const [k, v] of Object.entries(current)) {
+      const dev = k.split('/')[3]!;
+      const want = PODMAN_LINK.test(dev) ? undefined : (before.ifaceForwarding[k] ?? v);
+      try { if (want !== undefined && readFileSync(`/proc/sys/${k}`, 'utf8').trim() !== want) writeFileSync(`/proc/sys/${k}`, want); } catch { /* gone */ }
+    }
   }
   // aardvark-dns exits a moment after its last network is gone.
   for (let i = 0; i < 50; i++) {

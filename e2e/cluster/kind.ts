@@ -79,6 +79,9 @@ export const kindProvider: Provider = {
     // kind's from), else kind's default. A smoke run first, so a podman that cannot start a
     // privileged container (containers.conf rlimits) says so instead of failing inside kind.
     const image = process.env.TPFLEET_KIND_NODE_IMAGE || (eng.name === 'podman' ? await ensureKindNodeImage() : undefined);
+    // A leftover from an interrupted run would make `create` fail; it is ours by name.
+    await run(kind, ['delete', 'cluster', '--name', CLUSTER_NAME], { env }).catch(() => undefined);
+    const host: HostState | undefined = eng.name === 'podman' ? await hostState() : undefined;
     if (eng.name === 'podman') {
       await run('podman', ['run', '--rm', '--privileged', '--net=none', '--entrypoint', 'true', image!], { timeoutMs: 120_000 }).catch((e: Error) => {
         throw new Error(`kind provider: podman cannot run a privileged node container here (see README, "kind with podman"): ${e.message}`);
@@ -86,9 +89,6 @@ export const kindProvider: Provider = {
     }
     const dir = mkdtempSync(join(tmpdir(), 'tpfleet-kind-'));
     const kubeconfigPath = join(dir, 'kubeconfig');
-    // A leftover from an interrupted run would make `create` fail; it is ours by name.
-    await run(kind, ['delete', 'cluster', '--name', CLUSTER_NAME], { env }).catch(() => undefined);
-    const host: HostState | undefined = eng.name === 'podman' ? await hostState() : undefined;
     const nodeExec = (node: string, argv: readonly string[]) => run(eng.name, ['exec', node, ...argv], { timeoutMs: 60_000 });
     let deleted = false;
     const cluster: Cluster = {

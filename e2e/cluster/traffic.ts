@@ -139,9 +139,12 @@ export async function nodeRuleset(c: Cluster, node: string): Promise<string> {
 export function withoutServiceRules(text: string): string {
   const svc = /KUBE-(SVC|SEP|EXT|FW|SVL|XLB)-[A-Z0-9]+|has no endpoints/;
   const out: string[] = [];
-  let skipping = false;
+  let skipping = false, justSkipped = false;
   for (const line of text.split('\n')) {
-    if (skipping) { if (/^\s*}\s*$/.test(line)) skipping = false; continue; }
+    if (skipping) { if (/^\s*}\s*$/.test(line)) { skipping = false; justSkipped = true; } continue; }
+    // nft separates chains with one empty line: it goes with the chain left out.
+    if (justSkipped && line.trim() === '') { justSkipped = false; continue; }
+    justSkipped = false;
     if (/^\s*chain KUBE-(SVC|SEP|EXT|FW|SVL|XLB)-[A-Z0-9]+ \{\s*$/.test(line)) { skipping = true; continue; }
     if (!svc.test(line)) out.push(line);
   }

@@ -63,7 +63,7 @@ import_root() { # name tarball -> ref
 
 # One component image: a base (scratch or netbase) plus files, exported as a docker-archive whose
 # name inside is the reference kubeadm or the manifests ask for. Rebuilt only when its key changes.
-#   component NAME REF BASE ENTRYPOINT-JSON SRC:DEST:MODE...
+#   component NAME REF BASE ENTRYPOINT-JSON SRC:DEST:MODE... (or TARBALL:/:tar, unpacked at /)
 component() {
   local name=$1 ref=$2 base=$3 entrypoint=$4; shift 4
   local archive="$ARCHIVES/$name.tar" key f src dest mode c
@@ -74,6 +74,7 @@ component() {
     if [ "$base" = scratch ]; then c=$("${BUILDAH[@]}" from scratch); else c=$("${BUILDAH[@]}" from --pull-never --quiet "$base"); fi
     for f in "$@"; do
       IFS=: read -r src dest mode <<<"$f"
+      if [ "$mode" = tar ]; then "${BUILDAH[@]}" add --quiet "$c" "$src" "$dest" >/dev/null; continue; fi
       "${BUILDAH[@]}" copy --quiet --chown 0:0 --chmod "$mode" "$c" "$src" "$dest" >/dev/null
     done
     "${BUILDAH[@]}" config --entrypoint "$entrypoint" --cmd '' --os linux --arch amd64 \
@@ -95,6 +96,18 @@ pause_binary() {
   out="$KIND_CACHE/pause-$(sha "$src")"
   if [ ! -x "$out" ]; then gcc -static -O2 -s -o "$out.tmp" "$src" && mv "$out.tmp" "$out"; fi
   echo "$out"
+}
+
+# kube-proxy's iptables commands as images/kind/kube-proxy/iptables-wrapper, which points them at
+# the node's backend on first use. A reproducible tar (fixed owner, mode and time): its hash is a key.
+iptables_wrapper_tar() {
+  local st="$WORK/ipt" c
+  mkdir -p "$st/usr/sbin"
+  cp "$here/kube-proxy/iptables-wrapper" "$st/usr/sbin/iptables-wrapper"
+  chmod 0755 "$st/usr/sbin" "$st/usr/sbin/iptables-wrapper"
+  for c in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do ln -sf iptables-wrapper "$st/usr/sbin/$c"; done
+  tar -C "$st" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$WORK/iptables-wrapper.tar" ./usr/sbin
+  echo "$WORK/iptables-wrapper.tar"
 }
 
 # Minimal /etc for the images built from scratch (static binaries): root and nobody, and hosts
@@ -122,7 +135,8 @@ build_components() { # bin netbase-ref kind-module
       kube-apiserver | kube-controller-manager | kube-scheduler)
         component "${repo##*/}" "$img" scratch "[\"/usr/local/bin/${repo##*/}\"]" "${etc[@]}" "$bin/${repo##*/}:/usr/local/bin/${repo##*/}:0755" ;;
       kube-proxy)
-        component kube-proxy "$img" "$netbase" '["/usr/local/bin/kube-proxy"]' "$bin/kube-proxy:/usr/local/bin/kube-proxy:0755" ;;
+        component kube-proxy "$img" "$netbase" '["/usr/local/bin/kube-proxy"]' "$bin/kube-proxy:/usr/local/bin/kube-proxy:0755" \
+          "$(iptables_wrapper_tar):/:tar" ;;
       etcd)
         etcd_tag="v${tag%-*}"
         [ "$etcd_tag" = "$("$bin/etcd" --version | sed -n 's/^etcd Version: /v/p')" ] \
