@@ -7,93 +7,173 @@
 // passed through verbatim (affinity); every field has a description; cross-field rules that JSON
 // schema cannot express are zod refinements here *and* `fail` calls in the templates.
 import { z } from 'zod';
+import { durationText, LOG_LEVELS, PULL_POLICIES, quantityText, RESOURCE_NAMES } from './fields.ts';
 
-const DURATION = /^([0-9]+(ms|s|m|h))+$/;
-const duration = (description: string) => z.string().max(32).regex(DURATION, 'must be a duration like 500ms, 5s, 1m30s or 2h').meta({ description });
-const stringMap = (description: string) => z.record(z.string().min(1).max(316), z.string().max(4096)).meta({ description });
+const duration = (description: string) => durationText.meta({ description });
+const stringMap = (description: string) =>
+  z.record(z.string().min(1).max(316), z.string().max(4096)).meta({ description });
 /** DNS-1123 subdomain: a Secret name. */
-const dnsSubdomain = z.string().min(1).max(253).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'must be a DNS-1123 subdomain');
+const dnsSubdomain = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'must be a DNS-1123 subdomain');
 /** DNS-1123 label: a namespace name. */
-const dnsLabel = z.string().min(1).max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS-1123 label (lower case, digits, -)');
+const dnsLabel = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS-1123 label (lower case, digits, -)');
 
-const Image = (what: string) => z.object({
-  repository: z.string().min(1).max(255).regex(/^[a-z0-9]+([._\/:-][a-z0-9]+)*$/, 'must be an image repository like ghcr.io/tpfleet/tpfleet-node')
-    .meta({ description: `Repository of the ${what} image.` }),
-  tag: z.string().max(128).regex(/^([A-Za-z0-9_][A-Za-z0-9_.-]*)?$/, 'must be an image tag (letters, digits, _ . -)')
-    .meta({ description: 'Image tag; empty means the chart\'s appVersion.' }),
-  digest: z.string().regex(/^(sha256:[a-f0-9]{64})?$/, 'must be empty or sha256:<64 hex digits>')
-    .meta({ description: 'Pin the image by digest (sha256:...); when set it wins over tag.' }),
-}).strict();
+const Image = (what: string) =>
+  z
+    .object({
+      repository: z
+        .string()
+        .min(1)
+        .max(255)
+        // biome-ignore lint/complexity/noUselessEscapeInRegex: the pattern is copied into values.schema.json as written; kept byte-identical
+        .regex(/^[a-z0-9]+([._\/:-][a-z0-9]+)*$/, 'must be an image repository like ghcr.io/tpfleet/tpfleet-node')
+        .meta({ description: `Repository of the ${what} image.` }),
+      tag: z
+        .string()
+        .max(128)
+        .regex(/^([A-Za-z0-9_][A-Za-z0-9_.-]*)?$/, 'must be an image tag (letters, digits, _ . -)')
+        .meta({ description: "Image tag; empty means the chart's appVersion." }),
+      digest: z
+        .string()
+        .regex(/^(sha256:[a-f0-9]{64})?$/, 'must be empty or sha256:<64 hex digits>')
+        .meta({ description: 'Pin the image by digest (sha256:...); when set it wins over tag.' }),
+    })
+    .strict();
 
-const quantity = z.union([z.string().max(64).regex(/^[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?)?$/, 'must be a quantity like 100m, 128Mi or 2'), z.number().min(0)]);
-const resourceMap = z.partialRecord(z.enum(['cpu', 'memory', 'ephemeral-storage']), quantity);
-const Resources = z.object({
-  requests: resourceMap.optional().meta({ description: 'Minimum resources (cpu, memory, ephemeral-storage).' }),
-  limits: resourceMap.optional().meta({ description: 'Maximum resources (cpu, memory, ephemeral-storage).' }),
-}).strict();
+const quantity = z.union([quantityText, z.number().min(0)]);
+const resourceMap = z.partialRecord(z.enum(RESOURCE_NAMES), quantity);
+const Resources = z
+  .object({
+    requests: resourceMap.optional().meta({ description: 'Minimum resources (cpu, memory, ephemeral-storage).' }),
+    limits: resourceMap.optional().meta({ description: 'Maximum resources (cpu, memory, ephemeral-storage).' }),
+  })
+  .strict();
 
-const Toleration = z.object({
-  key: z.string().max(316).optional(),
-  operator: z.enum(['Exists', 'Equal']).optional(),
-  value: z.string().max(63).optional(),
-  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
-  tolerationSeconds: z.number().int().optional(),
-}).strict();
+const Toleration = z
+  .object({
+    key: z.string().max(316).optional(),
+    operator: z.enum(['Exists', 'Equal']).optional(),
+    value: z.string().max(63).optional(),
+    effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
+    tolerationSeconds: z.number().int().optional(),
+  })
+  .strict();
 
 const Monitor = (what: string) => ({
-  enabled: z.boolean().meta({ description: `Create a ${what} (needs the Prometheus Operator CRDs, monitoring.coreos.com/v1).` }),
+  enabled: z
+    .boolean()
+    .meta({ description: `Create a ${what} (needs the Prometheus Operator CRDs, monitoring.coreos.com/v1).` }),
   interval: duration('Scrape interval.'),
   scrapeTimeout: duration('Scrape timeout (must not exceed the interval).'),
   labels: stringMap(`Extra labels on the ${what}, e.g. the release label your Prometheus selects.`),
 });
 
-export const OperatorValues = z.object({
-  image: Image('operator').extend({
-    pullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).meta({ description: 'imagePullPolicy of the operator container.' }),
-  }).strict(),
-  imagePullSecrets: z.array(z.object({ name: dnsSubdomain }).strict()).max(16)
-    .meta({ description: 'Secrets for pulling the operator image ([{name: ...}]).' }),
-  replicas: z.number().int().min(1).max(5)
-    .meta({ description: 'Operator pods. One leads (Lease in the release namespace), the others stand by; >1 needs leaderElect.' }),
-  leaderElect: z.boolean().meta({ description: 'Leader election (--leader-elect); only turn off with exactly one replica.' }),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).meta({ description: 'Operator log level (--log-level).' }),
-  cleanupTimeout: duration('How long deletion waits for every node to remove its rules before giving up (--cleanup-timeout).'),
-  resync: duration('Full re-reconcile period of every TransparentProxy (--resync).'),
-  workers: z.number().int().min(1).max(32).meta({ description: 'Concurrent reconciles (--workers).' }),
-  port: z.number().int().min(1024).max(65535)
-    .meta({ description: 'Port of /metrics, /healthz, /readyz (--bind 0.0.0.0:<port>) and of the metrics Service.' }),
-  resources: Resources.meta({ description: 'Resources of the operator container.' }),
-  nodeSelector: stringMap('Node labels the operator pods require.'),
-  tolerations: z.array(Toleration).max(32).meta({ description: 'Tolerations of the operator pods.' }),
-  affinity: z.record(z.string(), z.unknown()).meta({ description: 'Affinity of the operator pods (Kubernetes Affinity, passed through).' }),
-  priorityClassName: z.string().max(253).meta({ description: 'priorityClassName of the operator pods; empty for none.' }),
-  podAnnotations: stringMap('Extra annotations on the operator pods.'),
-  podLabels: stringMap('Extra labels on the operator pods.'),
-}).strict().superRefine((o, ctx) => {
-  if (o.replicas > 1 && !o.leaderElect) ctx.addIssue({ code: 'custom', path: ['leaderElect'], message: 'must be true when replicas > 1' });
-});
+export const OperatorValues = z
+  .object({
+    image: Image('operator')
+      .extend({
+        pullPolicy: z.enum(PULL_POLICIES).meta({ description: 'imagePullPolicy of the operator container.' }),
+      })
+      .strict(),
+    imagePullSecrets: z
+      .array(z.object({ name: dnsSubdomain }).strict())
+      .max(16)
+      .meta({ description: 'Secrets for pulling the operator image ([{name: ...}]).' }),
+    replicas: z.number().int().min(1).max(5).meta({
+      description:
+        'Operator pods. One leads (Lease in the release namespace), the others stand by; >1 needs leaderElect.',
+    }),
+    leaderElect: z
+      .boolean()
+      .meta({ description: 'Leader election (--leader-elect); only turn off with exactly one replica.' }),
+    logLevel: z.enum(LOG_LEVELS).meta({ description: 'Operator log level (--log-level).' }),
+    cleanupTimeout: duration(
+      'How long deletion waits for every node to remove its rules before giving up (--cleanup-timeout).',
+    ),
+    resync: duration('Full re-reconcile period of every TransparentProxy (--resync).'),
+    workers: z.number().int().min(1).max(32).meta({ description: 'Concurrent reconciles (--workers).' }),
+    port: z
+      .number()
+      .int()
+      .min(1024)
+      .max(65535)
+      .meta({ description: 'Port of /metrics, /healthz, /readyz (--bind 0.0.0.0:<port>) and of the metrics Service.' }),
+    resources: Resources.meta({ description: 'Resources of the operator container.' }),
+    nodeSelector: stringMap('Node labels the operator pods require.'),
+    tolerations: z.array(Toleration).max(32).meta({ description: 'Tolerations of the operator pods.' }),
+    affinity: z
+      .record(z.string(), z.unknown())
+      .meta({ description: 'Affinity of the operator pods (Kubernetes Affinity, passed through).' }),
+    priorityClassName: z
+      .string()
+      .max(253)
+      .meta({ description: 'priorityClassName of the operator pods; empty for none.' }),
+    podAnnotations: stringMap('Extra annotations on the operator pods.'),
+    podLabels: stringMap('Extra labels on the operator pods.'),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    if (o.replicas > 1 && !o.leaderElect)
+      ctx.addIssue({ code: 'custom', path: ['leaderElect'], message: 'must be true when replicas > 1' });
+  });
 
-export const ChartValues = z.object({
-  nameOverride: z.string().max(40).meta({ description: 'Replaces the chart name in object names.' }),
-  fullnameOverride: z.string().max(40).meta({ description: 'Replaces <release>-<chart> in object names.' }),
-  operator: OperatorValues.meta({ description: 'The operator Deployment.' }),
-  node: z.object({
-    image: Image('node')
-      .meta({ description: 'Node image (agent + sidecar) of TransparentProxies that do not set spec.proxy.image (--image).' }),
-  }).strict().meta({ description: 'Defaults for the node pods the operator renders.' }),
-  fleetNamespace: z.object({
-    create: z.boolean().meta({ description: 'Create the namespace for TransparentProxies, labelled Pod Security privileged (kept on uninstall).' }),
-    name: dnsLabel.meta({ description: 'Its name; must differ from the release namespace (which stays restricted).' }),
-    labels: stringMap('Extra labels on the fleet namespace.'),
-  }).strict().meta({ description: 'Where TransparentProxies and their node DaemonSets live (docs/adr/0005).' }),
-  metrics: z.object({
-    serviceMonitor: z.object(Monitor('ServiceMonitor for the operator\'s /metrics')).strict()
-      .meta({ description: 'Prometheus Operator ServiceMonitor for the operator.' }),
-    podMonitor: z.object({
-      ...Monitor('PodMonitor for the node sidecars\' tpfleet_proxy_* metrics'),
-      namespaces: z.array(dnsLabel).max(64).meta({ description: 'More namespaces holding TransparentProxies, besides the fleet namespace.' }),
-    }).strict().meta({ description: 'Prometheus Operator PodMonitor for the node sidecars.' }),
-  }).strict().meta({ description: 'Prometheus Operator scrape objects.' }),
-}).strict().meta({ title: 'tpfleet chart values', description: 'Values of the tpfleet Helm chart (generated from api/chart-values.ts).' });
+export const ChartValues = z
+  .object({
+    nameOverride: z.string().max(40).meta({ description: 'Replaces the chart name in object names.' }),
+    fullnameOverride: z.string().max(40).meta({ description: 'Replaces <release>-<chart> in object names.' }),
+    operator: OperatorValues.meta({ description: 'The operator Deployment.' }),
+    node: z
+      .object({
+        image: Image('node').meta({
+          description: 'Node image (agent + sidecar) of TransparentProxies that do not set spec.proxy.image (--image).',
+        }),
+      })
+      .strict()
+      .meta({ description: 'Defaults for the node pods the operator renders.' }),
+    fleetNamespace: z
+      .object({
+        create: z.boolean().meta({
+          description:
+            'Create the namespace for TransparentProxies, labelled Pod Security privileged (kept on uninstall).',
+        }),
+        name: dnsLabel.meta({
+          description: 'Its name; must differ from the release namespace (which stays restricted).',
+        }),
+        labels: stringMap('Extra labels on the fleet namespace.'),
+      })
+      .strict()
+      .meta({ description: 'Where TransparentProxies and their node DaemonSets live (docs/adr/0005).' }),
+    metrics: z
+      .object({
+        serviceMonitor: z
+          .object(Monitor("ServiceMonitor for the operator's /metrics"))
+          .strict()
+          .meta({ description: 'Prometheus Operator ServiceMonitor for the operator.' }),
+        podMonitor: z
+          .object({
+            ...Monitor("PodMonitor for the node sidecars' tpfleet_proxy_* metrics"),
+            namespaces: z
+              .array(dnsLabel)
+              .max(64)
+              .meta({ description: 'More namespaces holding TransparentProxies, besides the fleet namespace.' }),
+          })
+          .strict()
+          .meta({ description: 'Prometheus Operator PodMonitor for the node sidecars.' }),
+      })
+      .strict()
+      .meta({ description: 'Prometheus Operator scrape objects.' }),
+  })
+  .strict()
+  .meta({
+    title: 'tpfleet chart values',
+    description: 'Values of the tpfleet Helm chart (generated from api/chart-values.ts).',
+  });
 
 export type ChartValues = z.output<typeof ChartValues>;

@@ -4,10 +4,15 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { NodeConfig } from './nodeconfig.ts';
+import { errorMessage } from './errors.ts';
 
 export class ConfigError extends Error {
-  constructor(readonly source: string, readonly problems: string[]) {
-    super(`invalid config ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+    options?: ErrorOptions,
+  ) {
+    super(`invalid config ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`, options);
     this.name = 'ConfigError';
   }
 }
@@ -34,7 +39,7 @@ export function parseNodeConfigText(text: string, source = '(inline)'): NodeConf
   try {
     doc = parseYaml(text);
   } catch (e) {
-    throw new ConfigError(source, [`not valid YAML: ${(e as Error).message}`]);
+    throw new ConfigError(source, [`not valid YAML: ${errorMessage(e)}`], { cause: e });
   }
   return parseNodeConfig(doc, source);
 }
@@ -44,7 +49,7 @@ export function loadNodeConfig(path: string): NodeConfig {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new ConfigError(path, [`cannot read: ${(e as Error).message}`]);
+    throw new ConfigError(path, [`cannot read: ${errorMessage(e)}`], { cause: e });
   }
   return parseNodeConfigText(text, path);
 }

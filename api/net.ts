@@ -22,7 +22,7 @@ export function ipToBigInt(ip: string): bigint {
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
   if (v4?.[1]) {
     const n = ipToBigInt(v4[1]);
-    text = text.slice(0, -v4[1].length) + `${(n >> 16n).toString(16)}:${(n & 0xffffn).toString(16)}`;
+    text = `${text.slice(0, -v4[1].length)}${(n >> 16n).toString(16)}:${(n & 0xffffn).toString(16)}`;
   }
   const [head = '', tail] = text.split('::');
   const h = head ? head.split(':') : [];
@@ -38,12 +38,19 @@ export function bigIntToIp(n: bigint, family: Family): string {
   const groups: string[] = [];
   for (let s = 112n; s >= 0n; s -= 16n) groups.push(((n >> s) & 0xffffn).toString(16));
   // Canonical form (RFC 5952): compress the longest run (>= 2) of zero groups.
-  let best = -1, bestLen = 0;
+  let best = -1,
+    bestLen = 0;
   for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') { i++; continue; }
+    if (groups[i] !== '0') {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+    if (j - i > bestLen && j - i >= 2) {
+      best = i;
+      bestLen = j - i;
+    }
     i = j;
   }
   if (best < 0) return groups.join(':');
@@ -85,10 +92,20 @@ export function cidrText(c: Cidr): string {
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
+/** Kubernetes-style duration text: "500ms", "5s", "1m30s", "2h" (also the CRD's pattern). */
+export const DURATION = /^([0-9]+(ms|s|m|h))+$/;
+
 /** Kubernetes-style durations: "500ms", "5s", "1m30s", "2h". Returns milliseconds or an error. */
 export function parseDuration(text: string): number | string {
-  if (!/^(\d+(ms|s|m|h))+$/.test(text)) return `"${text}" is not a duration like 500ms, 5s, 1m30s or 2h`;
+  if (!DURATION.test(text)) return `"${text}" is not a duration like 500ms, 5s, 1m30s or 2h`;
   let total = 0;
   for (const m of text.matchAll(/(\d+)(ms|s|m|h)/g)) total += Number(m[1]) * (UNIT_MS[m[2] ?? 's'] ?? 0);
   return total;
+}
+
+/** Milliseconds of a duration a schema already accepted; throws on one it would not have. */
+export function durationMs(text: string): number {
+  const ms = parseDuration(text);
+  if (typeof ms === 'string') throw new Error(ms);
+  return ms;
 }

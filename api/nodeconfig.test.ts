@@ -32,11 +32,27 @@ proxy: {timeouts: {idle: 1m30s}}
 });
 
 const bad: Array<[string, string, RegExp]> = [
-  ['reversed port range', 'interception: {ports: [{port: 90, endPort: 80}]}', /interception\.ports\[0\]\.endPort: must be >= port/],
+  [
+    'reversed port range',
+    'interception: {ports: [{port: 90, endPort: 80}]}',
+    /interception\.ports\[0\]\.endPort: must be >= port/,
+  ],
   ['port 0', 'interception: {ports: [{port: 0}]}', /interception\.ports\[0\]\.port/],
-  ['host bits', 'interception: {destinations: {include: [10.0.0.1/8]}}', /interception\.destinations\.include\[0\]: .*did you mean 10\.0\.0\.0\/8/],
-  ['same include/exclude', 'interception: {sources: {include: [10.0.0.0/8], exclude: [10.0.0.0/8]}}', /interception\.sources\.exclude\[0\]: .*both included and excluded/],
-  ['family not enabled', 'interception: {ipFamilies: [IPv4], destinations: {include: ["fd00::/8"]}}', /interception\.destinations\.include\[0\]: .*IPv6/],
+  [
+    'host bits',
+    'interception: {destinations: {include: [10.0.0.1/8]}}',
+    /interception\.destinations\.include\[0\]: .*did you mean 10\.0\.0\.0\/8/,
+  ],
+  [
+    'same include/exclude',
+    'interception: {sources: {include: [10.0.0.0/8], exclude: [10.0.0.0/8]}}',
+    /interception\.sources\.exclude\[0\]: .*both included and excluded/,
+  ],
+  [
+    'family not enabled',
+    'interception: {ipFamilies: [IPv4], destinations: {include: ["fd00::/8"]}}',
+    /interception\.destinations\.include\[0\]: .*IPv6/,
+  ],
   ['mark outside mask', 'interception: {mark: 0x3, mask: 0x1}', /interception\.mark: must lie within mask/],
   ['unknown field', 'interception: {prots: []}', /interception: .*prots/],
   ['bad duration', 'proxy: {timeouts: {connect: 5 seconds}}', /proxy\.timeouts\.connect: .*not a duration/],
@@ -46,11 +62,14 @@ const bad: Array<[string, string, RegExp]> = [
 ];
 for (const [name, body, re] of bad) {
   test(`rejects ${name}, naming the field`, () => {
-    assert.throws(() => parseNodeConfigText(head + body, 'x.yaml'), (e: unknown) => {
-      assert.ok(e instanceof ConfigError);
-      assert.match(e.message, re);
-      return true;
-    });
+    assert.throws(
+      () => parseNodeConfigText(head + body, 'x.yaml'),
+      (e: unknown) => {
+        assert.ok(e instanceof ConfigError);
+        assert.match(e.message, re);
+        return true;
+      },
+    );
   });
 }
 

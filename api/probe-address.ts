@@ -9,7 +9,8 @@
 
 /** 127.a.b.c from the first 24 bits of the token; a is kept in 1..254, so never 127.0.0.1 (others' loopback services). */
 export function probeAddress(token: string): string {
-  if (!/^[0-9a-f]{6,}$/.test(token)) throw new Error(`probeAddress: a token of at least 6 lowercase hex digits is needed, got ${JSON.stringify(token)}`);
+  if (!/^[0-9a-f]{6,}$/.test(token))
+    throw new Error(`probeAddress: a token of at least 6 lowercase hex digits is needed, got ${JSON.stringify(token)}`);
   const byte = (k: number) => parseInt(token.slice(2 * k, 2 * k + 2), 16);
   return `127.${1 + (byte(0) % 254)}.${byte(1)}.${byte(2)}`;
 }

@@ -1,51 +1,107 @@
 // Status of a TransparentProxy, written only by the operator (status subresource). Kept beside
 // the spec so the CRD's status schema comes from the same zod source.
 import { z } from 'zod';
+import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX, TUNING_REASONS } from './tuning-condition.ts';
+
+const reasons = Object.entries(TUNING_REASONS)
+  .map(([r, why]) => (why ? `${r} (${why})` : r))
+  .join(', ');
 
 export const CONDITION_TYPES = ['Ready', 'Progressing', 'Degraded', 'InvalidSpec'] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
 
-export const Condition = z.object({
-  type: z.string().max(64).meta({ description: 'Ready, Progressing, Degraded or InvalidSpec.' }),
-  status: z.enum(['True', 'False', 'Unknown']),
-  reason: z.string().max(128).meta({ description: 'CamelCase reason for the last transition.' }),
-  message: z.string().max(4096).optional().meta({ description: 'Human-readable detail; for InvalidSpec it names the field.' }),
-  lastTransitionTime: z.string().meta({ description: 'When status last changed.', format: 'date-time' }),
-  observedGeneration: z.number().int().min(0).optional().meta({ description: 'metadata.generation this condition was computed from.' }),
-}).strict();
+export const Condition = z
+  .object({
+    type: z.string().max(64).meta({ description: 'Ready, Progressing, Degraded or InvalidSpec.' }),
+    status: z.enum(['True', 'False', 'Unknown']),
+    reason: z.string().max(128).meta({ description: 'CamelCase reason for the last transition.' }),
+    message: z
+      .string()
+      .max(4096)
+      .optional()
+      .meta({ description: 'Human-readable detail; for InvalidSpec it names the field.' }),
+    lastTransitionTime: z.string().meta({ description: 'When status last changed.', format: 'date-time' }),
+    observedGeneration: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: 'metadata.generation this condition was computed from.' }),
+  })
+  .strict();
 export type Condition = z.output<typeof Condition>;
 
-export const NodeTuning = z.object({
-  reason: z.string().max(64).meta({
-    description: 'Applied, NotConfigured, TuningDrift (a value tpfleet set was changed by someone else), TuningRefused (the kernel refused a write), IrqbalanceConflict, TuningPartial (keys or devices this node lacks).',
-  }),
-  message: z.string().max(1024).meta({ description: 'What was applied, or the keys that drifted, were refused or are missing, as the node agent reported it.' }),
-}).strict().meta({ description: 'The node agent\'s tuning report (pod condition tpfleet.io/Tuning); absent until the agent reported.' });
+export const NodeTuning = z
+  .object({
+    reason: z
+      .string()
+      .max(TUNING_REASON_MAX)
+      .meta({ description: `${reasons}.` }),
+    message: z.string().max(TUNING_MESSAGE_MAX).meta({
+      description:
+        'What was applied, or the keys that drifted, were refused or are missing, as the node agent reported it.',
+    }),
+  })
+  .strict()
+  .meta({
+    description: `The node agent's tuning report (pod condition ${TUNING_CONDITION_TYPE}); absent until the agent reported.`,
+  });
 export type NodeTuning = z.output<typeof NodeTuning>;
 
-export const NodeSummary = z.object({
-  name: z.string().max(253),
-  zone: z.string().max(253).optional().meta({ description: 'topology.kubernetes.io/zone of the node.' }),
-  state: z.enum(['Active', 'Draining']).meta({ description: 'Active intercepts; Draining is leaving after a scale-in.' }),
-  ready: z.boolean().meta({ description: 'The proxy pod on this node is Ready.' }),
-  tuning: NodeTuning.optional(),
-}).strict();
+export const NodeSummary = z
+  .object({
+    name: z.string().max(253),
+    zone: z.string().max(253).optional().meta({ description: 'topology.kubernetes.io/zone of the node.' }),
+    state: z
+      .enum(['Active', 'Draining'])
+      .meta({ description: 'Active intercepts; Draining is leaving after a scale-in.' }),
+    ready: z.boolean().meta({ description: 'The proxy pod on this node is Ready.' }),
+    tuning: NodeTuning.optional(),
+  })
+  .strict();
 export type NodeSummary = z.output<typeof NodeSummary>;
 
-export const TransparentProxyStatus = z.object({
-  observedGeneration: z.number().int().min(0).optional().meta({ description: 'Last metadata.generation the operator acted on.' }),
-  conditions: z.array(Condition).max(16).optional().meta({
-    description: 'Ready, Progressing, Degraded, InvalidSpec.',
-    'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'],
-  }),
-  replicas: z.number().int().min(0).optional().meta({ description: 'Active nodes (the /scale status replicas).' }),
-  readyReplicas: z.number().int().min(0).optional().meta({ description: 'Active nodes whose proxy pod is Ready.' }),
-  candidates: z.number().int().min(0).optional().meta({ description: 'Nodes eligible to be active (selected, Ready, taints tolerated).' }),
-  selector: z.string().max(1024).optional().meta({ description: 'Label selector of the proxy pods, serialized (used by /scale and the HPA).' }),
-  configHash: z.string().max(64).optional().meta({ description: 'Hash of the rendered NodeConfig now rolled out.' }),
-  nodes: z.array(NodeSummary).max(5000).optional().meta({
-    description: 'Per-node summary of the active and draining nodes.',
-    'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'],
-  }),
-}).strict().meta({ description: 'Observed state, written by the operator.' });
+export const TransparentProxyStatus = z
+  .object({
+    observedGeneration: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: 'Last metadata.generation the operator acted on.' }),
+    conditions: z
+      .array(Condition)
+      .max(16)
+      .optional()
+      .meta({
+        description: 'Ready, Progressing, Degraded, InvalidSpec.',
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['type'],
+      }),
+    replicas: z.number().int().min(0).optional().meta({ description: 'Active nodes (the /scale status replicas).' }),
+    readyReplicas: z.number().int().min(0).optional().meta({ description: 'Active nodes whose proxy pod is Ready.' }),
+    candidates: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: 'Nodes eligible to be active (selected, Ready, taints tolerated).' }),
+    selector: z
+      .string()
+      .max(1024)
+      .optional()
+      .meta({ description: 'Label selector of the proxy pods, serialized (used by /scale and the HPA).' }),
+    configHash: z.string().max(64).optional().meta({ description: 'Hash of the rendered NodeConfig now rolled out.' }),
+    nodes: z
+      .array(NodeSummary)
+      .max(5000)
+      .optional()
+      .meta({
+        description: 'Per-node summary of the active and draining nodes.',
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['name'],
+      }),
+  })
+  .strict()
+  .meta({ description: 'Observed state, written by the operator.' });
 export type TransparentProxyStatus = z.output<typeof TransparentProxyStatus>;

@@ -7,7 +7,36 @@
 // JSON-schema output is structural. Cross-field rules are CEL (`x-kubernetes-validations` in meta)
 // and are mirrored by zod refinements, so the operator rejects the same specs the API server does
 // (an old API server or a CRD installed without CEL still cannot get a bad spec past the operator).
+// Field types, ranges and shared rules come from api/fields.ts (NodeConfig is built from the same
+// pieces); the "Default ..." of each description from api/defaults.ts, which NodeConfig applies.
 import { z } from 'zod';
+import { DEFAULTS, hex } from './defaults.ts';
+import {
+  BACKENDS,
+  backlog,
+  cel,
+  durationText,
+  FAILURE_POLICIES,
+  interfacePattern,
+  IP_FAMILIES,
+  LOG_LEVELS,
+  maxConnections,
+  OVERLAP_CEL,
+  overlapIssues,
+  port,
+  PortRange,
+  PORTS_CLASH_CEL,
+  PORTS_CLASH_ISSUE,
+  portsClash,
+  PROTOCOLS,
+  PULL_POLICIES,
+  quantityText,
+  RESOURCE_NAMES,
+  ROUTING_TABLE_CEL,
+  routingTable,
+  rulePriority,
+  workers,
+} from './fields.ts';
 import { TransparentProxyStatus } from './transparentproxy-status.ts';
 import { TuningSpec } from './tuning.ts';
 
@@ -16,167 +45,316 @@ export const VERSION = 'v1alpha1';
 export const KIND = 'TransparentProxy';
 export const PLURAL = 'transparentproxies';
 
-interface CelRule { rule: string; message: string; fieldPath?: string; reason?: string }
-const cel = (...rules: CelRule[]) => ({ 'x-kubernetes-validations': rules });
+const I = DEFAULTS.interception,
+  P = DEFAULTS.proxy,
+  A = DEFAULTS.autoscaling;
 
-const DURATION = /^([0-9]+(ms|s|m|h))+$/;
-const duration = (what: string) => z.string().max(32).regex(DURATION, 'must be a duration like 500ms, 5s, 1m30s or 2h')
-  .meta({ description: `${what} Kubernetes-style duration: 500ms, 5s, 1m30s, 2h.` });
-const port = z.number().int().min(1).max(65535);
+const duration = (what: string) =>
+  durationText.meta({ description: `${what} Kubernetes-style duration: 500ms, 5s, 1m30s, 2h.` });
 const u32 = z.number().int().min(1).max(4294967295);
 
-const PortRange = z.object({
-  port: port.meta({ description: 'Destination port, or the first port of a range.' }),
-  endPort: port.optional().meta({ description: 'Last port of the range (inclusive); omitted for a single port.' }),
-}).strict().refine((p) => p.endPort === undefined || p.endPort >= p.port, { message: 'must be >= port', path: ['endPort'] })
-  .meta(cel({ rule: '!has(self.endPort) || self.endPort >= self.port', message: 'endPort must be >= port', fieldPath: '.endPort' }));
-
 /** IPv4/IPv6 CIDR or bare address with host bits zero; mirrors api/net.ts parseCidr. */
-const cidr = z.string().max(64).meta({
-  description: 'IPv4 or IPv6 CIDR (host bits zero) or a bare address.',
-  ...cel({ rule: 'isIP(self) || (isCIDR(self) && cidr(self) == cidr(self).masked())', message: 'must be an IP address or a CIDR with host bits zero' }),
-});
-const cidrList = (what: string) => z.array(cidr).max(256).optional()
-  .meta({ description: what, 'x-kubernetes-list-type': 'set' });
-const CidrSet = z.object({
-  include: cidrList('CIDRs to match; empty or omitted matches every address.'),
-  exclude: cidrList('CIDRs never intercepted; wins over include.'),
-}).strict().superRefine((v, ctx) => {
-  v.exclude?.forEach((e, i) => {
-    if (v.include?.includes(e)) ctx.addIssue({ code: 'custom', path: ['exclude', i], message: `${e} is both included and excluded` });
+const cidr = z
+  .string()
+  .max(64)
+  .meta({
+    description: 'IPv4 or IPv6 CIDR (host bits zero) or a bare address.',
+    ...cel({
+      rule: 'isIP(self) || (isCIDR(self) && cidr(self) == cidr(self).masked())',
+      message: 'must be an IP address or a CIDR with host bits zero',
+    }),
   });
-}).meta(cel({
-  rule: '!has(self.include) || !has(self.exclude) || !self.exclude.exists(e, e in self.include)',
-  message: 'exclude must not repeat an include entry', fieldPath: '.exclude',
-}));
+const cidrList = (what: string) =>
+  z.array(cidr).max(256).optional().meta({ description: what, 'x-kubernetes-list-type': 'set' });
+const CidrSet = z
+  .object({
+    include: cidrList('CIDRs to match; empty or omitted matches every address.'),
+    exclude: cidrList('CIDRs never intercepted; wins over include.'),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    for (const issue of overlapIssues(v, String)) ctx.addIssue(issue);
+  })
+  .meta(cel(OVERLAP_CEL));
 
-export const InterceptionSpec = z.object({
-  protocol: z.enum(['TCP']).optional().meta({ description: 'Transport protocol intercepted. Only TCP today (UDP later). Default TCP.' }),
-  ports: z.array(PortRange).max(64).optional().meta({
-    description: 'Destination ports and ranges to intercept; empty or omitted intercepts every port.',
-    'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['port'],
-  }),
-  destinations: CidrSet.optional().meta({ description: 'Destination addresses to intercept (include) or leave alone (exclude).' }),
-  sources: CidrSet.optional().meta({ description: 'Client source addresses to intercept (include) or leave alone (exclude).' }),
-  interfaces: z.array(z.string().regex(/^[A-Za-z0-9_.@:-]{1,15}\*?$/, 'must be an interface name (max 15 chars), optionally ending in *'))
-    .max(32).optional().meta({
-      description: 'Ingress interfaces; a trailing * matches a prefix (veth*, cali*). Empty or omitted: every interface.',
+export const InterceptionSpec = z
+  .object({
+    protocol: z
+      .enum(PROTOCOLS)
+      .optional()
+      .meta({ description: `Transport protocol intercepted. Only TCP today (UDP later). Default ${I.protocol}.` }),
+    ports: z
+      .array(PortRange)
+      .max(64)
+      .optional()
+      .meta({
+        description: 'Destination ports and ranges to intercept; empty or omitted intercepts every port.',
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['port'],
+      }),
+    destinations: CidrSet.optional().meta({
+      description: 'Destination addresses to intercept (include) or leave alone (exclude).',
+    }),
+    sources: CidrSet.optional().meta({
+      description: 'Client source addresses to intercept (include) or leave alone (exclude).',
+    }),
+    interfaces: z.array(interfacePattern).max(32).optional().meta({
+      description:
+        'Ingress interfaces; a trailing * matches a prefix (veth*, cali*). Empty or omitted: every interface.',
       'x-kubernetes-list-type': 'set',
     }),
-  ipFamilies: z.array(z.enum(['IPv4', 'IPv6'])).min(1).max(2).optional()
-    .meta({ description: 'IP families intercepted. Default [IPv4, IPv6].', 'x-kubernetes-list-type': 'set' }),
-  backend: z.enum(['auto', 'nftables', 'iptables']).optional()
-    .meta({ description: 'Rule backend on the node; auto prefers nftables. Default auto.' }),
-  failurePolicy: z.enum(['FailClosed', 'FailOpen']).optional().meta({
-    description: 'When the proxy on a node is down: FailClosed drops intercepted traffic, FailOpen lets it pass un-proxied. Default FailClosed.',
-  }),
-  mark: u32.optional().meta({ description: 'fwmark set on intercepted packets; must lie within mask (YAML hex like 0x2000 works). Default 0x2000.' }),
-  mask: u32.optional().meta({ description: 'Bits of the fwmark owned by tpfleet. Default 0x2000.' }),
-  routingTable: z.number().int().min(1).max(4294967039).refine((t) => ![253, 254, 255].includes(t), 'tables 253-255 (default, main, local) are reserved')
-    .optional().meta({
-      description: 'Policy-routing table for marked packets. Default 2000.',
-      ...cel({ rule: '!(self in [253, 254, 255])', message: 'routingTable 253-255 (default, main, local) are reserved' }),
+    ipFamilies: z
+      .array(z.enum(IP_FAMILIES))
+      .min(1)
+      .max(2)
+      .optional()
+      .meta({
+        description: `IP families intercepted. Default [${I.ipFamilies.join(', ')}].`,
+        'x-kubernetes-list-type': 'set',
+      }),
+    backend: z
+      .enum(BACKENDS)
+      .optional()
+      .meta({ description: `Rule backend on the node; auto prefers nftables. Default ${I.backend}.` }),
+    failurePolicy: z
+      .enum(FAILURE_POLICIES)
+      .optional()
+      .meta({
+        description: `When the proxy on a node is down: FailClosed drops intercepted traffic, FailOpen lets it pass un-proxied. Default ${I.failurePolicy}.`,
+      }),
+    mark: u32.optional().meta({
+      description: `fwmark set on intercepted packets; must lie within mask (YAML hex like 0x2000 works). Default ${hex(I.mark)}.`,
     }),
-  rulePriority: z.number().int().min(1).max(32765).optional().meta({ description: 'Priority of the fwmark ip rule. Default 32000.' }),
-  localDestinations: z.boolean().optional()
-    .meta({ description: 'Also intercept traffic addressed to the node itself. Default false.' }),
-}).strict().meta({ description: 'What the node agent intercepts. Rendered into the NodeConfig document (interception).' });
+    mask: u32.optional().meta({ description: `Bits of the fwmark owned by tpfleet. Default ${hex(I.mask)}.` }),
+    routingTable: routingTable.optional().meta({
+      description: `Policy-routing table for marked packets. Default ${I.routingTable}.`,
+      ...cel(ROUTING_TABLE_CEL),
+    }),
+    rulePriority: rulePriority
+      .optional()
+      .meta({ description: `Priority of the fwmark ip rule. Default ${I.rulePriority}.` }),
+    localDestinations: z
+      .boolean()
+      .optional()
+      .meta({ description: `Also intercept traffic addressed to the node itself. Default ${I.localDestinations}.` }),
+  })
+  .strict()
+  .meta({ description: 'What the node agent intercepts. Rendered into the NodeConfig document (interception).' });
 
-const quantity = z.union([z.string().max(64).regex(/^[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?)?$/, 'must be a quantity like 100m, 128Mi or 2'), z.number().min(0)])
+const quantity = z
+  .union([quantityText, z.number().min(0)])
   .meta({ 'x-kubernetes-int-or-string': true, description: 'A resource quantity (100m, 128Mi, 2).' });
-const resourceMap = z.partialRecord(z.enum(['cpu', 'memory', 'ephemeral-storage']), quantity).optional()
-  .meta({ maxProperties: 3, ...cel({ rule: "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])", message: 'only cpu, memory and ephemeral-storage may be set' }) });
-const Resources = z.object({
-  requests: resourceMap.meta({ description: 'Minimum resources (cpu, memory, ephemeral-storage).' }),
-  limits: resourceMap.meta({ description: 'Maximum resources (cpu, memory, ephemeral-storage).' }),
-}).strict();
+const resourceMap = z
+  .partialRecord(z.enum(RESOURCE_NAMES), quantity)
+  .optional()
+  .meta({
+    maxProperties: RESOURCE_NAMES.length,
+    ...cel({
+      rule: `self.all(k, k in [${RESOURCE_NAMES.map((r) => `'${r}'`).join(', ')}])`,
+      message: 'only cpu, memory and ephemeral-storage may be set',
+    }),
+  });
+const Resources = z
+  .object({
+    requests: resourceMap.meta({ description: 'Minimum resources (cpu, memory, ephemeral-storage).' }),
+    limits: resourceMap.meta({ description: 'Maximum resources (cpu, memory, ephemeral-storage).' }),
+  })
+  .strict();
 
-export const ProxySpec = z.object({
-  image: z.string().min(1).max(512).optional()
-    .meta({ description: 'Node image (agent + sidecar). Default: the operator\'s --image flag.' }),
-  imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional().meta({ description: 'Default IfNotPresent.' }),
-  listenPort: port.optional().meta({ description: 'Port of the transparent listener (TPROXY target). Default 15101.' }),
-  metricsPort: port.optional().meta({ description: 'Port of /metrics, /healthz, /readyz on the node. Default 15190.' }),
-  keepClientIp: z.boolean().optional().meta({ description: 'Connect upstream from the client\'s own address. Default false.' }),
-  workers: z.number().int().min(0).max(64).optional().meta({ description: 'Worker processes on one SO_REUSEPORT port; 0 = one per CPU. Default 0.' }),
-  backlog: z.number().int().min(16).max(65535).optional().meta({ description: 'Listen backlog. Default 4096.' }),
-  maxConnections: z.number().int().min(1).max(1_000_000).optional()
-    .meta({ description: 'Open client connections per proxy; new ones beyond it are shed. Default 20000.' }),
-  timeouts: z.object({
-    connect: duration('Upstream connect timeout, default 5s.').optional(),
-    idle: duration('Close a connection idle this long, default 1h.').optional(),
-    drain: duration('On shutdown wait this long for open connections, default 30s.').optional(),
-  }).strict().optional().meta({ description: 'Connection timeouts.' }),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).optional().meta({ description: 'Default info.' }),
-  resources: Resources.optional().meta({ description: 'Resources of the sidecar container.' }),
-}).strict().superRefine((v, ctx) => {
-  if ((v.listenPort ?? 15101) === (v.metricsPort ?? 15190)) ctx.addIssue({ code: 'custom', path: ['metricsPort'], message: 'must differ from listenPort' });
-}).meta({
-  description: 'The forwarding sidecar. All but image, imagePullPolicy and resources render into the NodeConfig document (proxy).',
-  ...cel({ rule: '(has(self.listenPort) ? self.listenPort : 15101) != (has(self.metricsPort) ? self.metricsPort : 15190)', message: 'metricsPort must differ from listenPort', fieldPath: '.metricsPort' }),
-});
+export const ProxySpec = z
+  .object({
+    image: z
+      .string()
+      .min(1)
+      .max(512)
+      .optional()
+      .meta({ description: "Node image (agent + sidecar). Default: the operator's --image flag." }),
+    imagePullPolicy: z
+      .enum(PULL_POLICIES)
+      .optional()
+      .meta({ description: `Default ${DEFAULTS.pod.imagePullPolicy}.` }),
+    listenPort: port
+      .optional()
+      .meta({ description: `Port of the transparent listener (TPROXY target). Default ${P.listenPort}.` }),
+    metricsPort: port
+      .optional()
+      .meta({ description: `Port of /metrics, /healthz, /readyz on the node. Default ${P.metricsPort}.` }),
+    keepClientIp: z
+      .boolean()
+      .optional()
+      .meta({ description: `Connect upstream from the client's own address. Default ${P.keepClientIp}.` }),
+    workers: workers
+      .optional()
+      .meta({ description: `Worker processes on one SO_REUSEPORT port; 0 = one per CPU. Default ${P.workers}.` }),
+    backlog: backlog.optional().meta({ description: `Listen backlog. Default ${P.backlog}.` }),
+    maxConnections: maxConnections.optional().meta({
+      description: `Open client connections per proxy; new ones beyond it are shed. Default ${P.maxConnections}.`,
+    }),
+    timeouts: z
+      .object({
+        connect: duration(`Upstream connect timeout, default ${P.timeouts.connect}.`).optional(),
+        idle: duration(`Close a connection idle this long, default ${P.timeouts.idle}.`).optional(),
+        drain: duration(`On shutdown wait this long for open connections, default ${P.timeouts.drain}.`).optional(),
+      })
+      .strict()
+      .optional()
+      .meta({ description: 'Connection timeouts.' }),
+    logLevel: z
+      .enum(LOG_LEVELS)
+      .optional()
+      .meta({ description: `Default ${P.logLevel}.` }),
+    resources: Resources.optional().meta({ description: 'Resources of the sidecar container.' }),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (portsClash(v)) ctx.addIssue(PORTS_CLASH_ISSUE);
+  })
+  .meta({
+    description:
+      'The forwarding sidecar. All but image, imagePullPolicy and resources render into the NodeConfig document (proxy).',
+    ...cel(PORTS_CLASH_CEL),
+  });
 
-export const AutoscalingSpec = z.object({
-  enabled: z.boolean().optional().meta({ description: 'Create an HPA that drives spec.replicas through /scale. Default false.' }),
-  minReplicas: z.number().int().min(1).max(10000).optional().meta({ description: 'Fewest active nodes. Default 1.' }),
-  maxReplicas: z.number().int().min(1).max(10000).optional().meta({ description: 'Most active nodes; required when enabled.' }),
-  targetConnectionsPerProxy: z.number().int().min(1).max(1_000_000).optional()
-    .meta({ description: 'Average open connections per proxy pod the HPA aims for. Default 1000.' }),
-  scaleDownStabilization: duration('Window the HPA waits before scaling in, default 5m.').optional(),
-}).strict().superRefine((a, ctx) => {
-  if (a.enabled && a.maxReplicas === undefined) ctx.addIssue({ code: 'custom', path: ['maxReplicas'], message: 'required when enabled' });
-  if ((a.minReplicas ?? 1) > (a.maxReplicas ?? Infinity)) ctx.addIssue({ code: 'custom', path: ['minReplicas'], message: 'must be <= maxReplicas' });
-}).meta({
-  description: 'Scale the number of active nodes on connection load.',
-  ...cel(
-    { rule: '!(has(self.enabled) && self.enabled) || has(self.maxReplicas)', message: 'maxReplicas is required when autoscaling is enabled', fieldPath: '.maxReplicas' },
-    { rule: '!has(self.maxReplicas) || (has(self.minReplicas) ? self.minReplicas : 1) <= self.maxReplicas', message: 'minReplicas must be <= maxReplicas', fieldPath: '.minReplicas' },
-  ),
-});
+export const AutoscalingSpec = z
+  .object({
+    enabled: z
+      .boolean()
+      .optional()
+      .meta({ description: `Create an HPA that drives spec.replicas through /scale. Default ${A.enabled}.` }),
+    minReplicas: z
+      .number()
+      .int()
+      .min(1)
+      .max(10000)
+      .optional()
+      .meta({ description: `Fewest active nodes. Default ${A.minReplicas}.` }),
+    maxReplicas: z
+      .number()
+      .int()
+      .min(1)
+      .max(10000)
+      .optional()
+      .meta({ description: 'Most active nodes; required when enabled.' }),
+    targetConnectionsPerProxy: z
+      .number()
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .optional()
+      .meta({
+        description: `Average open connections per proxy pod the HPA aims for. Default ${A.targetConnectionsPerProxy}.`,
+      }),
+    scaleDownStabilization: duration(
+      `Window the HPA waits before scaling in, default ${A.scaleDownStabilization}.`,
+    ).optional(),
+  })
+  .strict()
+  .superRefine((a, ctx) => {
+    if (a.enabled && a.maxReplicas === undefined)
+      ctx.addIssue({ code: 'custom', path: ['maxReplicas'], message: 'required when enabled' });
+    if ((a.minReplicas ?? A.minReplicas) > (a.maxReplicas ?? Infinity))
+      ctx.addIssue({ code: 'custom', path: ['minReplicas'], message: 'must be <= maxReplicas' });
+  })
+  .meta({
+    description: 'Scale the number of active nodes on connection load.',
+    ...cel(
+      {
+        rule: '!(has(self.enabled) && self.enabled) || has(self.maxReplicas)',
+        message: 'maxReplicas is required when autoscaling is enabled',
+        fieldPath: '.maxReplicas',
+      },
+      {
+        rule: `!has(self.maxReplicas) || (has(self.minReplicas) ? self.minReplicas : ${A.minReplicas}) <= self.maxReplicas`,
+        message: 'minReplicas must be <= maxReplicas',
+        fieldPath: '.minReplicas',
+      },
+    ),
+  });
 
-const Toleration = z.object({
-  key: z.string().max(316).optional().meta({ description: 'Taint key; empty with operator Exists matches every taint.' }),
-  operator: z.enum(['Exists', 'Equal']).optional().meta({ description: 'Default Equal.' }),
-  value: z.string().max(63).optional(),
-  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional().meta({ description: 'Empty matches every effect.' }),
-  tolerationSeconds: z.number().int().optional(),
-}).strict().refine((t) => t.operator !== 'Exists' || !t.value, { message: 'must be empty when operator is Exists', path: ['value'] })
-  .meta(cel({ rule: '!has(self.operator) || self.operator != \'Exists\' || !has(self.value) || self.value == \'\'', message: 'value must be empty when operator is Exists', fieldPath: '.value' }));
+const Toleration = z
+  .object({
+    key: z
+      .string()
+      .max(316)
+      .optional()
+      .meta({ description: 'Taint key; empty with operator Exists matches every taint.' }),
+    operator: z.enum(['Exists', 'Equal']).optional().meta({ description: 'Default Equal.' }),
+    value: z.string().max(63).optional(),
+    effect: z
+      .enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute'])
+      .optional()
+      .meta({ description: 'Empty matches every effect.' }),
+    tolerationSeconds: z.number().int().optional(),
+  })
+  .strict()
+  .refine((t) => t.operator !== 'Exists' || !t.value, {
+    message: 'must be empty when operator is Exists',
+    path: ['value'],
+  })
+  .meta(
+    cel({
+      rule: "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+      message: 'value must be empty when operator is Exists',
+      fieldPath: '.value',
+    }),
+  );
 export type Toleration = z.output<typeof Toleration>;
 
-export const TransparentProxySpec = z.object({
-  nodeSelector: z.record(z.string().max(316), z.string().max(63)).optional()
-    .meta({ maxProperties: 32, description: 'Labels a node must have to be a candidate. Omitted: every node.' }),
-  tolerations: z.array(Toleration).max(32).optional()
-    .meta({ description: 'Taints the proxy pods tolerate; tainted nodes are candidates only when tolerated.', 'x-kubernetes-list-type': 'atomic' }),
-  replicas: z.number().int().min(0).max(10000).optional().meta({
-    description: 'How many candidate nodes are active (intercepting). Omitted: every candidate. Set by kubectl scale and the HPA through /scale.',
-  }),
-  interception: InterceptionSpec.optional(),
-  proxy: ProxySpec.optional(),
-  tuning: TuningSpec.optional().meta({ description: 'Node tuning (docs/tuning.md): sysctl profile and overrides, NIC IRQ/RPS/XPS and worker CPU placement. Rendered into the NodeConfig document (tuning); applied by the node agent, restored on removal.' }),
-  autoscaling: AutoscalingSpec.optional(),
-}).strict()
+export const TransparentProxySpec = z
+  .object({
+    nodeSelector: z
+      .record(z.string().max(316), z.string().max(63))
+      .optional()
+      .meta({ maxProperties: 32, description: 'Labels a node must have to be a candidate. Omitted: every node.' }),
+    tolerations: z.array(Toleration).max(32).optional().meta({
+      description: 'Taints the proxy pods tolerate; tainted nodes are candidates only when tolerated.',
+      'x-kubernetes-list-type': 'atomic',
+    }),
+    replicas: z.number().int().min(0).max(10000).optional().meta({
+      description:
+        'How many candidate nodes are active (intercepting). Omitted: every candidate. Set by kubectl scale and the HPA through /scale.',
+    }),
+    interception: InterceptionSpec.optional(),
+    proxy: ProxySpec.optional(),
+    tuning: TuningSpec.optional().meta({
+      description:
+        'Node tuning (docs/tuning.md): sysctl profile and overrides, NIC IRQ/RPS/XPS and worker CPU placement. Rendered into the NodeConfig document (tuning); applied by the node agent, restored on removal.',
+    }),
+    autoscaling: AutoscalingSpec.optional(),
+  })
+  .strict()
   // The HPA (and KEDA) read /scale before writing it, and /scale of an object without
   // spec.replicas is an API error: autoscaling without replicas could never act.
-  .refine((s) => !s.autoscaling?.enabled || s.replicas !== undefined, { message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)', path: ['replicas'] })
+  .refine((s) => !s.autoscaling?.enabled || s.replicas !== undefined, {
+    message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)',
+    path: ['replicas'],
+  })
   .meta({
     description: 'Desired state of a transparent proxy fleet.',
-    ...cel({ rule: '!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || has(self.replicas)', message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)', fieldPath: '.replicas' }),
+    ...cel({
+      rule: '!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || has(self.replicas)',
+      message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)',
+      fieldPath: '.replicas',
+    }),
   });
 export type TransparentProxySpec = z.output<typeof TransparentProxySpec>;
 
 /** DNS-1035 label, short enough that derived names (<name>-nodeconfig, <name>-metrics) stay valid. */
-export const NAME_RULE = { rule: 'self.metadata.name.matches(\'^[a-z]([-a-z0-9]*[a-z0-9])?$\') && self.metadata.name.size() <= 50', message: 'metadata.name must be a DNS-1035 label of at most 50 characters' };
+export const NAME_RULE = {
+  rule: "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 50",
+  message: 'metadata.name must be a DNS-1035 label of at most 50 characters',
+};
 
-export const TransparentProxy = z.object({
-  apiVersion: z.string().optional(),
-  kind: z.string().optional(),
-  metadata: z.object({}).optional(),
-  spec: TransparentProxySpec,
-  status: TransparentProxyStatus.optional(),
-}).meta({
-  description: 'A fleet of transparent proxies: TPROXY interception on selected nodes plus a forwarding sidecar.',
-  ...cel(NAME_RULE),
-});
+export const TransparentProxy = z
+  .object({
+    apiVersion: z.string().optional(),
+    kind: z.string().optional(),
+    metadata: z.object({}).optional(),
+    spec: TransparentProxySpec,
+    status: TransparentProxyStatus.optional(),
+  })
+  .meta({
+    description: 'A fleet of transparent proxies: TPROXY interception on selected nodes plus a forwarding sidecar.',
+    ...cel(NAME_RULE),
+  });
 export { TransparentProxyStatus };

@@ -5,15 +5,34 @@ import type { Logger } from 'pino';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { findBinaries, readIpRules, readRoutes, readRpSysctls } from './facts.ts';
 import {
-  iptApply, iptCheck, iptRemove, iptRestore, iptVerify, iptWriteGate, legacyMangleInitialized,
-  nftMangleExists, nftPreroutingExists, readMangle, removeNftMangleIfOursAndEmpty,
+  iptApply,
+  iptCheck,
+  iptRemove,
+  iptRestore,
+  iptVerify,
+  iptWriteGate,
+  legacyMangleInitialized,
+  nftMangleExists,
+  nftPreroutingExists,
+  readMangle,
+  removeNftMangleIfOursAndEmpty,
 } from './filter-ipt.ts';
-import { nftApply, nftCapture, nftCheck, nftRemove, nftRestore, nftVerify, nftWriteGate, type Mutator } from './filter-nft.ts';
+import {
+  nftApply,
+  nftCapture,
+  nftCheck,
+  nftRemove,
+  nftRestore,
+  nftVerify,
+  nftWriteGate,
+  type Mutator,
+} from './filter-nft.ts';
 import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
 import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
 import { runOk, type Argv } from './run.ts';
 import { readState, removeState, writeState, type AgentState, type RoutingState } from './state.ts';
 import type { GateMode, Plan } from './types.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export interface ExecOptions {
   stateDir: string;
@@ -31,17 +50,29 @@ export class PreflightError extends Error {
 }
 
 export function mutator(opts: ExecOptions): Mutator {
-  if (!opts.dryRun) return async (argv: Argv, input?: string) => { await runOk(argv, input); };
+  if (!opts.dryRun)
+    return async (argv: Argv, input?: string) => {
+      await runOk(argv, input);
+    };
   return async (argv: Argv, input?: string) => {
-    opts.out(`$ ${argv.join(' ')}${input === undefined ? '' : ' <<EOF'}\n${input === undefined ? '' : `${input}EOF\n`}`);
+    opts.out(
+      `$ ${argv.join(' ')}${input === undefined ? '' : ' <<EOF'}\n${input === undefined ? '' : `${input}EOF\n`}`,
+    );
   };
 }
 
-export async function preflight(config: NodeConfig, plan: Plan, pathVar: string, previous?: AgentState): Promise<string[]> {
+export async function preflight(
+  config: NodeConfig,
+  plan: Plan,
+  pathVar: string,
+  previous?: AgentState,
+): Promise<string[]> {
   const problems = binaryProblems(plan.requiredBinaries, findBinaries(plan.requiredBinaries, pathVar));
   if (plan.families.includes('IPv4')) {
     const sysctls = readRpSysctls();
-    problems.push(...rpFilterProblems(sysctls, interceptedInterfaces(Object.keys(sysctls), config.interception.interfaces)));
+    problems.push(
+      ...rpFilterProblems(sysctls, interceptedInterfaces(Object.keys(sysctls), config.interception.interfaces)),
+    );
   }
   for (const r of plan.routing) {
     const mine = (previous?.routing ?? []).filter((q) => q.family === r.family && q.ownsRule);
@@ -53,13 +84,20 @@ export async function preflight(config: NodeConfig, plan: Plan, pathVar: string,
   return problems;
 }
 
-const sameInstall = (s: AgentState, p: Plan) => s.backend === p.backend &&
+const sameInstall = (s: AgentState, p: Plan) =>
+  s.backend === p.backend &&
   JSON.stringify(s.routing.map(({ family, mark, mask, table, priority }) => [family, mark, mask, table, priority])) ===
-  JSON.stringify(p.routing.map(({ family, mark, mask, table, priority }) => [family, mark, mask, table, priority]));
+    JSON.stringify(p.routing.map(({ family, mark, mask, table, priority }) => [family, mark, mask, table, priority]));
 
 /** What existed before our first apply; recorded before anything is changed. */
 async function initialState(plan: Plan): Promise<AgentState> {
-  const state: AgentState = { version: 1, backend: plan.backend, families: plan.families, routing: [], before: { nftMangle: {}, nftPrerouting: {}, legacyMangle: {} } };
+  const state: AgentState = {
+    version: 1,
+    backend: plan.backend,
+    families: plan.families,
+    routing: [],
+    before: { nftMangle: {}, nftPrerouting: {}, legacyMangle: {} },
+  };
   for (const f of plan.families) {
     if (plan.backend === 'iptables-nft') {
       state.before.nftMangle[f] = await nftMangleExists(f);
@@ -69,7 +107,13 @@ async function initialState(plan: Plan): Promise<AgentState> {
   }
   for (const r of plan.routing) {
     const rs: RoutingState = {
-      family: r.family, mark: r.mark, mask: r.mask, table: r.table, priority: r.priority, ruleDel: r.ruleDel, routeDel: r.routeDel,
+      family: r.family,
+      mark: r.mark,
+      mask: r.mask,
+      table: r.table,
+      priority: r.priority,
+      ruleDel: r.ruleDel,
+      routeDel: r.routeDel,
       ownsRule: !(await readIpRules(r.family)).some((x) => isOurRule(x, r)),
       ownsRoute: !(await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, r)),
     };
@@ -89,8 +133,10 @@ async function verify(plan: Plan): Promise<string[]> {
   if (plan.nft) problems.push(...(await nftVerify(plan.nft)));
   for (const p of plan.iptables ?? []) problems.push(...(await iptVerify(p)));
   for (const r of plan.routing) {
-    if (!(await readIpRules(r.family)).some((x) => isOurRule(x, r))) problems.push(`read-back: missing ${r.ruleAdd.join(' ')}`);
-    if (!(await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, r))) problems.push(`read-back: missing ${r.routeAdd.join(' ')}`);
+    if (!(await readIpRules(r.family)).some((x) => isOurRule(x, r)))
+      problems.push(`read-back: missing ${r.ruleAdd.join(' ')}`);
+    if (!(await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, r)))
+      problems.push(`read-back: missing ${r.routeAdd.join(' ')}`);
   }
   return problems;
 }
@@ -120,7 +166,11 @@ async function applyChanges(plan: Plan, mutate: Mutator, undo: Undo): Promise<vo
 async function rollback(plan: Plan, undo: Undo, mutate: Mutator, log: Logger): Promise<string[]> {
   const errors: string[] = [];
   const attempt = async (what: string, fn: () => Promise<void>) => {
-    try { await fn(); } catch (e) { errors.push(`${what}: ${(e as Error).message}`); }
+    try {
+      await fn();
+    } catch (e) {
+      errors.push(`${what}: ${errorMessage(e)}`);
+    }
   };
   for (const argv of undo.routing) await attempt(argv.join(' '), () => mutate(argv));
   if (plan.nft && undo.nft !== undefined) await attempt('restore nft table', () => nftRestore(undo.nft!, mutate));
@@ -138,7 +188,10 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
   if (problems.length > 0) throw new PreflightError(problems);
   const mutate = mutator(opts);
   if (state && !sameInstall(state, plan)) {
-    opts.log.info({ from: state.backend, to: plan.backend }, 'backend or routing changed: removing the previous install first');
+    opts.log.info(
+      { from: state.backend, to: plan.backend },
+      'backend or routing changed: removing the previous install first',
+    );
     await cleanupState(state, opts);
     state = undefined;
   }
@@ -161,8 +214,10 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
       }
       removeState(opts.stateDir);
     }
-    const tail = errors.length ? `\nrollback problems (state kept for cleanup):\n${errors.join('\n')}` : '\nrolled back: nothing of this run remains';
-    throw new Error(`apply failed: ${(e as Error).message}${tail}`);
+    const tail = errors.length
+      ? `\nrollback problems (state kept for cleanup):\n${errors.join('\n')}`
+      : '\nrolled back: nothing of this run remains';
+    throw new Error(`apply failed: ${errorMessage(e)}${tail}`, { cause: e });
   }
   opts.log.info({ backend: plan.backend, families: plan.families }, 'applied and verified');
 }

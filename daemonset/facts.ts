@@ -16,7 +16,9 @@ export function findBinaries(names: string[], pathVar: string): Set<string> {
         accessSync(join(d, n), constants.X_OK);
         found.add(n);
         break;
-      } catch { /* not in this directory */ }
+      } catch {
+        /* not in this directory */
+      }
     }
   }
   return found;

@@ -64,8 +64,15 @@ export async function iptVerify(p: IptablesFamilyPlan): Promise<string[]> {
 
 /** One restore document that flushes and deletes `chains` after deleting `hookLines`, re-adding `keep`. */
 function rewriteDoc(declare: string[], hookLines: string[], keep: string[], del: string[]): string {
-  return ['*mangle', ...declare.map((c) => `:${c} - [0:0]`), ...hookLines.map((l) => l.replace(/^-A /, '-D ')),
-    ...keep, ...del.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
+  return [
+    '*mangle',
+    ...declare.map((c) => `:${c} - [0:0]`),
+    ...hookLines.map((l) => l.replace(/^-A /, '-D ')),
+    ...keep,
+    ...del.map((c) => `-X ${c}`),
+    'COMMIT',
+    '',
+  ].join('\n');
 }
 
 /** Puts our chains back as captured before this run (removing what did not exist then). */
@@ -103,10 +110,15 @@ export async function nftPreroutingExists(f: Family): Promise<boolean> {
  * accept) is removed: the chain, then the table. Kubelet's mangle chains (KUBE-*) often make the
  * table exist without PREROUTING, so the chain is judged on its own.
  */
-export async function removeNftMangleIfOursAndEmpty(f: Family, before: AgentState['before'], mutate: Mutator): Promise<void> {
+export async function removeNftMangleIfOursAndEmpty(
+  f: Family,
+  before: AgentState['before'],
+  mutate: Mutator,
+): Promise<void> {
   if (before.nftPrerouting?.[f] === false) {
     const c = await run(['nft', '-j', 'list', 'chain', nftFamily(f), 'mangle', 'PREROUTING']);
-    if (c.code === 0 && nftTableIsEmpty(c.stdout)) await mutate(['nft', 'delete', 'chain', nftFamily(f), 'mangle', 'PREROUTING']);
+    if (c.code === 0 && nftTableIsEmpty(c.stdout))
+      await mutate(['nft', 'delete', 'chain', nftFamily(f), 'mangle', 'PREROUTING']);
   }
   if (before.nftMangle[f] ?? true) return;
   const r = await run(['nft', '-j', 'list', 'table', nftFamily(f), 'mangle']);
@@ -116,7 +128,9 @@ export async function removeNftMangleIfOursAndEmpty(f: Family, before: AgentStat
 
 export function legacyMangleInitialized(f: Family): boolean {
   try {
-    return readFileSync(f === 'IPv4' ? '/proc/net/ip_tables_names' : '/proc/net/ip6_tables_names', 'utf8').split('\n').includes('mangle');
+    return readFileSync(f === 'IPv4' ? '/proc/net/ip_tables_names' : '/proc/net/ip6_tables_names', 'utf8')
+      .split('\n')
+      .includes('mangle');
   } catch {
     return false; // x_tables not loaded: nothing initialized
   }

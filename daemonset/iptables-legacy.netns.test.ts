@@ -1,6 +1,6 @@
 // Privileged: the iptables-legacy backend in real network namespaces.
-import { lifecycleTests } from './suite-lifecycle.ts';
-import { trafficTests } from './suite-traffic.ts';
+import { lifecycleTests } from './lifecycle.testkit.ts';
+import { trafficTests } from './traffic.testkit.ts';
 
 lifecycleTests('iptables-legacy');
 trafficTests('iptables-legacy');

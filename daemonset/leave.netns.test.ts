@@ -6,14 +6,16 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { createTopology, privilegedSkipReason, waitFor } from '../e2e/netns.ts';
-import { PORTS_CONFIG } from './suite-traffic.ts';
-import { agent, connect, logLines, snapshot, spawnAgent, startTool, stop, warmUp, workdir } from './testkit.ts';
+import { PORTS_CONFIG } from './traffic.testkit.ts';
+import { agent, connect, logLines, snapshot, spawnAgent, startTool, stop, warmUp, workdir } from './agent.testkit.ts';
 import type { Backend } from './types.ts';
 
 const skip = privilegedSkipReason();
 
 for (const backend of ['nftables', 'iptables-nft'] as Backend[]) {
-  test(`${backend}: cleanup --wait-port sends new connections direct at once, waits for the proxy to exit, then restores the node exactly`, { skip }, async () => {
+  test(`${backend}: cleanup --wait-port sends new connections direct at once, waits for the proxy to exit, then restores the node exactly`, {
+    skip,
+  }, async () => {
     const t = await createTopology('lv');
     const w = workdir();
     const procs: ChildProcess[] = [];
@@ -26,7 +28,11 @@ for (const backend of ['nftables', 'iptables-nft'] as Backend[]) {
       const args = ['--config', w.config(PORTS_CONFIG('FailClosed')), '--state-dir', w.stateDir];
       const r = await agent(t.proxy.ns, ['apply', '--backend', backend, ...args]);
       assert.equal(r.code, 0, r.stderr);
-      assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`, 'intercepted while active');
+      assert.equal(
+        await connect(t.client.ns, t.server.v4, 8080),
+        `PROXY ${t.server.v4} 8080`,
+        'intercepted while active',
+      );
 
       const leave = spawnAgent(t.proxy.ns, ['cleanup', ...args, '--wait-port', '15190', '--wait-timeout', '30']);
       procs.push(leave);
@@ -34,8 +40,16 @@ for (const backend of ['nftables', 'iptables-nft'] as Backend[]) {
       const exited = new Promise<number | null>((res) => leave.once('exit', (code) => res(code)));
       await waitFor('the drain gate', async () => logs.some((l) => l.msg === 'leaving: new connections now go direct'));
       // The proxy still listens (it is draining): FailClosed would drop, the drain gate lets them pass.
-      assert.equal(await connect(t.client.ns, t.server.v4, 8080), `SERVER ${t.server.v4} 8080`, 'IPv4: a new connection goes direct while the proxy drains');
-      assert.equal(await connect(t.client.ns, t.server.v6, 8080), `SERVER ${t.server.v6} 8080`, 'IPv6: a new connection goes direct while the proxy drains');
+      assert.equal(
+        await connect(t.client.ns, t.server.v4, 8080),
+        `SERVER ${t.server.v4} 8080`,
+        'IPv4: a new connection goes direct while the proxy drains',
+      );
+      assert.equal(
+        await connect(t.client.ns, t.server.v6, 8080),
+        `SERVER ${t.server.v6} 8080`,
+        'IPv6: a new connection goes direct while the proxy drains',
+      );
       assert.equal(leave.exitCode, null, 'cleanup waits while the proxy still listens');
       assert.notDeepEqual(await snapshot(t.proxy.ns), before, 'nothing is removed before the proxy has exited');
 

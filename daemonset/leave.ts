@@ -13,12 +13,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { writeGate } from './executor.ts';
 import { readState } from './state.ts';
+import { errorMessage } from '../api/errors.ts';
 
 /** One probe: true when something accepts on 127.0.0.1:port, false when refused or silent. */
 function accepting(port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host: '127.0.0.1', port });
-    const done = (open: boolean) => { s.destroy(); resolve(open); };
+    const done = (open: boolean) => {
+      s.destroy();
+      resolve(open);
+    };
     s.setTimeout(timeoutMs, () => done(true)); // a listener too busy to accept is still there
     s.once('connect', () => done(true));
     s.once('error', (e: NodeJS.ErrnoException) => done(e.code !== 'ECONNREFUSED'));
@@ -35,14 +39,23 @@ export async function waitPortClosed(port: number, timeoutMs: number, intervalMs
   }
 }
 
-export interface DrainOptions { stateDir: string; port: number; timeoutMs: number; dryRun: boolean; log: Logger; out: (t: string) => void }
+export interface DrainOptions {
+  stateDir: string;
+  port: number;
+  timeoutMs: number;
+  dryRun: boolean;
+  log: Logger;
+  out: (t: string) => void;
+}
 
 /** Steps 1 and 2 above. Never throws: the cleanup after it must run whatever happens here. */
 export async function drainBeforeCleanup(o: DrainOptions): Promise<void> {
   const state = readState(o.stateDir);
   if (!state) return; // nothing installed: nothing diverts to a proxy
   if (o.dryRun) {
-    o.out(`would set the gate to drain (${state.backend}) and wait up to ${o.timeoutMs} ms for port ${o.port} to close`);
+    o.out(
+      `would set the gate to drain (${state.backend}) and wait up to ${o.timeoutMs} ms for port ${o.port} to close`,
+    );
     return;
   }
   try {
@@ -50,10 +63,14 @@ export async function drainBeforeCleanup(o: DrainOptions): Promise<void> {
     o.log.info({ backend: state.backend }, 'leaving: new connections now go direct');
   } catch (e) {
     // Rules may be half gone (a previous attempt): cleanup below removes whatever is left.
-    o.log.warn({ err: (e as Error).message }, 'leaving: could not set the drain gate');
+    o.log.warn({ err: errorMessage(e) }, 'leaving: could not set the drain gate');
   }
   const started = Date.now();
   const closed = await waitPortClosed(o.port, o.timeoutMs);
   if (closed) o.log.info({ port: o.port, waitedMs: Date.now() - started }, 'leaving: the proxy has stopped');
-  else o.log.warn({ port: o.port, timeoutMs: o.timeoutMs }, 'leaving: the proxy still listens after the wait; cleaning up anyway');
+  else
+    o.log.warn(
+      { port: o.port, timeoutMs: o.timeoutMs },
+      'leaving: the proxy still listens after the wait; cleaning up anyway',
+    );
 }

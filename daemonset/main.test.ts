@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { run } from './run.ts';
-import { MAIN, workdir } from './testkit.ts';
+import { MAIN, workdir } from './agent.testkit.ts';
 
 const cli = (args: string[]) => run([process.execPath, '--import', 'tsx', MAIN, ...args]);
 
@@ -22,11 +22,19 @@ test('an invalid config exits 2 and names every bad field', async () => {
   }
 });
 
-test('usage errors exit 2', async () => {
-  for (const args of [[], ['frobnicate'], ['apply'], ['plan', '--config', 'x', '--bogus'], ['plan', '--config', 'x', '--backend', 'pf']]) {
+test('usage errors exit 2, each with its own message', async () => {
+  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch> --config FILE/;
+  const cases: [string[], RegExp[]][] = [
+    [[], [/^tpfleet-agent: usage: /, usage]],
+    [['frobnicate'], [/^tpfleet-agent: usage: /, usage]],
+    [['apply'], [/^tpfleet-agent: --config is required for apply$/m, usage]],
+    [['plan', '--config', 'x', '--bogus'], [/^tpfleet-agent: Unknown option '--bogus'/]],
+    [['plan', '--config', 'x', '--backend', 'pf'], [/^tpfleet-agent: --backend: unknown backend pf$/m]],
+  ];
+  for (const [args, want] of cases) {
     const r = await cli(args);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-    assert.match(r.stderr, /usage|--config|--backend|Unknown option/);
+    for (const re of want) assert.match(r.stderr, re, `${args.join(' ') || '(no arguments)'}`);
   }
 });
 
@@ -49,10 +57,19 @@ test('--wait-port is refused outside cleanup or out of range, and a bad --wait-t
   const w = workdir();
   try {
     const cfg = w.config('interception: {ports: [{port: 8080}]}\n');
-    for (const args of [['apply', '--config', cfg, '--wait-port', '15190'], ['cleanup', '--wait-port', '70000'], ['cleanup', '--wait-port', '1', '--wait-timeout', 'x']]) {
+    const port = /^tpfleet-agent: --wait-port: a port number 1-65535, with cleanup only$/m;
+    const cases: [string[], RegExp][] = [
+      [['apply', '--config', cfg, '--wait-port', '15190'], port],
+      [['cleanup', '--wait-port', '70000'], port],
+      [
+        ['cleanup', '--wait-port', '1', '--wait-timeout', 'x'],
+        /^tpfleet-agent: --wait-timeout: must be an integer number of seconds, 0-3600$/m,
+      ],
+    ];
+    for (const [args, want] of cases) {
       const r = await cli([...args, '--state-dir', w.stateDir]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-      assert.match(r.stderr, /--wait-(port|timeout):/);
+      assert.match(r.stderr, want, args.join(' '));
     }
   } finally {
     w.remove();

@@ -5,19 +5,21 @@
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
-import { KubeClient } from '../operator/kube/client.ts';
+import { KubeClient } from '../kube/client.ts';
+import { NODE_STATE_DIR } from '../api/defaults.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
 import { detectHost } from './facts.ts';
 import { drainBeforeCleanup } from './leave.ts';
 import { formatPlan, plan } from './plan.ts';
-import { DEFAULT_STATE_DIR, readState } from './state.ts';
+import { readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
 import { AGENT_FIELD_MANAGER, podRefFromEnv, TuningPublisher, tuningTick, type PodRef } from './tuning-publish.ts';
-import type { PodCondition } from './tuning-report.ts';
+import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
+import { errorMessage } from '../api/errors.ts';
 
 const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
@@ -43,47 +45,74 @@ interface Cli {
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
-export interface AgentEnv { path: string; pod?: PodRef }
+export interface AgentEnv {
+  path: string;
+  pod?: PodRef;
+}
 
 export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
   try {
     return { path: env.PATH ?? '', pod: podRefFromEnv(env) };
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    throw new UsageError(errorMessage(e), { cause: e });
   }
 }
 
 function parseCli(argv: string[]): Cli {
   const { values, positionals } = parseArgs({
-    args: argv, allowPositionals: true, strict: true,
+    args: argv,
+    allowPositionals: true,
+    strict: true,
     options: {
-      config: { type: 'string' }, 'dry-run': { type: 'boolean', default: false }, 'state-dir': { type: 'string' }, backend: { type: 'string' },
-      kubeconfig: { type: 'string' }, 'status-interval': { type: 'string', default: '30' },
-      'wait-port': { type: 'string' }, 'wait-timeout': { type: 'string', default: '60' },
+      config: { type: 'string' },
+      'dry-run': { type: 'boolean', default: false },
+      'state-dir': { type: 'string' },
+      backend: { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'status-interval': { type: 'string', default: '30' },
+      'wait-port': { type: 'string' },
+      'wait-timeout': { type: 'string', default: '60' },
     },
   });
   const cmd = positionals[0];
-  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch'].includes(cmd)) throw new UsageError(USAGE);
+  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch'].includes(cmd))
+    throw new UsageError(USAGE);
   if (cmd !== 'cleanup' && !values.config) throw new UsageError(`--config is required for ${cmd}\n${USAGE}`);
   const b = values.backend;
-  if (b !== undefined && !['nftables', 'iptables-nft', 'iptables-legacy'].includes(b)) throw new UsageError(`--backend: unknown backend ${b}`);
+  if (b !== undefined && !['nftables', 'iptables-nft', 'iptables-legacy'].includes(b))
+    throw new UsageError(`--backend: unknown backend ${b}`);
   const interval = Number(values['status-interval']);
-  if (!Number.isInteger(interval) || interval < 1 || interval > 3600) throw new UsageError('--status-interval: must be an integer number of seconds, 1-3600');
+  if (!Number.isInteger(interval) || interval < 1 || interval > 3600)
+    throw new UsageError('--status-interval: must be an integer number of seconds, 1-3600');
   const waitPort = values['wait-port'] === undefined ? undefined : Number(values['wait-port']);
-  if (waitPort !== undefined && (cmd !== 'cleanup' || !Number.isInteger(waitPort) || waitPort < 1 || waitPort > 65535)) {
+  if (
+    waitPort !== undefined &&
+    (cmd !== 'cleanup' || !Number.isInteger(waitPort) || waitPort < 1 || waitPort > 65535)
+  ) {
     throw new UsageError('--wait-port: a port number 1-65535, with cleanup only');
   }
   const waitTimeout = Number(values['wait-timeout']);
-  if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > 3600) throw new UsageError('--wait-timeout: must be an integer number of seconds, 0-3600');
+  if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > 3600)
+    throw new UsageError('--wait-timeout: must be an integer number of seconds, 0-3600');
   return {
-    waitPort, waitTimeoutMs: waitTimeout * 1000,
-    cmd, config: values.config, dryRun: values['dry-run'] ?? false, stateDir: values['state-dir'] ?? DEFAULT_STATE_DIR,
-    backend: b as Backend | undefined, kubeconfig: values.kubeconfig, statusIntervalMs: interval * 1000,
+    waitPort,
+    waitTimeoutMs: waitTimeout * 1000,
+    cmd,
+    config: values.config,
+    dryRun: values['dry-run'] ?? false,
+    stateDir: values['state-dir'] ?? NODE_STATE_DIR,
+    backend: b as Backend | undefined,
+    kubeconfig: values.kubeconfig,
+    statusIntervalMs: interval * 1000,
   };
 }
 
 async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
-  if (cli.backend) return { detectedBackend: cli.backend, iptablesVariant: cli.backend === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft' };
+  if (cli.backend)
+    return {
+      detectedBackend: cli.backend,
+      iptablesVariant: cli.backend === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft',
+    };
   const facts = await detectHost();
   // Once installed, `auto` sticks to the installed backend (our own rules would skew detection).
   const installed = readState(stateDir)?.backend;
@@ -114,18 +143,27 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   // Tuning drift is only reported (never fought): at start and every interval, as a log line and,
   // with API credentials, as the pod condition the operator summarises. Ticks never overlap.
   const pub = publisher(cli, env);
-  let last: PodCondition | undefined, busy = false;
+  let last: TuningCondition | undefined,
+    busy = false;
   const tick = async () => {
     if (busy) return;
     busy = true;
-    try { last = await tuningTick({ stateDir: cli.stateDir }, pub, log, last); } finally { busy = false; }
+    try {
+      last = await tuningTick({ stateDir: cli.stateDir }, pub, log, last);
+    } finally {
+      busy = false;
+    }
   };
   void tick();
   const drift = setInterval(() => void tick(), cli.statusIntervalMs);
   try {
     await watch({
-      listenPort: config.proxy.listenPort, metricsPort: config.proxy.metricsPort,
-      policy: config.interception.failurePolicy, writeGate: gate, log, signal: ac.signal,
+      listenPort: config.proxy.listenPort,
+      metricsPort: config.proxy.metricsPort,
+      policy: config.interception.failurePolicy,
+      writeGate: gate,
+      log,
+      signal: ac.signal,
     });
   } finally {
     clearInterval(drift);
@@ -140,24 +178,43 @@ export async function main(argv: string[], environ: Record<string, string | unde
     const env = parseEnv(environ);
     const opts: ExecOptions = { stateDir: cli.stateDir, dryRun: cli.dryRun, pathVar: env.path, out, log };
     if (cli.cmd === 'cleanup') {
-      if (cli.waitPort !== undefined) await drainBeforeCleanup({ stateDir: cli.stateDir, port: cli.waitPort, timeoutMs: cli.waitTimeoutMs, dryRun: cli.dryRun, log, out });
+      if (cli.waitPort !== undefined)
+        await drainBeforeCleanup({
+          stateDir: cli.stateDir,
+          port: cli.waitPort,
+          timeoutMs: cli.waitTimeoutMs,
+          dryRun: cli.dryRun,
+          log,
+          out,
+        });
       if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
       untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
       return 0;
     }
     const config = loadNodeConfig(cli.config!);
-    if (cli.cmd === 'watch') { await runWatch(config, cli, env, log); return 0; }
+    if (cli.cmd === 'watch') {
+      await runWatch(config, cli, env, log);
+      return 0;
+    }
     const p = plan(config, await hostFacts(cli, cli.stateDir));
-    if (cli.cmd === 'plan') { out(formatPlan(p)); return 0; }
+    if (cli.cmd === 'plan') {
+      out(formatPlan(p));
+      return 0;
+    }
     await apply(config, p, opts);
     if (!cli.dryRun) out(`applied (${p.backend}) and verified`);
     const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
     out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
     return 0;
   } catch (e) {
-    const msg = (e as Error).message;
+    const msg = errorMessage(e);
     process.stderr.write(`tpfleet-agent: ${msg}\n`);
-    if (e instanceof UsageError || e instanceof ConfigError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return 2;
+    if (
+      e instanceof UsageError ||
+      e instanceof ConfigError ||
+      (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')
+    )
+      return 2;
     if (e instanceof PreflightError) return 3;
     return 1;
   }

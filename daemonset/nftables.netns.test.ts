@@ -2,14 +2,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createTopology, privilegedSkipReason } from '../e2e/netns.ts';
-import { lifecycleTests } from './suite-lifecycle.ts';
-import { trafficTests } from './suite-traffic.ts';
-import { agent, snapshot, workdir } from './testkit.ts';
+import { lifecycleTests } from './lifecycle.testkit.ts';
+import { trafficTests } from './traffic.testkit.ts';
+import { agent, snapshot, workdir } from './agent.testkit.ts';
 
 lifecycleTests('nftables');
 trafficTests('nftables');
 
-test('switching the backend (nftables -> iptables-nft) first removes the previous install', { skip: privilegedSkipReason() }, async () => {
+test('switching the backend (nftables -> iptables-nft) first removes the previous install', {
+  skip: privilegedSkipReason(),
+}, async () => {
   const t = await createTopology('ds');
   const w = workdir();
   try {

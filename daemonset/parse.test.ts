@@ -2,7 +2,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
-import { hasListener, nftTableIsEmpty, parseIpRoutes, parseIpRules, parseIptablesSave, parseNftTableJson, parseProcNetTcp } from './parse.ts';
+import {
+  hasListener,
+  nftTableIsEmpty,
+  parseIpRoutes,
+  parseIpRules,
+  parseIptablesSave,
+  parseNftTableJson,
+  parseProcNetTcp,
+} from './parse.ts';
 import { routingPlan } from './plan.ts';
 import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
 import { gateFor, step, type Streaks } from './watchdog.ts';
@@ -17,7 +25,13 @@ const TCP6 = `  sl  local_address                         remote_address        
 
 test('/proc/net/tcp: ports and states are hex; LISTEN is 0A', () => {
   const s = parseProcNetTcp(TCP);
-  assert.deepEqual(s.map((x) => [x.localPort, x.state]), [[15101, 0x0a], [15142, 1]]);
+  assert.deepEqual(
+    s.map((x) => [x.localPort, x.state]),
+    [
+      [15101, 0x0a],
+      [15142, 1],
+    ],
+  );
   assert.equal(hasListener([TCP, TCP6], 15101), true);
   assert.equal(hasListener([TCP, TCP6], 8080), true, 'tcp6 listener');
   // 15142 is an ESTABLISHED socket, not a listener.
@@ -25,13 +39,21 @@ test('/proc/net/tcp: ports and states are hex; LISTEN is 0A', () => {
   assert.equal(hasListener([''], 15101), false);
 });
 
-const RULES = '[{"priority":0,"src":"all","table":"local"},{"priority":32000,"src":"all","fwmark":"0x2000","fwmask":"0x2000","table":"2000"},' +
+const RULES =
+  '[{"priority":0,"src":"all","table":"local"},{"priority":32000,"src":"all","fwmark":"0x2000","fwmask":"0x2000","table":"2000"},' +
   '{"priority":100,"src":"all","fwmark":"0x1","table":"77"},{"priority":32766,"src":"all","table":"main"}]';
 
 test('ip -j rule: fwmark/fwmask parsed as numbers, missing fwmask means all bits', () => {
   const r = parseIpRules(RULES);
-  assert.deepEqual(r.map((x) => [x.priority, x.table, x.fwmark, x.fwmask]),
-    [[0, 'local', undefined, undefined], [32000, '2000', 0x2000, 0x2000], [100, '77', 1, 0xffffffff], [32766, 'main', undefined, undefined]]);
+  assert.deepEqual(
+    r.map((x) => [x.priority, x.table, x.fwmark, x.fwmask]),
+    [
+      [0, 'local', undefined, undefined],
+      [32000, '2000', 0x2000, 0x2000],
+      [100, '77', 1, 0xffffffff],
+      [32766, 'main', undefined, undefined],
+    ],
+  );
 });
 
 const config = (body = '') => parseNodeConfigText(`apiVersion: tpfleet.io/v1alpha1\nkind: NodeConfig\n${body}`);
@@ -39,8 +61,10 @@ const config = (body = '') => parseNodeConfigText(`apiVersion: tpfleet.io/v1alph
 test('routing preflight: our own rule is fine, a foreign rule at our priority, table or mark bits is reported', () => {
   const p = routingPlan(config(), 'IPv4');
   assert.deepEqual(routingProblems(p, parseIpRules(RULES), []), []);
-  const clash = parseIpRules('[{"priority":32000,"src":"all","table":"main"},{"priority":5,"src":"10.0.0.0/8","table":"2000"},' +
-    '{"priority":6,"src":"all","fwmark":"0x2000","fwmask":"0xf000","table":"9"}]');
+  const clash = parseIpRules(
+    '[{"priority":32000,"src":"all","table":"main"},{"priority":5,"src":"10.0.0.0/8","table":"2000"},' +
+      '{"priority":6,"src":"all","fwmark":"0x2000","fwmask":"0xf000","table":"9"}]',
+  );
   const problems = routingProblems(p, clash, parseIpRoutes('[{"type":"unicast","dst":"10.0.0.0/8","dev":"eth0"}]'));
   assert.equal(problems.length, 4);
   assert.match(problems[0]!, /priority 32000 is already used/);
@@ -54,11 +78,18 @@ test('routing preflight: our own rule is fine, a foreign rule at our priority, t
 test('rp_filter: effective value is max(all, iface); conflict only with src_valid_mark=1', () => {
   const ok = { rp_filter: 0, src_valid_mark: 0 };
   assert.deepEqual(rpFilterProblems({ all: ok, eth0: { rp_filter: 1, src_valid_mark: 0 } }, ['eth0']), []);
-  const [msg] = rpFilterProblems({ all: { rp_filter: 2, src_valid_mark: 0 }, eth0: { rp_filter: 0, src_valid_mark: 1 }, eth1: ok }, ['eth0', 'eth1']);
+  const [msg] = rpFilterProblems(
+    { all: { rp_filter: 2, src_valid_mark: 0 }, eth0: { rp_filter: 0, src_valid_mark: 1 }, eth1: ok },
+    ['eth0', 'eth1'],
+  );
   assert.match(msg!, /net\.ipv4\.conf\.all\.rp_filter=2/);
   assert.match(msg!, /net\.ipv4\.conf\.eth0\.src_valid_mark=1/);
   assert.doesNotMatch(msg!, /eth1/);
-  assert.equal(rpFilterProblems({ all: { rp_filter: 0, src_valid_mark: 1 }, eth1: { rp_filter: 1, src_valid_mark: 0 } }, ['eth1']).length, 1);
+  assert.equal(
+    rpFilterProblems({ all: { rp_filter: 0, src_valid_mark: 1 }, eth1: { rp_filter: 1, src_valid_mark: 0 } }, ['eth1'])
+      .length,
+    1,
+  );
 });
 
 test('intercepted interfaces: configured names with * prefixes, or all but lo', () => {
@@ -90,14 +121,23 @@ COMMIT
 });
 
 test('nft -j: rule comments per chain, sets, and the empty-table check', () => {
-  const doc = JSON.stringify({ nftables: [{ metainfo: {} }, { table: { family: 'inet', name: 'tpfleet' } },
-    { chain: { family: 'inet', table: 'tpfleet', name: 'prerouting', hook: 'prerouting', policy: 'accept' } },
-    { set: { name: 'ports' } }, { rule: { chain: 'prerouting', comment: 'a' } }, { rule: { chain: 'prerouting', comment: 'b' } }] });
+  const doc = JSON.stringify({
+    nftables: [
+      { metainfo: {} },
+      { table: { family: 'inet', name: 'tpfleet' } },
+      { chain: { family: 'inet', table: 'tpfleet', name: 'prerouting', hook: 'prerouting', policy: 'accept' } },
+      { set: { name: 'ports' } },
+      { rule: { chain: 'prerouting', comment: 'a' } },
+      { rule: { chain: 'prerouting', comment: 'b' } },
+    ],
+  });
   const got = parseNftTableJson(doc);
   assert.deepEqual(got.chains.get('prerouting'), ['a', 'b']);
   assert.equal(got.sets.has('ports'), true);
   assert.equal(nftTableIsEmpty(doc), false);
-  const empty = JSON.stringify({ nftables: [{ table: { name: 'mangle' } }, { chain: { name: 'PREROUTING', hook: 'prerouting', policy: 'accept' } }] });
+  const empty = JSON.stringify({
+    nftables: [{ table: { name: 'mangle' } }, { chain: { name: 'PREROUTING', hook: 'prerouting', policy: 'accept' } }],
+  });
   assert.equal(nftTableIsEmpty(empty), true);
   const regular = JSON.stringify({ nftables: [{ chain: { name: 'X' } }] });
   assert.equal(nftTableIsEmpty(regular), false, 'a user chain is content');
@@ -107,7 +147,11 @@ test('watchdog hysteresis: 2 failures switch to failed, 2 successes back to heal
   let s: Streaks = { health: 'unknown', ok: 0, fail: 0 };
   const seq = [false, false, false, true, false, true, true, true];
   const changes: Array<string | undefined> = [];
-  for (const ok of seq) { const r = step(s, ok); s = r.next; changes.push(r.changed); }
+  for (const ok of seq) {
+    const r = step(s, ok);
+    s = r.next;
+    changes.push(r.changed);
+  }
   assert.deepEqual(changes, [undefined, 'failed', undefined, undefined, undefined, undefined, 'healthy', undefined]);
   assert.equal(gateFor('failed', 'FailOpen'), 'bypass');
   assert.equal(gateFor('failed', 'FailClosed'), 'drop');

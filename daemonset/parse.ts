@@ -15,7 +15,8 @@ export function parseProcNetTcp(text: string): TcpSocket[] {
   const out: TcpSocket[] = [];
   for (const line of text.split('\n').slice(1)) {
     const cols = line.trim().split(/\s+/);
-    const local = cols[1], st = cols[3];
+    const local = cols[1],
+      st = cols[3];
     if (!local || !st) continue;
     const [addr = '', port = ''] = local.split(':');
     if (!/^[0-9A-Fa-f]+$/.test(port) || !/^[0-9A-Fa-f]+$/.test(st)) continue;
@@ -95,11 +96,21 @@ export interface SavedTable {
 }
 
 export function parseIptablesSave(text: string, table = 'mangle'): SavedTable {
-  const out: SavedTable = { present: false, chains: new Set(), comments: new Map(), lines: new Map(), policies: new Map() };
+  const out: SavedTable = {
+    present: false,
+    chains: new Set(),
+    comments: new Map(),
+    lines: new Map(),
+    policies: new Map(),
+  };
   let inTable = false;
   for (const raw of text.split('\n')) {
     const line = raw.trim();
-    if (line.startsWith('*')) { inTable = line === `*${table}`; out.present ||= inTable; continue; }
+    if (line.startsWith('*')) {
+      inTable = line === `*${table}`;
+      out.present ||= inTable;
+      continue;
+    }
     if (!inTable) continue;
     if (line.startsWith(':')) {
       const [name = '', policy = '-'] = line.slice(1).split(/\s+/);
@@ -118,7 +129,9 @@ export function parseIptablesSave(text: string, table = 'mangle'): SavedTable {
 
 /** Rule comments per chain and set names from `nft -j list table ...`. */
 export function parseNftTableJson(text: string): { chains: Map<string, string[]>; sets: Set<string> } {
-  const doc = JSON.parse(text) as { nftables?: Array<Record<string, { name?: string; chain?: string; comment?: string }>> };
+  const doc = JSON.parse(text) as {
+    nftables?: Array<Record<string, { name?: string; chain?: string; comment?: string }>>;
+  };
   const chains = new Map<string, string[]>();
   const sets = new Set<string>();
   for (const item of doc.nftables ?? []) {

@@ -1,14 +1,17 @@
-// Golden-file tests of the pure planner. UPDATE_GOLDEN=1 rewrites testdata/*.golden (review the diff).
+// Golden-file tests of the pure planner. TPFLEET_UPDATE_GOLDEN=1 rewrites testdata/*.golden (review the diff).
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
+import { assertGolden } from '../e2e/golden.ts';
 import { formatPlan, plan } from './plan.ts';
 import type { Backend, HostFacts } from './types.ts';
 
-const UPDATE = process.env.UPDATE_GOLDEN === '1';
 const head = 'apiVersion: tpfleet.io/v1alpha1\nkind: NodeConfig\n';
-const facts = (b: Backend): HostFacts => ({ detectedBackend: b, iptablesVariant: b === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft' });
+const facts = (b: Backend): HostFacts => ({
+  detectedBackend: b,
+  iptablesVariant: b === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft',
+});
 
 const full = `interception:
   ports: [{port: 80}, {port: 443}, {port: 8000, endPort: 8100}]
@@ -37,9 +40,7 @@ for (const [name, body, backend] of cases) {
   test(`plan ${name} matches testdata/${name}.golden`, () => {
     const config = parseNodeConfigText(head + body, `${name}.yaml`);
     const got = formatPlan(plan(config, facts(backend)));
-    const file = new URL(`./testdata/${name}.golden`, import.meta.url);
-    if (UPDATE) writeFileSync(file, got);
-    assert.equal(got, readFileSync(file, 'utf8'));
+    assertGolden(fileURLToPath(new URL(`./testdata/${name}.golden`, import.meta.url)), got);
   });
 }
 
@@ -47,7 +48,10 @@ test('auto uses the detected backend; iptables uses the detected variant', () =>
   const auto = parseNodeConfigText(head);
   assert.equal(plan(auto, facts('iptables-legacy')).backend, 'iptables-legacy');
   const ipt = parseNodeConfigText(`${head}interception: {backend: iptables}`);
-  assert.equal(plan(ipt, { detectedBackend: 'nftables', iptablesVariant: 'iptables-legacy' }).backend, 'iptables-legacy');
+  assert.equal(
+    plan(ipt, { detectedBackend: 'nftables', iptablesVariant: 'iptables-legacy' }).backend,
+    'iptables-legacy',
+  );
   const nft = parseNodeConfigText(`${head}interception: {backend: nftables}`);
   assert.equal(plan(nft, facts('iptables-nft')).backend, 'nftables');
 });
@@ -59,7 +63,12 @@ test('the watchdog bypass comes first, then the divert rule, which never matches
       const text = p.nft?.document ?? p.iptables!.map((x) => x.document).join('\n');
       const [first = '', second = ''] = text.split('\n').filter((l) => /^\s*(meta|jump|-A TPFLEET-PREROUTING)/.test(l));
       assert.match(first, backend === 'nftables' ? /^\s*jump bypass / : /-j TPFLEET-BYPASS$/);
-      assert.match(second, backend === 'nftables' ? /tcp flags & \(fin\|syn\|rst\|ack\) != syn socket transparent 1/ : /! --syn -m socket --transparent/);
+      assert.match(
+        second,
+        backend === 'nftables'
+          ? /tcp flags & \(fin\|syn\|rst\|ack\) != syn socket transparent 1/
+          : /! --syn -m socket --transparent/,
+      );
     }
   }
 });
@@ -74,7 +83,13 @@ test('FailClosed ends the nft chain with an explicit drop; FailOpen does not', (
 test('IPv4-only plans render no IPv6 rules, routes or ip6tables documents', () => {
   const c = parseNodeConfigText(`${head}interception: {ipFamilies: [IPv4]}`);
   const p = plan(c, facts('iptables-nft'));
-  assert.deepEqual(p.iptables!.map((x) => x.restore), ['iptables-nft-restore']);
-  assert.deepEqual(p.routing.map((r) => r.family), ['IPv4']);
+  assert.deepEqual(
+    p.iptables!.map((x) => x.restore),
+    ['iptables-nft-restore'],
+  );
+  assert.deepEqual(
+    p.routing.map((r) => r.family),
+    ['IPv4'],
+  );
   assert.match(plan(c, facts('nftables')).nft!.document, /meta nfproto ipv6 return/);
 });

@@ -8,9 +8,12 @@ import type { Backend, HostFacts, Plan, RoutingPlan } from './types.ts';
 
 export function chooseBackend(config: NodeConfig, facts: HostFacts): Backend {
   switch (config.interception.backend) {
-    case 'nftables': return 'nftables';
-    case 'iptables': return facts.iptablesVariant;
-    case 'auto': return facts.detectedBackend;
+    case 'nftables':
+      return 'nftables';
+    case 'iptables':
+      return facts.iptablesVariant;
+    case 'auto':
+      return facts.detectedBackend;
   }
 }
 
@@ -22,7 +25,11 @@ export function routingPlan(config: NodeConfig, f: Family): RoutingPlan {
   const rule = ['fwmark', fw, 'lookup', String(table), 'priority', String(priority)];
   const route = ['local', f === 'IPv4' ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', String(table)];
   return {
-    family: f, mark, mask, table, priority,
+    family: f,
+    mark,
+    mask,
+    table,
+    priority,
     ruleAdd: ['ip', v, 'rule', 'add', ...rule],
     ruleDel: ['ip', v, 'rule', 'del', ...rule],
     routeAdd: ['ip', v, 'route', 'add', ...route],
@@ -64,5 +71,5 @@ export function formatPlan(p: Plan): string {
   }
   parts.push('# routing (each added only when absent)');
   for (const r of p.routing) parts.push(r.ruleAdd.join(' '), r.routeAdd.join(' '));
-  return parts.join('\n') + '\n';
+  return `${parts.join('\n')}\n`;
 }

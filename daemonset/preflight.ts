@@ -32,16 +32,20 @@ export function rpFilterProblems(sysctls: RpSysctls, interfaces: string[]): stri
     const rp = Math.max(all.rp_filter, i.rp_filter);
     const svm = all.src_valid_mark === 1 || i.src_valid_mark === 1;
     if ((rp === 1 || rp === 2) && svm) {
-      bad.push(`${name} (net.ipv4.conf.all.rp_filter=${all.rp_filter}, net.ipv4.conf.${name}.rp_filter=${i.rp_filter}, ` +
-        `net.ipv4.conf.all.src_valid_mark=${all.src_valid_mark}, net.ipv4.conf.${name}.src_valid_mark=${i.src_valid_mark})`);
+      bad.push(
+        `${name} (net.ipv4.conf.all.rp_filter=${all.rp_filter}, net.ipv4.conf.${name}.rp_filter=${i.rp_filter}, ` +
+          `net.ipv4.conf.all.src_valid_mark=${all.src_valid_mark}, net.ipv4.conf.${name}.src_valid_mark=${i.src_valid_mark})`,
+      );
     }
   }
   if (bad.length === 0) return [];
-  return [`rp_filter 1/2 together with src_valid_mark=1 breaks TPROXY on: ${bad.join('; ')}. ` +
-    'Set net.ipv4.conf.all.rp_filter and the interface\'s rp_filter to 0, or src_valid_mark to 0.'];
+  return [
+    `rp_filter 1/2 together with src_valid_mark=1 breaks TPROXY on: ${bad.join('; ')}. ` +
+      "Set net.ipv4.conf.all.rp_filter and the interface's rp_filter to 0, or src_valid_mark to 0.",
+  ];
 }
 
-const masks = (a: number, b: number) => ((a & b) >>> 0) !== 0;
+const masks = (a: number, b: number) => (a & b) >>> 0 !== 0;
 
 type RuleKey = Pick<RoutingPlan, 'mark' | 'mask' | 'table' | 'priority'>;
 
@@ -49,12 +53,18 @@ type RuleKey = Pick<RoutingPlan, 'mark' | 'mask' | 'table' | 'priority'>;
  * Our priority, table and mark bits must not be used by an ip rule or route someone else owns.
  * `previous`: rules of our own earlier install (from the state file), replaced by this apply.
  */
-export function routingProblems(p: RoutingPlan, rules: IpRule[], routes: IpRoute[], previous: RuleKey[] = []): string[] {
+export function routingProblems(
+  p: RoutingPlan,
+  rules: IpRule[],
+  routes: IpRoute[],
+  previous: RuleKey[] = [],
+): string[] {
   const v = p.family === 'IPv4' ? 'ip -4' : 'ip -6';
   const out: string[] = [];
   for (const r of rules) {
     if (isOurRule(r, p) || previous.some((q) => isOurRule(r, q))) continue;
-    if (r.priority === p.priority) out.push(`${v} rule priority ${p.priority} is already used by another rule: ${r.text}`);
+    if (r.priority === p.priority)
+      out.push(`${v} rule priority ${p.priority} is already used by another rule: ${r.text}`);
     else if (r.table === String(p.table)) out.push(`${v} rule already looks up routing table ${p.table}: ${r.text}`);
     else if (r.fwmark !== undefined && masks(r.fwmask ?? 0xffffffff, p.mask) && masks(r.fwmark, p.mask)) {
       out.push(`${v} rule matches fwmark bits in our mask 0x${p.mask.toString(16)}: ${r.text}`);

@@ -39,47 +39,75 @@ function stageRules(ic: Interception, f: Family): { chains: string[]; rules: Ren
   const stages: Array<{ chain: string; build: (next: string) => RenderedRule[] }> = [];
   const r = (chain: string, text: string, comment: string): RenderedRule => ({ chain, text, comment });
   if (ic.interfaces.length > 0) {
-    stages.push({ chain: C.iface, build: (next) => ic.interfaces.map((i) =>
-      r(C.iface, `-i ${i.endsWith('*') ? `${i.slice(0, -1)}+` : i} -g ${next}`, `interface ${i}: intercepted`)) });
+    stages.push({
+      chain: C.iface,
+      build: (next) =>
+        ic.interfaces.map((i) =>
+          r(C.iface, `-i ${i.endsWith('*') ? `${i.slice(0, -1)}+` : i} -g ${next}`, `interface ${i}: intercepted`),
+        ),
+    });
   }
   const dstEx = ic.destinations.exclude.filter((c) => c.family === f);
   const srcEx = ic.sources.exclude.filter((c) => c.family === f);
   if (dstEx.length + srcEx.length > 0) {
-    stages.push({ chain: C.exclude, build: (next) => [
-      ...dstEx.map((c) => r(C.exclude, `-d ${cidrText(c)} -j RETURN`, `destinations.exclude ${cidrText(c)}`)),
-      ...srcEx.map((c) => r(C.exclude, `-s ${cidrText(c)} -j RETURN`, `sources.exclude ${cidrText(c)}`)),
-      r(C.exclude, `-g ${next}`, 'not excluded: next stage'),
-    ] });
+    stages.push({
+      chain: C.exclude,
+      build: (next) => [
+        ...dstEx.map((c) => r(C.exclude, `-d ${cidrText(c)} -j RETURN`, `destinations.exclude ${cidrText(c)}`)),
+        ...srcEx.map((c) => r(C.exclude, `-s ${cidrText(c)} -j RETURN`, `sources.exclude ${cidrText(c)}`)),
+        r(C.exclude, `-g ${next}`, 'not excluded: next stage'),
+      ],
+    });
   }
-  for (const [key, chain, flag] of [['destinations', C.dst, '-d'], ['sources', C.src, '-s']] as const) {
+  for (const [key, chain, flag] of [
+    ['destinations', C.dst, '-d'],
+    ['sources', C.src, '-s'],
+  ] as const) {
     if (ic[key].include.length === 0) continue;
     // A non-empty include without entries of this family leaves the stage empty: nothing matches.
     const list = ic[key].include.filter((c) => c.family === f);
-    stages.push({ chain, build: (next) =>
-      list.map((c) => r(chain, `${flag} ${cidrText(c)} -g ${next}`, `${key}.include ${cidrText(c)}`)) });
+    stages.push({
+      chain,
+      build: (next) => list.map((c) => r(chain, `${flag} ${cidrText(c)} -g ${next}`, `${key}.include ${cidrText(c)}`)),
+    });
   }
   if (ic.ports.length > 0) {
-    stages.push({ chain: C.ports, build: (next) => ic.ports.map((p) => {
-      const spec = p.endPort !== undefined && p.endPort !== p.port ? `${p.port}:${p.endPort}` : `${p.port}`;
-      return r(C.ports, `-p tcp --dport ${spec} -g ${next}`, `port ${spec.replace(':', '-')}: intercepted`);
-    }) });
+    stages.push({
+      chain: C.ports,
+      build: (next) =>
+        ic.ports.map((p) => {
+          const spec = p.endPort !== undefined && p.endPort !== p.port ? `${p.port}:${p.endPort}` : `${p.port}`;
+          return r(C.ports, `-p tcp --dport ${spec} -g ${next}`, `port ${spec.replace(':', '-')}: intercepted`);
+        }),
+    });
   }
   const rules: RenderedRule[] = [];
-  stages.forEach((s, i) => rules.push(...s.build(stages[i + 1]?.chain ?? C.tproxy)));
+  for (const [i, s] of stages.entries()) rules.push(...s.build(stages[i + 1]?.chain ?? C.tproxy));
   return { chains: stages.map((s) => s.chain), rules, first: stages[0]?.chain ?? C.tproxy };
 }
 
-export function iptablesRules(ic: Interception, listenPort: number, f: Family): { chains: string[]; rules: RenderedRule[] } {
+export function iptablesRules(
+  ic: Interception,
+  listenPort: number,
+  f: Family,
+): { chains: string[]; rules: RenderedRule[] } {
   const m = `${hexMark(ic.mark)}/${hexMark(ic.mask)}`;
   const rules: RenderedRule[] = [];
   const add = (chain: string, text: string, comment: string) => rules.push({ chain, text, comment });
   // First, before the divert rule: see the nftables renderer (TIME_WAIT sockets of a dead proxy).
   add(C.entry, `-j ${C.bypass}`, 'watchdog bypass: empty while the proxy is healthy');
-  add(C.entry, `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
-    'divert: established transparent sockets (never pure SYNs) go to the local socket');
+  add(
+    C.entry,
+    `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
+    'divert: established transparent sockets (never pure SYNs) go to the local socket',
+  );
   add(C.entry, '! -p tcp -j RETURN', 'only TCP is intercepted');
   if (!ic.localDestinations) {
-    add(C.entry, '-m addrtype --dst-type LOCAL -j RETURN', 'traffic to the node itself and replies to its own connections pass');
+    add(
+      C.entry,
+      '-m addrtype --dst-type LOCAL -j RETURN',
+      'traffic to the node itself and replies to its own connections pass',
+    );
   }
   const stage = stageRules(ic, f);
   add(C.entry, `-g ${stage.first}`, 'candidate: on to the match stages');
@@ -90,8 +118,11 @@ export function iptablesRules(ic: Interception, listenPort: number, f: Family): 
   // Only pure SYNs (--syn), as in the nftables backend: a mid-flow packet without a transparent
   // socket belongs to a flow the proxy never held (e.g. one that went direct during a FailOpen bypass).
   // TPROXY itself drops a SYN when no listener exists (fails closed natively, reference pitfall 2).
-  add(C.tproxy, `-p tcp --syn -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
-    `tproxy: new connections to the transparent listener on :${listenPort}`);
+  add(
+    C.tproxy,
+    `-p tcp --syn -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
+    `tproxy: new connections to the transparent listener on :${listenPort}`,
+  );
   if (ic.failurePolicy === 'FailClosed') {
     add(C.tproxy, '-j DROP', 'FailClosed: drop flows the proxy does not hold');
   }
@@ -102,7 +133,12 @@ export function iptablesRules(ic: Interception, listenPort: number, f: Family): 
 const line = (r: RenderedRule) =>
   `-A ${r.chain} ${r.text.replace(/(^| )(-[jg] )/, `$1-m comment --comment "${r.comment}" $2`)}`;
 
-export function renderIptables(ic: Interception, listenPort: number, variant: IptablesVariant, f: Family): IptablesFamilyPlan {
+export function renderIptables(
+  ic: Interception,
+  listenPort: number,
+  variant: IptablesVariant,
+  f: Family,
+): IptablesFamilyPlan {
   const { chains, rules } = iptablesRules(ic, listenPort, f);
   const expected: Record<string, string[]> = {};
   for (const c of chains) expected[c] = rules.filter((r) => r.chain === c).map((r) => r.comment);
@@ -129,7 +165,8 @@ export function renderIptables(ic: Interception, listenPort: number, variant: Ip
 /** Atomic rewrite of TPFLEET-BYPASS and TPFLEET-GATE only (declaring a chain flushes it). */
 export function iptablesGateDocument(mode: GateMode): string {
   const lines = ['*mangle', `:${C.bypass} - [0:0]`, `:${C.gate} - [0:0]`];
-  if (mode === 'bypass') lines.push(`-A ${C.bypass} -m comment --comment "watchdog: proxy down, FailOpen bypass" -j ACCEPT`);
+  if (mode === 'bypass')
+    lines.push(`-A ${C.bypass} -m comment --comment "watchdog: proxy down, FailOpen bypass" -j ACCEPT`);
   if (mode === 'drop') lines.push(`-A ${C.gate} -m comment --comment "watchdog: proxy down, FailClosed drop" -j DROP`);
   // TPFLEET-GATE comes after the divert chain: established flows still reach the draining proxy.
   if (mode === 'drain') lines.push(`-A ${C.gate} -m comment --comment "${DRAIN_COMMENT}" -j ACCEPT`);

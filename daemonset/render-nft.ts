@@ -23,7 +23,8 @@ interface NftSet {
   elements: string[];
 }
 
-const fam = (f: Family) => (f === 'IPv4' ? { n: '4', sel: 'ip', proto: 'ipv4' } : { n: '6', sel: 'ip6', proto: 'ipv6' });
+const fam = (f: Family) =>
+  f === 'IPv4' ? { n: '4', sel: 'ip', proto: 'ipv4' } : { n: '6', sel: 'ip6', proto: 'ipv6' };
 
 function cidrElements(list: Cidr[], f: Family): string[] {
   return list.filter((c) => c.family === f).map(cidrText);
@@ -34,7 +35,10 @@ function matchStage(ic: Interception, families: Family[]): { sets: NftSet[]; rul
   const sets: NftSet[] = [];
   const rules: RenderedRule[] = [];
   const add = (text: string, comment: string) => rules.push({ chain: BASE, text, comment });
-  for (const [key, dir] of [['destinations', 'daddr'], ['sources', 'saddr']] as const) {
+  for (const [key, dir] of [
+    ['destinations', 'daddr'],
+    ['sources', 'saddr'],
+  ] as const) {
     for (const f of families) {
       const { n, sel } = fam(f);
       const name = `${key === 'destinations' ? 'dst' : 'src'}${n}_exclude`;
@@ -44,7 +48,10 @@ function matchStage(ic: Interception, families: Family[]): { sets: NftSet[]; rul
       add(`${sel} ${dir} @${name} return`, `${key}.exclude (${f}): never intercepted`);
     }
   }
-  for (const [key, dir] of [['destinations', 'daddr'], ['sources', 'saddr']] as const) {
+  for (const [key, dir] of [
+    ['destinations', 'daddr'],
+    ['sources', 'saddr'],
+  ] as const) {
     if (ic[key].include.length === 0) continue;
     for (const f of families) {
       const { n, sel, proto } = fam(f);
@@ -60,7 +67,9 @@ function matchStage(ic: Interception, families: Family[]): { sets: NftSet[]; rul
     }
   }
   if (ic.ports.length > 0) {
-    const elements = ic.ports.map((p) => (p.endPort !== undefined && p.endPort !== p.port ? `${p.port}-${p.endPort}` : `${p.port}`));
+    const elements = ic.ports.map((p) =>
+      p.endPort !== undefined && p.endPort !== p.port ? `${p.port}-${p.endPort}` : `${p.port}`,
+    );
     sets.push({ name: 'ports', type: 'inet_service', elements });
     add('tcp dport != @ports return', 'ports: only these destination ports are intercepted');
   }
@@ -77,8 +86,10 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   // new direct flows must not be diverted to sockets the dead proxy left in TIME_WAIT with the
   // same addresses (it connected from the client's address when keepClientIp).
   add(`jump ${BYPASS}`, 'watchdog bypass: empty while the proxy is healthy');
-  add(`meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn socket transparent 1 ${mark} accept`,
-    'divert: established transparent sockets (never pure SYNs) go to the local socket');
+  add(
+    `meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn socket transparent 1 ${mark} accept`,
+    'divert: established transparent sockets (never pure SYNs) go to the local socket',
+  );
   if (ic.interfaces.length > 0) {
     sets.push({ name: 'ifaces', type: 'ifname', elements: ic.interfaces.map((i) => `"${i}"`) });
     add('iifname != @ifaces return', 'interfaces: only these ingress interfaces are intercepted');
@@ -97,8 +108,10 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   // Only pure SYNs: later packets of proxied flows already matched the divert rule. A mid-flow packet
   // without a transparent socket belongs to a flow the proxy never held (e.g. one that went direct
   // while a FailOpen bypass was on): steering it to the listener would only get it reset.
-  add(`tcp flags & (fin|syn|rst|ack) == syn tproxy to :${listenPort} ${mark} accept`,
-    `tproxy: new connections to the transparent listener on :${listenPort}`);
+  add(
+    `tcp flags & (fin|syn|rst|ack) == syn tproxy to :${listenPort} ${mark} accept`,
+    `tproxy: new connections to the transparent listener on :${listenPort}`,
+  );
   if (ic.failurePolicy === 'FailClosed') {
     // nft tproxy falls through when no transparent listener exists (reference pitfall 2).
     add('drop', 'FailClosed: drop new connections no listener took and flows the proxy does not hold');
@@ -119,7 +132,9 @@ export function renderNft(ic: Interception, listenPort: number): NftPlan {
   ];
   for (const s of sets) {
     // interval: CIDRs, port ranges and "veth*" wildcards; auto-merge folds overlapping entries.
-    lines.push(`\tset ${s.name} { type ${s.type}; flags interval; auto-merge; elements = { ${s.elements.join(', ')} }; }`);
+    lines.push(
+      `\tset ${s.name} { type ${s.type}; flags interval; auto-merge; elements = { ${s.elements.join(', ')} }; }`,
+    );
   }
   lines.push(`\tchain ${BYPASS} {`, '\t}', `\tchain ${GATE} {`, '\t}');
   lines.push(`\tchain ${BASE} {`, '\t\ttype filter hook prerouting priority mangle; policy accept;');
@@ -138,16 +153,11 @@ export function renderNft(ic: Interception, listenPort: number): NftPlan {
 /** Atomic rewrite of the two watchdog chains only; the watchdog never touches anything else. */
 export function nftGateDocument(mode: GateMode): string {
   const lines = [`flush chain inet ${NFT_TABLE} ${BYPASS}`, `flush chain inet ${NFT_TABLE} ${GATE}`];
-  if (mode === 'bypass') lines.push(`add rule inet ${NFT_TABLE} ${BYPASS} accept comment "watchdog: proxy down, FailOpen bypass"`);
-  if (mode === 'drop') lines.push(`add rule inet ${NFT_TABLE} ${GATE} drop comment "watchdog: proxy down, FailClosed drop"`);
+  if (mode === 'bypass')
+    lines.push(`add rule inet ${NFT_TABLE} ${BYPASS} accept comment "watchdog: proxy down, FailOpen bypass"`);
+  if (mode === 'drop')
+    lines.push(`add rule inet ${NFT_TABLE} ${GATE} drop comment "watchdog: proxy down, FailClosed drop"`);
   // GATE sits after the divert rule: established flows still reach the draining proxy.
   if (mode === 'drain') lines.push(`add rule inet ${NFT_TABLE} ${GATE} accept comment "${DRAIN_COMMENT}"`);
-  return lines.join('\n') + '\n';
-}
-
-export function nftGateComments(mode: GateMode): string[] {
-  if (mode === 'bypass') return ['watchdog: proxy down, FailOpen bypass'];
-  if (mode === 'drop') return ['watchdog: proxy down, FailClosed drop'];
-  if (mode === 'drain') return [DRAIN_COMMENT];
-  return [];
+  return `${lines.join('\n')}\n`;
 }

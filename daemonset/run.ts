@@ -16,7 +16,8 @@ export function run(argv: Argv, input?: string): Promise<RunResult> {
   if (!cmd) return Promise.reject(new Error('empty argv'));
   return new Promise((resolve) => {
     const p = spawn(cmd, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
+    let stdout = '',
+      stderr = '';
     p.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
     p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     // A missing binary surfaces as 'error' (ENOENT); report it like a failed command.
@@ -27,7 +28,10 @@ export function run(argv: Argv, input?: string): Promise<RunResult> {
 }
 
 export class CommandError extends Error {
-  constructor(readonly argv: Argv, readonly result: RunResult) {
+  constructor(
+    readonly argv: Argv,
+    readonly result: RunResult,
+  ) {
     super(`${argv.join(' ')} exited ${result.code}: ${result.stderr.trim() || result.stdout.trim()}`);
     this.name = 'CommandError';
   }

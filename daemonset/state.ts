@@ -5,8 +5,6 @@ import { join } from 'node:path';
 import type { Family } from '../api/net.ts';
 import type { Backend } from './types.ts';
 
-export const DEFAULT_STATE_DIR = '/run/tpfleet';
-
 export interface RoutingState {
   family: Family;
   mark: number;
@@ -55,7 +53,7 @@ export function readState(dir: string): AgentState | undefined {
 export function writeState(dir: string, s: AgentState): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tmp = `${file(dir)}.tmp`;
-  writeFileSync(tmp, JSON.stringify(s, null, 2) + '\n', { mode: 0o600 });
+  writeFileSync(tmp, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
   renameSync(tmp, file(dir));
 }
 

@@ -8,15 +8,12 @@
 // (MESSAGE_MAX) so the pod condition and the operator's status stay small.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ApplyReport, DriftReport, TuningCondition, TuningPlan } from './tuning/index.ts';
-import { tuningCondition } from './tuning/index.ts';
+import { tuningCondition, type TuningCondition, type TuningReason } from '../api/tuning-condition.ts';
+import { applyCondition, type ApplyReport, type DriftReport, type TuningPlan } from './tuning/index.ts';
 
 export const REPORT_FILE = 'tuning-report.json';
-export const CONDITION_TYPE = 'tpfleet.io/Tuning';
-/** Longest message the agent publishes; the status schema allows a little more (api/transparentproxy-status.ts). */
+/** Longest message the agent publishes; the status schema allows a little more (api/tuning-condition.ts). */
 export const MESSAGE_MAX = 1000;
-/** Reasons that mean "as asked": the pod condition is True for these, False for the rest. */
-const GOOD = new Set(['Applied', 'NotConfigured']);
 
 export interface TuningSummary {
   /** Keys written (their value changed). */
@@ -42,26 +39,38 @@ export interface TuningReport {
   summary: TuningSummary;
 }
 
-export interface PodCondition { type: typeof CONDITION_TYPE; status: 'True' | 'False'; reason: string; message: string }
-
-export const bounded = (text: string, max = MESSAGE_MAX): string => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
+export const bounded = (text: string, max = MESSAGE_MAX): string =>
+  text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 
 export function summarize(apply: ApplyReport): TuningSummary {
   return {
-    changed: apply.changed.map((c) => c.key), adjusted: apply.adjusted.map((a) => a.key), missing: [...apply.missing],
-    refused: apply.failed.map((f) => f.key), unchanged: apply.unchanged.length, restored: apply.released.restored.length,
+    changed: apply.changed.map((c) => c.key),
+    adjusted: apply.adjusted.map((a) => a.key),
+    missing: [...apply.missing],
+    refused: apply.failed.map((f) => f.key),
+    unchanged: apply.unchanged.length,
+    restored: apply.released.restored.length,
   };
 }
 
 export function buildReport(plan: TuningPlan, apply: ApplyReport): TuningReport {
-  return { version: 1, condition: tuningCondition(plan, apply), base: tuningCondition(plan, { ...apply, drift: [] }), summary: summarize(apply) };
+  return {
+    version: 1,
+    condition: applyCondition(plan, apply),
+    base: applyCondition(plan, { ...apply, drift: [] }),
+    summary: summarize(apply),
+  };
 }
 
 /** One line for logs and the apply output: counts, then the keys that did not simply apply. */
 export function summaryLine(s: TuningSummary): string {
   const list = (name: string, keys: string[]) => (keys.length ? [`${name}: ${keys.join(', ')}`] : []);
-  return [`${s.changed.length} changed, ${s.unchanged} unchanged, ${s.adjusted.length} adjusted, ${s.missing.length} missing, ${s.refused.length} refused, ${s.restored} restored`,
-    ...list('adjusted', s.adjusted), ...list('missing', s.missing), ...list('refused', s.refused)].join('; ');
+  return [
+    `${s.changed.length} changed, ${s.unchanged} unchanged, ${s.adjusted.length} adjusted, ${s.missing.length} missing, ${s.refused.length} refused, ${s.restored} restored`,
+    ...list('adjusted', s.adjusted),
+    ...list('missing', s.missing),
+    ...list('refused', s.refused),
+  ].join('; ');
 }
 
 /**
@@ -69,9 +78,8 @@ export function summaryLine(s: TuningSummary): string {
  * configured (apply removes the file then). Drift wins over every other reason: it is the one a
  * person has to act on (someone else is changing our values).
  */
-export function podCondition(report: TuningReport | undefined, drift: DriftReport): PodCondition {
-  const make = (reason: string, message: string): PodCondition =>
-    ({ type: CONDITION_TYPE, status: GOOD.has(reason) ? 'True' : 'False', reason, message: bounded(message) });
+export function podCondition(report: TuningReport | undefined, drift: DriftReport): TuningCondition {
+  const make = (reason: TuningReason, message: string) => tuningCondition(reason, bounded(message));
   if (drift.drift.length > 0) {
     const d = `drifted: ${drift.drift.map((x) => `${x.key} want ${x.want} got ${x.got ?? '(gone)'}`).join('; ')}`;
     return make('TuningDrift', report && report.base.reason !== 'Applied' ? `${d}. ${report.base.message}` : d);
@@ -100,6 +108,7 @@ export function readReport(stateDir: string): TuningReport | undefined {
   const path = join(stateDir, REPORT_FILE);
   if (!existsSync(path)) return undefined;
   const r = JSON.parse(readFileSync(path, 'utf8')) as Partial<TuningReport>;
-  if (r.version !== 1 || !r.base?.reason || !r.summary) throw new Error(`${path}: not a tuning report (version ${String(r.version)})`);
+  if (r.version !== 1 || !r.base?.reason || !r.summary)
+    throw new Error(`${path}: not a tuning report (version ${String(r.version)})`);
   return r as TuningReport;
 }

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nsExec, privilegedSkipReason, sh } from '../e2e/netns.ts';
-import { agent, workdir } from './testkit.ts';
+import { agent, workdir } from './agent.testkit.ts';
 
 const skip = privilegedSkipReason();
 const KEYS = ['net/ipv4/tcp_fin_timeout', 'net/ipv4/tcp_tw_reuse', 'net/ipv4/ip_local_port_range'];
@@ -23,7 +23,9 @@ async function withNs(name: string, fn: (ns: string, w: ReturnType<typeof workdi
 }
 
 const read = async (ns: string) =>
-  Object.fromEntries(await Promise.all(KEYS.map(async (k) => [k, (await nsExec(ns, ['cat', `/proc/sys/${k}`])).trim()] as const)));
+  Object.fromEntries(
+    await Promise.all(KEYS.map(async (k) => [k, (await nsExec(ns, ['cat', `/proc/sys/${k}`])).trim()] as const)),
+  );
 
 test('apply tunes the namespace from the same config, cleanup restores every value exactly', { skip }, () =>
   withNs('tt', async (ns, w) => {
@@ -38,14 +40,17 @@ tuning:
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /tuning: Applied/);
     assert.deepEqual(await read(ns), {
-      'net/ipv4/tcp_fin_timeout': '17', 'net/ipv4/tcp_tw_reuse': '1', 'net/ipv4/ip_local_port_range': '2000\t60000',
+      'net/ipv4/tcp_fin_timeout': '17',
+      'net/ipv4/tcp_tw_reuse': '1',
+      'net/ipv4/ip_local_port_range': '2000\t60000',
     });
     // Re-applying keeps the original snapshot: cleanup must still restore the values from before.
     assert.equal((await agent(ns, ['apply', ...args])).code, 0);
     const c = await agent(ns, ['cleanup', '--state-dir', w.stateDir]);
     assert.equal(c.code, 0, c.stderr);
     assert.deepEqual(await read(ns), before);
-  }));
+  }),
+);
 
 test('a disallowed sysctl key is refused with the key named, and nothing is applied', { skip }, () =>
   withNs('tu', async (ns, w) => {
@@ -54,19 +59,27 @@ test('a disallowed sysctl key is refused with the key named, and nothing is appl
     assert.equal(r.code, 2);
     assert.match(r.stderr, /tuning\.sysctls\.overrides.*kernel\.panic/);
     assert.equal((await nsExec(ns, ['nft', 'list', 'ruleset'])).trim(), '', 'no rules were installed');
-  }));
+  }),
+);
 
 test('keepClientIp with FailOpen turns TCP early demux off while installed and restores it at cleanup', { skip }, () =>
   withNs('te', async (ns, w) => {
     const demux = async () => (await nsExec(ns, ['cat', '/proc/sys/net/ipv4/tcp_early_demux'])).trim();
     assert.equal(await demux(), '1');
-    const closed = w.config('interception: {backend: nftables, failurePolicy: FailClosed}\nproxy: {keepClientIp: true}\n', 'closed.yaml');
+    const closed = w.config(
+      'interception: {backend: nftables, failurePolicy: FailClosed}\nproxy: {keepClientIp: true}\n',
+      'closed.yaml',
+    );
     assert.equal((await agent(ns, ['apply', '--config', closed, '--state-dir', w.stateDir])).code, 0);
     assert.equal(await demux(), '1', 'FailClosed never sends traffic direct: nothing to change');
-    const open = w.config('interception: {backend: nftables, failurePolicy: FailOpen}\nproxy: {keepClientIp: true}\n', 'open.yaml');
+    const open = w.config(
+      'interception: {backend: nftables, failurePolicy: FailOpen}\nproxy: {keepClientIp: true}\n',
+      'open.yaml',
+    );
     const r = await agent(ns, ['apply', '--config', open, '--state-dir', w.stateDir]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await demux(), '0');
     assert.equal((await agent(ns, ['cleanup', '--state-dir', w.stateDir])).code, 0);
     assert.equal(await demux(), '1', 'restored exactly');
-  }));
+  }),
+);

@@ -5,7 +5,15 @@
 // then restored (removing tuning from the spec undoes it).
 import type { Logger } from 'pino';
 import type { NodeConfig } from '../api/nodeconfig.ts';
-import { applyTuning, planTuning, readNodeFacts, restoreTuning, sysctlPath, type TuningCondition, type Write } from './tuning/index.ts';
+import {
+  applyTuning,
+  planTuning,
+  readNodeFacts,
+  restoreTuning,
+  sysctlPath,
+  type TuningCondition,
+  type Write,
+} from './tuning/index.ts';
 import { buildReport, removeReport, summaryLine, writeReport } from './tuning-report.ts';
 
 /**
@@ -26,7 +34,11 @@ export function requiredWrites(config: NodeConfig): Write[] {
   return [{ key, path: sysctlPath(key), value: '0', compare: 'words', group: 'sysctl' }];
 }
 
-export interface TuningStepOptions { stateDir: string; dryRun: boolean; root?: string }
+export interface TuningStepOptions {
+  stateDir: string;
+  dryRun: boolean;
+  root?: string;
+}
 
 /**
  * The condition, or undefined when no tuning is configured and none was left to restore. Writes
@@ -44,7 +56,10 @@ export function tuneNode(config: NodeConfig, o: TuningStepOptions, log: Logger):
   if (plan.writes.length === 0 && report.released.restored.length === 0) return undefined;
   const r = buildReport(plan, report);
   if (plan.writes.length > 0 && !o.dryRun) writeReport(o.stateDir, r);
-  log.info({ profile: t.sysctls.profile, affinity: t.affinity.mode, summary: summaryLine(r.summary), condition: r.condition }, 'tuning applied');
+  log.info(
+    { profile: t.sysctls.profile, affinity: t.affinity.mode, summary: summaryLine(r.summary), condition: r.condition },
+    'tuning applied',
+  );
   return r.condition;
 }
 

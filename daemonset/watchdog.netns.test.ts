@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { createTopology, privilegedSkipReason, waitFor, type Topology } from '../e2e/netns.ts';
-import { PORTS_CONFIG } from './suite-traffic.ts';
-import { agent, connect, logLines, snapshot, spawnAgent, startTool, stop, warmUp, workdir } from './testkit.ts';
+import { PORTS_CONFIG } from './traffic.testkit.ts';
+import { agent, connect, logLines, snapshot, spawnAgent, startTool, stop, warmUp, workdir } from './agent.testkit.ts';
 import type { Backend } from './types.ts';
 
 const skip = privilegedSkipReason();
@@ -21,7 +21,12 @@ interface Env {
   transition(health: 'healthy' | 'failed', after: number): Promise<number>;
 }
 
-async function withProxy(backend: Backend, policy: string, watchdog: boolean, fn: (e: Env) => Promise<void>): Promise<void> {
+async function withProxy(
+  backend: Backend,
+  policy: string,
+  watchdog: boolean,
+  fn: (e: Env) => Promise<void>,
+): Promise<void> {
   const t = await createTopology('dw');
   const w = workdir();
   const procs: ChildProcess[] = [];
@@ -29,18 +34,26 @@ async function withProxy(backend: Backend, policy: string, watchdog: boolean, fn
     procs.push(await startTool(t.server.ns, ['serve', '8080,8081', 'SERVER']));
     await warmUp(t.client.ns, [t.server.v4, t.server.v6], 8081);
     const env: Env = {
-      t, logs: [], proxy: await startTool(t.proxy.ns, ['tproxy', '15101', '15190']),
+      t,
+      logs: [],
+      proxy: await startTool(t.proxy.ns, ['tproxy', '15101', '15190']),
       async restartProxy() {
         env.proxy = await startTool(t.proxy.ns, ['tproxy', '15101', '15190']);
         procs.push(env.proxy);
       },
       async transition(health, after) {
         let at = 0;
-        await waitFor(`watchdog: ${health}`, async () => {
-          const l = env.logs.find((x) => x.msg === 'proxy health changed' && x.health === health && Number(x.time) >= after);
-          at = Number(l?.time ?? 0);
-          return l !== undefined;
-        }, 5000);
+        await waitFor(
+          `watchdog: ${health}`,
+          async () => {
+            const l = env.logs.find(
+              (x) => x.msg === 'proxy health changed' && x.health === health && Number(x.time) >= after,
+            );
+            at = Number(l?.time ?? 0);
+            return l !== undefined;
+          },
+          5000,
+        );
         return at;
       },
     };
@@ -55,13 +68,20 @@ async function withProxy(backend: Backend, policy: string, watchdog: boolean, fn
       env.logs = logLines(watch);
       await env.transition('healthy', 0);
     }
-    assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`, 'intercepted while healthy');
+    assert.equal(
+      await connect(t.client.ns, t.server.v4, 8080),
+      `PROXY ${t.server.v4} 8080`,
+      'intercepted while healthy',
+    );
     await fn(env);
     const c = await agent(t.proxy.ns, ['cleanup', '--state-dir', w.stateDir]);
     assert.equal(c.code, 0, c.stderr);
   } finally {
     // SIGCONT first: a stopped process cannot act on SIGKILL until it is resumed.
-    for (const p of procs.reverse()) { p.kill('SIGCONT'); await stop(p); }
+    for (const p of procs.reverse()) {
+      p.kill('SIGCONT');
+      await stop(p);
+    }
     await t.destroy();
     w.remove();
   }
@@ -72,67 +92,80 @@ test('nftables FailOpen without a listener: connections go directly to the serve
     await stop(proxy);
     assert.equal(await connect(t.client.ns, t.server.v4, 8080), `SERVER ${t.server.v4} 8080`);
     assert.equal(await connect(t.client.ns, t.server.v6, 8080), `SERVER ${t.server.v6} 8080`);
-  }));
+  }),
+);
 
-test('iptables-nft FailOpen: within 2 s of the listener dying the watchdog bypasses the proxy, then restores it', { skip }, (ctx) =>
-  withProxy('iptables-nft', 'FailOpen', true, async (e) => {
-    const { t } = e;
-    const before = await snapshot(t.proxy.ns);
-    const t0 = Date.now();
-    await stop(e.proxy);
-    const at = await e.transition('failed', t0);
-    assert.ok(at - t0 < BOUND_MS, `gate switched after ${at - t0} ms`);
-    ctx.diagnostic(`gate switched ${at - t0} ms after the proxy failed`);
-    assert.equal(await connect(t.client.ns, t.server.v4, 8080), `SERVER ${t.server.v4} 8080`);
-    assert.equal(await connect(t.client.ns, t.server.v6, 8080), `SERVER ${t.server.v6} 8080`);
-    // The watchdog touched nothing but its own chains (the bypass is the one FailOpen fills).
-    const during = await snapshot(t.proxy.ns);
-    for (const k of ['iptables-nft-save', 'ip6tables-nft-save']) {
-      assert.match(during[k]!, /^-A TPFLEET-BYPASS .*-j ACCEPT$/m);
-      assert.equal(during[k]!.replace(/^-A TPFLEET-BYPASS .*\n/gm, ''), before[k]);
-    }
-    assert.equal(during['ip rule'], before['ip rule']);
+test(
+  'iptables-nft FailOpen: within 2 s of the listener dying the watchdog bypasses the proxy, then restores it',
+  { skip },
+  (ctx) =>
+    withProxy('iptables-nft', 'FailOpen', true, async (e) => {
+      const { t } = e;
+      const before = await snapshot(t.proxy.ns);
+      const t0 = Date.now();
+      await stop(e.proxy);
+      const at = await e.transition('failed', t0);
+      assert.ok(at - t0 < BOUND_MS, `gate switched after ${at - t0} ms`);
+      ctx.diagnostic(`gate switched ${at - t0} ms after the proxy failed`);
+      assert.equal(await connect(t.client.ns, t.server.v4, 8080), `SERVER ${t.server.v4} 8080`);
+      assert.equal(await connect(t.client.ns, t.server.v6, 8080), `SERVER ${t.server.v6} 8080`);
+      // The watchdog touched nothing but its own chains (the bypass is the one FailOpen fills).
+      const during = await snapshot(t.proxy.ns);
+      for (const k of ['iptables-nft-save', 'ip6tables-nft-save']) {
+        assert.match(during[k]!, /^-A TPFLEET-BYPASS .*-j ACCEPT$/m);
+        assert.equal(during[k]!.replace(/^-A TPFLEET-BYPASS .*\n/gm, ''), before[k]);
+      }
+      assert.equal(during['ip rule'], before['ip rule']);
 
-    const t1 = Date.now();
-    await e.restartProxy();
-    await e.transition('healthy', t1);
-    assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`);
-    assert.deepEqual(await snapshot(t.proxy.ns), before, 'the gate is empty again');
-    const exited = new Promise<number | null>((r) => e.watch!.once('exit', (code) => r(code)));
-    e.watch!.kill('SIGTERM');
-    assert.equal(await exited, 0, 'the watchdog stops cleanly on SIGTERM');
-    assert.ok(e.logs.some((l) => l.msg === 'watchdog stopped'));
-  }));
+      const t1 = Date.now();
+      await e.restartProxy();
+      await e.transition('healthy', t1);
+      assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`);
+      assert.deepEqual(await snapshot(t.proxy.ns), before, 'the gate is empty again');
+      const exited = new Promise<number | null>((r) => e.watch!.once('exit', (code) => r(code)));
+      e.watch!.kill('SIGTERM');
+      assert.equal(await exited, 0, 'the watchdog stops cleanly on SIGTERM');
+      assert.ok(e.logs.some((l) => l.msg === 'watchdog stopped'));
+    }),
+);
 
-test('nftables FailOpen with a hung proxy (SIGSTOP): bypassed within 2 s, intercepted again after SIGCONT', { skip }, (ctx) =>
-  withProxy('nftables', 'FailOpen', true, async (e) => {
-    const { t } = e;
-    const t0 = Date.now();
-    e.proxy.kill('SIGSTOP'); // the socket keeps listening; /healthz stops answering
-    const at = await e.transition('failed', t0);
-    assert.ok(at - t0 < BOUND_MS, `gate switched after ${at - t0} ms`);
-    ctx.diagnostic(`gate switched ${at - t0} ms after the proxy failed`);
-    assert.equal(await connect(t.client.ns, t.server.v4, 8080), `SERVER ${t.server.v4} 8080`);
-    const t1 = Date.now();
-    e.proxy.kill('SIGCONT');
-    await e.transition('healthy', t1);
-    assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`);
-  }));
+test(
+  'nftables FailOpen with a hung proxy (SIGSTOP): bypassed within 2 s, intercepted again after SIGCONT',
+  { skip },
+  (ctx) =>
+    withProxy('nftables', 'FailOpen', true, async (e) => {
+      const { t } = e;
+      const t0 = Date.now();
+      e.proxy.kill('SIGSTOP'); // the socket keeps listening; /healthz stops answering
+      const at = await e.transition('failed', t0);
+      assert.ok(at - t0 < BOUND_MS, `gate switched after ${at - t0} ms`);
+      ctx.diagnostic(`gate switched ${at - t0} ms after the proxy failed`);
+      assert.equal(await connect(t.client.ns, t.server.v4, 8080), `SERVER ${t.server.v4} 8080`);
+      const t1 = Date.now();
+      e.proxy.kill('SIGCONT');
+      await e.transition('healthy', t1);
+      assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`);
+    }),
+);
 
-test('iptables-legacy FailClosed with a hung proxy: dropped within 2 s instead of hanging in the backlog', { skip }, (ctx) =>
-  withProxy('iptables-legacy', 'FailClosed', true, async (e) => {
-    const { t } = e;
-    const t0 = Date.now();
-    e.proxy.kill('SIGSTOP');
-    const at = await e.transition('failed', t0);
-    assert.ok(at - t0 < BOUND_MS, `gate switched after ${at - t0} ms`);
-    ctx.diagnostic(`gate switched ${at - t0} ms after the proxy failed`);
-    // Without the gate the kernel would still complete the handshake ("ERR read"); the drop
-    // makes the connect itself fail.
-    assert.match(await connect(t.client.ns, t.server.v4, 8080, 0.8), /^ERR connect .*timed out/);
-    assert.match(await connect(t.client.ns, t.server.v6, 8080, 0.8), /^ERR connect .*timed out/);
-    const t1 = Date.now();
-    e.proxy.kill('SIGCONT');
-    await e.transition('healthy', t1);
-    assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`);
-  }));
+test(
+  'iptables-legacy FailClosed with a hung proxy: dropped within 2 s instead of hanging in the backlog',
+  { skip },
+  (ctx) =>
+    withProxy('iptables-legacy', 'FailClosed', true, async (e) => {
+      const { t } = e;
+      const t0 = Date.now();
+      e.proxy.kill('SIGSTOP');
+      const at = await e.transition('failed', t0);
+      assert.ok(at - t0 < BOUND_MS, `gate switched after ${at - t0} ms`);
+      ctx.diagnostic(`gate switched ${at - t0} ms after the proxy failed`);
+      // Without the gate the kernel would still complete the handshake ("ERR read"); the drop
+      // makes the connect itself fail.
+      assert.match(await connect(t.client.ns, t.server.v4, 8080, 0.8), /^ERR connect .*timed out/);
+      assert.match(await connect(t.client.ns, t.server.v6, 8080, 0.8), /^ERR connect .*timed out/);
+      const t1 = Date.now();
+      e.proxy.kill('SIGCONT');
+      await e.transition('healthy', t1);
+      assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`);
+    }),
+);

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { hasListener } from './parse.ts';
 import type { GateMode } from './types.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export type Health = 'unknown' | 'healthy' | 'failed';
 
@@ -68,7 +69,9 @@ export interface WatchOptions {
 }
 
 export async function watch(o: WatchOptions): Promise<void> {
-  const interval = o.intervalMs ?? 250, timeout = o.timeoutMs ?? 400, reassert = o.reassertMs ?? 2000;
+  const interval = o.intervalMs ?? 250,
+    timeout = o.timeoutMs ?? 400,
+    reassert = o.reassertMs ?? 2000;
   let s: Streaks = { health: 'unknown', ok: 0, fail: 0 };
   let lastWrite = 0;
   let lastReason: string | undefined;
@@ -85,11 +88,15 @@ export async function watch(o: WatchOptions): Promise<void> {
       try {
         await o.writeGate(mode);
         lastWrite = Date.now();
-        if (changed) o.log.info({ health: s.health, gate: mode, reason: changed === 'failed' ? lastReason : undefined }, 'proxy health changed');
+        if (changed)
+          o.log.info(
+            { health: s.health, gate: mode, reason: changed === 'failed' ? lastReason : undefined },
+            'proxy health changed',
+          );
       } catch (e) {
         // Leave the streak so the next tick retries the write.
         s = { ...s, health: 'unknown' };
-        o.log.error({ err: (e as Error).message }, 'could not write the gate chain');
+        o.log.error({ err: errorMessage(e) }, 'could not write the gate chain');
       }
     }
     const wait = Math.max(0, interval - (Date.now() - started));

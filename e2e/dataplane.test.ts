@@ -8,10 +8,25 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { createTopology, nsExec, privilegedSkipReason, waitFor, type Topology } from './netns.ts';
-import { agent, nodeConfigYaml, peer, scratch, scrape, startInNs, startPeerServer, startSidecar, startWatchdog, tsNode, type Proc } from './proc.ts';
+import {
+  agent,
+  nodeConfigYaml,
+  peer,
+  scratch,
+  scrape,
+  startInNs,
+  startPeerServer,
+  startSidecar,
+  startWatchdog,
+  tsNode,
+  type Proc,
+} from './proc.ts';
 
 const skip = privilegedSkipReason();
-const LISTEN = 15101, METRICS = 15190, PORT = 8080, OTHER_PORT = 9090;
+const LISTEN = 15101,
+  METRICS = 15190,
+  PORT = 8080,
+  OTHER_PORT = 9090;
 
 /** What a user would diff to see that we left nothing: rules of every backend, policy routing. */
 async function hostSnapshot(ns: string): Promise<string> {
@@ -19,15 +34,21 @@ async function hostSnapshot(ns: string): Promise<string> {
     nsExec(ns, ['nft', 'list', 'ruleset']),
     nsExec(ns, ['iptables-save'], { allowFail: true }),
     nsExec(ns, ['ip6tables-save'], { allowFail: true }),
-    nsExec(ns, ['ip', 'rule']), nsExec(ns, ['ip', '-6', 'rule']),
-    nsExec(ns, ['ip', 'route', 'show', 'table', 'all']), nsExec(ns, ['ip', '-6', 'route', 'show', 'table', 'all']),
+    nsExec(ns, ['ip', 'rule']),
+    nsExec(ns, ['ip', '-6', 'rule']),
+    nsExec(ns, ['ip', 'route', 'show', 'table', 'all']),
+    nsExec(ns, ['ip', '-6', 'route', 'show', 'table', 'all']),
   ]);
   // iptables-save prints a timestamp and packet counters; neither is state we own.
-  return parts.join('\n---\n').replace(/^# .*$/gm, '').replace(/\[\d+:\d+\]/g, '[c]');
+  return parts
+    .join('\n---\n')
+    .replace(/^# .*$/gm, '')
+    .replace(/\[\d+:\d+\]/g, '[c]');
 }
 
 const ip = (hostport: unknown) => String(hostport).replace(/^\[?(.*?)\]?:\d+$/, '$1');
-const accepted = async (t: Topology) => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_accepted_total') ?? 0;
+const accepted = async (t: Topology) =>
+  (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_connections_accepted_total') ?? 0;
 
 for (const backend of ['nftables', 'iptables'] as const) {
   describe(`data path through the sidecar (${backend})`, { skip }, () => {
@@ -39,13 +60,25 @@ for (const backend of ['nftables', 'iptables'] as const) {
     let excludedIp: string;
     const state = () => path.join(dir.dir, 'state');
 
-    const config = (over: { keepClientIp?: boolean; failurePolicy?: string } = {}) => nodeConfigYaml({
-      interception: {
-        backend, failurePolicy: over.failurePolicy ?? 'FailClosed', ports: [{ port: PORT }],
-        destinations: { include: [`${t.server.v4.replace(/\.\d+$/, '.0')}/24`, `${t.server.v6.replace(/::\d+$/, '::')}/64`], exclude: [`${excludedIp}/32`] },
-      },
-      proxy: { listenPort: LISTEN, metricsPort: METRICS, keepClientIp: over.keepClientIp ?? true, workers: 2, logLevel: 'warn' },
-    });
+    const config = (over: { keepClientIp?: boolean; failurePolicy?: string } = {}) =>
+      nodeConfigYaml({
+        interception: {
+          backend,
+          failurePolicy: over.failurePolicy ?? 'FailClosed',
+          ports: [{ port: PORT }],
+          destinations: {
+            include: [`${t.server.v4.replace(/\.\d+$/, '.0')}/24`, `${t.server.v6.replace(/::\d+$/, '::')}/64`],
+            exclude: [`${excludedIp}/32`],
+          },
+        },
+        proxy: {
+          listenPort: LISTEN,
+          metricsPort: METRICS,
+          keepClientIp: over.keepClientIp ?? true,
+          workers: 2,
+          logLevel: 'warn',
+        },
+      });
 
     async function install(over: Parameters<typeof config>[0] = {}): Promise<string> {
       const cfg = dir.file('config.yaml', config(over));
@@ -74,20 +107,26 @@ for (const backend of ['nftables', 'iptables'] as const) {
 
     test('the server sees the original destination and the client address (IPv4 and IPv6)', async () => {
       const n0 = await accepted(t);
-      for (const [dst, src] of [[t.server.v4, t.client.v4], [t.server.v6, t.client.v6]] as const) {
+      for (const [dst, src] of [
+        [t.server.v4, t.client.v4],
+        [t.server.v6, t.client.v6],
+      ] as const) {
         const to = dst.includes(':') ? `[${dst}]:${PORT}` : `${dst}:${PORT}`;
-        const r = await peer(t.client.ns, ['probe', '--to', to]) as { ok: boolean; saw: { dst: string; src: string } };
+        const r = (await peer(t.client.ns, ['probe', '--to', to])) as {
+          ok: boolean;
+          saw: { dst: string; src: string };
+        };
         assert.equal(r.ok, true, JSON.stringify(r));
         assert.equal(r.saw.dst, to, 'the server was reached at the address the client asked for');
         assert.equal(ip(r.saw.src), src, 'with keepClientIp the server sees the client itself');
       }
-      assert.equal(await accepted(t) - n0, 2, 'both connections went through the sidecar');
+      assert.equal((await accepted(t)) - n0, 2, 'both connections went through the sidecar');
     });
 
     test('excluded CIDRs and ports bypass the proxy', async () => {
       const n0 = await accepted(t);
       for (const to of [`${excludedIp}:${PORT}`, `${t.server.v4}:${OTHER_PORT}`]) {
-        const r = await peer(t.client.ns, ['probe', '--to', to]) as { ok: boolean; saw: { src: string } };
+        const r = (await peer(t.client.ns, ['probe', '--to', to])) as { ok: boolean; saw: { src: string } };
         assert.equal(r.ok, true, JSON.stringify(r));
         assert.equal(ip(r.saw.src), t.client.v4);
       }
@@ -107,14 +146,25 @@ for (const backend of ['nftables', 'iptables'] as const) {
 
     test('1,000 concurrent connections all complete', async () => {
       const n0 = await accepted(t);
-      const r = await peer(t.client.ns, ['many', '--to', `${t.server.v4}:${PORT}`, '--count', '1000', '--timeout', '20000']);
+      const r = await peer(t.client.ns, [
+        'many',
+        '--to',
+        `${t.server.v4}:${PORT}`,
+        '--count',
+        '1000',
+        '--timeout',
+        '20000',
+      ]);
       assert.deepEqual(r, { ok: 1000, failed: 0, errors: {} });
-      assert.equal(await accepted(t) - n0, 1000);
+      assert.equal((await accepted(t)) - n0, 1000);
     });
 
     test('without keepClientIp the server sees the proxy address', async () => {
       await install({ keepClientIp: false });
-      const r = await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${PORT}`]) as { ok: boolean; saw: { dst: string; src: string } };
+      const r = (await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${PORT}`])) as {
+        ok: boolean;
+        saw: { dst: string; src: string };
+      };
       assert.equal(r.ok, true, JSON.stringify(r));
       assert.equal(r.saw.dst, `${t.server.v4}:${PORT}`);
       assert.equal(ip(r.saw.src), t.proxy.serverSide.v4);
@@ -126,7 +176,22 @@ for (const backend of ['nftables', 'iptables'] as const) {
         const cfg = await install({ failurePolicy: policy });
         const watchdog = await startWatchdog(t.proxy.ns, cfg, state());
         // One attempt every 100 ms for 5 s, each timestamped inside the client namespace.
-        const poller = await startInNs(t.client.ns, [...tsNode('e2e/tools/peer.ts'), 'poll', '--to', `${t.server.v4}:${PORT}`, '--every', '100', '--timeout', '400', '--count', '50'], { ready: /"ok":true/ });
+        const poller = await startInNs(
+          t.client.ns,
+          [
+            ...tsNode('e2e/tools/peer.ts'),
+            'poll',
+            '--to',
+            `${t.server.v4}:${PORT}`,
+            '--every',
+            '100',
+            '--timeout',
+            '400',
+            '--count',
+            '50',
+          ],
+          { ready: /"ok":true/ },
+        );
         try {
           await sleep(500);
           const killedAt = Date.now();
@@ -134,29 +199,69 @@ for (const backend of ['nftables', 'iptables'] as const) {
           await sidecar!.stop();
           sidecar = undefined;
           await waitFor('the poller', async () => poller.output().includes('"done":true'), 15_000);
-          const attempts = poller.output().split('\n').filter((l) => l.startsWith('{"t"')).map((l) => JSON.parse(l) as { t: number; ok: boolean });
+          const attempts = poller
+            .output()
+            .split('\n')
+            .filter((l) => l.startsWith('{"t"'))
+            .map((l) => JSON.parse(l) as { t: number; ok: boolean });
           const afterKill = attempts.filter((a) => a.t > killedAt);
           assert.ok(afterKill.length >= 30, 'the poller kept trying after the kill');
           if (policy === 'FailOpen') {
             const firstOk = afterKill.find((a) => a.ok);
             assert.ok(firstOk, 'traffic went direct after the proxy died');
             assert.ok(firstOk.t - killedAt < 2000, `direct after ${firstOk.t - killedAt} ms`);
-            const late = afterKill.filter((a) => a.t - killedAt > 2000 && !a.ok).map((a) => ({ ...a, t: a.t - killedAt }));
+            const late = afterKill
+              .filter((a) => a.t - killedAt > 2000 && !a.ok)
+              .map((a) => ({ ...a, t: a.t - killedAt }));
             assert.deepEqual(late, [], 'and stays direct');
             // A connection that went direct during the bypass must survive the proxy's return:
             // TPROXY only takes new connections, so its mid-flow packets keep going direct.
-            const flow = await startInNs(t.client.ns, [...tsNode('e2e/tools/peer.ts'), 'chat', '--to', `${t.server.v4}:${PORT}`, '--count', '30', '--every', '100', '--timeout', '2000'], { ready: /"ready":true/ });
+            const flow = await startInNs(
+              t.client.ns,
+              [
+                ...tsNode('e2e/tools/peer.ts'),
+                'chat',
+                '--to',
+                `${t.server.v4}:${PORT}`,
+                '--count',
+                '30',
+                '--every',
+                '100',
+                '--timeout',
+                '2000',
+              ],
+              { ready: /"ready":true/ },
+            );
             await install({ failurePolicy: policy });
             const backAt = Date.now();
-            await waitFor('the proxy to carry new connections again', async () => {
-              const n = await accepted(t);
-              return (await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${PORT}`])).ok === true && (await accepted(t)) > n;
-            }, 5000);
+            await waitFor(
+              'the proxy to carry new connections again',
+              async () => {
+                const n = await accepted(t);
+                return (
+                  (await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${PORT}`])).ok === true &&
+                  (await accepted(t)) > n
+                );
+              },
+              5000,
+            );
             await waitFor('the long-lived flow to finish', async () => /"rounds"/.test(flow.output()), 10_000);
-            const result = JSON.parse(flow.output().trim().split('\n').pop()!) as { ok: boolean; rounds: number; error?: string };
-            assert.deepEqual({ ok: result.ok, rounds: result.rounds }, { ok: true, rounds: 30 }, `the bypassed flow broke ${Date.now() - backAt} ms after recovery: ${result.error}`);
+            const result = JSON.parse(flow.output().trim().split('\n').pop()!) as {
+              ok: boolean;
+              rounds: number;
+              error?: string;
+            };
+            assert.deepEqual(
+              { ok: result.ok, rounds: result.rounds },
+              { ok: true, rounds: 30 },
+              `the bypassed flow broke ${Date.now() - backAt} ms after recovery: ${result.error}`,
+            );
           } else {
-            assert.deepEqual(afterKill.filter((a) => a.ok), [], 'FailClosed: no connection got through while the proxy was down');
+            assert.deepEqual(
+              afterKill.filter((a) => a.ok),
+              [],
+              'FailClosed: no connection got through while the proxy was down',
+            );
           }
         } finally {
           await poller.stop();
@@ -171,7 +276,10 @@ for (const backend of ['nftables', 'iptables'] as const) {
       sidecar = undefined;
       await agent(t.proxy.ns, 'cleanup', path.join(dir.dir, 'config.yaml'), state());
       assert.equal(await hostSnapshot(t.proxy.ns), pristine);
-      const r = await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${PORT}`]) as { ok: boolean; saw: { src: string } };
+      const r = (await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${PORT}`])) as {
+        ok: boolean;
+        saw: { src: string };
+      };
       assert.equal(r.ok, true, 'after cleanup traffic flows directly again');
       assert.equal(ip(r.saw.src), t.client.v4);
     });

@@ -42,14 +42,15 @@ export async function sh(argv: string[], opts: { input?: string; allowFail?: boo
   } catch (e) {
     if (opts.allowFail) return '';
     const err = e as { stderr?: string; message: string };
-    throw new Error(`${argv.join(' ')} failed: ${err.stderr?.trim() || err.message}`);
+    throw new Error(`${argv.join(' ')} failed: ${err.stderr?.trim() || err.message}`, { cause: e });
   }
 }
 
 function runWithInput(cmd: string, args: string[], input: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '', err = '';
+    let out = '',
+      err = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (err += d));
     p.on('error', reject);
@@ -77,7 +78,9 @@ let counter = 0;
  */
 export async function createTopology(name = 'tp', octet = 1 + ((process.pid + counter++) % 200)): Promise<Topology> {
   const prefix = `${name}${process.pid % 10000}${counter}`;
-  const cli = `${prefix}-cli`, px = `${prefix}-px`, srv = `${prefix}-srv`;
+  const cli = `${prefix}-cli`,
+    px = `${prefix}-px`,
+    srv = `${prefix}-srv`;
   const hx = octet.toString(16);
   const t: Topology = {
     prefix,
@@ -106,9 +109,18 @@ export async function createTopology(name = 'tp', octet = 1 + ((process.pid + co
     // The kernel adds IPv6 link-local addresses and routes when it sees carrier, up to a second
     // after `link set up` (linkwatch). Wait for them so the topology is settled: tests compare
     // snapshots of the routing tables taken before and after their changes.
-    for (const [ns, ifn] of [[cli, 'eth0'], [px, 'to-cli'], [px, 'to-srv'], [srv, 'eth0']] as const) {
-      await waitFor(`link-local address on ${ns}/${ifn}`, async () =>
-        (await nsExec(ns, ['ip', '-6', 'route', 'show', 'table', 'local', 'dev', ifn])).includes('local fe80::'), 5000);
+    for (const [ns, ifn] of [
+      [cli, 'eth0'],
+      [px, 'to-cli'],
+      [px, 'to-srv'],
+      [srv, 'eth0'],
+    ] as const) {
+      await waitFor(
+        `link-local address on ${ns}/${ifn}`,
+        async () =>
+          (await nsExec(ns, ['ip', '-6', 'route', 'show', 'table', 'local', 'dev', ifn])).includes('local fe80::'),
+        5000,
+      );
     }
     await nsExec(px, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
     // The proxy's ephemeral ports apart from the client's. With keepClientIp the proxy dials from the
@@ -118,7 +130,10 @@ export async function createTopology(name = 'tp', octet = 1 + ((process.pid + co
     // ~1 % failure of any test that probes right after a proxy stopped. Disjoint ranges (the client
     // keeps the default 32768-60999; the proxy gets as many ports, below it) remove it.
     await nsExec(px, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 32767']);
-    for (const [ns, gw] of [[cli, t.proxy.clientSide], [srv, t.proxy.serverSide]] as const) {
+    for (const [ns, gw] of [
+      [cli, t.proxy.clientSide],
+      [srv, t.proxy.serverSide],
+    ] as const) {
       await nsExec(ns, ['ip', 'route', 'add', 'default', 'via', gw.v4]);
       await nsExec(ns, ['ip', '-6', 'route', 'add', 'default', 'via', gw.v6]);
     }
@@ -133,7 +148,10 @@ async function link(t: Topology, nsA: string, ifA: string, nsB: string, ifB: str
   const tmp = `${t.prefix.slice(0, 8)}${ifB}`.slice(0, 15);
   await sh(['ip', 'link', 'add', tmp, 'netns', nsA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB]);
   await nsExec(nsA, ['ip', 'link', 'set', tmp, 'name', ifA]);
-  for (const [ns, ifn, h] of [[nsA, ifA, a], [nsB, ifB, b]] as const) {
+  for (const [ns, ifn, h] of [
+    [nsA, ifA, a],
+    [nsB, ifB, b],
+  ] as const) {
     // nodad: addresses are usable at once instead of after IPv6 duplicate address detection.
     await nsExec(ns, ['ip', 'addr', 'add', `${h.v4}/24`, 'dev', ifn]);
     await nsExec(ns, ['ip', 'addr', 'add', `${h.v6}/64`, 'dev', ifn, 'nodad']);
@@ -142,7 +160,12 @@ async function link(t: Topology, nsA: string, ifA: string, nsB: string, ifB: str
 }
 
 /** Waits until `probe` resolves true, polling every `everyMs`, or throws after `timeoutMs`. */
-export async function waitFor(what: string, probe: () => Promise<boolean>, timeoutMs = 10_000, everyMs = 50): Promise<void> {
+export async function waitFor(
+  what: string,
+  probe: () => Promise<boolean>,
+  timeoutMs = 10_000,
+  everyMs = 50,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await probe().catch(() => false)) return;

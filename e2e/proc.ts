@@ -5,7 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
+import { DEFAULTS } from '../api/defaults.ts';
 import { nsExec, nsSpawn, waitFor } from './netns.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export const REPO = path.resolve(import.meta.dirname, '..');
 /** argv prefix that runs a TypeScript file of this repo with the current Node and tsx. */
@@ -19,7 +21,11 @@ export interface Proc {
   stop(graceMs?: number): Promise<number | string>;
 }
 
-export async function startInNs(ns: string, argv: string[], opts: { ready?: RegExp; readyTimeoutMs?: number } = {}): Promise<Proc> {
+export async function startInNs(
+  ns: string,
+  argv: string[],
+  opts: { ready?: RegExp; readyTimeoutMs?: number } = {},
+): Promise<Proc> {
   const child = nsSpawn(ns, argv, { cwd: REPO });
   let buf = '';
   child.stdout?.on('data', (d) => (buf += d));
@@ -42,13 +48,17 @@ export async function startInNs(ns: string, argv: string[], opts: { ready?: RegE
     let gone = false;
     void exited.then(() => (gone = true));
     try {
-      await waitFor(`${argv.slice(0, 4).join(' ')} to print ${re}`, async () => {
-        if (gone) throw new Error('exited');
-        return re.test(buf);
-      }, opts.readyTimeoutMs ?? 15_000);
+      await waitFor(
+        `${argv.slice(0, 4).join(' ')} to print ${re}`,
+        async () => {
+          if (gone) throw new Error('exited');
+          return re.test(buf);
+        },
+        opts.readyTimeoutMs ?? 15_000,
+      );
     } catch (e) {
       await proc.stop(500);
-      throw new Error(`${(e as Error).message}; exit=${child.exitCode}; output:\n${buf.slice(-2000)}`);
+      throw new Error(`${errorMessage(e)}; exit=${child.exitCode}; output:\n${buf.slice(-2000)}`, { cause: e });
     }
   }
   return proc;
@@ -73,7 +83,13 @@ export function nodeConfigYaml(doc: { interception?: object; proxy?: object }): 
 }
 
 /** The node agent CLI in namespace `ns` (as the DaemonSet's init/watch containers run it). */
-export function agent(ns: string, cmd: 'apply' | 'cleanup' | 'plan', configPath: string, stateDir: string, extra: string[] = []) {
+export function agent(
+  ns: string,
+  cmd: 'apply' | 'cleanup' | 'plan',
+  configPath: string,
+  stateDir: string,
+  extra: string[] = [],
+) {
   return nsExec(ns, [...tsNode('daemonset/main.ts'), cmd, '--config', configPath, '--state-dir', stateDir, ...extra]);
 }
 
@@ -82,24 +98,36 @@ export function startWatchdog(ns: string, configPath: string, stateDir: string):
 }
 
 /** The sidecar in namespace `ns`; resolves once its /readyz answers 200 (as the kubelet would check). */
-export async function startSidecar(ns: string, configPath: string, metricsPort = 15190): Promise<Proc> {
+export async function startSidecar(
+  ns: string,
+  configPath: string,
+  metricsPort: number = DEFAULTS.proxy.metricsPort,
+): Promise<Proc> {
   const proc = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', configPath]);
   try {
-    await waitFor('the sidecar to be ready', async () => {
-      if (proc.child.exitCode !== null) throw new Error('exited');
-      return (await httpStatus(ns, metricsPort, '/readyz')) === 200;
-    }, 20_000, 100);
+    await waitFor(
+      'the sidecar to be ready',
+      async () => {
+        if (proc.child.exitCode !== null) throw new Error('exited');
+        return (await httpStatus(ns, metricsPort, '/readyz')) === 200;
+      },
+      20_000,
+      100,
+    );
   } catch (e) {
     await proc.stop(500);
-    throw new Error(`${(e as Error).message}; output:\n${proc.output().slice(-2000)}`);
+    throw new Error(`${errorMessage(e)}; output:\n${proc.output().slice(-2000)}`, { cause: e });
   }
   return proc;
 }
 
 /** HTTP status of GET 127.0.0.1:port/path inside namespace `ns` (0 when nothing answers). */
 export async function httpStatus(ns: string, port: number, urlPath: string): Promise<number> {
-  const out = await nsExec(ns, [process.execPath, '-e',
-    `fetch('http://127.0.0.1:${port}${urlPath}', { signal: AbortSignal.timeout(1000) }).then((r) => console.log(r.status), () => console.log(0))`]);
+  const out = await nsExec(ns, [
+    process.execPath,
+    '-e',
+    `fetch('http://127.0.0.1:${port}${urlPath}', { signal: AbortSignal.timeout(1000) }).then((r) => console.log(r.status), () => console.log(0))`,
+  ]);
   return Number(out.trim());
 }
 
@@ -119,8 +147,11 @@ export async function peer(ns: string, args: string[]): Promise<Record<string, u
 
 /** Fetches the sidecar's /metrics from inside its namespace and returns the sample values by series. */
 export async function scrape(ns: string, port: number): Promise<Map<string, number>> {
-  const text = await nsExec(ns, [process.execPath, '-e',
-    `fetch('http://127.0.0.1:${port}/metrics').then(r => r.text()).then(t => process.stdout.write(t))`]);
+  const text = await nsExec(ns, [
+    process.execPath,
+    '-e',
+    `fetch('http://127.0.0.1:${port}/metrics').then(r => r.text()).then(t => process.stdout.write(t))`,
+  ]);
   const m = new Map<string, number>();
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;

@@ -55,16 +55,32 @@ describe('image entrypoints', { skip, timeout: 30 * 60_000 }, () => {
   const inNode = (ns: string, as: RunAs, argv: string[], root = node.root) => inImage(root, node.env, ns, as, argv);
 
   test('tpfleet-operator --help: usage, exit 0, as the chart runs it (uid 65532, no capabilities, read-only root)', async () => {
-    const r = await run(inImage(await operator.readOnly(), operator.env, await freshNs(), NOBODY, ['tpfleet-operator', '--help']));
+    const r = await run(
+      inImage(await operator.readOnly(), operator.env, await freshNs(), NOBODY, ['tpfleet-operator', '--help']),
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^usage: tpfleet-operator \[--kubeconfig PATH\]/);
   });
 
-  test('tpfleet-agent plan with agent-watch\'s rights detects iptables-nft rules with the image\'s tools', async () => {
+  test("tpfleet-agent plan with agent-watch's rights detects iptables-nft rules with the image's tools", async () => {
     // Someone else's iptables-nft rule on the "node": detection (iptables-nft-save from the image)
     // must see it and choose the iptables-nft backend; with the tools missing it would say nftables.
     const ns = await freshNs();
-    await sh(['ip', 'netns', 'exec', ns, 'iptables-nft', '-t', 'mangle', '-A', 'PREROUTING', '-s', '192.0.2.9', '-j', 'ACCEPT']);
+    await sh([
+      'ip',
+      'netns',
+      'exec',
+      ns,
+      'iptables-nft',
+      '-t',
+      'mangle',
+      '-A',
+      'PREROUTING',
+      '-s',
+      '192.0.2.9',
+      '-j',
+      'ACCEPT',
+    ]);
     const r = await run(inNode(ns, WATCH, ['tpfleet-agent', 'plan', '--config', CONFIG]));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^# backend: iptables-nft; families: IPv4, IPv6; failurePolicy: FailClosed$/m);
@@ -74,12 +90,17 @@ describe('image entrypoints', { skip, timeout: 30 * 60_000 }, () => {
 
   test('tpfleet-agent apply (privileged, as the init container) installs rules and routes; cleanup removes them', async () => {
     const ns = await freshNs();
-    const applied = await run(inNode(ns, INIT, ['tpfleet-agent', 'apply', '--config', CONFIG, '--state-dir', '/run/tpfleet']));
+    const applied = await run(
+      inNode(ns, INIT, ['tpfleet-agent', 'apply', '--config', CONFIG, '--state-dir', '/run/tpfleet']),
+    );
     try {
       assert.equal(applied.code, 0, applied.stderr);
       assert.match(applied.stdout, /applied \(nftables\) and verified/);
       // seen from the host side of the namespace, not through the agent
-      assert.match(await sh(['ip', 'netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'tpfleet']), /tproxy to :15101/);
+      assert.match(
+        await sh(['ip', 'netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'tpfleet']),
+        /tproxy to :15101/,
+      );
       assert.match(await sh(['ip', '-n', ns, '-4', 'rule', 'show']), /fwmark 0x2000\/0x2000 lookup 2000/);
     } finally {
       const cleaned = await run(inNode(ns, INIT, ['tpfleet-agent', 'cleanup', '--state-dir', '/run/tpfleet']));
@@ -93,10 +114,15 @@ describe('image entrypoints', { skip, timeout: 30 * 60_000 }, () => {
     const ns = await freshNs();
     const p = startProc(inNode(ns, SIDECAR, ['tpfleet-sidecar', '--config', CONFIG], await node.readOnly()));
     try {
-      await waitFor('the sidecar\'s /readyz to answer 200', async () => {
-        if (p.child.exitCode !== null) throw new Error('exited');
-        return (await httpStatus(ns, METRICS, '/readyz')) === 200;
-      }, 30_000, 200).catch((e: Error) => assert.fail(`${e.message}; output:\n${p.output().slice(-2000)}`));
+      await waitFor(
+        "the sidecar's /readyz to answer 200",
+        async () => {
+          if (p.child.exitCode !== null) throw new Error('exited');
+          return (await httpStatus(ns, METRICS, '/readyz')) === 200;
+        },
+        30_000,
+        200,
+      ).catch((e: Error) => assert.fail(`${e.message}; output:\n${p.output().slice(-2000)}`));
       // the transparent listener exists, owned by the non-root user
       const listeners = await sh(['ip', 'netns', 'exec', ns, 'ss', '-Hltne', 'sport', '=', ':15101']);
       assert.match(listeners, /uid:65532/);
@@ -109,21 +135,29 @@ describe('image entrypoints', { skip, timeout: 30 * 60_000 }, () => {
     const ns = await freshNs();
     const noCap = await run(inNode(ns, { uid: 65532, caps: [] }, ['tpfleet-sidecar', '--config', CONFIG]));
     assert.equal(noCap.code, 1);
-    assert.match(noCap.stderr, /CAP_NET_ADMIN is not in the capability bounding set; .*capabilities\.add: \[NET_ADMIN\]/);
+    assert.match(
+      noCap.stderr,
+      /CAP_NET_ADMIN is not in the capability bounding set; .*capabilities\.add: \[NET_ADMIN\]/,
+    );
     const nnp = await run(inNode(ns, { ...SIDECAR, noNewPrivs: true }, ['tpfleet-sidecar', '--config', CONFIG]));
     assert.equal(nnp.code, 1);
     assert.match(nnp.stderr, /no_new_privs is set.*allowPrivilegeEscalation: true/);
   });
 
   test('the general node binary gives uid 65532 no capability; through netadmin-exec node runs with exactly NET_ADMIN', async () => {
-    const probe = 'const s=require("node:fs").readFileSync("/proc/self/status", "utf8");console.log(["CapEff","CapAmb"].map((k)=>new RegExp("^"+k+":\\\\s*(\\\\S+)","m").exec(s)[1]).join(" "))';
+    const probe =
+      'const s=require("node:fs").readFileSync("/proc/self/status", "utf8");console.log(["CapEff","CapAmb"].map((k)=>new RegExp("^"+k+":\\\\s*(\\\\S+)","m").exec(s)[1]).join(" "))';
     const ns = await freshNs();
     const plain = await run(inNode(ns, SIDECAR, ['node', '-e', probe]));
     assert.equal(plain.code, 0, plain.stderr);
     assert.equal(plain.stdout.trim(), '0000000000000000 0000000000000000');
     const launched = await run(inNode(ns, SIDECAR, [LAUNCHER, '-e', probe]));
     assert.equal(launched.code, 0, launched.stderr);
-    assert.equal(launched.stdout.trim(), '0000000000001000 0000000000001000', 'CAP_NET_ADMIN (bit 12) effective, and ambient so cluster workers keep it');
+    assert.equal(
+      launched.stdout.trim(),
+      '0000000000001000 0000000000001000',
+      'CAP_NET_ADMIN (bit 12) effective, and ambient so cluster workers keep it',
+    );
     // A worker forked the way cluster.fork does (exec of the same node) keeps exactly NET_ADMIN.
     const fork = `require("node:child_process").execFileSync(process.execPath, ["-e", ${JSON.stringify(probe)}], { stdio: "inherit" })`;
     const child = await run(inNode(ns, SIDECAR, [LAUNCHER, '-e', fork]));
@@ -133,21 +167,30 @@ describe('image entrypoints', { skip, timeout: 30 * 60_000 }, () => {
     // Started through sh, as tpfleet-sidecar starts it: in a container the launcher's parent has no
     // permitted capabilities (uid 65532), and no_new_privs grants no more than the parent had;
     // setpriv itself still holds them, so exec'ing the launcher straight from it would not show that.
-    for (const as of [{ uid: 65532, caps: [] }, { ...SIDECAR, noNewPrivs: true }] as RunAs[]) {
-      const refused = await run(inNode(ns, as, ['/bin/sh', '-c', 'exec "$0" "$@"', LAUNCHER, '-e', 'console.log("ran")']));
+    for (const as of [
+      { uid: 65532, caps: [] },
+      { ...SIDECAR, noNewPrivs: true },
+    ] as RunAs[]) {
+      const refused = await run(
+        inNode(ns, as, ['/bin/sh', '-c', 'exec "$0" "$@"', LAUNCHER, '-e', 'console.log("ran")']),
+      );
       assert.equal(refused.code, 1, `${JSON.stringify(as)}: ${refused.stdout} ${refused.stderr}`);
       assert.equal(refused.stdout, '');
       assert.match(refused.stderr, /netadmin-exec: CAP_NET_ADMIN is not permitted/);
     }
   });
 
-  test('the cleanup-done container\'s `sleep infinity` resolves in the image for uid 65532', async () => {
+  test("the cleanup-done container's `sleep infinity` resolves in the image for uid 65532", async () => {
     const r = await run(inNode(await freshNs(), NOBODY, ['sleep', '0']));
     assert.equal(r.code, 0, r.stderr);
   });
 });
 
-interface Proc { child: ChildProcess; output(): string; stop(): Promise<void> }
+interface Proc {
+  child: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
 
 /**
  * A long-running process (argv from inImage) in its own process group. stop() signals the whole
@@ -160,7 +203,13 @@ function startProc(argv: string[]): Proc {
   child.stdout!.on('data', (d: Buffer) => (buf += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (buf += d.toString()));
   const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  const signal = (sig: NodeJS.Signals) => { try { process.kill(-child.pid!, sig); } catch { /* already gone */ } };
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, sig);
+    } catch {
+      /* already gone */
+    }
+  };
   return {
     child,
     output: () => buf,

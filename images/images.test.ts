@@ -61,16 +61,20 @@ describe('container images', { skip, timeout: 30 * 60_000 }, () => {
   test('node image: runs as 65532 (the sidecar), default command the sidecar on the ConfigMap path', async () => {
     const c = await imageConfig(images.node.ref);
     assert.equal(c.User, '65532:65532');
-    assert.ok(!c.Entrypoint?.length, 'no entrypoint: the DaemonSet sets each container\'s command');
+    assert.ok(!c.Entrypoint?.length, "no entrypoint: the DaemonSet sets each container's command");
     assert.deepEqual(c.Cmd, ['tpfleet-sidecar', '--config', '/etc/tpfleet/nodeconfig.yaml']);
     for (const bin of ['tpfleet-agent', 'tpfleet-sidecar']) {
       assert.ok(statSync(path.join(rootfs.node.root, 'usr/local/bin', bin)).mode & 0o111, `${bin} is executable`);
     }
   });
 
-  test('node image: the only file capability is cap_net_admin=p on the sidecar\'s small launcher', async () => {
+  test("node image: the only file capability is cap_net_admin=p on the sidecar's small launcher", async () => {
     const { stdout } = await exec('getcap', ['-r', rootfs.node.root], { maxBuffer: 16 << 20 });
-    const caps = stdout.trim().split('\n').filter(Boolean).map((l) => l.replace(rootfs.node.root, ''));
+    const caps = stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.replace(rootfs.node.root, ''));
     assert.deepEqual(caps, ['/usr/local/libexec/tpfleet/netadmin-exec cap_net_admin=p']);
     // A launcher, not a second node binary (which cost 127 MB before).
     const launcher = statSync(path.join(rootfs.node.root, 'usr/local/libexec/tpfleet/netadmin-exec'));
@@ -80,10 +84,12 @@ describe('container images', { skip, timeout: 30 * 60_000 }, () => {
     assert.equal((await exec('getcap', ['-r', rootfs.operator.root], { maxBuffer: 16 << 20 })).stdout.trim(), '');
   });
 
-  test('no setuid or setgid programs in either image (nothing raises privileges but the sidecar\'s capability)', () => {
+  test("no setuid or setgid programs in either image (nothing raises privileges but the sidecar's capability)", () => {
     for (const [target, r] of Object.entries(rootfs)) {
       const found: string[] = [];
-      walk(r.root, (rel, mode) => { if (mode & 0o6000) found.push(rel); });
+      walk(r.root, (rel, mode) => {
+        if (mode & 0o6000) found.push(rel);
+      });
       assert.deepEqual(found, [], target);
     }
   });
@@ -91,8 +97,15 @@ describe('container images', { skip, timeout: 30 * 60_000 }, () => {
   test('no compilers or build tools in either image (they stay in the build stage)', () => {
     for (const [target, r] of Object.entries(rootfs)) {
       const installed = installedPackages(r.root);
-      assert.ok(installed.has('libc6') && installed.size > 50, `${target}: dpkg status read (${installed.size} packages)`);
-      assert.deepEqual(BUILD_TOOLS.filter((p) => installed.has(p)), [], `${target}: build packages installed`);
+      assert.ok(
+        installed.has('libc6') && installed.size > 50,
+        `${target}: dpkg status read (${installed.size} packages)`,
+      );
+      assert.deepEqual(
+        BUILD_TOOLS.filter((p) => installed.has(p)),
+        [],
+        `${target}: build packages installed`,
+      );
       for (const f of ['gcc', 'g++', 'cc', 'c++', 'make', 'python3']) {
         assert.throws(() => statSync(path.join(r.root, 'usr/bin', f)), /ENOENT/, `${target}: /usr/bin/${f}`);
       }
@@ -112,14 +125,21 @@ describe('container images', { skip, timeout: 30 * 60_000 }, () => {
       assert.throws(() => statSync(path.join(app, 'node_modules/typescript')), /ENOENT/, 'no dev dependencies');
     }
     assert.ok(!context.some((f) => /\.test\.ts$|\/testdata\//.test(f)), 'no tests in the context');
-    assert.ok(context.includes('sidecar/main.ts') && context.includes('operator/main.ts') && context.includes('daemonset/main.ts'));
+    assert.ok(
+      context.includes('sidecar/main.ts') &&
+        context.includes('operator/main.ts') &&
+        context.includes('daemonset/main.ts'),
+    );
   });
 
   test('archives: docker-archive tarballs tagged with the image reference, within the size bounds', async (t) => {
     for (const [target, img] of Object.entries(images) as ['operator' | 'node', BuiltImage][]) {
       const { stdout } = await exec('tar', ['-xOf', img.archive, 'manifest.json']);
       const manifest = JSON.parse(stdout) as { RepoTags: string[] }[];
-      assert.deepEqual(manifest.map((m) => m.RepoTags), [[img.ref]]);
+      assert.deepEqual(
+        manifest.map((m) => m.RepoTags),
+        [[img.ref]],
+      );
       const size = statSync(img.archive).size;
       t.diagnostic(`${img.ref}: ${(size / MB).toFixed(0)} MB uncompressed (${img.archive})`);
       assert.ok(size < MAX_SIZE[target], `${target} image ${(size / MB).toFixed(0)} MB < ${MAX_SIZE[target] / MB} MB`);
@@ -127,7 +147,12 @@ describe('container images', { skip, timeout: 30 * 60_000 }, () => {
   });
 
   test('unchanged inputs: a second build reuses both images within seconds', async (t) => {
-    const ids = async () => Promise.all(Object.values(images).map(async (i) => (await buildah(['images', '--noheading', '--no-trunc', '--format', '{{.ID}}', i.ref])).trim()));
+    const ids = async () =>
+      Promise.all(
+        Object.values(images).map(async (i) =>
+          (await buildah(['images', '--noheading', '--no-trunc', '--format', '{{.ID}}', i.ref])).trim(),
+        ),
+      );
     const before = await ids();
     const t0 = Date.now();
     const again = await buildImages(['operator', 'node']);

@@ -3,9 +3,15 @@
 // serialised by build.sh's lock, so parallel callers are safe; a warm call takes seconds.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import type { BuiltImage } from '../e2e/cluster/provider.ts';
-
 export type ImageTarget = 'operator' | 'node';
+
+/** A container image as images/build.sh built it. */
+export interface BuiltImage {
+  /** e.g. localhost/tpfleet/tpfleet-node:dev */
+  ref: string;
+  /** path of an oci-archive or docker-archive tarball of that image */
+  archive: string;
+}
 
 export const BUILD_SH = path.join(import.meta.dirname, 'build.sh');
 
@@ -13,7 +19,8 @@ export const BUILD_SH = path.join(import.meta.dirname, 'build.sh');
 export function runBuildSh(args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const p = spawn('bash', [BUILD_SH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', log = '';
+    let out = '',
+      log = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     // build logs can be long (apt, npm); only the end matters when it fails
     p.stderr.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-8000)));
@@ -31,11 +38,15 @@ export function runBuildSh(args: readonly string[]): Promise<string> {
  */
 export async function buildImages(targets: readonly ImageTarget[] = ['operator', 'node']): Promise<BuiltImage[]> {
   const out = await runBuildSh(targets);
-  const images = out.split('\n').filter(Boolean).map((line): BuiltImage => {
-    const [ref, archive, ...rest] = line.split('\t');
-    if (!ref || !archive || rest.length) throw new Error(`images/build.sh printed an unexpected line: ${line}`);
-    return { ref, archive };
-  });
-  if (images.length !== targets.length) throw new Error(`images/build.sh printed ${images.length} images for ${targets.length} targets`);
+  const images = out
+    .split('\n')
+    .filter(Boolean)
+    .map((line): BuiltImage => {
+      const [ref, archive, ...rest] = line.split('\t');
+      if (!ref || !archive || rest.length) throw new Error(`images/build.sh printed an unexpected line: ${line}`);
+      return { ref, archive };
+    });
+  if (images.length !== targets.length)
+    throw new Error(`images/build.sh printed ${images.length} images for ${targets.length} targets`);
   return images;
 }

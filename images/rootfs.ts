@@ -62,7 +62,9 @@ export async function mountImage(ref: string): Promise<Rootfs> {
     const root = (await buildah(['mount', ctr])).trim();
     await makeDevices(root);
     return {
-      root, env, remove,
+      root,
+      env,
+      remove,
       readOnly: async () => {
         if (ro) return ro;
         ro = mkdtempSync(path.join(tmpdir(), 'tpfleet-ro-root-'));
@@ -81,7 +83,12 @@ export async function mountImage(ref: string): Promise<Rootfs> {
  * Without /dev/null, Node cannot spawn a child with stdio 'ignore' (the agent's commands fail ENOENT).
  */
 const DEVICES: [name: string, major: number, minor: number][] = [
-  ['null', 1, 3], ['zero', 1, 5], ['full', 1, 7], ['random', 1, 8], ['urandom', 1, 9], ['tty', 5, 0],
+  ['null', 1, 3],
+  ['zero', 1, 5],
+  ['full', 1, 7],
+  ['random', 1, 8],
+  ['urandom', 1, 9],
+  ['tty', 5, 0],
 ];
 
 async function makeDevices(root: string): Promise<void> {
@@ -91,9 +98,7 @@ async function makeDevices(root: string): Promise<void> {
 }
 
 /** Who runs a process: root with every capability (privileged), or a uid with a bounding set. */
-export type RunAs =
-  | { privileged: true }
-  | { uid: number; caps: readonly string[]; noNewPrivs?: boolean };
+export type RunAs = { privileged: true } | { uid: number; caps: readonly string[]; noNewPrivs?: boolean };
 
 /**
  * argv that runs `argv` (resolved on the image's PATH) inside root in network namespace `netns`.
@@ -101,16 +106,50 @@ export type RunAs =
  * set with the image's own setpriv, so exec'ing a file-capability binary follows the kernel rules
  * a container would meet (no inheritable or ambient capabilities, the bounding set caps it).
  */
-export function inImage(root: string, env: readonly string[], netns: string, as: RunAs, argv: readonly string[]): string[] {
-  const base = ['ip', 'netns', 'exec', netns, 'unshare', '--mount', '--pid', '--fork', '--kill-child', `--root=${root}`, '--mount-proc',
-    '/usr/bin/env', '-i', ...env];
+export function inImage(
+  root: string,
+  env: readonly string[],
+  netns: string,
+  as: RunAs,
+  argv: readonly string[],
+): string[] {
+  const base = [
+    'ip',
+    'netns',
+    'exec',
+    netns,
+    'unshare',
+    '--mount',
+    '--pid',
+    '--fork',
+    '--kill-child',
+    `--root=${root}`,
+    '--mount-proc',
+    '/usr/bin/env',
+    '-i',
+    ...env,
+  ];
   if ('privileged' in as) return [...base, ...argv];
   const caps = ['-all', ...as.caps.map((c) => `+${c.toLowerCase()}`)].join(',');
-  return [...base, '/usr/bin/setpriv', `--reuid=${as.uid}`, `--regid=${as.uid}`, '--clear-groups', '--inh-caps=-all',
-    `--bounding-set=${caps}`, ...(as.noNewPrivs ? ['--no-new-privs'] : []), '--', ...argv];
+  return [
+    ...base,
+    '/usr/bin/setpriv',
+    `--reuid=${as.uid}`,
+    `--regid=${as.uid}`,
+    '--clear-groups',
+    '--inh-caps=-all',
+    `--bounding-set=${caps}`,
+    ...(as.noNewPrivs ? ['--no-new-privs'] : []),
+    '--',
+    ...argv,
+  ];
 }
 
-export interface Result { code: number; stdout: string; stderr: string }
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs argv to completion (never throws for a non-zero exit); killed after timeoutMs. */
 export async function run(argv: readonly string[], timeoutMs = 60_000): Promise<Result> {
@@ -119,6 +158,10 @@ export async function run(argv: readonly string[], timeoutMs = 60_000): Promise<
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code?: number | string; stdout?: string; stderr?: string; message: string };
-    return { code: typeof err.code === 'number' ? err.code : -1, stdout: err.stdout ?? '', stderr: err.stderr ?? err.message };
+    return {
+      code: typeof err.code === 'number' ? err.code : -1,
+      stdout: err.stdout ?? '',
+      stderr: err.stderr ?? err.message,
+    };
   }
 }

@@ -4,17 +4,19 @@
 // selectors are disjoint) it is reconciled without any other change.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { KubeClient, type KubeObject } from './kube/client.ts';
+import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey } from './render/names.ts';
-import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
-import { startOperator, type RunningOperator } from './testenv/operator.ts';
-import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
+import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
+import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
+import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
 let env: TestEnv, c: KubeClient, op: RunningOperator;
 type Obj = KubeObject & { spec?: any; status?: any };
-const cond = (o: Obj | undefined, type: string) => o?.status?.conditions?.find((x: { type: string }) => x.type === type);
+const cond = (o: Obj | undefined, type: string) =>
+  o?.status?.conditions?.find((x: { type: string }) => x.type === type);
 const ds = (ns: string, name: string) => c.get<Obj>(`/apis/apps/v1/namespaces/${ns}/daemonsets/${name}`);
-const tp = (ns: string, name: string, spec: unknown) => c.create(tpPath(ns), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name }, spec });
+const tp = (ns: string, name: string, spec: unknown) =>
+  c.create(tpPath(ns), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name }, spec });
 
 before(async () => {
   env = await startTestEnv();
@@ -26,22 +28,36 @@ before(async () => {
   // No DaemonSet controller here: a deleted object's node cleanup can only time out; keep that short.
   op = await startOperator(env.kubeconfigPath, { cleanupTimeoutMs: 3000 });
 });
-after(async () => { await op?.stop(); await env?.stop(); });
+after(async () => {
+  await op?.stop();
+  await env?.stop();
+});
 
 test('overlapping candidate nodes: the newer TransparentProxy is refused, naming the older one and the nodes; nothing is applied for it', async () => {
   await tp('team-a', 'egress', { replicas: 1, nodeSelector: { pool: 'edge' } });
-  await waitFor('egress to run', async () => (await ds('team-a', 'egress')) && cond(await c.get<Obj>(tpPath('team-a', 'egress')), 'InvalidSpec')?.status === 'False');
+  await waitFor(
+    'egress to run',
+    async () =>
+      (await ds('team-a', 'egress')) &&
+      cond(await c.get<Obj>(tpPath('team-a', 'egress')), 'InvalidSpec')?.status === 'False',
+  );
   // Every edge node (no selector: every node is a candidate) overlaps with egress.
   await tp('team-b', 'audit', { replicas: 1 });
   const audit = await waitFor('audit to be refused', async () => {
     const o = await c.get<Obj>(tpPath('team-b', 'audit'));
     return cond(o, 'InvalidSpec')?.status === 'True' && o;
   });
-  assert.match(cond(audit, 'InvalidSpec').message, /^spec\.nodeSelector: node\(s\) e1, e2 are also selected by TransparentProxy team-a\/egress, which is older; one TransparentProxy per node/);
+  assert.match(
+    cond(audit, 'InvalidSpec').message,
+    /^spec\.nodeSelector: node\(s\) e1, e2 are also selected by TransparentProxy team-a\/egress, which is older; one TransparentProxy per node/,
+  );
   assert.equal(cond(audit, 'Ready').status, 'False');
   assert.equal(await ds('team-b', 'audit'), undefined, 'no DaemonSet for the refused object');
   const nodes = await c.list('/api/v1/nodes');
-  assert.ok(!nodes.items.some((n) => n.metadata.labels?.[activeLabelKey('team-b', 'audit')]), 'no node labelled for it');
+  assert.ok(
+    !nodes.items.some((n) => n.metadata.labels?.[activeLabelKey('team-b', 'audit')]),
+    'no node labelled for it',
+  );
   // The older one is untouched.
   assert.equal(cond(await c.get<Obj>(tpPath('team-a', 'egress')), 'InvalidSpec')?.status, 'False');
 });
@@ -54,14 +70,21 @@ test('disjoint selectors run side by side; deleting the older object frees its n
   });
   // Back onto the edge pool: refused again while egress holds it...
   await c.mergePatch(tpPath('team-b', 'audit'), { spec: { nodeSelector: { pool: 'edge' } } });
-  await waitFor('audit to be refused again', async () => cond(await c.get<Obj>(tpPath('team-b', 'audit')), 'InvalidSpec')?.status === 'True');
+  await waitFor(
+    'audit to be refused again',
+    async () => cond(await c.get<Obj>(tpPath('team-b', 'audit')), 'InvalidSpec')?.status === 'True',
+  );
   // ...and accepted once egress is gone (its finalizer waits for the node cleanup, which here can
   // only time out, after the 3 s set above).
   await c.delete(tpPath('team-a', 'egress'));
-  const audit = await waitFor('audit to take the edge nodes', async () => {
-    const o = await c.get<Obj>(tpPath('team-b', 'audit'));
-    const d = await ds('team-b', 'audit');
-    return cond(o, 'InvalidSpec')?.status === 'False' && d?.spec.template.spec.nodeSelector.pool === 'edge' && o;
-  }, 60_000);
+  const audit = await waitFor(
+    'audit to take the edge nodes',
+    async () => {
+      const o = await c.get<Obj>(tpPath('team-b', 'audit'));
+      const d = await ds('team-b', 'audit');
+      return cond(o, 'InvalidSpec')?.status === 'False' && d?.spec.template.spec.nodeSelector.pool === 'edge' && o;
+    },
+    60_000,
+  );
   assert.equal(audit.status.candidates, 2);
 });

@@ -1,24 +1,46 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nodeConflict } from './conflicts.ts';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 
-const node = (name: string, pool: string): KubeObject => ({ metadata: { name, labels: { pool } }, spec: {}, status: { conditions: [{ type: 'Ready', status: 'True' }] } });
-const tp = (ns: string, name: string, created: string, spec: unknown): KubeObject => ({ metadata: { namespace: ns, name, uid: `${ns}/${name}`, creationTimestamp: created }, spec });
-const nodes = [...Array.from({ length: 12 }, (_, k) => node(`e${String(k).padStart(2, '0')}`, 'edge')), node('g1', 'gw')];
+const node = (name: string, pool: string): KubeObject => ({
+  metadata: { name, labels: { pool } },
+  spec: {},
+  status: { conditions: [{ type: 'Ready', status: 'True' }] },
+});
+const tp = (ns: string, name: string, created: string, spec: unknown): KubeObject => ({
+  metadata: { namespace: ns, name, uid: `${ns}/${name}`, creationTimestamp: created },
+  spec,
+});
+const nodes = [
+  ...Array.from({ length: 12 }, (_, k) => node(`e${String(k).padStart(2, '0')}`, 'edge')),
+  node('g1', 'gw'),
+];
 
 test('the older object keeps the nodes both select; the newer one is told which object and nodes', () => {
   const a = tp('x', 'a', '2026-01-01T00:00:00Z', { nodeSelector: { pool: 'edge' } });
   const b = tp('y', 'b', '2026-01-02T00:00:00Z', {});
   const all = [b, a];
-  assert.equal(nodeConflict(a, { nodeSelector: { pool: 'edge' } }, all, nodes), undefined, 'the older one is never refused');
-  assert.equal(nodeConflict(b, {}, all, nodes),
-    'spec.nodeSelector: node(s) e00, e01, e02, e03, e04, e05, e06, e07, e08, e09 and 2 more are also selected by TransparentProxy x/a, which is older; '
-    + 'one TransparentProxy per node (the node agent owns one nftables table, fwmark rule and listen port per node): make the nodeSelectors select disjoint nodes');
+  assert.equal(
+    nodeConflict(a, { nodeSelector: { pool: 'edge' } }, all, nodes),
+    undefined,
+    'the older one is never refused',
+  );
+  assert.equal(
+    nodeConflict(b, {}, all, nodes),
+    'spec.nodeSelector: node(s) e00, e01, e02, e03, e04, e05, e06, e07, e08, e09 and 2 more are also selected by TransparentProxy x/a, which is older; ' +
+      'one TransparentProxy per node (the node agent owns one nftables table, fwmark rule and listen port per node): make the nodeSelectors select disjoint nodes',
+  );
   assert.equal(nodeConflict(b, { nodeSelector: { pool: 'gw' } }, all, nodes), undefined, 'disjoint: fine');
-  assert.equal(nodeConflict(b, { nodeSelector: { pool: 'none' } }, all, nodes), undefined, 'no node at all: nothing to share');
+  assert.equal(
+    nodeConflict(b, { nodeSelector: { pool: 'none' } }, all, nodes),
+    undefined,
+    'no node at all: nothing to share',
+  );
   // Readiness does not matter: a NotReady node stays the older object's.
-  const down = nodes.map((n) => (n.metadata.name === 'e00' ? { ...n, status: { conditions: [{ type: 'Ready', status: 'False' }] } } : n));
+  const down = nodes.map((n) =>
+    n.metadata.name === 'e00' ? { ...n, status: { conditions: [{ type: 'Ready', status: 'False' }] } } : n,
+  );
   assert.match(nodeConflict(b, {}, all, down)!, /node\(s\) e00, e01/);
 });
 
@@ -28,5 +50,9 @@ test('same creation second: namespace/name decides; an older object whose spec i
   assert.equal(nodeConflict(a, {}, [a, b], nodes), undefined);
   assert.match(nodeConflict(b, {}, [a, b], nodes)!, /TransparentProxy ns\/a, which is older/);
   const broken = tp('ns', '0-broken', '2025-01-01T00:00:00Z', { interception: { ports: 'nope' } });
-  assert.match(nodeConflict(b, {}, [broken, a, b], nodes)!, /ns\/a/, 'the rejected one is skipped, the next older one named');
+  assert.match(
+    nodeConflict(b, {}, [broken, a, b], nodes)!,
+    /ns\/a/,
+    'the rejected one is skipped, the next older one named',
+  );
 });

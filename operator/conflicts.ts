@@ -7,16 +7,21 @@
 // Labels only, not readiness or taints: a node going NotReady must not hand it to the other
 // object for a while (the outcome would flap with node health). Pure over the caches.
 import type { TransparentProxySpec } from '../api/transparentproxy.ts';
-import type { KubeObject } from './kube/client.ts';
-import { renderNodeConfig } from './render/nodeconfig.ts';
+import type { KubeObject } from '../kube/client.ts';
+import { renderedSpec } from './render/nodeconfig.ts';
 import { matchesSelector } from './scheduling.ts';
 
 const SHOWN = 10;
 
 /** Names of the nodes whose labels the selector matches (sorted). */
-const matching = (nodes: KubeObject[], selector?: Record<string, string>) => nodes.filter((n) => matchesSelector(n, selector)).map((n) => n.metadata.name).sort();
+const matching = (nodes: KubeObject[], selector?: Record<string, string>) =>
+  nodes
+    .filter((n) => matchesSelector(n, selector))
+    .map((n) => n.metadata.name)
+    .sort();
 
-const age = (o: KubeObject) => [o.metadata.creationTimestamp ?? '', o.metadata.namespace ?? '', o.metadata.name] as const;
+const age = (o: KubeObject) =>
+  [o.metadata.creationTimestamp ?? '', o.metadata.namespace ?? '', o.metadata.name] as const;
 function older(a: KubeObject, b: KubeObject): boolean {
   const [x, y] = [age(a), age(b)];
   for (let k = 0; k < x.length; k++) if (x[k] !== y[k]) return x[k]! < y[k]!;
@@ -27,19 +32,29 @@ function older(a: KubeObject, b: KubeObject): boolean {
  * The problem to report when an older object's nodeSelector already matches nodes this one's does,
  * or undefined. Objects whose spec does not render (rejected, so never applied) take no nodes.
  */
-export function nodeConflict(tp: KubeObject, spec: TransparentProxySpec, proxies: KubeObject[], nodes: KubeObject[]): string | undefined {
+export function nodeConflict(
+  tp: KubeObject,
+  spec: TransparentProxySpec,
+  proxies: KubeObject[],
+  nodes: KubeObject[],
+): string | undefined {
   const mine = new Set(matching(nodes, spec.nodeSelector));
   if (mine.size === 0) return undefined;
-  const rivals = proxies.filter((o) => o.metadata.uid !== tp.metadata.uid && older(o, tp)).sort((a, b) => (older(a, b) ? -1 : 1));
+  const rivals = proxies
+    .filter((o) => o.metadata.uid !== tp.metadata.uid && older(o, tp))
+    .sort((a, b) => (older(a, b) ? -1 : 1));
   for (const other of rivals) {
-    const r = renderNodeConfig((other as { spec?: unknown }).spec);
+    const r = renderedSpec(other);
     if (!r.ok) continue;
     const shared = matching(nodes, r.value.spec.nodeSelector).filter((n) => mine.has(n));
     if (shared.length === 0) continue;
-    const list = shared.slice(0, SHOWN).join(', ') + (shared.length > SHOWN ? ` and ${shared.length - SHOWN} more` : '');
-    return `spec.nodeSelector: node(s) ${list} are also selected by TransparentProxy ${other.metadata.namespace}/${other.metadata.name}, `
-      + 'which is older; one TransparentProxy per node (the node agent owns one nftables table, fwmark rule and listen port per node): '
-      + 'make the nodeSelectors select disjoint nodes';
+    const list =
+      shared.slice(0, SHOWN).join(', ') + (shared.length > SHOWN ? ` and ${shared.length - SHOWN} more` : '');
+    return (
+      `spec.nodeSelector: node(s) ${list} are also selected by TransparentProxy ${other.metadata.namespace}/${other.metadata.name}, ` +
+      'which is older; one TransparentProxy per node (the node agent owns one nftables table, fwmark rule and listen port per node): ' +
+      'make the nodeSelectors select disjoint nodes'
+    );
   }
   return undefined;
 }

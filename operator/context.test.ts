@@ -1,13 +1,19 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ApplyMemo } from './context.ts';
-import type { KubeClient, KubeObject } from './kube/client.ts';
+import type { KubeClient, KubeObject } from '../kube/client.ts';
 
 /** Records applies; answers like the API server (generation bumps on a changed spec). */
 function fakeClient() {
   const applied: string[] = [];
-  let gen = 0, rv = 0;
-  const client = { apply: async (path: string) => { applied.push(path); return { metadata: { name: 'x', generation: ++gen, resourceVersion: String(++rv) } }; } };
+  let gen = 0,
+    rv = 0;
+  const client = {
+    apply: async (path: string) => {
+      applied.push(path);
+      return { metadata: { name: 'x', generation: ++gen, resourceVersion: String(++rv) } };
+    },
+  };
   return { client: client as unknown as KubeClient, applied };
 }
 
@@ -31,7 +37,12 @@ test('an unchanged render against an unchanged object is not re-applied; status 
 
 test('kinds without generation (ConfigMap) are compared by resourceVersion', async () => {
   const applied: string[] = [];
-  const client = { apply: async () => { applied.push('x'); return { metadata: { name: 'c', resourceVersion: '5' } }; } } as unknown as KubeClient;
+  const client = {
+    apply: async () => {
+      applied.push('x');
+      return { metadata: { name: 'c', resourceVersion: '5' } };
+    },
+  } as unknown as KubeClient;
   const memo = new ApplyMemo();
   await memo.apply(client, '/cm/c', { data: 1 }, undefined);
   await memo.apply(client, '/cm/c', { data: 1 }, { metadata: { name: 'c', resourceVersion: '5' } });

@@ -1,14 +1,19 @@
-// What a reconcile needs: the API client, the informer caches and operator settings. Also the
-// write memo that keeps steady state free of API writes.
+// What a reconcile needs (the API client, the informer caches, operator settings, the write memo
+// that keeps steady state free of API writes) and what it returns.
 import type { Logger } from 'pino';
-import type { KubeClient, KubeObject } from './kube/client.ts';
-import type { Informer } from './kube/informer.ts';
+import type { KubeClient, KubeObject } from '../kube/client.ts';
+import type { Informer } from '../kube/informer.ts';
+import type { OwnedKind } from './kinds.ts';
 import { stableJson } from './status.ts';
 import { shortHash } from './render/names.ts';
 
-export interface Caches {
-  proxies: Informer; daemonSets: Informer; configMaps: Informer; serviceAccounts: Informer; roles: Informer; roleBindings: Informer;
-  services: Informer; hpas: Informer; nodes: Informer; pods: Informer;
+/** One informer per owned kind (kinds.ts), plus the TransparentProxies, nodes and pods. */
+export type Caches = Record<OwnedKind, Informer> & { proxies: Informer; nodes: Informer; pods: Informer };
+
+export type Outcome = 'success' | 'invalid' | 'cleanup' | 'gone';
+export interface Result {
+  outcome: Outcome;
+  requeueAfterMs?: number;
 }
 
 export interface Settings {

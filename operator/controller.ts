@@ -2,15 +2,17 @@
 // workers reconcile one key at a time each (the queue guarantees one worker per key), back off
 // exponentially on errors and resync every object periodically.
 import type { Logger } from 'pino';
-import { resourcePath, type KubeClient, type KubeObject } from './kube/client.ts';
-import { Informer, type ChangeHandler } from './kube/informer.ts';
+import { resourcePath, type KubeClient, type KubeObject } from '../kube/client.ts';
+import { Informer, type ChangeHandler } from '../kube/informer.ts';
 import { ApplyMemo, type Caches, type ReconcileContext, type Settings } from './context.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { WorkQueue } from './queue.ts';
-import { R, TP, reconcile } from './reconcile.ts';
+import { OWNED_KINDS, R, TP } from './kinds.ts';
+import { reconcile } from './reconcile.ts';
 import { KIND } from '../api/transparentproxy.ts';
 import { MANAGED_BY } from './render/names.ts';
 import { stableJson } from './status.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export interface ControllerOptions {
   client: KubeClient;
@@ -27,8 +29,16 @@ const keyOf = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
 
 /** What about a node matters for scheduling; other node updates (heartbeats) are ignored. */
 function nodeFingerprint(n: KubeObject): string {
-  const x = n as KubeObject & { spec?: { taints?: unknown; unschedulable?: boolean }; status?: { conditions?: { type: string; status: string }[] } };
-  return stableJson([x.metadata.labels, x.spec?.taints, x.spec?.unschedulable, x.status?.conditions?.find((c) => c.type === 'Ready')?.status]);
+  const x = n as KubeObject & {
+    spec?: { taints?: unknown; unschedulable?: boolean };
+    status?: { conditions?: { type: string; status: string }[] };
+  };
+  return stableJson([
+    x.metadata.labels,
+    x.spec?.taints,
+    x.spec?.unschedulable,
+    x.status?.conditions?.find((c) => c.type === 'Ready')?.status,
+  ]);
 }
 
 export class Controller {
@@ -41,42 +51,60 @@ export class Controller {
 
   constructor(private readonly o: ControllerOptions) {
     this.queue = new WorkQueue({ onDepth: (d) => o.metrics.queueDepth.set(d) });
-    const inf = (path: string, resource: string, onChange: ChangeHandler, labelSelector?: string) => new Informer({
-      client: o.client, path, resource, labelSelector, onChange, log: o.log,
-      onRestart: (r) => o.metrics.watchRestarts.inc({ resource: r }),
-      watchTimeoutSec: o.watchTimeoutSec, stallGraceMs: o.stallGraceMs,
-    });
+    const inf = (path: string, resource: string, onChange: ChangeHandler, labelSelector?: string) =>
+      new Informer({
+        client: o.client,
+        path,
+        resource,
+        labelSelector,
+        onChange,
+        log: o.log,
+        onRestart: (r) => o.metrics.watchRestarts.inc({ resource: r }),
+        watchTimeoutSec: o.watchTimeoutSec,
+        stallGraceMs: o.stallGraceMs,
+      });
     const owned: ChangeHandler = (obj) => {
       const ref = obj.metadata.ownerReferences?.find((r) => r.kind === KIND && r.controller);
       if (ref) this.queue.add(`${obj.metadata.namespace}/${ref.name}`);
     };
     const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+    const ownedCaches = Object.fromEntries(
+      Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, inf(resourcePath(ref), ref.plural, owned, managed)]),
+    );
     this.caches = {
-      proxies: inf(resourcePath(TP), 'transparentproxies', (obj, old, deleted) => {
+      ...(ownedCaches as Record<keyof typeof OWNED_KINDS, Informer>),
+      proxies: inf(resourcePath(TP), TP.plural, (obj, old, deleted) => {
         // A new, deleted or re-specified object can take or free nodes another one waits for
         // (conflicts.ts); a status-only update concerns this object alone.
         this.queue.add(keyOf(obj)); // its own key first: once deleted, it is no longer in the cache
         if (deleted || !old || obj.metadata.generation !== old.metadata.generation) this.enqueueAll();
       }),
-      daemonSets: inf(resourcePath(R.daemonSets), 'daemonsets', owned, managed),
-      configMaps: inf(resourcePath(R.configMaps), 'configmaps', owned, managed),
-      serviceAccounts: inf(resourcePath(R.serviceAccounts), 'serviceaccounts', owned, managed),
-      roles: inf(resourcePath(R.roles), 'roles', owned, managed),
-      roleBindings: inf(resourcePath(R.roleBindings), 'rolebindings', owned, managed),
-      services: inf(resourcePath(R.services), 'services', owned, managed),
-      hpas: inf(resourcePath(R.hpas), 'horizontalpodautoscalers', owned, managed),
-      pods: inf(resourcePath(R.pods), 'pods', (obj) => {
-        const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
-        if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
-      }, managed),
-      nodes: inf(resourcePath(R.nodes), 'nodes', (obj, old, deleted) => {
+      pods: inf(
+        resourcePath(R.pods),
+        R.pods.plural,
+        (obj) => {
+          const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
+          if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
+        },
+        managed,
+      ),
+      nodes: inf(resourcePath(R.nodes), R.nodes.plural, (obj, old, deleted) => {
         if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old)) this.enqueueAll();
       }),
     };
-    this.ctx = { client: o.client, caches: this.caches, settings: o.settings, log: o.log, memo: new ApplyMemo(), now: () => new Date() };
+    this.ctx = {
+      client: o.client,
+      caches: this.caches,
+      settings: o.settings,
+      log: o.log,
+      memo: new ApplyMemo(),
+      now: () => new Date(),
+    };
   }
 
-  get synced(): boolean { return Object.values(this.caches).every((i: Informer) => i.hasSynced); }
+  get synced(): boolean {
+    return Object.values(this.caches).every((i: Informer) => i.hasSynced);
+  }
 
   enqueueAll(): void {
     for (const tp of this.caches.proxies.list()) this.queue.add(keyOf(tp));
@@ -94,7 +122,10 @@ export class Controller {
     this.running = true;
     this.enqueueAll();
     const every = this.o.resyncMs ?? 10 * 60_000;
-    this.resync = setInterval(() => { this.ctx.memo.clear(); this.enqueueAll(); }, every);
+    this.resync = setInterval(() => {
+      this.ctx.memo.clear();
+      this.enqueueAll();
+    }, every);
     this.resync.unref();
     for (let w = 0; w < (this.o.workers ?? 2); w++) this.workers.push(this.work());
   }
@@ -111,7 +142,7 @@ export class Controller {
       } catch (e) {
         this.o.metrics.observeReconcile('error', secs());
         const delay = this.queue.addRateLimited(key);
-        this.o.log.warn({ tp: key, err: (e as Error).message, retryInMs: delay }, 'reconcile failed');
+        this.o.log.warn({ tp: key, err: errorMessage(e), retryInMs: delay }, 'reconcile failed');
       } finally {
         this.queue.done(key);
       }

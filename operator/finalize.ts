@@ -4,20 +4,29 @@
 // "done". The DaemonSet controller aggregates that into the DaemonSet status, which is what we
 // wait for, up to --cleanup-timeout after deletion started. Then node labels and the finalizer go,
 // and owner references let the garbage collector delete the rest.
+import { DEFAULTS } from '../api/defaults.ts';
+import { ProxyConfig } from '../api/nodeconfig.ts';
 import { TransparentProxySpec } from '../api/transparentproxy.ts';
-import { resourcePath, type KubeObject } from './kube/client.ts';
-import type { ReconcileContext } from './context.ts';
+import { resourcePath, type KubeObject } from '../kube/client.ts';
+import type { ReconcileContext, Result } from './context.ts';
+import { ownedBy, R, TP, type TransparentProxyObject } from './kinds.ts';
 import { pendingLeaves, syncActiveNodes } from './nodes.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
 import { CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION, names, selectorString } from './render/names.ts';
-import { R, TP, ownedBy, writeStatus, type Result, type TransparentProxyObject } from './reconcile.ts';
 import { rolloutComplete, type DaemonSetStatus } from './status.ts';
+import { writeStatus } from './write-status.ts';
 
 interface LiveDaemonSet extends KubeObject {
-  spec?: { template?: { metadata?: { annotations?: Record<string, string> }; spec?: {
-    nodeSelector?: Record<string, string>; tolerations?: unknown[];
-    initContainers?: { image?: string; imagePullPolicy?: string }[];
-  } } };
+  spec?: {
+    template?: {
+      metadata?: { annotations?: Record<string, string> };
+      spec?: {
+        nodeSelector?: Record<string, string>;
+        tolerations?: unknown[];
+        initContainers?: { image?: string; imagePullPolicy?: string }[];
+      };
+    };
+  };
   status?: DaemonSetStatus;
 }
 
@@ -26,11 +35,17 @@ export async function ensureFinalizer(ctx: ReconcileContext, tp: KubeObject): Pr
   if (current.includes(FINALIZER)) return;
   // resourceVersion makes the merge patch conditional: a concurrent change to the list is a 409
   // and a retry, never a lost finalizer.
-  await ctx.client.mergePatch(resourcePath(TP, tp.metadata.namespace, tp.metadata.name),
-    { metadata: { resourceVersion: tp.metadata.resourceVersion, finalizers: [...current, FINALIZER] } });
+  await ctx.client.mergePatch(resourcePath(TP, tp.metadata.namespace, tp.metadata.name), {
+    metadata: { resourceVersion: tp.metadata.resourceVersion, finalizers: [...current, FINALIZER] },
+  });
 }
 
-export function cleanupProgress(ds: LiveDaemonSet): { switched: boolean; done: boolean; pending: number; total: number } {
+export function cleanupProgress(ds: LiveDaemonSet): {
+  switched: boolean;
+  done: boolean;
+  pending: number;
+  total: number;
+} {
   const switched = ds.spec?.template?.metadata?.annotations?.[MODE_ANNOTATION] === 'cleanup';
   const s = ds.status ?? {};
   const total = s.desiredNumberScheduled ?? 0;
@@ -49,12 +64,20 @@ function cleanupDaemonSet(ctx: ReconcileContext, tp: KubeObject, live: LiveDaemo
     tolerations: (t?.spec?.tolerations ?? []) as TransparentProxySpec['tolerations'],
     proxy: {
       image: init?.image ?? ctx.settings.defaultImage,
-      imagePullPolicy: (init?.imagePullPolicy ?? 'IfNotPresent') as 'IfNotPresent',
-      timeouts: parsed.success ? parsed.data.proxy?.timeouts : undefined,
+      imagePullPolicy: (init?.imagePullPolicy ?? DEFAULTS.pod.imagePullPolicy) as 'IfNotPresent',
     },
   };
+  // The spec's drain timeout (the cleanup pods' grace period) even when the rest of it no longer renders.
+  const proxy = ProxyConfig.parse({ timeouts: parsed.success ? parsed.data.proxy?.timeouts : undefined });
   const hash = t?.metadata?.annotations?.[CONFIG_HASH_ANNOTATION] ?? '';
-  return renderDaemonSet({ tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'cleanup' });
+  return renderDaemonSet({
+    tp,
+    spec,
+    proxy,
+    configHash: hash,
+    defaultImage: ctx.settings.defaultImage,
+    mode: 'cleanup',
+  });
 }
 
 export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject): Promise<Result> {
@@ -71,19 +94,34 @@ export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject
   if (!done && remaining > 0) {
     if (p && !p.switched) {
       ctx.log.info({ tp: `${namespace}/${name}` }, 'deleting: switching the fleet to cleanup mode');
-      await ctx.memo.apply(ctx.client, resourcePath(R.daemonSets, namespace, dsName), cleanupDaemonSet(ctx, tp, live!), live);
+      await ctx.memo.apply(
+        ctx.client,
+        resourcePath(R.daemonSets, namespace, dsName),
+        cleanupDaemonSet(ctx, tp, live!),
+        live,
+      );
     }
     const pending = (p ? (p.switched ? p.pending : p.total) : 0) + leaving.length;
     await writeStatus(ctx, tp, {
-      generation: tp.metadata.generation ?? 0, prev: tp.status, now: ctx.now().toISOString(), selector: selectorString(name),
-      configHash: tp.status?.configHash, cleanup: { pending, total: (p?.total ?? 0) + leaving.length },
+      generation: tp.metadata.generation ?? 0,
+      prev: tp.status,
+      now: ctx.now().toISOString(),
+      selector: selectorString(name),
+      configHash: tp.status?.configHash,
+      cleanup: { pending, total: (p?.total ?? 0) + leaving.length },
     });
     return { outcome: 'cleanup', requeueAfterMs: Math.min(5000, remaining) };
   }
-  if (!done) ctx.log.warn({ tp: `${namespace}/${name}`, pending: p?.pending, leaving }, 'cleanup timed out; removing the finalizer anyway');
+  if (!done)
+    ctx.log.warn(
+      { tp: `${namespace}/${name}`, pending: p?.pending, leaving },
+      'cleanup timed out; removing the finalizer anyway',
+    );
   await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
   const rest = (tp.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
-  await ctx.client.mergePatch(resourcePath(TP, namespace, name), { metadata: { resourceVersion: tp.metadata.resourceVersion, finalizers: rest } });
+  await ctx.client.mergePatch(resourcePath(TP, namespace, name), {
+    metadata: { resourceVersion: tp.metadata.resourceVersion, finalizers: rest },
+  });
   ctx.log.info({ tp: `${namespace}/${name}` }, 'nodes cleaned up; finalizer removed');
   return { outcome: 'success' };
 }

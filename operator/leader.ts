@@ -3,7 +3,8 @@
 // when this replica last saw the record change (like client-go), so clock skew between nodes does
 // not matter. Writes are optimistic (resourceVersion); a 409 just means "someone else won".
 import type { Logger } from 'pino';
-import { ApiError, type KubeClient, type KubeObject } from './kube/client.ts';
+import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
+import { errorMessage } from '../api/errors.ts';
 
 export interface LeaderOptions {
   namespace: string;
@@ -17,7 +18,13 @@ export interface LeaderOptions {
 }
 
 interface Lease extends KubeObject {
-  spec?: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
+  spec?: {
+    holderIdentity?: string;
+    leaseDurationSeconds?: number;
+    acquireTime?: string;
+    renewTime?: string;
+    leaseTransitions?: number;
+  };
 }
 
 /** MicroTime: RFC 3339 with exactly six fractional digits. */
@@ -29,24 +36,41 @@ export class LeaderElector {
   private observed?: { record: string; at: number };
   private stopped = false;
 
-  constructor(private readonly client: KubeClient, private readonly o: LeaderOptions, private readonly log: Logger) {}
+  constructor(
+    private readonly client: KubeClient,
+    private readonly o: LeaderOptions,
+    private readonly log: Logger,
+  ) {}
 
-  get isLeader(): boolean { return this.leading; }
-  private get path(): string { return `/apis/coordination.k8s.io/v1/namespaces/${this.o.namespace}/leases/${this.o.name}`; }
+  get isLeader(): boolean {
+    return this.leading;
+  }
+  private get path(): string {
+    return `/apis/coordination.k8s.io/v1/namespaces/${this.o.namespace}/leases/${this.o.name}`;
+  }
 
   start(): void {
     const tick = async () => {
       if (this.stopped) return;
       let ok = false;
-      try { ok = await this.tryAcquireOrRenew(); } catch (e) { this.log.warn({ err: (e as Error).message }, 'lease update failed'); }
-      if (ok && !this.leading) { this.leading = true; this.log.info({ identity: this.o.identity }, 'became leader'); this.o.onStartedLeading(); }
+      try {
+        ok = await this.tryAcquireOrRenew();
+      } catch (e) {
+        this.log.warn({ err: errorMessage(e) }, 'lease update failed');
+      }
+      if (ok && !this.leading) {
+        this.leading = true;
+        this.log.info({ identity: this.o.identity }, 'became leader');
+        this.o.onStartedLeading();
+      }
       if (!ok && this.leading && this.renewalExpired()) {
         this.leading = false;
         this.log.error('lost the leader lease');
         this.o.onStoppedLeading();
         return;
       }
-      if (!this.stopped) this.timer = setTimeout(tick, this.o.renewEveryMs ?? Math.min(2000, (this.duration() * 1000) / 3));
+      if (!this.stopped)
+        this.timer = setTimeout(tick, this.o.renewEveryMs ?? Math.min(2000, (this.duration() * 1000) / 3));
     };
     void tick();
   }
@@ -58,16 +82,24 @@ export class LeaderElector {
     if (!this.leading) return;
     const lease = await this.client.get<Lease>(this.path).catch(() => undefined);
     if (lease?.spec?.holderIdentity === this.o.identity) {
-      await this.client.request('PUT', this.path, { body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 } } }).catch(() => undefined);
+      await this.client
+        .request('PUT', this.path, {
+          body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 } },
+        })
+        .catch(() => undefined);
     }
     this.leading = false;
   }
 
-  private duration(): number { return this.o.leaseDurationSec ?? 15; }
+  private duration(): number {
+    return this.o.leaseDurationSec ?? 15;
+  }
 
   /** While leading, the lease counts as lost only once our own last renewal has expired. */
   private lastRenewed = 0;
-  private renewalExpired(): boolean { return Date.now() - this.lastRenewed > this.duration() * 1000; }
+  private renewalExpired(): boolean {
+    return Date.now() - this.lastRenewed > this.duration() * 1000;
+  }
 
   private async tryAcquireOrRenew(): Promise<boolean> {
     const now = new Date();
@@ -75,7 +107,9 @@ export class LeaderElector {
     const lease = await this.client.get<Lease>(this.path);
     if (!lease) {
       await this.write('POST', this.path.replace(/\/[^/]+$/, ''), {
-        apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.o.name, namespace: this.o.namespace },
+        apiVersion: 'coordination.k8s.io/v1',
+        kind: 'Lease',
+        metadata: { name: this.o.name, namespace: this.o.namespace },
         spec: { ...mine, acquireTime: microTime(now), leaseTransitions: 0 },
       });
       return this.renewed();
@@ -87,18 +121,29 @@ export class LeaderElector {
     const expired = Date.now() - this.observed.at > (spec.leaseDurationSeconds ?? this.duration()) * 1000;
     if (held && !expired) return false;
     const takeover = spec.holderIdentity !== this.o.identity;
-    const next = { ...lease, spec: { ...spec, ...mine, ...(takeover ? { acquireTime: microTime(now), leaseTransitions: (spec.leaseTransitions ?? 0) + 1 } : {}) } };
+    const next = {
+      ...lease,
+      spec: {
+        ...spec,
+        ...mine,
+        ...(takeover ? { acquireTime: microTime(now), leaseTransitions: (spec.leaseTransitions ?? 0) + 1 } : {}),
+      },
+    };
     await this.write('PUT', this.path, next);
     return this.renewed();
   }
 
-  private renewed(): boolean { this.lastRenewed = Date.now(); return true; }
+  private renewed(): boolean {
+    this.lastRenewed = Date.now();
+    return true;
+  }
 
   private async write(method: 'POST' | 'PUT', path: string, body: unknown): Promise<void> {
     try {
       await this.client.request(method, path, { body });
     } catch (e) {
-      if (e instanceof ApiError && (e.status === 409 || e.status === 422)) throw new Error('lost the race for the lease');
+      if (e instanceof ApiError && (e.status === 409 || e.status === 422))
+        throw new Error('lost the race for the lease', { cause: e });
       throw e;
     }
   }

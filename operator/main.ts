@@ -6,11 +6,12 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { parseDuration } from '../api/net.ts';
 import { Controller } from './controller.ts';
-import { KubeClient } from './kube/client.ts';
+import { KubeClient } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { OperatorMetrics } from './metrics.ts';
 import { FIELD_MANAGER } from './render/names.ts';
 import { startServer } from './server.ts';
+import { errorMessage } from '../api/errors.ts';
 
 const USAGE = `usage: tpfleet-operator [--kubeconfig PATH] [--image IMAGE] [--bind HOST:PORT]
   [--cleanup-timeout 5m] [--resync 10m] [--workers 2] [--log-level info]
@@ -29,38 +30,62 @@ function ms(flag: string, text: string): number {
 }
 
 const OPTIONS = {
-  kubeconfig: { type: 'string' }, image: { type: 'string', default: 'ghcr.io/tpfleet/tpfleet-node:0.1.0' },
-  bind: { type: 'string', default: '0.0.0.0:8080' }, 'cleanup-timeout': { type: 'string', default: '5m' },
-  resync: { type: 'string', default: '10m' }, workers: { type: 'string', default: '2' }, 'log-level': { type: 'string', default: 'info' },
-  'leader-elect': { type: 'string', default: 'true' }, 'lease-namespace': { type: 'string', default: 'tpfleet-system' },
-  'lease-name': { type: 'string', default: 'tpfleet-operator' }, 'lease-duration': { type: 'string', default: '15s' },
+  kubeconfig: { type: 'string' },
+  image: { type: 'string', default: 'ghcr.io/tpfleet/tpfleet-node:0.1.0' },
+  bind: { type: 'string', default: '0.0.0.0:8080' },
+  'cleanup-timeout': { type: 'string', default: '5m' },
+  resync: { type: 'string', default: '10m' },
+  workers: { type: 'string', default: '2' },
+  'log-level': { type: 'string', default: 'info' },
+  'leader-elect': { type: 'string', default: 'true' },
+  'lease-namespace': { type: 'string', default: 'tpfleet-system' },
+  'lease-name': { type: 'string', default: 'tpfleet-operator' },
+  'lease-duration': { type: 'string', default: '15s' },
   identity: { type: 'string', default: `${hostname()}-${process.pid}` },
-  'crash-after-writes': { type: 'string' }, help: { type: 'boolean', default: false },
+  'crash-after-writes': { type: 'string' },
+  help: { type: 'boolean', default: false },
 } as const;
 
-function parse() {
-  let parsed;
+function parseFlags() {
   try {
-    parsed = parseArgs({ options: OPTIONS, strict: true });
+    return parseArgs({ options: OPTIONS, strict: true });
   } catch (e) {
-    fail((e as Error).message);
+    fail(errorMessage(e));
   }
-  const { values } = parsed;
-  if (values.help) { process.stdout.write(`${USAGE}\n`); process.exit(0); }
+}
+
+function parse() {
+  const { values } = parseFlags();
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
   const m = /^(.*):(\d+)$/.exec(values.bind);
   if (!m) fail(`--bind: "${values.bind}" is not HOST:PORT`);
   const workers = Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 32) fail('--workers: must be an integer 1-32');
   if (!['true', 'false'].includes(values['leader-elect'])) fail('--leader-elect: must be true or false');
-  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(values['log-level'])) fail('--log-level: unknown level');
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(values['log-level']))
+    fail('--log-level: unknown level');
   const crash = values['crash-after-writes'];
   if (crash !== undefined && !/^\d+$/.test(crash)) fail('--crash-after-writes: must be a non-negative integer');
   return {
     crashAfterWrites: crash === undefined ? undefined : Number(crash),
-    kubeconfig: values.kubeconfig, image: values.image, host: m[1] ?? '0.0.0.0', port: Number(m[2]),
-    cleanupTimeoutMs: ms('cleanup-timeout', values['cleanup-timeout']), resyncMs: ms('resync', values.resync), workers,
-    logLevel: values['log-level'], leaderElect: values['leader-elect'] === 'true',
-    lease: { namespace: values['lease-namespace'], name: values['lease-name'], identity: values.identity, leaseDurationSec: Math.max(1, Math.round(ms('lease-duration', values['lease-duration']) / 1000)) },
+    kubeconfig: values.kubeconfig,
+    image: values.image,
+    host: m[1] ?? '0.0.0.0',
+    port: Number(m[2]),
+    cleanupTimeoutMs: ms('cleanup-timeout', values['cleanup-timeout']),
+    resyncMs: ms('resync', values.resync),
+    workers,
+    logLevel: values['log-level'],
+    leaderElect: values['leader-elect'] === 'true',
+    lease: {
+      namespace: values['lease-namespace'],
+      name: values['lease-name'],
+      identity: values.identity,
+      leaseDurationSec: Math.max(1, Math.round(ms('lease-duration', values['lease-duration']) / 1000)),
+    },
   };
 }
 
@@ -78,18 +103,37 @@ async function main(): Promise<void> {
     metrics.write(verb);
   });
   const controller = new Controller({
-    client, log, metrics, workers: flags.workers, resyncMs: flags.resyncMs,
+    client,
+    log,
+    metrics,
+    workers: flags.workers,
+    resyncMs: flags.resyncMs,
     settings: { defaultImage: flags.image, cleanupTimeoutMs: flags.cleanupTimeoutMs },
   });
-  const server = await startServer(flags.host, flags.port, metrics.registry, { healthy: () => !controller.queue.isShutDown, ready: () => controller.synced });
+  const server = await startServer(flags.host, flags.port, metrics.registry, {
+    healthy: () => !controller.queue.isShutDown,
+    ready: () => controller.synced,
+  });
   const address = server.address();
   log.info({ server: client.server, listen: typeof address === 'object' ? address?.port : address }, 'starting');
-  const elector = flags.leaderElect ? new LeaderElector(client, {
-    ...flags.lease,
-    onStartedLeading: () => { metrics.leader.set(1); controller.startWorkers(); },
-    // Half-done work must not continue beside the new leader: exit and let the pod restart.
-    onStoppedLeading: () => { metrics.leader.set(0); process.exit(1); },
-  }, log) : undefined;
+  const elector = flags.leaderElect
+    ? new LeaderElector(
+        client,
+        {
+          ...flags.lease,
+          onStartedLeading: () => {
+            metrics.leader.set(1);
+            controller.startWorkers();
+          },
+          // Half-done work must not continue beside the new leader: exit and let the pod restart.
+          onStoppedLeading: () => {
+            metrics.leader.set(0);
+            process.exit(1);
+          },
+        },
+        log,
+      )
+    : undefined;
   let stopping = false;
   const shutdown = async (sig: string) => {
     if (stopping) return;

@@ -11,13 +11,12 @@
 // SSA would make one field manager own the whole label set it applies per node, so applying
 // object B's label would drop object A's. A merge patch touches exactly one key.
 import type { TransparentProxySpec } from '../api/transparentproxy.ts';
-import { resourcePath, type KubeObject } from './kube/client.ts';
+import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext } from './context.ts';
+import { R } from './kinds.ts';
 import { leftNodes } from './pods.ts';
 import { candidates, selectActive, type Candidate } from './scheduling.ts';
 import { activeLabelKey, names, ZONE_LABEL } from './render/names.ts';
-
-const NODES = { group: '', version: 'v1', plural: 'nodes', namespaced: false };
 
 export const LEAVING = 'leaving';
 
@@ -29,8 +28,13 @@ export interface ActiveNodes {
 }
 
 /** One key of one node's labels: "true", LEAVING, or null (removed). */
-async function setLabel(ctx: ReconcileContext, node: string, key: string, value: 'true' | typeof LEAVING | null): Promise<void> {
-  await ctx.client.mergePatch(resourcePath(NODES, undefined, node), { metadata: { labels: { [key]: value } } });
+async function setLabel(
+  ctx: ReconcileContext,
+  node: string,
+  key: string,
+  value: 'true' | typeof LEAVING | null,
+): Promise<void> {
+  await ctx.client.mergePatch(resourcePath(R.nodes, undefined, node), { metadata: { labels: { [key]: value } } });
 }
 
 /** Scale-in: "true" -> "leaving". The proxy pod goes (and drains), the leave pod comes. */
@@ -43,8 +47,11 @@ export async function leaveNode(ctx: ReconcileContext, node: string, key: string
 export function pendingLeaves(ctx: ReconcileContext, namespace: string, name: string): string[] {
   const key = activeLabelKey(namespace, name);
   const left = leftNodes(ctx.caches.pods.list(), namespace, name);
-  return ctx.caches.nodes.list().filter((n) => n.metadata.labels?.[key] === LEAVING && !left.has(n.metadata.name))
-    .map((n) => n.metadata.name).sort();
+  return ctx.caches.nodes
+    .list()
+    .filter((n) => n.metadata.labels?.[key] === LEAVING && !left.has(n.metadata.name))
+    .map((n) => n.metadata.name)
+    .sort();
 }
 
 export interface ActiveNodesPlan extends ActiveNodes {
@@ -60,11 +67,18 @@ export interface ActiveNodesPlan extends ActiveNodes {
  * before the node it replaces stops) and returns `finish` for the leaving ones. spec undefined:
  * the object is gone; every label goes in finish().
  */
-export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, name: string, spec: TransparentProxySpec | undefined): Promise<ActiveNodesPlan> {
+export async function syncActiveNodes(
+  ctx: ReconcileContext,
+  namespace: string,
+  name: string,
+  spec: TransparentProxySpec | undefined,
+): Promise<ActiveNodesPlan> {
   const key = activeLabelKey(namespace, name);
   const nodes = ctx.caches.nodes.list();
-  const withLabel = (v: string) => new Set(nodes.filter((n) => n.metadata.labels?.[key] === v).map((n) => n.metadata.name));
-  const labeled = withLabel('true'), leaving = withLabel(LEAVING);
+  const withLabel = (v: string) =>
+    new Set(nodes.filter((n) => n.metadata.labels?.[key] === v).map((n) => n.metadata.name));
+  const labeled = withLabel('true'),
+    leaving = withLabel(LEAVING);
   if (!spec || spec.replicas === undefined) {
     // Every candidate is active: "true" labels just go. A node still leaving keeps its label
     // until it has left (the proxy DaemonSet's affinity keeps its pods off such nodes meanwhile).
@@ -79,7 +93,12 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
         still.delete(node);
       }
     };
-    return { active: all.filter((c) => !still.has(c.name)), candidates: all.length, leaving: () => [...still].sort(), finish };
+    return {
+      active: all.filter((c) => !still.has(c.name)),
+      candidates: all.length,
+      leaving: () => [...still].sort(),
+      finish,
+    };
   }
   const eligible = candidates(nodes, spec.nodeSelector, spec.tolerations);
   const cands = eligible.filter((c) => !leaving.has(c.name));
@@ -107,10 +126,16 @@ export async function syncActiveNodes(ctx: ReconcileContext, namespace: string, 
       still.delete(node);
     }
   };
-  return { active: sel.active.map((n) => byName.get(n)!), candidates: eligible.length, leaving: () => [...still].sort(), finish };
+  return {
+    active: sel.active.map((n) => byName.get(n)!),
+    candidates: eligible.length,
+    leaving: () => [...still].sort(),
+    finish,
+  };
 }
 
 function runsOnEveryCandidate(ds: KubeObject | undefined, key: string): boolean {
-  const sel = (ds as { spec?: { template?: { spec?: { nodeSelector?: Record<string, string> } } } } | undefined)?.spec?.template?.spec?.nodeSelector;
+  const sel = (ds as { spec?: { template?: { spec?: { nodeSelector?: Record<string, string> } } } } | undefined)?.spec
+    ?.template?.spec?.nodeSelector;
   return !!ds && !(sel && key in sel);
 }

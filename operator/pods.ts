@@ -2,15 +2,16 @@
 // Ready condition) and tuning (the condition the node agent publishes on its own pod, see
 // daemonset/tuning-publish.ts). Pure over the pod cache's contents.
 import type { NodeTuning } from '../api/transparentproxy-status.ts';
-import type { KubeObject } from './kube/client.ts';
+import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX } from '../api/tuning-condition.ts';
+import type { KubeObject } from '../kube/client.ts';
 import { leaveSelectorLabels, selectorLabels } from './render/names.ts';
 
-/** Pod condition type written by the node agent (daemonset/tuning-report.ts CONDITION_TYPE). */
-export const TUNING_CONDITION = 'tpfleet.io/Tuning';
-/** Bounds of the status fields (api/transparentproxy-status.ts); the agent already sends less. */
-const REASON_MAX = 64, MESSAGE_MAX = 1024;
-
-interface PodCond { type: string; status: string; reason?: string; message?: string }
+interface PodCond {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+}
 type Pod = KubeObject & { spec?: { nodeName?: string }; status?: { conditions?: PodCond[] } };
 
 export interface FleetPods {
@@ -22,8 +23,10 @@ export interface FleetPods {
 
 const isPodOf = (p: KubeObject, namespace: string, sel: Record<string, string>) =>
   p.metadata.namespace === namespace && Object.entries(sel).every(([k, v]) => p.metadata.labels?.[k] === v);
-const isReady = (p: Pod) => !p.metadata.deletionTimestamp && !!p.spec?.nodeName
-  && (p.status?.conditions ?? []).some((x) => x.type === 'Ready' && x.status === 'True');
+const isReady = (p: Pod) =>
+  !p.metadata.deletionTimestamp &&
+  !!p.spec?.nodeName &&
+  (p.status?.conditions ?? []).some((x) => x.type === 'Ready' && x.status === 'True');
 
 /** Nodes whose leave pod is Ready: its init container restored the node (operator/nodes.ts). */
 export function leftNodes(pods: KubeObject[], namespace: string, name: string): Set<string> {
@@ -38,16 +41,22 @@ export function fleetPods(pods: KubeObject[], namespace: string, name: string): 
   // Oldest first: during a surge rollout a node briefly has two pods, and the newer one's tuning
   // report is the one that stays (creationTimestamp is RFC 3339 in UTC, so it sorts as text).
   const sel = selectorLabels(name);
-  const byAge = (pods as Pod[]).filter((p) => isPodOf(p, namespace, sel))
+  const byAge = (pods as Pod[])
+    .filter((p) => isPodOf(p, namespace, sel))
     .sort((a, b) => (a.metadata.creationTimestamp ?? '').localeCompare(b.metadata.creationTimestamp ?? ''));
   for (const p of byAge) {
     const node = p.spec?.nodeName;
     if (p.metadata.deletionTimestamp || !node) continue;
     const conds = p.status?.conditions ?? [];
     if (conds.some((x) => x.type === 'Ready' && x.status === 'True')) out.readyNodes.add(node);
-    const t = conds.find((x) => x.type === TUNING_CONDITION);
-    // The reason is the agent's closed set; anything else (a hand edit) is shown, not trusted.
-    if (t?.reason) out.tuning.set(node, { reason: clip(t.reason, REASON_MAX), message: clip(t.message ?? '', MESSAGE_MAX) });
+    const t = conds.find((x) => x.type === TUNING_CONDITION_TYPE);
+    // The reason is the agent's closed set; anything else (a hand edit) is shown, not trusted. The
+    // bounds are the status schema's; the agent already sends less.
+    if (t?.reason)
+      out.tuning.set(node, {
+        reason: clip(t.reason, TUNING_REASON_MAX),
+        message: clip(t.message ?? '', TUNING_MESSAGE_MAX),
+      });
   }
   return out;
 }

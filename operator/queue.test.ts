@@ -4,7 +4,9 @@ import { WorkQueue } from './queue.ts';
 
 test('a key queued twice is processed once', async () => {
   const q = new WorkQueue();
-  q.add('ns/a'); q.add('ns/a'); q.add('ns/b');
+  q.add('ns/a');
+  q.add('ns/a');
+  q.add('ns/b');
   assert.equal(q.depth, 2);
   assert.equal(await q.get(), 'ns/a');
   assert.equal(await q.get(), 'ns/b');
@@ -25,7 +27,10 @@ test('a key added while it is processed is handed out again only after done()', 
 
 test('failures back off exponentially and forget() resets them', () => {
   const q = new WorkQueue({ baseDelayMs: 10, maxDelayMs: 50 });
-  assert.deepEqual([1, 2, 3, 4].map(() => q.addRateLimited('k')), [10, 20, 40, 50]);
+  assert.deepEqual(
+    [1, 2, 3, 4].map(() => q.addRateLimited('k')),
+    [10, 20, 40, 50],
+  );
   q.forget('k');
   assert.equal(q.addRateLimited('k'), 10);
   q.shutdown();

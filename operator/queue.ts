@@ -20,8 +20,12 @@ export class WorkQueue {
 
   constructor(private readonly o: QueueOptions = {}) {}
 
-  get depth(): number { return this.items.length; }
-  get isShutDown(): boolean { return this.closed; }
+  get depth(): number {
+    return this.items.length;
+  }
+  get isShutDown(): boolean {
+    return this.closed;
+  }
 
   add(key: string): void {
     if (this.closed || this.dirty.has(key)) return;
@@ -40,12 +44,18 @@ export class WorkQueue {
 
   addAfter(key: string, ms: number): void {
     if (this.closed) return;
-    if (ms <= 0) { this.add(key); return; }
+    if (ms <= 0) {
+      this.add(key);
+      return;
+    }
     const at = Date.now() + ms;
     const prev = this.delayed.get(key);
     if (prev && prev.at <= at) return;
     if (prev) clearTimeout(prev.timer);
-    const timer = setTimeout(() => { this.delayed.delete(key); this.add(key); }, ms);
+    const timer = setTimeout(() => {
+      this.delayed.delete(key);
+      this.add(key);
+    }, ms);
     timer.unref();
     this.delayed.set(key, { at, timer });
   }
@@ -59,8 +69,12 @@ export class WorkQueue {
     return delay;
   }
 
-  forget(key: string): void { this.failures.delete(key); }
-  retries(key: string): number { return this.failures.get(key) ?? 0; }
+  forget(key: string): void {
+    this.failures.delete(key);
+  }
+  retries(key: string): number {
+    return this.failures.get(key) ?? 0;
+  }
 
   /** Next key to process, or undefined once shut down. Call done(key) when finished. */
   get(): Promise<string | undefined> {

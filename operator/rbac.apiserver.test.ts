@@ -8,12 +8,12 @@ import { after, before, test } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { parseAllDocuments } from 'yaml';
-import { KubeClient, resourcePath, type KubeObject } from './kube/client.ts';
+import { KubeClient, resourcePath, type KubeObject } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { activeLabelKey, FIELD_MANAGER } from './render/names.ts';
-import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
-import { startOperator, type RunningOperator } from './testenv/operator.ts';
-import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
+import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
+import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
+import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
 let env: TestEnv, admin: KubeClient, op: RunningOperator, userConfig: string;
 const USER = 'tpfleet-operator-under-test';
@@ -34,7 +34,9 @@ before(async () => {
   await createNamespace(admin, 'tpfleet-system');
   await createNamespace(admin, 'apps');
   for (const n of ['p1', 'p2', 'p3']) await createNode(admin, n, { zone: n });
-  const docs = parseAllDocuments(readFileSync(join(import.meta.dirname, 'deploy', 'rbac.yaml'), 'utf8')).map((d) => d.toJS() as Obj);
+  const docs = parseAllDocuments(readFileSync(join(import.meta.dirname, 'deploy', 'rbac.yaml'), 'utf8')).map(
+    (d) => d.toJS() as Obj,
+  );
   for (const doc of docs) {
     if (doc.subjects) doc.subjects = [{ kind: 'User', name: USER, apiGroup: 'rbac.authorization.k8s.io' }];
     await admin.create(PATHS[doc.kind!]!, doc);
@@ -42,49 +44,103 @@ before(async () => {
   userConfig = await env.userKubeconfig(USER);
   op = await startOperator(userConfig);
 });
-after(async () => { await op?.stop(); await env?.stop(); });
+after(async () => {
+  await op?.stop();
+  await env?.stop();
+});
 
 test('the operator works end to end with only the permissions in deploy/rbac.yaml', async () => {
-  await admin.create(tpPath('apps'), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'p' },
-    spec: { replicas: 2, autoscaling: { enabled: true, maxReplicas: 3 } } });
-  const t = await waitFor('reconciled', async () => { const o = await admin.get<Obj>(tpPath('apps', 'p')); return o?.status?.replicas === 2 && o; });
+  await admin.create(tpPath('apps'), {
+    apiVersion: 'tpfleet.io/v1alpha1',
+    kind: 'TransparentProxy',
+    metadata: { name: 'p' },
+    spec: { replicas: 2, autoscaling: { enabled: true, maxReplicas: 3 } },
+  });
+  const t = await waitFor('reconciled', async () => {
+    const o = await admin.get<Obj>(tpPath('apps', 'p'));
+    return o?.status?.replicas === 2 && o;
+  });
   assert.equal(t.status.conditions.find((c: { type: string }) => c.type === 'InvalidSpec').status, 'False');
-  for (const p of ['/apis/apps/v1/namespaces/apps/daemonsets/p', '/api/v1/namespaces/apps/configmaps/p-nodeconfig',
-    '/api/v1/namespaces/apps/services/p-metrics', '/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/p',
+  for (const p of [
+    '/apis/apps/v1/namespaces/apps/daemonsets/p',
+    '/api/v1/namespaces/apps/configmaps/p-nodeconfig',
+    '/api/v1/namespaces/apps/services/p-metrics',
+    '/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/p',
     // The node agent's Role/RoleBinding: granting pods/status needs the operator to hold it (escalation check).
-    '/apis/rbac.authorization.k8s.io/v1/namespaces/apps/roles/p-node-agent', '/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings/p-node-agent']) {
+    '/apis/rbac.authorization.k8s.io/v1/namespaces/apps/roles/p-node-agent',
+    '/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings/p-node-agent',
+  ]) {
     assert.ok(await admin.get(p), p);
   }
   await admin.mergePatch(tpPath('apps', 'p', 'scale'), { spec: { replicas: 3 } });
-  await waitFor('3 labeled nodes', async () => (await admin.list('/api/v1/nodes', { labelSelector: `${activeLabelKey('apps', 'p')}=true` })).items.length === 3);
+  await waitFor(
+    '3 labeled nodes',
+    async () =>
+      (await admin.list('/api/v1/nodes', { labelSelector: `${activeLabelKey('apps', 'p')}=true` })).items.length === 3,
+  );
   await admin.mergePatch(tpPath('apps', 'p'), { spec: { autoscaling: { enabled: false } } });
-  await waitFor('HPA deleted', async () => !(await admin.get('/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/p')));
+  await waitFor(
+    'HPA deleted',
+    async () => !(await admin.get('/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/p')),
+  );
   await admin.delete(tpPath('apps', 'p'));
-  await waitFor('cleanup mode', async () => (await admin.get<Obj>('/apis/apps/v1/namespaces/apps/daemonsets/p'))?.spec.template.metadata.annotations['tpfleet.io/mode'] === 'cleanup');
+  await waitFor(
+    'cleanup mode',
+    async () =>
+      (await admin.get<Obj>('/apis/apps/v1/namespaces/apps/daemonsets/p'))?.spec.template.metadata.annotations[
+        'tpfleet.io/mode'
+      ] === 'cleanup',
+  );
   // The DaemonSet controller's aggregation of the nodes' "cleanup done" (written as it would).
   const ds = (await admin.get<Obj>('/apis/apps/v1/namespaces/apps/daemonsets/p'))!;
-  await admin.mergePatch('/apis/apps/v1/namespaces/apps/daemonsets/p/status', { status: {
-    observedGeneration: ds.metadata.generation, desiredNumberScheduled: 3, currentNumberScheduled: 3, updatedNumberScheduled: 3, numberReady: 3, numberMisscheduled: 0 } });
+  await admin.mergePatch('/apis/apps/v1/namespaces/apps/daemonsets/p/status', {
+    status: {
+      observedGeneration: ds.metadata.generation,
+      desiredNumberScheduled: 3,
+      currentNumberScheduled: 3,
+      updatedNumberScheduled: 3,
+      numberReady: 3,
+      numberMisscheduled: 0,
+    },
+  });
   await waitFor('deleted', async () => !(await admin.get(tpPath('apps', 'p'))));
-  assert.equal((await admin.list('/api/v1/nodes', { labelSelector: `${activeLabelKey('apps', 'p')}=true` })).items.length, 0, 'labels removed');
+  assert.equal(
+    (await admin.list('/api/v1/nodes', { labelSelector: `${activeLabelKey('apps', 'p')}=true` })).items.length,
+    0,
+    'labels removed',
+  );
 });
 
 test('the leader-election role lets the operator take the lease', async () => {
   const kc = new KubeConfig();
   kc.loadFromFile(userConfig);
   let led = false;
-  const elector = new LeaderElector(new KubeClient(kc, FIELD_MANAGER), {
-    namespace: 'tpfleet-system', name: 'tpfleet-operator', identity: 'rbac-test', leaseDurationSec: 3,
-    onStartedLeading: () => { led = true; }, onStoppedLeading: () => assert.fail('lost the lease'),
-  }, pino({ level: 'silent' }));
+  const elector = new LeaderElector(
+    new KubeClient(kc, FIELD_MANAGER),
+    {
+      namespace: 'tpfleet-system',
+      name: 'tpfleet-operator',
+      identity: 'rbac-test',
+      leaseDurationSec: 3,
+      onStartedLeading: () => {
+        led = true;
+      },
+      onStoppedLeading: () => assert.fail('lost the lease'),
+    },
+    pino({ level: 'silent' }),
+  );
   elector.start();
   try {
     await waitFor('leader', async () => led);
-    const lease = await admin.get<Obj>(`${resourcePath({ group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true }, 'tpfleet-system', 'tpfleet-operator')}`);
+    const lease = await admin.get<Obj>(
+      `${resourcePath({ group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true }, 'tpfleet-system', 'tpfleet-operator')}`,
+    );
     assert.equal(lease?.spec.holderIdentity, 'rbac-test');
   } finally {
     await elector.stop();
   }
-  const released = await admin.get<Obj>('/apis/coordination.k8s.io/v1/namespaces/tpfleet-system/leases/tpfleet-operator');
+  const released = await admin.get<Obj>(
+    '/apis/coordination.k8s.io/v1/namespaces/tpfleet-system/leases/tpfleet-operator',
+  );
   assert.equal(released?.spec.holderIdentity, '', 'released on stop so a standby takes over at once');
 });

@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
-import { KubeClient, type KubeObject } from './kube/client.ts';
+import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey, CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION } from './render/names.ts';
-import { completeLeaves, createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
-import { startOperator, type RunningOperator } from './testenv/operator.ts';
-import { startTestEnv, type TestEnv } from './testenv/testenv.ts';
+import { completeLeaves, createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
+import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
+import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
 let env: TestEnv, c: KubeClient, op: RunningOperator;
 const NS = 'fleet';
@@ -23,23 +23,41 @@ before(async () => {
   for (const n of ['n1', 'n2']) await createNode(c, n, { zone: 'z1' });
   op = await startOperator(env.kubeconfigPath, { cleanupTimeoutMs: 8000 });
 });
-after(async () => { await op?.stop(); await env?.stop(); });
+after(async () => {
+  await op?.stop();
+  await env?.stop();
+});
 
 const get = (path: string) => c.get<Obj>(path);
 const ds = (name: string) => get(`/apis/apps/v1/namespaces/${NS}/daemonsets/${name}`);
 const cm = (name: string) => get(`/api/v1/namespaces/${NS}/configmaps/${name}-nodeconfig`);
 const tp = (name: string) => get(tpPath(NS, name));
-const cond = (o: Obj | undefined, type: string) => o?.status?.conditions?.find((x: { type: string }) => x.type === type);
-const createTp = (name: string, spec: object) => c.create(tpPath(NS), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name }, spec });
+const cond = (o: Obj | undefined, type: string) =>
+  o?.status?.conditions?.find((x: { type: string }) => x.type === type);
+const createTp = (name: string, spec: object) =>
+  c.create(tpPath(NS), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name }, spec });
 
 test('reconcile creates the fleet objects, owned by the TransparentProxy', async () => {
   const created = await createTp('web', { interception: { ports: [{ port: 80 }] }, proxy: { keepClientIp: true } });
   const d = await waitFor('DaemonSet', () => ds('web'));
-  for (const path of [`/api/v1/namespaces/${NS}/serviceaccounts/web`, `/api/v1/namespaces/${NS}/configmaps/web-nodeconfig`,
-    `/api/v1/namespaces/${NS}/services/web-metrics`, `/apis/apps/v1/namespaces/${NS}/daemonsets/web`]) {
+  for (const path of [
+    `/api/v1/namespaces/${NS}/serviceaccounts/web`,
+    `/api/v1/namespaces/${NS}/configmaps/web-nodeconfig`,
+    `/api/v1/namespaces/${NS}/services/web-metrics`,
+    `/apis/apps/v1/namespaces/${NS}/daemonsets/web`,
+  ]) {
     const o = await waitFor(path, () => get(path));
-    assert.deepEqual(o.metadata.ownerReferences?.map((r) => [r.kind, r.name, r.uid, r.controller]), [['TransparentProxy', 'web', created.metadata.uid, true]], path);
-    assert.ok((o.metadata as { managedFields?: { manager: string }[] }).managedFields?.some((m) => m.manager === 'tpfleet-operator'), `${path}: applied by the operator's field manager`);
+    assert.deepEqual(
+      o.metadata.ownerReferences?.map((r) => [r.kind, r.name, r.uid, r.controller]),
+      [['TransparentProxy', 'web', created.metadata.uid, true]],
+      path,
+    );
+    assert.ok(
+      (o.metadata as { managedFields?: { manager: string }[] }).managedFields?.some(
+        (m) => m.manager === 'tpfleet-operator',
+      ),
+      `${path}: applied by the operator's field manager`,
+    );
   }
   const config = parseNodeConfigText((await cm('web'))!.data!['nodeconfig.yaml']!);
   assert.deepEqual(config.interception.ports, [{ port: 80 }]);
@@ -47,7 +65,10 @@ test('reconcile creates the fleet objects, owned by the TransparentProxy', async
   const pod = d.spec.template.spec;
   assert.equal(pod.hostNetwork, true);
   assert.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet');
-  assert.deepEqual(pod.initContainers.map((x: any) => [x.name, x.command[1], x.securityContext.privileged]), [['agent-apply', 'apply', true]]);
+  assert.deepEqual(
+    pod.initContainers.map((x: any) => [x.name, x.command[1], x.securityContext.privileged]),
+    [['agent-apply', 'apply', true]],
+  );
   const [sidecar, watch] = pod.containers;
   assert.equal(sidecar.securityContext.runAsNonRoot, true);
   assert.deepEqual(sidecar.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] });
@@ -55,11 +76,14 @@ test('reconcile creates the fleet objects, owned by the TransparentProxy', async
   const token = /^\/readyz\?template=([0-9a-f]{16})$/.exec(sidecar.readinessProbe.httpGet.path)?.[1];
   assert.ok(token, sidecar.readinessProbe.httpGet.path);
   assert.deepEqual(sidecar.command.slice(-2), ['--template', token]);
-  assert.match(sidecar.readinessProbe.httpGet.host, /^127\.\d+\.\d+\.\d+$/, 'the sidecar\'s own loopback address');
+  assert.match(sidecar.readinessProbe.httpGet.host, /^127\.\d+\.\d+\.\d+$/, "the sidecar's own loopback address");
   assert.equal(sidecar.ports, undefined, 'no declared (host) port: it would block the surge pod');
   assert.equal(watch.securityContext.privileged, false);
   assert.deepEqual(d.spec.updateStrategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 });
-  const t = await waitFor('status', async () => { const o = await tp('web'); return o?.status?.observedGeneration === 1 && o; });
+  const t = await waitFor('status', async () => {
+    const o = await tp('web');
+    return o?.status?.observedGeneration === 1 && o;
+  });
   assert.deepEqual(t.metadata.finalizers, [FINALIZER]);
   assert.equal(cond(t, 'InvalidSpec')?.status, 'False');
   assert.equal(t.status.replicas, 2, 'every candidate node is active when replicas is omitted');
@@ -70,21 +94,36 @@ test('reconcile creates the fleet objects, owned by the TransparentProxy', async
 test('a spec change reaches the ConfigMap and rolls the pods (config hash changes)', async () => {
   const before = (await ds('web'))!.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION];
   await c.mergePatch(tpPath(NS, 'web'), { spec: { interception: { ports: [{ port: 80 }, { port: 443 }] } } });
-  const d = await waitFor('new hash', async () => { const o = await ds('web'); return o?.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION] !== before && o; });
+  const d = await waitFor('new hash', async () => {
+    const o = await ds('web');
+    return o?.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION] !== before && o;
+  });
   const config = parseNodeConfigText((await cm('web'))!.data!['nodeconfig.yaml']!);
   assert.deepEqual(config.interception.ports, [{ port: 80 }, { port: 443 }]);
-  await waitFor('status hash', async () => (await tp('web'))?.status?.configHash === d.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION]);
+  await waitFor(
+    'status hash',
+    async () => (await tp('web'))?.status?.configHash === d.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION],
+  );
 });
 
 test('a spec only the NodeConfig parser can reject yields InvalidSpec naming the field and changes nothing', async () => {
   const [d0, c0] = [await ds('web'), await cm('web')];
   // mark outside mask passes schema and CEL (CEL has no bit operations) but not api/nodeconfig.ts.
-  await c.mergePatch(tpPath(NS, 'web'), { spec: { interception: { mark: 0x1000, mask: 0x2000 }, proxy: { image: 'registry.example/other:2' } } });
-  const t = await waitFor('InvalidSpec', async () => { const o = await tp('web'); return cond(o, 'InvalidSpec')?.status === 'True' && o; });
+  await c.mergePatch(tpPath(NS, 'web'), {
+    spec: { interception: { mark: 0x1000, mask: 0x2000 }, proxy: { image: 'registry.example/other:2' } },
+  });
+  const t = await waitFor('InvalidSpec', async () => {
+    const o = await tp('web');
+    return cond(o, 'InvalidSpec')?.status === 'True' && o;
+  });
   assert.match(cond(t, 'InvalidSpec').message, /spec\.interception\.mark: must lie within mask/);
   assert.equal(cond(t, 'Ready').status, 'False');
   assert.equal(t.status.observedGeneration, t.metadata.generation);
-  assert.equal((await ds('web'))!.metadata.resourceVersion, d0!.metadata.resourceVersion, 'DaemonSet untouched (image change not applied)');
+  assert.equal(
+    (await ds('web'))!.metadata.resourceVersion,
+    d0!.metadata.resourceVersion,
+    'DaemonSet untouched (image change not applied)',
+  );
   assert.equal((await cm('web'))!.metadata.resourceVersion, c0!.metadata.resourceVersion, 'ConfigMap untouched');
   await c.mergePatch(tpPath(NS, 'web'), { spec: { interception: { mark: 0x2000 } } });
   await waitFor('valid again', async () => cond(await tp('web'), 'InvalidSpec')?.status === 'False');
@@ -94,8 +133,16 @@ test('a spec only the NodeConfig parser can reject yields InvalidSpec naming the
 test('autoscaling.enabled creates an HPA on /scale; disabling deletes it', async () => {
   const hpaPath = `/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers/web`;
   // The API server refuses autoscaling without spec.replicas (/scale would be unreadable).
-  await assert.rejects(c.mergePatch(tpPath(NS, 'web'), { spec: { autoscaling: { enabled: true, maxReplicas: 2 } } }), /replicas is required when autoscaling is enabled/);
-  await c.mergePatch(tpPath(NS, 'web'), { spec: { replicas: 2, autoscaling: { enabled: true, minReplicas: 1, maxReplicas: 2, targetConnectionsPerProxy: 500 } } });
+  await assert.rejects(
+    c.mergePatch(tpPath(NS, 'web'), { spec: { autoscaling: { enabled: true, maxReplicas: 2 } } }),
+    /replicas is required when autoscaling is enabled/,
+  );
+  await c.mergePatch(tpPath(NS, 'web'), {
+    spec: {
+      replicas: 2,
+      autoscaling: { enabled: true, minReplicas: 1, maxReplicas: 2, targetConnectionsPerProxy: 500 },
+    },
+  });
   const h = await waitFor('HPA', () => get(hpaPath));
   assert.deepEqual(h.spec.scaleTargetRef, { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', name: 'web' });
   assert.equal(h.spec.maxReplicas, 2);
@@ -107,39 +154,68 @@ test('autoscaling.enabled creates an HPA on /scale; disabling deletes it', async
 /** What the DaemonSet controller writes once `ready` of `desired` pods run the current template. */
 async function writeDaemonSetStatus(name: string, desired: number, ready: number): Promise<void> {
   const d = (await ds(name))!;
-  await c.mergePatch(`/apis/apps/v1/namespaces/${NS}/daemonsets/${name}/status`, { status: {
-    observedGeneration: d.metadata.generation, desiredNumberScheduled: desired, currentNumberScheduled: desired,
-    updatedNumberScheduled: desired, numberReady: ready, numberAvailable: ready, numberMisscheduled: 0,
-  } });
+  await c.mergePatch(`/apis/apps/v1/namespaces/${NS}/daemonsets/${name}/status`, {
+    status: {
+      observedGeneration: d.metadata.generation,
+      desiredNumberScheduled: desired,
+      currentNumberScheduled: desired,
+      updatedNumberScheduled: desired,
+      numberReady: ready,
+      numberAvailable: ready,
+      numberMisscheduled: 0,
+    },
+  });
 }
 
 /** A proxy pod on `node` as the DaemonSet controller creates it and the kubelet reports it Ready. */
 async function createReadyPod(tpName: string, node: string): Promise<void> {
   const d = (await ds(tpName))!;
   const pod = await c.create<Obj>(`/api/v1/namespaces/${NS}/pods`, {
-    apiVersion: 'v1', kind: 'Pod', metadata: { name: `${tpName}-${node}`, labels: d.spec.template.metadata.labels },
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: `${tpName}-${node}`, labels: d.spec.template.metadata.labels },
     spec: { ...d.spec.template.spec, nodeName: node },
   });
-  await c.mergePatch(`/api/v1/namespaces/${NS}/pods/${pod.metadata.name}/status`, { status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } });
+  await c.mergePatch(`/api/v1/namespaces/${NS}/pods/${pod.metadata.name}/status`, {
+    status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] },
+  });
 }
 
 test('Ready follows the DaemonSet rollout and per-node pod readiness', async () => {
   await writeDaemonSetStatus('web', 2, 0);
-  let t = await waitFor('not ready', async () => { const o = await tp('web'); return cond(o, 'Ready')?.reason === 'NodesNotReady' && o; });
+  let t = await waitFor('not ready', async () => {
+    const o = await tp('web');
+    return cond(o, 'Ready')?.reason === 'NodesNotReady' && o;
+  });
   assert.equal(cond(t, 'Degraded').status, 'True');
   await createReadyPod('web', 'n1');
   await createReadyPod('web', 'n2');
   await writeDaemonSetStatus('web', 2, 2);
-  t = await waitFor('ready', async () => { const o = await tp('web'); return cond(o, 'Ready')?.status === 'True' && o; });
+  t = await waitFor('ready', async () => {
+    const o = await tp('web');
+    return cond(o, 'Ready')?.status === 'True' && o;
+  });
   assert.equal(t.status.readyReplicas, 2);
-  assert.deepEqual(t.status.nodes.map((n: any) => [n.name, n.state, n.ready]), [['n1', 'Active', true], ['n2', 'Active', true]]);
+  assert.deepEqual(
+    t.status.nodes.map((n: any) => [n.name, n.state, n.ready]),
+    [
+      ['n1', 'Active', true],
+      ['n2', 'Active', true],
+    ],
+  );
   assert.equal(cond(t, 'Progressing').status, 'False');
 });
 
 test('deletion: the finalizer switches the fleet to cleanup mode and waits for the nodes to report done', async () => {
   await c.delete(tpPath(NS, 'web'));
-  const d = await waitFor('cleanup mode', async () => { const o = await ds('web'); return o?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup' && o; });
-  assert.deepEqual(d.spec.template.spec.initContainers.map((x: any) => x.command.slice(0, 2)), [['tpfleet-agent', 'cleanup']]);
+  const d = await waitFor('cleanup mode', async () => {
+    const o = await ds('web');
+    return o?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup' && o;
+  });
+  assert.deepEqual(
+    d.spec.template.spec.initContainers.map((x: any) => x.command.slice(0, 2)),
+    [['tpfleet-agent', 'cleanup']],
+  );
   assert.equal(d.spec.updateStrategy.rollingUpdate.maxUnavailable, '100%');
   await new Promise((r) => setTimeout(r, 1000));
   const t = await tp('web');
@@ -158,11 +234,16 @@ test('deletion also waits for a node still leaving after a scale-in, then clears
   await waitFor('two active nodes', async () => (await labelOf('n1')) === 'true' && (await labelOf('n2')) === 'true');
   await c.mergePatch(tpPath(NS, 'shrink'), { spec: { replicas: 1 } });
   const leaving = await waitFor('one node leaving', async () => {
-    const l = [(await labelOf('n1')) === 'leaving' && 'n1', (await labelOf('n2')) === 'leaving' && 'n2'].filter(Boolean);
+    const l = [(await labelOf('n1')) === 'leaving' && 'n1', (await labelOf('n2')) === 'leaving' && 'n2'].filter(
+      Boolean,
+    );
     return l.length === 1 && (l[0] as string);
   });
   await c.delete(tpPath(NS, 'shrink'));
-  await waitFor('cleanup mode', async () => (await ds('shrink'))?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup');
+  await waitFor(
+    'cleanup mode',
+    async () => (await ds('shrink'))?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup',
+  );
   await writeDaemonSetStatus('shrink', 1, 1); // the active node has cleaned up
   const t = await waitFor('waiting for the leaving node', async () => {
     const o = await tp('shrink');
@@ -180,7 +261,10 @@ test('deletion does not hang forever: after --cleanup-timeout the finalizer goes
   await waitFor('finalizer', async () => (await tp('stuck'))?.metadata.finalizers?.includes(FINALIZER));
   const start = Date.now();
   await c.delete(tpPath(NS, 'stuck'));
-  await waitFor('cleanup mode', async () => (await ds('stuck'))?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup');
+  await waitFor(
+    'cleanup mode',
+    async () => (await ds('stuck'))?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup',
+  );
   await waitFor('gone after timeout', async () => (await tp('stuck')) === undefined, 20_000);
   assert.ok(Date.now() - start >= 7000, `waited ${Date.now() - start} ms for an 8 s timeout`);
 });

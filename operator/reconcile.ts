@@ -2,37 +2,18 @@
 // one field manager), report status. Validation happens before any write, so a bad spec changes
 // nothing but the status (InvalidSpec naming the field). Idempotent and restart-safe: every
 // object has a fixed name and is applied whole, so a crash mid-way converges on the next run.
-import { GROUP, KIND, PLURAL, VERSION } from '../api/transparentproxy.ts';
-import type { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
-import { resourcePath, type KubeObject } from './kube/client.ts';
-import type { ReconcileContext } from './context.ts';
+import { resourcePath, type KubeObject } from '../kube/client.ts';
+import type { ReconcileContext, Result } from './context.ts';
 import { nodeConflict } from './conflicts.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
-import { renderDaemonSet } from './render/daemonset.ts';
-import { activeLabelKey, names, selectorString } from './render/names.ts';
-import { renderNodeConfig } from './render/nodeconfig.ts';
-import { renderAgentRole, renderAgentRoleBinding, renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './render/objects.ts';
-import { computeStatus, stableJson, type DaemonSetStatus, type StatusInput } from './status.ts';
+import { OWNED } from './owned.ts';
+import { names, selectorString } from './render/names.ts';
+import { renderedSpec, type RenderedNodeConfig } from './render/nodeconfig.ts';
+import type { DaemonSetStatus, StatusInput } from './status.ts';
+import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
 import { fleetPods } from './pods.ts';
-
-export const TP = { group: GROUP, version: VERSION, plural: PLURAL, namespaced: true };
-export const R = {
-  daemonSets: { group: 'apps', version: 'v1', plural: 'daemonsets', namespaced: true },
-  configMaps: { group: '', version: 'v1', plural: 'configmaps', namespaced: true },
-  serviceAccounts: { group: '', version: 'v1', plural: 'serviceaccounts', namespaced: true },
-  roles: { group: 'rbac.authorization.k8s.io', version: 'v1', plural: 'roles', namespaced: true },
-  roleBindings: { group: 'rbac.authorization.k8s.io', version: 'v1', plural: 'rolebindings', namespaced: true },
-  services: { group: '', version: 'v1', plural: 'services', namespaced: true },
-  hpas: { group: 'autoscaling', version: 'v2', plural: 'horizontalpodautoscalers', namespaced: true },
-  nodes: { group: '', version: 'v1', plural: 'nodes', namespaced: false },
-  pods: { group: '', version: 'v1', plural: 'pods', namespaced: true },
-};
-
-export type Outcome = 'success' | 'invalid' | 'cleanup' | 'gone';
-export interface Result { outcome: Outcome; requeueAfterMs?: number }
-
-export type TransparentProxyObject = KubeObject & { spec?: unknown; status?: TransparentProxyStatus };
+import { writeStatus } from './write-status.ts';
 
 export async function reconcile(ctx: ReconcileContext, key: string): Promise<Result> {
   const [namespace = '', name = ''] = key.split('/');
@@ -42,23 +23,25 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     // owner references; node labels are not owned, so clear them here.
     await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
     const n = names(name);
-    for (const [r, obj] of [[R.serviceAccounts, n.serviceAccount], [R.roles, n.agentRole], [R.roleBindings, n.agentRole], [R.configMaps, n.configMap],
-      [R.daemonSets, n.daemonSet], [R.daemonSets, n.leaveDaemonSet], [R.services, n.service], [R.hpas, n.hpa]] as const) {
-      ctx.memo.forget(resourcePath(r, namespace, obj));
-    }
+    for (const o of OWNED) ctx.memo.forget(resourcePath(R[o.kind], namespace, o.name(n)));
     return { outcome: 'gone' };
   }
   if (tp.metadata.deletionTimestamp) return finalize(ctx, tp);
   await ensureFinalizer(ctx, tp);
 
-  const rendered = renderNodeConfig(tp.spec);
-  const statusBase = { generation: tp.metadata.generation ?? 0, prev: tp.status, now: ctx.now().toISOString(), selector: selectorString(name) };
+  const rendered = renderedSpec(tp);
+  const statusBase = {
+    generation: tp.metadata.generation ?? 0,
+    prev: tp.status,
+    now: ctx.now().toISOString(),
+    selector: selectorString(name),
+  };
   if (!rendered.ok) {
     ctx.log.info({ tp: key, problems: rendered.problems }, 'spec rejected; nothing changed');
     await writeStatus(ctx, tp, { ...statusBase, invalid: rendered.problems });
     return { outcome: 'invalid' };
   }
-  const { spec, yaml, hash } = rendered.value;
+  const { spec, hash } = rendered.value;
   // Checked before any write, like a bad spec: a conflicting object changes nothing (conflicts.ts).
   const conflict = nodeConflict(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list());
   if (conflict) {
@@ -67,50 +50,49 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     return { outcome: 'invalid' };
   }
   const active = await syncActiveNodes(ctx, namespace, name, spec);
-  const n = names(name);
-  const c = ctx.caches;
-  const path = (r: typeof R.configMaps, obj: string) => resourcePath(r, namespace, obj);
-  await ctx.memo.apply(ctx.client, path(R.serviceAccounts, n.serviceAccount), renderServiceAccount(tp), c.serviceAccounts.get(namespace, n.serviceAccount));
-  await ctx.memo.apply(ctx.client, path(R.roles, n.agentRole), renderAgentRole(tp), c.roles.get(namespace, n.agentRole));
-  await ctx.memo.apply(ctx.client, path(R.roleBindings, n.agentRole), renderAgentRoleBinding(tp), c.roleBindings.get(namespace, n.agentRole));
-  // ConfigMap before DaemonSet: new pods must find the config their hash annotation promises.
-  await ctx.memo.apply(ctx.client, path(R.configMaps, n.configMap), renderConfigMap(tp, yaml, hash), c.configMaps.get(namespace, n.configMap));
-  const ds = await ctx.memo.apply(ctx.client, path(R.daemonSets, n.daemonSet), renderDaemonSet({
-    tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'run',
-    activeLabel: spec.replicas === undefined ? undefined : activeLabelKey(namespace, name),
-  }), c.daemonSets.get(namespace, n.daemonSet));
-  // Always present (level-based): it runs only where a node is labelled "leaving" (nodes.ts).
-  await ctx.memo.apply(ctx.client, path(R.daemonSets, n.leaveDaemonSet), renderDaemonSet({
-    tp, spec, configHash: hash, defaultImage: ctx.settings.defaultImage, mode: 'leave', activeLabel: activeLabelKey(namespace, name),
-  }), c.daemonSets.get(namespace, n.leaveDaemonSet));
-  await ctx.memo.apply(ctx.client, path(R.services, n.service), renderMetricsService(tp, spec), c.services.get(namespace, n.service));
-  if (spec.autoscaling?.enabled) {
-    await ctx.memo.apply(ctx.client, path(R.hpas, n.hpa), renderHpa(tp, spec), c.hpas.get(namespace, n.hpa));
-  } else if (ownedBy(c.hpas.get(namespace, n.hpa), tp)) {
-    await ctx.client.delete(path(R.hpas, n.hpa));
-    ctx.memo.forget(path(R.hpas, n.hpa));
-  }
+  const ds = await applyOwned(ctx, tp, rendered.value);
   await active.finish();
   await writeStatus(ctx, tp, {
-    ...statusBase, configHash: hash, active: active.active, draining: active.leaving(), candidates: active.candidates, requested: spec.replicas,
-    ...fleetPods(ctx.caches.pods.list(), namespace, name), daemonSet: dsInfo(c.daemonSets.get(namespace, n.daemonSet) ?? ds),
+    ...statusBase,
+    configHash: hash,
+    active: active.active,
+    draining: active.leaving(),
+    candidates: active.candidates,
+    requested: spec.replicas,
+    ...fleetPods(ctx.caches.pods.list(), namespace, name),
+    daemonSet: dsInfo(ctx.caches.daemonSets.get(namespace, names(name).daemonSet) ?? ds),
   });
   return { outcome: 'success' };
 }
 
-function dsInfo(ds: KubeObject): StatusInput['daemonSet'] {
-  return { generation: ds.metadata.generation, status: (ds as { status?: DaemonSetStatus }).status };
+/**
+ * Applies every owned object (owned.ts, in table order) or deletes the ones no longer wanted that
+ * we own. Returns what the server answered for the proxy DaemonSet (the cache may lag behind).
+ */
+async function applyOwned(
+  ctx: ReconcileContext,
+  tp: TransparentProxyObject,
+  rendered: RenderedNodeConfig,
+): Promise<KubeObject | undefined> {
+  const namespace = tp.metadata.namespace ?? '',
+    n = names(tp.metadata.name);
+  let fleet: KubeObject | undefined;
+  for (const o of OWNED) {
+    const name = o.name(n),
+      path = resourcePath(R[o.kind], namespace, name),
+      live = ctx.caches[o.kind].get(namespace, name);
+    const desired = o.render({ tp, rendered, defaultImage: ctx.settings.defaultImage });
+    if (desired) {
+      const res = await ctx.memo.apply(ctx.client, path, desired, live);
+      if (o.kind === 'daemonSets' && name === n.daemonSet) fleet = res;
+    } else if (ownedBy(live, tp)) {
+      await ctx.client.delete(path);
+      ctx.memo.forget(path);
+    }
+  }
+  return fleet;
 }
 
-export function ownedBy(obj: KubeObject | undefined, tp: KubeObject): boolean {
-  return !!obj?.metadata.ownerReferences?.some((o) => o.uid === tp.metadata.uid && o.controller);
-}
-
-/** Writes status through the status subresource, only when it differs from what is stored. */
-export async function writeStatus(ctx: ReconcileContext, tp: TransparentProxyObject, input: StatusInput): Promise<void> {
-  const status = computeStatus(input);
-  if (stableJson(status) === stableJson(tp.status ?? {})) return;
-  await ctx.client.apply(resourcePath(TP, tp.metadata.namespace, tp.metadata.name, 'status'), {
-    apiVersion: `${GROUP}/${VERSION}`, kind: KIND, metadata: { name: tp.metadata.name, namespace: tp.metadata.namespace }, status,
-  });
+function dsInfo(ds: KubeObject | undefined): StatusInput['daemonSet'] {
+  return { generation: ds?.metadata.generation, status: (ds as { status?: DaemonSetStatus } | undefined)?.status };
 }

@@ -8,10 +8,10 @@ import { openSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { KubeClient, type KubeObject } from './kube/client.ts';
+import { KubeClient, type KubeObject } from '../kube/client.ts';
 import { activeLabelKey } from './render/names.ts';
-import { createNamespace, createNode, installCrd, tpPath, waitFor } from './testenv/fixtures.ts';
-import { freePort, startTestEnv, type TestEnv } from './testenv/testenv.ts';
+import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
+import { freePort, startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
 let env: TestEnv, c: KubeClient;
 const NS = 'restart';
@@ -25,19 +25,45 @@ before(async () => {
   await installCrd(c);
   await createNamespace(c, NS);
   await createNamespace(c, 'tpfleet-system');
-  for (const [n, z] of [['r1', 'a'], ['r2', 'b'], ['r3', 'c']] as const) await createNode(c, n, { zone: z });
+  for (const [n, z] of [
+    ['r1', 'a'],
+    ['r2', 'b'],
+    ['r3', 'c'],
+  ] as const)
+    await createNode(c, n, { zone: z });
 });
 after(async () => {
   for (const p of procs) p.kill('SIGKILL');
   await env?.stop();
 });
 
-interface Op { proc: ChildProcess; port: number }
+interface Op {
+  proc: ChildProcess;
+  port: number;
+}
 async function spawnOperator(identity: string, extra: string[] = []): Promise<Op> {
   const port = await freePort();
   const log = openSync(join(env.dir, `operator-${identity}.log`), 'a');
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'operator/main.ts', '--kubeconfig', env.kubeconfigPath,
-    '--bind', `127.0.0.1:${port}`, '--identity', identity, '--lease-duration', '4s', '--log-level', 'info', ...extra], { cwd: repo, stdio: ['ignore', log, log] });
+  const proc = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'operator/main.ts',
+      '--kubeconfig',
+      env.kubeconfigPath,
+      '--bind',
+      `127.0.0.1:${port}`,
+      '--identity',
+      identity,
+      '--lease-duration',
+      '4s',
+      '--log-level',
+      'info',
+      ...extra,
+    ],
+    { cwd: repo, stdio: ['ignore', log, log] },
+  );
   procs.add(proc);
   proc.on('exit', () => procs.delete(proc));
   await waitFor(`${identity} /readyz`, async () => (await scrape(port, '/readyz')).startsWith('ok'), 30_000);
@@ -45,21 +71,32 @@ async function spawnOperator(identity: string, extra: string[] = []): Promise<Op
 }
 function scrape(port: number, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    httpGet({ host: '127.0.0.1', port, path }, (res) => { let b = ''; res.on('data', (d) => (b += d)); res.on('end', () => resolve(b)); }).on('error', reject);
+    httpGet({ host: '127.0.0.1', port, path }, (res) => {
+      let b = '';
+      res.on('data', (d) => (b += d));
+      res.on('end', () => resolve(b));
+    }).on('error', reject);
   });
 }
 /** Sum of a counter/gauge family in a Prometheus text scrape. */
 async function metric(op: Op, name: string): Promise<number> {
   const text = await scrape(op.port, '/metrics');
-  return text.split('\n').filter((l) => l.startsWith(name)).reduce((s, l) => s + Number(l.split(' ').pop()), 0);
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(name))
+    .reduce((s, l) => s + Number(l.split(' ').pop()), 0);
 }
 async function stop(op: Op, signal: NodeJS.Signals): Promise<void> {
   const exited = new Promise((r) => op.proc.once('exit', r));
   op.proc.kill(signal);
   await exited;
 }
-const list = async (path: string) => (await c.list(path, { labelSelector: 'app.kubernetes.io/instance=x' })).items.map((o) => o.metadata.name);
-const activeNodes = async () => (await c.list('/api/v1/nodes', { labelSelector: `${activeLabelKey(NS, 'x')}=true` })).items.map((n) => n.metadata.name);
+const list = async (path: string) =>
+  (await c.list(path, { labelSelector: 'app.kubernetes.io/instance=x' })).items.map((o) => o.metadata.name);
+const activeNodes = async () =>
+  (await c.list('/api/v1/nodes', { labelSelector: `${activeLabelKey(NS, 'x')}=true` })).items.map(
+    (n) => n.metadata.name,
+  );
 
 let leader: Op;
 
@@ -69,7 +106,12 @@ test('killed mid-reconcile (SIGKILL), a restarted operator converges with no dup
   // eighth write.
   const first = await spawnOperator('first', ['--crash-after-writes', '7']);
   const exited = new Promise((r) => first.proc.once('exit', (_code, signal) => r(signal)));
-  await c.create(tpPath(NS), { apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: 'x' }, spec: { replicas: 2 } });
+  await c.create(tpPath(NS), {
+    apiVersion: 'tpfleet.io/v1alpha1',
+    kind: 'TransparentProxy',
+    metadata: { name: 'x' },
+    spec: { replicas: 2 },
+  });
   assert.equal(await exited, 'SIGKILL');
   const atKill = await c.get<Obj>(tpPath(NS, 'x'));
   assert.equal(atKill?.status?.observedGeneration, undefined, 'killed before the reconcile finished');
@@ -78,10 +120,14 @@ test('killed mid-reconcile (SIGKILL), a restarted operator converges with no dup
   assert.equal((await activeNodes()).length, 2);
   // The killed replica still holds the lease: the new one waits for it to expire (4 s).
   leader = await spawnOperator('second');
-  const t = await waitFor('converged', async () => {
-    const o = await c.get<Obj>(tpPath(NS, 'x'));
-    return o?.status?.observedGeneration === o?.metadata.generation && o?.status?.replicas === 2 && o;
-  }, 30_000);
+  const t = await waitFor(
+    'converged',
+    async () => {
+      const o = await c.get<Obj>(tpPath(NS, 'x'));
+      return o?.status?.observedGeneration === o?.metadata.generation && o?.status?.replicas === 2 && o;
+    },
+    30_000,
+  );
   assert.equal(t.status.nodes.length, 2);
   assert.deepEqual(await list(`/apis/apps/v1/namespaces/${NS}/daemonsets`), ['x', 'x-leave']);
   assert.deepEqual(await list(`/api/v1/namespaces/${NS}/configmaps`), ['x-nodeconfig']);
@@ -96,12 +142,24 @@ test('killed mid-reconcile (SIGKILL), a restarted operator converges with no dup
 test('steady state: no API writes and no object changes over 30 s (no hot loop)', async () => {
   await new Promise((r) => setTimeout(r, 2000));
   const snapshot = async () => {
-    const paths = [tpPath(NS, 'x'), `/apis/apps/v1/namespaces/${NS}/daemonsets/x`, `/api/v1/namespaces/${NS}/configmaps/x-nodeconfig`,
-      `/api/v1/namespaces/${NS}/services/x-metrics`, `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/roles/x-node-agent`,
-      `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/rolebindings/x-node-agent`, '/api/v1/nodes/r1', '/api/v1/nodes/r2', '/api/v1/nodes/r3'];
+    const paths = [
+      tpPath(NS, 'x'),
+      `/apis/apps/v1/namespaces/${NS}/daemonsets/x`,
+      `/api/v1/namespaces/${NS}/configmaps/x-nodeconfig`,
+      `/api/v1/namespaces/${NS}/services/x-metrics`,
+      `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/roles/x-node-agent`,
+      `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/rolebindings/x-node-agent`,
+      '/api/v1/nodes/r1',
+      '/api/v1/nodes/r2',
+      '/api/v1/nodes/r3',
+    ];
     return Promise.all(paths.map(async (p) => `${p}@${(await c.get(p))?.metadata.resourceVersion}`));
   };
-  const [w0, r0, s0] = [await metric(leader, 'tpfleet_operator_api_writes_total'), await metric(leader, 'tpfleet_operator_reconcile_total'), await snapshot()];
+  const [w0, r0, s0] = [
+    await metric(leader, 'tpfleet_operator_api_writes_total'),
+    await metric(leader, 'tpfleet_operator_reconcile_total'),
+    await snapshot(),
+  ];
   await new Promise((r) => setTimeout(r, 30_000));
   const [w1, s1] = [await metric(leader, 'tpfleet_operator_api_writes_total'), await snapshot()];
   assert.equal(w1, w0, 'no writes');

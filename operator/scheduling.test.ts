@@ -1,9 +1,18 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 import { candidates, selectActive, type Candidate } from './scheduling.ts';
 
-const node = (name: string, o: { zone?: string; ready?: boolean; labels?: Record<string, string>; taints?: { key: string; value?: string; effect: string }[]; unschedulable?: boolean } = {}): KubeObject => ({
+const node = (
+  name: string,
+  o: {
+    zone?: string;
+    ready?: boolean;
+    labels?: Record<string, string>;
+    taints?: { key: string; value?: string; effect: string }[];
+    unschedulable?: boolean;
+  } = {},
+): KubeObject => ({
   metadata: { name, labels: { ...(o.zone ? { 'topology.kubernetes.io/zone': o.zone } : {}), ...o.labels } },
   spec: { taints: o.taints, unschedulable: o.unschedulable },
   status: { conditions: [{ type: 'Ready', status: o.ready === false ? 'False' : 'True' }] },
@@ -19,12 +28,27 @@ test('candidates: selector, readiness, cordon and taints (tolerated or not)', ()
     node('f', { labels: { pool: 'x' }, taints: [{ key: 'other', effect: 'NoExecute' }] }),
     node('g', { labels: { pool: 'x' }, taints: [{ key: 'soft', effect: 'PreferNoSchedule' }] }),
   ];
-  assert.deepEqual(candidates(nodes, { pool: 'x' }).map((c) => c.name), ['a', 'g']);
-  assert.deepEqual(candidates(nodes, { pool: 'x' }, [{ key: 'dedicated', operator: 'Equal', value: 'proxy', effect: 'NoSchedule' }]).map((c) => c.name), ['a', 'e', 'g']);
-  assert.deepEqual(candidates(nodes, { pool: 'x' }, [{ operator: 'Exists' }]).map((c) => c.name), ['a', 'e', 'f', 'g']);
+  assert.deepEqual(
+    candidates(nodes, { pool: 'x' }).map((c) => c.name),
+    ['a', 'g'],
+  );
+  assert.deepEqual(
+    candidates(nodes, { pool: 'x' }, [
+      { key: 'dedicated', operator: 'Equal', value: 'proxy', effect: 'NoSchedule' },
+    ]).map((c) => c.name),
+    ['a', 'e', 'g'],
+  );
+  assert.deepEqual(
+    candidates(nodes, { pool: 'x' }, [{ operator: 'Exists' }]).map((c) => c.name),
+    ['a', 'e', 'f', 'g'],
+  );
 });
 
-const zoned = (spec: string): Candidate[] => spec.split(' ').map((s) => { const [name, zone] = s.split('@'); return { name: name!, zone: zone! }; });
+const zoned = (spec: string): Candidate[] =>
+  spec.split(' ').map((s) => {
+    const [name, zone] = s.split('@');
+    return { name: name!, zone: zone! };
+  });
 const cands = zoned('a1@a a2@a a3@a b1@b b2@b c1@c');
 
 test('growing from nothing spreads across zones', () => {
@@ -59,7 +83,11 @@ test('on a tie, the replacement goes to the zone of the node that was lost', () 
   const without = cands.filter((c) => c.name !== 'b1');
   const r = selectActive(without, new Set(['b1', 'c1']), 2, (n) => (n === 'b1' ? 'b' : undefined));
   assert.deepEqual(r.added, ['b2'], 'zones a and b are both empty; b lost its node');
-  assert.deepEqual(selectActive(without, new Set(['b1', 'c1']), 2).added, ['a1'], 'without the hint the first zone wins');
+  assert.deepEqual(
+    selectActive(without, new Set(['b1', 'c1']), 2).added,
+    ['a1'],
+    'without the hint the first zone wins',
+  );
 });
 
 test('asking for more nodes than candidates activates every candidate', () => {

@@ -7,16 +7,23 @@
 // and shrink from the most-populated one (spread over topology.kubernetes.io/zone); ties break
 // by node name so the choice is deterministic across operator restarts.
 import type { Toleration } from '../api/transparentproxy.ts';
-import type { KubeObject } from './kube/client.ts';
+import type { KubeObject } from '../kube/client.ts';
 import { ZONE_LABEL } from './render/names.ts';
 
-interface Taint { key: string; value?: string; effect: string }
+interface Taint {
+  key: string;
+  value?: string;
+  effect: string;
+}
 interface NodeShape extends KubeObject {
   spec?: { taints?: Taint[]; unschedulable?: boolean };
   status?: { conditions?: { type: string; status: string }[] };
 }
 
-export interface Candidate { name: string; zone: string }
+export interface Candidate {
+  name: string;
+  zone: string;
+}
 
 function tolerates(t: Toleration, taint: Taint): boolean {
   if (t.effect && t.effect !== taint.effect) return false;
@@ -29,27 +36,47 @@ export function matchesSelector(node: KubeObject, selector: Record<string, strin
   return Object.entries(selector).every(([k, v]) => node.metadata.labels?.[k] === v);
 }
 
-export function isCandidate(node: KubeObject, nodeSelector: Record<string, string> = {}, tolerations: Toleration[] = []): boolean {
+export function isCandidate(
+  node: KubeObject,
+  nodeSelector: Record<string, string> = {},
+  tolerations: Toleration[] = [],
+): boolean {
   const n = node as NodeShape;
   if (!matchesSelector(n, nodeSelector)) return false;
   if (n.spec?.unschedulable) return false;
   if (n.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True') return false;
-  return (n.spec?.taints ?? []).every((taint) => taint.effect === 'PreferNoSchedule' || tolerations.some((t) => tolerates(t, taint)));
+  return (n.spec?.taints ?? []).every(
+    (taint) => taint.effect === 'PreferNoSchedule' || tolerations.some((t) => tolerates(t, taint)),
+  );
 }
 
-export function candidates(nodes: KubeObject[], nodeSelector?: Record<string, string>, tolerations?: Toleration[]): Candidate[] {
-  return nodes.filter((n) => isCandidate(n, nodeSelector, tolerations))
+export function candidates(
+  nodes: KubeObject[],
+  nodeSelector?: Record<string, string>,
+  tolerations?: Toleration[],
+): Candidate[] {
+  return nodes
+    .filter((n) => isCandidate(n, nodeSelector, tolerations))
     .map((n) => ({ name: n.metadata.name, zone: n.metadata.labels?.[ZONE_LABEL] ?? '' }))
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 
-export interface Selection { active: string[]; added: string[]; removed: string[] }
+export interface Selection {
+  active: string[];
+  added: string[];
+  removed: string[];
+}
 
 /**
  * Chooses `desired` active nodes among `cands`, given the currently active set (which may hold
  * nodes that are no longer candidates: they are removed first; `lostZoneOf` tells their zone).
  */
-export function selectActive(cands: Candidate[], current: ReadonlySet<string>, desired: number, lostZoneOf: (node: string) => string | undefined = () => undefined): Selection {
+export function selectActive(
+  cands: Candidate[],
+  current: ReadonlySet<string>,
+  desired: number,
+  lostZoneOf: (node: string) => string | undefined = () => undefined,
+): Selection {
   const byName = new Map(cands.map((c) => [c.name, c]));
   const kept = cands.filter((c) => current.has(c.name));
   const perZone = new Map<string, number>();
@@ -58,14 +85,22 @@ export function selectActive(cands: Candidate[], current: ReadonlySet<string>, d
   // Shrink: drop from the fullest zone; within a zone the last name goes first.
   while (active.size > desired) {
     const zone = [...perZone.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0]![0];
-    const victim = [...active].filter((n) => byName.get(n)!.zone === zone).sort().pop()!;
+    const victim = [...active]
+      .filter((n) => byName.get(n)!.zone === zone)
+      .sort()
+      .pop()!;
     active.delete(victim);
     perZone.set(zone, perZone.get(zone)! - 1);
   }
   // Grow: add to the emptiest zone that still has a spare candidate; first name first.
   // Among equally filled zones, prefer one that just lost an active node (it was chosen for a
   // reason, e.g. capacity or locality): a replacement stays in the failed node's zone.
-  const lostZones = new Set([...current].filter((n) => !byName.has(n)).map((n) => lostZoneOf(n)).filter((z) => z !== undefined));
+  const lostZones = new Set(
+    [...current]
+      .filter((n) => !byName.has(n))
+      .map((n) => lostZoneOf(n))
+      .filter((z) => z !== undefined),
+  );
   const spare = cands.filter((c) => !active.has(c.name));
   while (active.size < desired && spare.length > 0) {
     const zones = [...new Set(spare.map((c) => c.zone))];
@@ -77,5 +112,9 @@ export function selectActive(cands: Candidate[], current: ReadonlySet<string>, d
     perZone.set(pick.zone, (perZone.get(pick.zone) ?? 0) + 1);
   }
   const list = [...active].sort();
-  return { active: list, added: list.filter((n) => !current.has(n)), removed: [...current].filter((n) => !active.has(n)).sort() };
+  return {
+    active: list,
+    added: list.filter((n) => !current.has(n)),
+    removed: [...current].filter((n) => !active.has(n)).sort(),
+  };
 }

@@ -1,12 +1,22 @@
 // status of a TransparentProxy from what the operator observed. Pure; lastTransitionTime only
 // moves when a condition's status changes, so recomputing an unchanged state yields an equal
 // object and the operator writes nothing (no hot loop).
-import type { Condition, ConditionType, NodeSummary, NodeTuning, TransparentProxyStatus } from '../api/transparentproxy-status.ts';
+import type {
+  Condition,
+  ConditionType,
+  NodeSummary,
+  NodeTuning,
+  TransparentProxyStatus,
+} from '../api/transparentproxy-status.ts';
+import { DEGRADING_TUNING } from '../api/tuning-condition.ts';
 import type { Candidate } from './scheduling.ts';
 
 export interface DaemonSetStatus {
-  observedGeneration?: number; desiredNumberScheduled?: number; updatedNumberScheduled?: number;
-  numberReady?: number; numberAvailable?: number;
+  observedGeneration?: number;
+  desiredNumberScheduled?: number;
+  updatedNumberScheduled?: number;
+  numberReady?: number;
+  numberAvailable?: number;
 }
 
 export interface StatusInput {
@@ -35,11 +45,23 @@ function withTimes(next: Cond[], prev: Condition[] | undefined, now: string, gen
   return next.map((c) => {
     const old = prev?.find((p) => p.type === c.type);
     const lastTransitionTime = old && old.status === c.status ? old.lastTransitionTime : now;
-    return { type: c.type, status: c.status, reason: c.reason, ...(c.message ? { message: c.message } : {}), lastTransitionTime, observedGeneration: generation };
+    return {
+      type: c.type,
+      status: c.status,
+      reason: c.reason,
+      ...(c.message ? { message: c.message } : {}),
+      lastTransitionTime,
+      observedGeneration: generation,
+    };
   });
 }
 
-const cond = (type: ConditionType, ok: boolean, reason: string, message?: string): Cond => ({ type, status: ok ? 'True' : 'False', reason, message });
+const cond = (type: ConditionType, ok: boolean, reason: string, message?: string): Cond => ({
+  type,
+  status: ok ? 'True' : 'False',
+  reason,
+  message,
+});
 
 export function rolloutComplete(ds: StatusInput['daemonSet']): boolean {
   const s = ds?.status;
@@ -49,61 +71,97 @@ export function rolloutComplete(ds: StatusInput['daemonSet']): boolean {
 
 export function computeStatus(i: StatusInput): TransparentProxyStatus {
   const base = { ...i.prev, observedGeneration: i.generation, selector: i.selector };
-  if (i.invalid) {
-    const message = i.invalid.join('; ').slice(0, 4000);
-    return { ...base, conditions: withTimes([
-      cond('Ready', false, 'InvalidSpec', 'the spec was rejected; the fleet keeps its last valid configuration'),
-      cond('Progressing', false, 'InvalidSpec'),
-      cond('Degraded', true, 'InvalidSpec', message),
-      cond('InvalidSpec', true, 'SpecRejected', message),
-    ], i.prev?.conditions, i.now, i.generation) };
-  }
+  const times = (c: Cond[]) => withTimes(c, i.prev?.conditions, i.now, i.generation);
+  if (i.invalid) return { ...base, conditions: times(invalidConditions(i.invalid)) };
   const active = i.active ?? [];
-  const ready = i.readyNodes ?? new Set<string>();
-  const nodes: NodeSummary[] = active.map((c) => {
-    const t = i.tuning?.get(c.name);
-    return { name: c.name, ...(c.zone ? { zone: c.zone } : {}), state: 'Active', ready: ready.has(c.name), ...(t ? { tuning: t } : {}) };
-  });
+  const nodes = activeNodes(i, active);
   const tuning = tuningProblem(nodes);
   const readyReplicas = nodes.filter((n) => n.ready).length;
   const replicas = nodes.length;
   const draining = (i.draining ?? []).filter((d) => !active.some((c) => c.name === d));
   nodes.push(...draining.map((name): NodeSummary => ({ name, state: 'Draining', ready: false })));
-  const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
-  const rolledOut = rolloutComplete(i.daemonSet);
-  const conditions: Cond[] = [];
-  if (i.cleanup) {
-    conditions.push(cond('Ready', false, 'Deleting'),
-      cond('Progressing', true, 'CleaningUp', `${i.cleanup.pending} of ${i.cleanup.total} nodes still removing their rules`),
-      cond('Degraded', false, 'Deleting'));
-  } else {
-    const allReady = rolledOut && readyReplicas === replicas;
-    conditions.push(
-      allReady ? cond('Ready', true, replicas === 0 ? 'NoActiveNodes' : 'AllNodesReady', `${readyReplicas} of ${replicas} active nodes ready`)
-        : cond('Ready', false, rolledOut ? 'NodesNotReady' : 'RollingOut', `${readyReplicas} of ${replicas} active nodes ready`),
-      !rolledOut ? cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration')
-        : draining.length ? cond('Progressing', true, 'NodesLeaving', `${draining.length} node(s) draining, then restoring their rules, routes and tuning: ${draining.join(', ').slice(0, 900)}`)
-          : cond('Progressing', false, 'RolloutComplete'),
-      short ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
-        : rolledOut && readyReplicas < replicas ? cond('Degraded', true, 'NodesNotReady', `${replicas - readyReplicas} active nodes not ready`)
-          : tuning ? cond('Degraded', true, tuning.reason, tuning.message)
-            : cond('Degraded', false, 'AsExpected'),
-    );
-  }
+  const conditions: Cond[] = i.cleanup
+    ? cleanupConditions(i.cleanup)
+    : fleetConditions(i, { replicas, readyReplicas, draining, tuning });
   conditions.push(cond('InvalidSpec', false, 'SpecValid'));
   return {
-    ...base, replicas, readyReplicas, candidates: i.candidates ?? 0, nodes,
+    ...base,
+    replicas,
+    readyReplicas,
+    candidates: i.candidates ?? 0,
+    nodes,
     ...(i.configHash ? { configHash: i.configHash } : {}),
-    conditions: withTimes(conditions, i.prev?.conditions, i.now, i.generation),
+    conditions: times(conditions),
   };
 }
 
-/**
- * Tuning reasons that degrade the fleet, worst first: someone fights our values, the kernel refused
- * one, irqbalance undoes the IRQ placement. TuningPartial (keys or devices a node lacks) is shown per
- * node but does not degrade: the issue's rule is "reported, not fatal".
- */
-export const DEGRADING_TUNING = ['TuningDrift', 'TuningRefused', 'IrqbalanceConflict'] as const;
+function invalidConditions(problems: string[]): Cond[] {
+  const message = problems.join('; ').slice(0, 4000);
+  return [
+    cond('Ready', false, 'InvalidSpec', 'the spec was rejected; the fleet keeps its last valid configuration'),
+    cond('Progressing', false, 'InvalidSpec'),
+    cond('Degraded', true, 'InvalidSpec', message),
+    cond('InvalidSpec', true, 'SpecRejected', message),
+  ];
+}
+
+function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
+  const ready = i.readyNodes ?? new Set<string>();
+  return active.map((c) => {
+    const t = i.tuning?.get(c.name);
+    return {
+      name: c.name,
+      ...(c.zone ? { zone: c.zone } : {}),
+      state: 'Active',
+      ready: ready.has(c.name),
+      ...(t ? { tuning: t } : {}),
+    };
+  });
+}
+
+function cleanupConditions(c: NonNullable<StatusInput['cleanup']>): Cond[] {
+  return [
+    cond('Ready', false, 'Deleting'),
+    cond('Progressing', true, 'CleaningUp', `${c.pending} of ${c.total} nodes still removing their rules`),
+    cond('Degraded', false, 'Deleting'),
+  ];
+}
+
+interface FleetState {
+  replicas: number;
+  readyReplicas: number;
+  draining: string[];
+  tuning: { reason: string; message: string } | undefined;
+}
+
+/** Ready, Progressing and Degraded of a running fleet; Degraded names the worst problem first. */
+function fleetConditions(i: StatusInput, f: FleetState): Cond[] {
+  const rolledOut = rolloutComplete(i.daemonSet);
+  const counts = `${f.readyReplicas} of ${f.replicas} active nodes ready`;
+  const ready =
+    rolledOut && f.readyReplicas === f.replicas
+      ? cond('Ready', true, f.replicas === 0 ? 'NoActiveNodes' : 'AllNodesReady', counts)
+      : cond('Ready', false, rolledOut ? 'NodesNotReady' : 'RollingOut', counts);
+  const progressing = !rolledOut
+    ? cond('Progressing', true, 'RollingOut', 'the DaemonSet is rolling out the current configuration')
+    : f.draining.length
+      ? cond(
+          'Progressing',
+          true,
+          'NodesLeaving',
+          `${f.draining.length} node(s) draining, then restoring their rules, routes and tuning: ${f.draining.join(', ').slice(0, 900)}`,
+        )
+      : cond('Progressing', false, 'RolloutComplete');
+  const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
+  const degraded = short
+    ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
+    : rolledOut && f.readyReplicas < f.replicas
+      ? cond('Degraded', true, 'NodesNotReady', `${f.replicas - f.readyReplicas} active nodes not ready`)
+      : f.tuning
+        ? cond('Degraded', true, f.tuning.reason, f.tuning.message)
+        : cond('Degraded', false, 'AsExpected');
+  return [ready, progressing, degraded];
+}
 
 /** Degraded's reason and message when an active node reports a degrading tuning problem. */
 export function tuningProblem(nodes: NodeSummary[]): { reason: string; message: string } | undefined {
@@ -119,8 +177,11 @@ export function tuningProblem(nodes: NodeSummary[]): { reason: string; message: 
 export function stableJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
   if (v && typeof v === 'object') {
-    return `{${Object.keys(v).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+    return `{${Object.keys(v)
+      .sort()
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(v);
 }

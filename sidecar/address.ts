@@ -43,8 +43,7 @@ export function localAddresses(): Set<string> {
   return out;
 }
 
-const isLoopbackOrAny = (a: string): boolean =>
-  a.startsWith('127.') || a === '0.0.0.0' || a === '::1' || a === '::';
+const isLoopbackOrAny = (a: string): boolean => a.startsWith('127.') || a === '0.0.0.0' || a === '::1' || a === '::';
 
 /**
  * True when forwarding to `dst` would connect the proxy to itself: the destination is the proxy's

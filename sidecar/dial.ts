@@ -19,9 +19,11 @@ export type Dialer = (dst: Endpoint, source: string | null) => net.Socket;
  * tested in dial.test.ts; the `readable: false` option is no way out: it ends the stream's
  * readable side for good (docs/adr/0002-native-addon.md).
  */
-export function transparentDialer(mark: number): Dialer {
+export function transparentDialer(): Dialer {
   return (dst, source) => {
-    const fd = native().transparentSocket(dst.family, source, mark);
+    // No SO_MARK (mark 0): the divert rule recognises the proxy's own upstream traffic by
+    // `socket transparent`, and upstream traffic leaves through OUTPUT, which the TPROXY hook never sees.
+    const fd = native().transparentSocket(dst.family, source, 0);
     let socket: net.Socket;
     try {
       socket = new net.Socket({ fd, allowHalfOpen: true });

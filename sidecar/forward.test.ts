@@ -15,7 +15,7 @@ import { createMetrics } from './metrics.ts';
 
 const plainDialer: Dialer = (dst, source) =>
   net.connect({ host: dst.address, port: dst.port, allowHalfOpen: true, ...(source ? { localAddress: source } : {}) });
-const dialer = isRoot() ? transparentDialer(0) : plainDialer;
+const dialer = isRoot() ? transparentDialer() : plainDialer;
 const log = createLogger('fatal');
 const cleanups: (() => void)[] = [];
 after(() => cleanups.forEach((c) => c()));
@@ -37,9 +37,19 @@ async function upstream(onConn: (s: net.Socket) => void): Promise<Endpoint> {
 
 async function proxy(dst: Endpoint, opts: Partial<ForwarderOptions> = {}) {
   const metrics = createMetrics(new Registry());
-  const fwd = new Forwarder({
-    listenPort: 1, keepClientIp: false, connectTimeoutMs: 2000, idleTimeoutMs: 60_000, maxConnections: 100, ...opts,
-  }, dialer, metrics, log);
+  const fwd = new Forwarder(
+    {
+      listenPort: 1,
+      keepClientIp: false,
+      connectTimeoutMs: 2000,
+      idleTimeoutMs: 60_000,
+      maxConnections: 100,
+      ...opts,
+    },
+    dialer,
+    metrics,
+    log,
+  );
   const accepted: net.Socket[] = [];
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     accepted.push(s);
@@ -59,28 +69,31 @@ async function proxy(dst: Endpoint, opts: Partial<ForwarderOptions> = {}) {
   return { fwd, port, accepted, sample, connect };
 }
 
-const closed = (s: net.Socket, ms = 3000): Promise<{ error?: string }> => new Promise((resolve, reject) => {
-  let error: string | undefined;
-  const t = setTimeout(() => reject(new Error(`socket not closed within ${ms} ms`)), ms);
-  s.on('error', (e: NodeJS.ErrnoException) => (error = e.code));
-  s.once('close', () => {
-    clearTimeout(t);
-    resolve(error ? { error } : {});
+const closed = (s: net.Socket, ms = 3000): Promise<{ error?: string }> =>
+  new Promise((resolve, reject) => {
+    let error: string | undefined;
+    const t = setTimeout(() => reject(new Error(`socket not closed within ${ms} ms`)), ms);
+    s.on('error', (e: NodeJS.ErrnoException) => (error = e.code));
+    s.once('close', () => {
+      clearTimeout(t);
+      resolve(error ? { error } : {});
+    });
   });
-});
 
-const readAll = (s: net.Socket): Promise<Buffer> => new Promise((resolve, reject) => {
-  const parts: Buffer[] = [];
-  s.on('data', (d: Buffer) => parts.push(d));
-  s.on('end', () => resolve(Buffer.concat(parts)));
-  s.on('error', reject);
-});
+const readAll = (s: net.Socket): Promise<Buffer> =>
+  new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    s.on('data', (d: Buffer) => parts.push(d));
+    s.on('end', () => resolve(Buffer.concat(parts)));
+    s.on('error', reject);
+  });
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('20 MB each way arrive intact; the client half-closes and still gets the reply', async () => {
-  const up = randomBytes(20 << 20), down = randomBytes(20 << 20);
+  const up = randomBytes(20 << 20),
+    down = randomBytes(20 << 20);
   // The server answers only after the client's FIN: sha256 of what it got, then 20 MB.
   const dst = await upstream((s) => {
     const h = createHash('sha256');
@@ -117,11 +130,15 @@ test('a slow upstream reader pushes back on the client instead of filling the pr
   const c = p.connect();
   const chunk = Buffer.alloc(64 << 10, 7);
   const limit = 256 << 20;
-  let offered = 0, stalled = false;
+  let offered = 0,
+    stalled = false;
   while (offered < limit && !stalled) {
     while (offered < limit && c.write(chunk)) offered += chunk.length;
     offered += chunk.length; // the write that returned false was queued too
-    stalled = await Promise.race([new Promise<boolean>((r) => c.once('drain', () => r(false))), sleep(1000).then(() => true)]);
+    stalled = await Promise.race([
+      new Promise<boolean>((r) => c.once('drain', () => r(false))),
+      sleep(1000).then(() => true),
+    ]);
   }
   assert.ok(stalled, `the client was never pushed back (offered ${offered} bytes)`);
   const proxied = p.accepted[0]!;
@@ -207,7 +224,7 @@ test('connections beyond maxConnections are shed at once and counted; capacity f
   c.destroy();
 });
 
-test('a connection to the proxy\'s own port is refused, not forwarded to itself', async () => {
+test("a connection to the proxy's own port is refused, not forwarded to itself", async () => {
   const p0 = await proxy({ address: '127.0.0.1', port: 1, family: 4 });
   // A second forwarder whose listen port is p0's port and whose destination is itself.
   const p = await proxy({ address: '127.0.0.1', port: p0.port, family: 4 }, { listenPort: p0.port });
@@ -255,7 +272,7 @@ test('bytes of a still-open connection show up at scrape time, and are not count
   assert.equal(await p.sample('tpfleet_proxy_connections_active'), 0);
 });
 
-test('keepClientIp: the upstream connection comes from the client\'s address', async () => {
+test("keepClientIp: the upstream connection comes from the client's address", async () => {
   const sources: string[] = [];
   const dst = await upstream((s) => {
     sources.push(s.remoteAddress!);

@@ -28,8 +28,11 @@ interface Conn {
 }
 
 const CONNECT_ERRORS: Record<string, ErrorReason> = {
-  ECONNREFUSED: 'connect_refused', ETIMEDOUT: 'connect_timeout',
-  EHOSTUNREACH: 'connect_unreachable', ENETUNREACH: 'connect_unreachable', EHOSTDOWN: 'connect_unreachable',
+  ECONNREFUSED: 'connect_refused',
+  ETIMEDOUT: 'connect_timeout',
+  EHOSTUNREACH: 'connect_unreachable',
+  ENETUNREACH: 'connect_unreachable',
+  EHOSTDOWN: 'connect_unreachable',
 };
 const RESETS = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 
@@ -69,7 +72,15 @@ export class Forwarder {
     if (!dst || (this.opts.keepClientIp && !source)) return this.refuse(client, 'error', dst);
     if (isLoop(dst, this.opts.listenPort)) return this.refuse(client, 'loop', dst);
 
-    const c: Conn = { client, upstream: undefined, reason: undefined, countedIn: 0, countedOut: 0, closes: 0, timer: undefined };
+    const c: Conn = {
+      client,
+      upstream: undefined,
+      reason: undefined,
+      countedIn: 0,
+      countedOut: 0,
+      closes: 0,
+      timer: undefined,
+    };
     this.open.add(c);
     client.on('error', (e) => this.fail(c, RESETS.has(errCode(e)) ? 'client_reset' : 'other', e));
     client.on('close', () => this.closed(c));
@@ -85,7 +96,11 @@ export class Forwarder {
     // allowHalfOpen on both sockets, a FIN from one side ends only the other side's writing.
     client.pipe(c.upstream);
     c.upstream.pipe(client);
-    if (this.debug) this.log.debug({ dst: `${dst.address}:${dst.port}`, src: client.remoteAddress, keepClientIp: source !== null }, 'accepted');
+    if (this.debug)
+      this.log.debug(
+        { dst: `${dst.address}:${dst.port}`, src: client.remoteAddress, keepClientIp: source !== null },
+        'accepted',
+      );
   }
 
   /** Connect timeout, connect latency, and the upstream's errors and close. */
@@ -97,9 +112,13 @@ export class Forwarder {
     // The check runs from setImmediate, after the loop's I/O phase: when this process was starved
     // of CPU past the deadline, libuv runs due timers *before* polling, and a connect that did
     // complete in the kernel meanwhile would otherwise be reported as timed out.
-    c.timer = setTimeout(() => setImmediate(() => {
-      if (upstream.connecting) this.fail(c, 'connect_timeout');
-    }), this.opts.connectTimeoutMs);
+    c.timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (upstream.connecting) this.fail(c, 'connect_timeout');
+        }),
+      this.opts.connectTimeoutMs,
+    );
     upstream.once('connect', () => {
       clearTimeout(c.timer);
       c.timer = undefined;
@@ -129,7 +148,8 @@ export class Forwarder {
     this.metrics.closed.inc({ result });
     client.on('error', () => {}); // the reset may race with a peer error; nothing left to report
     client.resetAndDestroy();
-    if (this.debug) this.log.debug({ dst: dst && `${dst.address}:${dst.port}`, src: client.remoteAddress, result }, 'refused');
+    if (this.debug)
+      this.log.debug({ dst: dst && `${dst.address}:${dst.port}`, src: client.remoteAddress, result }, 'refused');
   }
 
   /** First failure wins; both sockets are torn down with a RST so each peer sees the abort. */
@@ -150,10 +170,15 @@ export class Forwarder {
     this.open.delete(c);
     this.flushBytes(c);
     const r = c.reason;
-    const result: CloseResult = r === undefined ? 'ok' : r === 'connect_timeout' || r === 'idle_timeout' ? 'timeout' : 'error';
+    const result: CloseResult =
+      r === undefined ? 'ok' : r === 'connect_timeout' || r === 'idle_timeout' ? 'timeout' : 'error';
     if (r) this.metrics.errors.inc({ reason: r });
     this.metrics.closed.inc({ result });
-    if (this.debug) this.log.debug({ result, reason: r, bytesIn: c.client.bytesRead, bytesOut: c.upstream?.bytesRead ?? 0 }, 'closed');
+    if (this.debug)
+      this.log.debug(
+        { result, reason: r, bytesIn: c.client.bytesRead, bytesOut: c.upstream?.bytesRead ?? 0 },
+        'closed',
+      );
     if (this.open.size === 0 && this.idleCallbacks.length) {
       const cbs = this.idleCallbacks;
       this.idleCallbacks = [];
@@ -163,7 +188,8 @@ export class Forwarder {
 
   /** Adds the bytes read since the last flush; called at close and at every scrape. */
   private flushBytes(c: Conn): void {
-    const inBytes = c.client.bytesRead, outBytes = c.upstream?.bytesRead ?? 0;
+    const inBytes = c.client.bytesRead,
+      outBytes = c.upstream?.bytesRead ?? 0;
     if (inBytes > c.countedIn) this.metrics.bytes.inc({ direction: 'client_to_upstream' }, inBytes - c.countedIn);
     if (outBytes > c.countedOut) this.metrics.bytes.inc({ direction: 'upstream_to_client' }, outBytes - c.countedOut);
     c.countedIn = inBytes;

@@ -4,10 +4,24 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, nsExec, nsSpawn, privilegedSkipReason, sh, waitFor, type Topology } from '../e2e/netns.ts';
-import { nodeConfigYaml, peer, scrape, scratch, startInNs, startPeerServer, startSidecar, tsNode, type Proc } from '../e2e/proc.ts';
-import { blackhole, installTproxy } from './testkit.ts';
+import {
+  nodeConfigYaml,
+  peer,
+  scrape,
+  scratch,
+  startInNs,
+  startPeerServer,
+  startSidecar,
+  tsNode,
+  type Proc,
+} from '../e2e/proc.ts';
+import { blackhole, installTproxy } from './tproxy.testkit.ts';
 
-const LISTEN = 15101, METRICS = 15190, ECHO = 8080, BLACKHOLE = 8081, BACKLOG = 1234;
+const LISTEN = 15101,
+  METRICS = 15190,
+  ECHO = 8080,
+  BLACKHOLE = 8081,
+  BACKLOG = 1234;
 
 function runMain(args: string[]): Promise<{ code: number | null; stderr: string }> {
   const [cmd, ...rest] = tsNode('sidecar/main.ts');
@@ -41,7 +55,9 @@ test('a missing --config or an unknown flag exits 2 with the usage', async () =>
   assert.match(bad.stderr, /--template must be 8 to 64 lowercase hex digits, got "Not-A-Hash"/);
 });
 
-test('at logLevel error a start and a drain print only the one "listening" line', { skip: privilegedSkipReason() }, async () => {
+test('at logLevel error a start and a drain print only the one "listening" line', {
+  skip: privilegedSkipReason(),
+}, async () => {
   const ns = `scq${process.pid % 100000}`;
   const dir = scratch('sidecar-quiet');
   try {
@@ -53,7 +69,12 @@ test('at logLevel error a start and a drain print only the one "listening" line'
     const lines = p.output().trim().split('\n');
     assert.equal(lines.length, 1, p.output());
     assert.deepEqual(JSON.parse(lines[0]!), {
-      ...JSON.parse(lines[0]!), msg: 'listening', workers: 1, listenPort: 15101, families: [4, 6], metricsPort: 15190,
+      ...JSON.parse(lines[0]!),
+      msg: 'listening',
+      workers: 1,
+      listenPort: 15101,
+      families: [4, 6],
+      metricsPort: 15190,
     });
   } finally {
     await sh(['ip', 'netns', 'del', ns], { allowFail: true });
@@ -61,7 +82,9 @@ test('at logLevel error a start and a drain print only the one "listening" line'
   }
 });
 
-test('a listen port taken by another program stops the sidecar with exit 1, no restart loop', { skip: privilegedSkipReason() }, async () => {
+test('a listen port taken by another program stops the sidecar with exit 1, no restart loop', {
+  skip: privilegedSkipReason(),
+}, async () => {
   const ns = `scb${process.pid % 100000}`;
   const dir = scratch('sidecar-busy');
   let squatter: ReturnType<typeof nsSpawn> | undefined;
@@ -69,7 +92,11 @@ test('a listen port taken by another program stops the sidecar with exit 1, no r
     await sh(['ip', 'netns', 'add', ns]);
     await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
     // A plain listener (no SO_REUSEPORT) on the proxy port: our bind must fail with EADDRINUSE.
-    squatter = nsSpawn(ns, [process.execPath, '-e', `require('net').createServer().listen(${LISTEN}, '0.0.0.0', () => console.log('up'))`]);
+    squatter = nsSpawn(ns, [
+      process.execPath,
+      '-e',
+      `require('net').createServer().listen(${LISTEN}, '0.0.0.0', () => console.log('up'))`,
+    ]);
     await new Promise((r) => squatter!.stdout!.once('data', r));
     const file = dir.file('busy.yaml', nodeConfigYaml({ proxy: { workers: 2, listenPort: LISTEN } }));
     const p = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', file]);
@@ -106,20 +133,31 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
   const cleanups: (() => void)[] = [];
   const srv4 = () => `${t.server.v4}:${ECHO}`;
 
-  const sidecarConfig = (drain: string) => dir.file(`sidecar-${drain}.yaml`, nodeConfigYaml({
-    proxy: {
-      listenPort: LISTEN, metricsPort: METRICS, workers: 2, keepClientIp: true, backlog: BACKLOG, logLevel: 'debug',
-      timeouts: { connect: '2s', drain },
-    },
-  }));
+  const sidecarConfig = (drain: string) =>
+    dir.file(
+      `sidecar-${drain}.yaml`,
+      nodeConfigYaml({
+        proxy: {
+          listenPort: LISTEN,
+          metricsPort: METRICS,
+          workers: 2,
+          keepClientIp: true,
+          backlog: BACKLOG,
+          logLevel: 'debug',
+          timeouts: { connect: '2s', drain },
+        },
+      }),
+    );
 
   /** A client in the client namespace holding one connection to the echo server (see testdata). */
   async function holdConnection() {
-    const child = nsSpawn(t.client.ns, [...tsNode('sidecar/testdata/held-client.ts'), t.server.v4, String(ECHO)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = nsSpawn(t.client.ns, [...tsNode('sidecar/testdata/held-client.ts'), t.server.v4, String(ECHO)], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     cleanups.push(() => child.kill());
-    await waitFor('the held connection to get the server\'s greeting', async () => out.includes('dst'));
+    await waitFor("the held connection to get the server's greeting", async () => out.includes('dst'));
     return { child, output: () => out };
   }
 
@@ -128,12 +166,16 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     dir = scratch('sidecar');
     await installTproxy(t, LISTEN, [ECHO, BLACKHOLE]);
     await blackhole(t, BLACKHOLE);
-    server = await startPeerServer(t.server.ns, [`${t.server.v4}:${ECHO}`, `[${t.server.v6}]:${ECHO}`, `${t.server.v4}:${BLACKHOLE}`]);
+    server = await startPeerServer(t.server.ns, [
+      `${t.server.v4}:${ECHO}`,
+      `[${t.server.v6}]:${ECHO}`,
+      `${t.server.v4}:${BLACKHOLE}`,
+    ]);
     px = await startSidecar(t.proxy.ns, sidecarConfig('20s'));
   });
 
   after(async () => {
-    cleanups.forEach((c) => c());
+    for (const c of cleanups) c();
     await px?.stop(2000);
     await server?.stop(2000);
     await t?.destroy();
@@ -157,7 +199,7 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     for (const l of lines) assert.equal(l.trim().split(/\s+/)[2], String(BACKLOG), l);
   });
 
-  test('connections are forwarded from the client\'s own address, IPv4 and IPv6', async () => {
+  test("connections are forwarded from the client's own address, IPv4 and IPv6", async () => {
     const v4 = await peer(t.client.ns, ['probe', '--to', srv4()]);
     assert.equal(v4.ok, true, JSON.stringify(v4));
     assert.match((v4.saw as { src: string }).src, new RegExp(`^${t.client.v4.replace(/\./g, '\\.')}:`));
@@ -175,7 +217,10 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     assert.deepEqual(r, { ok: 200, failed: 0, errors: {} });
     const perWorker = pidsLogging(px!, 'accepted', from);
     assert.equal(perWorker.size, 2, `accepted by ${JSON.stringify([...perWorker])}`);
-    assert.equal([...perWorker.values()].reduce((a, b) => a + b, 0), 200);
+    assert.equal(
+      [...perWorker.values()].reduce((a, b) => a + b, 0),
+      200,
+    );
     for (const n of perWorker.values()) assert.ok(n >= 20, `uneven spread ${JSON.stringify([...perWorker])}`);
   });
 
@@ -184,7 +229,7 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     const r = await peer(t.client.ns, ['probe', '--to', `${t.server.v4}:${BLACKHOLE}`, '--timeout', '8000']);
     const took = Date.now() - t0;
     assert.equal(r.ok, false);
-    assert.equal(r.error, 'ECONNRESET', 'reset by the proxy, not the client\'s own 8 s timeout');
+    assert.equal(r.error, 'ECONNRESET', "reset by the proxy, not the client's own 8 s timeout");
     // `took` includes the probe tool's start-up, so only the lower bound is tight; the upper bound
     // is the ECONNRESET above (the probe would report its own ETIMEDOUT after 8 s).
     assert.ok(took >= 1900, `took ${took} ms with a 2 s connect timeout`);
@@ -204,8 +249,10 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     const pids = [...pidsLogging(px!, 'worker listening').keys()];
     assert.equal(pids.length, 2);
     process.kill(pids[0]!, 'SIGKILL');
-    await waitFor('the restart to be counted', async () =>
-      (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_worker_restarts_total') === 1);
+    await waitFor(
+      'the restart to be counted',
+      async () => (await scrape(t.proxy.ns, METRICS)).get('tpfleet_proxy_worker_restarts_total') === 1,
+    );
     assert.equal(await status(t.proxy.ns, '/healthz'), 200, 'one worker alive is healthy');
     await waitFor('readyz 200 with a new worker', async () => (await status(t.proxy.ns, '/readyz')) === 200);
     assert.equal(pidsLogging(px!, 'worker listening').size, 3);
@@ -252,6 +299,9 @@ describe('the sidecar process with two workers behind TPROXY', { skip: privilege
     px.child.kill('SIGTERM');
     assert.equal(await exited, 1);
     assert.ok(Date.now() - t0 < 3000, 'no drain wait');
-    await waitFor('the workers to be gone', async () => !(await nsExec(t.proxy.ns, ['ss', '-ltnH', `sport = :${LISTEN}`])).trim());
+    await waitFor(
+      'the workers to be gone',
+      async () => !(await nsExec(t.proxy.ns, ['ss', '-ltnH', `sport = :${LISTEN}`])).trim(),
+    );
   });
 });

@@ -10,12 +10,13 @@
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
-import { readNodeFacts } from '../daemonset/tuning/facts.ts';
+import { readNodeFacts } from '../host/facts.ts';
 import { createLogger } from './log.ts';
 import { planWorkerPinning } from './pinning.ts';
 import { runPrimary, WORKER_ENV } from './primary.ts';
-import { settingsFrom, type WorkerSettings } from './settings.ts';
+import { type Settings, settingsFrom, type WorkerSettings } from './settings.ts';
 import { runWorker } from './worker.ts';
+import { errorMessage } from '../api/errors.ts';
 
 const USAGE = 'usage: sidecar/main.ts --config FILE [--template TOKEN]';
 const TEMPLATE = /^[0-9a-f]{8,64}$/;
@@ -28,18 +29,24 @@ async function main(): Promise<void> {
   }
   let configPath: string | undefined, template: string | undefined;
   try {
-    ({ config: configPath, template } = parseArgs({ options: { config: { type: 'string' }, template: { type: 'string' } }, strict: true }).values);
+    ({ config: configPath, template } = parseArgs({
+      options: { config: { type: 'string' }, template: { type: 'string' } },
+      strict: true,
+    }).values);
   } catch (e) {
-    fail(`${(e as Error).message}\n${USAGE}`);
+    fail(`${errorMessage(e)}\n${USAGE}`);
   }
   if (!configPath) fail(`--config is required\n${USAGE}`);
-  if (template !== undefined && !TEMPLATE.test(template)) fail(`--template must be 8 to 64 lowercase hex digits, got ${JSON.stringify(template)}\n${USAGE}`);
-  let settings;
+  if (template !== undefined && !TEMPLATE.test(template))
+    fail(`--template must be 8 to 64 lowercase hex digits, got ${JSON.stringify(template)}\n${USAGE}`);
+  let settings: Settings;
   try {
     const cfg = loadNodeConfig(configPath);
     // Node facts (the same reader and planner as the node agent's) only when pinning is asked for.
-    const pinning = cfg.tuning.affinity.mode === 'off' ? null
-      : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
+    const pinning =
+      cfg.tuning.affinity.mode === 'off'
+        ? null
+        : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
     settings = { ...settingsFrom(cfg, undefined, pinning), template: template ?? null };
   } catch (e) {
     if (e instanceof ConfigError) fail(e.message);
@@ -49,7 +56,7 @@ async function main(): Promise<void> {
   try {
     await runPrimary(settings, log);
   } catch (e) {
-    log.fatal({ err: (e as Error).message }, 'cannot start');
+    log.fatal({ err: errorMessage(e) }, 'cannot start');
     process.exit(1);
   }
 }

@@ -6,8 +6,10 @@ import { CLOSE_RESULTS, createMetrics, ERROR_REASONS } from './metrics.ts';
 test('exposition lists every series with its closed label set, zero before any traffic', async () => {
   const m = createMetrics(new Registry());
   const text = await m.registry.metrics();
-  for (const r of CLOSE_RESULTS) assert.match(text, new RegExp(`^tpfleet_proxy_connections_closed_total\\{result="${r}"\\} 0$`, 'm'));
-  for (const r of ERROR_REASONS) assert.match(text, new RegExp(`^tpfleet_proxy_errors_total\\{reason="${r}"\\} 0$`, 'm'));
+  for (const r of CLOSE_RESULTS)
+    assert.match(text, new RegExp(`^tpfleet_proxy_connections_closed_total\\{result="${r}"\\} 0$`, 'm'));
+  for (const r of ERROR_REASONS)
+    assert.match(text, new RegExp(`^tpfleet_proxy_errors_total\\{reason="${r}"\\} 0$`, 'm'));
   for (const d of ['client_to_upstream', 'upstream_to_client']) {
     assert.match(text, new RegExp(`^tpfleet_proxy_bytes_total\\{direction="${d}"\\} 0$`, 'm'));
   }

@@ -1,7 +1,7 @@
 // Prometheus metrics of the forwarder (prefix tpfleet_proxy_). Every label comes from a small closed
 // set below: no per-connection, per-IP or per-destination labels, so cardinality is fixed.
 // Workers register into their registry; the primary aggregates them (primary.ts).
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry, collectDefaultMetrics } from 'prom-client';
 
 export const PREFIX = 'tpfleet_proxy_';
 
@@ -9,8 +9,13 @@ export const CLOSE_RESULTS = ['ok', 'error', 'timeout', 'shed', 'loop'] as const
 export type CloseResult = (typeof CLOSE_RESULTS)[number];
 
 export const ERROR_REASONS = [
-  'connect_refused', 'connect_timeout', 'connect_unreachable',
-  'upstream_reset', 'client_reset', 'idle_timeout', 'other',
+  'connect_refused',
+  'connect_timeout',
+  'connect_unreachable',
+  'upstream_reset',
+  'client_reset',
+  'idle_timeout',
+  'other',
 ] as const;
 export type ErrorReason = (typeof ERROR_REASONS)[number];
 
@@ -48,25 +53,44 @@ export function createMetrics(registry: Registry, opts: { defaults?: boolean } =
     beforeCollect,
     // The gauge's collect runs the hooks: it is the first of our metrics in every scrape, and a
     // scrape with no hook run would report stale byte counts for long-lived connections.
-    active: new Gauge({ name: `${PREFIX}connections_active`, help: 'Open client connections.', registers, collect: runHooks }),
-    accepted: new Counter({ name: `${PREFIX}connections_accepted_total`, help: 'Client connections accepted.', registers }),
+    active: new Gauge({
+      name: `${PREFIX}connections_active`,
+      help: 'Open client connections.',
+      registers,
+      collect: runHooks,
+    }),
+    accepted: new Counter({
+      name: `${PREFIX}connections_accepted_total`,
+      help: 'Client connections accepted.',
+      registers,
+    }),
     closed: new Counter({
-      name: `${PREFIX}connections_closed_total`, help: 'Client connections closed, by result.',
-      labelNames: ['result'], registers,
+      name: `${PREFIX}connections_closed_total`,
+      help: 'Client connections closed, by result.',
+      labelNames: ['result'],
+      registers,
     }),
     bytes: new Counter({
-      name: `${PREFIX}bytes_total`, help: 'Bytes received from one side and forwarded to the other.',
-      labelNames: ['direction'], registers,
+      name: `${PREFIX}bytes_total`,
+      help: 'Bytes received from one side and forwarded to the other.',
+      labelNames: ['direction'],
+      registers,
     }),
     connectSeconds: new Histogram({
-      name: `${PREFIX}upstream_connect_seconds`, help: 'Time to establish an upstream connection (successful connects).',
-      buckets: CONNECT_BUCKETS, registers,
+      name: `${PREFIX}upstream_connect_seconds`,
+      help: 'Time to establish an upstream connection (successful connects).',
+      buckets: CONNECT_BUCKETS,
+      registers,
     }),
     errors: new Counter({
-      name: `${PREFIX}errors_total`, help: 'Forwarding errors, by reason.', labelNames: ['reason'], registers,
+      name: `${PREFIX}errors_total`,
+      help: 'Forwarding errors, by reason.',
+      labelNames: ['reason'],
+      registers,
     }),
     shed: new Counter({
-      name: `${PREFIX}connections_shed_total`, help: 'Connections closed at once because maxConnections was reached.',
+      name: `${PREFIX}connections_shed_total`,
+      help: 'Connections closed at once because maxConnections was reached.',
       registers,
     }),
   };

@@ -7,34 +7,46 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { stringify } from 'yaml';
 import { ConfigError, parseNodeConfig } from '../api/load.ts';
-import { readNodeFacts } from '../daemonset/tuning/facts.ts';
+import { readNodeFacts } from '../host/facts.ts';
 import { nsExec, privilegedSkipReason, sh, waitFor } from '../e2e/netns.ts';
 import { REPO, scratch, startInNs, tsNode, type Proc } from '../e2e/proc.ts';
 import { cpuOfSlot, planWorkerPinning } from './pinning.ts';
 import { settingsFrom } from './settings.ts';
 
 const nodeConfig = (proxy: object, affinity?: object) => ({
-  apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', proxy, ...(affinity ? { tuning: { affinity } } : {}),
+  apiVersion: 'tpfleet.io/v1alpha1',
+  kind: 'NodeConfig',
+  proxy,
+  ...(affinity ? { tuning: { affinity } } : {}),
 });
 /** The recorded hyper-threaded 8-core node (CPUs 0-15, siblings n and n+8) of the planner's golden tests. */
-const ht8 = () => readNodeFacts(path.join(REPO, 'daemonset/tuning/testdata/ht8-mlx5/root'), []);
+const ht8 = () => readNodeFacts(path.join(REPO, 'host/testdata/ht8-mlx5/root'), []);
 const allowed = (pid: number | 'self', task: number | string = pid): string =>
   /^Cpus_allowed_list:\s*(.*)$/m.exec(readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8'))![1]!;
 const ownCpus = allowed('self', process.pid);
 
 test('the worker count follows the planned CPUs when proxy.workers is 0; workers go round-robin, one CPU each', () => {
-  const cfg = parseNodeConfig(nodeConfig({ workers: 0, maxConnections: 9 }, { mode: 'explicit', irqCpus: '0', workerCpus: '2-4' }));
+  const cfg = parseNodeConfig(
+    nodeConfig({ workers: 0, maxConnections: 9 }, { mode: 'explicit', irqCpus: '0', workerCpus: '2-4' }),
+  );
   const pin = planWorkerPinning(cfg.tuning, ht8(), 'x.yaml')!;
   assert.deepEqual(pin.cpus, [2, 3, 4]);
   const s = settingsFrom(cfg, 16, pin);
   assert.equal(s.workers, 3);
   assert.equal(s.worker.maxConnections, 3);
-  assert.deepEqual([0, 1, 2, 3, 4].map((slot) => cpuOfSlot(pin, slot)), [2, 3, 4, 2, 3]);
-  const fixed = settingsFrom(parseNodeConfig(nodeConfig({ workers: 5 }, { mode: 'explicit', irqCpus: '0', workerCpus: '2-4' })), 16, pin);
+  assert.deepEqual(
+    [0, 1, 2, 3, 4].map((slot) => cpuOfSlot(pin, slot)),
+    [2, 3, 4, 2, 3],
+  );
+  const fixed = settingsFrom(
+    parseNodeConfig(nodeConfig({ workers: 5 }, { mode: 'explicit', irqCpus: '0', workerCpus: '2-4' })),
+    16,
+    pin,
+  );
   assert.equal(fixed.workers, 5, 'an explicit proxy.workers wins over the plan');
 });
 
-test('auto mode pins to the agent\'s worker CPUs; mode off plans nothing', () => {
+test("auto mode pins to the agent's worker CPUs; mode off plans nothing", () => {
   const auto = parseNodeConfig(nodeConfig({}, { mode: 'auto', maxWorkers: 4 }));
   const pin = planWorkerPinning(auto.tuning, ht8(), 'x.yaml')!;
   // The agent's plan for this node: NIC interrupts on 1-2 (the core of CPU 0 goes last), so workers
@@ -45,9 +57,16 @@ test('auto mode pins to the agent\'s worker CPUs; mode off plans nothing', () =>
 
 test('a worker CPU list with no online CPU is a config error naming tuning.affinity.workerCpus', () => {
   const cfg = parseNodeConfig(nodeConfig({}, { mode: 'explicit', irqCpus: '0', workerCpus: '20-21' }));
-  assert.throws(() => planWorkerPinning(cfg.tuning, ht8(), 'x.yaml'), (e: ConfigError) =>
-    e instanceof ConfigError && /tuning\.affinity\.workerCpus: no CPU .*20-21 are offline/.test(e.message));
-  const partly = planWorkerPinning(parseNodeConfig(nodeConfig({}, { mode: 'explicit', irqCpus: '0', workerCpus: '15-17' })).tuning, ht8(), 'x.yaml')!;
+  assert.throws(
+    () => planWorkerPinning(cfg.tuning, ht8(), 'x.yaml'),
+    (e: ConfigError) =>
+      e instanceof ConfigError && /tuning\.affinity\.workerCpus: no CPU .*20-21 are offline/.test(e.message),
+  );
+  const partly = planWorkerPinning(
+    parseNodeConfig(nodeConfig({}, { mode: 'explicit', irqCpus: '0', workerCpus: '15-17' })).tuning,
+    ht8(),
+    'x.yaml',
+  )!;
   assert.deepEqual(partly.cpus, [15], 'offline CPUs are dropped when some remain');
   assert.match(partly.problems.join(), /16-17 are offline/);
 });
@@ -63,10 +82,14 @@ function runMain(configFile: string): Promise<{ code: number | null; stderr: str
 test('the sidecar exits 2 naming tuning.affinity.workerCpus for offline or malformed worker CPUs', async () => {
   const dir = scratch('sidecar-pin-bad');
   try {
-    const offline = await runMain(dir.file('offline.yaml', stringify(nodeConfig({}, { mode: 'explicit', irqCpus: '0', workerCpus: '8000' }))));
+    const offline = await runMain(
+      dir.file('offline.yaml', stringify(nodeConfig({}, { mode: 'explicit', irqCpus: '0', workerCpus: '8000' }))),
+    );
     assert.equal(offline.code, 2, offline.stderr);
     assert.match(offline.stderr, /tuning\.affinity\.workerCpus: no CPU .*8000 are offline/);
-    const malformed = await runMain(dir.file('malformed.yaml', stringify(nodeConfig({}, { mode: 'auto', workerCpus: '1-x' }))));
+    const malformed = await runMain(
+      dir.file('malformed.yaml', stringify(nodeConfig({}, { mode: 'auto', workerCpus: '1-x' }))),
+    );
     assert.equal(malformed.code, 2, malformed.stderr);
     assert.match(malformed.stderr, /tuning\.affinity\.workerCpus: must be a CPU list/);
   } finally {
@@ -74,10 +97,20 @@ test('the sidecar exits 2 naming tuning.affinity.workerCpus for offline or malfo
   }
 });
 
-interface Listening { pid: number; workers: number; workerCpus?: string; pinned?: { pid: number; cpus: string }[] }
+interface Listening {
+  pid: number;
+  workers: number;
+  workerCpus?: string;
+  pinned?: { pid: number; cpus: string }[];
+}
 
 /** Starts the sidecar in a fresh namespace, hands its listening line and process to `check`, then stops it. */
-async function withSidecar(name: string, proxy: object, affinity: object | undefined, check: (l: Listening, p: Proc) => Promise<void>): Promise<void> {
+async function withSidecar(
+  name: string,
+  proxy: object,
+  affinity: object | undefined,
+  check: (l: Listening, p: Proc) => Promise<void>,
+): Promise<void> {
   const ns = `${name}${process.pid % 100000}`;
   const dir = scratch(`sidecar-${name}`);
   let p: Proc | undefined;
@@ -86,11 +119,18 @@ async function withSidecar(name: string, proxy: object, affinity: object | undef
     await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
     const file = dir.file('c.yaml', stringify(nodeConfig({ logLevel: 'info', ...proxy }, affinity)));
     p = await startInNs(ns, [...tsNode('sidecar/main.ts'), '--config', file], { ready: /"msg":"listening"/ });
-    const line = p.output().split('\n').find((l) => l.includes('"msg":"listening"'))!;
+    const line = p
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"msg":"listening"'))!;
     await check(JSON.parse(line) as Listening, p);
     // Exit 0 on SIGTERM (a clean drain), well within the 30 s drain timeout: three processes tearing
     // down under a loaded CI machine took over 5 s once.
-    assert.equal(await p.stop(15_000), 0, `the sidecar did not exit 0 on SIGTERM; its output:\n${p.output().slice(-3000)}`);
+    assert.equal(
+      await p.stop(15_000),
+      0,
+      `the sidecar did not exit 0 on SIGTERM; its output:\n${p.output().slice(-3000)}`,
+    );
   } finally {
     await p?.stop(500);
     await sh(['ip', 'netns', 'del', ns], { allowFail: true });
@@ -100,7 +140,12 @@ async function withSidecar(name: string, proxy: object, affinity: object | undef
 
 /** The workers of the primary `pid` (its child processes). */
 const workerPids = (pid: number): number[] =>
-  readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number).sort((a, b) => a - b);
+  readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+    .trim()
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number)
+    .sort((a, b) => a - b);
 /** Cpus_allowed_list of a process, asserting every one of its threads has the same. */
 function processCpus(pid: number): string {
   const lists = new Set(readdirSync(`/proc/${pid}/task`).map((tid) => allowed(pid, tid)));
@@ -108,7 +153,9 @@ function processCpus(pid: number): string {
   return [...lists][0]!;
 }
 
-test('explicit workerCpus "1" and workers 0: one worker, all its threads on CPU 1', { skip: privilegedSkipReason() }, async () => {
+test('explicit workerCpus "1" and workers 0: one worker, all its threads on CPU 1', {
+  skip: privilegedSkipReason(),
+}, async () => {
   await withSidecar('spa', { workers: 0 }, { mode: 'explicit', irqCpus: '0', workerCpus: '1' }, async (l, p) => {
     assert.equal(l.workers, 1);
     assert.equal(l.workerCpus, '1');
@@ -121,14 +168,19 @@ test('explicit workerCpus "1" and workers 0: one worker, all its threads on CPU 
   });
 });
 
-test('workerCpus "0-1": two workers on CPU 0 and CPU 1; a restarted worker keeps its CPU', { skip: privilegedSkipReason() }, async () => {
+test('workerCpus "0-1": two workers on CPU 0 and CPU 1; a restarted worker keeps its CPU', {
+  skip: privilegedSkipReason(),
+}, async () => {
   await withSidecar('spb', { workers: 0 }, { mode: 'explicit', irqCpus: '0', workerCpus: '0-1' }, async (l) => {
     assert.equal(l.workers, 2);
     const pids = workerPids(l.pid);
     assert.equal(pids.length, 2);
     const byCpu = new Map(pids.map((pid) => [processCpus(pid), pid]));
     assert.deepEqual([...byCpu.keys()].sort(), ['0', '1']);
-    assert.deepEqual(l.pinned, [{ pid: byCpu.get('0'), cpus: '0' }, { pid: byCpu.get('1'), cpus: '1' }]);
+    assert.deepEqual(l.pinned, [
+      { pid: byCpu.get('0'), cpus: '0' },
+      { pid: byCpu.get('1'), cpus: '1' },
+    ]);
     process.kill(byCpu.get('0')!, 'SIGKILL');
     let fresh: number[] = [];
     await waitFor('a replacement worker', async () => {
@@ -139,7 +191,9 @@ test('workerCpus "0-1": two workers on CPU 0 and CPU 1; a restarted worker keeps
   });
 });
 
-test('with affinity off the workers keep the full CPU set and nothing is logged about pinning', { skip: privilegedSkipReason() }, async () => {
+test('with affinity off the workers keep the full CPU set and nothing is logged about pinning', {
+  skip: privilegedSkipReason(),
+}, async () => {
   await withSidecar('spc', { workers: 2 }, undefined, async (l, p) => {
     assert.equal(l.workerCpus, undefined);
     assert.equal(l.pinned, undefined);

@@ -1,5 +1,5 @@
 // Which CPUs the workers run on, when tuning.affinity is not off. The primary computes it once at
-// start-up with the node agent's own pure planner (daemonset/tuning/affinity.ts) on the same node
+// start-up with the node agent's own pure planner (host/affinity.ts) on the same node
 // facts, so the CPUs the agent keeps free of NIC interrupts are the CPUs the workers use.
 // Rule: worker slot i is pinned to the single CPU workerCpus[i mod n] (workerCpus ascending).
 // With proxy.workers 0 (auto) there is one worker per planned CPU, so one CPU per worker; with an
@@ -7,9 +7,9 @@
 // last CPUs stay unused. A restarted worker keeps its slot, hence its CPU.
 import { ConfigError } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
-import { planAffinity } from '../daemonset/tuning/affinity.ts';
-import { cpuList, formatCpuList } from '../daemonset/tuning/cpulist.ts';
-import type { NodeFacts } from '../daemonset/tuning/facts.ts';
+import { planAffinity } from '../host/affinity.ts';
+import { cpuList, formatCpuList } from '../host/cpulist.ts';
+import type { NodeFacts } from '../host/facts.ts';
 
 export interface WorkerPinning {
   /** The planned worker CPUs, ascending, never empty. */
@@ -24,13 +24,19 @@ export interface WorkerPinning {
  * null when tuning.affinity.mode is off (workers keep the CPUs they inherit). Throws a ConfigError
  * naming tuning.affinity.workerCpus when the plan leaves no CPU (every listed CPU offline or reserved).
  */
-export function planWorkerPinning(tuning: NodeConfig['tuning'], facts: NodeFacts, source: string): WorkerPinning | null {
+export function planWorkerPinning(
+  tuning: NodeConfig['tuning'],
+  facts: NodeFacts,
+  source: string,
+): WorkerPinning | null {
   if (tuning.affinity.mode === 'off') return null;
   const plan = planAffinity(tuning.affinity, facts);
   const cpus = cpuList(plan.workerCpus);
   if (cpus.length === 0) {
     const why = plan.problems.length ? plan.problems.join('; ') : `online CPUs are ${formatCpuList(facts.onlineCpus)}`;
-    throw new ConfigError(source, [`tuning.affinity.workerCpus: no CPU of this node is left to pin the sidecar's workers to (${why})`]);
+    throw new ConfigError(source, [
+      `tuning.affinity.workerCpus: no CPU of this node is left to pin the sidecar's workers to (${why})`,
+    ]);
   }
   return { cpus, notes: plan.notes, problems: plan.problems };
 }

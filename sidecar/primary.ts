@@ -2,7 +2,7 @@
 // and turns SIGTERM into a drain of every worker.
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import { formatCpuList } from '../daemonset/tuning/cpulist.ts';
+import { formatCpuList } from '../host/cpulist.ts';
 import { isToPrimary, type ToWorker } from './ipc.ts';
 import type { Logger } from './log.ts';
 import { PREFIX } from './metrics.ts';
@@ -30,18 +30,25 @@ const workers = (): Worker[] => [...live];
 export async function runPrimary(s: Settings, log: Logger): Promise<void> {
   if (s.pinning) {
     const p = s.pinning;
-    log.info({ workerCpus: formatCpuList(p.cpus), workers: s.workers, notes: p.notes }, 'pinning each worker to one CPU of tuning.affinity\'s worker CPUs');
+    log.info(
+      { workerCpus: formatCpuList(p.cpus), workers: s.workers, notes: p.notes },
+      "pinning each worker to one CPU of tuning.affinity's worker CPUs",
+    );
     for (const problem of p.problems) log.warn({ problem }, 'tuning.affinity cannot be fully honoured on this node');
   }
   const sup = new Supervisor(s, log);
   const aggregator = new AggregatorRegistry();
-  const server = await serveStatus(s.metricsPort, {
-    healthy: () => workers().length > 0,
-    ready: () => sup.ready(),
-    metrics: async () => (await aggregator.clusterMetrics()) + (await sup.registry.metrics()),
-    contentType: aggregator.contentType,
-    template: s.template ?? null,
-  }, (e) => log.error({ err: e.message }, 'metrics server error'));
+  const server = await serveStatus(
+    s.metricsPort,
+    {
+      healthy: () => workers().length > 0,
+      ready: () => sup.ready(),
+      metrics: async () => (await aggregator.clusterMetrics()) + (await sup.registry.metrics()),
+      contentType: aggregator.contentType,
+      template: s.template ?? null,
+    },
+    (e) => log.error({ err: e.message }, 'metrics server error'),
+  );
   sup.onFinished = () => {
     log.info('all workers stopped; exiting');
     server.close();
@@ -64,14 +71,23 @@ class Supervisor {
   private crashes = 0;
   private readonly restarts: Counter;
 
-  constructor(private readonly s: Settings, private readonly log: Logger) {
+  constructor(
+    private readonly s: Settings,
+    private readonly log: Logger,
+  ) {
     new Gauge({
-      name: `${PREFIX}workers`, help: 'Worker processes alive.', registers: [this.registry],
+      name: `${PREFIX}workers`,
+      help: 'Worker processes alive.',
+      registers: [this.registry],
       collect() {
         this.set(workers().length);
       },
     });
-    this.restarts = new Counter({ name: `${PREFIX}worker_restarts_total`, help: 'Workers restarted after a crash.', registers: [this.registry] });
+    this.restarts = new Counter({
+      name: `${PREFIX}worker_restarts_total`,
+      help: 'Workers restarted after a crash.',
+      registers: [this.registry],
+    });
   }
 
   ready(): boolean {
@@ -93,16 +109,23 @@ class Supervisor {
     if (this.announced || !this.ready()) return;
     this.announced = true;
     // Logged whatever proxy.logLevel says: tests and tooling wait for this one line.
-    this.log.child({}, { level: 'info' }).info({
-      workers: this.s.workers, listenPort: this.s.worker.listenPort, families: this.s.worker.families,
-      metricsPort: this.s.metricsPort, ...this.pinned(),
-    }, 'listening');
+    this.log.child({}, { level: 'info' }).info(
+      {
+        workers: this.s.workers,
+        listenPort: this.s.worker.listenPort,
+        families: this.s.worker.families,
+        metricsPort: this.s.metricsPort,
+        ...this.pinned(),
+      },
+      'listening',
+    );
   }
 
   /** For the listening line: the planned worker CPUs and where each worker verified it runs. */
   private pinned(): object {
     if (!this.s.pinning) return {};
-    const pinned = [...this.readySet].map(([w, cpus]) => ({ pid: w.process.pid, cpus }))
+    const pinned = [...this.readySet]
+      .map(([w, cpus]) => ({ pid: w.process.pid, cpus }))
       .sort((a, b) => (a.cpus ?? '').localeCompare(b.cpus ?? '', 'en', { numeric: true }));
     return { workerCpus: formatCpuList(this.s.pinning.cpus), pinned };
   }
@@ -118,7 +141,12 @@ class Supervisor {
     }
     if (code === EXIT_LISTEN_FAILED || code === EXIT_PIN_FAILED) {
       // Listener set-up failed (no capability, port in use) or the CPU is not ours: restarting cannot help.
-      this.log.fatal({ worker: w.id }, code === EXIT_PIN_FAILED ? 'a worker could not pin itself to its CPU; stopping' : 'a worker could not create its listeners; stopping');
+      this.log.fatal(
+        { worker: w.id },
+        code === EXIT_PIN_FAILED
+          ? 'a worker could not pin itself to its CPU; stopping'
+          : 'a worker could not create its listeners; stopping',
+      );
       this.killAll();
       process.exit(1);
     }

@@ -15,9 +15,18 @@ test('workers 0 means one per CPU; maxConnections is split across workers, round
 });
 
 test('durations, families and ports reach the workers as numbers', () => {
-  const s = settingsFrom(cfg({ listenPort: 16000, timeouts: { connect: '250ms', idle: '2m', drain: '5s' } }, { ipFamilies: ['IPv6'] }), 1);
+  const s = settingsFrom(
+    cfg({ listenPort: 16000, timeouts: { connect: '250ms', idle: '2m', drain: '5s' } }, { ipFamilies: ['IPv6'] }),
+    1,
+  );
   assert.deepEqual(
-    { port: s.worker.listenPort, families: s.worker.families, c: s.worker.connectTimeoutMs, i: s.worker.idleTimeoutMs, d: s.drainTimeoutMs },
+    {
+      port: s.worker.listenPort,
+      families: s.worker.families,
+      c: s.worker.connectTimeoutMs,
+      i: s.worker.idleTimeoutMs,
+      d: s.drainTimeoutMs,
+    },
     { port: 16000, families: [6], c: 250, i: 120_000, d: 5_000 },
   );
   // What the primary hands to a worker survives the JSON round trip of cluster.fork's env.

@@ -11,8 +11,6 @@ export interface WorkerSettings {
   backlog: number;
   families: IpFamily[];
   keepClientIp: boolean;
-  /** SO_MARK of upstream sockets; 0 = none. */
-  upstreamMark: number;
   /** ceil(proxy.maxConnections / workers): the limit is enforced per worker. */
   maxConnections: number;
   connectTimeoutMs: number;
@@ -36,7 +34,11 @@ export interface Settings {
 }
 
 /** proxy.workers 0 (auto) means one worker per planned CPU when pinning, else one per CPU. */
-export function settingsFrom(cfg: NodeConfig, cpus = availableParallelism(), pinning: WorkerPinning | null = null): Settings {
+export function settingsFrom(
+  cfg: NodeConfig,
+  cpus = availableParallelism(),
+  pinning: WorkerPinning | null = null,
+): Settings {
   const p = cfg.proxy;
   const workers = p.workers !== 0 ? p.workers : pinning ? pinning.cpus.length : Math.max(1, cpus);
   return {
@@ -50,9 +52,6 @@ export function settingsFrom(cfg: NodeConfig, cpus = availableParallelism(), pin
       backlog: p.backlog,
       families: cfg.interception.ipFamilies.map((f) => (f === 'IPv4' ? 4 : 6)),
       keepClientIp: p.keepClientIp,
-      // The divert rule recognises the proxy's own upstream traffic by `socket transparent`, and
-      // upstream traffic leaves through OUTPUT, which the TPROXY hook never sees: no mark needed.
-      upstreamMark: 0,
       maxConnections: Math.ceil(p.maxConnections / workers),
       connectTimeoutMs: p.timeouts.connect,
       idleTimeoutMs: p.timeouts.idle,

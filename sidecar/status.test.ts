@@ -4,8 +4,10 @@ import { test } from 'node:test';
 import { probeAddress } from '../api/probe-address.ts';
 import { serveStatus, type Status } from './status.ts';
 
-test('healthz, readyz and metrics answer from the supervisor\'s state', async () => {
-  let healthy = true, ready = false, metricsFail = false;
+test("healthz, readyz and metrics answer from the supervisor's state", async () => {
+  let healthy = true,
+    ready = false,
+    metricsFail = false;
   const status: Status = {
     healthy: () => healthy,
     ready: () => ready,
@@ -31,13 +33,17 @@ test('healthz, readyz and metrics answer from the supervisor\'s state', async ()
     assert.equal((await get('/readyz')).code, 200);
     assert.equal((await get('/readyz?template=a1b2c3d4e5f60718')).code, 200, 'its own template: ready');
     const other = await get('/readyz?template=ffffffffffffffff');
-    assert.equal(other.code, 503, 'another pod\'s probe is never answered ready');
+    assert.equal(other.code, 503, "another pod's probe is never answered ready");
     assert.match(other.body, /asked for template ffffffffffffffff, this one runs a1b2c3d4e5f60718/);
     ready = false;
     assert.equal((await get('/readyz?template=a1b2c3d4e5f60718')).code, 503, 'its own template, but not ready');
     ready = true;
     healthy = false;
-    assert.deepEqual(await get('/healthz'), { code: 503, body: 'no worker alive\n', type: 'text/plain; charset=utf-8' });
+    assert.deepEqual(await get('/healthz'), {
+      code: 503,
+      body: 'no worker alive\n',
+      type: 'text/plain; charset=utf-8',
+    });
     const m = await get('/metrics');
     assert.equal(m.code, 200);
     assert.equal(m.body, 'tpfleet_proxy_workers 2\n');
@@ -51,8 +57,14 @@ test('healthz, readyz and metrics answer from the supervisor\'s state', async ()
   }
 });
 
-test('two sidecars share the status port (SO_REUSEPORT); each pod\'s probes reach only its own sidecar; a plain listener is refused', async () => {
-  const status = (template: string, ready: boolean): Status => ({ healthy: () => true, ready: () => ready, metrics: async () => '', contentType: 'text/plain', template });
+test("two sidecars share the status port (SO_REUSEPORT); each pod's probes reach only its own sidecar; a plain listener is refused", async () => {
+  const status = (template: string, ready: boolean): Status => ({
+    healthy: () => true,
+    ready: () => ready,
+    metrics: async () => '',
+    contentType: 'text/plain',
+    template,
+  });
   // The old pod's sidecar is ready; the new one is still starting.
   const [oldT, newT] = ['1111111111111111', '2222222222222222'];
   const first = await serveStatus(0, status(oldT, true), () => {});
@@ -74,10 +86,14 @@ test('two sidecars share the status port (SO_REUSEPORT); each pod\'s probes reac
       assert.equal((await get(probeAddress(newT), `/readyz?template=${newT}`)).body, 'not ready\n');
     }
     // The template check stays as a second guard (two tokens sharing an address).
-    assert.match((await get(probeAddress(oldT), `/readyz?template=${newT}`)).body, /asked for template 2222222222222222, this one runs 1111111111111111/);
+    assert.match(
+      (await get(probeAddress(oldT), `/readyz?template=${newT}`)).body,
+      /asked for template 2222222222222222, this one runs 1111111111111111/,
+    );
     first.close();
     await new Promise((r) => setTimeout(r, 50));
-    for (let k = 0; k < 10; k++) assert.equal((await get('127.0.0.1', '/readyz')).body, 'not ready\n', 'only the second is left');
+    for (let k = 0; k < 10; k++)
+      assert.equal((await get('127.0.0.1', '/readyz')).body, 'not ready\n', 'only the second is left');
   } finally {
     first.close();
     second.close();
@@ -86,7 +102,10 @@ test('two sidecars share the status port (SO_REUSEPORT); each pod\'s probes reac
   const plain = createServer();
   await new Promise<void>((r) => plain.listen(0, '0.0.0.0', () => r()));
   try {
-    await assert.rejects(serveStatus((plain.address() as AddressInfo).port, status('3333333333333333', true), () => {}), { code: 'EADDRINUSE' });
+    await assert.rejects(
+      serveStatus((plain.address() as AddressInfo).port, status('3333333333333333', true), () => {}),
+      { code: 'EADDRINUSE' },
+    );
   } finally {
     plain.close();
   }

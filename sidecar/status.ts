@@ -30,7 +30,10 @@ export function handler(status: Status): http.RequestListener {
     if (path === '/readyz') {
       const asked = new URLSearchParams(query ?? '').get('template');
       if (asked !== null && asked !== (status.template ?? null)) {
-        return reply(503, `not this pod's sidecar: asked for template ${asked}, this one runs ${status.template ?? '(none)'}\n`);
+        return reply(
+          503,
+          `not this pod's sidecar: asked for template ${asked}, this one runs ${status.template ?? '(none)'}\n`,
+        );
       }
       return status.ready() ? reply(200, 'ready\n') : reply(503, 'not ready\n');
     }

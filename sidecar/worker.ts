@@ -3,7 +3,7 @@
 // drain on request. Talks to the primary over the cluster IPC channel (messages in ipc.ts).
 import net from 'node:net';
 import { AggregatorRegistry, Registry } from 'prom-client';
-import { formatCpuList } from '../daemonset/tuning/cpulist.ts';
+import { formatCpuList } from '../host/cpulist.ts';
 import { transparentDialer } from './dial.ts';
 import { Forwarder } from './forward.ts';
 import { toPrimary, type ToWorker } from './ipc.ts';
@@ -26,17 +26,28 @@ export async function runWorker(s: WorkerSettings, workerId: number): Promise<vo
   // Answer the primary's metric requests (prom-client's cluster protocol) from this registry.
   AggregatorRegistry.setRegistries(registry);
   new AggregatorRegistry();
-  const fwd = new Forwarder({
-    listenPort: s.listenPort, keepClientIp: s.keepClientIp, maxConnections: s.maxConnections,
-    connectTimeoutMs: s.connectTimeoutMs, idleTimeoutMs: s.idleTimeoutMs,
-  }, transparentDialer(s.upstreamMark), createMetrics(registry, { defaults: true }), log);
+  const fwd = new Forwarder(
+    {
+      listenPort: s.listenPort,
+      keepClientIp: s.keepClientIp,
+      maxConnections: s.maxConnections,
+      connectTimeoutMs: s.connectTimeoutMs,
+      idleTimeoutMs: s.idleTimeoutMs,
+    },
+    transparentDialer(),
+    createMetrics(registry, { defaults: true }),
+    log,
+  );
 
   let servers: net.Server[];
   try {
     servers = await Promise.all(s.families.map((f) => listen(f, s, fwd, log)));
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    log.fatal({ code: err.code, syscall: err.syscall, port: s.listenPort }, `cannot create the transparent listener: ${err.message}`);
+    log.fatal(
+      { code: err.code, syscall: err.syscall, port: s.listenPort },
+      `cannot create the transparent listener: ${err.message}`,
+    );
     process.exit(EXIT_LISTEN_FAILED);
   }
   toPrimary(cpus === undefined ? { t: 'ready' } : { t: 'ready', cpus });
@@ -72,7 +83,10 @@ function pinSelf(want: number[], log: Logger): string {
     return got;
   } catch (e) {
     const err = e as NativeError;
-    log.fatal({ code: err.code, syscall: err.syscall, cpus: formatCpuList(want) }, `cannot pin the worker to its CPU: ${err.message}`);
+    log.fatal(
+      { code: err.code, syscall: err.syscall, cpus: formatCpuList(want) },
+      `cannot pin the worker to its CPU: ${err.message}`,
+    );
     process.exit(EXIT_PIN_FAILED);
   }
 }
@@ -88,7 +102,13 @@ function listen(family: IpFamily, s: WorkerSettings, fwd: Forwarder, log: Logger
 }
 
 /** Stop accepting, wait for open connections up to drainMs, destroy the rest, exit 0. */
-async function drainAndExit(servers: net.Server[], fwd: Forwarder, drainMs: number, log: Logger, why: string): Promise<void> {
+async function drainAndExit(
+  servers: net.Server[],
+  fwd: Forwarder,
+  drainMs: number,
+  log: Logger,
+  why: string,
+): Promise<void> {
   for (const server of servers) server.close(); // closes the listening fd now; open sockets stay
   log.info({ why, open: fwd.active, drainMs }, 'draining');
   const deadline = setTimeout(() => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Tuning } from '../../api/tuning.ts';
 import { privilegedSkipReason } from '../../e2e/netns.ts';
-import { cpuList, formatCpuList } from './cpulist.ts';
+import { cpuList, formatCpuList } from '../../host/cpulist.ts';
 import { applyTuning, checkDrift, planTuning, readNodeFacts, restoreTuning } from './index.ts';
 
 const skip = privilegedSkipReason();
@@ -19,7 +19,7 @@ after(() => rmSync(stateDir, { recursive: true, force: true }));
 
 const readAll = (paths: string[]) => Object.fromEntries(paths.map((p) => [p, readFileSync(p, 'utf8')]));
 
-test('affinity on this machine\'s NIC: dry run, apply, verify, restore exactly', { skip }, () => {
+test("affinity on this machine's NIC: dry run, apply, verify, restore exactly", { skip }, () => {
   const probe = readNodeFacts('/');
   const ifname = probe.defaultRouteInterfaces[0];
   assert.ok(ifname, 'this machine has a default-route interface');
@@ -28,7 +28,16 @@ test('affinity on this machine\'s NIC: dry run, apply, verify, restore exactly',
   const online = facts.onlineCpus;
   // Move the IRQs to the last CPU (currently 0-1 here), workers on the first, RPS on.
   const last = online[online.length - 1]!;
-  const spec = Tuning.parse({ affinity: { mode: 'explicit', interfaces: [ifname], irqCpus: String(last), workerCpus: String(online[0]), rps: 'on', rpsSockFlowEntries: 4096 } });
+  const spec = Tuning.parse({
+    affinity: {
+      mode: 'explicit',
+      interfaces: [ifname],
+      irqCpus: String(last),
+      workerCpus: String(online[0]),
+      rps: 'on',
+      rpsSockFlowEntries: 4096,
+    },
+  });
   const plan = planTuning(spec, facts);
   const paths = plan.writes.map((w) => w.path);
   assert.ok(paths.length >= 1, 'something to write');
@@ -57,12 +66,19 @@ test('affinity on this machine\'s NIC: dry run, apply, verify, restore exactly',
     }
     for (const q of nic.queueIrqs) {
       if (r.failed.some((f) => f.key === `irq/${q.irq}/smp_affinity_list`)) continue;
-      assert.deepEqual(cpuList(readFileSync(`/proc/irq/${q.irq}/smp_affinity_list`, 'utf8')), [last], `IRQ ${q.irq} (${q.name}) now on CPU ${last}`);
+      assert.deepEqual(
+        cpuList(readFileSync(`/proc/irq/${q.irq}/smp_affinity_list`, 'utf8')),
+        [last],
+        `IRQ ${q.irq} (${q.name}) now on CPU ${last}`,
+      );
     }
     if (nic.rxQueues.length) {
       const mask = readFileSync(`/sys/class/net/${ifname}/queues/${nic.rxQueues[0]}/rps_cpus`, 'utf8');
       assert.equal(parseInt(mask.replace(/,/g, ''), 16), 1 << online[0]!, 'rps_cpus = worker CPU');
-      assert.equal(readFileSync(`/sys/class/net/${ifname}/queues/${nic.rxQueues[0]}/rps_flow_cnt`, 'utf8').trim(), String(4096 / nic.rxQueues.length));
+      assert.equal(
+        readFileSync(`/sys/class/net/${ifname}/queues/${nic.rxQueues[0]}/rps_flow_cnt`, 'utf8').trim(),
+        String(4096 / nic.rxQueues.length),
+      );
     }
     assert.equal(readFileSync('/proc/sys/net/core/rps_sock_flow_entries', 'utf8').trim(), '4096');
     assert.deepEqual(checkDrift({ stateDir }).drift, []);

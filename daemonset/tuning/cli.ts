@@ -11,26 +11,38 @@ import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { formatIssues } from '../../api/load.ts';
 import { Tuning } from '../../api/tuning.ts';
-import { applyTuning, checkDrift, DEFAULT_STATE_DIR, planTuning, readNodeFacts, restoreTuning } from './index.ts';
+import { NODE_STATE_DIR } from '../../api/defaults.ts';
+import { applyTuning, checkDrift, planTuning, readNodeFacts, restoreTuning } from './index.ts';
+import { errorMessage } from '../../api/errors.ts';
 
 function loadSpec(path: string | undefined): Tuning {
   if (!path) throw new Error('--spec is required');
   const r = Tuning.safeParse(parseYaml(readFileSync(path, 'utf8')));
-  if (!r.success) throw new Error(`invalid tuning spec ${path}:\n${formatIssues(r.error).map((p) => `  - tuning.${p}`).join('\n')}`);
+  if (!r.success)
+    throw new Error(
+      `invalid tuning spec ${path}:\n${formatIssues(r.error)
+        .map((p) => `  - tuning.${p}`)
+        .join('\n')}`,
+    );
   return r.data;
 }
 
 function main(argv: string[]): unknown {
   const { positionals, values: v } = parseArgs({
-    args: argv, allowPositionals: true,
+    args: argv,
+    allowPositionals: true,
     options: {
-      spec: { type: 'string' }, 'state-dir': { type: 'string', default: DEFAULT_STATE_DIR }, root: { type: 'string', default: '/' },
-      'dry-run': { type: 'boolean', default: false }, 'overwrite-drift': { type: 'boolean', default: false },
+      spec: { type: 'string' },
+      'state-dir': { type: 'string', default: NODE_STATE_DIR },
+      root: { type: 'string', default: '/' },
+      'dry-run': { type: 'boolean', default: false },
+      'overwrite-drift': { type: 'boolean', default: false },
     },
   });
   const o = { stateDir: v['state-dir']!, root: v.root!, dryRun: v['dry-run']!, overwriteDrift: v['overwrite-drift']! };
   switch (positionals[0]) {
-    case 'facts': return readNodeFacts(o.root);
+    case 'facts':
+      return readNodeFacts(o.root);
     case 'plan': {
       const t = loadSpec(v.spec);
       return planTuning(t, readNodeFacts(o.root, t.affinity.interfaces));
@@ -40,15 +52,20 @@ function main(argv: string[]): unknown {
       const plan = planTuning(t, readNodeFacts(o.root, t.affinity.interfaces));
       return { plan, report: applyTuning(plan, o) };
     }
-    case 'drift': return checkDrift(o);
-    case 'restore': return restoreTuning(o);
-    default: throw new Error('usage: cli.ts facts|plan|apply|drift|restore [--spec file] [--state-dir dir] [--root dir] [--dry-run] [--overwrite-drift]');
+    case 'drift':
+      return checkDrift(o);
+    case 'restore':
+      return restoreTuning(o);
+    default:
+      throw new Error(
+        'usage: cli.ts facts|plan|apply|drift|restore [--spec file] [--state-dir dir] [--root dir] [--dry-run] [--overwrite-drift]',
+      );
   }
 }
 
 try {
-  process.stdout.write(JSON.stringify(main(process.argv.slice(2)), null, 2) + '\n');
+  process.stdout.write(`${JSON.stringify(main(process.argv.slice(2)), null, 2)}\n`);
 } catch (e) {
-  process.stderr.write(`${(e as Error).message}\n`);
+  process.stderr.write(`${errorMessage(e)}\n`);
   process.exitCode = 1;
 }

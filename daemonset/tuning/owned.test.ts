@@ -20,17 +20,36 @@ function tree(files: Record<string, string>): { root: string; stateDir: string; 
   }
   return { root, stateDir: join(root, 'state'), read: (p) => readFileSync(join(root, p), 'utf8') };
 }
-const sysctl = (key: string, value: string, atLeast = false): Write => ({ key, path: `/proc/sys/${key.replace(/\./g, '/')}`, value, compare: 'words', atLeast, group: 'sysctl' });
+const sysctl = (key: string, value: string, atLeast = false): Write => ({
+  key,
+  path: `/proc/sys/${key.replace(/\./g, '/')}`,
+  value,
+  compare: 'words',
+  atLeast,
+  group: 'sysctl',
+});
 
 test('apply snapshots originals, verifies, restores exactly; re-apply keeps the originals', () => {
-  const t = tree({ 'proc/sys/net/core/somaxconn': '4096\n', 'proc/sys/net/ipv4/tcp_rmem': '4096\t131072\t6291456\n', 'proc/sys/fs/file-max': '9223372036854775807\n' });
+  const t = tree({
+    'proc/sys/net/core/somaxconn': '4096\n',
+    'proc/sys/net/ipv4/tcp_rmem': '4096\t131072\t6291456\n',
+    'proc/sys/fs/file-max': '9223372036854775807\n',
+  });
   const o = { root: t.root, stateDir: t.stateDir };
-  const writes = [sysctl('net.core.somaxconn', '65535', true), sysctl('net.ipv4.tcp_rmem', '4096 87380 33554432', true), sysctl('fs.file-max', '1048576', true)];
+  const writes = [
+    sysctl('net.core.somaxconn', '65535', true),
+    sysctl('net.ipv4.tcp_rmem', '4096 87380 33554432', true),
+    sysctl('fs.file-max', '1048576', true),
+  ];
   const r = applyWrites(writes, o);
-  assert.deepEqual(r.changed, [
-    { key: 'net.core.somaxconn', from: '4096', to: '65535' },
-    { key: 'net.ipv4.tcp_rmem', from: '4096\t131072\t6291456', to: '4096 131072 33554432' },
-  ], 'atLeast raises component-wise and never lowers');
+  assert.deepEqual(
+    r.changed,
+    [
+      { key: 'net.core.somaxconn', from: '4096', to: '65535' },
+      { key: 'net.ipv4.tcp_rmem', from: '4096\t131072\t6291456', to: '4096 131072 33554432' },
+    ],
+    'atLeast raises component-wise and never lowers',
+  );
   assert.deepEqual(r.unchanged, ['fs.file-max'], 'a larger value than asked stays (64-bit values compared exactly)');
   assert.equal(t.read('proc/sys/net/core/somaxconn'), '65535\n');
   const state = JSON.parse(readFileSync(join(t.stateDir, 'tuning.json'), 'utf8'));
@@ -38,7 +57,11 @@ test('apply snapshots originals, verifies, restores exactly; re-apply keeps the 
 
   const again = applyWrites([sysctl('net.core.somaxconn', '8192'), ...writes.slice(1)], o);
   assert.deepEqual(again.changed, [{ key: 'net.core.somaxconn', from: '65535', to: '8192' }]);
-  assert.equal(JSON.parse(readFileSync(join(t.stateDir, 'tuning.json'), 'utf8')).entries['net.core.somaxconn'].original, '4096', 'original kept, not the value we wrote');
+  assert.equal(
+    JSON.parse(readFileSync(join(t.stateDir, 'tuning.json'), 'utf8')).entries['net.core.somaxconn'].original,
+    '4096',
+    'original kept, not the value we wrote',
+  );
 
   const back = restoreAll(o);
   assert.deepEqual(back.restored.map((x) => x.key).sort(), ['fs.file-max', 'net.core.somaxconn', 'net.ipv4.tcp_rmem']);
@@ -72,16 +95,37 @@ test('missing keys and refused writes are reported, not owned, and change nothin
 test('dry run reports the writes and touches nothing', () => {
   const t = tree({ 'proc/sys/a/x': '1\n', 'proc/irq/38/smp_affinity_list': '0-1\n' });
   const o = { root: t.root, stateDir: t.stateDir, dryRun: true };
-  const r = applyWrites([sysctl('a.x', '2'), { key: 'irq/38/smp_affinity_list', path: '/proc/irq/38/smp_affinity_list', value: '1', compare: 'cpulist', group: 'affinity' }], o);
-  assert.deepEqual(r.changed, [{ key: 'a.x', from: '1', to: '2' }, { key: 'irq/38/smp_affinity_list', from: '0-1', to: '1' }]);
+  const r = applyWrites(
+    [
+      sysctl('a.x', '2'),
+      {
+        key: 'irq/38/smp_affinity_list',
+        path: '/proc/irq/38/smp_affinity_list',
+        value: '1',
+        compare: 'cpulist',
+        group: 'affinity',
+      },
+    ],
+    o,
+  );
+  assert.deepEqual(r.changed, [
+    { key: 'a.x', from: '1', to: '2' },
+    { key: 'irq/38/smp_affinity_list', from: '0-1', to: '1' },
+  ]);
   assert.equal(t.read('proc/sys/a/x'), '1\n');
   assert.ok(!existsSync(t.stateDir));
 });
 
-test('drift is reported with the key, not fought; restore leaves the other writer\'s value', () => {
+test("drift is reported with the key, not fought; restore leaves the other writer's value", () => {
   const t = tree({ 'proc/sys/a/x': '1\n', 'proc/sys/a/y': '2\n', 'sys/class/net/eth0/queues/rx-0/rps_cpus': '0\n' });
   const o = { root: t.root, stateDir: t.stateDir };
-  const mask: Write = { key: 'eth0/rx-0/rps_cpus', path: '/sys/class/net/eth0/queues/rx-0/rps_cpus', value: '2', compare: 'cpumask', group: 'affinity' };
+  const mask: Write = {
+    key: 'eth0/rx-0/rps_cpus',
+    path: '/sys/class/net/eth0/queues/rx-0/rps_cpus',
+    value: '2',
+    compare: 'cpumask',
+    group: 'affinity',
+  };
   applyWrites([sysctl('a.x', '10'), sysctl('a.y', '20'), mask], o);
   writeFileSync(join(t.root, 'sys/class/net/eth0/queues/rx-0/rps_cpus'), '00000002\n'); // same mask, other spelling
   assert.deepEqual(checkOwnedDrift(o), { checked: 3, drift: [] });
@@ -100,13 +144,24 @@ test('drift is reported with the key, not fought; restore leaves the other write
 test('an IRQ whose handler changed (driver reload) is never restored onto the new owner', () => {
   const t = tree({ 'proc/irq/38/smp_affinity_list': '0-1\n', 'proc/irq/38/virtio2-input.0/.keep': '' });
   const o = { root: t.root, stateDir: t.stateDir };
-  const irq: Write = { key: 'irq/38/smp_affinity_list', path: '/proc/irq/38/smp_affinity_list', value: '1', compare: 'cpulist', group: 'affinity', guard: '/proc/irq/38/virtio2-input.0' };
+  const irq: Write = {
+    key: 'irq/38/smp_affinity_list',
+    path: '/proc/irq/38/smp_affinity_list',
+    value: '1',
+    compare: 'cpulist',
+    group: 'affinity',
+    guard: '/proc/irq/38/virtio2-input.0',
+  };
   assert.deepEqual(applyWrites([irq], o).changed, [{ key: 'irq/38/smp_affinity_list', from: '0-1', to: '1' }]);
   rmSync(join(t.root, 'proc/irq/38/virtio2-input.0'), { recursive: true });
   mkdirSync(join(t.root, 'proc/irq/38/nvme0q3'));
-  assert.deepEqual(checkOwnedDrift(o).drift, [{ key: 'irq/38/smp_affinity_list', want: '1', got: null }], 'reported as gone');
+  assert.deepEqual(
+    checkOwnedDrift(o).drift,
+    [{ key: 'irq/38/smp_affinity_list', want: '1', got: null }],
+    'reported as gone',
+  );
   const back = restoreAll(o);
   assert.deepEqual(back.missing, ['irq/38/smp_affinity_list']);
-  assert.equal(t.read('proc/irq/38/smp_affinity_list'), '1\n', 'the other device\'s IRQ is left alone');
+  assert.equal(t.read('proc/irq/38/smp_affinity_list'), '1\n', "the other device's IRQ is left alone");
   assert.ok(!existsSync(join(t.stateDir, 'tuning.json')));
 });

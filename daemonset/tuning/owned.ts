@@ -14,35 +14,41 @@
 // the state records the netns it was made in and refuses to act in another one.
 import { existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseCpuList, parseCpuMask, sameCpus } from './cpulist.ts';
+import { parseCpuList, parseCpuMask, sameCpus } from '../../host/cpulist.ts';
+import type { Compare, Write } from '../../host/write.ts';
+import { errorMessage } from '../../api/errors.ts';
 
-/** How two texts of a file are compared: whitespace-separated words, CPU lists or CPU masks. */
-export type Compare = 'words' | 'cpulist' | 'cpumask';
+export type { Compare, Write } from '../../host/write.ts';
 
-export interface Write {
-  /** Stable id used in reports and the state: a sysctl key, or "irq/38/smp_affinity_list", "eth0/rx-0/rps_cpus". */
-  key: string;
-  /** Kernel path (absolute, without the root prefix). */
+interface Entry {
   path: string;
-  value: string;
   compare: Compare;
-  /** Only raise: integers component-wise max(current, value). */
-  atLeast?: boolean;
-  group: 'sysctl' | 'affinity';
-  /**
-   * A path that must exist for `path` to still mean the same thing, e.g. /proc/irq/38/virtio2-input.0:
-   * IRQ numbers are reassigned when a driver reloads, and an original must never be restored onto
-   * another device's interrupt. Gone = the value counts as missing.
-   */
+  group: Write['group'];
+  original: string;
+  applied: string | null;
   guard?: string;
 }
+interface State {
+  version: 1;
+  netns: string | null;
+  entries: Record<string, Entry>;
+}
 
-interface Entry { path: string; compare: Compare; group: Write['group']; original: string; applied: string | null; guard?: string }
-interface State { version: 1; netns: string | null; entries: Record<string, Entry> }
-
-export interface Change { key: string; from: string; to: string }
-export interface Mismatch { key: string; want: string; got: string | null }
-export interface Failure { key: string; want: string; error: string }
+export interface Change {
+  key: string;
+  from: string;
+  to: string;
+}
+export interface Mismatch {
+  key: string;
+  want: string;
+  got: string | null;
+}
+export interface Failure {
+  key: string;
+  want: string;
+  error: string;
+}
 
 export interface ApplyReport {
   dryRun: boolean;
@@ -62,10 +68,23 @@ export interface ApplyReport {
   released: RestoreReport;
 }
 
-export interface RestoreReport { restored: Change[]; skippedDrift: Mismatch[]; missing: string[]; failed: Failure[] }
-export interface DriftReport { checked: number; drift: Mismatch[] }
+export interface RestoreReport {
+  restored: Change[];
+  skippedDrift: Mismatch[];
+  missing: string[];
+  failed: Failure[];
+}
+export interface DriftReport {
+  checked: number;
+  drift: Mismatch[];
+}
 
-export interface EngineOptions { stateDir: string; root?: string; dryRun?: boolean; overwriteDrift?: boolean }
+export interface EngineOptions {
+  stateDir: string;
+  root?: string;
+  dryRun?: boolean;
+  overwriteDrift?: boolean;
+}
 
 const STATE_FILE = 'tuning.json';
 
@@ -98,15 +117,18 @@ function writeValue(root: string, path: string, value: string): string | undefin
 export function sameValue(compare: Compare, a: string, b: string): boolean {
   if (compare === 'words') return a.trim().split(/\s+/).join(' ') === b.trim().split(/\s+/).join(' ');
   const parse = compare === 'cpulist' ? parseCpuList : parseCpuMask;
-  const x = parse(a), y = parse(b);
+  const x = parse(a),
+    y = parse(b);
   return typeof x !== 'string' && typeof y !== 'string' && sameCpus(x, y);
 }
 
-const canon = (compare: Compare, text: string): string => (compare === 'words' ? text.trim().split(/\s+/).join(' ') : text.trim());
+const canon = (compare: Compare, text: string): string =>
+  compare === 'words' ? text.trim().split(/\s+/).join(' ') : text.trim();
 
 /** Component-wise max of two integer vectors; the wanted text when either is not all integers. */
 function raise(current: string, want: string): string {
-  const c = current.trim().split(/\s+/), w = want.trim().split(/\s+/);
+  const c = current.trim().split(/\s+/),
+    w = want.trim().split(/\s+/);
   if (c.length !== w.length || ![...c, ...w].every((x) => /^\d+$/.test(x))) return want;
   return w.map((x, i) => (BigInt(x) >= BigInt(c[i]!) ? x : c[i]!)).join(' ');
 }
@@ -129,12 +151,15 @@ function loadState(o: EngineOptions): State {
     s = JSON.parse(readFileSync(join(o.stateDir, STATE_FILE), 'utf8')) as State;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, netns: currentNetns(root), entries: {} };
-    throw new Error(`${join(o.stateDir, STATE_FILE)}: unreadable tuning state: ${(e as Error).message}`);
+    throw new Error(`${join(o.stateDir, STATE_FILE)}: unreadable tuning state: ${errorMessage(e)}`, { cause: e });
   }
-  if (s.version !== 1) throw new Error(`${join(o.stateDir, STATE_FILE)}: unsupported tuning state version ${String(s.version)}`);
+  if (s.version !== 1)
+    throw new Error(`${join(o.stateDir, STATE_FILE)}: unsupported tuning state version ${String(s.version)}`);
   const here = currentNetns(root);
   if (s.netns && here && s.netns !== here && Object.keys(s.entries).length > 0) {
-    throw new Error(`tuning state in ${o.stateDir} was made in network namespace ${s.netns}, this process is in ${here}: refusing to touch per-netns values`);
+    throw new Error(
+      `tuning state in ${o.stateDir} was made in network namespace ${s.netns}, this process is in ${here}: refusing to touch per-netns values`,
+    );
   }
   return s;
 }
@@ -147,12 +172,8 @@ function saveState(o: EngineOptions, s: State): void {
     return;
   }
   mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
-  writeFileSync(`${file}.tmp`, JSON.stringify(s, null, 2) + '\n', { mode: 0o600 });
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
   renameSync(`${file}.tmp`, file);
-}
-
-export function ownedKeys(o: EngineOptions): string[] {
-  return Object.keys(loadState(o).entries);
 }
 
 // ---- apply ----------------------------------------------------------------------------------
@@ -161,13 +182,28 @@ const guardOf = (w: Write): { guard?: string } => (w.guard === undefined ? {} : 
 
 const emptyRestore = (): RestoreReport => ({ restored: [], skippedDrift: [], missing: [], failed: [] });
 
-interface Pending { w: Write; want: string; entry: Entry; from: string }
+interface Pending {
+  w: Write;
+  want: string;
+  entry: Entry;
+  from: string;
+}
 
 /** Applies `writes` (the whole desired set: owned keys not in it are restored). */
 export function applyWrites(writes: Write[], o: EngineOptions): ApplyReport {
-  const root = o.root ?? '/', dry = o.dryRun ?? false;
+  const root = o.root ?? '/',
+    dry = o.dryRun ?? false;
   const s = loadState(o);
-  const r: ApplyReport = { dryRun: dry, changed: [], unchanged: [], adjusted: [], missing: [], failed: [], drift: [], released: emptyRestore() };
+  const r: ApplyReport = {
+    dryRun: dry,
+    changed: [],
+    unchanged: [],
+    adjusted: [],
+    missing: [],
+    failed: [],
+    drift: [],
+    released: emptyRestore(),
+  };
   const wanted = new Set(writes.map((w) => w.key));
   const stale = Object.keys(s.entries).filter((k) => !wanted.has(k));
   if (stale.length) r.released = restoreEntries(s, stale, o);
@@ -175,8 +211,14 @@ export function applyWrites(writes: Write[], o: EngineOptions): ApplyReport {
   const pending: Pending[] = [];
   for (const w of writes) {
     const cur = readValue(root, w.path, w.guard);
-    if ('missing' in cur) { r.missing.push(w.key); continue; }
-    if ('error' in cur) { r.failed.push({ key: w.key, want: w.value, error: `read: ${cur.error}` }); continue; }
+    if ('missing' in cur) {
+      r.missing.push(w.key);
+      continue;
+    }
+    if ('error' in cur) {
+      r.failed.push({ key: w.key, want: w.value, error: `read: ${cur.error}` });
+      continue;
+    }
     const want = w.atLeast ? raise(cur.text, w.value) : canon(w.compare, w.value);
     const old = s.entries[w.key];
     if (old?.applied != null && !sameValue(w.compare, cur.text, old.applied) && !sameValue(w.compare, cur.text, want)) {
@@ -185,10 +227,27 @@ export function applyWrites(writes: Write[], o: EngineOptions): ApplyReport {
     }
     if (sameValue(w.compare, cur.text, want)) {
       r.unchanged.push(w.key);
-      if (!dry) s.entries[w.key] = { ...(old ?? { path: w.path, compare: w.compare, group: w.group, original: canon(w.compare, cur.text), ...guardOf(w) }), applied: canon(w.compare, cur.text) };
+      if (!dry)
+        s.entries[w.key] = {
+          ...(old ?? {
+            path: w.path,
+            compare: w.compare,
+            group: w.group,
+            original: canon(w.compare, cur.text),
+            ...guardOf(w),
+          }),
+          applied: canon(w.compare, cur.text),
+        };
       continue;
     }
-    const entry = old ?? { path: w.path, compare: w.compare, group: w.group, original: canon(w.compare, cur.text), applied: null, ...guardOf(w) };
+    const entry = old ?? {
+      path: w.path,
+      compare: w.compare,
+      group: w.group,
+      original: canon(w.compare, cur.text),
+      applied: null,
+      ...guardOf(w),
+    };
     pending.push({ w, want, entry, from: cur.text });
   }
   if (dry) {
@@ -231,9 +290,20 @@ function restoreEntries(s: State, keys: string[], o: EngineOptions): RestoreRepo
   for (const key of keys) {
     const e = s.entries[key]!;
     const cur = readValue(root, e.path, e.guard);
-    if ('missing' in cur) { r.missing.push(key); delete s.entries[key]; continue; }
-    if ('error' in cur) { r.failed.push({ key, want: e.original, error: `read: ${cur.error}` }); continue; }
-    if (sameValue(e.compare, cur.text, e.original)) { r.restored.push({ key, from: cur.text, to: e.original }); delete s.entries[key]; continue; }
+    if ('missing' in cur) {
+      r.missing.push(key);
+      delete s.entries[key];
+      continue;
+    }
+    if ('error' in cur) {
+      r.failed.push({ key, want: e.original, error: `read: ${cur.error}` });
+      continue;
+    }
+    if (sameValue(e.compare, cur.text, e.original)) {
+      r.restored.push({ key, from: cur.text, to: e.original });
+      delete s.entries[key];
+      continue;
+    }
     const ours = e.applied === null || sameValue(e.compare, cur.text, e.applied);
     if (!ours && !o.overwriteDrift) {
       // Someone else set it after us: their value stands; we let go of the key.
@@ -241,7 +311,10 @@ function restoreEntries(s: State, keys: string[], o: EngineOptions): RestoreRepo
       delete s.entries[key];
       continue;
     }
-    if (o.dryRun) { r.restored.push({ key, from: cur.text, to: e.original }); continue; }
+    if (o.dryRun) {
+      r.restored.push({ key, from: cur.text, to: e.original });
+      continue;
+    }
     const err = writeValue(root, e.path, e.original);
     const back = readValue(root, e.path);
     if (!err && 'text' in back && sameValue(e.compare, back.text, e.original)) {

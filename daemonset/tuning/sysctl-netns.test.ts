@@ -33,17 +33,42 @@ const SPEC = {
     },
   },
 };
-const NAMESPACED = ['net.core.somaxconn', 'net.ipv4.tcp_max_syn_backlog', 'net.ipv4.tcp_tw_reuse', 'net.ipv4.ip_local_port_range',
-  'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_migrate_req', 'net.ipv4.tcp_mtu_probing', 'net.ipv4.tcp_slow_start_after_idle', 'net.ipv4.tcp_notsent_lowat',
-  'net.ipv4.tcp_rmem', 'net.ipv4.tcp_congestion_control', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait'];
+const NAMESPACED = [
+  'net.core.somaxconn',
+  'net.ipv4.tcp_max_syn_backlog',
+  'net.ipv4.tcp_tw_reuse',
+  'net.ipv4.ip_local_port_range',
+  'net.ipv4.tcp_fin_timeout',
+  'net.ipv4.tcp_migrate_req',
+  'net.ipv4.tcp_mtu_probing',
+  'net.ipv4.tcp_slow_start_after_idle',
+  'net.ipv4.tcp_notsent_lowat',
+  'net.ipv4.tcp_rmem',
+  'net.ipv4.tcp_congestion_control',
+  'net.netfilter.nf_conntrack_tcp_timeout_time_wait',
+];
 const ALL = [...NAMESPACED, 'net.netfilter.nf_conntrack_max', 'fs.file-max'];
 
 const path = (key: string) => `/proc/sys/${key.replace(/\./g, '/')}`;
-const readNs = async (keys: string[]) => Object.fromEntries(await Promise.all(keys.map(async (k) => [k, await nsExec(NS, ['cat', path(k)])])));
+const readNs = async (keys: string[]) =>
+  Object.fromEntries(await Promise.all(keys.map(async (k) => [k, await nsExec(NS, ['cat', path(k)])])));
 const readHost = (keys: string[]) => Object.fromEntries(keys.map((k) => [k, readFileSync(path(k), 'utf8')]));
 
 async function engine(cmd: string, ...args: string[]): Promise<any> {
-  const argv = ['ip', 'netns', 'exec', NS, process.execPath, '--import', 'tsx', 'daemonset/tuning/cli.ts', cmd, '--state-dir', join(dir, 'state'), ...args];
+  const argv = [
+    'ip',
+    'netns',
+    'exec',
+    NS,
+    process.execPath,
+    '--import',
+    'tsx',
+    'daemonset/tuning/cli.ts',
+    cmd,
+    '--state-dir',
+    join(dir, 'state'),
+    ...args,
+  ];
   const { stdout } = await run(argv[0]!, argv.slice(1), { cwd: REPO, maxBuffer: 16 << 20 });
   return JSON.parse(stdout);
 }
@@ -63,12 +88,21 @@ test('namespaced sysctls: applied, verified, re-applied idempotently, restored e
   const nsBefore = await readNs(ALL);
   const hostBefore = readHost(NAMESPACED);
   const { plan, report } = await engine('apply', '--spec', join(dir, 'tuning.json'));
-  assert.deepEqual(report.changed.map((c: any) => c.key).sort(), [...NAMESPACED].sort(),
-    'every namespaced key was written (a fresh namespace has kernel defaults, none at its planned value)');
+  assert.deepEqual(
+    report.changed.map((c: any) => c.key).sort(),
+    [...NAMESPACED].sort(),
+    'every namespaced key was written (a fresh namespace has kernel defaults, none at its planned value)',
+  );
   assert.deepEqual(report.missing, ['net.core.netdev_max_backlog']);
-  assert.deepEqual(report.failed.map((f: any) => f.key), ['net.netfilter.nf_conntrack_max']);
+  assert.deepEqual(
+    report.failed.map((f: any) => f.key),
+    ['net.netfilter.nf_conntrack_max'],
+  );
   assert.match(report.failed[0].error, /EACCES/);
-  assert.ok(report.unchanged.includes('fs.file-max'), 'host-wide fs.file-max already above the at-least value: not written');
+  assert.ok(
+    report.unchanged.includes('fs.file-max'),
+    'host-wide fs.file-max already above the at-least value: not written',
+  );
   const nsAfter = await readNs(ALL);
   for (const s of plan.sysctls.filter((x: any) => NAMESPACED.includes(x.key) && !x.atLeast)) {
     assert.equal(nsAfter[s.key].trim().split(/\s+/).join(' '), s.value, `${s.key} applied in the namespace`);
@@ -79,7 +113,8 @@ test('namespaced sysctls: applied, verified, re-applied idempotently, restored e
   const again = (await engine('apply', '--spec', join(dir, 'tuning.json'))).report;
   assert.deepEqual(again.changed, [], 'second apply writes nothing');
   const state = JSON.parse(readFileSync(join(dir, 'state', 'tuning.json'), 'utf8'));
-  for (const [k, e] of Object.entries<any>(state.entries)) assert.equal(e.original, nsBefore[k].trim().split(/\s+/).join(' '), `${k}: snapshot holds the original`);
+  for (const [k, e] of Object.entries<any>(state.entries))
+    assert.equal(e.original, nsBefore[k].trim().split(/\s+/).join(' '), `${k}: snapshot holds the original`);
   assert.deepEqual((await engine('drift')).drift, []);
 
   const restored = await engine('restore');
@@ -97,16 +132,33 @@ test('drift is reported with the key and the other writer wins; restore reverts 
   assert.deepEqual(re.drift, [{ key: 'net.ipv4.tcp_fin_timeout', want: '20', got: '33' }]);
   assert.equal((await nsExec(NS, ['cat', path('net.ipv4.tcp_fin_timeout')])).trim(), '33', 'not fought');
   const restored = await engine('restore');
-  assert.deepEqual(restored.skippedDrift, [{ key: 'net.ipv4.tcp_fin_timeout', want: nsBefore['net.ipv4.tcp_fin_timeout'].trim(), got: '33' }]);
+  assert.deepEqual(restored.skippedDrift, [
+    { key: 'net.ipv4.tcp_fin_timeout', want: nsBefore['net.ipv4.tcp_fin_timeout'].trim(), got: '33' },
+  ]);
   const after = await readNs(ALL);
-  assert.deepEqual({ ...after, 'net.ipv4.tcp_fin_timeout': nsBefore['net.ipv4.tcp_fin_timeout'] }, nsBefore, 'all other keys restored exactly');
+  assert.deepEqual(
+    { ...after, 'net.ipv4.tcp_fin_timeout': nsBefore['net.ipv4.tcp_fin_timeout'] },
+    nsBefore,
+    'all other keys restored exactly',
+  );
 });
 
 test('state made in one netns is refused in another', { skip }, async () => {
   await engine('apply', '--spec', join(dir, 'tuning.json'));
   try {
-    const argv = [process.execPath, '--import', 'tsx', 'daemonset/tuning/cli.ts', 'drift', '--state-dir', join(dir, 'state')];
-    await assert.rejects(run(argv[0]!, argv.slice(1), { cwd: REPO }), /made in network namespace net:\[\d+\], this process is in net:\[\d+\]/);
+    const argv = [
+      process.execPath,
+      '--import',
+      'tsx',
+      'daemonset/tuning/cli.ts',
+      'drift',
+      '--state-dir',
+      join(dir, 'state'),
+    ];
+    await assert.rejects(
+      run(argv[0]!, argv.slice(1), { cwd: REPO }),
+      /made in network namespace net:\[\d+\], this process is in net:\[\d+\]/,
+    );
   } finally {
     assert.deepEqual((await engine('restore')).failed, []);
   }

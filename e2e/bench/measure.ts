@@ -38,7 +38,9 @@ export function parseWrk(text: string): WrkResult {
 }
 
 export async function iperf3(ns: string, server: string, streams: number, seconds: number): Promise<number> {
-  const out = await nsExec(ns, ['iperf3', '-J', '-c', server, '-P', String(streams), '-t', String(seconds)], { allowFail: true });
+  const out = await nsExec(ns, ['iperf3', '-J', '-c', server, '-P', String(streams), '-t', String(seconds)], {
+    allowFail: true,
+  });
   return parseIperf3(out || '{"error":"iperf3 failed"}');
 }
 
@@ -57,7 +59,8 @@ export function treeRss(pid: number): number {
     try {
       const status = readFileSync(`/proc/${p}/status`, 'utf8');
       total += Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
-      for (const tid of readdirSync(`/proc/${p}/task`)) { // children are listed per forking thread
+      for (const tid of readdirSync(`/proc/${p}/task`)) {
+        // children are listed per forking thread
         const kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim();
         if (kids) stack.push(...kids.split(/\s+/).map(Number));
       }

@@ -31,7 +31,13 @@ ${listen.map((l) => `    listen ${l} reuseport backlog=4096;`).join('\n')}
  * connection's original destination (`server ... 0.0.0.0`), from the client's address when keepClientIp
  * (`usesrc clientip`). maxconn is bounded by the machine's hard nofile limit (reference pitfall 6).
  */
-export function haproxyConf(opts: { dir: string; port: number; splice: boolean; keepClientIp: boolean; maxconn: number }): string {
+export function haproxyConf(opts: {
+  dir: string;
+  port: number;
+  splice: boolean;
+  keepClientIp: boolean;
+  maxconn: number;
+}): string {
   return `global
   nbthread 2
   maxconn ${opts.maxconn}

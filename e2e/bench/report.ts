@@ -13,7 +13,12 @@ export interface Row {
   memPerConnKiB?: number;
 }
 
-interface Col { key: keyof Row; title: string; digits: number; higherIsBetter: boolean }
+interface Col {
+  key: keyof Row;
+  title: string;
+  digits: number;
+  higherIsBetter: boolean;
+}
 
 const COLS: Col[] = [
   { key: 'iperf1', title: 'iperf3 1 stream (Gbit/s)', digits: 2, higherIsBetter: true },
@@ -33,11 +38,16 @@ export function renderTable(rows: Row[], baseline = 'haproxy'): string {
   const lines = rows.map((r) => `| ${r.path} | ${COLS.map((c) => num(r[c.key], c.digits)).join(' | ')} |`);
   const base = rows.find((r) => r.path === baseline);
   const ratios = base
-    ? rows.filter((r) => r.path !== baseline && r.path !== 'direct').map((r) =>
-      `| ratio ${r.path} / ${baseline} | ${COLS.map((c) => {
-        const a = r[c.key], b = base[c.key];
-        return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
-      }).join(' | ')} |`)
+    ? rows
+        .filter((r) => r.path !== baseline && r.path !== 'direct')
+        .map(
+          (r) =>
+            `| ratio ${r.path} / ${baseline} | ${COLS.map((c) => {
+              const a = r[c.key],
+                b = base[c.key];
+              return typeof a === 'number' && typeof b === 'number' && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
+            }).join(' | ')} |`,
+        )
     : [];
   return [head, sep, ...lines, ...ratios].join('\n');
 }
@@ -45,12 +55,19 @@ export function renderTable(rows: Row[], baseline = 'haproxy'): string {
 /** First non-empty line a tool prints about its version (nginx writes it to stderr, wrk exits 1). */
 function firstLine(argv: string[]): string {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
-  return `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').map((l) => l.trim()).find((l) => l) ?? 'unknown';
+  return (
+    `${r.stdout ?? ''}\n${r.stderr ?? ''}`
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l) ?? 'unknown'
+  );
 }
 
 export function describeMachine(): string {
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU';
-  const distro = /PRETTY_NAME="(.*)"/.exec(existsSync('/etc/os-release') ? readFileSync('/etc/os-release', 'utf8') : '')?.[1];
+  const distro = /PRETTY_NAME="(.*)"/.exec(
+    existsSync('/etc/os-release') ? readFileSync('/etc/os-release', 'utf8') : '',
+  )?.[1];
   return [
     `- ${distro ?? 'Linux'}, kernel ${os.release()}, ${os.availableParallelism()} vCPU (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
     `- Node ${process.version}; ${firstLine(['haproxy', '-v']).replace(/ - https?:.*$/, '')}; ${firstLine(['nginx', '-v'])}; ${firstLine(['iperf3', '-v'])}; ${firstLine(['wrk', '-v'])}; ${firstLine(['nft', '-v'])}`,
@@ -60,10 +77,13 @@ export function describeMachine(): string {
 
 /** Replaces (or appends) the section between the markers in docs/benchmarks.md. */
 export function writeSection(file: string, id: string, body: string): void {
-  const start = `<!-- bench:${id}:start -->`, end = `<!-- bench:${id}:end -->`;
+  const start = `<!-- bench:${id}:start -->`,
+    end = `<!-- bench:${id}:end -->`;
   const text = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n';
   const block = `${start}\n${body.trim()}\n${end}`;
-  const i = text.indexOf(start), j = text.indexOf(end);
-  const next = i >= 0 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : `${text.trimEnd()}\n\n${block}\n`;
+  const i = text.indexOf(start),
+    j = text.indexOf(end);
+  const next =
+    i >= 0 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : `${text.trimEnd()}\n\n${block}\n`;
   writeFileSync(file, next);
 }

@@ -17,14 +17,29 @@ const reason = process.getuid?.() !== 0 ? 'not root' : await localRealProvider.u
 
 function npm(script: string): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
-    const p = spawn('bash', [join(REPO, 'scripts', 'tpfleet.sh'), ...script.split(' ')], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('bash', [join(REPO, 'scripts', 'tpfleet.sh'), ...script.split(' ')], {
+      cwd: REPO,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
     p.on('exit', (code) => resolve({ code, out }));
   });
 }
-const netns = () => new Promise<string>((r) => execFile('ip', ['netns', 'list'], (_e, o) => r(String(o).split('\n').map((l) => l.split(' ')[0]).sort().join(' '))));
+const netns = () =>
+  new Promise<string>((r) =>
+    execFile('ip', ['netns', 'list'], (_e, o) =>
+      r(
+        String(o)
+          .split('\n')
+          .map((l) => l.split(' ')[0])
+          .sort()
+          .join(' '),
+      ),
+    ),
+  );
 const before = await netns();
 
 after(async () => {
@@ -32,15 +47,27 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-test('npm run demo: the cluster comes up, traffic is intercepted on a real node, scaling moves nodes; cluster:down removes everything', { skip: reason ?? undefined }, async () => {
+test('npm run demo: the cluster comes up, traffic is intercepted on a real node, scaling moves nodes; cluster:down removes everything', {
+  skip: reason ?? undefined,
+}, async () => {
   const demo = await npm('demo');
   assert.equal(demo.code, 0, demo.out.slice(-4000));
-  const row = (what: string) => demo.out.split('\n').find((l) => l.startsWith(`| ${what}`))?.split('|').map((x) => x.trim());
-  const hit = row('intercepted (8080)'), miss = row('not intercepted (9090)');
+  const row = (what: string) =>
+    demo.out
+      .split('\n')
+      .find((l) => l.startsWith(`| ${what}`))
+      ?.split('|')
+      .map((x) => x.trim());
+  const hit = row('intercepted (8080)'),
+    miss = row('not intercepted (9090)');
   assert.ok(hit && miss, demo.out.slice(-4000));
   // | connection | client pod | client asked for | server saw destination | server saw source | carried by |
   assert.equal(hit[4], hit[3]!.replace(/^\[|\]/g, ''), 'the server saw the original destination');
-  assert.equal(hit[5]!.slice(0, hit[5]!.lastIndexOf(':')), hit[2], 'keepClientIp: the server saw the client pod address');
+  assert.equal(
+    hit[5]!.slice(0, hit[5]!.lastIndexOf(':')),
+    hit[2],
+    'keepClientIp: the server saw the client pod address',
+  );
   assert.equal(hit[6], 'sidecar');
   assert.equal(miss[6], 'direct');
   assert.match(demo.out, /drained, its rules, routes and tuning were restored, and it lost its label/);

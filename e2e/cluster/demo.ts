@@ -16,7 +16,14 @@ const METRICS_PORT = 15190;
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
-interface Tp { status?: { replicas?: number; readyReplicas?: number; nodes?: { name: string; state: string; ready: boolean }[]; conditions?: { type: string; status: string }[] } }
+interface Tp {
+  status?: {
+    replicas?: number;
+    readyReplicas?: number;
+    nodes?: { name: string; state: string; ready: boolean }[];
+    conditions?: { type: string; status: string }[];
+  };
+}
 
 async function main(): Promise<number> {
   if ((await up(clusterDir())) !== 0) return 1;
@@ -25,41 +32,79 @@ async function main(): Promise<number> {
   const ns = s.fleetNamespace;
   const label = activeLabelKey(ns, TP);
   const get = () => kubectlJson<Tp>(c, ['get', 'transparentproxy', '-n', ns, TP]);
-  const settled = (n: number) => waitFor(`${n} active node(s), Ready`, async () => {
-    const o = await get();
-    const ok = o.status?.replicas === n && o.status.readyReplicas === n && o.status.nodes?.every((x) => x.state === 'Active')
-      && o.status.conditions?.find((x) => x.type === 'Ready')?.status === 'True';
-    return ok ? o.status!.nodes!.map((x) => x.name) : undefined;
-  }, 180_000, 1000);
+  const settled = (n: number) =>
+    waitFor(
+      `${n} active node(s), Ready`,
+      async () => {
+        const o = await get();
+        const ok =
+          o.status?.replicas === n &&
+          o.status.readyReplicas === n &&
+          o.status.nodes?.every((x) => x.state === 'Active') &&
+          o.status.conditions?.find((x) => x.type === 'Ready')?.status === 'True';
+        return ok ? o.status!.nodes!.map((x) => x.name) : undefined;
+      },
+      180_000,
+      1000,
+    );
 
-  say(`\n$ kubectl apply -f - (TransparentProxy ${ns}/${TP}: intercept TCP 8080 on 1 of the candidate nodes, keep the client's address)`);
-  await kubectl(c, ['apply', '-f', '-'], JSON.stringify({
-    apiVersion: 'tpfleet.io/v1alpha1', kind: 'TransparentProxy', metadata: { name: TP, namespace: ns },
-    spec: {
-      nodeSelector: { [CANDIDATE]: 'true' }, replicas: 1,
-      interception: { ports: [{ port: 8080 }], failurePolicy: 'FailClosed' },
-      proxy: { keepClientIp: true, metricsPort: METRICS_PORT, timeouts: { drain: '2s' } },
-    },
-  }));
+  say(
+    `\n$ kubectl apply -f - (TransparentProxy ${ns}/${TP}: intercept TCP 8080 on 1 of the candidate nodes, keep the client's address)`,
+  );
+  await kubectl(
+    c,
+    ['apply', '-f', '-'],
+    JSON.stringify({
+      apiVersion: 'tpfleet.io/v1alpha1',
+      kind: 'TransparentProxy',
+      metadata: { name: TP, namespace: ns },
+      spec: {
+        nodeSelector: { [CANDIDATE]: 'true' },
+        replicas: 1,
+        interception: { ports: [{ port: 8080 }], failurePolicy: 'FailClosed' },
+        proxy: { keepClientIp: true, metricsPort: METRICS_PORT, timeouts: { drain: '2s' } },
+      },
+    }),
+  );
   const [active] = await settled(1);
   say(await kubectl(c, ['get', 'transparentproxy', '-n', ns]));
 
-  const nodes = await kubectlJson<{ items: { metadata: { name: string; labels: Record<string, string> } }[] }>(c, ['get', 'nodes']);
+  const nodes = await kubectlJson<{ items: { metadata: { name: string; labels: Record<string, string> } }[] }>(c, [
+    'get',
+    'nodes',
+  ]);
   const workload = nodes.items.find((n) => n.metadata.labels[WORKLOAD] === 'true')!.metadata.name;
-  const proxyPod = async () => (await kubectlJson<{ items: { metadata: { name: string }; spec: { nodeName: string } }[] }>(c,
-    ['get', 'pods', '-n', ns, '-l', `app.kubernetes.io/name=tpfleet,app.kubernetes.io/instance=${TP}`])).items.find((p) => p.spec.nodeName === active)!.metadata.name;
+  const proxyPod = async () =>
+    (
+      await kubectlJson<{ items: { metadata: { name: string }; spec: { nodeName: string } }[] }>(c, [
+        'get',
+        'pods',
+        '-n',
+        ns,
+        '-l',
+        `app.kubernetes.io/name=tpfleet,app.kubernetes.io/instance=${TP}`,
+      ])
+    ).items.find((p) => p.spec.nodeName === active)!.metadata.name;
   say(`a server pod on ${workload}, client pods on the active proxy node ${active}:`);
   const server = await startServer(c, 'default', workload, s.nodeImage);
   const host = server.includes(':') ? `[${server}]` : server;
   const rows: string[][] = [];
-  for (const [what, port, id] of [['intercepted (8080)', 8080, 'demo-a'], ['not intercepted (9090)', 9090, 'demo-b']] as const) {
+  for (const [what, port, id] of [
+    ['intercepted (8080)', 8080, 'demo-a'],
+    ['not intercepted (9090)', 9090, 'demo-b'],
+  ] as const) {
     const pod = await proxyPod();
     const before = await sidecarAccepted(c, ns, pod, METRICS_PORT);
     const saw = await probe(c, 'default', active!, s.nodeImage, `${host}:${port}`, id);
     const via = (await sidecarAccepted(c, ns, pod, METRICS_PORT)) > before ? 'sidecar' : 'direct';
     rows.push([what, saw.clientIp, `${host}:${port}`, saw.dst, saw.src, via]);
   }
-  say(table(['connection', 'client pod', 'client asked for', 'server saw destination', 'server saw source', 'carried by'], rows));
+  say(
+    table(
+      ['connection', 'client pod', 'client asked for', 'server saw destination', 'server saw source', 'carried by'],
+      rows,
+    ),
+  );
 
   say(`\n$ kubectl scale transparentproxy ${TP} -n ${ns} --replicas=2`);
   await kubectl(c, ['scale', 'transparentproxy', TP, '-n', ns, '--replicas=2']);
@@ -67,14 +112,26 @@ async function main(): Promise<number> {
   say(`$ kubectl scale transparentproxy ${TP} -n ${ns} --replicas=1`);
   await kubectl(c, ['scale', 'transparentproxy', TP, '-n', ns, '--replicas=1']);
   const [stays] = await settled(1);
-  const left = await waitFor('the node that left to be restored', async () => {
-    const all = await kubectlJson<{ items: { metadata: { name: string; labels: Record<string, string> } }[] }>(c, ['get', 'nodes']);
-    const labelled = all.items.filter((n) => n.metadata.labels[label] !== undefined).map((n) => n.metadata.name);
-    return labelled.length === 1 ? all.items.find((n) => n.metadata.labels[CANDIDATE] === 'true' && n.metadata.name !== stays)?.metadata.name : undefined;
-  }, 180_000, 1000);
+  const left = await waitFor(
+    'the node that left to be restored',
+    async () => {
+      const all = await kubectlJson<{ items: { metadata: { name: string; labels: Record<string, string> } }[] }>(c, [
+        'get',
+        'nodes',
+      ]);
+      const labelled = all.items.filter((n) => n.metadata.labels[label] !== undefined).map((n) => n.metadata.name);
+      return labelled.length === 1
+        ? all.items.find((n) => n.metadata.labels[CANDIDATE] === 'true' && n.metadata.name !== stays)?.metadata.name
+        : undefined;
+    },
+    180_000,
+    1000,
+  );
   say(`active node: ${stays}; ${left} drained, its rules, routes and tuning were restored, and it lost its label`);
   say(await kubectl(c, ['get', 'nodes', '-L', label, '-L', CANDIDATE]));
-  say(`The cluster keeps running with ${ns}/${TP} applied. Try:\n  export KUBECONFIG=${s.kubeconfig}\n  kubectl describe transparentproxy -n ${ns} ${TP}\n  kubectl delete transparentproxy -n ${ns} ${TP}   # every node restored, then the fleet objects go\n  npm run cluster:down                                  # remove the cluster`);
+  say(
+    `The cluster keeps running with ${ns}/${TP} applied. Try:\n  export KUBECONFIG=${s.kubeconfig}\n  kubectl describe transparentproxy -n ${ns} ${TP}\n  kubectl delete transparentproxy -n ${ns} ${TP}   # every node restored, then the fleet objects go\n  npm run cluster:down                                  # remove the cluster`,
+  );
   return 0;
 }
 

@@ -7,7 +7,7 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { freePort } from '../../operator/testenv/testenv.ts';
+import { freePort } from '../testenv/testenv.ts';
 import { helm, kubectl, kubectlJson, waitFor } from './kube.ts';
 import type { BuiltImage, Cluster } from './provider.ts';
 
@@ -33,7 +33,8 @@ function split(ref: string): { repository: string; tag: string } {
 
 /** The chart values this suite installs with: the freshly built images, never pulled. */
 export function suiteValues(images: { operator: BuiltImage; node: BuiltImage }): Record<string, unknown> {
-  const op = split(images.operator.ref), node = split(images.node.ref);
+  const op = split(images.operator.ref),
+    node = split(images.node.ref);
   return {
     operator: { image: { ...op, pullPolicy: 'Never' }, cleanupTimeout: '2m', logLevel: 'debug' },
     // The DaemonSet's pull policy is the TransparentProxy's (spec.proxy.imagePullPolicy, default
@@ -50,14 +51,30 @@ export async function installChart(c: Cluster, images: { operator: BuiltImage; n
   // --create-namespace cannot label, so it is made first; the operator pod must pass it.
   await kubectl(c, ['create', 'namespace', NAMESPACE]);
   await kubectl(c, ['label', 'namespace', NAMESPACE, 'pod-security.kubernetes.io/enforce=restricted']);
-  await helm(c, ['install', RELEASE, CHART, '--namespace', NAMESPACE, '--values', valuesFile, '--wait', '--timeout', '3m']);
-  const values = parse(await helm(c, ['get', 'values', RELEASE, '--namespace', NAMESPACE, '--all', '--output', 'yaml'])) as { fleetNamespace?: { name?: string } };
+  await helm(c, [
+    'install',
+    RELEASE,
+    CHART,
+    '--namespace',
+    NAMESPACE,
+    '--values',
+    valuesFile,
+    '--wait',
+    '--timeout',
+    '3m',
+  ]);
+  const values = parse(
+    await helm(c, ['get', 'values', RELEASE, '--namespace', NAMESPACE, '--all', '--output', 'yaml']),
+  ) as { fleetNamespace?: { name?: string } };
   const fleetNamespace = values.fleetNamespace?.name ?? 'tpfleet-fleet';
   let proc: ChildProcess | undefined;
   let operatorLog: string | undefined;
   if (!c.capabilities.runsPods) ({ proc, log: operatorLog } = await runOperatorAsProcess(c, dir));
   return {
-    namespace: NAMESPACE, fleetNamespace, nodeImage: images.node.ref, operatorLog,
+    namespace: NAMESPACE,
+    fleetNamespace,
+    nodeImage: images.node.ref,
+    operatorLog,
     async uninstall() {
       if (proc && proc.exitCode === null) {
         const exited = new Promise((r) => proc!.once('exit', r));
@@ -70,37 +87,71 @@ export async function installChart(c: Cluster, images: { operator: BuiltImage; n
   };
 }
 
-interface Deployment { spec: { template: { spec: { serviceAccountName: string; containers: { name: string; args?: string[] }[] } } } }
+interface Deployment {
+  spec: { template: { spec: { serviceAccountName: string; containers: { name: string; args?: string[] }[] } } };
+}
 
 /** Runs operator/main.ts with the chart Deployment's args, as the chart's ServiceAccount. */
 async function runOperatorAsProcess(c: Cluster, dir: string): Promise<{ proc: ChildProcess; log: string }> {
-  const deployments = await kubectlJson<{ items: (Deployment & { metadata: { name: string } })[] }>(c, ['get', 'deployments', '-n', NAMESPACE, '-l', `app.kubernetes.io/instance=${RELEASE}`]);
+  const deployments = await kubectlJson<{ items: (Deployment & { metadata: { name: string } })[] }>(c, [
+    'get',
+    'deployments',
+    '-n',
+    NAMESPACE,
+    '-l',
+    `app.kubernetes.io/instance=${RELEASE}`,
+  ]);
   const d = deployments.items[0];
   if (!d) throw new Error(`helm install made no operator Deployment in ${NAMESPACE}`);
   const pod = d.spec.template.spec;
   const container = pod.containers.find((x) => x.name === 'operator') ?? pod.containers[0]!;
-  const token = (await kubectl(c, ['create', 'token', pod.serviceAccountName, '-n', NAMESPACE, '--duration', '2h'])).trim();
+  const token = (
+    await kubectl(c, ['create', 'token', pod.serviceAccountName, '-n', NAMESPACE, '--duration', '2h'])
+  ).trim();
   // Same cluster and CA as the admin kubeconfig; the credentials are the ServiceAccount's.
   const admin = parse(readFileSync(c.kubeconfigPath, 'utf8')) as { clusters: { cluster: Record<string, string> }[] };
   const kubeconfig = join(dir, 'operator.kubeconfig');
-  writeFileSync(kubeconfig, stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'operator',
-    clusters: [{ name: 'c', cluster: admin.clusters[0]!.cluster }],
-    users: [{ name: 'operator', user: { token } }],
-    contexts: [{ name: 'operator', context: { cluster: 'c', user: 'operator', namespace: NAMESPACE } }],
-  }), { mode: 0o600 });
+  writeFileSync(
+    kubeconfig,
+    stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      'current-context': 'operator',
+      clusters: [{ name: 'c', cluster: admin.clusters[0]!.cluster }],
+      users: [{ name: 'operator', user: { token } }],
+      contexts: [{ name: 'operator', context: { cluster: 'c', user: 'operator', namespace: NAMESPACE } }],
+    }),
+    { mode: 0o600 },
+  );
   // The in-cluster bind address would collide on a shared host: only --bind is replaced.
   const port = await freePort();
   const args = (container.args ?? []).filter((a) => !a.startsWith('--bind'));
   const log = join(dir, 'operator.log');
   const out = openSync(log, 'a');
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'operator', 'main.ts'), ...args, '--bind', `127.0.0.1:${port}`, '--kubeconfig', kubeconfig],
-    { cwd: repoRoot, stdio: ['ignore', out, out] });
+  const proc = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(repoRoot, 'operator', 'main.ts'),
+      ...args,
+      '--bind',
+      `127.0.0.1:${port}`,
+      '--kubeconfig',
+      kubeconfig,
+    ],
+    { cwd: repoRoot, stdio: ['ignore', out, out] },
+  );
   process.once('exit', () => proc.kill('SIGKILL'));
-  await waitFor('the operator process to become ready', async () => {
-    if (proc.exitCode !== null) throw new Error(`operator exited ${proc.exitCode}: ${readFileSync(log, 'utf8').slice(-2000)}`);
-    const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-    return r?.ok ? true : undefined;
-  }, 60_000);
+  await waitFor(
+    'the operator process to become ready',
+    async () => {
+      if (proc.exitCode !== null)
+        throw new Error(`operator exited ${proc.exitCode}: ${readFileSync(log, 'utf8').slice(-2000)}`);
+      const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+      return r?.ok ? true : undefined;
+    },
+    60_000,
+  );
   return { proc, log };
 }

@@ -7,21 +7,44 @@ import { netavarkCleanup, normaliseRules, stateDiff, type NftObject } from './ki
 import { withoutServiceRules } from './traffic.ts';
 
 const table = (family: string, name: string): NftObject => ({ table: { family, name } });
-const chain = (family: string, t: string, name: string, hook?: string): NftObject => ({ chain: { family, table: t, name, ...(hook ? { hook } : {}) } });
-const jump = (family: string, t: string, c: string, target: string, handle: number, packets = 0): NftObject =>
-  ({ rule: { family, table: t, chain: c, handle, expr: [{ counter: { packets, bytes: packets * 60 } }, { jump: { target } }] } });
-const accept = (family: string, t: string, c: string, handle: number): NftObject =>
-  ({ rule: { family, table: t, chain: c, handle, expr: [{ match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'eth9' } }, { accept: null }] } });
+const chain = (family: string, t: string, name: string, hook?: string): NftObject => ({
+  chain: { family, table: t, name, ...(hook ? { hook } : {}) },
+});
+const jump = (family: string, t: string, c: string, target: string, handle: number, packets = 0): NftObject => ({
+  rule: {
+    family,
+    table: t,
+    chain: c,
+    handle,
+    expr: [{ counter: { packets, bytes: packets * 60 } }, { jump: { target } }],
+  },
+});
+const accept = (family: string, t: string, c: string, handle: number): NftObject => ({
+  rule: {
+    family,
+    table: t,
+    chain: c,
+    handle,
+    expr: [{ match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'eth9' } }, { accept: null }],
+  },
+});
 
 /** What netavark 1.4 leaves after its last container is gone (iptables-nft tables, as seen here). */
 function netavarkLeftovers(family: string): NftObject[] {
   return [
-    table(family, 'filter'), chain(family, 'filter', 'FORWARD', 'forward'), chain(family, 'filter', 'NETAVARK_FORWARD'),
+    table(family, 'filter'),
+    chain(family, 'filter', 'FORWARD', 'forward'),
+    chain(family, 'filter', 'NETAVARK_FORWARD'),
     jump(family, 'filter', 'FORWARD', 'NETAVARK_FORWARD', 3, 4735),
-    table(family, 'nat'), chain(family, 'nat', 'POSTROUTING', 'postrouting'), chain(family, 'nat', 'PREROUTING', 'prerouting'),
-    chain(family, 'nat', 'OUTPUT', 'output'), chain(family, 'nat', 'NETAVARK-HOSTPORT-DNAT'), chain(family, 'nat', 'NETAVARK-HOSTPORT-MASQ'),
+    table(family, 'nat'),
+    chain(family, 'nat', 'POSTROUTING', 'postrouting'),
+    chain(family, 'nat', 'PREROUTING', 'prerouting'),
+    chain(family, 'nat', 'OUTPUT', 'output'),
+    chain(family, 'nat', 'NETAVARK-HOSTPORT-DNAT'),
+    chain(family, 'nat', 'NETAVARK-HOSTPORT-MASQ'),
     chain(family, 'nat', 'NETAVARK-HOSTPORT-SETMARK'),
-    jump(family, 'nat', 'POSTROUTING', 'NETAVARK-HOSTPORT-MASQ', 5, 114), jump(family, 'nat', 'PREROUTING', 'NETAVARK-HOSTPORT-DNAT', 6),
+    jump(family, 'nat', 'POSTROUTING', 'NETAVARK-HOSTPORT-MASQ', 5, 114),
+    jump(family, 'nat', 'PREROUTING', 'NETAVARK-HOSTPORT-DNAT', 6),
     jump(family, 'nat', 'OUTPUT', 'NETAVARK-HOSTPORT-DNAT', 7, 60),
   ];
 }
@@ -29,13 +52,24 @@ function netavarkLeftovers(family: string): NftObject[] {
 describe('kind on podman: putting the host back', () => {
   test('an empty firewall before: the tables netavark made are deleted whole', () => {
     assert.deepEqual(netavarkCleanup([], [...netavarkLeftovers('ip'), ...netavarkLeftovers('ip6')]), [
-      ['delete', 'table', 'ip', 'filter'], ['delete', 'table', 'ip', 'nat'], ['delete', 'table', 'ip6', 'filter'], ['delete', 'table', 'ip6', 'nat'],
+      ['delete', 'table', 'ip', 'filter'],
+      ['delete', 'table', 'ip', 'nat'],
+      ['delete', 'table', 'ip6', 'filter'],
+      ['delete', 'table', 'ip6', 'nat'],
     ]);
   });
 
   test("a table that was there before keeps its own rules: only netavark's jumps and chains go, jumps first", () => {
-    const before = [table('ip', 'filter'), chain('ip', 'filter', 'FORWARD', 'forward'), accept('ip', 'filter', 'FORWARD', 2)];
-    const now = [...before, chain('ip', 'filter', 'NETAVARK_FORWARD'), jump('ip', 'filter', 'FORWARD', 'NETAVARK_FORWARD', 9, 12)];
+    const before = [
+      table('ip', 'filter'),
+      chain('ip', 'filter', 'FORWARD', 'forward'),
+      accept('ip', 'filter', 'FORWARD', 2),
+    ];
+    const now = [
+      ...before,
+      chain('ip', 'filter', 'NETAVARK_FORWARD'),
+      jump('ip', 'filter', 'FORWARD', 'NETAVARK_FORWARD', 9, 12),
+    ];
     assert.deepEqual(netavarkCleanup(before, now), [
       ['delete', 'rule', 'ip', 'filter', 'FORWARD', 'handle', '9'],
       ['flush', 'chain', 'ip', 'filter', 'NETAVARK_FORWARD'],
@@ -44,17 +78,34 @@ describe('kind on podman: putting the host back', () => {
   });
 
   test('a new table with anything else in it is left alone, and so is netavark state that was there before', () => {
-    const foreign = [table('inet', 'mine'), chain('inet', 'mine', 'input', 'input'), accept('inet', 'mine', 'input', 1)];
+    const foreign = [
+      table('inet', 'mine'),
+      chain('inet', 'mine', 'input', 'input'),
+      accept('inet', 'mine', 'input', 1),
+    ];
     assert.deepEqual(netavarkCleanup([], foreign), []);
     const had = netavarkLeftovers('ip');
     // Same state, other counters (traffic since): nothing of it is ours to remove.
-    const now = had.map((o) => ('rule' in o ? jump(o.rule.family, o.rule.table, o.rule.chain, (o.rule.expr[1] as { jump: { target: string } }).jump.target, o.rule.handle, 999) : o));
+    const now = had.map((o) =>
+      'rule' in o
+        ? jump(
+            o.rule.family,
+            o.rule.table,
+            o.rule.chain,
+            (o.rule.expr[1] as { jump: { target: string } }).jump.target,
+            o.rule.handle,
+            999,
+          )
+        : o,
+    );
     assert.deepEqual(netavarkCleanup(had, now), []);
   });
 
   test('rule listings compare without counters and generation comments; the diff names the lines', () => {
-    const a = '# Generated by iptables-save v1.8.9 on Tue Dec  1 23:42:20 2026\n*filter\n:FORWARD ACCEPT [82:7344]\n-A FORWARD -j X\nchain c {\n counter packets 5 bytes 300 accept\n}';
-    const b = '# Generated by iptables-save v1.8.9 on Wed Dec  2 01:00:00 2026\n*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j X\nchain c {\n counter packets 0 bytes 0 accept\n}';
+    const a =
+      '# Generated by iptables-save v1.8.9 on Tue Dec  1 23:42:20 2026\n*filter\n:FORWARD ACCEPT [82:7344]\n-A FORWARD -j X\nchain c {\n counter packets 5 bytes 300 accept\n}';
+    const b =
+      '# Generated by iptables-save v1.8.9 on Wed Dec  2 01:00:00 2026\n*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j X\nchain c {\n counter packets 0 bytes 0 accept\n}';
     assert.equal(normaliseRules(a), normaliseRules(b));
     assert.equal(stateDiff('== x\nkeep\ngone', '== x\nkeep\nnew'), '- gone\n+ new');
   });
@@ -63,20 +114,65 @@ describe('kind on podman: putting the host back', () => {
 describe("a kind node's state as the suite compares it (traffic.ts)", () => {
   test("kube-proxy's per-Service rules are left out, in iptables-save and in nft form; everything else stays", () => {
     const save = [
-      '*nat', ':KUBE-SERVICES - [0:0]', ':KUBE-SVC-ERIFXISQEP7F7OF4 - [0:0]', ':KUBE-SEP-6E7XQMQ4RAYOWTTM - [0:0]',
+      '*nat',
+      ':KUBE-SERVICES - [0:0]',
+      ':KUBE-SVC-ERIFXISQEP7F7OF4 - [0:0]',
+      ':KUBE-SEP-6E7XQMQ4RAYOWTTM - [0:0]',
       '-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "kube-system/kube-dns:dns-tcp cluster IP" -j KUBE-SVC-ERIFXISQEP7F7OF4',
-      '-A KUBE-SVC-ERIFXISQEP7F7OF4 -j KUBE-SEP-6E7XQMQ4RAYOWTTM', '-A KUBE-SEP-6E7XQMQ4RAYOWTTM -p tcp -j DNAT --to-destination 10.244.0.3:53',
-      '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -j KUBE-NODEPORTS', 'COMMIT',
-      '*mangle', '-A PREROUTING -p tcp --dport 8080 -j TPROXY --on-port 15101', 'COMMIT',
-      '*filter', '-A KUBE-SERVICES -d 10.96.7.7/32 -p tcp -m comment --comment "tpfleet-system/x:metrics has no endpoints" -j REJECT', 'COMMIT',
+      '-A KUBE-SVC-ERIFXISQEP7F7OF4 -j KUBE-SEP-6E7XQMQ4RAYOWTTM',
+      '-A KUBE-SEP-6E7XQMQ4RAYOWTTM -p tcp -j DNAT --to-destination 10.244.0.3:53',
+      '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -j KUBE-NODEPORTS',
+      'COMMIT',
+      '*mangle',
+      '-A PREROUTING -p tcp --dport 8080 -j TPROXY --on-port 15101',
+      'COMMIT',
+      '*filter',
+      '-A KUBE-SERVICES -d 10.96.7.7/32 -p tcp -m comment --comment "tpfleet-system/x:metrics has no endpoints" -j REJECT',
+      'COMMIT',
     ].join('\n');
-    assert.equal(withoutServiceRules(save), ['*nat', ':KUBE-SERVICES - [0:0]',
-      '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -j KUBE-NODEPORTS', 'COMMIT',
-      '*mangle', '-A PREROUTING -p tcp --dport 8080 -j TPROXY --on-port 15101', 'COMMIT', '*filter', 'COMMIT'].join('\n'));
-    const nft = ['table ip nat {', '\tchain KUBE-SVC-ERIFXISQEP7F7OF4 {', '\t\tcounter packets 0 bytes 0 jump KUBE-SEP-6E7XQMQ4RAYOWTTM', '\t}', '',
-      '\tchain KUBE-SERVICES {', '\t\tip daddr 10.96.0.10 tcp dport 53 counter packets 0 bytes 0 jump KUBE-SVC-ERIFXISQEP7F7OF4', '\t}', '}',
-      'table ip tpfleet {', '\tchain prerouting {', '\t\ttcp dport 8080 tproxy to :15101', '\t}', '}'].join('\n');
-    assert.equal(withoutServiceRules(nft), ['table ip nat {', '\tchain KUBE-SERVICES {', '\t}', '}',
-      'table ip tpfleet {', '\tchain prerouting {', '\t\ttcp dport 8080 tproxy to :15101', '\t}', '}'].join('\n'));
+    assert.equal(
+      withoutServiceRules(save),
+      [
+        '*nat',
+        ':KUBE-SERVICES - [0:0]',
+        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -j KUBE-NODEPORTS',
+        'COMMIT',
+        '*mangle',
+        '-A PREROUTING -p tcp --dport 8080 -j TPROXY --on-port 15101',
+        'COMMIT',
+        '*filter',
+        'COMMIT',
+      ].join('\n'),
+    );
+    const nft = [
+      'table ip nat {',
+      '\tchain KUBE-SVC-ERIFXISQEP7F7OF4 {',
+      '\t\tcounter packets 0 bytes 0 jump KUBE-SEP-6E7XQMQ4RAYOWTTM',
+      '\t}',
+      '',
+      '\tchain KUBE-SERVICES {',
+      '\t\tip daddr 10.96.0.10 tcp dport 53 counter packets 0 bytes 0 jump KUBE-SVC-ERIFXISQEP7F7OF4',
+      '\t}',
+      '}',
+      'table ip tpfleet {',
+      '\tchain prerouting {',
+      '\t\ttcp dport 8080 tproxy to :15101',
+      '\t}',
+      '}',
+    ].join('\n');
+    assert.equal(
+      withoutServiceRules(nft),
+      [
+        'table ip nat {',
+        '\tchain KUBE-SERVICES {',
+        '\t}',
+        '}',
+        'table ip tpfleet {',
+        '\tchain prerouting {',
+        '\t\ttcp dport 8080 tproxy to :15101',
+        '\t}',
+        '}',
+      ].join('\n'),
+    );
   });
 });

@@ -2,23 +2,34 @@
 // repo builds), as argv arrays against the cluster's kubeconfig, and one polling helper.
 import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { ensureBinaries } from '../../operator/testenv/binaries.ts';
+import { ensureBinaries } from '../testenv/binaries.ts';
 import type { Cluster } from './provider.ts';
+import { errorMessage } from '../../api/errors.ts';
 
 function run(bin: string, args: readonly string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile(bin, args, { maxBuffer: 64 << 20, timeout: 300_000 }, (err, stdout, stderr) =>
-      err ? reject(new Error(`${bin.split('/').pop()} ${args.join(' ')}: ${(stderr || err.message).trim()}`)) : resolve(stdout));
+      err
+        ? reject(new Error(`${bin.split('/').pop()} ${args.join(' ')}: ${(stderr || err.message).trim()}`))
+        : resolve(stdout),
+    );
     if (input !== undefined) child.stdin?.end(input);
   });
 }
 
-export async function kubectl(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[], input?: string): Promise<string> {
+export async function kubectl(
+  c: Pick<Cluster, 'kubeconfigPath'>,
+  args: readonly string[],
+  input?: string,
+): Promise<string> {
   const bin = await ensureBinaries(['kubectl']);
   return run(join(bin, 'kubectl'), ['--kubeconfig', c.kubeconfigPath, ...args], input);
 }
 
-export async function kubectlJson<T = Record<string, any>>(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[]): Promise<T> {
+export async function kubectlJson<T = Record<string, any>>(
+  c: Pick<Cluster, 'kubeconfigPath'>,
+  args: readonly string[],
+): Promise<T> {
   return JSON.parse(await kubectl(c, [...args, '-o', 'json'])) as T;
 }
 
@@ -27,13 +38,26 @@ export async function kubectlJson<T = Record<string, any>>(c: Pick<Cluster, 'kub
  * object, in the API server's order (resourceVersion), which polling cannot show for changes a
  * few milliseconds apart. stop() ends kubectl and returns every line seen.
  */
-export async function watchLines(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[]): Promise<{ lines(): string[]; stop(): string[] }> {
+export async function watchLines(
+  c: Pick<Cluster, 'kubeconfigPath'>,
+  args: readonly string[],
+): Promise<{ lines(): string[]; stop(): string[] }> {
   const bin = await ensureBinaries(['kubectl']);
-  const child = spawn(join(bin, 'kubectl'), ['--kubeconfig', c.kubeconfigPath, ...args, '--watch'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(join(bin, 'kubectl'), ['--kubeconfig', c.kubeconfigPath, ...args, '--watch'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let text = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { text += d; });
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    text += d;
+  });
   const lines = () => text.split('\n').filter(Boolean);
-  return { lines, stop: () => { child.kill(); return lines(); } };
+  return {
+    lines,
+    stop: () => {
+      child.kill();
+      return lines();
+    },
+  };
 }
 
 export async function helm(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly string[]): Promise<string> {
@@ -45,7 +69,12 @@ export async function helm(c: Pick<Cluster, 'kubeconfigPath'>, args: readonly st
  * Polls `probe` until it returns a value other than undefined, or fails naming `what` and the
  * last observation (so a timeout says what the cluster looked like, not just "timed out").
  */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, everyMs = 500): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+  everyMs = 500,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown = 'nothing observed yet';
   for (;;) {
@@ -53,9 +82,12 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
       const v = await probe();
       if (v !== undefined) return v;
     } catch (e) {
-      last = (e as Error).message;
+      last = errorMessage(e);
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${typeof last === 'string' ? last : JSON.stringify(last)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}; last: ${typeof last === 'string' ? last : JSON.stringify(last)}`,
+      );
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

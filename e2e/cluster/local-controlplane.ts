@@ -7,8 +7,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { ensureBinaries } from '../../operator/testenv/binaries.ts';
-import { freePort, startProcess, startTestEnv, stopProcess, tail, type TestEnv } from '../../operator/testenv/testenv.ts';
+import { ensureBinaries } from '../testenv/binaries.ts';
+import { freePort, startProcess, startTestEnv, stopProcess, tail, type TestEnv } from '../testenv/testenv.ts';
 
 export interface ControlPlane {
   env: TestEnv;
@@ -20,7 +20,10 @@ export interface ControlPlane {
 /** Resolves with the HTTP status of GET url (0 on a connection error); self-signed serving certs are expected. */
 export function httpsStatus(url: string): Promise<number> {
   return new Promise((resolve) => {
-    const req = request(url, { rejectUnauthorized: false }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    const req = request(url, { rejectUnauthorized: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
     req.on('error', () => resolve(0));
     req.setTimeout(2000, () => req.destroy(new Error('timeout')));
     req.end();
@@ -28,10 +31,17 @@ export function httpsStatus(url: string): Promise<number> {
 }
 
 /** Waits for a component's /healthz (always allowed without credentials) or fails with its log. */
-export async function waitHealthy(name: string, port: number, child: ChildProcess, log: string, timeoutMs = 60_000): Promise<void> {
+export async function waitHealthy(
+  name: string,
+  port: number,
+  child: ChildProcess,
+  log: string,
+  timeoutMs = 60_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}):\n${tail(log)}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}):\n${tail(log)}`);
     if ((await httpsStatus(`https://127.0.0.1:${port}/healthz`)) === 200) return;
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -41,22 +51,30 @@ export async function waitHealthy(name: string, port: number, child: ChildProces
 /** Flags every component's secure serving shares: loopback only, delegated authn/authz via its kubeconfig. */
 function servingArgs(kubeconfig: string, port: number, certDir: string): string[] {
   return [
-    `--kubeconfig=${kubeconfig}`, `--authentication-kubeconfig=${kubeconfig}`, `--authorization-kubeconfig=${kubeconfig}`,
-    '--bind-address=127.0.0.1', `--secure-port=${port}`, `--cert-dir=${certDir}`, '--leader-elect=false', '--v=1',
+    `--kubeconfig=${kubeconfig}`,
+    `--authentication-kubeconfig=${kubeconfig}`,
+    `--authorization-kubeconfig=${kubeconfig}`,
+    '--bind-address=127.0.0.1',
+    `--secure-port=${port}`,
+    `--cert-dir=${certDir}`,
+    '--leader-elect=false',
+    '--v=1',
   ];
 }
 
 export async function startControlPlane(bindAddress: string): Promise<ControlPlane> {
   const bin = await ensureBinaries(['kube-apiserver', 'etcd', 'kubectl', 'kube-controller-manager', 'kube-scheduler']);
   const env = await startTestEnv({ bindAddress, fullControlPlane: true });
-  const procs = new Map<string, ChildProcess>(), logs = new Map<string, string>();
+  const procs = new Map<string, ChildProcess>(),
+    logs = new Map<string, string>();
   const stop = async () => {
     for (const p of [...procs.values()].reverse()) await stopProcess(p);
     procs.clear();
     await env.stop();
   };
   try {
-    const kcmPort = await freePort(), schedPort = await freePort();
+    const kcmPort = await freePort(),
+      schedPort = await freePort();
     const kcmConf = await env.userKubeconfig('system:kube-controller-manager');
     const schedConf = await env.userKubeconfig('system:kube-scheduler');
     const start = (name: string, args: string[]) => {
@@ -68,9 +86,12 @@ export async function startControlPlane(bindAddress: string): Promise<ControlPla
     };
     const kcm = start('kube-controller-manager', [
       ...servingArgs(kcmConf, kcmPort, join(env.dir, 'kcm-certs')),
-      '--controllers=*', '--use-service-account-credentials=true',
-      `--service-account-private-key-file=${env.pki.saKey}`, `--root-ca-file=${env.pki.caCert}`,
-      `--cluster-signing-cert-file=${env.pki.caCert}`, `--cluster-signing-key-file=${env.pki.caKey}`,
+      '--controllers=*',
+      '--use-service-account-credentials=true',
+      `--service-account-private-key-file=${env.pki.saKey}`,
+      `--root-ca-file=${env.pki.caCert}`,
+      `--cluster-signing-cert-file=${env.pki.caCert}`,
+      `--cluster-signing-key-file=${env.pki.caKey}`,
       // Tests watch the HPA act: sync every 2 s instead of 15 s (the controller's only knob for it).
       '--horizontal-pod-autoscaler-sync-period=2s',
     ]);

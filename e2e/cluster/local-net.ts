@@ -27,8 +27,15 @@ const live = new Map<string, string>(); // ns -> host-side veth
 process.on('exit', () => {
   for (const [ns, veth] of live) {
     // Deleting one end of a veth pair deletes both; the namespace goes with its name.
-    for (const argv of [['link', 'del', veth], ['netns', 'del', ns]]) {
-      try { execFileSync('ip', argv, { stdio: 'ignore' }); } catch { /* already gone */ }
+    for (const argv of [
+      ['link', 'del', veth],
+      ['netns', 'del', ns],
+    ]) {
+      try {
+        execFileSync('ip', argv, { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
     }
   }
 });
@@ -38,7 +45,7 @@ async function ip(args: string[]): Promise<string> {
     return (await run('ip', args)).stdout;
   } catch (e) {
     const err = e as { stderr?: string; message: string };
-    throw new Error(`ip ${args.join(' ')}: ${err.stderr?.trim() || err.message}`);
+    throw new Error(`ip ${args.join(' ')}: ${err.stderr?.trim() || err.message}`, { cause: e });
   }
 }
 
@@ -47,10 +54,10 @@ async function freeSubnet(): Promise<[string, string]> {
   const used = await ip(['-4', '-o', 'addr', 'show']);
   for (let i = 0; i < 50; i++) {
     const n = randomInt(0, 1 << 14) * 4;
-    const base = `10.251.${n >> 8}.`, low = n & 0xff;
-    if (!used.includes(base + String(low + 1) + '/') && !used.includes(base + String(low + 2) + '/')) {
-      return [base + String(low + 1), base + String(low + 2)];
-    }
+    const base = `10.251.${n >> 8}.`,
+      low = n & 0xff;
+    const pair: [string, string] = [`${base}${low + 1}`, `${base}${low + 2}`];
+    if (!pair.some((a) => used.includes(`${a}/`))) return pair;
   }
   throw new Error('local provider: no free /30 in 10.251.0.0/16');
 }
@@ -59,7 +66,9 @@ let counter = 0;
 
 export async function createLocalNet(): Promise<LocalNet> {
   const id = `${process.pid % 100000}x${counter++}`;
-  const ns = `tpf-local-${id}`, veth = `tpl${id}h`, peer = `tpl${id}n`; // <= 15 chars
+  const ns = `tpf-local-${id}`,
+    veth = `tpl${id}h`,
+    peer = `tpl${id}n`; // <= 15 chars
   const [hostIp, nsIp] = await freeSubnet();
   live.set(ns, veth);
   const destroy = async () => {

@@ -37,19 +37,43 @@ export async function ensurePauseImage(): Promise<BuiltImage> {
     await run('gcc', ['-static', '-O2', '-s', '-o', join(rootfs, 'pause'), SOURCE]);
     const img = join(work, 'img');
     mkdirSync(img);
-    await run('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', rootfs, '-cf', join(img, 'layer.tar'), 'pause']);
+    await run('tar', [
+      '--numeric-owner',
+      '--owner=0',
+      '--group=0',
+      '-C',
+      rootfs,
+      '-cf',
+      join(img, 'layer.tar'),
+      'pause',
+    ]);
     const layerSum = sha256(readFileSync(join(img, 'layer.tar')));
     const config = JSON.stringify({
-      architecture: 'amd64', os: 'linux',
+      architecture: 'amd64',
+      os: 'linux',
       config: { Entrypoint: ['/pause'], User: '65535:65535' },
       rootfs: { type: 'layers', diff_ids: [`sha256:${layerSum}`] },
       history: [{ created_by: 'e2e/cluster/local-real-image.ts (gcc -static pause.c)' }],
     });
     const configName = `${sha256(config)}.json`;
     writeFileSync(join(img, configName), config);
-    writeFileSync(join(img, 'manifest.json'), JSON.stringify([{ Config: configName, RepoTags: [PAUSE_REF], Layers: ['layer.tar'] }]));
+    writeFileSync(
+      join(img, 'manifest.json'),
+      JSON.stringify([{ Config: configName, RepoTags: [PAUSE_REF], Layers: ['layer.tar'] }]),
+    );
     const tmp = join(work, 'pause.tar');
-    await run('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', img, '-cf', tmp, 'manifest.json', configName, 'layer.tar']);
+    await run('tar', [
+      '--numeric-owner',
+      '--owner=0',
+      '--group=0',
+      '-C',
+      img,
+      '-cf',
+      tmp,
+      'manifest.json',
+      configName,
+      'layer.tar',
+    ]);
     renameSync(tmp, archive);
     return { ref: PAUSE_REF, archive };
   } finally {

@@ -7,11 +7,21 @@
 // then the namespace. Invariant: destroy() touches only this node's pids, mounts, cgroups and
 // names, is idempotent, and also runs from the process exit hook.
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { KUBERNETES_SERVICE_IP, startProcess, stopProcess, tail } from '../../operator/testenv/testenv.ts';
+import { NODE_STATE_DIR } from '../../api/defaults.ts';
+import { KUBERNETES_SERVICE_IP, startProcess, stopProcess, tail } from '../testenv/testenv.ts';
 import { createLocalNet, type LocalNet } from './local-net.ts';
 import { cniConfig, containerdConfig, kubeletConfig, type NodePaths } from './local-real-config.ts';
 
@@ -57,24 +67,31 @@ function serviceNatRules(api: { host: string; port: number }): string {
     'table ip tpfleet-local-real {',
     `  chain prerouting { type nat hook prerouting priority dstnat; policy accept; ${rule}; }`,
     `  chain output { type nat hook output priority -100; policy accept; ${rule}; }`,
-    '}', '',
+    '}',
+    '',
   ].join('\n');
 }
 
 /** Mounted cgroup hierarchies: /sys/fs/cgroup itself on a v2-only host, else each v1/hybrid mount. */
 function hierarchies(): string[] {
   if (existsSync(join(CGROUP_FS, 'cgroup.procs'))) return [CGROUP_FS];
-  return readdirSync(CGROUP_FS).map((h) => join(CGROUP_FS, h)).filter((d) => existsSync(join(d, 'cgroup.procs')));
+  return readdirSync(CGROUP_FS)
+    .map((h) => join(CGROUP_FS, h))
+    .filter((d) => existsSync(join(d, 'cgroup.procs')));
 }
 
 /** The cgroup `root` (e.g. /tpf-1-0) in every hierarchy where it exists. */
 function cgroupDirs(root: string): string[] {
-  return hierarchies().map((h) => join(h, root)).filter((d) => existsSync(d));
+  return hierarchies()
+    .map((h) => join(h, root))
+    .filter((d) => existsSync(d));
 }
 
 /** Every cgroup under `dir`, deepest first (rmdir order). */
 function cgroupTree(dir: string): string[] {
-  const subs = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
+  const subs = readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => join(dir, e.name));
   return [...subs.flatMap(cgroupTree), dir];
 }
 
@@ -82,7 +99,11 @@ function pidsIn(dirs: string[]): number[] {
   const pids = new Set<number>();
   for (const d of dirs) {
     for (const c of cgroupTree(d)) {
-      try { for (const l of readFileSync(join(c, 'cgroup.procs'), 'utf8').split('\n')) if (l) pids.add(Number(l)); } catch { /* gone */ }
+      try {
+        for (const l of readFileSync(join(c, 'cgroup.procs'), 'utf8').split('\n')) if (l) pids.add(Number(l));
+      } catch {
+        /* gone */
+      }
     }
   }
   return [...pids];
@@ -98,13 +119,25 @@ function shimSockets(pids: number[], shimBin: string): string[] {
   for (const pid of pids) {
     try {
       if (readlinkSync(`/proc/${pid}/exe`) !== shimBin) continue;
-      const inodes = new Set(readdirSync(`/proc/${pid}/fd`).map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ''; } })
-        .map((l) => /^socket:\[(\d+)\]$/.exec(l)?.[1]).filter(Boolean));
+      const inodes = new Set(
+        readdirSync(`/proc/${pid}/fd`)
+          .map((fd) => {
+            try {
+              return readlinkSync(`/proc/${pid}/fd/${fd}`);
+            } catch {
+              return '';
+            }
+          })
+          .map((l) => /^socket:\[(\d+)\]$/.exec(l)?.[1])
+          .filter(Boolean),
+      );
       for (const line of readFileSync(`/proc/${pid}/net/unix`, 'utf8').split('\n').slice(1)) {
         const f = line.trim().split(/\s+/);
         if (f[6] && inodes.has(f[6]) && f[7]?.startsWith('/run/containerd/s/')) paths.push(f[7]);
       }
-    } catch { /* exited */ }
+    } catch {
+      /* exited */
+    }
   }
   return paths;
 }
@@ -115,18 +148,34 @@ function cleanCgroups(root: string, shimBin: string): void {
   for (let i = 0; i < 50; i++) {
     const pids = pidsIn(cgroupDirs(root));
     if (pids.length === 0) break;
-    for (const p of pids) { try { process.kill(p, 'SIGKILL'); } catch { /* exited */ } }
+    for (const p of pids) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* exited */
+      }
+    }
     execFileSync('sleep', ['0.1']);
   }
-  for (const d of cgroupDirs(root)) for (const c of cgroupTree(d)) { try { rmdirSync(c); } catch { /* busy or gone */ } }
+  for (const d of cgroupDirs(root))
+    for (const c of cgroupTree(d)) {
+      try {
+        rmdirSync(c);
+      } catch {
+        /* busy or gone */
+      }
+    }
   for (const s of sockets) rmSync(s, { force: true });
 }
 
 /** Mount points under `dir` (this host's mount table), deepest first. */
 function mountsUnder(dir: string): string[] {
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean)
-    .map((l) => unescape(l.split(' ')[4]!)).filter((m) => m === dir || m.startsWith(dir + '/'))
+  const unoctal = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => unoctal(l.split(' ')[4]!))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
 }
 
@@ -134,14 +183,24 @@ function unmountAll(dir: string): void {
   for (let i = 0; i < 5; i++) {
     const ms = mountsUnder(dir);
     if (ms.length === 0) return;
-    for (const m of ms) { try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); } catch { /* already gone */ } }
+    for (const m of ms) {
+      try {
+        execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
+    }
   }
 }
 
 /** libcni's result cache entries of our network (a SIGKILLed containerd never tore its pods down). */
 function removeCniCache(prefix: string): void {
   const d = '/var/lib/cni/results';
-  try { for (const f of readdirSync(d)) if (f.startsWith(prefix)) rmSync(join(d, f), { force: true }); } catch { /* no cache dir */ }
+  try {
+    for (const f of readdirSync(d)) if (f.startsWith(prefix)) rmSync(join(d, f), { force: true });
+  } catch {
+    /* no cache dir */
+  }
 }
 
 /**
@@ -157,7 +216,7 @@ function removeCniCache(prefix: string): void {
  * container-log symlinks (/var/log/containers, which each kubelet's GC prunes of links to
  * containers it does not know, i.e. every other node's).
  */
-const NODE_PRIVATE_PATHS = ['/run/tpfleet', '/var/lib/kubelet/device-plugins', '/var/log/containers'];
+const NODE_PRIVATE_PATHS = [NODE_STATE_DIR, '/var/lib/kubelet/device-plugins', '/var/log/containers'];
 
 /**
  * A persistent mount namespace for the node (a slave of the host's: host mounts still appear in
@@ -192,11 +251,22 @@ function joinCgroup(id: string, leaf: string, pid: number): void {
   for (const h of hierarchies()) {
     const c = join(h, id, leaf);
     mkdirSync(c, { recursive: true });
-    try { writeFileSync(join(c, 'cgroup.procs'), String(pid)); } catch { /* a hierarchy refusing the move: the others still hold the pid */ }
+    try {
+      writeFileSync(join(c, 'cgroup.procs'), String(pid));
+    } catch {
+      /* a hierarchy refusing the move: the others still hold the pid */
+    }
   }
 }
 
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; } };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
 
 /**
  * Removes what a run that died without its exit hooks (SIGKILL) left: its nodes' processes and
@@ -206,13 +276,34 @@ const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catc
  * longer alive. Without it, a dead run's pod-CIDR routes would block the next run's.
  */
 export function sweepStale(tmp: string, bin: string): void {
-  const dead = (name: string, re: RegExp) => { const m = re.exec(name); return m && !alive(Number(m[1])) ? m[0] : null; };
-  const roots = new Set(hierarchies().flatMap((h) => readdirSync(h).map((e) => dead(e, /^tpf-(\d+)-\d+$/)).filter((x): x is string => !!x)));
-  for (const r of roots) { cleanCgroups(`/${r}`, join(bin, 'containerd-shim-runc-v2')); removeCniCache(`tpfleet-${r}-`); }
-  const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0]!);
+  const dead = (name: string, re: RegExp) => {
+    const m = re.exec(name);
+    return m && !alive(Number(m[1])) ? m[0] : null;
+  };
+  const roots = new Set(
+    hierarchies().flatMap((h) =>
+      readdirSync(h)
+        .map((e) => dead(e, /^tpf-(\d+)-\d+$/))
+        .filter((x): x is string => !!x),
+    ),
+  );
+  for (const r of roots) {
+    cleanCgroups(`/${r}`, join(bin, 'containerd-shim-runc-v2'));
+    removeCniCache(`tpfleet-${r}-`);
+  }
+  const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .map((l) => l.split(' ')[0]!);
   for (const ns of netns.filter((n) => dead(n, /^tpf-local-(\d+)x\d+$/))) {
-    for (const argv of [['link', 'del', `tpl${ns.slice('tpf-local-'.length)}h`], ['netns', 'del', ns]]) {
-      try { execFileSync('ip', argv, { stdio: 'ignore' }); } catch { /* already gone */ }
+    for (const argv of [
+      ['link', 'del', `tpl${ns.slice('tpf-local-'.length)}h`],
+      ['netns', 'del', ns],
+    ]) {
+      try {
+        execFileSync('ip', argv, { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
     }
   }
   for (const d of readdirSync(tmp).filter((e) => dead(e, /^tpfleet-real-(\d+)-/))) {
@@ -222,12 +313,15 @@ export function sweepStale(tmp: string, bin: string): void {
 }
 
 const liveNodes = new Map<string, () => void>();
-process.on('exit', () => { for (const f of liveNodes.values()) f(); });
+process.on('exit', () => {
+  for (const f of liveNodes.values()) f();
+});
 
 async function waitFile(path: string, child: ChildProcess, log: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!existsSync(path)) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`exited (${child.exitCode ?? child.signalCode}):\n${tail(log)}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`exited (${child.exitCode ?? child.signalCode}):\n${tail(log)}`);
     if (Date.now() > deadline) throw new Error(`no ${path} after ${timeoutMs} ms:\n${tail(log)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -242,7 +336,13 @@ export async function startRealNode(s: NodeSpec): Promise<RealNode> {
   const procs: ChildProcess[] = [];
   let destroyed = false;
   const syncTeardown = () => {
-    for (const p of procs.reverse()) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+    for (const p of procs.reverse()) {
+      try {
+        p.kill('SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     cleanCgroups(`/${id}`, join(s.bin, 'containerd-shim-runc-v2'));
     unmountAll(dir);
     rmSync(dir, { recursive: true, force: true });
@@ -263,8 +363,16 @@ export async function startRealNode(s: NodeSpec): Promise<RealNode> {
     // The node reaches the control plane (and anything else on the host) through its veth.
     await run('ip', ['-n', ns, 'route', 'add', 'default', 'via', net.hostIp]);
     const paths: NodePaths = {
-      name: s.name, dir, socket: join(dir, 'containerd.sock'), bin: s.bin, nodeIp: net.nsIp,
-      podCidr: `10.244.${s.index + 1}.0/24`, cgroupRoot: `/${id}`, cniNetwork: `tpfleet-${id}`, caCert: s.caCert, sandboxImage: s.sandboxImage,
+      name: s.name,
+      dir,
+      socket: join(dir, 'containerd.sock'),
+      bin: s.bin,
+      nodeIp: net.nsIp,
+      podCidr: `10.244.${s.index + 1}.0/24`,
+      cgroupRoot: `/${id}`,
+      cniNetwork: `tpfleet-${id}`,
+      caCert: s.caCert,
+      sandboxImage: s.sandboxImage,
     };
     // Pod addresses are routed, not masqueraded: the host routes each node's pod CIDR via that
     // node (the API server's pods/proxy, pod-to-pod across nodes) and forwards what arrives on
@@ -284,21 +392,48 @@ export async function startRealNode(s: NodeSpec): Promise<RealNode> {
     const mntNs = await nodeMountNs(dir);
     const enter = [`--mount=${mntNs}`, `--net=${nsPath}`, '--'];
     const logs = { containerd: join(dir, 'containerd.log'), kubelet: join(dir, 'kubelet.log') };
-    const containerd = startProcess('nsenter', [...enter, join(s.bin, 'containerd'), '--config', join(dir, 'containerd.toml')], logs.containerd);
+    const containerd = startProcess(
+      'nsenter',
+      [...enter, join(s.bin, 'containerd'), '--config', join(dir, 'containerd.toml')],
+      logs.containerd,
+    );
     procs.push(containerd);
     joinCgroup(id, 'runtime', containerd.pid!);
     await waitFile(paths.socket, containerd, logs.containerd, 30_000);
-    const ctr = async (args: readonly string[]) => (await run(join(s.bin, 'ctr'), ['--address', paths.socket, '-n', 'k8s.io', ...args], { maxBuffer: 16 << 20 })).stdout;
+    const ctr = async (args: readonly string[]) =>
+      (await run(join(s.bin, 'ctr'), ['--address', paths.socket, '-n', 'k8s.io', ...args], { maxBuffer: 16 << 20 }))
+        .stdout;
     const kubeletYaml = join(dir, 'kubelet.yaml');
     writeFileSync(kubeletYaml, stringify(kubeletConfig(paths, s.taints)));
-    const kubelet = startProcess('nsenter', [...enter, join(s.bin, 'kubelet'),
-      `--config=${kubeletYaml}`, `--kubeconfig=${s.kubeconfig}`, `--root-dir=${join(dir, 'kubelet')}`,
-      `--cert-dir=${join(dir, 'kubelet-pki')}`, `--hostname-override=${s.name}`, `--node-ip=${net.nsIp}`,
-      `--node-labels=${Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(',')}`, '--v=2'], logs.kubelet);
+    const kubelet = startProcess(
+      'nsenter',
+      [
+        ...enter,
+        join(s.bin, 'kubelet'),
+        `--config=${kubeletYaml}`,
+        `--kubeconfig=${s.kubeconfig}`,
+        `--root-dir=${join(dir, 'kubelet')}`,
+        `--cert-dir=${join(dir, 'kubelet-pki')}`,
+        `--hostname-override=${s.name}`,
+        `--node-ip=${net.nsIp}`,
+        `--node-labels=${Object.entries(s.labels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(',')}`,
+        '--v=2',
+      ],
+      logs.kubelet,
+    );
     procs.push(kubelet);
     joinCgroup(id, 'kubelet', kubelet.pid!);
     return {
-      name: s.name, net, paths, containerd, kubelet, logs, ctr, destroy,
+      name: s.name,
+      net,
+      paths,
+      containerd,
+      kubelet,
+      logs,
+      ctr,
+      destroy,
       exec: async (argv) => (await run('nsenter', [...enter, ...argv], { maxBuffer: 16 << 20 })).stdout,
     };
   } catch (e) {

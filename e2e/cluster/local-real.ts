@@ -11,8 +11,8 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureBinaries } from '../../operator/testenv/binaries.ts';
-import { stopProcess, tail } from '../../operator/testenv/testenv.ts';
+import { ensureBinaries } from '../testenv/binaries.ts';
+import { stopProcess, tail } from '../testenv/testenv.ts';
 import { kindNodes } from './kind.ts';
 import { kubectl, kubectlJson, waitFor } from './kube.ts';
 import { CLUSTER_NAME } from './local.ts';
@@ -46,24 +46,43 @@ async function nodeKubeconfig(cp: ControlPlane, name: string): Promise<string> {
 }
 
 async function waitNodesReady(c: { kubeconfigPath: string }, real: RealNode[]): Promise<void> {
-  await waitFor('the real nodes to register and become Ready', async () => {
-    for (const n of real) {
-      if (n.kubelet.exitCode !== null) throw new Error(`kubelet of ${n.name} exited:\n${tail(n.logs.kubelet)}`);
-      if (n.containerd.exitCode !== null) throw new Error(`containerd of ${n.name} exited:\n${tail(n.logs.containerd)}`);
-    }
-    const items = (await kubectlJson<{ items: { metadata: { name: string }; status?: { conditions?: { type: string; status: string }[] } }[] }>(c, ['get', 'nodes'])).items;
-    const notReady = real.filter((r) => !items.find((i) => i.metadata.name === r.name)?.status?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True'));
-    if (notReady.length) throw new Error(`not Ready: ${notReady.map((n) => n.name).join(', ')}`);
-    return true;
-  }, 120_000);
+  await waitFor(
+    'the real nodes to register and become Ready',
+    async () => {
+      for (const n of real) {
+        if (n.kubelet.exitCode !== null) throw new Error(`kubelet of ${n.name} exited:\n${tail(n.logs.kubelet)}`);
+        if (n.containerd.exitCode !== null)
+          throw new Error(`containerd of ${n.name} exited:\n${tail(n.logs.containerd)}`);
+      }
+      const items = (
+        await kubectlJson<{
+          items: { metadata: { name: string }; status?: { conditions?: { type: string; status: string }[] } }[];
+        }>(c, ['get', 'nodes'])
+      ).items;
+      const notReady = real.filter(
+        (r) =>
+          !items
+            .find((i) => i.metadata.name === r.name)
+            ?.status?.conditions?.some((x) => x.type === 'Ready' && x.status === 'True'),
+      );
+      if (notReady.length) throw new Error(`not Ready: ${notReady.map((n) => n.name).join(', ')}`);
+      return true;
+    },
+    120_000,
+  );
 }
 
 export const localRealProvider: LocalRealProvider = {
   name: 'local-real',
   async unavailable() {
     if (process.getuid?.() !== 0) return 'needs root (network namespaces, cgroups, mounts)';
-    for (const [cmd, args, what] of [['ip', ['-V'], 'iproute2'], ['nsenter', ['--version'], 'util-linux'], ['runc', ['--version'], 'the runc package'],
-      ['gcc', ['--version'], 'gcc (the pause image)'], ['/usr/lib/cni/ptp', ['--version'], 'containernetworking-plugins']] as const) {
+    for (const [cmd, args, what] of [
+      ['ip', ['-V'], 'iproute2'],
+      ['nsenter', ['--version'], 'util-linux'],
+      ['runc', ['--version'], 'the runc package'],
+      ['gcc', ['--version'], 'gcc (the pause image)'],
+      ['/usr/lib/cni/ptp', ['--version'], 'containernetworking-plugins'],
+    ] as const) {
       if (!(await has(cmd, [...args]))) return `no ${cmd} (${what})`;
     }
     return null;
@@ -71,7 +90,18 @@ export const localRealProvider: LocalRealProvider = {
 
   async create(kindConfigPath) {
     const nodes = kindNodes(kindConfigPath, CLUSTER_NAME);
-    const bin = await ensureBinaries(['kube-apiserver', 'etcd', 'kubectl', 'kube-controller-manager', 'kube-scheduler', 'kwok', 'kubelet', 'containerd', 'containerd-shim-runc-v2', 'ctr']);
+    const bin = await ensureBinaries([
+      'kube-apiserver',
+      'etcd',
+      'kubectl',
+      'kube-controller-manager',
+      'kube-scheduler',
+      'kwok',
+      'kubelet',
+      'containerd',
+      'containerd-shim-runc-v2',
+      'ctr',
+    ]);
     const pause = await ensurePauseImage();
     sweepStale(tmpdir(), bin);
     const dir = mkdtempSync(join(tmpdir(), `tpfleet-real-${process.pid}-`));
@@ -100,7 +130,13 @@ export const localRealProvider: LocalRealProvider = {
       const c = { kubeconfigPath: cp.env.kubeconfigPath };
       // Bootstrap RBAC keeps the system:node role but binds it to nobody (the Node authorizer took
       // over); the harness runs RBAC only, so the nodes' group gets the role as in pre-1.8 clusters.
-      await kubectl(c, ['create', 'clusterrolebinding', 'tpfleet-local-real-nodes', '--clusterrole=system:node', '--group=system:nodes']);
+      await kubectl(c, [
+        'create',
+        'clusterrolebinding',
+        'tpfleet-local-real-nodes',
+        '--clusterrole=system:node',
+        '--group=system:nodes',
+      ]);
       const simulated = nodes.filter((n) => n.role === 'control-plane');
       if (simulated.length) kwok = await startKwok(c, simulated, dir);
       const workers = nodes.filter((n) => n.role === 'worker');
@@ -108,29 +144,52 @@ export const localRealProvider: LocalRealProvider = {
       const apiServer = { host: url.hostname, port: Number(url.port) };
       for (const [i, n] of workers.entries()) {
         const labels = Object.fromEntries(Object.entries(kindNodeLabels(n)).filter(([k]) => !selfLabel(k)));
-        real.push(await startRealNode({
-          name: n.name, index: i, dir, bin, kubeconfig: await nodeKubeconfig(cp, n.name), caCert: cp.env.pki.caCert,
-          sandboxImage: pause.ref, labels, taints: [], apiServer,
-        }));
+        real.push(
+          await startRealNode({
+            name: n.name,
+            index: i,
+            dir,
+            bin,
+            kubeconfig: await nodeKubeconfig(cp, n.name),
+            caCert: cp.env.pki.caCert,
+            sandboxImage: pause.ref,
+            labels,
+            taints: [],
+            apiServer,
+          }),
+        );
       }
       for (const n of real) await n.ctr(['images', 'import', pause.archive]);
       await waitNodesReady(c, real);
       // The same custom-metrics test adapter as `local` (in the control plane's namespace), so the
       // HPA path runs here too; real sidecars' metrics would need a Prometheus adapter.
       adapter = await startMetricsAdapter(cp.env, net);
-      const procs = [...cp.procs.values(), ...(kwok ? [kwok] : []), adapter.proc, ...real.flatMap((n) => [n.containerd, n.kubelet])];
+      const procs = [
+        ...cp.procs.values(),
+        ...(kwok ? [kwok] : []),
+        adapter.proc,
+        ...real.flatMap((n) => [n.containerd, n.kubelet]),
+      ];
       return {
-        provider: 'local-real', kubeconfigPath: c.kubeconfigPath, dir, real,
+        provider: 'local-real',
+        kubeconfigPath: c.kubeconfigPath,
+        dir,
+        real,
         capabilities: { runsPods: true, realDataPath: true, settableMetrics: true },
         nodes: nodes as ClusterNode[],
         pids: [...cp.env.pids, ...procs.map((p) => p.pid!)],
         async loadImages(images: readonly BuiltImage[]) {
           // One node's imports in sequence, the nodes in parallel (each has its own containerd).
-          await Promise.all(real.map(async (n) => { for (const img of images) await n.ctr(['images', 'import', img.archive]); }));
+          await Promise.all(
+            real.map(async (n) => {
+              for (const img of images) await n.ctr(['images', 'import', img.archive]);
+            }),
+          );
         },
         async nodeExec(node, argv) {
           const n = real.find((r) => r.name === node);
-          if (!n) throw new Error(`local-real: ${node} is not a real node (real: ${real.map((r) => r.name).join(', ')})`);
+          if (!n)
+            throw new Error(`local-real: ${node} is not a real node (real: ${real.map((r) => r.name).join(', ')})`);
           return n.exec(argv);
         },
         setPodMetric: adapter.setPodMetric,

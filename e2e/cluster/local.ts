@@ -9,7 +9,7 @@
 // Invariant: delete() kills every process and removes every directory and interface made here;
 // the harness's exit hooks do the same if the test process dies first.
 import { execFile, type ChildProcess } from 'node:child_process';
-import { stopProcess } from '../../operator/testenv/testenv.ts';
+import { stopProcess } from '../testenv/testenv.ts';
 import { kindNodes } from './kind.ts';
 import { startControlPlane, type ControlPlane } from './local-controlplane.ts';
 import { startKwok } from './local-kwok.ts';

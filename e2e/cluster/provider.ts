@@ -2,14 +2,10 @@
 // assertions run on kind (users' path, needs Docker), `local` (real control plane + kwok nodes,
 // runs here) and `local-real` (real kubelets in network namespaces, a later issue).
 // Invariant: a provider never touches anything it did not create; delete() removes all of it.
+import type { BuiltImage } from '../../images/images.ts';
 
-/** Container images the suite installs, as built by images/build.sh (OCI archives). */
-export interface BuiltImage {
-  /** e.g. localhost/tpfleet/tpfleet-node:dev */
-  ref: string;
-  /** path of an oci-archive or docker-archive tarball of that image */
-  archive: string;
-}
+/** Container images the suite installs (images/images.ts builds them). */
+export type { BuiltImage };
 
 /** What a cluster's nodes can really do; the suite asserts only what the cluster can show. */
 export interface Capabilities {

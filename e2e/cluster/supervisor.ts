@@ -18,15 +18,34 @@ import { localRealProvider } from './local-real.ts';
 
 const KIND_CONFIG = join(import.meta.dirname, '..', '..', 'kind-config.yaml');
 
-export interface UpState { pid: number; kubeconfig: string; fleetNamespace: string; nodeImage: string; nodes: string[]; started: string }
+export interface UpState {
+  pid: number;
+  kubeconfig: string;
+  fleetNamespace: string;
+  nodeImage: string;
+  nodes: string[];
+  started: string;
+}
 
 export function clusterDir(env: Record<string, string | undefined> = process.env): string {
   // TPFLEET_CLUSTER_DIR: a second state directory (the demo's own test uses one).
   return env.TPFLEET_CLUSTER_DIR ?? join(env.TPFLEET_CACHE ?? join(homedir(), '.cache', 'tpfleet'), 'cluster');
 }
-const paths = (dir: string) => ({ state: join(dir, 'state.json'), log: join(dir, 'supervisor.log'), kubeconfig: join(dir, 'kubeconfig'), failed: join(dir, 'failed') });
+const paths = (dir: string) => ({
+  state: join(dir, 'state.json'),
+  log: join(dir, 'supervisor.log'),
+  kubeconfig: join(dir, 'kubeconfig'),
+  failed: join(dir, 'failed'),
+});
 
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 /** The running cluster's state, or undefined (none, or its supervisor is gone). */
 export function readUp(dir = clusterDir()): UpState | undefined {
@@ -51,21 +70,35 @@ export function hints(s: UpState): string {
 
 export async function up(dir = clusterDir()): Promise<number> {
   const running = readUp(dir);
-  if (running) { console.log(hints(running)); return 0; }
+  if (running) {
+    console.log(hints(running));
+    return 0;
+  }
   const p = paths(dir);
   mkdirSync(dir, { recursive: true });
   for (const f of [p.state, p.failed]) rmSync(f, { force: true });
   const log = openSync(p.log, 'w');
   // Detached, in its own session: the cluster outlives this command and the terminal.
-  const child = spawn(process.execPath, [...process.execArgv, join(import.meta.dirname, 'up.ts'), 'serve'], { detached: true, stdio: ['ignore', log, log], env: process.env });
+  const child = spawn(process.execPath, [...process.execArgv, join(import.meta.dirname, 'up.ts'), 'serve'], {
+    detached: true,
+    stdio: ['ignore', log, log],
+    env: process.env,
+  });
   child.unref();
-  console.log(`starting the local-real cluster (supervisor pid ${child.pid}; log ${p.log}); the first run builds Kubernetes and the images (~20 min)`);
+  console.log(
+    `starting the local-real cluster (supervisor pid ${child.pid}; log ${p.log}); the first run builds Kubernetes and the images (~20 min)`,
+  );
   const deadline = Date.now() + 45 * 60_000;
   while (Date.now() < deadline) {
     const s = readUp(dir);
-    if (s) { console.log(hints(s)); return 0; }
+    if (s) {
+      console.log(hints(s));
+      return 0;
+    }
     if (existsSync(p.failed) || !alive(child.pid!)) {
-      console.error(`cluster:up failed; the end of ${p.log}:\n${readFileSync(p.log, 'utf8').split('\n').slice(-30).join('\n')}`);
+      console.error(
+        `cluster:up failed; the end of ${p.log}:\n${readFileSync(p.log, 'utf8').split('\n').slice(-30).join('\n')}`,
+      );
       return 1;
     }
     await new Promise((r) => setTimeout(r, 1000));
@@ -92,7 +125,10 @@ export async function serve(dir = clusterDir()): Promise<void> {
   try {
     stamp('building the images (buildah; skipped when unchanged)');
     const built = await buildImages(['operator', 'node']);
-    const images = { operator: built.find((b) => b.ref.includes('operator'))!, node: built.find((b) => b.ref.includes('node'))! };
+    const images = {
+      operator: built.find((b) => b.ref.includes('operator'))!,
+      node: built.find((b) => b.ref.includes('node'))!,
+    };
     stamp('starting the control plane and the real nodes');
     const c = await localRealProvider.create(KIND_CONFIG);
     teardown = () => c.delete();
@@ -103,13 +139,17 @@ export async function serve(dir = clusterDir()): Promise<void> {
     const inst = await installChart(c, images);
     copyFileSync(c.kubeconfigPath, p.kubeconfig);
     const state: UpState = {
-      pid: process.pid, kubeconfig: p.kubeconfig, fleetNamespace: inst.fleetNamespace, nodeImage: inst.nodeImage,
-      nodes: c.nodes.map((n) => n.name), started: new Date().toISOString(),
+      pid: process.pid,
+      kubeconfig: p.kubeconfig,
+      fleetNamespace: inst.fleetNamespace,
+      nodeImage: inst.nodeImage,
+      nodes: c.nodes.map((n) => n.name),
+      started: new Date().toISOString(),
     };
     writeFileSync(p.state, JSON.stringify(state, null, 2));
     stamp('ready');
   } catch (e) {
-    stamp(`failed: ${(e as Error).stack ?? e}`);
+    stamp(`failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     writeFileSync(p.failed, String(e));
     await stop('start-up failed');
   }
@@ -119,12 +159,18 @@ export async function serve(dir = clusterDir()): Promise<void> {
 
 export async function down(dir = clusterDir()): Promise<number> {
   const s = readUp(dir);
-  if (!s) { console.log('no tpfleet cluster is running'); rmSync(paths(dir).state, { force: true }); return 0; }
+  if (!s) {
+    console.log('no tpfleet cluster is running');
+    rmSync(paths(dir).state, { force: true });
+    return 0;
+  }
   process.kill(s.pid, 'SIGTERM');
   const deadline = Date.now() + 120_000;
   while (alive(s.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
-  if (alive(s.pid)) { console.error(`the supervisor (pid ${s.pid}) did not stop within 2 min; see ${paths(dir).log}`); return 1; }
+  if (alive(s.pid)) {
+    console.error(`the supervisor (pid ${s.pid}) did not stop within 2 min; see ${paths(dir).log}`);
+    return 1;
+  }
   console.log('tpfleet cluster removed');
   return 0;
 }
-

@@ -12,7 +12,10 @@ const SERVER_JS = `const net=require('net');for(const p of [8080,9090])net.creat
 /** Connects to $TARGET (host:port), prints the server's line, exits non-zero on failure. */
 const CLIENT_JS = `const net=require('net');const t=process.env.TARGET;const i=t.lastIndexOf(':');const s=net.connect(+t.slice(i+1),t.slice(0,i));let d='';s.setTimeout(10000,()=>{console.log(JSON.stringify({error:'timeout'}));process.exit(1)});s.on('data',b=>d+=b);s.on('end',()=>{console.log(d.trim());process.exit(0)});s.on('error',e=>{console.log(JSON.stringify({error:e.code}));process.exit(1)});`;
 
-export interface Saw { src: string; dst: string }
+export interface Saw {
+  src: string;
+  dst: string;
+}
 
 /**
  * Connects to $TARGET every 100 ms for $SECONDS (each attempt times out after 1 s, so attempts
@@ -20,17 +23,39 @@ export interface Saw { src: string; dst: string }
  */
 const PROBER_JS = `const net=require('net');const t=process.env.TARGET;const i=t.lastIndexOf(':');const end=Date.now()+1000*+process.env.SECONDS;let open=0;const one=()=>{const at=Date.now();open++;const s=net.connect(+t.slice(i+1),t.slice(0,i));let d='';const done=ok=>{if(s.done)return;s.done=1;s.destroy();console.log(JSON.stringify({at,ok}));if(--open===0&&Date.now()>=end)process.exit(0)};s.setTimeout(1000,()=>done(false));s.on('data',b=>d+=b);s.on('end',()=>done(d.includes('dst')));s.on('error',()=>done(false))};const tick=()=>{if(Date.now()>=end)return;one();setTimeout(tick,100)};tick();`;
 
-export interface Prober { name: string; results(): Promise<{ at: number; ok: boolean }[]> }
+export interface Prober {
+  name: string;
+  results(): Promise<{ at: number; ok: boolean }[]>;
+}
 
 /** Starts a prober pod on `node` (runs `seconds`); results() waits for it to finish and parses its log. */
-export async function startProber(c: Kube, ns: string, node: string, image: string, target: string, seconds: number): Promise<Prober> {
+export async function startProber(
+  c: Kube,
+  ns: string,
+  node: string,
+  image: string,
+  target: string,
+  seconds: number,
+): Promise<Prober> {
   const name = 'tpfleet-e2e-prober';
-  await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod(name, ns, node, image, PROBER_JS, { TARGET: target, SECONDS: String(seconds) })));
-  await waitFor('the prober pod to run', async () => (await kubectlJson(c, ['get', 'pod', '-n', ns, name])).status?.phase === 'Running' || undefined, 120_000);
+  await kubectl(
+    c,
+    ['apply', '-f', '-'],
+    JSON.stringify(pod(name, ns, node, image, PROBER_JS, { TARGET: target, SECONDS: String(seconds) })),
+  );
+  await waitFor(
+    'the prober pod to run',
+    async () => (await kubectlJson(c, ['get', 'pod', '-n', ns, name])).status?.phase === 'Running' || undefined,
+    120_000,
+  );
   return {
     name,
     async results() {
-      await waitFor('the prober to finish', async () => (await kubectlJson(c, ['get', 'pod', '-n', ns, name])).status?.phase === 'Succeeded' || undefined, (seconds + 60) * 1000);
+      await waitFor(
+        'the prober to finish',
+        async () => (await kubectlJson(c, ['get', 'pod', '-n', ns, name])).status?.phase === 'Succeeded' || undefined,
+        (seconds + 60) * 1000,
+      );
       const lines = (await kubectl(c, ['logs', '-n', ns, name])).trim().split('\n');
       await kubectl(c, ['delete', 'pod', '-n', ns, name, '--wait=false']);
       return lines.map((l) => JSON.parse(l) as { at: number; ok: boolean }).sort((a, b) => a.at - b.at);
@@ -54,7 +79,8 @@ export function longestGap(results: { at: number; ok: boolean }[]): number {
 export function timeline(results: { at: number; ok: boolean }[], t0: number): string {
   const bins = new Map<number, [number, number]>();
   for (const r of results) {
-    const b = Math.floor((r.at - t0) / 1000), v = bins.get(b) ?? [0, 0];
+    const b = Math.floor((r.at - t0) / 1000),
+      v = bins.get(b) ?? [0, 0];
     bins.set(b, [v[0] + (r.ok ? 1 : 0), v[1] + 1]);
   }
   return [...bins].map(([s, [ok, all]]) => `${s >= 0 ? '+' : ''}${s}s ${ok}/${all}`).join(', ');
@@ -62,14 +88,28 @@ export function timeline(results: { at: number; ok: boolean }[], t0: number): st
 
 function pod(name: string, ns: string, node: string, image: string, js: string, env: Record<string, string> = {}) {
   return {
-    apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: ns, labels: { app: name } },
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: ns, labels: { app: name } },
     spec: {
-      nodeName: node, restartPolicy: 'Never', terminationGracePeriodSeconds: 1,
-      containers: [{
-        name: 'main', image, imagePullPolicy: 'IfNotPresent', command: ['node', '-e', js],
-        env: Object.entries(env).map(([k, value]) => ({ name: k, value })),
-        securityContext: { runAsNonRoot: true, runAsUser: 65532, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
-      }],
+      nodeName: node,
+      restartPolicy: 'Never',
+      terminationGracePeriodSeconds: 1,
+      containers: [
+        {
+          name: 'main',
+          image,
+          imagePullPolicy: 'IfNotPresent',
+          command: ['node', '-e', js],
+          env: Object.entries(env).map(([k, value]) => ({ name: k, value })),
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: 65532,
+            allowPrivilegeEscalation: false,
+            capabilities: { drop: ['ALL'] },
+          },
+        },
+      ],
     },
   };
 }
@@ -77,21 +117,36 @@ function pod(name: string, ns: string, node: string, image: string, js: string, 
 /** Starts the server pod on `node`; resolves with its pod IP once it is Running. */
 export async function startServer(c: Kube, ns: string, node: string, image: string): Promise<string> {
   await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod('tpfleet-e2e-server', ns, node, image, SERVER_JS)));
-  return waitFor('the server pod to run', async () => {
-    const p = await kubectlJson(c, ['get', 'pod', '-n', ns, 'tpfleet-e2e-server']);
-    return p.status?.phase === 'Running' && p.status.podIP ? (p.status.podIP as string) : undefined;
-  }, 120_000);
+  return waitFor(
+    'the server pod to run',
+    async () => {
+      const p = await kubectlJson(c, ['get', 'pod', '-n', ns, 'tpfleet-e2e-server']);
+      return p.status?.phase === 'Running' && p.status.podIP ? (p.status.podIP as string) : undefined;
+    },
+    120_000,
+  );
 }
 
 /** Runs one client pod on `node` against `target` and returns what the server saw (or throws). */
-export async function probe(c: Kube, ns: string, node: string, image: string, target: string, id: string): Promise<Saw & { clientIp: string }> {
+export async function probe(
+  c: Kube,
+  ns: string,
+  node: string,
+  image: string,
+  target: string,
+  id: string,
+): Promise<Saw & { clientIp: string }> {
   const name = `tpfleet-e2e-client-${id}`;
   await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod(name, ns, node, image, CLIENT_JS, { TARGET: target })));
   try {
-    const p = await waitFor(`client pod ${name} to finish`, async () => {
-      const o = await kubectlJson(c, ['get', 'pod', '-n', ns, name]);
-      return ['Succeeded', 'Failed'].includes(o.status?.phase) ? o : undefined;
-    }, 120_000);
+    const p = await waitFor(
+      `client pod ${name} to finish`,
+      async () => {
+        const o = await kubectlJson(c, ['get', 'pod', '-n', ns, name]);
+        return ['Succeeded', 'Failed'].includes(o.status?.phase) ? o : undefined;
+      },
+      120_000,
+    );
     const line = (await kubectl(c, ['logs', '-n', ns, name])).trim().split('\n').pop() ?? '';
     const saw = JSON.parse(line) as Saw & { error?: string };
     if (p.status.phase !== 'Succeeded' || saw.error) throw new Error(`client ${name} → ${target} failed: ${line}`);
@@ -116,7 +171,11 @@ export async function sidecarAccepted(c: Kube, ns: string, pod: string, metricsP
  * values it sets. tcp_migrate_req: the old sidecar's pending connections move to the new one when
  * it closes its listener during a rollout (docs/operator.md, "Rollouts").
  */
-export const TUNED_SYSCTLS: Readonly<Record<string, number>> = { 'net.core.somaxconn': 8192, 'net.ipv4.tcp_fin_timeout': 17, 'net.ipv4.tcp_migrate_req': 1 };
+export const TUNED_SYSCTLS: Readonly<Record<string, number>> = {
+  'net.core.somaxconn': 8192,
+  'net.ipv4.tcp_fin_timeout': 17,
+  'net.ipv4.tcp_migrate_req': 1,
+};
 
 /**
  * A node's firewall rules in every backend: the nft ruleset (iptables-nft included) and the
@@ -126,8 +185,13 @@ export const TUNED_SYSCTLS: Readonly<Record<string, number>> = { 'net.core.somax
  */
 export async function nodeRuleset(c: Cluster, node: string): Promise<string> {
   if (!c.nodeExec) throw new Error(`${c.provider}: nodeExec is not available`);
-  const legacy = (argv: string[]) => c.nodeExec!(node, argv).catch((e: Error) => `(${argv[0]}: ${e.message.split('\n')[0]})`);
-  const parts = await Promise.all([c.nodeExec(node, ['nft', 'list', 'ruleset']), legacy(['iptables-legacy-save']), legacy(['ip6tables-legacy-save'])]);
+  const legacy = (argv: string[]) =>
+    c.nodeExec!(node, argv).catch((e: Error) => `(${argv[0]}: ${e.message.split('\n')[0]})`);
+  const parts = await Promise.all([
+    c.nodeExec(node, ['nft', 'list', 'ruleset']),
+    legacy(['iptables-legacy-save']),
+    legacy(['ip6tables-legacy-save']),
+  ]);
   return parts.join('\n---\n');
 }
 
@@ -139,13 +203,26 @@ export async function nodeRuleset(c: Cluster, node: string): Promise<string> {
 export function withoutServiceRules(text: string): string {
   const svc = /KUBE-(SVC|SEP|EXT|FW|SVL|XLB)-[A-Z0-9]+|has no endpoints/;
   const out: string[] = [];
-  let skipping = false, justSkipped = false;
-  for (const line of text.split('\n')) {
-    if (skipping) { if (/^\s*}\s*$/.test(line)) { skipping = false; justSkipped = true; } continue; }
-    // nft separates chains with one empty line: it goes with the chain left out.
-    if (justSkipped && line.trim() === '') { justSkipped = false; continue; }
+  let skipping = false,
     justSkipped = false;
-    if (/^\s*chain KUBE-(SVC|SEP|EXT|FW|SVL|XLB)-[A-Z0-9]+ \{\s*$/.test(line)) { skipping = true; continue; }
+  for (const line of text.split('\n')) {
+    if (skipping) {
+      if (/^\s*}\s*$/.test(line)) {
+        skipping = false;
+        justSkipped = true;
+      }
+      continue;
+    }
+    // nft separates chains with one empty line: it goes with the chain left out.
+    if (justSkipped && line.trim() === '') {
+      justSkipped = false;
+      continue;
+    }
+    justSkipped = false;
+    if (/^\s*chain KUBE-(SVC|SEP|EXT|FW|SVL|XLB)-[A-Z0-9]+ \{\s*$/.test(line)) {
+      skipping = true;
+      continue;
+    }
     if (!svc.test(line)) out.push(line);
   }
   return out.join('\n');
@@ -155,14 +232,20 @@ export function withoutServiceRules(text: string): string {
 export async function nodeNetState(c: Cluster, node: string): Promise<string> {
   if (!c.nodeExec) throw new Error(`${c.provider}: nodeExec is not available`);
   const parts = await Promise.all([
-    nodeRuleset(c, node), c.nodeExec(node, ['ip', 'rule', 'show']),
-    c.nodeExec(node, ['ip', '-6', 'rule', 'show']), c.nodeExec(node, ['ip', 'route', 'show', 'table', 'all']),
+    nodeRuleset(c, node),
+    c.nodeExec(node, ['ip', 'rule', 'show']),
+    c.nodeExec(node, ['ip', '-6', 'rule', 'show']),
+    c.nodeExec(node, ['ip', 'route', 'show', 'table', 'all']),
     c.nodeExec(node, ['sysctl', ...Object.keys(TUNED_SYSCTLS)]),
   ]);
   // Compared before install and after delete: packet counters of the node's other rules move
   // with any traffic, iptables-save stamps its output, pod veths (the operator's or the test's
   // own pods) come and go with their pods, and kube-proxy follows Services; none of it is state
   // the agent owns.
-  return withoutServiceRules(parts.join('\n---\n')).replace(/counter packets \d+ bytes \d+/g, 'counter').replace(/\[\d+:\d+\]/g, '[]')
-    .split('\n').filter((l) => !/\bdev veth[0-9a-f]+\b/.test(l) && !/^# (Generated|Completed) /.test(l)).join('\n');
+  return withoutServiceRules(parts.join('\n---\n'))
+    .replace(/counter packets \d+ bytes \d+/g, 'counter')
+    .replace(/\[\d+:\d+\]/g, '[]')
+    .split('\n')
+    .filter((l) => !/\bdev veth[0-9a-f]+\b/.test(l) && !/^# (Generated|Completed) /.test(l))
+    .join('\n');
 }

@@ -19,9 +19,13 @@ import { parseArgs } from 'node:util';
 const { positionals, values: opt } = parseArgs({
   allowPositionals: true,
   options: {
-    listen: { type: 'string' }, mode: { type: 'string', default: 'report' }, to: { type: 'string' },
-    bytes: { type: 'string', default: '1048576' }, count: { type: 'string', default: '1' },
-    timeout: { type: 'string', default: '5000' }, every: { type: 'string', default: '100' },
+    listen: { type: 'string' },
+    mode: { type: 'string', default: 'report' },
+    to: { type: 'string' },
+    bytes: { type: 'string', default: '1048576' },
+    count: { type: 'string', default: '1' },
+    timeout: { type: 'string', default: '5000' },
+    every: { type: 'string', default: '100' },
   },
 });
 
@@ -40,8 +44,13 @@ function serve(): void {
     const { host, port } = hostPort(l);
     const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
       s.on('error', () => s.destroy());
-      if (opt.mode === 'hold') { held.push(s); return; }
-      s.write(`${JSON.stringify({ dst: fmt(s.localAddress, s.localPort), src: fmt(s.remoteAddress, s.remotePort) })}\n`);
+      if (opt.mode === 'hold') {
+        held.push(s);
+        return;
+      }
+      s.write(
+        `${JSON.stringify({ dst: fmt(s.localAddress, s.localPort), src: fmt(s.remoteAddress, s.remotePort) })}\n`,
+      );
       s.pipe(s); // echo; pipe() ends our side when the client ends its side (half-close honoured)
     });
     // ipv6Only: [::] and 0.0.0.0 on the same port are two separate listeners here.
@@ -56,7 +65,11 @@ function probe(to: string, timeoutMs: number): Promise<Record<string, unknown>> 
   return new Promise((resolve) => {
     const s = net.connect({ host, port, allowHalfOpen: true });
     let buf = '';
-    const done = (r: Record<string, unknown>) => { clearTimeout(t); s.destroy(); resolve(r); };
+    const done = (r: Record<string, unknown>) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(r);
+    };
     const t = setTimeout(() => done({ ok: false, error: 'ETIMEDOUT' }), timeoutMs);
     s.setEncoding('utf8');
     s.on('data', (d: string) => {
@@ -71,8 +84,11 @@ function probe(to: string, timeoutMs: number): Promise<Record<string, unknown>> 
 
 function transfer(to: string, total: number): void {
   const { host, port } = hostPort(to);
-  const sent = createHash('sha256'), got = createHash('sha256');
-  let received = 0, header = true, pending = Buffer.alloc(0);
+  const sent = createHash('sha256'),
+    got = createHash('sha256');
+  let received = 0,
+    header = true,
+    pending = Buffer.alloc(0);
   const s = net.connect({ host, port, allowHalfOpen: true }, () => {
     let left = total;
     const chunk = randomBytes(1 << 16);
@@ -88,7 +104,8 @@ function transfer(to: string, total: number): void {
     pump();
   });
   s.on('data', (d: Buffer) => {
-    if (header) { // strip the server's JSON line
+    if (header) {
+      // strip the server's JSON line
       pending = Buffer.concat([pending, d]);
       const nl = pending.indexOf(10);
       if (nl < 0) return;
@@ -98,7 +115,9 @@ function transfer(to: string, total: number): void {
     received += d.length;
     got.update(d);
   });
-  s.on('end', () => out({ ok: true, sent: total, received, sentSha: sent.digest('hex'), receivedSha: got.digest('hex') }));
+  s.on('end', () =>
+    out({ ok: true, sent: total, received, sentSha: sent.digest('hex'), receivedSha: got.digest('hex') }),
+  );
   s.on('error', (e: NodeJS.ErrnoException) => out({ ok: false, error: e.code ?? e.message, received }));
 }
 
@@ -113,11 +132,24 @@ async function hold(to: string, count: number): Promise<void> {
   const { host, port } = hostPort(to);
   const socks: net.Socket[] = [];
   let failed = 0;
-  for (let i = 0; i < count; i += 500) { // in batches: a SYN flood would only measure the backlog
-    await Promise.all(Array.from({ length: Math.min(500, count - i) }, () => new Promise<void>((res) => {
-      const s = net.connect({ host, port }, () => { socks.push(s); res(); });
-      s.on('error', () => { failed++; res(); });
-    })));
+  for (let i = 0; i < count; i += 500) {
+    // in batches: a SYN flood would only measure the backlog
+    await Promise.all(
+      Array.from(
+        { length: Math.min(500, count - i) },
+        () =>
+          new Promise<void>((res) => {
+            const s = net.connect({ host, port }, () => {
+              socks.push(s);
+              res();
+            });
+            s.on('error', () => {
+              failed++;
+              res();
+            });
+          }),
+      ),
+    );
   }
   out({ held: socks.length, failed });
   process.on('SIGTERM', () => process.exit(0));
@@ -138,8 +170,13 @@ async function poll(to: string, count: number, everyMs: number, timeoutMs: numbe
 function chat(to: string, rounds: number, everyMs: number, timeoutMs: number): void {
   const { host, port } = hostPort(to);
   const s = net.connect({ host, port });
-  let buf = '', saw: unknown, done = 0;
-  const fail = (error: string) => { out({ ok: false, rounds: done, error, saw }); process.exit(0); };
+  let buf = '',
+    saw: unknown,
+    done = 0;
+  const fail = (error: string) => {
+    out({ ok: false, rounds: done, error, saw });
+    process.exit(0);
+  };
   let timer = setTimeout(() => fail('ETIMEDOUT'), timeoutMs);
   s.setEncoding('utf8');
   s.on('error', (e: NodeJS.ErrnoException) => fail(e.code ?? e.message));
@@ -158,7 +195,11 @@ function chat(to: string, rounds: number, everyMs: number, timeoutMs: number): v
     buf = '';
     clearTimeout(timer);
     if (++done === 1) out({ ready: true, saw });
-    if (done >= rounds) { out({ ok: true, rounds: done, saw }); s.destroy(); return; }
+    if (done >= rounds) {
+      out({ ok: true, rounds: done, saw });
+      s.destroy();
+      return;
+    }
     timer = setTimeout(() => fail('ETIMEDOUT'), everyMs + timeoutMs);
     setTimeout(() => s.write('ping\n'), everyMs);
   });
@@ -166,12 +207,28 @@ function chat(to: string, rounds: number, everyMs: number, timeoutMs: number): v
 
 const to = opt.to ?? '';
 switch (positionals[0]) {
-  case 'serve': serve(); break;
-  case 'probe': probe(to, Number(opt.timeout)).then(out); break;
-  case 'transfer': transfer(to, Number(opt.bytes)); break;
-  case 'many': void many(to, Number(opt.count), Number(opt.timeout)); break;
-  case 'hold': void hold(to, Number(opt.count)); break;
-  case 'chat': chat(to, Number(opt.count), Number(opt.every), Number(opt.timeout)); break;
-  case 'poll': void poll(to, Number(opt.count), Number(opt.every), Number(opt.timeout)); break;
-  default: console.error('usage: peer.ts serve|probe|transfer|many|hold ...'); process.exit(2);
+  case 'serve':
+    serve();
+    break;
+  case 'probe':
+    probe(to, Number(opt.timeout)).then(out);
+    break;
+  case 'transfer':
+    transfer(to, Number(opt.bytes));
+    break;
+  case 'many':
+    void many(to, Number(opt.count), Number(opt.timeout));
+    break;
+  case 'hold':
+    void hold(to, Number(opt.count));
+    break;
+  case 'chat':
+    chat(to, Number(opt.count), Number(opt.every), Number(opt.timeout));
+    break;
+  case 'poll':
+    void poll(to, Number(opt.count), Number(opt.every), Number(opt.timeout));
+    break;
+  default:
+    console.error('usage: peer.ts serve|probe|transfer|many|hold ...');
+    process.exit(2);
 }

@@ -16,7 +16,9 @@ const skip = privilegedSkipReason();
 
 describe('tpfleet-kindnet on a node', { skip, timeout: 30 * 60_000 }, () => {
   const ns = `tpf-kn-${process.pid % 100000}`;
-  let root: Rootfs | undefined, image = '', conf = '';
+  let root: Rootfs | undefined,
+    image = '',
+    conf = '';
   let agent: ChildProcess | undefined;
   let log = '';
 
@@ -29,7 +31,21 @@ describe('tpfleet-kindnet on a node', { skip, timeout: 30 * 60_000 }, () => {
     await sh(['ip', 'netns', 'add', ns]);
     await nsExec(ns, ['ip', 'link', 'set', 'lo', 'up']);
     // The node network: a veth whose peer stays in the namespace too (no other end is needed).
-    await nsExec(ns, ['ip', 'link', 'add', 'eth0', 'mtu', '1400', 'type', 'veth', 'peer', 'name', 'eth0peer', 'mtu', '1400']);
+    await nsExec(ns, [
+      'ip',
+      'link',
+      'add',
+      'eth0',
+      'mtu',
+      '1400',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0peer',
+      'mtu',
+      '1400',
+    ]);
     await nsExec(ns, ['ip', 'link', 'set', 'eth0peer', 'up']);
     await nsExec(ns, ['ip', 'link', 'set', 'eth0', 'up']);
     await nsExec(ns, ['ip', 'addr', 'add', '10.250.7.2/24', 'dev', 'eth0']);
@@ -47,13 +63,24 @@ describe('tpfleet-kindnet on a node', { skip, timeout: 30 * 60_000 }, () => {
     // Ahead of the image's kubectl on its PATH (/usr/local/sbin comes first).
     writeFileSync(path.join(root.root, 'usr/local/sbin/kubectl'), '#!/bin/sh\ncat /tmp/nodes.txt\n');
     chmodSync(path.join(root.root, 'usr/local/sbin/kubectl'), 0o755);
-    const argv = inImage(root.root, [...root.env, 'NODE_NAME=kind-worker', 'POD_SUBNET=10.244.0.0/16,fd00:10:244::/56', 'SYNC_SECONDS=1'],
-      ns, { privileged: true }, ['/usr/local/bin/tpfleet-kindnet']);
+    const argv = inImage(
+      root.root,
+      [...root.env, 'NODE_NAME=kind-worker', 'POD_SUBNET=10.244.0.0/16,fd00:10:244::/56', 'SYNC_SECONDS=1'],
+      ns,
+      { privileged: true },
+      ['/usr/local/bin/tpfleet-kindnet'],
+    );
     agent = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     agent.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-    await waitFor('the agent to write its CNI config and routes', async () =>
-      existsSync(conf) && (await nsExec(ns, ['ip', '-6', 'route', 'show'])).includes('fd00:10:244:2::/64 via'), 20_000, 100)
-      .catch((e: Error) => { throw new Error(`${e.message}\nagent log:\n${log}`); });
+    await waitFor(
+      'the agent to write its CNI config and routes',
+      async () =>
+        existsSync(conf) && (await nsExec(ns, ['ip', '-6', 'route', 'show'])).includes('fd00:10:244:2::/64 via'),
+      20_000,
+      100,
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}\nagent log:\n${log}`);
+    });
   });
   after(async () => {
     if (agent && agent.exitCode === null) {
@@ -68,8 +95,19 @@ describe('tpfleet-kindnet on a node', { skip, timeout: 30 * 60_000 }, () => {
   });
 
   test("writes this node's CNI config: ptp veths, host-local over both pod CIDRs, the node's MTU, portmap", () => {
-    const c = JSON.parse(readFileSync(conf, 'utf8')) as { name: string; plugins: { type: string; mtu?: number; ipMasq?: boolean; ipam?: { ranges: { subnet: string }[][]; routes: { dst: string }[] } }[] };
-    assert.deepEqual(c.plugins.map((p) => p.type), ['ptp', 'portmap']);
+    const c = JSON.parse(readFileSync(conf, 'utf8')) as {
+      name: string;
+      plugins: {
+        type: string;
+        mtu?: number;
+        ipMasq?: boolean;
+        ipam?: { ranges: { subnet: string }[][]; routes: { dst: string }[] };
+      }[];
+    };
+    assert.deepEqual(
+      c.plugins.map((p) => p.type),
+      ['ptp', 'portmap'],
+    );
     const ptp = c.plugins[0]!;
     assert.equal(ptp.mtu, 1400);
     assert.equal(ptp.ipMasq, false, 'pod-to-pod traffic keeps its source address');
@@ -84,7 +122,11 @@ describe('tpfleet-kindnet on a node', { skip, timeout: 30 * 60_000 }, () => {
     assert.match(v4, /^10\.244\.2\.0\/24 via 10\.250\.7\.4 dev eth0/m);
     assert.match(v6, /^fd00:10:244::\/64 via fd00:250::3 dev eth0/m);
     assert.match(v6, /^fd00:10:244:2::\/64 via fd00:250::4 dev eth0/m);
-    assert.doesNotMatch(v4, /10\.244\.1\.0|10\.244\.9\.0/, 'no route for its own pod CIDR, none for the malformed node');
+    assert.doesNotMatch(
+      v4,
+      /10\.244\.1\.0|10\.244\.9\.0/,
+      'no route for its own pod CIDR, none for the malformed node',
+    );
     assert.match(log, /node kind-evil: unexpected podCIDRs/);
   });
 
@@ -92,8 +134,17 @@ describe('tpfleet-kindnet on a node', { skip, timeout: 30 * 60_000 }, () => {
     const rules = await nsExec(ns, ['nft', 'list', 'table', 'ip', 'tpfleet-kindnet']);
     assert.match(rules, /type nat hook postrouting priority srcnat/);
     assert.match(rules, /ip saddr 10\.244\.0\.0\/16 ip daddr != 10\.244\.0\.0\/16 masquerade/);
-    assert.match(await nsExec(ns, ['nft', 'list', 'table', 'ip6', 'tpfleet-kindnet']), /ip6 saddr fd00:10:244::\/56 ip6 daddr != fd00:10:244::\/56 masquerade/);
-    assert.equal((await nsExec(ns, ['sysctl', '-n', 'net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'])).trim().split(/\s+/).join(' '), '1 1');
+    assert.match(
+      await nsExec(ns, ['nft', 'list', 'table', 'ip6', 'tpfleet-kindnet']),
+      /ip6 saddr fd00:10:244::\/56 ip6 daddr != fd00:10:244::\/56 masquerade/,
+    );
+    assert.equal(
+      (await nsExec(ns, ['sysctl', '-n', 'net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']))
+        .trim()
+        .split(/\s+/)
+        .join(' '),
+      '1 1',
+    );
   });
 
   test('leaves the config alone while the pod CIDRs stay the same (no rewrite every sync)', async () => {

@@ -35,7 +35,7 @@ describe("kube-proxy's image follows the node's iptables backend", { skip, timeo
       try {
         const r = await run(inImage(root.root, root.env, ns, { privileged: true }, ['iptables-save', '-t', 'mangle']));
         assert.equal(r.code, 0, r.stderr);
-        assert.match(r.stdout, /^:KUBE-KUBELET-CANARY /m, 'kube-proxy reads the kubelet\'s ruleset');
+        assert.match(r.stdout, /^:KUBE-KUBELET-CANARY /m, "kube-proxy reads the kubelet's ruleset");
         for (const c of ['iptables', 'iptables-restore', 'ip6tables-save']) {
           assert.equal(readlinkSync(path.join(root.root, 'usr/sbin', c)), `xtables-${backend}-multi`);
         }

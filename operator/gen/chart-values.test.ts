@@ -10,8 +10,19 @@ import { isMap, isScalar, parse, parseDocument, type YAMLMap } from 'yaml';
 import { ChartValues } from '../../api/chart-values.ts';
 import { GROUP, KIND, VERSION } from '../../api/transparentproxy.ts';
 import { CONNECTIONS_METRIC } from '../render/names.ts';
-import { loadSample } from '../testenv/fixtures.ts';
-import { chartDir, loadDefaultValues, renderValuesSchemaFile, renderValuesTable, repoRoot, schemaLeaves, SCHEMA_FILE, TABLE_BEGIN, TABLE_END, valuesJsonSchema } from './chart.ts';
+import { loadSample } from '../../e2e/testenv/fixtures.ts';
+import {
+  chartDir,
+  loadDefaultValues,
+  renderValuesSchemaFile,
+  renderValuesTable,
+  repoRoot,
+  schemaLeaves,
+  SCHEMA_FILE,
+  TABLE_BEGIN,
+  TABLE_END,
+  valuesJsonSchema,
+} from './chart.ts';
 import { renderCrdFiles } from './crd.ts';
 
 const read = (...p: string[]) => readFileSync(join(...p), 'utf8');
@@ -20,7 +31,8 @@ test('values.schema.json, the chart crds/ and the docs/helm.md values table are 
   assert.equal(read(chartDir, SCHEMA_FILE), renderValuesSchemaFile(), `${SCHEMA_FILE} differs`);
   const files = renderCrdFiles();
   assert.deepEqual(readdirSync(join(chartDir, 'crds')).sort(), [...files.keys()].sort());
-  for (const [name, text] of files) assert.equal(read(chartDir, 'crds', name), text, `charts/tpfleet/crds/${name} differs`);
+  for (const [name, text] of files)
+    assert.equal(read(chartDir, 'crds', name), text, `charts/tpfleet/crds/${name} differs`);
   const doc = read(repoRoot, 'docs', 'helm.md');
   const table = doc.slice(doc.indexOf(TABLE_BEGIN), doc.indexOf(TABLE_END) + TABLE_END.length);
   assert.equal(table, renderValuesTable(), 'docs/helm.md values table differs');
@@ -53,7 +65,10 @@ test('zod refuses what the templates refuse, naming the field', () => {
   const base = loadDefaultValues() as { operator: Record<string, unknown> };
   const r = ChartValues.safeParse({ ...base, operator: { ...base.operator, leaderElect: false } });
   assert.equal(r.success, false);
-  assert.deepEqual(r.error?.issues.map((i) => i.path.join('.')), ['operator.leaderElect']);
+  assert.deepEqual(
+    r.error?.issues.map((i) => i.path.join('.')),
+    ['operator.leaderElect'],
+  );
   const typo = ChartValues.safeParse({ ...base, operator: { ...base.operator, replicass: 1 } });
   assert.match(typo.error?.message ?? '', /replicass/);
 });
@@ -79,17 +94,45 @@ test('every value in values.yaml has a comment, and every schema field is in val
   assert.deepEqual(paths.sort(), [...leaves].sort());
 });
 
-test('autoscaling recipes: the adapter rule serves the HPA\'s metric; KEDA targets a TransparentProxy /scale', () => {
-  const adapter = parse(read(chartDir, 'examples', 'prometheus-adapter-values.yaml')) as { rules: { custom: { seriesQuery: string; name: { as: string }; resources: { overrides: Record<string, { resource: string }> } }[] } };
+test("autoscaling recipes: the adapter rule serves the HPA's metric; KEDA targets a TransparentProxy /scale", () => {
+  const adapter = parse(read(chartDir, 'examples', 'prometheus-adapter-values.yaml')) as {
+    rules: {
+      custom: {
+        seriesQuery: string;
+        name: { as: string };
+        resources: { overrides: Record<string, { resource: string }> };
+      }[];
+    };
+  };
   const rule = adapter.rules.custom[0]!;
-  assert.equal(rule.name.as, CONNECTIONS_METRIC, 'the name the operator\'s HPA asks the custom metrics API for');
+  assert.equal(rule.name.as, CONNECTIONS_METRIC, "the name the operator's HPA asks the custom metrics API for");
   assert.ok(rule.seriesQuery.startsWith(`${CONNECTIONS_METRIC}{`));
-  assert.deepEqual(rule.resources.overrides, { namespace: { resource: 'namespace' }, pod: { resource: 'pod' } }, 'a pods metric (HPA type Pods)');
-  const keda = parse(read(chartDir, 'examples', 'keda-scaledobject.yaml')) as { apiVersion: string; kind: string; metadata: { name: string; namespace: string }; spec: { scaleTargetRef: Record<string, string>; triggers: { metadata: { query: string } }[] } };
+  assert.deepEqual(
+    rule.resources.overrides,
+    { namespace: { resource: 'namespace' }, pod: { resource: 'pod' } },
+    'a pods metric (HPA type Pods)',
+  );
+  const keda = parse(read(chartDir, 'examples', 'keda-scaledobject.yaml')) as {
+    apiVersion: string;
+    kind: string;
+    metadata: { name: string; namespace: string };
+    spec: { scaleTargetRef: Record<string, string>; triggers: { metadata: { query: string } }[] };
+  };
   assert.equal(`${keda.apiVersion}/${keda.kind}`, 'keda.sh/v1alpha1/ScaledObject');
   const sample = loadSample('minimal.yaml');
-  assert.deepEqual(keda.spec.scaleTargetRef, { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, name: sample.metadata.name });
+  assert.deepEqual(keda.spec.scaleTargetRef, {
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: KIND,
+    name: sample.metadata.name,
+  });
   assert.equal(keda.metadata.namespace, sample.metadata.namespace, 'the ScaledObject lives beside its target');
-  assert.equal(sample.metadata.namespace, (loadDefaultValues() as { fleetNamespace: { name: string } }).fleetNamespace.name, 'samples go to the chart\'s fleet namespace');
-  assert.match(keda.spec.triggers[0]!.metadata.query, new RegExp(`${CONNECTIONS_METRIC}\\{.*app_kubernetes_io_instance="${sample.metadata.name}"`));
+  assert.equal(
+    sample.metadata.namespace,
+    (loadDefaultValues() as { fleetNamespace: { name: string } }).fleetNamespace.name,
+    "samples go to the chart's fleet namespace",
+  );
+  assert.match(
+    keda.spec.triggers[0]!.metadata.query,
+    new RegExp(`${CONNECTIONS_METRIC}\\{.*app_kubernetes_io_instance="${sample.metadata.name}"`),
+  );
 });

@@ -20,15 +20,19 @@ export function structural(node: Json): Json {
     if (node.description) out.description = node.description;
     return out;
   }
-  if (node.$ref || node.definitions || node.$defs) throw new Error(`structural schema cannot hold $ref: ${JSON.stringify(node).slice(0, 200)}`);
-  if (node.anyOf || node.oneOf || node.allOf) throw new Error(`structural schema needs one type per node: ${JSON.stringify(node).slice(0, 200)}`);
+  if (node.$ref || node.definitions || node.$defs)
+    throw new Error(`structural schema cannot hold $ref: ${JSON.stringify(node).slice(0, 200)}`);
+  if (node.anyOf || node.oneOf || node.allOf)
+    throw new Error(`structural schema needs one type per node: ${JSON.stringify(node).slice(0, 200)}`);
   const out: Json = {};
   for (const [k, v] of Object.entries(node)) {
     if (k === '$schema' || k === 'propertyNames' || k === 'default' || k === 'id') continue;
     if (k === 'additionalProperties' && v === false) continue;
     if ((k === 'minimum' && v === -SAFE) || (k === 'maximum' && v === SAFE)) continue;
     if (k === 'properties') {
-      out.properties = Object.fromEntries(Object.entries(v as Record<string, Json>).map(([p, s]) => [p, structural(s)]));
+      out.properties = Object.fromEntries(
+        Object.entries(v as Record<string, Json>).map(([p, s]) => [p, structural(s)]),
+      );
     } else if (k === 'items' || (k === 'additionalProperties' && typeof v === 'object')) {
       out[k] = structural(v as Json);
     } else if (k === 'const') {
@@ -57,25 +61,59 @@ export function transparentProxyCrd(): Json {
     metadata: { name: `${PLURAL}.${GROUP}` },
     spec: {
       group: GROUP,
-      names: { kind: KIND, listKind: `${KIND}List`, plural: PLURAL, singular: 'transparentproxy', shortNames: ['tproxy'], categories: ['tpfleet'] },
+      names: {
+        kind: KIND,
+        listKind: `${KIND}List`,
+        plural: PLURAL,
+        singular: 'transparentproxy',
+        shortNames: ['tproxy'],
+        categories: ['tpfleet'],
+      },
       scope: 'Namespaced',
-      versions: [{
-        name: VERSION,
-        served: true,
-        storage: true,
-        schema: { openAPIV3Schema: openApiSchema() },
-        subresources: {
-          status: {},
-          scale: { specReplicasPath: '.spec.replicas', statusReplicasPath: '.status.replicas', labelSelectorPath: '.status.selector' },
+      versions: [
+        {
+          name: VERSION,
+          served: true,
+          storage: true,
+          schema: { openAPIV3Schema: openApiSchema() },
+          subresources: {
+            status: {},
+            scale: {
+              specReplicasPath: '.spec.replicas',
+              statusReplicasPath: '.status.replicas',
+              labelSelectorPath: '.status.selector',
+            },
+          },
+          additionalPrinterColumns: [
+            {
+              name: 'Ready',
+              type: 'string',
+              jsonPath: '.status.conditions[?(@.type=="Ready")].status',
+              description: 'Every active node has a Ready proxy.',
+            },
+            {
+              name: 'Active',
+              type: 'integer',
+              jsonPath: '.status.replicas',
+              description: 'Active (intercepting) nodes.',
+            },
+            {
+              name: 'Ready-Nodes',
+              type: 'integer',
+              jsonPath: '.status.readyReplicas',
+              priority: 1,
+              description: 'Active nodes with a Ready proxy.',
+            },
+            {
+              name: 'Replicas',
+              type: 'integer',
+              jsonPath: '.spec.replicas',
+              description: 'Requested active nodes (empty: every candidate).',
+            },
+            { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+          ],
         },
-        additionalPrinterColumns: [
-          { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status', description: 'Every active node has a Ready proxy.' },
-          { name: 'Active', type: 'integer', jsonPath: '.status.replicas', description: 'Active (intercepting) nodes.' },
-          { name: 'Ready-Nodes', type: 'integer', jsonPath: '.status.readyReplicas', priority: 1, description: 'Active nodes with a Ready proxy.' },
-          { name: 'Replicas', type: 'integer', jsonPath: '.spec.replicas', description: 'Requested active nodes (empty: every candidate).' },
-          { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
-        ],
-      }],
+      ],
     },
   };
 }

@@ -1,10 +1,22 @@
 // The node fleet: one DaemonSet per TransparentProxy. Pure rendering; see docs/adr/0005 for the
 // security context and 0006 for the update strategy and the cleanup mode used on deletion.
-import { parseDuration } from '../../api/net.ts';
+import { DEFAULTS, NODE_STATE_DIR } from '../../api/defaults.ts';
+import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
-import type { KubeObject } from '../kube/client.ts';
-import { activeLabelKey, CONFIG_HASH_ANNOTATION, METRICS_PORT_ANNOTATION, MODE_ANNOTATION, names, ownedMeta, selectorLabels, commonLabels, leaveSelectorLabels, shortHash } from './names.ts';
+import type { KubeObject } from '../../kube/client.ts';
+import {
+  activeLabelKey,
+  CONFIG_HASH_ANNOTATION,
+  METRICS_PORT_ANNOTATION,
+  MODE_ANNOTATION,
+  names,
+  ownedMeta,
+  selectorLabels,
+  commonLabels,
+  leaveSelectorLabels,
+  shortHash,
+} from './names.ts';
 
 /**
  * run: the proxy fleet. cleanup: the same DaemonSet once the object is deleted, restoring every
@@ -15,7 +27,10 @@ export type FleetMode = 'run' | 'cleanup' | 'leave';
 
 export interface DaemonSetInput {
   tp: KubeObject;
+  /** Pod settings: nodeSelector, tolerations, proxy.image, imagePullPolicy, resources. */
   spec: TransparentProxySpec;
+  /** The node config's proxy section, defaults filled in (renderNodeConfig): ports and drain timeout. */
+  proxy: NodeConfig['proxy'];
   configHash: string;
   /** Image used when spec.proxy.image is omitted (operator flag). */
   defaultImage: string;
@@ -27,7 +42,7 @@ export interface DaemonSetInput {
 
 const CONFIG_DIR = '/etc/tpfleet';
 const CONFIG_FILE = `${CONFIG_DIR}/nodeconfig.yaml`;
-const STATE_DIR = '/run/tpfleet';
+const STATE_DIR = NODE_STATE_DIR;
 /** Where client libraries look for in-cluster credentials (KubeConfig.loadFromCluster). */
 const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 /** Kubernetes' own default for bound tokens; the kubelet refreshes the file at 80 % of it. */
@@ -47,36 +62,33 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
   return render(i, shortHash(JSON.stringify((probe.spec as { template: unknown }).template)));
 }
 
+const VOLUME_MOUNTS = [
+  { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
+  { name: 'state', mountPath: STATE_DIR },
+  { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
+];
+const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
+/** The pods' grace period: the sidecar's drain timeout, plus time to exit. */
+const graceSeconds = (i: DaemonSetInput) => Math.ceil(i.proxy.timeouts.drain / 1000) + 10;
+
 function render(i: DaemonSetInput, token: string | null): Record<string, unknown> {
-  const tp = i.tp, n = names(tp.metadata.name);
+  const tp = i.tp,
+    n = names(tp.metadata.name);
   const proxy = i.spec.proxy ?? {};
   const image = proxy.image ?? i.defaultImage;
-  const pullPolicy = proxy.imagePullPolicy ?? 'IfNotPresent';
-  const volumeMounts = [
-    { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
-    { name: 'state', mountPath: STATE_DIR },
-    { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
-  ];
-  const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
+  const pullPolicy = proxy.imagePullPolicy ?? DEFAULTS.pod.imagePullPolicy;
   // Both restoring modes run the privileged cleanup, then a container that only stays up.
-  const cleanup = i.mode !== 'run', leave = i.mode === 'leave';
+  const cleanup = i.mode !== 'run',
+    leave = i.mode === 'leave';
   if (leave && !i.activeLabel) throw new Error('renderDaemonSet: leave mode needs activeLabel');
-  const drain = parseDuration(proxy.timeouts?.drain ?? '30s');
-  const drainSec = Math.ceil((typeof drain === 'number' ? drain : 30_000) / 1000);
   const selector = leave ? leaveSelectorLabels(tp.metadata.name) : selectorLabels(tp.metadata.name);
-  const metricsPort = proxy.metricsPort ?? 15190;
-  // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
-  // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
-  const initCommand = leave ? [...agent('cleanup'), '--wait-port', String(metricsPort), '--wait-timeout', String(drainSec + 10)]
-    : agent(cleanup ? 'cleanup' : 'apply');
-  const nodeSelector = leave
-    // Only the label: the node must be restored even if spec.nodeSelector no longer matches it.
-    ? { 'kubernetes.io/os': 'linux', [i.activeLabel!]: 'leaving' }
-    : { 'kubernetes.io/os': 'linux', ...i.spec.nodeSelector, ...(i.activeLabel ? { [i.activeLabel]: 'true' } : {}) };
+  const labels = leave
+    ? { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' }
+    : commonLabels(tp.metadata.name);
   return {
     apiVersion: 'apps/v1',
     kind: 'DaemonSet',
-    metadata: leave ? { ...ownedMeta(tp, n.leaveDaemonSet), labels: { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' } } : ownedMeta(tp, n.daemonSet),
+    metadata: leave ? { ...ownedMeta(tp, n.leaveDaemonSet), labels } : ownedMeta(tp, n.daemonSet),
     spec: {
       selector: { matchLabels: selector },
       // Zero-gap rollouts (ADR 0006): on each node, one at a time, the new pod starts beside the
@@ -84,14 +96,19 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
       // ports, and the old one drains only once the new one is Ready. Hence no container
       // declares a port: with hostNetwork every declared port is a hostPort, and the scheduler
       // would refuse the second pod. Cleanup and leave run on every node at once, no overlap.
-      updateStrategy: { type: 'RollingUpdate', rollingUpdate: cleanup ? { maxSurge: 0, maxUnavailable: '100%' } : { maxSurge: 1, maxUnavailable: 0 } },
+      updateStrategy: {
+        type: 'RollingUpdate',
+        rollingUpdate: cleanup ? { maxSurge: 0, maxUnavailable: '100%' } : { maxSurge: 1, maxUnavailable: 0 },
+      },
       template: {
         metadata: {
-          labels: leave ? { ...commonLabels(tp.metadata.name), ...selector, 'app.kubernetes.io/component': 'node-leave' } : commonLabels(tp.metadata.name),
+          labels,
           annotations: {
-            [CONFIG_HASH_ANNOTATION]: i.configHash, [MODE_ANNOTATION]: i.mode, 'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar',
+            [CONFIG_HASH_ANNOTATION]: i.configHash,
+            [MODE_ANNOTATION]: i.mode,
+            'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar',
             // Where to scrape, since no container declares its port (the chart's PodMonitor reads it).
-            ...(cleanup ? {} : { [METRICS_PORT_ANNOTATION]: String(metricsPort) }),
+            ...(cleanup ? {} : { [METRICS_PORT_ANNOTATION]: String(i.proxy.metricsPort) }),
           },
         },
         spec: {
@@ -100,47 +117,94 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
           hostNetwork: true,
           dnsPolicy: 'ClusterFirstWithHostNet',
           priorityClassName: 'system-node-critical',
-          terminationGracePeriodSeconds: drainSec + 10,
-          nodeSelector,
-          // Never on a node still leaving this fleet (operator/nodes.ts): its leave pod's cleanup
-          // would race this pod's apply. Matters when every candidate is active (no label selector).
-          ...(leave ? {} : { affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [
-            { matchExpressions: [{ key: activeLabelKey(tp.metadata.namespace ?? '', tp.metadata.name), operator: 'NotIn', values: ['leaving'] }] },
-          ] } } } }),
+          terminationGracePeriodSeconds: graceSeconds(i),
+          ...placement(i),
           tolerations: i.spec.tolerations ?? [],
-          initContainers: [{
-            name: leave ? 'agent-leave' : cleanup ? 'agent-cleanup' : 'agent-apply',
-            image, imagePullPolicy: pullPolicy,
-            command: initCommand,
-            // The only privileged container: installs (or removes) rules, routes and, with the
-            // tuning feature, sysctls in the host namespaces, then exits.
-            securityContext: { privileged: true, runAsUser: 0 },
-            volumeMounts,
-          }],
-          containers: cleanup ? [cleanupDone(image, pullPolicy)] : [sidecar(i, image, pullPolicy, token ?? ''), watcher(image, pullPolicy, agent('watch'), volumeMounts)],
-          volumes: [
-            ...(cleanup ? [] : [apiAccessVolume()]),
-            { name: 'config', configMap: { name: n.configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
-            // Per-object state so two TransparentProxies on one node never share rule state.
-            { name: 'state', hostPath: { path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`, type: 'DirectoryOrCreate' } },
-            { name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } },
-          ],
+          initContainers: [agentInit(i, image, pullPolicy)],
+          containers: cleanup
+            ? [cleanupDone(image, pullPolicy)]
+            : [sidecar(i, image, pullPolicy, token ?? ''), watcher(image, pullPolicy, agent('watch'), VOLUME_MOUNTS)],
+          volumes: volumes(i, n.configMap),
         },
       },
     },
   };
 }
 
+/** Which nodes the pods go to: nodeSelector, and for the proxy fleet an affinity off leaving nodes. */
+function placement(i: DaemonSetInput) {
+  const tp = i.tp;
+  if (i.mode === 'leave') {
+    // Only the label: the node must be restored even if spec.nodeSelector no longer matches it.
+    return { nodeSelector: { 'kubernetes.io/os': 'linux', [i.activeLabel!]: 'leaving' } };
+  }
+  const active = i.activeLabel ? { [i.activeLabel]: 'true' } : {};
+  // Never on a node still leaving this fleet (operator/nodes.ts): its leave pod's cleanup would
+  // race this pod's apply. Matters when every candidate is active (no label selector).
+  const notLeaving = {
+    key: activeLabelKey(tp.metadata.namespace ?? '', tp.metadata.name),
+    operator: 'NotIn',
+    values: ['leaving'],
+  };
+  return {
+    nodeSelector: { 'kubernetes.io/os': 'linux', ...i.spec.nodeSelector, ...active },
+    affinity: {
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [notLeaving] }] },
+      },
+    },
+  };
+}
+
+/** The only privileged container: installs (or removes) rules, routes and tuning in the host namespaces, then exits. */
+function agentInit(i: DaemonSetInput, image: string, pullPolicy: string) {
+  const leave = i.mode === 'leave';
+  // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
+  // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
+  const command = leave
+    ? [...agent('cleanup'), '--wait-port', String(i.proxy.metricsPort), '--wait-timeout', String(graceSeconds(i))]
+    : agent(i.mode === 'cleanup' ? 'cleanup' : 'apply');
+  return {
+    name: leave ? 'agent-leave' : i.mode === 'cleanup' ? 'agent-cleanup' : 'agent-apply',
+    image,
+    imagePullPolicy: pullPolicy,
+    command,
+    securityContext: { privileged: true, runAsUser: 0 },
+    volumeMounts: VOLUME_MOUNTS,
+  };
+}
+
+function volumes(i: DaemonSetInput, configMap: string) {
+  const tp = i.tp;
+  return [
+    ...(i.mode === 'run' ? [apiAccessVolume()] : []),
+    { name: 'config', configMap: { name: configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
+    // Per-object state so two TransparentProxies on one node never share rule state.
+    {
+      name: 'state',
+      hostPath: { path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`, type: 'DirectoryOrCreate' },
+    },
+    { name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } },
+  ];
+}
+
 function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: string) {
   const proxy = i.spec.proxy ?? {};
-  const metricsPort = proxy.metricsPort ?? 15190;
+  const metricsPort = i.proxy.metricsPort;
   // The sidecar's own loopback address (api/probe-address.ts): the status port itself is shared
   // with the other pod's sidecar during a surge, and a probe answered by the wrong one made the old
   // pod unready, which makes the DaemonSet controller delete it before the new one is Ready.
   const host = token ? { host: probeAddress(token) } : {};
-  const probe = (path: string, periodSeconds: number) => ({ httpGet: { ...host, path, port: metricsPort }, periodSeconds, timeoutSeconds: 2, failureThreshold: 3 });
+  const probe = (path: string, periodSeconds: number) => ({
+    httpGet: { ...host, path, port: metricsPort },
+    periodSeconds,
+    timeoutSeconds: 2,
+    failureThreshold: 3,
+  });
   return {
-    name: 'sidecar', image, imagePullPolicy: pullPolicy,
+    name: 'sidecar',
+    image,
+    imagePullPolicy: pullPolicy,
     command: ['tpfleet-sidecar', '--config', CONFIG_FILE, ...(token ? ['--template', token] : [])],
     // No `ports` (see updateStrategy). Readiness every 2 s, because a surge rollout waits for it
     // before it stops the old pod; the template in the path is a second guard (status.ts).
@@ -152,8 +216,11 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
     // (images/launcher), and the kernel only honours file capabilities when no_new_privs is unset, hence
     // allowPrivilegeEscalation: true (ADR 0005). The bounding set still holds NET_ADMIN only.
     securityContext: {
-      runAsUser: SIDECAR_UID, runAsGroup: SIDECAR_UID, runAsNonRoot: true,
-      allowPrivilegeEscalation: true, readOnlyRootFilesystem: true,
+      runAsUser: SIDECAR_UID,
+      runAsGroup: SIDECAR_UID,
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: true,
+      readOnlyRootFilesystem: true,
       capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
       seccompProfile: { type: 'RuntimeDefault' },
     },
@@ -168,26 +235,43 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
  */
 function apiAccessVolume() {
   return {
-    name: 'kube-api-access', projected: { sources: [
-      { serviceAccountToken: { path: 'token', expirationSeconds: TOKEN_SECONDS } },
-      { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
-      { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
-    ] },
+    name: 'kube-api-access',
+    projected: {
+      sources: [
+        { serviceAccountToken: { path: 'token', expirationSeconds: TOKEN_SECONDS } },
+        { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+        {
+          downwardAPI: {
+            items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }],
+          },
+        },
+      ],
+    },
   };
 }
 
-const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } } });
+const fieldEnv = (name: string, fieldPath: string) => ({
+  name,
+  valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath } },
+});
 
 function watcher(image: string, pullPolicy: string, command: string[], volumeMounts: unknown[]) {
   return {
-    name: 'agent-watch', image, imagePullPolicy: pullPolicy, command,
+    name: 'agent-watch',
+    image,
+    imagePullPolicy: pullPolicy,
+    command,
     // Who it is, for the tuning condition it publishes on its own pod (pods/status).
     env: [fieldEnv('POD_NAME', 'metadata.name'), fieldEnv('POD_NAMESPACE', 'metadata.namespace')],
     resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
     // Root for netlink/nft, but not privileged: only the two network capabilities.
     securityContext: {
-      runAsUser: 0, privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
-      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] }, seccompProfile: { type: 'RuntimeDefault' },
+      runAsUser: 0,
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] },
+      seccompProfile: { type: 'RuntimeDefault' },
     },
     volumeMounts: [...volumeMounts, { name: 'kube-api-access', mountPath: TOKEN_DIR, readOnly: true }],
   };
@@ -196,11 +280,18 @@ function watcher(image: string, pullPolicy: string, command: string[], volumeMou
 /** Cleanup mode: the init container removed the rules; this container running == "node done". */
 function cleanupDone(image: string, pullPolicy: string) {
   return {
-    name: 'cleanup-done', image, imagePullPolicy: pullPolicy, command: ['sleep', 'infinity'],
+    name: 'cleanup-done',
+    image,
+    imagePullPolicy: pullPolicy,
+    command: ['sleep', 'infinity'],
     resources: { requests: { cpu: '1m', memory: '8Mi' }, limits: { memory: '32Mi' } },
     securityContext: {
-      runAsUser: SIDECAR_UID, runAsNonRoot: true, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
-      capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
+      runAsUser: SIDECAR_UID,
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
     },
   };
 }

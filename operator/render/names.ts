@@ -1,7 +1,7 @@
 // Names, labels and owner references shared by every rendered object. Pure.
 import { createHash } from 'node:crypto';
 import { GROUP, KIND, VERSION } from '../../api/transparentproxy.ts';
-import type { KubeObject } from '../kube/client.ts';
+import type { KubeObject } from '../../kube/client.ts';
 
 export const FIELD_MANAGER = 'tpfleet-operator';
 export const FINALIZER = 'tpfleet.io/node-cleanup';
@@ -43,11 +43,17 @@ export function leaveSelectorLabels(tpName: string): Record<string, string> {
 }
 
 export function commonLabels(tpName: string): Record<string, string> {
-  return { ...selectorLabels(tpName), 'app.kubernetes.io/component': 'node-proxy', 'app.kubernetes.io/managed-by': MANAGED_BY };
+  return {
+    ...selectorLabels(tpName),
+    'app.kubernetes.io/component': 'node-proxy',
+    'app.kubernetes.io/managed-by': MANAGED_BY,
+  };
 }
 
 export function selectorString(tpName: string): string {
-  return Object.entries(selectorLabels(tpName)).map(([k, v]) => `${k}=${v}`).join(',');
+  return Object.entries(selectorLabels(tpName))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
 }
 
 /**
@@ -57,19 +63,33 @@ export function selectorString(tpName: string): string {
  */
 export function activeLabelKey(namespace: string, name: string): string {
   const full = `${namespace}.${name}`;
-  const part = full.length <= 63 ? full
-    : `${full.slice(0, 50).replace(/[-.]+$/, '')}-${createHash('sha256').update(full).digest('hex').slice(0, 12)}`;
+  const part =
+    full.length <= 63
+      ? full
+      : `${full.slice(0, 50).replace(/[-.]+$/, '')}-${createHash('sha256').update(full).digest('hex').slice(0, 12)}`;
   return `active.tpfleet.io/${part}`;
 }
 
 export function ownerReference(tp: KubeObject) {
   if (!tp.metadata.uid) throw new Error(`${tp.metadata.name}: owner has no uid`);
-  return { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, name: tp.metadata.name, uid: tp.metadata.uid, controller: true, blockOwnerDeletion: true };
+  return {
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: KIND,
+    name: tp.metadata.name,
+    uid: tp.metadata.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
 }
 
 /** Metadata every owned object gets: name, namespace, labels, controller owner reference. */
 export function ownedMeta(tp: KubeObject, name: string) {
-  return { name, namespace: tp.metadata.namespace, labels: commonLabels(tp.metadata.name), ownerReferences: [ownerReference(tp)] };
+  return {
+    name,
+    namespace: tp.metadata.namespace,
+    labels: commonLabels(tp.metadata.name),
+    ownerReferences: [ownerReference(tp)],
+  };
 }
 
 export function shortHash(text: string): string {

@@ -1,14 +1,23 @@
 // spec → NodeConfig document (api/nodeconfig.ts), validated by the very schema the node agent and
 // sidecar parse at start-up, so a spec the operator accepts is a config the nodes accept. Errors
-// name the TransparentProxy field ("spec.interception.mark: must lie within mask"). Pure.
+// name the TransparentProxy field ("spec.interception.mark: must lie within mask"). The parsed
+// NodeConfig is returned too: the rest of the rendering reads its values (defaults filled in)
+// instead of repeating the defaults. Pure.
 import { stringify } from 'yaml';
 import type { z } from 'zod';
 import { fieldPath } from '../../api/load.ts';
 import { NodeConfig } from '../../api/nodeconfig.ts';
 import { TransparentProxySpec } from '../../api/transparentproxy.ts';
+import type { KubeObject } from '../../kube/client.ts';
 import { shortHash } from './names.ts';
 
-export interface RenderedNodeConfig { spec: TransparentProxySpec; yaml: string; hash: string }
+export interface RenderedNodeConfig {
+  spec: TransparentProxySpec;
+  /** The document as the nodes will parse it: every default filled in, durations in ms. */
+  config: NodeConfig;
+  yaml: string;
+  hash: string;
+}
 export type NodeConfigResult = { ok: true; value: RenderedNodeConfig } | { ok: false; problems: string[] };
 
 /** Keys of spec.proxy that are pod settings, not part of the node config document. */
@@ -16,9 +25,11 @@ const POD_ONLY = new Set(['image', 'imagePullPolicy', 'resources']);
 
 /** zod issues → "spec.<field>: <message>"; an unknown key is named as a field of its own. */
 export function specProblems(issues: readonly z.core.$ZodIssue[]): string[] {
-  return issues.flatMap((i) => i.code === 'unrecognized_keys'
-    ? i.keys.map((k) => `spec.${fieldPath([...i.path, k])}: unknown field`)
-    : [`spec.${fieldPath(i.path)}: ${i.message}`]);
+  return issues.flatMap((i) =>
+    i.code === 'unrecognized_keys'
+      ? i.keys.map((k) => `spec.${fieldPath([...i.path, k])}: unknown field`)
+      : [`spec.${fieldPath(i.path)}: ${i.message}`],
+  );
 }
 
 export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
@@ -28,7 +39,13 @@ export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
   }
   const spec = parsed.data;
   const proxy = Object.fromEntries(Object.entries(spec.proxy ?? {}).filter(([k]) => !POD_ONLY.has(k)));
-  const doc = { apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig', interception: spec.interception ?? {}, proxy, ...(spec.tuning ? { tuning: spec.tuning } : {}) };
+  const doc = {
+    apiVersion: 'tpfleet.io/v1alpha1',
+    kind: 'NodeConfig',
+    interception: spec.interception ?? {},
+    proxy,
+    ...(spec.tuning ? { tuning: spec.tuning } : {}),
+  };
   const checked = NodeConfig.safeParse(doc);
   if (!checked.success) {
     return { ok: false, problems: specProblems(checked.error.issues) };
@@ -36,5 +53,20 @@ export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
   // The document holds the user's values as written (defaults stay implicit) so that an operator
   // upgrade with new defaults does not roll every fleet; the hash covers exactly this text.
   const yaml = stringify(doc, { sortMapEntries: true });
-  return { ok: true, value: { spec, yaml, hash: shortHash(yaml) } };
+  return { ok: true, value: { spec, config: checked.data, yaml, hash: shortHash(yaml) } };
+}
+
+const rendered = new WeakMap<object, NodeConfigResult>();
+
+/**
+ * renderNodeConfig of an object's spec, once per object version: informers replace an object on
+ * every change and never mutate one, so the object's identity is its version. The reconcile of an
+ * object and the conflict checks of the others (conflicts.ts) share the result.
+ */
+export function renderedSpec(obj: KubeObject): NodeConfigResult {
+  const known = rendered.get(obj);
+  if (known) return known;
+  const r = renderNodeConfig(obj.spec);
+  rendered.set(obj, r);
+  return r;
 }

@@ -1,19 +1,31 @@
 // The smaller owned objects: ConfigMap (the NodeConfig document), ServiceAccount, metrics
 // Service and the HPA on /scale. Pure rendering.
-import { parseDuration } from '../../api/net.ts';
+import { DEFAULTS } from '../../api/defaults.ts';
+import { durationMs } from '../../api/net.ts';
+import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { GROUP, KIND, VERSION, type TransparentProxySpec } from '../../api/transparentproxy.ts';
-import type { KubeObject } from '../kube/client.ts';
+import type { KubeObject } from '../../kube/client.ts';
 import { CONFIG_HASH_ANNOTATION, CONNECTIONS_METRIC, names, ownedMeta, selectorLabels } from './names.ts';
 
 export function renderConfigMap(tp: KubeObject, yaml: string, hash: string) {
   const meta = ownedMeta(tp, names(tp.metadata.name).configMap);
-  return { apiVersion: 'v1', kind: 'ConfigMap', metadata: { ...meta, annotations: { [CONFIG_HASH_ANNOTATION]: hash } }, data: { 'nodeconfig.yaml': yaml } };
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: { ...meta, annotations: { [CONFIG_HASH_ANNOTATION]: hash } },
+    data: { 'nodeconfig.yaml': yaml },
+  };
 }
 
 export function renderServiceAccount(tp: KubeObject) {
   // No token is mounted by default: only the agent-watch container gets one (a projected volume,
   // see daemonset.ts), for the one thing it may do (renderAgentRole).
-  return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: ownedMeta(tp, names(tp.metadata.name).serviceAccount), automountServiceAccountToken: false };
+  return {
+    apiVersion: 'v1',
+    kind: 'ServiceAccount',
+    metadata: ownedMeta(tp, names(tp.metadata.name).serviceAccount),
+    automountServiceAccountToken: false,
+  };
 }
 
 /**
@@ -23,7 +35,9 @@ export function renderServiceAccount(tp: KubeObject) {
  */
 export function renderAgentRole(tp: KubeObject) {
   return {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: ownedMeta(tp, names(tp.metadata.name).agentRole),
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'Role',
+    metadata: ownedMeta(tp, names(tp.metadata.name).agentRole),
     rules: [{ apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'patch'] }],
   };
 }
@@ -31,18 +45,26 @@ export function renderAgentRole(tp: KubeObject) {
 export function renderAgentRoleBinding(tp: KubeObject) {
   const n = names(tp.metadata.name);
   return {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: ownedMeta(tp, n.agentRole),
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata: ownedMeta(tp, n.agentRole),
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: n.agentRole },
     subjects: [{ kind: 'ServiceAccount', name: n.serviceAccount, namespace: tp.metadata.namespace }],
   };
 }
 
 /** Headless: every proxy pod (hostNetwork, so the node IP) is its own scrape endpoint. */
-export function renderMetricsService(tp: KubeObject, spec: TransparentProxySpec) {
-  const port = spec.proxy?.metricsPort ?? 15190;
+export function renderMetricsService(tp: KubeObject, config: NodeConfig) {
+  const port = config.proxy.metricsPort;
   return {
-    apiVersion: 'v1', kind: 'Service', metadata: ownedMeta(tp, names(tp.metadata.name).service),
-    spec: { clusterIP: 'None', selector: selectorLabels(tp.metadata.name), ports: [{ name: 'metrics', port, targetPort: port, protocol: 'TCP' }] },
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: ownedMeta(tp, names(tp.metadata.name).service),
+    spec: {
+      clusterIP: 'None',
+      selector: selectorLabels(tp.metadata.name),
+      ports: [{ name: 'metrics', port, targetPort: port, protocol: 'TCP' }],
+    },
   };
 }
 
@@ -51,19 +73,30 @@ export function renderMetricsService(tp: KubeObject, spec: TransparentProxySpec)
  * number of active nodes) from the average open connections per proxy pod (custom metrics API).
  */
 export function renderHpa(tp: KubeObject, spec: TransparentProxySpec) {
-  const a = spec.autoscaling ?? {};
-  const window = parseDuration(a.scaleDownStabilization ?? '5m');
+  const a = spec.autoscaling ?? {},
+    d = DEFAULTS.autoscaling;
+  const windowMs = durationMs(a.scaleDownStabilization ?? d.scaleDownStabilization);
   return {
-    apiVersion: 'autoscaling/v2', kind: 'HorizontalPodAutoscaler', metadata: ownedMeta(tp, names(tp.metadata.name).hpa),
+    apiVersion: 'autoscaling/v2',
+    kind: 'HorizontalPodAutoscaler',
+    metadata: ownedMeta(tp, names(tp.metadata.name).hpa),
     spec: {
       scaleTargetRef: { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, name: tp.metadata.name },
-      minReplicas: a.minReplicas ?? 1,
-      maxReplicas: a.maxReplicas ?? a.minReplicas ?? 1,
-      metrics: [{
-        type: 'Pods',
-        pods: { metric: { name: CONNECTIONS_METRIC }, target: { type: 'AverageValue', averageValue: String(a.targetConnectionsPerProxy ?? 1000) } },
-      }],
-      behavior: { scaleDown: { stabilizationWindowSeconds: Math.round((typeof window === 'number' ? window : 300_000) / 1000) } },
+      minReplicas: a.minReplicas ?? d.minReplicas,
+      maxReplicas: a.maxReplicas ?? a.minReplicas ?? d.minReplicas,
+      metrics: [
+        {
+          type: 'Pods',
+          pods: {
+            metric: { name: CONNECTIONS_METRIC },
+            target: {
+              type: 'AverageValue',
+              averageValue: String(a.targetConnectionsPerProxy ?? d.targetConnectionsPerProxy),
+            },
+          },
+        },
+      ],
+      behavior: { scaleDown: { stabilizationWindowSeconds: Math.round(windowMs / 1000) } },
     },
   };
 }

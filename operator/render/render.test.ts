@@ -1,26 +1,38 @@
 // Golden files for the rendered objects (operator/render/testdata). A rendering change shows up
 // as a reviewable diff; regenerate with TPFLEET_UPDATE_GOLDEN=1 after checking it is intended.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { parseNodeConfigText } from '../../api/load.ts';
-import type { KubeObject } from '../kube/client.ts';
+import { assertGolden } from '../../e2e/golden.ts';
+import type { KubeObject } from '../../kube/client.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import { renderDaemonSet } from './daemonset.ts';
 import { activeLabelKey } from './names.ts';
 import { renderNodeConfig } from './nodeconfig.ts';
-import { renderAgentRole, renderAgentRoleBinding, renderConfigMap, renderHpa, renderMetricsService, renderServiceAccount } from './objects.ts';
+import {
+  renderAgentRole,
+  renderAgentRoleBinding,
+  renderConfigMap,
+  renderHpa,
+  renderMetricsService,
+  renderServiceAccount,
+} from './objects.ts';
 
-const sample = (f: string) => parse(readFileSync(join(import.meta.dirname, '..', 'samples', f), 'utf8')) as KubeObject & { spec: unknown };
-const tpOf = (s: KubeObject): KubeObject => ({ ...s, metadata: { ...s.metadata, uid: '00000000-0000-4000-8000-000000000001' } });
+const sample = (f: string) =>
+  parse(readFileSync(join(import.meta.dirname, '..', 'samples', f), 'utf8')) as KubeObject & { spec: unknown };
+const tpOf = (s: KubeObject): KubeObject => ({
+  ...s,
+  metadata: { ...s.metadata, uid: '00000000-0000-4000-8000-000000000001' },
+});
 
 function golden(name: string, value: unknown): void {
-  const path = join(import.meta.dirname, 'testdata', name);
-  const text = stringify(value, { lineWidth: 0, aliasDuplicateObjects: false });
-  if (process.env.TPFLEET_UPDATE_GOLDEN === '1' || !existsSync(path)) writeFileSync(path, text);
-  assert.equal(text, readFileSync(path, 'utf8'), `${name} differs from the golden file`);
+  assertGolden(
+    join(import.meta.dirname, 'testdata', name),
+    stringify(value, { lineWidth: 0, aliasDuplicateObjects: false }),
+  );
 }
 
 test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, HPA', () => {
@@ -30,13 +42,21 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   const tp = tpOf(s);
   // The rendered document is what the node agent will parse.
   const config = parseNodeConfigText(r.value.yaml);
+  assert.deepEqual(r.value.config, config, 'the operator renders from the same NodeConfig the nodes parse');
   assert.equal(config.interception.mark, 0x4000);
   assert.equal(config.proxy.timeouts.drain, 45_000);
   assert.equal(config.tuning.sysctls.profile, 'throughput', 'spec.tuning reaches the node agent');
   assert.equal(config.tuning.affinity.workerCpus, '2-5');
   golden('nodeconfig-full.yaml', parse(r.value.yaml));
   golden('configmap-full.yaml', renderConfigMap(tp, r.value.yaml, r.value.hash));
-  const input = { tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused', activeLabel: activeLabelKey('tpfleet-fleet', 'egress') };
+  const input = {
+    tp,
+    spec: r.value.spec,
+    proxy: r.value.config.proxy,
+    configHash: r.value.hash,
+    defaultImage: 'unused',
+    activeLabel: activeLabelKey('tpfleet-fleet', 'egress'),
+  };
   golden('daemonset-full.yaml', renderDaemonSet({ ...input, mode: 'run' }));
   golden('daemonset-full-cleanup.yaml', renderDaemonSet({ ...input, mode: 'cleanup' }));
   const leave = renderDaemonSet({ ...input, mode: 'leave' }) as any;
@@ -45,19 +65,34 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   // proxy DaemonSet's nor /scale's (the HPA's pod metrics).
   const run = renderDaemonSet({ ...input, mode: 'run' }) as any;
   assert.notEqual(leave.metadata.name, run.metadata.name);
-  assert.deepEqual(leave.spec.template.spec.nodeSelector, { 'kubernetes.io/os': 'linux', [input.activeLabel]: 'leaving' });
-  const matches = (sel: Record<string, string>, labels: Record<string, string>) => Object.entries(sel).every(([k, v]) => labels[k] === v);
+  assert.deepEqual(leave.spec.template.spec.nodeSelector, {
+    'kubernetes.io/os': 'linux',
+    [input.activeLabel]: 'leaving',
+  });
+  const matches = (sel: Record<string, string>, labels: Record<string, string>) =>
+    Object.entries(sel).every(([k, v]) => labels[k] === v);
   assert.equal(matches(run.spec.selector.matchLabels, leave.spec.template.metadata.labels), false);
   assert.equal(matches(leave.spec.selector.matchLabels, run.spec.template.metadata.labels), false);
-  assert.deepEqual(leave.spec.template.spec.initContainers[0].command.slice(-4), ['--wait-port', '15190', '--wait-timeout', '55']);
-  assert.throws(() => renderDaemonSet({ ...input, activeLabel: undefined, mode: 'leave' }), /leave mode needs activeLabel/);
+  assert.deepEqual(leave.spec.template.spec.initContainers[0].command.slice(-4), [
+    '--wait-port',
+    '15190',
+    '--wait-timeout',
+    '55',
+  ]);
+  assert.throws(
+    () => renderDaemonSet({ ...input, activeLabel: undefined, mode: 'leave' }),
+    /leave mode needs activeLabel/,
+  );
   // Proxy pods never go to a node still leaving (its cleanup would race their apply), even when
   // every candidate is active and no label selector applies.
   const everyCandidate = renderDaemonSet({ ...input, activeLabel: undefined, mode: 'run' }) as any;
-  assert.deepEqual(everyCandidate.spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms,
-    [{ matchExpressions: [{ key: input.activeLabel, operator: 'NotIn', values: ['leaving'] }] }]);
+  assert.deepEqual(
+    everyCandidate.spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
+      .nodeSelectorTerms,
+    [{ matchExpressions: [{ key: input.activeLabel, operator: 'NotIn', values: ['leaving'] }] }],
+  );
   assert.equal(leave.spec.template.spec.affinity, undefined);
-  golden('service-full.yaml', renderMetricsService(tp, r.value.spec));
+  golden('service-full.yaml', renderMetricsService(tp, r.value.config));
   golden('serviceaccount-full.yaml', renderServiceAccount(tp));
   golden('role-full.yaml', renderAgentRole(tp));
   golden('rolebinding-full.yaml', renderAgentRoleBinding(tp));
@@ -67,18 +102,40 @@ test('API credentials reach only the agent-watch container, which knows its own 
   const s = sample('full.yaml');
   const r = renderNodeConfig(s.spec);
   assert.ok(r.ok);
-  const input = { tp: tpOf(s), spec: r.value.spec, configHash: r.value.hash, defaultImage: 'unused' };
-  type C = { name: string; env?: { name: string; valueFrom: { fieldRef: { fieldPath: string } } }[]; volumeMounts?: { name: string; mountPath: string }[] };
+  const input = {
+    tp: tpOf(s),
+    spec: r.value.spec,
+    proxy: r.value.config.proxy,
+    configHash: r.value.hash,
+    defaultImage: 'unused',
+  };
+  type C = {
+    name: string;
+    env?: { name: string; valueFrom: { fieldRef: { fieldPath: string } } }[];
+    volumeMounts?: { name: string; mountPath: string }[];
+  };
   const pod = (renderDaemonSet({ ...input, mode: 'run' }) as any).spec.template.spec;
   assert.equal(pod.automountServiceAccountToken, false, 'no pod-wide token');
   const all: C[] = [...pod.initContainers, ...pod.containers];
   const withToken = all.filter((c) => c.volumeMounts?.some((m) => m.name === 'kube-api-access')).map((c) => c.name);
   assert.deepEqual(withToken, ['agent-watch']);
   const watch = all.find((c) => c.name === 'agent-watch')!;
-  assert.equal(watch.volumeMounts!.find((m) => m.name === 'kube-api-access')!.mountPath, '/var/run/secrets/kubernetes.io/serviceaccount');
-  assert.deepEqual(watch.env!.map((e) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['POD_NAME', 'metadata.name'], ['POD_NAMESPACE', 'metadata.namespace']]);
+  assert.equal(
+    watch.volumeMounts!.find((m) => m.name === 'kube-api-access')!.mountPath,
+    '/var/run/secrets/kubernetes.io/serviceaccount',
+  );
+  assert.deepEqual(
+    watch.env!.map((e) => [e.name, e.valueFrom.fieldRef.fieldPath]),
+    [
+      ['POD_NAME', 'metadata.name'],
+      ['POD_NAMESPACE', 'metadata.namespace'],
+    ],
+  );
   const cleanup = (renderDaemonSet({ ...input, mode: 'cleanup' }) as any).spec.template.spec;
-  assert.ok(!cleanup.volumes.some((v: { name: string }) => v.name === 'kube-api-access'), 'cleanup mode holds no credentials');
+  assert.ok(
+    !cleanup.volumes.some((v: { name: string }) => v.name === 'kube-api-access'),
+    'cleanup mode holds no credentials',
+  );
 });
 
 test('autoscaling sample: an HPA on the TransparentProxy /scale with the connections metric', () => {
@@ -90,7 +147,10 @@ test('autoscaling sample: an HPA on the TransparentProxy /scale with the connect
 
 test('the config hash depends on the node config only, and changes with it', () => {
   const a = renderNodeConfig({ interception: { ports: [{ port: 80 }] }, proxy: { image: 'a:1' } });
-  const b = renderNodeConfig({ interception: { ports: [{ port: 80 }] }, proxy: { image: 'b:2', resources: { limits: { memory: '1Gi' } } } });
+  const b = renderNodeConfig({
+    interception: { ports: [{ port: 80 }] },
+    proxy: { image: 'b:2', resources: { limits: { memory: '1Gi' } } },
+  });
   const c = renderNodeConfig({ interception: { ports: [{ port: 81 }] } });
   assert.ok(a.ok && b.ok && c.ok);
   assert.equal(a.value.hash, b.value.hash, 'image/resources are pod settings (the DaemonSet rolls on them by itself)');
@@ -103,7 +163,14 @@ test('the readiness probe and the sidecar carry one token of their pod template;
   const ds = (spec: unknown) => {
     const r = renderNodeConfig(spec);
     assert.ok(r.ok);
-    return renderDaemonSet({ tp, spec: r.value.spec, configHash: r.value.hash, defaultImage: 'registry.example/tpfleet-node:1', mode: 'run' }) as any;
+    return renderDaemonSet({
+      tp,
+      spec: r.value.spec,
+      proxy: r.value.config.proxy,
+      configHash: r.value.hash,
+      defaultImage: 'registry.example/tpfleet-node:1',
+      mode: 'run',
+    }) as any;
   };
   const tokenOf = (d: any) => {
     const c = d.spec.template.spec.containers.find((x: { name: string }) => x.name === 'sidecar');
@@ -120,30 +187,53 @@ test('the readiness probe and the sidecar carry one token of their pod template;
   const spec = s.spec as any;
   // A config change (rolls through the config hash) and a pod-only change (image) both change it:
   // the old pod's sidecar never answers the new pod's probe as ready.
-  assert.notEqual(tokenOf(ds({ ...spec, proxy: { ...spec.proxy, timeouts: { ...spec.proxy?.timeouts, idle: '301s' } } })), base);
+  assert.notEqual(
+    tokenOf(ds({ ...spec, proxy: { ...spec.proxy, timeouts: { ...spec.proxy?.timeouts, idle: '301s' } } })),
+    base,
+  );
   assert.notEqual(tokenOf(ds({ ...spec, proxy: { ...spec.proxy, image: 'registry.example/tpfleet-node:2' } })), base);
   const run = ds(s.spec);
-  assert.deepEqual(run.spec.updateStrategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 }, 'new pod beside the old one');
-  assert.ok(run.spec.template.spec.containers.every((c: { ports?: unknown }) => c.ports === undefined), 'no declared (host) port');
-  assert.equal(run.spec.template.metadata.annotations['tpfleet.io/metrics-port'], String(spec.proxy?.metricsPort ?? 15190));
+  assert.deepEqual(
+    run.spec.updateStrategy.rollingUpdate,
+    { maxSurge: 1, maxUnavailable: 0 },
+    'new pod beside the old one',
+  );
+  assert.ok(
+    run.spec.template.spec.containers.every((c: { ports?: unknown }) => c.ports === undefined),
+    'no declared (host) port',
+  );
+  assert.equal(
+    run.spec.template.metadata.annotations['tpfleet.io/metrics-port'],
+    String(spec.proxy?.metricsPort ?? 15190),
+  );
 });
 
 test('active-node label keys fit a label name and stay distinct when truncated', () => {
   assert.equal(activeLabelKey('ns', 'web'), 'active.tpfleet.io/ns.web');
-  const long1 = activeLabelKey('a'.repeat(40), 'b'.repeat(40)), long2 = activeLabelKey('a'.repeat(40), `${'b'.repeat(39)}c`);
+  const long1 = activeLabelKey('a'.repeat(40), 'b'.repeat(40)),
+    long2 = activeLabelKey('a'.repeat(40), `${'b'.repeat(39)}c`);
   for (const k of [long1, long2]) assert.match(k.split('/')[1]!, /^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/);
   assert.notEqual(long1, long2);
 });
 
 test('a malformed spec (wrong types anywhere) yields problems naming the field, never an exception', () => {
   const cases: [unknown, string][] = [
-    ['text', 'spec'], [42, 'spec'], [[], 'spec'], [{ interception: 'x' }, 'spec.interception'],
-    [{ interception: { ports: 'x' } }, 'spec.interception.ports'], [{ proxy: { timeouts: { idle: 5 } } }, 'spec.proxy.timeouts.idle'],
-    [{ replicas: '3' }, 'spec.replicas'], [{ tolerations: [null] }, 'spec.tolerations[0]'],
+    ['text', 'spec'],
+    [42, 'spec'],
+    [[], 'spec'],
+    [{ interception: 'x' }, 'spec.interception'],
+    [{ interception: { ports: 'x' } }, 'spec.interception.ports'],
+    [{ proxy: { timeouts: { idle: 5 } } }, 'spec.proxy.timeouts.idle'],
+    [{ replicas: '3' }, 'spec.replicas'],
+    [{ tolerations: [null] }, 'spec.tolerations[0]'],
   ];
   for (const [spec, field] of cases) {
     const r = renderNodeConfig(spec);
     assert.equal(r.ok, false, JSON.stringify(spec));
-    if (!r.ok) assert.ok(r.problems.some((p) => p.startsWith(field)), `${JSON.stringify(spec)}: ${r.problems.join('; ')}`);
+    if (!r.ok)
+      assert.ok(
+        r.problems.some((p) => p.startsWith(field)),
+        `${JSON.stringify(spec)}: ${r.problems.join('; ')}`,
+      );
   }
 });

@@ -44,8 +44,10 @@ function load(): TpfleetNative {
   try {
     return createRequire(import.meta.url)(ADDON) as TpfleetNative;
   } catch (e) {
-    throw new Error(`the sidecar's native addon is not built (${(e as Error).message}); ` +
-      'run any `bash scripts/tpfleet.sh ...` command, which builds it with node-gyp');
+    throw new Error(
+      `the sidecar's native addon is not built (${(e as Error).message}); ` +
+        'run any `bash scripts/tpfleet.sh ...` command, which builds it with node-gyp',
+    );
   }
 }
 

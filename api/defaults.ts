@@ -1,0 +1,41 @@
+// Every default of the API, stated once. The NodeConfig schema applies them (api/nodeconfig.ts),
+// the TransparentProxy schema documents them (api/transparentproxy.ts: "Default ..." in each
+// description, so `kubectl explain` shows the same values), and the operator reads the parsed
+// NodeConfig instead of repeating them. Plain data, no zod.
+
+export const DEFAULTS = {
+  interception: {
+    protocol: 'TCP',
+    ipFamilies: ['IPv4', 'IPv6'],
+    backend: 'auto',
+    failurePolicy: 'FailClosed',
+    mark: 0x2000,
+    mask: 0x2000,
+    routingTable: 2000,
+    rulePriority: 32000,
+    localDestinations: false,
+  },
+  proxy: {
+    listenPort: 15101,
+    metricsPort: 15190,
+    keepClientIp: false,
+    workers: 0,
+    backlog: 4096,
+    maxConnections: 20_000,
+    timeouts: { connect: '5s', idle: '1h', drain: '30s' },
+    logLevel: 'info',
+  },
+  /** Pod settings of spec.proxy (not part of the NodeConfig document). */
+  pod: { imagePullPolicy: 'IfNotPresent' },
+  autoscaling: { enabled: false, minReplicas: 1, targetConnectionsPerProxy: 1000, scaleDownStabilization: '5m' },
+} as const;
+
+/**
+ * Where the node agent keeps its state on a node (rule state, tuning snapshot and report): tmpfs,
+ * so a reboot, which resets rules and kernel values, also forgets it. The operator mounts a
+ * per-object directory below it (`<namespace>.<name>`), the agent's --state-dir defaults to it.
+ */
+export const NODE_STATE_DIR = '/run/tpfleet';
+
+/** "0x2000": marks and masks are bit patterns, written in hex wherever a person reads them. */
+export const hex = (n: number): string => `0x${n.toString(16)}`;

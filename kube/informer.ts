@@ -1,0 +1,157 @@
+// List-then-watch cache of one resource type. Survives everything the API server throws at it:
+// a watch that ends normally is resumed from the last resourceVersion; "410 Gone" or any error
+// relists (with exponential backoff); and a watchdog aborts a watch that has been silent longer
+// than the server's own timeout plus a grace period (a half-open TCP connection never errors).
+// Handlers must only enqueue (they run on the watch's stream).
+import type { Logger } from 'pino';
+import { ApiError, type KubeClient, type KubeObject, type WatchEvent } from './client.ts';
+import { errorMessage } from '../api/errors.ts';
+
+export type ChangeHandler = (obj: KubeObject, old: KubeObject | undefined, deleted: boolean) => void;
+
+export interface InformerOptions {
+  client: KubeClient;
+  /** Collection path, e.g. /apis/apps/v1/daemonsets (all namespaces). */
+  path: string;
+  /** Closed-set name for logs and the watch-restart metric. */
+  resource: string;
+  labelSelector?: string;
+  onChange: ChangeHandler;
+  onRestart?: (resource: string) => void;
+  log: Logger;
+  /** Server-side watch timeout; the watch is then resumed. */
+  watchTimeoutSec?: number;
+  /** Extra silence tolerated beyond watchTimeoutSec before the watchdog aborts the watch. */
+  stallGraceMs?: number;
+}
+
+const key = (o: KubeObject) => (o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name);
+
+export class Informer {
+  private readonly store = new Map<string, KubeObject>();
+  private stopped = false;
+  private synced = false;
+  private abort?: AbortController;
+  private lastEventAt = Date.now();
+  private watchdog?: NodeJS.Timeout;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+
+  constructor(private readonly o: InformerOptions) {}
+
+  get hasSynced(): boolean {
+    return this.synced;
+  }
+  get(namespace: string | undefined, name: string): KubeObject | undefined {
+    return this.store.get(namespace ? `${namespace}/${name}` : name);
+  }
+  list(): KubeObject[] {
+    return [...this.store.values()];
+  }
+
+  start(): void {
+    const timeoutSec = this.o.watchTimeoutSec ?? 300;
+    const limit = timeoutSec * 1000 + (this.o.stallGraceMs ?? 30_000);
+    this.watchdog = setInterval(
+      () => {
+        if (this.abort && Date.now() - this.lastEventAt > limit) {
+          this.o.log.warn({ resource: this.o.resource }, 'watch stalled; restarting it');
+          this.abort.abort(new Error('watch stalled'));
+        }
+      },
+      Math.min(limit / 2, 5000),
+    );
+    this.watchdog.unref();
+    this.loop = this.run(timeoutSec);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.abort?.abort(new Error('informer stopped'));
+    this.wake?.();
+    await this.loop;
+  }
+
+  private async run(timeoutSec: number): Promise<void> {
+    let backoff = 250;
+    while (!this.stopped) {
+      try {
+        let rv = await this.relist();
+        backoff = 250;
+        while (!this.stopped) {
+          this.abort = new AbortController();
+          this.lastEventAt = Date.now();
+          const query: Record<string, string> = {
+            resourceVersion: rv,
+            allowWatchBookmarks: 'true',
+            timeoutSeconds: String(timeoutSec),
+          };
+          if (this.o.labelSelector) query.labelSelector = this.o.labelSelector;
+          await this.o.client.watch(
+            this.o.path,
+            query,
+            (e) => {
+              rv = this.handle(e) ?? rv;
+            },
+            this.abort.signal,
+          );
+        }
+      } catch (e) {
+        if (this.stopped) break;
+        this.o.onRestart?.(this.o.resource);
+        const gone = e instanceof ApiError && e.status === 410;
+        this.o.log[gone ? 'debug' : 'warn'](
+          { resource: this.o.resource, err: errorMessage(e) },
+          'watch ended; relisting',
+        );
+        await new Promise<void>((r) => {
+          this.wake = r;
+          setTimeout(r, gone ? 0 : backoff);
+        });
+        backoff = Math.min(backoff * 2, 30_000);
+      }
+    }
+  }
+
+  /** Replaces the store with a fresh list, firing handlers for what changed while we were away. */
+  private async relist(): Promise<string> {
+    const list = await this.o.client.list(
+      this.o.path,
+      this.o.labelSelector ? { labelSelector: this.o.labelSelector } : {},
+    );
+    const seen = new Set<string>();
+    for (const obj of list.items) {
+      const k = key(obj);
+      seen.add(k);
+      const old = this.store.get(k);
+      this.store.set(k, obj);
+      if (old?.metadata.resourceVersion !== obj.metadata.resourceVersion) this.o.onChange(obj, old, false);
+    }
+    for (const [k, old] of this.store) {
+      if (!seen.has(k)) {
+        this.store.delete(k);
+        this.o.onChange(old, old, true);
+      }
+    }
+    this.synced = true;
+    return list.metadata.resourceVersion;
+  }
+
+  /** Applies one watch event; returns the resourceVersion to resume from. */
+  private handle(e: WatchEvent): string | undefined {
+    this.lastEventAt = Date.now();
+    if (e.type === 'ERROR') {
+      const s = e.object as unknown as { code?: number; message?: string };
+      throw new ApiError(s.code ?? 500, 'WatchError', s.message ?? 'watch error');
+    }
+    const rv = e.object.metadata.resourceVersion;
+    if (e.type === 'BOOKMARK') return rv;
+    const k = key(e.object);
+    const old = this.store.get(k);
+    if (e.type === 'DELETED') this.store.delete(k);
+    else this.store.set(k, e.object);
+    this.o.onChange(e.object, old, e.type === 'DELETED');
+    return rv;
+  }
+}
