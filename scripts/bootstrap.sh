@@ -124,7 +124,59 @@ ensure_addon() {
   echo "$want" >"$stamp"
 }
 
+# kind's tier of the cluster e2e suite runs on rootful podman where no Docker daemon answers (README,
+# "kind with podman"): Debian's podman with netavark (kind resolves its nodes by name, through
+# aardvark-dns), and a containers.conf drop-in with what this kind of host needs:
+#  - default_ulimits within this process's hard limits: podman's rootful default (nofile/nproc
+#    1048576) means raising them, which needs CAP_SYS_RESOURCE, which sandboxed CI hosts lack (then
+#    every container fails "setting rlimit type 7"). buildah's RUN steps apply the same limits.
+#    nproc is not enforced for root, and the pods' non-root users need few, so it stays small.
+#  - pids_limit 0: no per-container pid cap (podman's default is 2048), as with Docker; a kind node
+#    holds a whole Kubernetes node.
+#  - network_backend netavark: podman 4.3 falls back to CNI (no name resolution) when its store
+#    already holds images, as buildah's does here.
+#  - cgroupfs and file events where the host does not run systemd (no D-Bus, no journald).
+# And /lib/modules: kind bind-mounts it into every node, and podman, unlike Docker, refuses a
+# missing source. Skipped entirely when a Docker daemon answers (kind then uses Docker).
+PODMAN_PACKAGES=(podman netavark aardvark-dns catatonit)
+PODMAN_CONF=/etc/containers/containers.conf.d/50-tpfleet-kind.conf
+ensure_podman() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then return 0; fi
+  local missing=() p
+  for p in "${PODMAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages for kind on podman: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  local nofile nproc want
+  nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] || [ "$nofile" -gt 65536 ] && nofile=65536
+  nproc=$(ulimit -Hu); [ "$nproc" = unlimited ] || [ "$nproc" -gt 4096 ] && nproc=4096
+  want="# Written by tpfleet's scripts/bootstrap.sh for kind on podman (README, \"kind with podman\").
+[containers]
+default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]
+pids_limit = 0
+[network]
+network_backend = \"netavark\""
+  if [ ! -d /run/systemd/system ]; then
+    want+="
+[engine]
+cgroup_manager = \"cgroupfs\"
+events_logger = \"file\""
+  fi
+  if [ "$(cat "$PODMAN_CONF" 2>/dev/null)" != "$want" ]; then
+    log "writing $PODMAN_CONF (nofile $nofile, nproc $nproc)"
+    mkdir -p "${PODMAN_CONF%/*}"
+    printf '%s\n' "$want" >"$PODMAN_CONF"
+  fi
+  [ -e /lib/modules ] || mkdir -p /lib/modules
+}
+
 ensure_apt_packages
+ensure_podman
 ensure_node
 ensure_go
 ensure_npm_deps

@@ -220,23 +220,75 @@ export const TUNED_SYSCTLS: Readonly<Record<string, number>> = {
   'net.ipv4.tcp_migrate_req': 1,
 };
 
-/** A node's interception and tuning state: nft ruleset, ip rules, the routes of every table, TUNED_SYSCTLS. */
+/**
+ * A node's firewall rules in every backend: the nft ruleset (iptables-nft included) and the
+ * iptables-legacy tables, which nft cannot see. kind nodes on podman run iptables-legacy (kind's
+ * entrypoint picks legacy when the node has no rules yet), so kubelet, kube-proxy and the agent
+ * (backend auto follows the node) write there. Listing legacy tables never creates one.
+ */
+export async function nodeRuleset(c: Cluster, node: string): Promise<string> {
+  if (!c.nodeExec) throw new Error(`${c.provider}: nodeExec is not available`);
+  const legacy = (argv: string[]) =>
+    c.nodeExec!(node, argv).catch((e: Error) => `(${argv[0]}: ${e.message.split('\n')[0]})`);
+  const parts = await Promise.all([
+    c.nodeExec(node, ['nft', 'list', 'ruleset']),
+    legacy(['iptables-legacy-save']),
+    legacy(['ip6tables-legacy-save']),
+  ]);
+  return parts.join('\n---\n');
+}
+
+/**
+ * kube-proxy's per-Service rules (KUBE-SVC-, KUBE-SEP-, ... chains and the rules that jump to them,
+ * "has no endpoints" rejects), in iptables-save and nft listing form: they follow the cluster's
+ * Services and endpoints (the chart's own Service comes with the install), not the agent.
+ */
+export function withoutServiceRules(text: string): string {
+  const svc = /KUBE-(SVC|SEP|EXT|FW|SVL|XLB)-[A-Z0-9]+|has no endpoints/;
+  const out: string[] = [];
+  let skipping = false,
+    justSkipped = false;
+  for (const line of text.split('\n')) {
+    if (skipping) {
+      if (/^\s*}\s*$/.test(line)) {
+        skipping = false;
+        justSkipped = true;
+      }
+      continue;
+    }
+    // nft separates chains with one empty line: it goes with the chain left out.
+    if (justSkipped && line.trim() === '') {
+      justSkipped = false;
+      continue;
+    }
+    justSkipped = false;
+    if (/^\s*chain KUBE-(SVC|SEP|EXT|FW|SVL|XLB)-[A-Z0-9]+ \{\s*$/.test(line)) {
+      skipping = true;
+      continue;
+    }
+    if (!svc.test(line)) out.push(line);
+  }
+  return out.join('\n');
+}
+
+/** A node's interception and tuning state: its rules (every backend), ip rules, the routes of every table, TUNED_SYSCTLS. */
 export async function nodeNetState(c: Cluster, node: string): Promise<string> {
   if (!c.nodeExec) throw new Error(`${c.provider}: nodeExec is not available`);
   const parts = await Promise.all([
-    c.nodeExec(node, ['nft', 'list', 'ruleset']),
+    nodeRuleset(c, node),
     c.nodeExec(node, ['ip', 'rule', 'show']),
     c.nodeExec(node, ['ip', '-6', 'rule', 'show']),
     c.nodeExec(node, ['ip', 'route', 'show', 'table', 'all']),
     c.nodeExec(node, ['sysctl', ...Object.keys(TUNED_SYSCTLS)]),
   ]);
   // Compared before install and after delete: packet counters of the node's other rules move
-  // with any traffic, and pod veths (the operator's or the test's own pods) come and go with
-  // their pods; neither is state the agent owns.
-  return parts
-    .join('\n---\n')
+  // with any traffic, iptables-save stamps its output, pod veths (the operator's or the test's
+  // own pods) come and go with their pods, and kube-proxy follows Services; none of it is state
+  // the agent owns.
+  return withoutServiceRules(parts.join('\n---\n'))
     .replace(/counter packets \d+ bytes \d+/g, 'counter')
+    .replace(/\[\d+:\d+\]/g, '[]')
     .split('\n')
-    .filter((l) => !/\bdev veth[0-9a-f]+\b/.test(l))
+    .filter((l) => !/\bdev veth[0-9a-f]+\b/.test(l) && !/^# (Generated|Completed) /.test(l))
     .join('\n');
 }

@@ -20,6 +20,8 @@ declare -A TOOL_PKG=(
   [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
   [kubelet]=k8s.io/kubernetes/cmd/kubelet
   [kubectl]=k8s.io/kubernetes/cmd/kubectl
+  [kubeadm]=k8s.io/kubernetes/cmd/kubeadm
+  [kube-proxy]=k8s.io/kubernetes/cmd/kube-proxy
   [etcd]=go.etcd.io/etcd/server/v3
 )
 TOOL_PACKAGES=("${TOOL_PKG[@]}")
