@@ -1,5 +1,5 @@
 // The cluster e2e suite: what a user does with tpfleet, on every provider, one after the other.
-// kind (the users' path) runs on Docker, else on podman with the node image built here (ADR 0012);
+// kind (the users' path) runs on Docker, else on podman with the node image built here (ADR 0013);
 // the same assertions then run on `local` (real control plane + kwok nodes), where the parts a
 // simulated node cannot show (rules and traffic on a node) are guarded by capabilities, and on
 // `local-real` (the workers as real kubelets + containerd in network namespaces), where the
