@@ -14,7 +14,7 @@ import { agent, nodeConfigYaml, scrape, scratch, startSidecar, type Proc } from 
 const LISTEN = 15101,
   METRICS = 15190;
 
-test('four back-to-back Connection: close runs through the sidecar keep their rate (last / first >= 0.7)', {
+test('four back-to-back Connection: close runs through the sidecar keep their rate (last / first >= 0.4)', {
   skip: privilegedSkipReason(),
 }, async () => {
   const t = await createTopology('ch');
@@ -53,8 +53,12 @@ test('four back-to-back Connection: close runs through the sidecar keep their ra
       .trim()
       .split('\n')
       .filter(Boolean).length;
+    // The collapse is a fall of 10x or more within these 20 s (the old sidecar: 2168 / 1956 / 101 / 246
+    // req/s, 0.11). The bound sits well above that and well below what a machine shared with other
+    // work swings by (0.6-0.9 seen in full suites beside builds); the sustained ratio against HAProxy
+    // is the benchmark's job (docs/benchmarks.md), not this test's.
     assert.ok(
-      rates[3]! / rates[0]! >= 0.7,
+      rates[3]! / rates[0]! >= 0.4,
       `runs ${rates.map((r) => r.toFixed(0)).join(' / ')} req/s; the client holds ${timeWait} TIME_WAIT sockets`,
     );
     // The mechanism: the server's FIN reaches the client with the response, so the client is not the
