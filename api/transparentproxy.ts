@@ -16,7 +16,8 @@ import {
   BACKENDS,
   backlog,
   cel,
-  durationText,
+  boundedDuration,
+  type DurationField,
   FAILURE_POLICIES,
   interfacePattern,
   IP_FAMILIES,
@@ -51,8 +52,8 @@ const I = DEFAULTS.interception,
   P = DEFAULTS.proxy,
   A = DEFAULTS.autoscaling;
 
-const duration = (what: string) =>
-  durationText.meta({ description: `${what} Kubernetes-style duration: 500ms, 5s, 1m30s, 2h.` });
+const duration = (field: DurationField, what: string) =>
+  boundedDuration(field, `${what} Kubernetes-style duration: 500ms, 5s, 1m30s, 2h.`);
 const u32 = z.number().int().min(1).max(4294967295);
 
 const cidrList = (what: string) =>
@@ -183,9 +184,12 @@ export const ProxySpec = z
     }),
     timeouts: z
       .object({
-        connect: duration(`Upstream connect timeout, default ${P.timeouts.connect}.`).optional(),
-        idle: duration(`Close a connection idle this long, default ${P.timeouts.idle}.`).optional(),
-        drain: duration(`On shutdown wait this long for open connections, default ${P.timeouts.drain}.`).optional(),
+        connect: duration('connect', `Upstream connect timeout, default ${P.timeouts.connect}.`).optional(),
+        idle: duration('idle', `Close a connection idle this long, default ${P.timeouts.idle}.`).optional(),
+        drain: duration(
+          'drain',
+          `On shutdown wait this long for open connections, default ${P.timeouts.drain}.`,
+        ).optional(),
       })
       .strict()
       .optional()
@@ -236,6 +240,7 @@ export const AutoscalingSpec = z
         description: `Average open connections per proxy pod the HPA aims for. Default ${A.targetConnectionsPerProxy}.`,
       }),
     scaleDownStabilization: duration(
+      'scaleDownStabilization',
       `Window the HPA waits before scaling in, default ${A.scaleDownStabilization}.`,
     ).optional(),
   })

@@ -63,7 +63,7 @@ test('--wait-port is refused outside cleanup or out of range, and a bad --wait-t
       [['cleanup', '--wait-port', '70000'], port],
       [
         ['cleanup', '--wait-port', '1', '--wait-timeout', 'x'],
-        /^tpfleet-agent: --wait-timeout: must be an integer number of seconds, 0-3600$/m,
+        /^tpfleet-agent: --wait-timeout: must be an integer number of seconds, 0-3610$/m,
       ],
     ];
     for (const [args, want] of cases) {

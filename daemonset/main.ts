@@ -7,6 +7,7 @@ import { pino, type Logger } from 'pino';
 import { KubeClient } from '../kube/client.ts';
 import { inClusterCredentials, kubeconfigCredentials } from '../kube/credentials.ts';
 import { NODE_STATE_DIR } from '../api/defaults.ts';
+import { MAX_LEAVE_WAIT_S } from '../api/fields.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
@@ -100,8 +101,9 @@ function parseCli(argv: string[]): Cli {
     throw new UsageError('--wait-port: a port number 1-65535, with cleanup only');
   }
   const waitTimeout = Number(values['wait-timeout']);
-  if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > 3600)
-    throw new UsageError('--wait-timeout: must be an integer number of seconds, 0-3600');
+  // The bound covers every leave pod the operator renders (api/fields.ts: the largest drain + margin).
+  if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > MAX_LEAVE_WAIT_S)
+    throw new UsageError(`--wait-timeout: must be an integer number of seconds, 0-${MAX_LEAVE_WAIT_S}`);
   return {
     waitPort,
     waitTimeoutMs: waitTimeout * 1000,

@@ -163,6 +163,18 @@ export const POLICY_INVALID: InvalidPolicy[] = [
     message: /should be greater than or equal to 512/,
     spec: { peek: { maxBytes: 100 } },
   },
+  {
+    why: 'upstream connect timeout above 60s',
+    field: 'spec.policy.upstreams[0].connectTimeout',
+    message: /must be between 1ms and 60s/,
+    spec: { upstreams: [{ ...proxyUp, connectTimeout: '61s' }] },
+  },
+  {
+    why: 'peek timeout above 10s',
+    field: 'spec.policy.peek.timeout',
+    message: /must be between 1ms and 10s/,
+    spec: { peek: { timeout: '11s' } },
+  },
 ];
 
 const i = (interception: Record<string, unknown>) => ({ interception });
@@ -236,6 +248,15 @@ export const INVALID_SPECS: InvalidSpec[] = [
     why: 'duration with spaces',
     field: 'spec.proxy.timeouts.connect',
     spec: p({ timeouts: { connect: '5 seconds' } }),
+  },
+  // Duration bounds (api/fields.ts DURATION_BOUNDS): above them a consumer would refuse or misfire.
+  { why: 'drain above 1h (leave wait)', field: 'spec.proxy.timeouts.drain', spec: p({ timeouts: { drain: '3601s' } }) },
+  { why: 'idle above 24h', field: 'spec.proxy.timeouts.idle', spec: p({ timeouts: { idle: '25h' } }) },
+  { why: 'connect timeout 0', field: 'spec.proxy.timeouts.connect', spec: p({ timeouts: { connect: '0s' } }) },
+  {
+    why: 'stabilization above the HPA maximum',
+    field: 'spec.autoscaling.scaleDownStabilization',
+    spec: { autoscaling: { scaleDownStabilization: '61m' } },
   },
   { why: 'unknown log level', field: 'spec.proxy.logLevel', spec: p({ logLevel: 'verbose' }) },
   { why: 'too many workers', field: 'spec.proxy.workers', spec: p({ workers: 65 }) },

@@ -1,6 +1,7 @@
 // The node fleet: one DaemonSet per TransparentProxy. Pure rendering; see docs/adr/0005 for the
 // security context and 0006 for the update strategy and the cleanup mode used on deletion.
 import { DEFAULTS, NODE_STATE_DIR } from '../../api/defaults.ts';
+import { leaveWaitSeconds } from '../../api/fields.ts';
 import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
@@ -70,7 +71,7 @@ const VOLUME_MOUNTS = [
 ];
 const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
 /** The pods' grace period: the sidecar's drain timeout, plus time to exit. */
-const graceSeconds = (i: DaemonSetInput) => Math.ceil(i.proxy.timeouts.drain / 1000) + 10;
+const graceSeconds = (i: DaemonSetInput) => leaveWaitSeconds(i.proxy.timeouts.drain);
 
 function render(i: DaemonSetInput, token: string | null): Record<string, unknown> {
   const tp = i.tp,
