@@ -55,6 +55,24 @@ async function addForeign(ns: string, backend: Backend): Promise<void> {
       '-j',
       'ACCEPT',
     ]);
+    // A chain with our prefix that we did not create, and a jump into it: never ours to delete.
+    for (const b of [bin, bin.replace('ip', 'ip6')]) {
+      await nsExec(ns, [b, '-t', 'mangle', '-N', 'TPFLEET-FOREIGN']);
+      await nsExec(ns, [
+        b,
+        '-t',
+        'mangle',
+        '-A',
+        'TPFLEET-FOREIGN',
+        '-m',
+        'comment',
+        '--comment',
+        'foreign',
+        '-j',
+        'RETURN',
+      ]);
+      await nsExec(ns, [b, '-t', 'mangle', '-A', 'PREROUTING', '-p', 'udp', '-j', 'TPFLEET-FOREIGN']);
+    }
   }
   await nsExec(ns, ['ip', 'rule', 'add', 'from', '192.0.2.7', 'lookup', 'main', 'priority', '500']);
 }

@@ -23,7 +23,7 @@ test('an invalid config exits 2 and names every bad field', async () => {
 });
 
 test('usage errors exit 2, each with its own message', async () => {
-  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch> --config FILE/;
+  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch\|janitor> --config FILE/;
   const cases: [string[], RegExp[]][] = [
     [[], [/^tpfleet-agent: usage: /, usage]],
     [['frobnicate'], [/^tpfleet-agent: usage: /, usage]],

@@ -2,7 +2,11 @@
 // what we created (and nothing that existed before) even after the config file changed.
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { z } from 'zod';
+import { routingTable, rulePriority } from '../api/fields.ts';
+import { formatIssues } from '../api/load.ts';
 import type { Family } from '../api/net.ts';
+import { routingArgv } from './plan.ts';
 import type { Backend } from './types.ts';
 
 export interface RoutingState {
@@ -36,6 +40,60 @@ export interface AgentState {
 
 const file = (dir: string) => join(dir, 'state.json');
 
+const FAMILIES = ['IPv4', 'IPv6'] as const;
+const u32 = z.number().int().min(1).max(0xffffffff);
+const flags = z.partialRecord(z.enum(FAMILIES), z.boolean());
+const RoutingSchema = z
+  .object({
+    family: z.enum(FAMILIES),
+    mark: u32,
+    mask: u32,
+    table: routingTable,
+    priority: rulePriority,
+    ruleDel: z.array(z.string()),
+    routeDel: z.array(z.string()),
+    ownsRule: z.boolean(),
+    ownsRoute: z.boolean(),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    if ((r.mark & ~r.mask) >>> 0 !== 0)
+      ctx.addIssue({ code: 'custom', path: ['mark'], message: 'must lie within mask' });
+    // The argv cleanup runs as root: only ever the exact commands we render for these numbers.
+    const want = routingArgv(r.family, r.mark, r.mask, r.table, r.priority);
+    for (const key of ['ruleDel', 'routeDel'] as const)
+      if (JSON.stringify(r[key]) !== JSON.stringify(want[key]))
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message: `is not the command tpfleet renders (${want[key].join(' ')})`,
+        });
+  });
+/**
+ * What a state file may say. It steers privileged steps (cleanup runs its argv as root, in the
+ * host's network namespace), and the directory is a hostPath: a file that is not exactly what
+ * the agent writes is refused, naming the field, and nothing runs.
+ */
+const StateSchema = z
+  .object({
+    version: z.literal(1),
+    backend: z.enum(['nftables', 'iptables-nft', 'iptables-legacy']),
+    families: z.array(z.enum(FAMILIES)).min(1).max(2),
+    routing: z.array(RoutingSchema).max(2),
+    before: z.object({ nftMangle: flags, nftPrerouting: flags.optional(), legacyMangle: flags }).strict(),
+  })
+  .strict();
+
+/** A state file's contents checked (StateSchema); throws naming every bad field. */
+export function validateState(raw: unknown, source: string): AgentState {
+  const r = StateSchema.safeParse(raw);
+  if (!r.success)
+    throw new Error(
+      `${source}: not a tpfleet state file, refusing to act on it:\n  ${formatIssues(r.error).join('\n  ')}`,
+    );
+  return r.data as AgentState;
+}
+
 export function readState(dir: string): AgentState | undefined {
   let text: string;
   try {
@@ -44,9 +102,13 @@ export function readState(dir: string): AgentState | undefined {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-  const s = JSON.parse(text) as AgentState;
-  if (s.version !== 1) throw new Error(`${file(dir)}: unsupported state version ${String(s.version)}`);
-  return s;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file(dir)}: not JSON: ${(e as Error).message}`, { cause: e });
+  }
+  return validateState(raw, file(dir));
 }
 
 /** Atomic replace (write + rename) so a crash never leaves a torn state file. */
