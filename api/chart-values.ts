@@ -162,6 +162,22 @@ export const ChartValues = z
       })
       .strict()
       .meta({ description: 'Where TransparentProxies and their node DaemonSets live (docs/adr/0005).' }),
+    janitor: z
+      .object({
+        enabled: z.boolean().meta({ description: 'Run the node janitor DaemonSet (docs/adr/0015).' }),
+        namespace: dnsLabel.meta({
+          description: 'Its namespace; must differ from the fleet namespace and the release namespace.',
+        }),
+        createNamespace: z.boolean().meta({ description: 'Create that namespace, labelled Pod Security privileged.' }),
+        intervalSeconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(3600)
+          .meta({ description: 'Seconds between passes (agent --status-interval).' }),
+      })
+      .strict()
+      .meta({ description: 'Removes what a gone TransparentProxy left on a node (rules, routes, tuning).' }),
     metrics: z
       .object({
         serviceMonitor: z
