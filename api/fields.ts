@@ -192,3 +192,31 @@ export const PORTS_CLASH_CEL: CelRule = {
   message: 'metricsPort must differ from listenPort',
   fieldPath: '.metricsPort',
 };
+
+/**
+ * fwmark bits the common CNIs and kube-proxy own on every node they run on: a tpfleet mark or mask
+ * touching them would be rewritten by, or rewrite, theirs. Each range is contiguous bits
+ * [shift, shift + width), so CEL (which has no bitwise operators) tests it with / and %.
+ * kube-proxy: 0x4000 masquerade, 0x8000 drop (KUBE-MARK-MASQ/DROP). Calico: 0xffff0000 (its
+ * default felix iptablesMarkMask). Cilium: 0x0f00 (its magic marks MARK_MAGIC_*) and 0xffff0000
+ * (identity bits, the same range as Calico's).
+ */
+export const RESERVED_MARKS = [
+  { owner: 'kube-proxy', shift: 14, width: 2 },
+  { owner: 'Calico and Cilium', shift: 16, width: 16 },
+  { owner: 'Cilium', shift: 8, width: 4 },
+] as const;
+const rangeBits = (r: { shift: number; width: number }) => ((2 ** r.width - 1) * 2 ** r.shift) >>> 0;
+const markOwners = (v: number) => RESERVED_MARKS.filter((r) => ((v >>> 0) & rangeBits(r)) >>> 0 !== 0);
+
+/** The issue for a mark or mask that touches a reserved range, or undefined. */
+export function reservedMarkMessage(v: number): string | undefined {
+  const hit = markOwners(v);
+  if (hit.length === 0) return undefined;
+  return `uses fwmark bits reserved by ${hit.map((r) => `${r.owner} (0x${rangeBits(r).toString(16)})`).join(', ')}`;
+}
+/** CEL mirror of reservedMarkMessage for an int field `self`. */
+export const RESERVED_MARK_CEL: CelRule = {
+  rule: RESERVED_MARKS.map((r) => `(self / ${2 ** r.shift}) % ${2 ** r.width} == 0`).join(' && '),
+  message: `must not use fwmark bits reserved by kube-proxy (0xc000), Calico and Cilium (0xffff0000) or Cilium (0xf00)`,
+};

@@ -230,6 +230,11 @@ export const INVALID_SPECS: InvalidSpec[] = [
   { why: 'unknown failure policy', field: 'spec.interception.failurePolicy', spec: i({ failurePolicy: 'Ignore' }) },
   { why: 'UDP not yet', field: 'spec.interception.protocol', spec: i({ protocol: 'UDP' }) },
   { why: 'mark 0', field: 'spec.interception.mark', spec: i({ mark: 0 }) },
+  // fwmark bits kube-proxy and the common CNIs own (api/fields.ts RESERVED_MARKS).
+  { why: "kube-proxy's masquerade bit", field: 'spec.interception.mask', spec: i({ mark: 0x4000, mask: 0x4000 }) },
+  { why: "kube-proxy's drop bit in the mark", field: 'spec.interception.mark', spec: i({ mark: 0x8000 }) },
+  { why: "Calico's mark range", field: 'spec.interception.mask', spec: i({ mark: 0x10000, mask: 0x30000 }) },
+  { why: "Cilium's magic marks", field: 'spec.interception.mask', spec: i({ mark: 0x200, mask: 0x300 }) },
   { why: 'mask over 32 bits', field: 'spec.interception.mask', spec: i({ mask: 4294967296 }) },
   { why: 'reserved routing table', field: 'spec.interception.routingTable', spec: i({ routingTable: 254 }) },
   { why: 'rule priority too high', field: 'spec.interception.rulePriority', spec: i({ rulePriority: 40000 }) },
