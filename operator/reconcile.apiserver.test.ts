@@ -247,7 +247,7 @@ test('deletion also waits for a node still leaving after a scale-in, then clears
   await writeDaemonSetStatus('shrink', 1, 1); // the active node has cleaned up
   const t = await waitFor('waiting for the leaving node', async () => {
     const o = await tp('shrink');
-    return cond(o, 'Progressing')?.message === '1 of 2 nodes still removing their rules' && o;
+    return /^1 of 2 nodes still removing their rules/.test(cond(o, 'Progressing')?.message ?? '') && o;
   });
   assert.ok(t.metadata.deletionTimestamp);
   assert.deepEqual(await completeLeaves(c, NS, 'shrink', label), [leaving], 'its leave pod now reports done');
