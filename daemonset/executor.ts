@@ -27,7 +27,9 @@ import {
   nftWriteGate,
   type Mutator,
 } from './filter-nft.ts';
+import { markProblems, marksInUse } from './marks.ts';
 import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
+import { NFT_TABLE } from './render-nft.ts';
 import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
 import { runOk, type Argv } from './run.ts';
 import { readState, removeState, writeState, type AgentState, type RoutingState } from './state.ts';
@@ -78,6 +80,9 @@ export async function preflight(
     const mine = (previous?.routing ?? []).filter((q) => q.family === r.family && q.ownsRule);
     problems.push(...routingProblems(r, await readIpRules(r.family), await readRoutes(r.family, r.table), mine));
   }
+  // Marks set or matched by anyone else's rules, in every rule set on the node (marks.ts).
+  const mask = plan.routing[0]?.mask;
+  if (mask !== undefined) problems.push(...markProblems(await marksInUse(NFT_TABLE), mask));
   if (problems.length > 0) return problems; // tool checks need the binaries
   if (plan.nft) problems.push(...(await nftCheck(plan.nft)));
   for (const p of plan.iptables ?? []) problems.push(...(await iptCheck(p)));

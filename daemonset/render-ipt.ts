@@ -113,6 +113,9 @@ export function iptablesRules(
       '-m addrtype --dst-type LOCAL -j RETURN',
       'traffic to the node itself and replies to its own connections pass',
     );
+  } else {
+    // Loop guard, as in the nftables renderer: the proxy's upstream connections to node-local addresses.
+    add(C.entry, '-i lo -j RETURN', 'loop guard: connections from the node itself (also the proxy upstream ones) pass');
   }
   const stage = stageRules(ic, f);
   add(C.entry, `-g ${stage.first}`, 'candidate: on to the match stages');
