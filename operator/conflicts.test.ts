@@ -56,3 +56,26 @@ test('same creation second: namespace/name decides; an older object whose spec i
     'the rejected one is skipped, the next older one named',
   );
 });
+
+test('an older object whose spec turned invalid keeps the nodes its live DaemonSet runs on (issue 20 bypass)', () => {
+  const b = tp('ns', 'b', '2026-01-02T00:00:00Z', {});
+  // Ran on pool=edge, then its spec was edited into one that fails validation: InvalidSpec keeps
+  // its DaemonSet (and the rules on those nodes) as they were.
+  const turned = tp('ns', 'old', '2026-01-01T00:00:00Z', { nodeSelector: { pool: 'edge' }, replicas: -1 });
+  const live = (o: KubeObject) =>
+    o.metadata.name === 'old' ? { 'kubernetes.io/os': 'linux', pool: 'edge' } : undefined;
+  const withOs = nodes.map((n) => ({
+    ...n,
+    metadata: { ...n.metadata, labels: { ...n.metadata.labels, 'kubernetes.io/os': 'linux' } },
+  }));
+  assert.match(
+    nodeConflict(b, {}, [turned, b], withOs, live)!,
+    /node\(s\) e00, .* TransparentProxy ns\/old, which is older/,
+  );
+  assert.equal(
+    nodeConflict(b, { nodeSelector: { pool: 'gw' } }, [turned, b], withOs, live),
+    undefined,
+    'disjoint: fine',
+  );
+  assert.equal(nodeConflict(b, {}, [turned, b], withOs), undefined, 'never applied (no DaemonSet): takes no nodes');
+});

@@ -30,13 +30,16 @@ function older(a: KubeObject, b: KubeObject): boolean {
 
 /**
  * The problem to report when an older object's nodeSelector already matches nodes this one's does,
- * or undefined. Objects whose spec does not render (rejected, so never applied) take no nodes.
+ * or undefined. An older object whose spec does not render keeps the nodes its last applied
+ * DaemonSet selects (`applied`: its template's node selector, or undefined when it never ran): it
+ * keeps running there (InvalidSpec changes nothing), so those nodes are not free (issue 20).
  */
 export function nodeConflict(
   tp: KubeObject,
   spec: TransparentProxySpec,
   proxies: KubeObject[],
   nodes: KubeObject[],
+  applied: (o: KubeObject) => Record<string, string> | undefined = () => undefined,
 ): string | undefined {
   const mine = new Set(matching(nodes, spec.nodeSelector));
   if (mine.size === 0) return undefined;
@@ -45,8 +48,9 @@ export function nodeConflict(
     .sort((a, b) => (older(a, b) ? -1 : 1));
   for (const other of rivals) {
     const r = renderedSpec(other);
-    if (!r.ok) continue;
-    const shared = matching(nodes, r.value.spec.nodeSelector).filter((n) => mine.has(n));
+    const selector = r.ok ? r.value.spec.nodeSelector : applied(other);
+    if (!r.ok && selector === undefined) continue; // never applied: takes no nodes
+    const shared = matching(nodes, selector).filter((n) => mine.has(n));
     if (shared.length === 0) continue;
     const list =
       shared.slice(0, SHOWN).join(', ') + (shared.length > SHOWN ? ` and ${shared.length - SHOWN} more` : '');
