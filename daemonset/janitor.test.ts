@@ -112,3 +112,28 @@ test('directories are listed before the owners: an object created meanwhile is l
     rmSync(r, { recursive: true, force: true });
   }
 });
+
+test('an owner whose /run directory is gone but whose state copy remains is cleaned too', async () => {
+  const r = root([]);
+  const copies = root(['gone.web', 'fleet.web']);
+  try {
+    const seen: [string, string | undefined][] = [];
+    const done = await janitorPass({
+      root: r,
+      copyRoot: copies,
+      liveOwners: async () => new Set(['fleet.web']),
+      clean: async (dir, copy) => {
+        seen.push([dir, copy]);
+        rmSync(join(copy!, 'state.json'));
+      },
+      log,
+    });
+    assert.deepEqual(done, ['gone.web']);
+    assert.deepEqual(seen, [[join(r, 'gone.web'), join(copies, 'gone.web')]]);
+    assert.equal(existsSync(join(copies, 'gone.web')), false);
+    assert.equal(existsSync(join(copies, 'fleet.web')), true);
+  } finally {
+    rmSync(r, { recursive: true, force: true });
+    rmSync(copies, { recursive: true, force: true });
+  }
+});

@@ -43,10 +43,12 @@ export const orphans = (dirs: readonly string[], live: ReadonlySet<string>): str
 
 export interface JanitorPass {
   root: string;
+  /** Where the state copies live (`<copyRoot>/<owner>`), if any: an owner with only a copy left counts. */
+  copyRoot?: string;
   /** Owner keys of every live TransparentProxy; throws when the API cannot say. */
   liveOwners: () => Promise<Set<string>>;
   /** The exact cleanup of one state directory (main.ts: rules, routes, tuning). */
-  clean: (stateDir: string) => Promise<void>;
+  clean: (stateDir: string, copyDir: string | undefined) => Promise<void>;
   log: Logger;
 }
 
@@ -54,7 +56,7 @@ export interface JanitorPass {
 export async function janitorPass(o: JanitorPass): Promise<string[]> {
   let dirs: string[], live: Set<string>;
   try {
-    dirs = ownerDirs(o.root);
+    dirs = [...new Set([...ownerDirs(o.root), ...(o.copyRoot ? ownerDirs(o.copyRoot) : [])])].sort();
     if (dirs.length === 0) return [];
     live = await o.liveOwners();
   } catch (e) {
@@ -64,14 +66,18 @@ export async function janitorPass(o: JanitorPass): Promise<string[]> {
   const cleaned: string[] = [];
   for (const d of orphans(dirs, live)) {
     const dir = join(o.root, d);
+    const copy = o.copyRoot ? join(o.copyRoot, d) : undefined;
     try {
-      await o.clean(dir);
+      await o.clean(dir, copy);
       // Empty after cleanup; a pod of a new object recreates it (hostPath DirectoryOrCreate).
       // Something else in it is not ours to delete: the directory stays, the cleanup was done.
-      try {
-        rmdirSync(dir);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw e;
+      for (const x of copy ? [dir, copy] : [dir]) {
+        try {
+          rmdirSync(x);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code !== 'ENOTEMPTY' && code !== 'ENOENT') throw e;
+        }
       }
       cleaned.push(d);
       o.log.info({ owner: d }, 'janitor: removed what a gone TransparentProxy left on this node');

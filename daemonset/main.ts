@@ -33,6 +33,8 @@ const USAGE = `usage: main.ts <plan|apply|cleanup|watch|janitor> --config FILE [
                               used only when POD_NAME and POD_NAMESPACE are set)
        [--status-interval 30]   (watch: seconds between tuning status checks; janitor: between passes)
        [--once]   (janitor: one pass, then exit; --state-dir is the state root, default /run/tpfleet)
+       [--state-copy-dir DIR]   (apply/cleanup: keep a copy of the state there, used when state.json
+                              is lost; janitor: the root of those copies)
        [--wait-port PORT] [--wait-timeout 60]   (cleanup on a leaving node: set the drain gate, then
                               wait up to that many seconds for the proxy's metrics port to close)`;
 
@@ -51,6 +53,8 @@ interface Cli {
   waitTimeoutMs: number;
   /** janitor: one pass only. */
   once: boolean;
+  /** A copy of the state outside /run (janitor: the root of the copies). */
+  stateCopyDir?: string;
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
@@ -88,6 +92,7 @@ function parseCli(argv: string[]): Cli {
       'wait-port': { type: 'string' },
       'wait-timeout': { type: 'string', default: '60' },
       once: { type: 'boolean', default: false },
+      'state-copy-dir': { type: 'string' },
     },
   });
   const cmd = positionals[0];
@@ -115,6 +120,7 @@ function parseCli(argv: string[]): Cli {
     throw new UsageError(`--wait-timeout: must be an integer number of seconds, 0-${MAX_LEAVE_WAIT_S}`);
   return {
     once: values.once ?? false,
+    stateCopyDir: values['state-copy-dir'],
     waitPort,
     waitTimeoutMs: waitTimeout * 1000,
     cmd,
@@ -215,11 +221,12 @@ async function runJanitor(cli: Cli, env: AgentEnv, opts: ExecOptions, log: Logge
   const pass = () =>
     janitorPass({
       root: cli.stateDir,
+      copyRoot: cli.stateCopyDir,
       liveOwners: async () => {
         const list = await client.list(`/apis/${GROUP}/${VERSION}/${PLURAL}`);
         return new Set(list.items.map((o) => ownerKey(o.metadata.namespace ?? '', o.metadata.name)));
       },
-      clean: (stateDir) => cleanupDir({ ...opts, stateDir }, log),
+      clean: (stateDir, stateCopyDir) => cleanupDir({ ...opts, stateDir, stateCopyDir }, log),
       log,
     });
   const cleaned = await pass();
@@ -241,7 +248,14 @@ export async function main(argv: string[], environ: Record<string, string | unde
   try {
     const cli = parseCli(argv);
     const env = parseEnv(environ);
-    const opts: ExecOptions = { stateDir: cli.stateDir, dryRun: cli.dryRun, pathVar: env.path, out, log };
+    const opts: ExecOptions = {
+      stateDir: cli.stateDir,
+      stateCopyDir: cli.cmd === 'janitor' ? undefined : cli.stateCopyDir,
+      dryRun: cli.dryRun,
+      pathVar: env.path,
+      out,
+      log,
+    };
     if (cli.cmd === 'janitor') {
       await runJanitor(cli, env, opts, log);
       return 0;

@@ -1,12 +1,12 @@
 // The state file steers privileged steps (cleanup runs its argv as root): whatever the agent did not
 // write itself is refused before anything runs, naming the field (issue 20).
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { routingArgv } from './plan.ts';
-import { readState, writeState, type AgentState } from './state.ts';
+import { readState, removeState, writeState, type AgentState } from './state.ts';
 
 function good(): AgentState {
   const r = routingArgv('IPv4', 0x2000, 0x2000, 2000, 32000);
@@ -66,6 +66,26 @@ test('a tampered or foreign state file is refused naming the field, before any c
     refused({ ...s, extra: true }, /not a tpfleet state file/);
     writeFileSync(join(dir, 'state.json'), '{"version": 1,');
     assert.throws(() => readState(dir), /state\.json: not JSON/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a lost state.json is found again in the copy written this boot; a copy from another boot is ignored', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tpfleet-state-'));
+  const [primary, copy] = [join(dir, 'run'), join(dir, 'copy')];
+  try {
+    writeState(primary, good(), copy);
+    rmSync(join(primary, 'state.json'));
+    assert.deepEqual(readState(primary, copy), good(), 'the copy stands in for the lost file');
+    assert.equal(readState(primary), undefined, 'without a copy directory: nothing installed');
+    const stale = JSON.parse(readFileSync(join(copy, 'state.json'), 'utf8'));
+    writeFileSync(join(copy, 'state.json'), JSON.stringify({ ...stale, bootId: 'another-boot' }));
+    assert.equal(readState(primary, copy), undefined, 'a reboot removed those rules');
+    writeFileSync(join(copy, 'state.json'), JSON.stringify({ ...stale, state: { ...good(), backend: 'pf' } }));
+    assert.throws(() => readState(primary, copy), /state\.json \(copy\): not a tpfleet state file[^]*backend/);
+    removeState(primary, copy);
+    assert.equal(readState(primary, copy), undefined);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -94,31 +94,61 @@ export function validateState(raw: unknown, source: string): AgentState {
   return r.data as AgentState;
 }
 
-export function readState(dir: string): AgentState | undefined {
-  let text: string;
+/** This boot's id: a state copy from another boot describes rules a reboot already removed. */
+function bootId(): string {
   try {
-    text = readFileSync(file(dir), 'utf8');
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+function readFile(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file(dir)}: not JSON: ${(e as Error).message}`, { cause: e });
-  }
-  return validateState(raw, file(dir));
 }
 
-/** Atomic replace (write + rename) so a crash never leaves a torn state file. */
-export function writeState(dir: string, s: AgentState): void {
+function parse(text: string, source: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${source}: not JSON: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/**
+ * The state in `dir`, validated; or, when that file is gone (deleted by hand, a wiped /run), the
+ * copy in `copyDir` (ADR 0015) if it was written during this boot. undefined: nothing installed.
+ */
+export function readState(dir: string, copyDir?: string): AgentState | undefined {
+  const text = readFile(file(dir));
+  if (text !== undefined) return validateState(parse(text, file(dir)), file(dir));
+  if (!copyDir) return undefined;
+  const copy = readFile(file(copyDir));
+  if (copy === undefined) return undefined;
+  const c = parse(copy, file(copyDir)) as { bootId?: unknown; state?: unknown };
+  if (c.bootId !== bootId()) return undefined; // from before a reboot: those rules are gone
+  return validateState(c.state, `${file(copyDir)} (copy)`);
+}
+
+function writeAtomic(dir: string, text: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tmp = `${file(dir)}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
+  writeFileSync(tmp, text, { mode: 0o600 });
   renameSync(tmp, file(dir));
 }
 
-export function removeState(dir: string): void {
+/** Atomic replace (write + rename) so a crash never leaves a torn state file; the copy too. */
+export function writeState(dir: string, s: AgentState, copyDir?: string): void {
+  writeAtomic(dir, `${JSON.stringify(s, null, 2)}\n`);
+  if (copyDir) writeAtomic(copyDir, `${JSON.stringify({ bootId: bootId(), state: s }, null, 2)}\n`);
+}
+
+export function removeState(dir: string, copyDir?: string): void {
   rmSync(file(dir), { force: true });
+  if (copyDir) rmSync(file(copyDir), { force: true });
 }

@@ -46,8 +46,8 @@ test('every drain up to the schema maximum renders a leave pod the agent runs', 
       const [bin, ...args] = leaveCommand(drain);
       assert.equal(bin, 'tpfleet-agent');
       // No state in the directory: nothing to drain, and --dry-run touches nothing either way.
-      const state = args.indexOf('--state-dir');
-      args[state + 1] = dir;
+      args[args.indexOf('--state-dir') + 1] = dir;
+      args[args.indexOf('--state-copy-dir') + 1] = join(dir, 'copy');
       const r = await run([process.execPath, '--import', 'tsx', AGENT, ...args, '--dry-run']);
       assert.equal(r.code, 0, `drain ${drain}: ${args.join(' ')}: ${r.stderr}`);
     }

@@ -286,6 +286,7 @@ test('the node janitor: its own privileged namespace, every Linux node, one verb
     'tpfleet-agent',
     'janitor',
     '--state-dir=/run/tpfleet',
+    '--state-copy-dir=/var/lib/tpfleet',
     '--status-interval=30',
   ]);
   assert.equal(pod.volumes[0].hostPath.path, '/run/tpfleet');
