@@ -83,7 +83,7 @@ test('a lost state.json is found again in the copy written this boot; a copy fro
     writeFileSync(join(copy, 'state.json'), JSON.stringify({ ...stale, bootId: 'another-boot' }));
     assert.equal(readState(primary, copy), undefined, 'a reboot removed those rules');
     writeFileSync(join(copy, 'state.json'), JSON.stringify({ ...stale, state: { ...good(), backend: 'pf' } }));
-    assert.throws(() => readState(primary, copy), /state\.json \(copy\): not a tpfleet state file[^]*backend/);
+    assert.throws(() => readState(primary, copy), /state\.json \(copy\): not a tpfleet state file[\s\S]*backend/);
     removeState(primary, copy);
     assert.equal(readState(primary, copy), undefined);
   } finally {
