@@ -62,3 +62,37 @@ export function nodeConflict(
   }
   return undefined;
 }
+
+/**
+ * The other half of a conflict that arose after both objects ran (a node relabelled to match both
+ * selectors): the newer object is refused, but InvalidSpec changes nothing, so its DaemonSet still
+ * runs on the shared nodes. The older object reports it too (Degraded NodesShared), naming the
+ * newer object and the nodes, so the overlap shows on both (issue 20). undefined: none.
+ */
+export function sharedWithNewer(
+  tp: KubeObject,
+  spec: TransparentProxySpec,
+  proxies: KubeObject[],
+  nodes: KubeObject[],
+  applied: (o: KubeObject) => Record<string, string> | undefined,
+): string | undefined {
+  const mine = new Set(matching(nodes, spec.nodeSelector));
+  if (mine.size === 0) return undefined;
+  const newer = proxies
+    .filter((o) => o.metadata.uid !== tp.metadata.uid && older(tp, o))
+    .sort((a, b) => (older(a, b) ? -1 : 1));
+  for (const other of newer) {
+    const selector = applied(other);
+    if (selector === undefined) continue; // never ran: it holds no node
+    const shared = matching(nodes, selector).filter((n) => mine.has(n));
+    if (shared.length === 0) continue;
+    const list =
+      shared.slice(0, SHOWN).join(', ') + (shared.length > SHOWN ? ` and ${shared.length - SHOWN} more` : '');
+    return (
+      `node(s) ${list} also run TransparentProxy ${other.metadata.namespace}/${other.metadata.name} (newer, refused, ` +
+      "but its DaemonSet from before still runs there): two fleets on one node replace and remove each other's rules; " +
+      'change its nodeSelector or the node labels'
+    );
+  }
+  return undefined;
+}

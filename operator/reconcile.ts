@@ -4,7 +4,7 @@
 // object has a fixed name and is applied whole, so a crash mid-way converges on the next run.
 import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
-import { nodeConflict } from './conflicts.ts';
+import { nodeConflict, sharedWithNewer } from './conflicts.ts';
 import { CREDENTIALS_RECHECK_MS, credentialProblems } from './credentials.ts';
 import { warn } from './events.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
@@ -61,6 +61,9 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     appliedSelector(ctx, o),
   );
   if (conflict) return reject(ctx, tp, statusBase, [conflict], 'nodes taken by an older TransparentProxy');
+  const shared = sharedWithNewer(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list(), (o) =>
+    appliedSelector(ctx, o),
+  );
   // Upstream Secrets that are missing or incomplete (credentials.ts); looked at again soon, since
   // no watch tells us when one appears.
   const secrets = await credentialProblems(ctx.client, namespace, spec);
@@ -81,6 +84,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     ...fleetPods(ctx.caches.pods.list(), namespace, name),
     daemonSet: dsInfo(ctx.caches.daemonSets.get(namespace, names(name).daemonSet) ?? ds),
     policy: policyInForce(spec),
+    sharedNodes: shared,
   });
   return { outcome: 'success' };
 }

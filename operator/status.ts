@@ -44,6 +44,8 @@ export interface StatusInput {
   daemonSet?: { generation?: number; status?: DaemonSetStatus };
   /** Deletion: nodes still holding rules; timedOut past --cleanup-timeout (never a release). */
   cleanup?: { pending: number; total: number; nodes?: readonly string[]; timedOut?: string };
+  /** A newer object still runs on some of this one's nodes (conflicts.ts sharedWithNewer). */
+  sharedNodes?: string;
 }
 
 type Cond = Pick<Condition, 'type' | 'status' | 'reason'> & { message?: string };
@@ -183,13 +185,15 @@ function fleetConditions(i: StatusInput, f: FleetState): Cond[] {
         )
       : cond('Progressing', false, 'RolloutComplete');
   const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
-  const degraded = short
-    ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
-    : rolledOut && f.readyReplicas < f.replicas
-      ? cond('Degraded', true, 'NodesNotReady', `${f.replicas - f.readyReplicas} active nodes not ready`)
-      : f.tuning
-        ? cond('Degraded', true, f.tuning.reason, f.tuning.message)
-        : cond('Degraded', false, 'AsExpected');
+  const degraded = i.sharedNodes
+    ? cond('Degraded', true, 'NodesShared', i.sharedNodes)
+    : short
+      ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
+      : rolledOut && f.readyReplicas < f.replicas
+        ? cond('Degraded', true, 'NodesNotReady', `${f.replicas - f.readyReplicas} active nodes not ready`)
+        : f.tuning
+          ? cond('Degraded', true, f.tuning.reason, f.tuning.message)
+          : cond('Degraded', false, 'AsExpected');
   return [ready, progressing, degraded];
 }
 
