@@ -1,4 +1,4 @@
-// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch  --config FILE [--dry-run] [--state-dir DIR]
+// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch | janitor  --config FILE [--dry-run] [--state-dir DIR]
 // Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
 // The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
 // `watch` publish the tuning condition on its own pod.
