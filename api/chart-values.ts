@@ -7,9 +7,20 @@
 // passed through verbatim (affinity); every field has a description; cross-field rules that JSON
 // schema cannot express are zod refinements here *and* `fail` calls in the templates.
 import { z } from 'zod';
-import { durationText, LOG_LEVELS, PULL_POLICIES, quantityText, RESOURCE_NAMES } from './fields.ts';
+import {
+  boundedDurationText,
+  DURATION_BOUNDS,
+  type DurationField,
+  LOG_LEVELS,
+  PULL_POLICIES,
+  quantityText,
+  RESOURCE_NAMES,
+} from './fields.ts';
 
-const duration = (description: string) => durationText.meta({ description });
+const duration = (field: DurationField, description: string) =>
+  boundedDurationText(field).meta({
+    description: `${description} Between ${DURATION_BOUNDS[field].min} and ${DURATION_BOUNDS[field].max}.`,
+  });
 const stringMap = (description: string) =>
   z.record(z.string().min(1).max(316), z.string().max(4096)).meta({ description });
 /** DNS-1123 subdomain: a Secret name. */
@@ -70,8 +81,8 @@ const Monitor = (what: string) => ({
   enabled: z
     .boolean()
     .meta({ description: `Create a ${what} (needs the Prometheus Operator CRDs, monitoring.coreos.com/v1).` }),
-  interval: duration('Scrape interval.'),
-  scrapeTimeout: duration('Scrape timeout (must not exceed the interval).'),
+  interval: duration('scrape', 'Scrape interval.'),
+  scrapeTimeout: duration('scrape', 'Scrape timeout (must not exceed the interval).'),
   labels: stringMap(`Extra labels on the ${what}, e.g. the release label your Prometheus selects.`),
 });
 
@@ -95,9 +106,10 @@ export const OperatorValues = z
       .meta({ description: 'Leader election (--leader-elect); only turn off with exactly one replica.' }),
     logLevel: z.enum(LOG_LEVELS).meta({ description: 'Operator log level (--log-level).' }),
     cleanupTimeout: duration(
+      'cleanupTimeout',
       'How long deletion waits for every node to remove its rules before giving up (--cleanup-timeout).',
     ),
-    resync: duration('Full re-reconcile period of every TransparentProxy (--resync).'),
+    resync: duration('resync', 'Full re-reconcile period of every TransparentProxy (--resync).'),
     workers: z.number().int().min(1).max(32).meta({ description: 'Concurrent reconciles (--workers).' }),
     port: z
       .number()
@@ -150,6 +162,22 @@ export const ChartValues = z
       })
       .strict()
       .meta({ description: 'Where TransparentProxies and their node DaemonSets live (docs/adr/0005).' }),
+    janitor: z
+      .object({
+        enabled: z.boolean().meta({ description: 'Run the node janitor DaemonSet (docs/adr/0015).' }),
+        namespace: dnsLabel.meta({
+          description: 'Its namespace; must differ from the fleet namespace and the release namespace.',
+        }),
+        createNamespace: z.boolean().meta({ description: 'Create that namespace, labelled Pod Security privileged.' }),
+        intervalSeconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(3600)
+          .meta({ description: 'Seconds between passes (agent --status-interval).' }),
+      })
+      .strict()
+      .meta({ description: 'Removes what a gone TransparentProxy left on a node (rules, routes, tuning).' }),
     metrics: z
       .object({
         serviceMonitor: z

@@ -36,6 +36,12 @@ export const DEFAULTS = {
  * per-object directory below it (`<namespace>.<name>`), the agent's --state-dir defaults to it.
  */
 export const NODE_STATE_DIR = '/run/tpfleet';
+/**
+ * A copy of the rule state outside /run (ADR 0015), tagged with the boot id: cleanup still finds
+ * what to remove when /run/tpfleet/<namespace>.<name>/state.json is lost; a copy from an earlier
+ * boot is ignored (the reboot removed those rules). Same per-object layout.
+ */
+export const NODE_STATE_COPY_DIR = '/var/lib/tpfleet';
 
 /** "0x2000": marks and masks are bit patterns, written in hex wherever a person reads them. */
 export const hex = (n: number): string => `0x${n.toString(16)}`;

@@ -5,7 +5,7 @@
 // in (api/defaults.ts). Messages are the ones the user sees, after the field's path.
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.ts';
-import { DURATION } from './net.ts';
+import { DURATION, durationMs, parseDuration } from './net.ts';
 
 /** A CEL rule of the CRD (x-kubernetes-validations), enforced by the API server at admission. */
 export interface CelRule {
@@ -41,6 +41,78 @@ export const cidr = z
 /** Kubernetes-style duration text; api/net.ts parseDuration turns it into milliseconds. */
 export const DURATION_MESSAGE = 'must be a duration like 500ms, 5s, 1m30s or 2h';
 export const durationText = z.string().max(32).regex(DURATION, DURATION_MESSAGE);
+
+/**
+ * Bounds of every duration tpfleet takes, each stated once, chosen so that every consumer accepts
+ * every value in range: Node's timers and the native engine's (2^31-1 ms, about 24.8 days), the
+ * agent's --wait-timeout (derived below from drain), the HPA's stabilizationWindowSeconds (0-3600).
+ * The CRD refuses a value outside (CEL), the NodeConfig parser and the operator's flags too.
+ */
+export const DURATION_BOUNDS = {
+  connect: { min: '1ms', max: '10m', what: 'upstream connect timeout' },
+  idle: { min: '1ms', max: '24h', what: 'idle timeout' },
+  drain: { min: '0s', max: '1h', what: 'drain timeout' },
+  scaleDownStabilization: { min: '0s', max: '1h', what: 'HPA scale-down window (stabilizationWindowSeconds <= 3600)' },
+  upstreamConnect: { min: '1ms', max: '60s', what: 'upstream proxy connect timeout' },
+  peek: { min: '1ms', max: '10s', what: 'peek timeout' },
+  cleanupTimeout: { min: '1s', max: '24h', what: 'operator --cleanup-timeout (after it: a warning, never a release)' },
+  resync: { min: '1s', max: '24h', what: 'operator --resync' },
+  scrape: { min: '1s', max: '1h', what: 'ServiceMonitor interval and scrapeTimeout' },
+  leaseDuration: { min: '1s', max: '5m', what: 'operator --lease-duration' },
+} as const satisfies Record<string, { min: string; max: string; what: string }>;
+export type DurationField = keyof typeof DURATION_BOUNDS;
+
+/** Node's setTimeout fires at once for anything above this (and warns): the ceiling of every bound. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Milliseconds of a duration text, or an error message naming the bounds of `field`. */
+export function boundedMs(field: DurationField, text: string): number | string {
+  const b = DURATION_BOUNDS[field];
+  const v = parseDuration(text);
+  if (typeof v === 'string') return v;
+  if (v < durationMs(b.min) || v > durationMs(b.max)) return `must be between ${b.min} and ${b.max}`;
+  return v;
+}
+
+/** Duration text within the bounds of `field` (zod only: Helm values, whose JSON schema has no CEL). */
+export function boundedDurationText(field: DurationField) {
+  const b = DURATION_BOUNDS[field];
+  return durationText.refine((t) => typeof boundedMs(field, t) === 'number', `must be between ${b.min} and ${b.max}`);
+}
+
+/** CRD side: duration text within the bounds of `field`, zod refinement and CEL mirror. */
+export function boundedDuration(field: DurationField, description: string) {
+  const b = DURATION_BOUNDS[field];
+  return boundedDurationText(field).meta({
+    description: `${description} Between ${b.min} and ${b.max}.`,
+    ...cel({
+      // The pattern guard keeps a text the pattern already refused from a CEL evaluation error.
+      rule: `!self.matches('${DURATION.source}') || (duration(self) >= duration('${b.min}') && duration(self) <= duration('${b.max}'))`,
+      message: `must be between ${b.min} and ${b.max}`,
+    }),
+  });
+}
+
+/** NodeConfig side: the duration in milliseconds, refused outside the bounds of `field`. */
+export function boundedDurationMs(field: DurationField) {
+  return z.string().transform((text, ctx): number => {
+    const v = boundedMs(field, text);
+    if (typeof v === 'string') {
+      ctx.addIssue({ code: 'custom', message: v });
+      return z.NEVER;
+    }
+    return v;
+  });
+}
+
+/**
+ * A leaving node's agent waits for the old sidecar to drain: the pod's grace period is drain plus
+ * this margin, and so is its --wait-timeout. The agent accepts up to the largest drain plus the
+ * margin, so every drain the schema accepts renders a leave pod the agent runs.
+ */
+export const LEAVE_MARGIN_S = 10;
+export const leaveWaitSeconds = (drainMs: number): number => Math.ceil(drainMs / 1000) + LEAVE_MARGIN_S;
+export const MAX_LEAVE_WAIT_S = leaveWaitSeconds(durationMs(DURATION_BOUNDS.drain.max));
 
 /** A resource quantity (100m, 128Mi, 2), as text or a plain number. */
 export const QUANTITY = /^[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?)?$/;
@@ -119,4 +191,32 @@ export const PORTS_CLASH_CEL: CelRule = {
   rule: `(has(self.listenPort) ? self.listenPort : ${DEFAULTS.proxy.listenPort}) != (has(self.metricsPort) ? self.metricsPort : ${DEFAULTS.proxy.metricsPort})`,
   message: 'metricsPort must differ from listenPort',
   fieldPath: '.metricsPort',
+};
+
+/**
+ * fwmark bits the common CNIs and kube-proxy own on every node they run on: a tpfleet mark or mask
+ * touching them would be rewritten by, or rewrite, theirs. Each range is contiguous bits
+ * [shift, shift + width), so CEL (which has no bitwise operators) tests it with / and %.
+ * kube-proxy: 0x4000 masquerade, 0x8000 drop (KUBE-MARK-MASQ/DROP). Calico: 0xffff0000 (its
+ * default felix iptablesMarkMask). Cilium: 0x0f00 (its magic marks MARK_MAGIC_*) and 0xffff0000
+ * (identity bits, the same range as Calico's).
+ */
+export const RESERVED_MARKS = [
+  { owner: 'kube-proxy', shift: 14, width: 2 },
+  { owner: 'Calico and Cilium', shift: 16, width: 16 },
+  { owner: 'Cilium', shift: 8, width: 4 },
+] as const;
+const rangeBits = (r: { shift: number; width: number }) => ((2 ** r.width - 1) * 2 ** r.shift) >>> 0;
+const markOwners = (v: number) => RESERVED_MARKS.filter((r) => ((v >>> 0) & rangeBits(r)) >>> 0 !== 0);
+
+/** The issue for a mark or mask that touches a reserved range, or undefined. */
+export function reservedMarkMessage(v: number): string | undefined {
+  const hit = markOwners(v);
+  if (hit.length === 0) return undefined;
+  return `uses fwmark bits reserved by ${hit.map((r) => `${r.owner} (0x${rangeBits(r).toString(16)})`).join(', ')}`;
+}
+/** CEL mirror of reservedMarkMessage for an int field `self`. */
+export const RESERVED_MARK_CEL: CelRule = {
+  rule: RESERVED_MARKS.map((r) => `(self / ${2 ** r.shift}) % ${2 ** r.width} == 0`).join(' && '),
+  message: `must not use fwmark bits reserved by kube-proxy (0xc000), Calico and Cilium (0xffff0000) or Cilium (0xf00)`,
 };

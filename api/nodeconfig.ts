@@ -7,6 +7,7 @@ import { DEFAULTS } from './defaults.ts';
 import {
   BACKENDS,
   backlog,
+  boundedDurationMs,
   FAILURE_POLICIES,
   interfacePattern,
   IP_FAMILIES,
@@ -22,7 +23,7 @@ import {
   rulePriority,
   workers,
 } from './fields.ts';
-import { cidrText, parseCidr, parseDuration, type Cidr, type Family } from './net.ts';
+import { cidrText, parseCidr, type Cidr, type Family } from './net.ts';
 import { PolicyConfig } from './policy.ts';
 import { Tuning } from './tuning.ts';
 
@@ -38,15 +39,6 @@ const cidr = z.string().transform((text, ctx): Cidr => {
     return z.NEVER;
   }
   return c;
-});
-
-const duration = z.string().transform((text, ctx): number => {
-  const ms = parseDuration(text);
-  if (typeof ms === 'string') {
-    ctx.addIssue({ code: 'custom', message: ms });
-    return z.NEVER;
-  }
-  return ms;
 });
 
 /** fwmark values are 32-bit; accepted as a number or a "0x..." string. */
@@ -130,9 +122,11 @@ export const ProxyConfig = z
     // Milliseconds once parsed; the defaults are written as a user would write them.
     timeouts: z
       .object({
-        connect: duration.prefault(P.timeouts.connect).describe('Upstream connect timeout.'),
-        idle: duration.prefault(P.timeouts.idle).describe('Close a connection with no bytes either way for this long.'),
-        drain: duration
+        connect: boundedDurationMs('connect').prefault(P.timeouts.connect).describe('Upstream connect timeout.'),
+        idle: boundedDurationMs('idle')
+          .prefault(P.timeouts.idle)
+          .describe('Close a connection with no bytes either way for this long.'),
+        drain: boundedDurationMs('drain')
           .prefault(P.timeouts.drain)
           .describe('On SIGTERM, wait this long for open connections before closing them.'),
       })

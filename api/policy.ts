@@ -4,8 +4,8 @@
 // (PolicySpec: plain JSON types, CEL), the NodeConfig section the sidecar reads (PolicyConfig: CIDRs
 // parsed, durations in ms, defaults filled) and the docs (descriptions). docs/egress.md explains it.
 import { z } from 'zod';
-import { cel, durationText, PortRange } from './fields.ts';
-import { parseCidr, parseDuration, type Cidr } from './net.ts';
+import { boundedDuration, boundedDurationMs, cel, PortRange } from './fields.ts';
+import { parseCidr, type Cidr } from './net.ts';
 
 export const POLICY_ACTIONS = ['Allow', 'Deny', 'Forward'] as const;
 export const UPSTREAM_TYPES = ['HTTPConnect', 'SOCKS5'] as const;
@@ -129,7 +129,7 @@ const UpstreamSpec = z
       .max(260)
       .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/, 'must be host:port, or [IPv6]:port')
       .meta({ description: 'host:port of the proxy; a host name is resolved by each node.' }),
-    connectTimeout: durationText.optional().meta({ description: 'Connect plus handshake. Default 5s, at most 60s.' }),
+    connectTimeout: boundedDuration('upstreamConnect', 'Connect plus handshake. Default 5s.').optional(),
     credentialsSecret: z
       .object({
         name: z
@@ -176,10 +176,10 @@ export const PolicySpec = z
       }),
     peek: z
       .object({
-        timeout: durationText.optional().meta({
-          description:
-            'How long a connection waits for its first bytes when a rule needs its SNI or Host. Default 1s, at most 10s.',
-        }),
+        timeout: boundedDuration(
+          'peek',
+          'How long a connection waits for its first bytes when a rule needs its SNI or Host. Default 1s.',
+        ).optional(),
         maxBytes: z
           .number()
           .int()
@@ -238,16 +238,6 @@ const parsedCidr = z.string().transform((text, ctx): Cidr => {
   }
   return c;
 });
-const ms = (max: number) =>
-  z.string().transform((text, ctx): number => {
-    const v = parseDuration(text);
-    if (typeof v === 'string' || v < 1 || v > max) {
-      ctx.addIssue({ code: 'custom', message: typeof v === 'string' ? v : `must be between 1ms and ${max / 1000}s` });
-      return z.NEVER;
-    }
-    return v;
-  });
-
 export const PolicyConfig = z
   .object({
     defaultAction: z.enum(['Allow', 'Deny']).default(POLICY_DEFAULTS.defaultAction),
@@ -266,12 +256,16 @@ export const PolicyConfig = z
       .max(MAX_RULES)
       .default([]),
     upstreams: z
-      .array(UpstreamSpec.extend({ connectTimeout: ms(60_000).prefault(POLICY_DEFAULTS.upstream.connectTimeout) }))
+      .array(
+        UpstreamSpec.extend({
+          connectTimeout: boundedDurationMs('upstreamConnect').prefault(POLICY_DEFAULTS.upstream.connectTimeout),
+        }),
+      )
       .max(MAX_UPSTREAMS)
       .default([]),
     peek: z
       .object({
-        timeout: ms(10_000).prefault(POLICY_DEFAULTS.peek.timeout),
+        timeout: boundedDurationMs('peek').prefault(POLICY_DEFAULTS.peek.timeout),
         maxBytes: z.number().int().min(PEEK_BYTES.min).max(PEEK_BYTES.max).default(PEEK_BYTES.default),
       })
       .strict()

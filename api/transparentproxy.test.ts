@@ -61,3 +61,21 @@ test('CRD-only fields are accepted: image, resources as quantities or numbers', 
   });
   assert.equal(r.success, true);
 });
+
+test('fwmark bits kube-proxy, Calico and Cilium own are refused, naming the owner (the shared spec validation)', () => {
+  const problems = (interception: unknown) => {
+    const r = TransparentProxySpec.safeParse({ interception });
+    return r.success ? [] : formatIssues(r.error);
+  };
+  assert.deepEqual(problems({ mark: 0x4000, mask: 0xc000 }), [
+    'interception.mark: uses fwmark bits reserved by kube-proxy (0xc000)',
+    'interception.mask: uses fwmark bits reserved by kube-proxy (0xc000)',
+  ]);
+  assert.deepEqual(problems({ mark: 0x10000, mask: 0xf0000 }), [
+    'interception.mark: uses fwmark bits reserved by Calico and Cilium (0xffff0000)',
+    'interception.mask: uses fwmark bits reserved by Calico and Cilium (0xffff0000)',
+  ]);
+  assert.deepEqual(problems({ mask: 0x2300 }), ['interception.mask: uses fwmark bits reserved by Cilium (0xf00)']);
+  assert.deepEqual(problems({ mark: 0x1000, mask: 0x3000 }), []);
+  assert.deepEqual(problems({}), [], 'the default 0x2000/0x2000 is free');
+});

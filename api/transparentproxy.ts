@@ -16,7 +16,8 @@ import {
   BACKENDS,
   backlog,
   cel,
-  durationText,
+  boundedDuration,
+  type DurationField,
   FAILURE_POLICIES,
   interfacePattern,
   IP_FAMILIES,
@@ -32,6 +33,8 @@ import {
   PROTOCOLS,
   PULL_POLICIES,
   quantityText,
+  RESERVED_MARK_CEL,
+  reservedMarkMessage,
   RESOURCE_NAMES,
   ROUTING_TABLE_CEL,
   routingTable,
@@ -51,9 +54,14 @@ const I = DEFAULTS.interception,
   P = DEFAULTS.proxy,
   A = DEFAULTS.autoscaling;
 
-const duration = (what: string) =>
-  durationText.meta({ description: `${what} Kubernetes-style duration: 500ms, 5s, 1m30s, 2h.` });
+const duration = (field: DurationField, what: string) =>
+  boundedDuration(field, `${what} Kubernetes-style duration: 500ms, 5s, 1m30s, 2h.`);
 const u32 = z.number().int().min(1).max(4294967295);
+/** A mark or mask: 32 bits, none of them reserved by kube-proxy or a common CNI (api/fields.ts). */
+const markField = u32.superRefine((v, ctx) => {
+  const m = reservedMarkMessage(v);
+  if (m) ctx.addIssue({ code: 'custom', message: m });
+});
 
 const cidrList = (what: string) =>
   z.array(cidr).max(256).optional().meta({ description: what, 'x-kubernetes-list-type': 'set' });
@@ -113,10 +121,14 @@ export const InterceptionSpec = z
       .meta({
         description: `When the proxy on a node is down: FailClosed drops intercepted traffic, FailOpen lets it pass un-proxied. Default ${I.failurePolicy}.`,
       }),
-    mark: u32.optional().meta({
-      description: `fwmark set on intercepted packets; must lie within mask (YAML hex like 0x2000 works). Default ${hex(I.mark)}.`,
+    mark: markField.optional().meta({
+      description: `fwmark set on intercepted packets; must lie within mask (YAML hex like 0x2000 works); bits kube-proxy, Calico or Cilium reserve are refused. Default ${hex(I.mark)}.`,
+      ...cel(RESERVED_MARK_CEL),
     }),
-    mask: u32.optional().meta({ description: `Bits of the fwmark owned by tpfleet. Default ${hex(I.mask)}.` }),
+    mask: markField.optional().meta({
+      description: `Bits of the fwmark owned by tpfleet; bits kube-proxy, Calico or Cilium reserve are refused. Default ${hex(I.mask)}.`,
+      ...cel(RESERVED_MARK_CEL),
+    }),
     routingTable: routingTable.optional().meta({
       description: `Policy-routing table for marked packets. Default ${I.routingTable}.`,
       ...cel(ROUTING_TABLE_CEL),
@@ -183,9 +195,12 @@ export const ProxySpec = z
     }),
     timeouts: z
       .object({
-        connect: duration(`Upstream connect timeout, default ${P.timeouts.connect}.`).optional(),
-        idle: duration(`Close a connection idle this long, default ${P.timeouts.idle}.`).optional(),
-        drain: duration(`On shutdown wait this long for open connections, default ${P.timeouts.drain}.`).optional(),
+        connect: duration('connect', `Upstream connect timeout, default ${P.timeouts.connect}.`).optional(),
+        idle: duration('idle', `Close a connection idle this long, default ${P.timeouts.idle}.`).optional(),
+        drain: duration(
+          'drain',
+          `On shutdown wait this long for open connections, default ${P.timeouts.drain}.`,
+        ).optional(),
       })
       .strict()
       .optional()
@@ -236,6 +251,7 @@ export const AutoscalingSpec = z
         description: `Average open connections per proxy pod the HPA aims for. Default ${A.targetConnectionsPerProxy}.`,
       }),
     scaleDownStabilization: duration(
+      'scaleDownStabilization',
       `Window the HPA waits before scaling in, default ${A.scaleDownStabilization}.`,
     ).optional(),
   })

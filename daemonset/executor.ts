@@ -27,7 +27,9 @@ import {
   nftWriteGate,
   type Mutator,
 } from './filter-nft.ts';
+import { markProblems, marksInUse } from './marks.ts';
 import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
+import { NFT_TABLE } from './render-nft.ts';
 import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
 import { runOk, type Argv } from './run.ts';
 import { readState, removeState, writeState, type AgentState, type RoutingState } from './state.ts';
@@ -40,6 +42,8 @@ export interface ExecOptions {
   pathVar: string;
   out: (text: string) => void;
   log: Logger;
+  /** A copy of the state file outside /run (ADR 0015): cleanup still works when state.json is lost. */
+  stateCopyDir?: string;
 }
 
 export class PreflightError extends Error {
@@ -78,6 +82,9 @@ export async function preflight(
     const mine = (previous?.routing ?? []).filter((q) => q.family === r.family && q.ownsRule);
     problems.push(...routingProblems(r, await readIpRules(r.family), await readRoutes(r.family, r.table), mine));
   }
+  // Marks set or matched by anyone else's rules, in every rule set on the node (marks.ts).
+  const mask = plan.routing[0]?.mask;
+  if (mask !== undefined) problems.push(...markProblems(await marksInUse(NFT_TABLE), mask));
   if (problems.length > 0) return problems; // tool checks need the binaries
   if (plan.nft) problems.push(...(await nftCheck(plan.nft)));
   for (const p of plan.iptables ?? []) problems.push(...(await iptCheck(p)));
@@ -183,7 +190,7 @@ async function rollback(plan: Plan, undo: Undo, mutate: Mutator, log: Logger): P
 }
 
 export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): Promise<void> {
-  let state = readState(opts.stateDir);
+  let state = readState(opts.stateDir, opts.stateCopyDir);
   const problems = await preflight(config, plan, opts.pathVar, state);
   if (problems.length > 0) throw new PreflightError(problems);
   const mutate = mutator(opts);
@@ -198,7 +205,7 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
   const fresh = state === undefined;
   if (fresh) {
     state = await initialState(plan);
-    if (!opts.dryRun) writeState(opts.stateDir, state);
+    if (!opts.dryRun) writeState(opts.stateDir, state, opts.stateCopyDir);
   }
   const undo: Undo = { ipt: new Map(), routing: [] };
   try {
@@ -212,13 +219,15 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
       if (plan.backend === 'iptables-nft') {
         for (const f of plan.families) await removeNftMangleIfOursAndEmpty(f, state!.before, mutate);
       }
-      removeState(opts.stateDir);
+      removeState(opts.stateDir, opts.stateCopyDir);
     }
     const tail = errors.length
       ? `\nrollback problems (state kept for cleanup):\n${errors.join('\n')}`
       : '\nrolled back: nothing of this run remains';
     throw new Error(`apply failed: ${errorMessage(e)}${tail}`, { cause: e });
   }
+  // Also a state from before the copy existed gets one (idempotent rewrite).
+  if (!opts.dryRun && opts.stateCopyDir && state) writeState(opts.stateDir, state, opts.stateCopyDir);
   opts.log.info({ backend: plan.backend, families: plan.families }, 'applied and verified');
 }
 
@@ -236,12 +245,12 @@ async function cleanupState(state: AgentState, opts: ExecOptions): Promise<void>
     if (r.ownsRule && (await readIpRules(r.family)).some((x) => isOurRule(x, plan))) await mutate(r.ruleDel);
     if (r.ownsRoute && (await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, plan))) await mutate(r.routeDel);
   }
-  if (!opts.dryRun) removeState(opts.stateDir);
+  if (!opts.dryRun) removeState(opts.stateDir, opts.stateCopyDir);
 }
 
 /** Removes exactly what the state file says we installed. Idempotent: no state, nothing to do. */
 export async function cleanup(opts: ExecOptions): Promise<boolean> {
-  const state = readState(opts.stateDir);
+  const state = readState(opts.stateDir, opts.stateCopyDir);
   if (!state) return false;
   await cleanupState(state, opts);
   opts.log.info({ backend: state.backend }, 'cleaned up');

@@ -1,11 +1,11 @@
 // I/O for the iptables backends (iptables-nft and iptables-legacy), per family, mangle table only.
-// Every document is fed to `<variant>-restore --noflush`, which names only our TPFLEET-* chains
+// Every document is fed to `<variant>-restore --noflush`, which names only our chains (OUR_CHAINS)
 // and our single hook rule in PREROUTING: foreign chains and rules are never touched.
 import { readFileSync } from 'node:fs';
 import type { Family } from '../api/net.ts';
 import type { Mutator } from './filter-nft.ts';
 import { nftTableIsEmpty, parseIptablesSave, type SavedTable } from './parse.ts';
-import { binaries, CHAIN_PREFIX, iptablesGateDocument } from './render-ipt.ts';
+import { binaries, ENTRY_CHAIN, iptablesGateDocument, OUR_CHAINS } from './render-ipt.ts';
 import { run, runOk } from './run.ts';
 import type { AgentState } from './state.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant } from './types.ts';
@@ -20,9 +20,12 @@ export async function readMangle(save: string): Promise<SavedTable> {
   return parseIptablesSave(await runOk([save, '-t', 'mangle']));
 }
 
-const ours = (t: SavedTable) => [...t.chains].filter((c) => c.startsWith(CHAIN_PREFIX));
-/** Hook rules: `-A PREROUTING ... -j TPFLEET-...` lines, verbatim. */
-const hooks = (t: SavedTable) => (t.lines.get('PREROUTING') ?? []).filter((l) => / -j TPFLEET-/.test(l));
+const ours = (t: SavedTable) => [...t.chains].filter((c) => OUR_CHAINS.has(c));
+/** Hook rules: `-A PREROUTING ... -j TPFLEET-PREROUTING` lines, verbatim (never a jump to a foreign chain). */
+const hooks = (t: SavedTable) =>
+  (t.lines.get('PREROUTING') ?? []).filter(
+    (l) => l.endsWith(` -j ${ENTRY_CHAIN}`) || l.includes(` -j ${ENTRY_CHAIN} `),
+  );
 
 /** Validates the document against the tool and kernel without committing it. */
 export async function iptCheck(p: IptablesFamilyPlan): Promise<string[]> {
@@ -86,7 +89,7 @@ export async function iptRestore(p: IptablesFamilyPlan, captured: SavedTable, mu
   await mutate([p.restore, '--noflush'], rewriteDoc(all, hadHook ? [] : hooks(now), keep, del));
 }
 
-/** Removes every TPFLEET-* chain and our hook rule(s); no-op when none exist. */
+/** Removes our chains (by exact name, OUR_CHAINS) and our hook rule(s); no-op when none exist. */
 export async function iptRemove(variant: IptablesVariant, f: Family, mutate: Mutator): Promise<void> {
   const { save, restore } = binaries(variant, f);
   const now = await readMangle(save);

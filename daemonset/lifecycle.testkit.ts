@@ -1,7 +1,7 @@
 // Privileged lifecycle tests, shared by the three backends: apply, read back, idempotency,
 // foreign rules, exact cleanup, bad config, the rp_filter refusal and rollback of a failed apply.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { createTopology, nsExec, privilegedSkipReason, type Topology } from '../e2e/netns.ts';
@@ -55,6 +55,24 @@ async function addForeign(ns: string, backend: Backend): Promise<void> {
       '-j',
       'ACCEPT',
     ]);
+    // A chain with our prefix that we did not create, and a jump into it: never ours to delete.
+    for (const b of [bin, bin.replace('ip', 'ip6')]) {
+      await nsExec(ns, [b, '-t', 'mangle', '-N', 'TPFLEET-FOREIGN']);
+      await nsExec(ns, [
+        b,
+        '-t',
+        'mangle',
+        '-A',
+        'TPFLEET-FOREIGN',
+        '-m',
+        'comment',
+        '--comment',
+        'foreign',
+        '-j',
+        'RETURN',
+      ]);
+      await nsExec(ns, [b, '-t', 'mangle', '-A', 'PREROUTING', '-p', 'udp', '-j', 'TPFLEET-FOREIGN']);
+    }
   }
   await nsExec(ns, ['ip', 'rule', 'add', 'from', '192.0.2.7', 'lookup', 'main', 'priority', '500']);
 }
@@ -125,6 +143,25 @@ export function lifecycleTests(backend: Backend): void {
         const again = await agent(ns, ['cleanup', '--state-dir', w.stateDir]);
         assert.equal(again.code, 0, again.stderr);
         assert.deepEqual(await snapshot(ns), before, 'cleanup is idempotent');
+      }),
+  );
+
+  test(
+    `${backend}: state.json lost (issue 20 path 5): cleanup restores the host exactly from the state copy`,
+    { skip },
+    () =>
+      withTopo(async (t, w) => {
+        const ns = t.proxy.ns;
+        await addForeign(ns, backend);
+        const before = await snapshot(ns);
+        const copy = ['--state-copy-dir', join(w.stateDir, 'copy')];
+        const r = await agent(ns, ['apply', '--config', w.config(FULL), '--state-dir', w.stateDir, ...copy]);
+        assert.equal(r.code, 0, r.stderr);
+        rmSync(join(w.stateDir, 'state.json'));
+        const clean = await agent(ns, ['cleanup', '--state-dir', w.stateDir, ...copy]);
+        assert.equal(clean.code, 0, clean.stderr);
+        assert.deepEqual(await snapshot(ns), before, 'every rule, route and chain we made is gone; foreign ones stay');
+        assert.equal(existsSync(join(w.stateDir, 'copy', 'state.json')), false, 'the copy goes with it');
       }),
   );
 

@@ -23,7 +23,7 @@ test('an invalid config exits 2 and names every bad field', async () => {
 });
 
 test('usage errors exit 2, each with its own message', async () => {
-  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch> --config FILE/;
+  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch\|janitor> --config FILE/;
   const cases: [string[], RegExp[]][] = [
     [[], [/^tpfleet-agent: usage: /, usage]],
     [['frobnicate'], [/^tpfleet-agent: usage: /, usage]],
@@ -63,7 +63,7 @@ test('--wait-port is refused outside cleanup or out of range, and a bad --wait-t
       [['cleanup', '--wait-port', '70000'], port],
       [
         ['cleanup', '--wait-port', '1', '--wait-timeout', 'x'],
-        /^tpfleet-agent: --wait-timeout: must be an integer number of seconds, 0-3600$/m,
+        /^tpfleet-agent: --wait-timeout: must be an integer number of seconds, 0-3610$/m,
       ],
     ];
     for (const [args, want] of cases) {

@@ -1,4 +1,4 @@
-// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch  --config FILE [--dry-run] [--state-dir DIR]
+// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch | janitor  --config FILE [--dry-run] [--state-dir DIR]
 // Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
 // The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
 // `watch` publish the tuning condition on its own pod.
@@ -7,11 +7,15 @@ import { pino, type Logger } from 'pino';
 import { KubeClient } from '../kube/client.ts';
 import { inClusterCredentials, kubeconfigCredentials } from '../kube/credentials.ts';
 import { NODE_STATE_DIR } from '../api/defaults.ts';
+import { MAX_LEAVE_WAIT_S } from '../api/fields.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
 import { detectHost } from './facts.ts';
 import { drainBeforeCleanup } from './leave.ts';
+import { janitorPass, ownerKey } from './janitor.ts';
+import { GROUP, PLURAL, VERSION } from '../api/transparentproxy.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { formatPlan, plan } from './plan.ts';
 import { readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
@@ -23,11 +27,14 @@ import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
 import { errorMessage } from '../api/errors.ts';
 
-const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
+const USAGE = `usage: main.ts <plan|apply|cleanup|watch|janitor> --config FILE [--dry-run] [--state-dir DIR]
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
        [--kubeconfig PATH]   (watch: API credentials for the tuning condition; default in-cluster,
                               used only when POD_NAME and POD_NAMESPACE are set)
-       [--status-interval 30]   (watch: seconds between tuning status checks)
+       [--status-interval 30]   (watch: seconds between tuning status checks; janitor: between passes)
+       [--once]   (janitor: one pass, then exit; --state-dir is the state root, default /run/tpfleet)
+       [--state-copy-dir DIR]   (apply/cleanup: keep a copy of the state there, used when state.json
+                              is lost; janitor: the root of those copies)
        [--wait-port PORT] [--wait-timeout 60]   (cleanup on a leaving node: set the drain gate, then
                               wait up to that many seconds for the proxy's metrics port to close)`;
 
@@ -44,6 +51,10 @@ interface Cli {
   /** cleanup: drain first (daemonset/leave.ts) while something listens on this port. */
   waitPort?: number;
   waitTimeoutMs: number;
+  /** janitor: one pass only. */
+  once: boolean;
+  /** A copy of the state outside /run (janitor: the root of the copies). */
+  stateCopyDir?: string;
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
@@ -80,12 +91,16 @@ function parseCli(argv: string[]): Cli {
       'status-interval': { type: 'string', default: '30' },
       'wait-port': { type: 'string' },
       'wait-timeout': { type: 'string', default: '60' },
+      once: { type: 'boolean', default: false },
+      'state-copy-dir': { type: 'string' },
     },
   });
   const cmd = positionals[0];
-  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch'].includes(cmd))
+  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch', 'janitor'].includes(cmd))
     throw new UsageError(USAGE);
-  if (cmd !== 'cleanup' && !values.config) throw new UsageError(`--config is required for ${cmd}\n${USAGE}`);
+  if (values.once && cmd !== 'janitor') throw new UsageError('--once: with janitor only');
+  if (cmd !== 'cleanup' && cmd !== 'janitor' && !values.config)
+    throw new UsageError(`--config is required for ${cmd}\n${USAGE}`);
   const b = values.backend;
   if (b !== undefined && !['nftables', 'iptables-nft', 'iptables-legacy'].includes(b))
     throw new UsageError(`--backend: unknown backend ${b}`);
@@ -100,9 +115,12 @@ function parseCli(argv: string[]): Cli {
     throw new UsageError('--wait-port: a port number 1-65535, with cleanup only');
   }
   const waitTimeout = Number(values['wait-timeout']);
-  if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > 3600)
-    throw new UsageError('--wait-timeout: must be an integer number of seconds, 0-3600');
+  // The bound covers every leave pod the operator renders (api/fields.ts: the largest drain + margin).
+  if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > MAX_LEAVE_WAIT_S)
+    throw new UsageError(`--wait-timeout: must be an integer number of seconds, 0-${MAX_LEAVE_WAIT_S}`);
   return {
+    once: values.once ?? false,
+    stateCopyDir: values['state-copy-dir'],
     waitPort,
     waitTimeoutMs: waitTimeout * 1000,
     cmd,
@@ -190,13 +208,58 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   }
 }
 
+/** Removes exactly what the state in `stateDir` says we installed, and restores its tuning. */
+async function cleanupDir(opts: ExecOptions, log: Logger): Promise<void> {
+  await cleanup(opts);
+  untuneNode({ stateDir: opts.stateDir, dryRun: opts.dryRun }, log);
+}
+
+/** The node janitor (janitor.ts): a pass at start and every --status-interval, until SIGTERM. */
+async function runJanitor(cli: Cli, env: AgentEnv, opts: ExecOptions, log: Logger): Promise<void> {
+  const creds = cli.kubeconfig ? kubeconfigCredentials(cli.kubeconfig) : inClusterCredentials(env.api);
+  const client = new KubeClient(creds, AGENT_FIELD_MANAGER);
+  const pass = () =>
+    janitorPass({
+      root: cli.stateDir,
+      copyRoot: cli.stateCopyDir,
+      liveOwners: async () => {
+        const list = await client.list(`/apis/${GROUP}/${VERSION}/${PLURAL}`);
+        return new Set(list.items.map((o) => ownerKey(o.metadata.namespace ?? '', o.metadata.name)));
+      },
+      clean: (stateDir, stateCopyDir) => cleanupDir({ ...opts, stateDir, stateCopyDir }, log),
+      log,
+    });
+  const cleaned = await pass();
+  if (cli.once) {
+    opts.out(cleaned.length ? `janitor: cleaned ${cleaned.join(', ')}` : 'janitor: nothing to clean');
+    return;
+  }
+  const ac = new AbortController();
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => ac.abort());
+  while (!ac.signal.aborted) {
+    await sleep(cli.statusIntervalMs, undefined, { signal: ac.signal }).catch(() => undefined);
+    if (!ac.signal.aborted) await pass();
+  }
+}
+
 export async function main(argv: string[], environ: Record<string, string | undefined> = process.env): Promise<number> {
   const log = pino({ name: 'tpfleet-agent', level: 'info' }, pino.destination(2));
   const out = (t: string) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`);
   try {
     const cli = parseCli(argv);
     const env = parseEnv(environ);
-    const opts: ExecOptions = { stateDir: cli.stateDir, dryRun: cli.dryRun, pathVar: env.path, out, log };
+    const opts: ExecOptions = {
+      stateDir: cli.stateDir,
+      stateCopyDir: cli.cmd === 'janitor' ? undefined : cli.stateCopyDir,
+      dryRun: cli.dryRun,
+      pathVar: env.path,
+      out,
+      log,
+    };
+    if (cli.cmd === 'janitor') {
+      await runJanitor(cli, env, opts, log);
+      return 0;
+    }
     if (cli.cmd === 'cleanup') {
       if (cli.waitPort !== undefined)
         await drainBeforeCleanup({

@@ -20,6 +20,11 @@ export function chooseBackend(config: NodeConfig, facts: HostFacts): Backend {
 /** fwmark policy routing: marked packets are delivered locally (to the transparent socket). */
 export function routingPlan(config: NodeConfig, f: Family): RoutingPlan {
   const { mark, mask, routingTable: table, rulePriority: priority } = config.interception;
+  return routingArgv(f, mark, mask, table, priority);
+}
+
+/** The ip rule and route argv for these numbers: also how a state file's argv is checked (state.ts). */
+export function routingArgv(f: Family, mark: number, mask: number, table: number, priority: number): RoutingPlan {
   const v = f === 'IPv4' ? '-4' : '-6';
   const fw = `0x${mark.toString(16)}/0x${mask.toString(16)}`;
   const rule = ['fwmark', fw, 'lookup', String(table), 'priority', String(priority)];

@@ -7,7 +7,6 @@ import type { Interception } from '../api/nodeconfig.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant, RenderedRule } from './types.ts';
 import { DRAIN_COMMENT } from './render-nft.ts';
 
-export const CHAIN_PREFIX = 'TPFLEET-';
 const C = {
   entry: 'TPFLEET-PREROUTING',
   divert: 'TPFLEET-DIVERT',
@@ -20,6 +19,12 @@ const C = {
   bypass: 'TPFLEET-BYPASS',
   tproxy: 'TPFLEET-TPROXY',
 } as const;
+/**
+ * Our chains, by their exact names: cleanup and stale-chain removal touch these and nothing else,
+ * so a TPFLEET-* chain someone else made (another tool, an older install by hand) is never deleted.
+ */
+export const OUR_CHAINS: ReadonlySet<string> = new Set(Object.values(C));
+export const ENTRY_CHAIN = C.entry;
 export const HOOK_COMMENT = 'tpfleet: intercept via TPFLEET-PREROUTING';
 
 export function binaries(variant: IptablesVariant, f: Family): { restore: string; save: string } {
@@ -108,6 +113,9 @@ export function iptablesRules(
       '-m addrtype --dst-type LOCAL -j RETURN',
       'traffic to the node itself and replies to its own connections pass',
     );
+  } else {
+    // Loop guard, as in the nftables renderer: the proxy's upstream connections to node-local addresses.
+    add(C.entry, '-i lo -j RETURN', 'loop guard: connections from the node itself (also the proxy upstream ones) pass');
   }
   const stage = stageRules(ic, f);
   add(C.entry, `-g ${stage.first}`, 'candidate: on to the match stages');

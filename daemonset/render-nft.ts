@@ -100,6 +100,10 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   add('meta l4proto != tcp return', 'only TCP is intercepted');
   if (!ic.localDestinations) {
     add('fib daddr type local return', 'traffic to the node itself and replies to its own connections pass');
+  } else {
+    // Loop guard: the node's own connections to its own addresses arrive on lo, the proxy's upstream
+    // ones included; diverting those back into the listener multiplies one connection without end.
+    add('iifname "lo" return', 'loop guard: connections from the node itself (also the proxy upstream ones) pass');
   }
   const stage = matchStage(ic, families);
   sets.push(...stage.sets);

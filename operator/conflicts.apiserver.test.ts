@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { KubeClient, type KubeObject } from '../kube/client.ts';
-import { activeLabelKey } from './render/names.ts';
+import { activeLabelKey, MODE_ANNOTATION } from './render/names.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
 import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
@@ -25,7 +25,7 @@ before(async () => {
   for (const ns of ['team-a', 'team-b']) await createNamespace(c, ns);
   for (const n of ['e1', 'e2']) await createNode(c, n, { labels: { pool: 'edge' } });
   for (const n of ['g1', 'g2']) await createNode(c, n, { labels: { pool: 'gateway' } });
-  // No DaemonSet controller here: a deleted object's node cleanup can only time out; keep that short.
+  // No DaemonSet controller here: a test writes the cleanup DaemonSet's status the way it would.
   op = await startOperator(env.kubeconfigPath, { cleanupTimeoutMs: 3000 });
 });
 after(async () => {
@@ -74,9 +74,25 @@ test('disjoint selectors run side by side; deleting the older object frees its n
     'audit to be refused again',
     async () => cond(await c.get<Obj>(tpPath('team-b', 'audit')), 'InvalidSpec')?.status === 'True',
   );
-  // ...and accepted once egress is gone (its finalizer waits for the node cleanup, which here can
-  // only time out, after the 3 s set above).
+  // ...and accepted once egress is gone (its finalizer waits for the node cleanup, which never
+  // gives up while a node holds rules: here the DaemonSet controller's report is written by hand).
   await c.delete(tpPath('team-a', 'egress'));
+  const cleanupDs = await waitFor('cleanup mode', async () => {
+    const d = await ds('team-a', 'egress');
+    return d?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup' && d;
+  });
+  // Its one active node ran the cleanup pod, which is Ready: the node reported done.
+  await c.mergePatch(`/apis/apps/v1/namespaces/team-a/daemonsets/egress/status`, {
+    status: {
+      observedGeneration: cleanupDs.metadata.generation,
+      desiredNumberScheduled: 1,
+      currentNumberScheduled: 1,
+      updatedNumberScheduled: 1,
+      numberReady: 1,
+      numberAvailable: 1,
+      numberMisscheduled: 0,
+    },
+  });
   const audit = await waitFor(
     'audit to take the edge nodes',
     async () => {

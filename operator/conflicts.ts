@@ -30,13 +30,16 @@ function older(a: KubeObject, b: KubeObject): boolean {
 
 /**
  * The problem to report when an older object's nodeSelector already matches nodes this one's does,
- * or undefined. Objects whose spec does not render (rejected, so never applied) take no nodes.
+ * or undefined. An older object whose spec does not render keeps the nodes its last applied
+ * DaemonSet selects (`applied`: its template's node selector, or undefined when it never ran): it
+ * keeps running there (InvalidSpec changes nothing), so those nodes are not free (issue 20).
  */
 export function nodeConflict(
   tp: KubeObject,
   spec: TransparentProxySpec,
   proxies: KubeObject[],
   nodes: KubeObject[],
+  applied: (o: KubeObject) => Record<string, string> | undefined = () => undefined,
 ): string | undefined {
   const mine = new Set(matching(nodes, spec.nodeSelector));
   if (mine.size === 0) return undefined;
@@ -45,8 +48,9 @@ export function nodeConflict(
     .sort((a, b) => (older(a, b) ? -1 : 1));
   for (const other of rivals) {
     const r = renderedSpec(other);
-    if (!r.ok) continue;
-    const shared = matching(nodes, r.value.spec.nodeSelector).filter((n) => mine.has(n));
+    const selector = r.ok ? r.value.spec.nodeSelector : applied(other);
+    if (!r.ok && selector === undefined) continue; // never applied: takes no nodes
+    const shared = matching(nodes, selector).filter((n) => mine.has(n));
     if (shared.length === 0) continue;
     const list =
       shared.slice(0, SHOWN).join(', ') + (shared.length > SHOWN ? ` and ${shared.length - SHOWN} more` : '');
@@ -54,6 +58,40 @@ export function nodeConflict(
       `spec.nodeSelector: node(s) ${list} are also selected by TransparentProxy ${other.metadata.namespace}/${other.metadata.name}, ` +
       'which is older; one TransparentProxy per node (the node agent owns one nftables table, fwmark rule and listen port per node): ' +
       'make the nodeSelectors select disjoint nodes'
+    );
+  }
+  return undefined;
+}
+
+/**
+ * The other half of a conflict that arose after both objects ran (a node relabelled to match both
+ * selectors): the newer object is refused, but InvalidSpec changes nothing, so its DaemonSet still
+ * runs on the shared nodes. The older object reports it too (Degraded NodesShared), naming the
+ * newer object and the nodes, so the overlap shows on both (issue 20). undefined: none.
+ */
+export function sharedWithNewer(
+  tp: KubeObject,
+  spec: TransparentProxySpec,
+  proxies: KubeObject[],
+  nodes: KubeObject[],
+  applied: (o: KubeObject) => Record<string, string> | undefined,
+): string | undefined {
+  const mine = new Set(matching(nodes, spec.nodeSelector));
+  if (mine.size === 0) return undefined;
+  const newer = proxies
+    .filter((o) => o.metadata.uid !== tp.metadata.uid && older(tp, o))
+    .sort((a, b) => (older(a, b) ? -1 : 1));
+  for (const other of newer) {
+    const selector = applied(other);
+    if (selector === undefined) continue; // never ran: it holds no node
+    const shared = matching(nodes, selector).filter((n) => mine.has(n));
+    if (shared.length === 0) continue;
+    const list =
+      shared.slice(0, SHOWN).join(', ') + (shared.length > SHOWN ? ` and ${shared.length - SHOWN} more` : '');
+    return (
+      `node(s) ${list} also run TransparentProxy ${other.metadata.namespace}/${other.metadata.name} (newer, refused, ` +
+      "but its DaemonSet from before still runs there): two fleets on one node replace and remove each other's rules; " +
+      'change its nodeSelector or the node labels'
     );
   }
   return undefined;

@@ -2,8 +2,11 @@
 // rules. The operator switches the DaemonSet to cleanup mode (init container `tpfleet-agent
 // cleanup`, then a container that just stays up): a cleanup pod that is Ready is a node reporting
 // "done". The DaemonSet controller aggregates that into the DaemonSet status, which is what we
-// wait for, up to --cleanup-timeout after deletion started. Then node labels and the finalizer go,
-// and owner references let the garbage collector delete the rest.
+// wait for. Then node labels and the finalizer go, and owner references let the garbage collector
+// delete the rest. The finalizer never goes while a node still holds rules (a node with TPROXY
+// rules and no agent black-holes its traffic, FailClosed): --cleanup-timeout after deletion
+// started turns into Degraded=True naming the nodes and a warning, not a release (ADR 0015). A
+// node deleted from the cluster leaves the DaemonSet's desired count, so it does not hold it.
 import { DEFAULTS } from '../api/defaults.ts';
 import { ProxyConfig } from '../api/nodeconfig.ts';
 import { TransparentProxySpec } from '../api/transparentproxy.ts';
@@ -11,6 +14,7 @@ import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
 import { ownedBy, R, TP, type TransparentProxyObject } from './kinds.ts';
 import { pendingLeaves, syncActiveNodes } from './nodes.ts';
+import { uncleanNodes } from './pods.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
 import { CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION, names, selectorString } from './render/names.ts';
 import { rolloutComplete, type DaemonSetStatus } from './status.ts';
@@ -80,6 +84,23 @@ function cleanupDaemonSet(ctx: ReconcileContext, tp: KubeObject, live: LiveDaemo
   });
 }
 
+/** 300000 -> "5m", 90000 -> "1m30s": the timeout as the flag was written. */
+export function formatMs(ms: number): string {
+  const parts: string[] = [];
+  let rest = ms;
+  for (const [unit, size] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+    ['ms', 1],
+  ] as const) {
+    const n = Math.floor(rest / size);
+    if (n > 0) parts.push(`${n}${unit}`);
+    rest -= n * size;
+  }
+  return parts.join('') || '0s';
+}
+
 export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject): Promise<Result> {
   const { namespace = '', name } = tp.metadata;
   if (!tp.metadata.finalizers?.includes(FINALIZER)) return { outcome: 'gone' };
@@ -91,7 +112,7 @@ export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject
   const leaving = pendingLeaves(ctx, namespace, name);
   const p = live && ownedBy(live, tp) ? cleanupProgress(live) : undefined;
   const done = (!p || p.done) && leaving.length === 0;
-  if (!done && remaining > 0) {
+  if (!done) {
     if (p && !p.switched) {
       ctx.log.info({ tp: `${namespace}/${name}` }, 'deleting: switching the fleet to cleanup mode');
       await ctx.memo.apply(
@@ -102,21 +123,26 @@ export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject
       );
     }
     const pending = (p ? (p.switched ? p.pending : p.total) : 0) + leaving.length;
+    const nodes = [
+      ...new Set([...uncleanNodes(ctx.caches.pods.list(), namespace, name, MODE_ANNOTATION), ...leaving]),
+    ].sort();
+    const timedOut = remaining <= 0 ? formatMs(ctx.settings.cleanupTimeoutMs) : undefined;
+    if (timedOut)
+      ctx.log.warn(
+        { tp: `${namespace}/${name}`, pending, nodes, cleanupTimeout: timedOut },
+        'cleanup timed out; the finalizer stays until these nodes removed their rules',
+      );
     await writeStatus(ctx, tp, {
       generation: tp.metadata.generation ?? 0,
       prev: tp.status,
       now: ctx.now().toISOString(),
       selector: selectorString(name),
       configHash: tp.status?.configHash,
-      cleanup: { pending, total: (p?.total ?? 0) + leaving.length },
+      cleanup: { pending, total: (p?.total ?? 0) + leaving.length, nodes, timedOut },
     });
-    return { outcome: 'cleanup', requeueAfterMs: Math.min(5000, remaining) };
+    // Before the timeout, at it (to flip Degraded on time), after it every 30 s for the warning.
+    return { outcome: 'cleanup', requeueAfterMs: remaining > 0 ? Math.min(5000, remaining) : 30_000 };
   }
-  if (!done)
-    ctx.log.warn(
-      { tp: `${namespace}/${name}`, pending: p?.pending, leaving },
-      'cleanup timed out; removing the finalizer anyway',
-    );
   await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
   const rest = (tp.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
   await ctx.client.mergePatch(resourcePath(TP, namespace, name), {

@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { parseDuration } from '../api/net.ts';
+import { boundedMs, type DurationField } from '../api/fields.ts';
 import { Controller } from './controller.ts';
 import { KubeClient } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
@@ -23,8 +23,9 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-function ms(flag: string, text: string): number {
-  const v = parseDuration(text);
+/** A duration flag in milliseconds, within its bounds (api/fields.ts DURATION_BOUNDS). */
+function ms(flag: string, field: DurationField, text: string): number {
+  const v = boundedMs(field, text);
   if (typeof v === 'string') fail(`--${flag}: ${v}`);
   return v;
 }
@@ -75,8 +76,8 @@ function parse() {
     image: values.image,
     host: m[1] ?? '0.0.0.0',
     port: Number(m[2]),
-    cleanupTimeoutMs: ms('cleanup-timeout', values['cleanup-timeout']),
-    resyncMs: ms('resync', values.resync),
+    cleanupTimeoutMs: ms('cleanup-timeout', 'cleanupTimeout', values['cleanup-timeout']),
+    resyncMs: ms('resync', 'resync', values.resync),
     workers,
     logLevel: values['log-level'],
     leaderElect: values['leader-elect'] === 'true',
@@ -84,7 +85,7 @@ function parse() {
       namespace: values['lease-namespace'],
       name: values['lease-name'],
       identity: values.identity,
-      leaseDurationSec: Math.max(1, Math.round(ms('lease-duration', values['lease-duration']) / 1000)),
+      leaseDurationSec: Math.max(1, Math.round(ms('lease-duration', 'leaseDuration', values['lease-duration']) / 1000)),
     },
   };
 }

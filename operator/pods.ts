@@ -37,6 +37,21 @@ export function leftNodes(pods: KubeObject[], namespace: string, name: string): 
   return new Set((pods as Pod[]).filter((p) => isPodOf(p, namespace, sel) && isReady(p)).map((p) => p.spec!.nodeName!));
 }
 
+/**
+ * Nodes where a pod of the fleet still runs, or is not yet a Ready cleanup pod (a cleanup pod
+ * turns Ready once its init container removed the node's rules). Deletion waits for these.
+ */
+export function uncleanNodes(pods: KubeObject[], namespace: string, name: string, modeAnnotation: string): string[] {
+  const sel = selectorLabels(name);
+  const mine = (pods as Pod[]).filter((p) => isPodOf(p, namespace, sel) && p.spec?.nodeName);
+  const clean = new Set(
+    mine
+      .filter((p) => p.metadata.annotations?.[modeAnnotation] === 'cleanup' && isReady(p))
+      .map((p) => p.spec!.nodeName!),
+  );
+  return [...new Set(mine.map((p) => p.spec!.nodeName!))].filter((n) => !clean.has(n)).sort();
+}
+
 const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
 
 export function fleetPods(pods: KubeObject[], namespace: string, name: string): FleetPods {

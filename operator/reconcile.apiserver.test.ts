@@ -247,7 +247,7 @@ test('deletion also waits for a node still leaving after a scale-in, then clears
   await writeDaemonSetStatus('shrink', 1, 1); // the active node has cleaned up
   const t = await waitFor('waiting for the leaving node', async () => {
     const o = await tp('shrink');
-    return cond(o, 'Progressing')?.message === '1 of 2 nodes still removing their rules' && o;
+    return /^1 of 2 nodes still removing their rules/.test(cond(o, 'Progressing')?.message ?? '') && o;
   });
   assert.ok(t.metadata.deletionTimestamp);
   assert.deepEqual(await completeLeaves(c, NS, 'shrink', label), [leaving], 'its leave pod now reports done');
@@ -255,16 +255,33 @@ test('deletion also waits for a node still leaving after a scale-in, then clears
   assert.equal(await labelOf(leaving), undefined, 'no label is left behind');
 });
 
-test('deletion does not hang forever: after --cleanup-timeout the finalizer goes anyway', async () => {
+test('past --cleanup-timeout the finalizer stays while a node holds rules: Degraded names it', async () => {
   await createTp('stuck', {});
   await waitFor('DaemonSet', () => ds('stuck'));
   await waitFor('finalizer', async () => (await tp('stuck'))?.metadata.finalizers?.includes(FINALIZER));
+  await createReadyPod('stuck', 'n2'); // a proxy pod runs on n2: its node has rules
   const start = Date.now();
   await c.delete(tpPath(NS, 'stuck'));
   await waitFor(
     'cleanup mode',
     async () => (await ds('stuck'))?.spec.template.metadata.annotations[MODE_ANNOTATION] === 'cleanup',
   );
-  await waitFor('gone after timeout', async () => (await tp('stuck')) === undefined, 20_000);
-  assert.ok(Date.now() - start >= 7000, `waited ${Date.now() - start} ms for an 8 s timeout`);
+  await writeDaemonSetStatus('stuck', 1, 0); // n2's cleanup pod never turns Ready (node unreachable)
+  const t = await waitFor(
+    'Degraded after the timeout',
+    async () => {
+      const o = await tp('stuck');
+      return cond(o, 'Degraded')?.reason === 'CleanupTimedOut' && o;
+    },
+    20_000,
+  );
+  assert.ok(Date.now() - start >= 7000, `Degraded after ${Date.now() - start} ms for an 8 s timeout`);
+  assert.match(cond(t, 'Degraded').message, /still waiting after 8s for nodes to remove their rules \(n2\)/);
+  assert.ok(t.metadata.finalizers?.includes(FINALIZER), 'the finalizer stays');
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.ok((await tp('stuck'))?.metadata.finalizers?.includes(FINALIZER), 'still there 3 s later');
+  // The node reports done (its cleanup pod Ready): the deletion completes.
+  await c.delete(`/api/v1/namespaces/${NS}/pods/stuck-n2`, { gracePeriodSeconds: '0' });
+  await writeDaemonSetStatus('stuck', 1, 1);
+  await waitFor('gone once the node is clean', async () => (await tp('stuck')) === undefined, 20_000);
 });

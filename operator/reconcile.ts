@@ -4,19 +4,34 @@
 // object has a fixed name and is applied whole, so a crash mid-way converges on the next run.
 import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
-import { nodeConflict } from './conflicts.ts';
+import { nodeConflict, sharedWithNewer } from './conflicts.ts';
 import { CREDENTIALS_RECHECK_MS, credentialProblems } from './credentials.ts';
 import { warn } from './events.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
 import { OWNED } from './owned.ts';
-import { names, selectorString } from './render/names.ts';
+import { activeLabelKey, names, selectorString } from './render/names.ts';
 import { renderedSpec, type RenderedNodeConfig } from './render/nodeconfig.ts';
 import { policyInForce, policyRejected } from './policy-status.ts';
 import { invalidMessage, type DaemonSetStatus, type StatusInput } from './status.ts';
 import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
 import { fleetPods } from './pods.ts';
 import { writeStatus } from './write-status.ts';
+
+/**
+ * The candidate selector of an object's live DaemonSet (its template's nodeSelector without the
+ * active-node label), or undefined when it has none: what it still runs on while its spec is rejected.
+ */
+function appliedSelector(ctx: ReconcileContext, o: KubeObject): Record<string, string> | undefined {
+  const { namespace = '', name } = o.metadata;
+  const ds = ctx.caches.daemonSets.get(namespace, names(name).daemonSet) as
+    | (KubeObject & { spec?: { template?: { spec?: { nodeSelector?: Record<string, string> } } } })
+    | undefined;
+  const sel = ds && ownedBy(ds, o) ? ds.spec?.template?.spec?.nodeSelector : undefined;
+  if (!sel) return undefined;
+  const { [activeLabelKey(namespace, name)]: _active, ...candidates } = sel;
+  return candidates;
+}
 
 export async function reconcile(ctx: ReconcileContext, key: string): Promise<Result> {
   const [namespace = '', name = ''] = key.split('/');
@@ -42,8 +57,13 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   if (!rendered.ok) return reject(ctx, tp, statusBase, rendered.problems, 'spec rejected; nothing changed');
   const { spec, hash } = rendered.value;
   // Checked before any write, like a bad spec: a conflicting object changes nothing (conflicts.ts).
-  const conflict = nodeConflict(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list());
+  const conflict = nodeConflict(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list(), (o) =>
+    appliedSelector(ctx, o),
+  );
   if (conflict) return reject(ctx, tp, statusBase, [conflict], 'nodes taken by an older TransparentProxy');
+  const shared = sharedWithNewer(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list(), (o) =>
+    appliedSelector(ctx, o),
+  );
   // Upstream Secrets that are missing or incomplete (credentials.ts); looked at again soon, since
   // no watch tells us when one appears.
   const secrets = await credentialProblems(ctx.client, namespace, spec);
@@ -64,6 +84,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     ...fleetPods(ctx.caches.pods.list(), namespace, name),
     daemonSet: dsInfo(ctx.caches.daemonSets.get(namespace, names(name).daemonSet) ?? ds),
     policy: policyInForce(spec),
+    sharedNodes: shared,
   });
   return { outcome: 'success' };
 }

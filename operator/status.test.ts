@@ -5,7 +5,9 @@ import { test } from 'node:test';
 import { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 import type { KubeObject } from '../kube/client.ts';
 import { TUNING_CONDITION_TYPE as TUNING_CONDITION } from '../api/tuning-condition.ts';
-import { fleetPods, leftNodes } from './pods.ts';
+import { formatMs } from './finalize.ts';
+import { fleetPods, leftNodes, uncleanNodes } from './pods.ts';
+import { MODE_ANNOTATION } from './render/names.ts';
 import { computeStatus, stableJson, type StatusInput } from './status.ts';
 
 const pod = (
@@ -184,4 +186,36 @@ test('a node leaving the active set is listed as Draining and keeps Progressing 
     'web',
   );
   assert.deepEqual([...left], ['n2']);
+});
+
+test('deletion: nodes still holding rules are named; past the timeout Degraded says the finalizer stays', () => {
+  const cleanup = (node: string, conds: { type: string; status: string }[]) => {
+    const p = pod(node, conds);
+    p.metadata.name = `web-cleanup-${node}`;
+    p.metadata.annotations = { [MODE_ANNOTATION]: 'cleanup' };
+    return p;
+  };
+  const pods = [
+    pod('a', [ready]), // a running proxy pod: its node has rules
+    cleanup('b', [ready]), // cleaned
+    cleanup('c', []), // cleanup still running
+    pod('d', [ready], { ns: 'other' }), // not this fleet
+  ];
+  assert.deepEqual(uncleanNodes(pods, 'fleet', 'web', MODE_ANNOTATION), ['a', 'c']);
+  const base = { generation: 1, now: '2026-01-01T00:00:00Z', selector: 's' };
+  const conds = (cleanup: StatusInput['cleanup']) =>
+    Object.fromEntries((computeStatus({ ...base, cleanup }).conditions ?? []).map((c) => [c.type, c]));
+  const waiting = conds({ pending: 2, total: 3, nodes: ['a', 'c'] });
+  assert.equal(waiting.Progressing?.message, '2 of 3 nodes still removing their rules (a, c)');
+  assert.equal(waiting.Degraded?.status, 'False');
+  const late = conds({ pending: 2, total: 3, nodes: ['a', 'c'], timedOut: formatMs(300_000) });
+  assert.equal(late.Degraded?.status, 'True');
+  assert.equal(late.Degraded?.reason, 'CleanupTimedOut');
+  assert.equal(
+    late.Degraded?.message,
+    'still waiting after 5m for nodes to remove their rules (a, c); the finalizer stays until they do or the nodes are deleted',
+  );
+  const many = Array.from({ length: 25 }, (_, i) => `n${i}`);
+  assert.match(conds({ pending: 25, total: 25, nodes: many }).Progressing?.message ?? '', /n19 and 5 more\)$/);
+  assert.equal(formatMs(90_500), '1m30s500ms');
 });

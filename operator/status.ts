@@ -42,7 +42,10 @@ export interface StatusInput {
   /** Per node, the policy decision totals its agent reported (operator/pods.ts). */
   decisions?: ReadonlyMap<string, DecisionTotals>;
   daemonSet?: { generation?: number; status?: DaemonSetStatus };
-  cleanup?: { pending: number; total: number };
+  /** Deletion: nodes still holding rules; timedOut past --cleanup-timeout (never a release). */
+  cleanup?: { pending: number; total: number; nodes?: readonly string[]; timedOut?: string };
+  /** A newer object still runs on some of this one's nodes (conflicts.ts sharedWithNewer). */
+  sharedNodes?: string;
 }
 
 type Cond = Pick<Condition, 'type' | 'status' | 'reason'> & { message?: string };
@@ -131,11 +134,28 @@ function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
   });
 }
 
+/** The longest node list a condition message names before it says "and N more". */
+const NAMED_NODES = 20;
+export function nodeList(nodes: readonly string[]): string {
+  const shown = nodes.slice(0, NAMED_NODES).join(', ');
+  return nodes.length > NAMED_NODES ? `${shown} and ${nodes.length - NAMED_NODES} more` : shown;
+}
+
 function cleanupConditions(c: NonNullable<StatusInput['cleanup']>): Cond[] {
+  const named = c.nodes?.length ? ` (${nodeList(c.nodes)})` : '';
   return [
     cond('Ready', false, 'Deleting'),
-    cond('Progressing', true, 'CleaningUp', `${c.pending} of ${c.total} nodes still removing their rules`),
-    cond('Degraded', false, 'Deleting'),
+    cond('Progressing', true, 'CleaningUp', `${c.pending} of ${c.total} nodes still removing their rules${named}`),
+    // Past the timeout the finalizer stays (a node with rules and no agent black-holes traffic):
+    // the object says which nodes hold it and what a person can do.
+    c.timedOut
+      ? cond(
+          'Degraded',
+          true,
+          'CleanupTimedOut',
+          `still waiting after ${c.timedOut} for nodes to remove their rules${named}; the finalizer stays until they do or the nodes are deleted`,
+        )
+      : cond('Degraded', false, 'Deleting'),
   ];
 }
 
@@ -165,13 +185,15 @@ function fleetConditions(i: StatusInput, f: FleetState): Cond[] {
         )
       : cond('Progressing', false, 'RolloutComplete');
   const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
-  const degraded = short
-    ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
-    : rolledOut && f.readyReplicas < f.replicas
-      ? cond('Degraded', true, 'NodesNotReady', `${f.replicas - f.readyReplicas} active nodes not ready`)
-      : f.tuning
-        ? cond('Degraded', true, f.tuning.reason, f.tuning.message)
-        : cond('Degraded', false, 'AsExpected');
+  const degraded = i.sharedNodes
+    ? cond('Degraded', true, 'NodesShared', i.sharedNodes)
+    : short
+      ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
+      : rolledOut && f.readyReplicas < f.replicas
+        ? cond('Degraded', true, 'NodesNotReady', `${f.replicas - f.readyReplicas} active nodes not ready`)
+        : f.tuning
+          ? cond('Degraded', true, f.tuning.reason, f.tuning.message)
+          : cond('Degraded', false, 'AsExpected');
   return [ready, progressing, degraded];
 }
 

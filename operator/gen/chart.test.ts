@@ -31,12 +31,17 @@ test('helm template renders the golden files (default and full values)', async (
     def.docs.map((d) => d.kind).sort(),
     [
       'ClusterRole',
+      'ClusterRole',
       'ClusterRoleBinding',
+      'ClusterRoleBinding',
+      'DaemonSet',
       'Deployment',
+      'Namespace',
       'Namespace',
       'Role',
       'RoleBinding',
       'Service',
+      'ServiceAccount',
       'ServiceAccount',
     ],
     'monitors are off by default',
@@ -119,18 +124,18 @@ test('RBAC parity: the chart grants exactly operator/deploy/rbac.yaml (ClusterRo
   );
   const { docs } = await template();
   for (const kind of ['ClusterRole', 'Role']) {
-    const chart = find(docs, kind),
-      manual = find(deploy, kind);
+    const manual = find(deploy, kind),
+      chart = find(docs, kind, manual.metadata.name);
     assert.deepEqual(norm(chart.rules), norm(manual.rules), `${kind} rules`);
     assert.equal(chart.metadata.name, manual.metadata.name, `${kind} name for release "tpfleet"`);
     for (const r of chart.rules as Rule[])
       for (const v of [...r.apiGroups, ...r.resources, ...r.verbs])
         assert.ok(!v.includes('*'), `${kind}: wildcard in ${JSON.stringify(r)}`);
   }
-  const sa = find(docs, 'ServiceAccount');
+  const sa = find(docs, 'ServiceAccount', 'tpfleet-operator');
   for (const kind of ['ClusterRoleBinding', 'RoleBinding']) {
     assert.deepEqual(
-      find(docs, kind).subjects,
+      find(docs, kind, kind === 'RoleBinding' ? undefined : 'tpfleet-operator').subjects,
       [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: RELEASE_NS }],
       `${kind} binds the chart's ServiceAccount`,
     );
@@ -179,7 +184,7 @@ test('the operator Deployment: restricted security context, probes, flags from v
   });
   assert.equal(c.livenessProbe.httpGet.path, '/healthz');
   assert.equal(c.readinessProbe.httpGet.path, '/readyz');
-  assert.equal(pod.serviceAccountName, find(docs, 'ServiceAccount').metadata.name);
+  assert.equal(pod.serviceAccountName, find(docs, 'ServiceAccount', 'tpfleet-operator').metadata.name);
   const svc = find(docs, 'Service');
   assert.deepEqual(svc.spec.selector, d.spec.selector.matchLabels, 'the metrics Service selects the operator pods');
   assert.equal(
@@ -261,4 +266,40 @@ test("PodMonitor scrapes each node pod's sidecar at the port its annotation name
       .map((t: Record<string, string>) => t.__address__);
   assert.deepEqual(targets('10.0.0.7'), ['10.0.0.7:19999'], 'one target per pod: the sidecar, at its metrics port');
   assert.deepEqual(targets('fd00::7'), ['[fd00::7]:19999'], 'IPv6 node addresses in brackets');
+});
+
+test('the node janitor: its own privileged namespace, every Linux node, one verb (list transparentproxies)', async () => {
+  const { docs } = await template();
+  const ns = find(docs, 'Namespace', 'tpfleet-janitor');
+  assert.equal(ns.metadata.labels?.['pod-security.kubernetes.io/enforce'], 'privileged');
+  // daemonset/main.ts runJanitor makes exactly one kind of request: LIST transparentproxies.
+  assert.deepEqual(find(docs, 'ClusterRole', 'tpfleet-janitor').rules, [
+    { apiGroups: ['tpfleet.io'], resources: ['transparentproxies'], verbs: ['list'] },
+  ]);
+  assert.deepEqual(find(docs, 'ClusterRoleBinding', 'tpfleet-janitor').subjects, [
+    { kind: 'ServiceAccount', name: 'tpfleet-janitor', namespace: 'tpfleet-janitor' },
+  ]);
+  const pod = find(docs, 'DaemonSet', 'tpfleet-janitor').spec.template.spec;
+  assert.equal(pod.hostNetwork, true);
+  assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+  assert.deepEqual(pod.containers[0].command, [
+    'tpfleet-agent',
+    'janitor',
+    '--state-dir=/run/tpfleet',
+    '--state-copy-dir=/var/lib/tpfleet',
+    '--status-interval=30',
+  ]);
+  assert.equal(pod.volumes[0].hostPath.path, '/run/tpfleet');
+  const off = await template(['--set', 'janitor.enabled=false']);
+  assert.ok(!off.docs.some((d) => d.metadata.name === 'tpfleet-janitor'));
+  const same = await runHelm([
+    'template',
+    'tpfleet',
+    chartDir,
+    '-n',
+    RELEASE_NS,
+    '--set',
+    'janitor.namespace=tpfleet-fleet',
+  ]);
+  assert.match(same.stderr, /janitor\.namespace: "tpfleet-fleet" must differ/);
 });

@@ -163,6 +163,18 @@ export const POLICY_INVALID: InvalidPolicy[] = [
     message: /should be greater than or equal to 512/,
     spec: { peek: { maxBytes: 100 } },
   },
+  {
+    why: 'upstream connect timeout above 60s',
+    field: 'spec.policy.upstreams[0].connectTimeout',
+    message: /must be between 1ms and 60s/,
+    spec: { upstreams: [{ ...proxyUp, connectTimeout: '61s' }] },
+  },
+  {
+    why: 'peek timeout above 10s',
+    field: 'spec.policy.peek.timeout',
+    message: /must be between 1ms and 10s/,
+    spec: { peek: { timeout: '11s' } },
+  },
 ];
 
 const i = (interception: Record<string, unknown>) => ({ interception });
@@ -218,6 +230,11 @@ export const INVALID_SPECS: InvalidSpec[] = [
   { why: 'unknown failure policy', field: 'spec.interception.failurePolicy', spec: i({ failurePolicy: 'Ignore' }) },
   { why: 'UDP not yet', field: 'spec.interception.protocol', spec: i({ protocol: 'UDP' }) },
   { why: 'mark 0', field: 'spec.interception.mark', spec: i({ mark: 0 }) },
+  // fwmark bits kube-proxy and the common CNIs own (api/fields.ts RESERVED_MARKS).
+  { why: "kube-proxy's masquerade bit", field: 'spec.interception.mask', spec: i({ mark: 0x4000, mask: 0x4000 }) },
+  { why: "kube-proxy's drop bit in the mark", field: 'spec.interception.mark', spec: i({ mark: 0x8000 }) },
+  { why: "Calico's mark range", field: 'spec.interception.mask', spec: i({ mark: 0x10000, mask: 0x30000 }) },
+  { why: "Cilium's magic marks", field: 'spec.interception.mask', spec: i({ mark: 0x200, mask: 0x300 }) },
   { why: 'mask over 32 bits', field: 'spec.interception.mask', spec: i({ mask: 4294967296 }) },
   { why: 'reserved routing table', field: 'spec.interception.routingTable', spec: i({ routingTable: 254 }) },
   { why: 'rule priority too high', field: 'spec.interception.rulePriority', spec: i({ rulePriority: 40000 }) },
@@ -236,6 +253,15 @@ export const INVALID_SPECS: InvalidSpec[] = [
     why: 'duration with spaces',
     field: 'spec.proxy.timeouts.connect',
     spec: p({ timeouts: { connect: '5 seconds' } }),
+  },
+  // Duration bounds (api/fields.ts DURATION_BOUNDS): above them a consumer would refuse or misfire.
+  { why: 'drain above 1h (leave wait)', field: 'spec.proxy.timeouts.drain', spec: p({ timeouts: { drain: '3601s' } }) },
+  { why: 'idle above 24h', field: 'spec.proxy.timeouts.idle', spec: p({ timeouts: { idle: '25h' } }) },
+  { why: 'connect timeout 0', field: 'spec.proxy.timeouts.connect', spec: p({ timeouts: { connect: '0s' } }) },
+  {
+    why: 'stabilization above the HPA maximum',
+    field: 'spec.autoscaling.scaleDownStabilization',
+    spec: { autoscaling: { scaleDownStabilization: '61m' } },
   },
   { why: 'unknown log level', field: 'spec.proxy.logLevel', spec: p({ logLevel: 'verbose' }) },
   { why: 'too many workers', field: 'spec.proxy.workers', spec: p({ workers: 65 }) },

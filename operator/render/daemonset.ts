@@ -1,6 +1,7 @@
 // The node fleet: one DaemonSet per TransparentProxy. Pure rendering; see docs/adr/0005 for the
 // security context and 0006 for the update strategy and the cleanup mode used on deletion.
-import { DEFAULTS, NODE_STATE_DIR } from '../../api/defaults.ts';
+import { DEFAULTS, NODE_STATE_COPY_DIR, NODE_STATE_DIR } from '../../api/defaults.ts';
+import { leaveWaitSeconds } from '../../api/fields.ts';
 import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
@@ -66,11 +67,21 @@ export function renderDaemonSet(i: DaemonSetInput): Record<string, unknown> {
 const VOLUME_MOUNTS = [
   { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
   { name: 'state', mountPath: STATE_DIR },
+  { name: 'state-copy', mountPath: NODE_STATE_COPY_DIR },
   { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
 ];
-const agent = (verb: string) => ['tpfleet-agent', verb, '--config', CONFIG_FILE, '--state-dir', STATE_DIR];
+const agent = (verb: string) => [
+  'tpfleet-agent',
+  verb,
+  '--config',
+  CONFIG_FILE,
+  '--state-dir',
+  STATE_DIR,
+  '--state-copy-dir',
+  NODE_STATE_COPY_DIR,
+];
 /** The pods' grace period: the sidecar's drain timeout, plus time to exit. */
-const graceSeconds = (i: DaemonSetInput) => Math.ceil(i.proxy.timeouts.drain / 1000) + 10;
+const graceSeconds = (i: DaemonSetInput) => leaveWaitSeconds(i.proxy.timeouts.drain);
 
 function render(i: DaemonSetInput, token: string | null): Record<string, unknown> {
   const tp = i.tp,
@@ -184,6 +195,13 @@ function volumes(i: DaemonSetInput, configMap: string) {
     {
       name: 'state',
       hostPath: { path: `${STATE_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`, type: 'DirectoryOrCreate' },
+    },
+    {
+      name: 'state-copy',
+      hostPath: {
+        path: `${NODE_STATE_COPY_DIR}/${tp.metadata.namespace}.${tp.metadata.name}`,
+        type: 'DirectoryOrCreate',
+      },
     },
     { name: 'xtables-lock', hostPath: { path: '/run/xtables.lock', type: 'FileOrCreate' } },
     ...(i.mode === 'run' ? credentials(i.spec).map((c) => c.volume) : []),

@@ -43,7 +43,7 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   // The rendered document is what the node agent will parse.
   const config = parseNodeConfigText(r.value.yaml);
   assert.deepEqual(r.value.config, config, 'the operator renders from the same NodeConfig the nodes parse');
-  assert.equal(config.interception.mark, 0x4000);
+  assert.equal(config.interception.mark, 0x1000);
   assert.equal(config.proxy.timeouts.drain, 45_000);
   assert.equal(config.tuning.sysctls.profile, 'throughput', 'spec.tuning reaches the node agent');
   assert.equal(config.tuning.affinity.workerCpus, '2-5');

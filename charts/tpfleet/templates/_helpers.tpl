@@ -51,6 +51,9 @@ app.kubernetes.io/component: operator
 {{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.leaderElect) -}}
 {{- fail (printf "operator.leaderElect: must be true when operator.replicas > 1 (got replicas %d): two operators without leader election would fight over every object" (int .Values.operator.replicas)) -}}
 {{- end -}}
+{{- if and .Values.janitor.enabled (or (eq .Values.janitor.namespace .Release.Namespace) (eq .Values.janitor.namespace .Values.fleetNamespace.name)) -}}
+{{- fail (printf "janitor.namespace: %q must differ from the release namespace (restricted) and the fleet namespace (deleting it must not take the janitor along)" .Values.janitor.namespace) -}}
+{{- end -}}
 {{- if and .Values.fleetNamespace.create (eq .Values.fleetNamespace.name .Release.Namespace) -}}
 {{- fail (printf "fleetNamespace.name: %q is the release namespace; the fleet namespace is labelled privileged and must be a separate one (the operator's stays restricted)" .Values.fleetNamespace.name) -}}
 {{- end -}}

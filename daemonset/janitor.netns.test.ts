@@ -1,0 +1,107 @@
+// Privileged, with a real kube-apiserver: the node janitor (ADR 0015) removes exactly what a gone
+// TransparentProxy left on a node, and nothing of a live one. The node is a network namespace with
+// real rules; the janitor runs inside it and reaches the API server over a veth (the server binds
+// that address). This is paths 1, 2 and 5 of issue 20 at the node: the object is gone (finalizer
+// removed by hand while the operator is down, or its namespace deleted) and no cleanup pod ran.
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { createTopology, nsExec, privilegedSkipReason, sh, type Topology } from '../e2e/netns.ts';
+import { createNamespace, installCrd, tpPath } from '../e2e/testenv/fixtures.ts';
+import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
+import { KubeClient } from '../kube/client.ts';
+import { agent, snapshot, workdir, type Workdir } from './agent.testkit.ts';
+import { PORTS_CONFIG } from './traffic.testkit.ts';
+
+const skip = privilegedSkipReason();
+let t: Topology, env: TestEnv, c: KubeClient, w: Workdir;
+const HOST_IF = `tpj${process.pid % 10000}`;
+const octet = 1 + (process.pid % 250);
+const HOST_ADDR = `198.18.${octet}.1`;
+
+before(async () => {
+  if (skip) return;
+  t = await createTopology('jn');
+  // A veth from this host into the node's namespace: the API server listens on the host end.
+  await sh(['ip', 'link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', 'to-api', 'netns', t.proxy.ns]);
+  await sh(['ip', 'addr', 'add', `${HOST_ADDR}/30`, 'dev', HOST_IF]);
+  await sh(['ip', 'link', 'set', HOST_IF, 'up']);
+  await nsExec(t.proxy.ns, ['ip', 'addr', 'add', `198.18.${octet}.2/30`, 'dev', 'to-api']);
+  await nsExec(t.proxy.ns, ['ip', 'link', 'set', 'to-api', 'up']);
+  env = await startTestEnv({ bindAddress: HOST_ADDR });
+  c = new KubeClient(env.kubeConfig, 'janitor-test');
+  await installCrd(c);
+  await createNamespace(c, 'fleet');
+  w = workdir();
+});
+after(async () => {
+  await env?.stop();
+  await sh(['ip', 'link', 'del', HOST_IF], { allowFail: true });
+  await t?.destroy();
+  w?.remove();
+});
+
+const janitor = () =>
+  agent(t.proxy.ns, ['janitor', '--once', '--state-dir', w.stateDir, '--kubeconfig', env.kubeconfigPath]);
+async function install(owner: string): Promise<string> {
+  const dir = join(w.stateDir, owner);
+  mkdirSync(dir, { recursive: true });
+  const r = await agent(t.proxy.ns, ['apply', '--config', w.config(PORTS_CONFIG('FailClosed')), '--state-dir', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  return dir;
+}
+
+test('a live TransparentProxy keeps its node state; once it is gone the janitor restores the node exactly', {
+  skip,
+}, async () => {
+  const before = await snapshot(t.proxy.ns);
+  await c.create(tpPath('fleet'), {
+    apiVersion: 'tpfleet.io/v1alpha1',
+    kind: 'TransparentProxy',
+    metadata: { name: 'web' },
+    spec: {},
+  });
+  const dir = await install('fleet.web');
+  const installed = await snapshot(t.proxy.ns);
+  assert.notDeepEqual(installed, before);
+  const kept = await janitor();
+  assert.equal(kept.code, 0, kept.stderr);
+  assert.match(kept.stdout, /janitor: nothing to clean/);
+  assert.deepEqual(await snapshot(t.proxy.ns), installed, 'a live owner is never touched');
+  // The object goes with nobody cleaning up (no operator runs here, so no finalizer holds it).
+  await c.delete(tpPath('fleet', 'web'));
+  const started = Date.now();
+  const r = await janitor();
+  const ms = Date.now() - started;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /janitor: cleaned fleet\.web/);
+  assert.deepEqual(await snapshot(t.proxy.ns), before, 'byte-identical to before the install');
+  assert.equal(existsSync(dir), false);
+  process.stdout.write(`# janitor pass that restored the node: ${ms} ms (plus up to one interval, 30 s default)\n`);
+});
+
+test('a TransparentProxy whose namespace was deleted: its state is an orphan like any other', { skip }, async () => {
+  const before = await snapshot(t.proxy.ns);
+  await install('gone-ns.egress'); // the namespace "gone-ns" does not exist (any more)
+  const r = await janitor();
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /janitor: cleaned gone-ns\.egress/);
+  assert.deepEqual(await snapshot(t.proxy.ns), before);
+});
+
+test('when the API server cannot be asked, nothing is removed', { skip }, async () => {
+  const installed = await install('fleet.unknown');
+  const snap = await snapshot(t.proxy.ns);
+  await nsExec(t.proxy.ns, ['ip', 'link', 'set', 'to-api', 'down']);
+  try {
+    const r = await janitor();
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /janitor: nothing to clean/);
+    assert.deepEqual(await snapshot(t.proxy.ns), snap);
+    assert.equal(existsSync(installed), true);
+  } finally {
+    await nsExec(t.proxy.ns, ['ip', 'link', 'set', 'to-api', 'up']);
+  }
+  assert.match((await janitor()).stdout, /janitor: cleaned fleet\.unknown/);
+});

@@ -1,0 +1,89 @@
+// The node janitor (ADR 0015): nothing tpfleet installs on a node outlives its TransparentProxy.
+// The chart runs `tpfleet-agent janitor` on every Linux node, in the operator's namespace, so it
+// survives what strands a fleet's own pods: the operator down or uninstalled while a deletion's
+// finalizer is removed by hand, the TransparentProxy's namespace deleted (its DaemonSet goes with
+// it and no cleanup pod can start in a terminating namespace), a crash between apply and cleanup.
+//
+// Each pass, in this order (the order closes the race with a new object):
+//   1. list the state directories under the state root: each is `<namespace>.<name>`, the one
+//      hostPath the operator mounts for that object (operator/render/daemonset.ts), so the
+//      directory name is the owner marker we wrote;
+//   2. list the live TransparentProxies (one cluster-wide LIST); a directory seen in step 1 belongs
+//      to an object created before step 2 started, so a live owner is always in the list;
+//   3. every directory whose owner is not live gets the exact cleanup a deletion runs (rules,
+//      routes, tuning restore, from its validated state file), and is removed.
+// An object being deleted is still live: its finalizer's cleanup pods do the work. A failed LIST
+// ends the pass with nothing done: never act on missing information.
+import { readdirSync, rmdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { errorMessage } from '../api/errors.ts';
+
+/** `<namespace>.<name>`: a DNS-1123 label, a dot, a DNS-1035 label (api/transparentproxy.ts NAME_RULE). */
+const OWNER_DIR = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.[a-z]([-a-z0-9]{0,48}[a-z0-9])?$/;
+
+/** The owner directories under `root` (other entries are not ours and are left alone). */
+export function ownerDirs(root: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  return names.filter((n) => OWNER_DIR.test(n) && statSync(join(root, n)).isDirectory()).sort();
+}
+
+/** The owner key of a live object, as its state directory is named. */
+export const ownerKey = (namespace: string, name: string) => `${namespace}.${name}`;
+
+/** Pure: the directories to clean, given those found and the live owners. */
+export const orphans = (dirs: readonly string[], live: ReadonlySet<string>): string[] =>
+  dirs.filter((d) => !live.has(d));
+
+export interface JanitorPass {
+  root: string;
+  /** Where the state copies live (`<copyRoot>/<owner>`), if any: an owner with only a copy left counts. */
+  copyRoot?: string;
+  /** Owner keys of every live TransparentProxy; throws when the API cannot say. */
+  liveOwners: () => Promise<Set<string>>;
+  /** The exact cleanup of one state directory (main.ts: rules, routes, tuning). */
+  clean: (stateDir: string, copyDir: string | undefined) => Promise<void>;
+  log: Logger;
+}
+
+/** One pass; returns the owners whose leftovers were removed. Never throws. */
+export async function janitorPass(o: JanitorPass): Promise<string[]> {
+  let dirs: string[], live: Set<string>;
+  try {
+    dirs = [...new Set([...ownerDirs(o.root), ...(o.copyRoot ? ownerDirs(o.copyRoot) : [])])].sort();
+    if (dirs.length === 0) return [];
+    live = await o.liveOwners();
+  } catch (e) {
+    o.log.warn({ err: errorMessage(e) }, 'janitor: cannot tell the live owners; nothing done this pass');
+    return [];
+  }
+  const cleaned: string[] = [];
+  for (const d of orphans(dirs, live)) {
+    const dir = join(o.root, d);
+    const copy = o.copyRoot ? join(o.copyRoot, d) : undefined;
+    try {
+      await o.clean(dir, copy);
+      // Empty after cleanup; a pod of a new object recreates it (hostPath DirectoryOrCreate).
+      // Something else in it is not ours to delete: the directory stays, the cleanup was done.
+      for (const x of copy ? [dir, copy] : [dir]) {
+        try {
+          rmdirSync(x);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code !== 'ENOTEMPTY' && code !== 'ENOENT') throw e;
+        }
+      }
+      cleaned.push(d);
+      o.log.info({ owner: d }, 'janitor: removed what a gone TransparentProxy left on this node');
+    } catch (e) {
+      o.log.error({ owner: d, err: errorMessage(e) }, 'janitor: cleanup failed; retried next pass');
+    }
+  }
+  return cleaned;
+}
