@@ -42,8 +42,13 @@ export const cidr = z
 export const DURATION_MESSAGE = 'must be a duration like 500ms, 5s, 1m30s or 2h';
 export const durationText = z.string().max(32).regex(DURATION, DURATION_MESSAGE);
 
-/** A resource quantity (100m, 128Mi, 2), as text or a plain number. */
-export const QUANTITY = /^[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?)?$/;
+/**
+ * A resource quantity (100m, 128Mi, 2), as text or a plain number: Kubernetes' grammar (one decimal
+ * point at most, the SI and binary suffixes it knows), so a spec that passes here is one the
+ * DaemonSet apply accepts ("1.2.3" or "5ki" used to pass and fail only then, half-way through a
+ * reconcile).
+ */
+export const QUANTITY = /^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,2}|[numkMGTPE]|[KMGTPE]i)?$/;
 export const quantityText = z.string().max(64).regex(QUANTITY, 'must be a quantity like 100m, 128Mi or 2');
 
 /** Interface names: IFNAMSIZ is 16 bytes with the NUL, so 15 characters. */
