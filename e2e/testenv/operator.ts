@@ -23,7 +23,7 @@ const admissionSettings = (a: TestAdmission): AdmissionSettings => ({
   host: '127.0.0.1',
   port: a.port,
   webhookConfig: WEBHOOK_CONFIG,
-  secret: { namespace: 'tpfleet-system', name: 'tpfleet-webhook-tls' },
+  secret: { namespace: 'tpfleet-system', name: 'tpfleet-operator-webhook-tls' },
   hosts: ['127.0.0.1'],
   validityMs: a.validityMs ?? 3600_000,
   caValidityMs: a.caValidityMs ?? 24 * 3600_000,
