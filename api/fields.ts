@@ -26,6 +26,30 @@ export const RESOURCE_NAMES = ['cpu', 'memory', 'ephemeral-storage'] as const;
 
 export const port = z.number().int().min(1).max(65535);
 
+/**
+ * Ports the node itself listens on (the proxy runs with hostNetwork): ssh, DNS, etcd, the API server,
+ * kubelet (10250, healthz 10248, read-only 10255), kube-proxy (10249, 10256), controller-manager and
+ * scheduler. A proxy port there makes the sidecar fail to bind (FailClosed then drops traffic) while
+ * the watchdog counts the other listener as the proxy. The NodePort range is kube-proxy's; below 1024
+ * needs a capability the sidecar does not have. The node agent also checks the live listeners.
+ */
+export const HOST_RESERVED_PORTS = [22, 53, 2379, 2380, 6443, 10248, 10249, 10250, 10255, 10256, 10257, 10259] as const;
+export const NODE_PORT_RANGE = { first: 30000, last: 32767 } as const;
+const RESERVED_PORT_MESSAGE = `must be 1024-65535, not a port the node uses (${HOST_RESERVED_PORTS.join(', ')}) nor the NodePort range ${NODE_PORT_RANGE.first}-${NODE_PORT_RANGE.last}`;
+export function hostReservedPort(p: number): boolean {
+  return (
+    p < 1024 ||
+    (HOST_RESERVED_PORTS as readonly number[]).includes(p) ||
+    (p >= NODE_PORT_RANGE.first && p <= NODE_PORT_RANGE.last)
+  );
+}
+/** listenPort and metricsPort: a port, and not one of the node's own. */
+export const proxyPort = port.refine((p) => !hostReservedPort(p), RESERVED_PORT_MESSAGE);
+export const PROXY_PORT_CEL: CelRule = {
+  rule: `self >= 1024 && !(self in [${HOST_RESERVED_PORTS.join(', ')}]) && (self < ${NODE_PORT_RANGE.first} || self > ${NODE_PORT_RANGE.last})`,
+  message: RESERVED_PORT_MESSAGE,
+};
+
 /** IPv4/IPv6 CIDR or bare address with host bits zero, as the CRD takes it; mirrors api/net.ts parseCidr. */
 export const cidr = z
   .string()

@@ -72,6 +72,16 @@ export const MALFORMED: Defect[] = [
     proxy: { listenPort: 9100, metricsPort: 9100 },
   }),
   d('listenPort out of range', 'spec.proxy.listenPort', ['proxy.listenPort'], { proxy: { listenPort: 0 } }),
+  d('listenPort on the kubelet port', 'spec.proxy.listenPort', ['proxy.listenPort'], { proxy: { listenPort: 10250 } }),
+  d('metricsPort in the NodePort range', 'spec.proxy.metricsPort', ['proxy.metricsPort'], {
+    proxy: { metricsPort: 30080 },
+  }),
+  d('tcp_mem that starves the host', 'spec.tuning.sysctls.overrides', ['tuning'], {
+    tuning: { sysctls: { overrides: { 'net.ipv4.tcp_mem': '1 1 1' } } },
+  }),
+  d('fs.file-max that starves the host', 'spec.tuning.sysctls.overrides', ['tuning'], {
+    tuning: { sysctls: { overrides: { 'fs.file-max': 65536 } } },
+  }),
   d('bad duration', 'spec.proxy.timeouts.idle', ['proxy.timeouts'], { proxy: { timeouts: { idle: '5 minutes' } } }),
   d('too many workers', 'spec.proxy.workers', ['proxy.workers'], { proxy: { workers: 1000 } }),
   d('quantity 1.2.3', 'spec.proxy.resources.limits.cpu', ['proxy.resources'], {
