@@ -24,7 +24,6 @@ import {
   maxConnections,
   OVERLAP_CEL,
   overlapIssues,
-  port,
   PortRange,
   PORTS_CLASH_CEL,
   PORTS_CLASH_ISSUE,
