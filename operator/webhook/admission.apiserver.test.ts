@@ -69,6 +69,19 @@ before(async () => {
     );
     return !!cfg?.webhooks?.[0]?.clientConfig?.caBundle;
   });
+  // Until the API server has loaded the registration and trusts the CA, a write fails with
+  // "failed calling webhook"; from then on the webhook answers.
+  await waitFor('the API server to call the webhook', async () => {
+    try {
+      await c.request('POST', tpPath(FLEET), {
+        body: tp('probe', { interception: { mark: 0x1000, mask: 0x2000 } }),
+        query: { dryRun: 'All' },
+      });
+    } catch (e) {
+      return /denied the request: spec\.interception\.mark/.test(errorMessage(e));
+    }
+    return false;
+  });
 });
 after(async () => {
   await op?.stop();
@@ -127,6 +140,8 @@ test('what the schema and CEL admitted is refused at kubectl apply, naming the f
   // The allowlisted image passes.
   await apply(tp('good', { nodeSelector: { pool: 'b' }, proxy: { image: 'registry.example/tpfleet-node:1.2' } }));
   await c.delete(tpPath(FLEET, 'good'));
+  // Its finalizer waits for the node cleanup (here it can only time out, after 3 s).
+  await waitFor('good to be gone', async () => !(await c.get(tpPath(FLEET, 'good'))));
 });
 
 test('the one-per-node conflict is refused at apply naming the other object; disjoint selectors pass', async () => {
@@ -145,6 +160,7 @@ test('the one-per-node conflict is refused at apply naming the other object; dis
   // Metadata-only writes (labels, the operator's finalizer) pass even while the spec would not.
   await c.mergePatch(tpPath(FLEET, 'second'), { metadata: { labels: { team: 'x' } } });
   for (const n of ['first', 'second']) await c.delete(tpPath(FLEET, n));
+  for (const n of ['first', 'second']) await waitFor(`${n} gone`, async () => !(await c.get(tpPath(FLEET, n))));
 });
 
 test(`${MALFORMED.length} kinds of defect, 200 generated malformed objects: every one refused at apply`, async () => {

@@ -116,8 +116,12 @@ export function renew(
   return { next: { bundle, caKey: ca.key, serving }, why: why || 'expired CA dropped from the bundle' };
 }
 
+/** How long a new CA sits in the caBundle before anything it signed is served. */
+const CA_PROPAGATION_MS = 2000;
+
 export class CertRotator {
   private timer?: NodeJS.Timeout;
+  private busy = false;
   current?: Material;
 
   constructor(
@@ -138,8 +142,13 @@ export class CertRotator {
     const plan = renew(have, this.s, this.now());
     let m = have;
     if (plan) {
-      // The API server must trust the new CA before a certificate it signed is served.
-      await this.ensureBundle(plan.next.bundle);
+      // The API server must trust the new CA before a certificate it signed is served: the bundle
+      // first, then a pause for the API server to pick it up (its informer), then the Secret, which
+      // every replica serves from.
+      if (plan.next.bundle[0] !== have?.bundle[0]) {
+        await this.ensureBundle(plan.next.bundle);
+        if (have) await new Promise((r) => setTimeout(r, CA_PROPAGATION_MS));
+      }
       m = await this.write(live, plan.next);
       this.log.info({ secret: this.path, why: plan.why }, 'webhook certificate written');
     }
@@ -193,16 +202,23 @@ export class CertRotator {
   /** Looks every checkMs; `onChange` gets each new serving pair. Errors are logged and retried. */
   start(onChange: (m: Material) => void): void {
     let served = this.current?.serving.cert;
-    const look = () =>
-      this.tick().then(
-        (m) => {
-          if (m.serving.cert !== served) {
-            served = m.serving.cert;
-            onChange(m);
-          }
-        },
-        (e) => this.log.warn({ err: errorMessage(e) }, 'webhook certificate check failed'),
-      );
+    const look = () => {
+      if (this.busy) return; // a look (with its CA pause) outlasted the interval
+      this.busy = true;
+      this.tick()
+        .then(
+          (m) => {
+            if (m.serving.cert !== served) {
+              served = m.serving.cert;
+              onChange(m);
+            }
+          },
+          (e) => this.log.warn({ err: errorMessage(e) }, 'webhook certificate check failed'),
+        )
+        .finally(() => {
+          this.busy = false;
+        });
+    };
     this.timer = setInterval(look, this.s.checkMs);
     this.timer.unref();
   }
