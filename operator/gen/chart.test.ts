@@ -46,6 +46,8 @@ test('helm template renders the golden files (default and full values)', async (
       'Service',
       'Service',
       'ServiceAccount',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
       'ValidatingWebhookConfiguration',
     ],
     'monitors are off by default',
@@ -322,4 +324,22 @@ test('the webhook: the chart registers operator/webhook/registration.ts for its 
   assert.ok(args.includes('--namespaces=tpfleet-fleet,team-a'), args.join(' '));
   assert.ok(args.includes('--allowed-images=registry.corp/tpfleet-node:'));
   assert.ok(args.includes('--allow-control-plane=true'));
+});
+
+test("the node-write policy: operator/deploy/node-write-policy.yaml for the release's ServiceAccount", async () => {
+  const manual = parseAllDocuments(
+    readFileSync(join(import.meta.dirname, '..', 'deploy', 'node-write-policy.yaml'), 'utf8'),
+  ).map((d) => d.toJS() as Doc);
+  const { docs } = await template();
+  const vap = find(docs, 'ValidatingAdmissionPolicy'),
+    want = find(manual, 'ValidatingAdmissionPolicy');
+  assert.equal(
+    vap.spec.matchConditions[0].expression,
+    `request.userInfo.username == 'system:serviceaccount:${RELEASE_NS}:tpfleet-operator'`,
+  );
+  assert.deepEqual({ ...vap.spec, matchConditions: [] }, { ...want.spec, matchConditions: [] });
+  assert.deepEqual(
+    find(docs, 'ValidatingAdmissionPolicyBinding').spec,
+    find(manual, 'ValidatingAdmissionPolicyBinding').spec,
+  );
 });
