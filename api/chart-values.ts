@@ -178,6 +178,39 @@ export const ChartValues = z
       })
       .strict()
       .meta({ description: 'Removes what a gone TransparentProxy left on a node (rules, routes, tuning).' }),
+    tenancy: z
+      .object({
+        namespaces: z.array(dnsLabel).max(64).meta({
+          description:
+            'More namespaces whose TransparentProxies the operator reconciles, besides the fleet namespace (--namespaces); objects elsewhere get InvalidSpec and nothing scheduled.',
+        }),
+        allowedImages: z.array(z.string().min(1).max(512)).max(32).meta({
+          description:
+            'Node images spec.proxy.image may name (--allowed-images): exact, or a prefix ending in ":", "@" or "/". Empty: any tag or digest of node.image.repository.',
+        }),
+        allowControlPlane: z.boolean().meta({
+          description:
+            'Let TransparentProxies tolerate control-plane taints or select control-plane nodes (--allow-control-plane).',
+        }),
+      })
+      .strict()
+      .meta({ description: 'What creating a TransparentProxy may ask for (docs/adr/0016-tenancy-and-admission.md).' }),
+    webhook: z
+      .object({
+        port: z
+          .number()
+          .int()
+          .min(1024)
+          .max(65535)
+          .meta({ description: 'Port the operator serves admission on (--webhook-bind).' }),
+        certValidity: duration(
+          'certValidity',
+          'Lifetime of the serving certificate the operator issues itself; renewed at two thirds.',
+        ),
+        caValidity: duration('caValidity', 'Lifetime of its CA; a new CA joins the caBundle before it signs anything.'),
+      })
+      .strict()
+      .meta({ description: 'The validating admission webhook for TransparentProxies (failurePolicy Fail).' }),
     metrics: z
       .object({
         serviceMonitor: z

@@ -26,6 +26,30 @@ export const RESOURCE_NAMES = ['cpu', 'memory', 'ephemeral-storage'] as const;
 
 export const port = z.number().int().min(1).max(65535);
 
+/**
+ * Ports the node itself listens on (the proxy runs with hostNetwork): ssh, DNS, etcd, the API server,
+ * kubelet (10250, healthz 10248, read-only 10255), kube-proxy (10249, 10256), controller-manager and
+ * scheduler. A proxy port there makes the sidecar fail to bind (FailClosed then drops traffic) while
+ * the watchdog counts the other listener as the proxy. The NodePort range is kube-proxy's; below 1024
+ * needs a capability the sidecar does not have. The node agent also checks the live listeners.
+ */
+export const HOST_RESERVED_PORTS = [22, 53, 2379, 2380, 6443, 10248, 10249, 10250, 10255, 10256, 10257, 10259] as const;
+export const NODE_PORT_RANGE = { first: 30000, last: 32767 } as const;
+const RESERVED_PORT_MESSAGE = `must be 1024-65535, not a port the node uses (${HOST_RESERVED_PORTS.join(', ')}) nor the NodePort range ${NODE_PORT_RANGE.first}-${NODE_PORT_RANGE.last}`;
+export function hostReservedPort(p: number): boolean {
+  return (
+    p < 1024 ||
+    (HOST_RESERVED_PORTS as readonly number[]).includes(p) ||
+    (p >= NODE_PORT_RANGE.first && p <= NODE_PORT_RANGE.last)
+  );
+}
+/** listenPort and metricsPort: a port, and not one of the node's own. */
+export const proxyPort = port.refine((p) => !hostReservedPort(p), RESERVED_PORT_MESSAGE);
+export const PROXY_PORT_CEL: CelRule = {
+  rule: `self >= 1024 && !(self in [${HOST_RESERVED_PORTS.join(', ')}]) && (self < ${NODE_PORT_RANGE.first} || self > ${NODE_PORT_RANGE.last})`,
+  message: RESERVED_PORT_MESSAGE,
+};
+
 /** IPv4/IPv6 CIDR or bare address with host bits zero, as the CRD takes it; mirrors api/net.ts parseCidr. */
 export const cidr = z
   .string()
@@ -59,6 +83,9 @@ export const DURATION_BOUNDS = {
   resync: { min: '1s', max: '24h', what: 'operator --resync' },
   scrape: { min: '1s', max: '1h', what: 'ServiceMonitor interval and scrapeTimeout' },
   leaseDuration: { min: '1s', max: '5m', what: 'operator --lease-duration' },
+  certValidity: { min: '1h', max: '8760h', what: 'webhook serving certificate lifetime' },
+  caValidity: { min: '24h', max: '87600h', what: 'webhook CA lifetime' },
+  certCheck: { min: '1s', max: '1h', what: 'how often the operator looks at its webhook certificates' },
 } as const satisfies Record<string, { min: string; max: string; what: string }>;
 export type DurationField = keyof typeof DURATION_BOUNDS;
 
@@ -114,8 +141,13 @@ export const LEAVE_MARGIN_S = 10;
 export const leaveWaitSeconds = (drainMs: number): number => Math.ceil(drainMs / 1000) + LEAVE_MARGIN_S;
 export const MAX_LEAVE_WAIT_S = leaveWaitSeconds(durationMs(DURATION_BOUNDS.drain.max));
 
-/** A resource quantity (100m, 128Mi, 2), as text or a plain number. */
-export const QUANTITY = /^[0-9.]+([eE][-+]?[0-9]+|[numkMGTPE]i?)?$/;
+/**
+ * A resource quantity (100m, 128Mi, 2), as text or a plain number: Kubernetes' grammar (one decimal
+ * point at most, the SI and binary suffixes it knows), so a spec that passes here is one the
+ * DaemonSet apply accepts ("1.2.3" or "5ki" used to pass and fail only then, half-way through a
+ * reconcile).
+ */
+export const QUANTITY = /^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,2}|[numkMGTPE]|[KMGTPE]i)?$/;
 export const quantityText = z.string().max(64).regex(QUANTITY, 'must be a quantity like 100m, 128Mi or 2');
 
 /** Interface names: IFNAMSIZ is 16 bytes with the NUL, so 15 characters. */

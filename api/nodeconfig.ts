@@ -14,11 +14,11 @@ import {
   LOG_LEVELS,
   maxConnections,
   overlapIssues,
-  port,
   PortRange,
   PORTS_CLASH_ISSUE,
   portsClash,
   PROTOCOLS,
+  proxyPort,
   routingTable,
   rulePriority,
   workers,
@@ -109,8 +109,8 @@ export type Interception = z.output<typeof Interception>;
 
 export const ProxyConfig = z
   .object({
-    listenPort: port.default(P.listenPort).describe('Port of the transparent listener (TPROXY target).'),
-    metricsPort: port
+    listenPort: proxyPort.default(P.listenPort).describe('Port of the transparent listener (TPROXY target).'),
+    metricsPort: proxyPort
       .default(P.metricsPort)
       .describe('Port of /metrics, /healthz and /readyz (loopback and node IPs).'),
     keepClientIp: z.boolean().default(P.keepClientIp).describe("Connect upstream from the client's own address."),

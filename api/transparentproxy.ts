@@ -25,12 +25,13 @@ import {
   maxConnections,
   OVERLAP_CEL,
   overlapIssues,
-  port,
   PortRange,
   PORTS_CLASH_CEL,
   PORTS_CLASH_ISSUE,
   portsClash,
   PROTOCOLS,
+  PROXY_PORT_CEL,
+  proxyPort,
   PULL_POLICIES,
   quantityText,
   RESERVED_MARK_CEL,
@@ -176,12 +177,14 @@ export const ProxySpec = z
       .enum(PULL_POLICIES)
       .optional()
       .meta({ description: `Default ${DEFAULTS.pod.imagePullPolicy}.` }),
-    listenPort: port
-      .optional()
-      .meta({ description: `Port of the transparent listener (TPROXY target). Default ${P.listenPort}.` }),
-    metricsPort: port
-      .optional()
-      .meta({ description: `Port of /metrics, /healthz, /readyz on the node. Default ${P.metricsPort}.` }),
+    listenPort: proxyPort.optional().meta({
+      description: `Port of the transparent listener (TPROXY target); not a port the node itself uses. Default ${P.listenPort}.`,
+      ...cel(PROXY_PORT_CEL),
+    }),
+    metricsPort: proxyPort.optional().meta({
+      description: `Port of /metrics, /healthz, /readyz on the node; not a port the node itself uses. Default ${P.metricsPort}.`,
+      ...cel(PROXY_PORT_CEL),
+    }),
     keepClientIp: z
       .boolean()
       .optional()

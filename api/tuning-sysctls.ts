@@ -2,7 +2,8 @@
 // overrides) can touch. Each entry has a value type and range; values outside it are rejected
 // at the API (zod in the operator, the key list also as CEL) and again by the node agent, which
 // parses the same table. Ranges are what is sensible for a proxy node, never wider than the kernel
-// accepts; lower bounds refuse settings that would break a busy node (e.g. a 10-entry conntrack table).
+// accepts; lower bounds refuse settings that would break a busy node (e.g. a 10-entry conntrack table)
+// and, for host-wide keys, anything that would starve the rest of the node (HOST_SAFE_MIN).
 //
 // Scope: net.* keys are per network namespace on current kernels (some, like
 // net.core.netdev_max_backlog or net.netfilter.nf_conntrack_max, exist or are writable only in the
@@ -12,7 +13,16 @@
 export type SysctlSpec =
   | { kind: 'int'; min: number; max: number; doc: string }
   /** Whitespace-separated integers, e.g. "4096 131072 6291456"; `ordered`: non-decreasing. */
-  | { kind: 'ints'; count: number; min: number; max: number; ordered: boolean; doc: string }
+  | {
+      kind: 'ints';
+      count: number;
+      min: number;
+      max: number;
+      ordered: boolean;
+      /** Smallest last-minus-first (a port range with room for the host's own connections). */
+      minSpan?: number;
+      doc: string;
+    }
   | { kind: 'word'; values: readonly string[]; doc: string };
 
 const GiB = 1 << 30;
@@ -26,6 +36,14 @@ const ints = (count: number, min: number, max: number, doc: string): SysctlSpec 
   ordered: true,
   doc,
 });
+
+/**
+ * Floors of host-wide settings (issue 12): below them a tuning spec could deny service to the whole
+ * node (kubelet and every pod included), not just slow the proxy. tcp_mem in 4 KiB pages: 64 MiB,
+ * the kernel's own default on a ~1 GiB node; fs.file-max as fs.nr_open's default; at least 4096
+ * ephemeral ports.
+ */
+export const HOST_SAFE_MIN = { tcpMemPages: 16_384, fileMax: 1_048_576, ephemeralPorts: 4096 } as const;
 
 export const SYSCTLS: Readonly<Record<string, SysctlSpec>> = {
   'net.core.somaxconn': int(128, 1 << 20, 'Cap on any listen() backlog (accept queue per listener).'),
@@ -70,7 +88,13 @@ export const SYSCTLS: Readonly<Record<string, SysctlSpec>> = {
   'net.ipv4.tcp_retries2': int(3, 30, 'Retransmissions before an established connection is given up.'),
   'net.ipv4.tcp_rmem': ints(3, 4096, GiB, 'TCP receive buffer min, default, max (bytes; autotuned between).'),
   'net.ipv4.tcp_wmem': ints(3, 4096, GiB, 'TCP send buffer min, default, max (bytes; autotuned between).'),
-  'net.ipv4.tcp_mem': ints(3, 1, 2 ** 40, 'TCP memory low, pressure, high for the whole host (pages).'),
+  // Host-wide: "1 1 1" would put every TCP socket of the node under memory pressure at once.
+  'net.ipv4.tcp_mem': ints(
+    3,
+    HOST_SAFE_MIN.tcpMemPages,
+    2 ** 40,
+    'TCP memory low, pressure, high for the whole host (pages).',
+  ),
   'net.ipv4.tcp_slow_start_after_idle': bool(
     'Restart slow start after an idle period (0 keeps the window of long-lived connections).',
   ),
@@ -98,6 +122,7 @@ export const SYSCTLS: Readonly<Record<string, SysctlSpec>> = {
     min: 1024,
     max: 65_535,
     ordered: true,
+    minSpan: HOST_SAFE_MIN.ephemeralPorts - 1,
     doc: 'Ephemeral ports for outgoing connections (first last).',
   },
   'net.ipv4.neigh.default.gc_thresh1': int(128, 1 << 20, 'Neighbour entries below which none are garbage collected.'),
@@ -131,7 +156,8 @@ export const SYSCTLS: Readonly<Record<string, SysctlSpec>> = {
   'net.netfilter.nf_conntrack_udp_timeout_stream': int(1, 86_400, 'Seconds a two-way UDP flow stays tracked.'),
   'net.netfilter.nf_conntrack_generic_timeout': int(1, 86_400, 'Seconds a flow of another protocol stays tracked.'),
   'net.netfilter.nf_conntrack_expect_max': int(256, 1 << 20, 'Expectations (related flows of helpers).'),
-  'fs.file-max': int(65_536, Number.MAX_SAFE_INTEGER, 'File handles the whole host may open.'),
+  // Host-wide: the kubelet, the runtime and every pod share it; 65536 starves a busy node (ENFILE).
+  'fs.file-max': int(HOST_SAFE_MIN.fileMax, Number.MAX_SAFE_INTEGER, 'File handles the whole host may open.'),
   'fs.nr_open': int(
     1_048_576,
     1_073_741_816,
@@ -176,6 +202,9 @@ export function canonicalSysctl(key: string, value: string | number): { text: st
   }
   if (spec.kind === 'ints' && spec.ordered && nums.some((n, i) => i > 0 && n < nums[i - 1]!)) {
     return { error: `${key}: values must not decrease (got "${raw}")` };
+  }
+  if (spec.kind === 'ints' && spec.minSpan !== undefined && nums[nums.length - 1]! - nums[0]! < spec.minSpan) {
+    return { error: `${key}: must span at least ${spec.minSpan + 1} values (got "${raw}")` };
   }
   return { text: nums.join(' ') };
 }

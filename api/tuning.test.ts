@@ -121,3 +121,17 @@ test('the input side is representable as JSON schema, with the allowlist as CEL 
   for (const [name, node] of Object.entries<any>(js.properties.affinity.properties))
     assert.ok(node.description, `affinity.${name} is documented`);
 });
+
+test('host-wide sysctls are floored where a lower value would deny service to the whole node (issue 12)', () => {
+  for (const [key, value, msg] of [
+    ['net.ipv4.tcp_mem', '1 1 1', /tcp_mem: 1 is out of range 16384\.\./],
+    ['fs.file-max', 65536, /fs\.file-max: 65536 is out of range 1048576\.\./],
+    ['net.ipv4.ip_local_port_range', '1024 1100', /must span at least 4096 values/],
+  ] as const) {
+    const r = canonicalSysctl(key, value);
+    assert.ok('error' in r, `${key}=${value} refused`);
+    assert.match(r.error, msg);
+  }
+  assert.deepEqual(canonicalSysctl('net.ipv4.tcp_mem', '16384 32768 65536'), { text: '16384 32768 65536' });
+  assert.deepEqual(canonicalSysctl('fs.file-max', 1048576), { text: '1048576' });
+});

@@ -127,7 +127,7 @@ test('irqbalance conflict and refused writes get their reasons; messages are bou
     missing: [],
     drift: [],
     failed: [{ key: 'net.core.rmem_max', want: '1', error: 'EPERM: operation not permitted' }],
-    released: { restored: [], skippedDrift: [], missing: [], failed: [] },
+    released: { restored: [], refused: [], skippedDrift: [], missing: [], failed: [] },
   });
   assert.deepEqual(refused.summary.refused, ['net.core.rmem_max']);
   const c = podCondition(refused, { checked: 1, drift: [] });

@@ -3,6 +3,7 @@
 // verify), and leaves its report in the state dir for `watch` (tuning-report.ts, tuning-publish.ts),
 // cleanup restores the originals. An empty section still runs: values owned by an earlier apply are
 // then restored (removing tuning from the spec undoes it).
+import { DATA_PATH_SYSCTLS } from './tuning/record.ts';
 import type { Logger } from 'pino';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import {
@@ -30,7 +31,7 @@ import { buildReport, removeReport, summaryLine, writeReport } from './tuning-re
  */
 export function requiredWrites(config: NodeConfig): Write[] {
   if (!config.proxy.keepClientIp || config.interception.failurePolicy !== 'FailOpen') return [];
-  const key = 'net.ipv4.tcp_early_demux';
+  const key = DATA_PATH_SYSCTLS[0]; // net.ipv4.tcp_early_demux
   return [{ key, path: sysctlPath(key), value: '0', compare: 'words', group: 'sysctl' }];
 }
 

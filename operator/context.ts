@@ -6,6 +6,7 @@ import type { Informer } from '../kube/informer.ts';
 import type { OwnedKind } from './kinds.ts';
 import { stableJson } from './status.ts';
 import { shortHash } from './render/names.ts';
+import type { Tenancy } from './tenancy.ts';
 
 /** One informer per owned kind (kinds.ts), plus the TransparentProxies, nodes and pods. */
 export type Caches = Record<OwnedKind, Informer> & { proxies: Informer; nodes: Informer; pods: Informer };
@@ -20,6 +21,8 @@ export interface Settings {
   defaultImage: string;
   /** How long deletion waits for nodes to report their rules removed. */
   cleanupTimeoutMs: number;
+  /** Namespaces, images and control-plane allowance of this installation (tenancy.ts). */
+  tenancy: Tenancy;
 }
 
 export interface ReconcileContext {

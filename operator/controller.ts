@@ -8,7 +8,8 @@ import { ApplyMemo, type Caches, type ReconcileContext, type Settings } from './
 import type { OperatorMetrics } from './metrics.ts';
 import { WorkQueue } from './queue.ts';
 import { OWNED_KINDS, R, TP } from './kinds.ts';
-import { reconcile } from './reconcile.ts';
+import { appliedSelector, reconcile } from './reconcile.ts';
+import type { ValidationView } from './validate.ts';
 import { KIND } from '../api/transparentproxy.ts';
 import { MANAGED_BY } from './render/names.ts';
 import { stableJson } from './status.ts';
@@ -104,6 +105,16 @@ export class Controller {
 
   get synced(): boolean {
     return Object.values(this.caches).every((i: Informer) => i.hasSynced);
+  }
+
+  /** What validate.ts judges a spec against, as the caches see it now (the admission webhook's view). */
+  view(): ValidationView {
+    return {
+      tenancy: this.o.settings.tenancy,
+      proxies: this.caches.proxies.list(),
+      nodes: this.caches.nodes.list(),
+      applied: (o) => appliedSelector(this.caches, o),
+    };
   }
 
   enqueueAll(): void {

@@ -12,10 +12,16 @@ import { OperatorMetrics } from './metrics.ts';
 import { FIELD_MANAGER } from './render/names.ts';
 import { startServer } from './server.ts';
 import { errorMessage } from '../api/errors.ts';
+import { imageRepositoryPrefixes, tenancy } from './tenancy.ts';
+import { startAdmission, type RunningAdmission } from './webhook/run.ts';
 
 const USAGE = `usage: tpfleet-operator [--kubeconfig PATH] [--image IMAGE] [--bind HOST:PORT]
   [--cleanup-timeout 5m] [--resync 10m] [--workers 2] [--log-level info]
   [--leader-elect true|false] [--lease-namespace NS] [--lease-name NAME] [--lease-duration 15s] [--identity ID]
+  tenancy (docs/adr/0016): [--namespaces tpfleet-fleet,...|*] [--allowed-images PREFIX,...] [--allow-control-plane false]
+  admission webhook: [--webhook true|false] [--webhook-bind 0.0.0.0:9443] [--webhook-config NAME]
+  [--webhook-secret NS/NAME] [--webhook-hosts DNS,...] [--webhook-cert-validity 720h] [--webhook-ca-validity 8760h]
+  [--webhook-cert-check 1m]
   fault injection (tests): [--crash-after-writes N] SIGKILLs itself instead of sending write N+1`;
 
 function fail(message: string): never {
@@ -43,6 +49,17 @@ const OPTIONS = {
   'lease-name': { type: 'string', default: 'tpfleet-operator' },
   'lease-duration': { type: 'string', default: '15s' },
   identity: { type: 'string', default: `${hostname()}-${process.pid}` },
+  namespaces: { type: 'string', default: 'tpfleet-fleet' },
+  'allowed-images': { type: 'string' },
+  'allow-control-plane': { type: 'string', default: 'false' },
+  webhook: { type: 'string', default: 'true' },
+  'webhook-bind': { type: 'string', default: '0.0.0.0:9443' },
+  'webhook-config': { type: 'string', default: 'tpfleet-operator' },
+  'webhook-secret': { type: 'string', default: 'tpfleet-system/tpfleet-operator-webhook-tls' },
+  'webhook-hosts': { type: 'string', default: 'tpfleet-operator-webhook.tpfleet-system.svc' },
+  'webhook-cert-validity': { type: 'string', default: '720h' },
+  'webhook-ca-validity': { type: 'string', default: '8760h' },
+  'webhook-cert-check': { type: 'string', default: '1m' },
   'crash-after-writes': { type: 'string' },
   help: { type: 'boolean', default: false },
 } as const;
@@ -63,14 +80,44 @@ function parse() {
   }
   const m = /^(.*):(\d+)$/.exec(values.bind);
   if (!m) fail(`--bind: "${values.bind}" is not HOST:PORT`);
+  const wb = /^(.*):(\d+)$/.exec(values['webhook-bind']);
+  if (!wb) fail(`--webhook-bind: "${values['webhook-bind']}" is not HOST:PORT`);
+  const secret = /^([a-z0-9-]{1,63})\/([a-z0-9.-]{1,253})$/.exec(values['webhook-secret']);
+  if (!secret) fail(`--webhook-secret: "${values['webhook-secret']}" is not NAMESPACE/NAME`);
+  for (const f of ['leader-elect', 'allow-control-plane', 'webhook'] as const)
+    if (!['true', 'false'].includes(values[f])) fail(`--${f}: must be true or false`);
+  const list = (text: string) =>
+    text
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
   const workers = Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 32) fail('--workers: must be an integer 1-32');
-  if (!['true', 'false'].includes(values['leader-elect'])) fail('--leader-elect: must be true or false');
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(values['log-level']))
     fail('--log-level: unknown level');
   const crash = values['crash-after-writes'];
   if (crash !== undefined && !/^\d+$/.test(crash)) fail('--crash-after-writes: must be a non-negative integer');
+  const namespaces = list(values.namespaces);
+  if (!namespaces.length) fail('--namespaces: name at least one namespace, or * for every namespace');
   return {
+    tenancy: tenancy({
+      namespaces,
+      allowedImages: values['allowed-images'] ? list(values['allowed-images']) : imageRepositoryPrefixes(values.image),
+      allowControlPlane: values['allow-control-plane'] === 'true',
+    }),
+    admission:
+      values.webhook === 'true'
+        ? {
+            host: wb[1] ?? '0.0.0.0',
+            port: Number(wb[2]),
+            webhookConfig: values['webhook-config'] || undefined,
+            secret: { namespace: secret[1] ?? '', name: secret[2] ?? '' },
+            hosts: list(values['webhook-hosts']),
+            validityMs: ms('webhook-cert-validity', 'certValidity', values['webhook-cert-validity']),
+            caValidityMs: ms('webhook-ca-validity', 'caValidity', values['webhook-ca-validity']),
+            checkMs: ms('webhook-cert-check', 'certCheck', values['webhook-cert-check']),
+          }
+        : undefined,
     crashAfterWrites: crash === undefined ? undefined : Number(crash),
     kubeconfig: values.kubeconfig,
     image: values.image,
@@ -109,7 +156,7 @@ async function main(): Promise<void> {
     metrics,
     workers: flags.workers,
     resyncMs: flags.resyncMs,
-    settings: { defaultImage: flags.image, cleanupTimeoutMs: flags.cleanupTimeoutMs },
+    settings: { defaultImage: flags.image, cleanupTimeoutMs: flags.cleanupTimeoutMs, tenancy: flags.tenancy },
   });
   const server = await startServer(flags.host, flags.port, metrics.registry, {
     healthy: () => !controller.queue.isShutDown,
@@ -135,12 +182,14 @@ async function main(): Promise<void> {
         log,
       )
     : undefined;
+  let admission: RunningAdmission | undefined;
   let stopping = false;
   const shutdown = async (sig: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal: sig }, 'shutting down');
     await controller.stop();
+    await admission?.stop();
     await elector?.stop();
     server.close();
     process.exit(0);
@@ -149,6 +198,8 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   await controller.startCaches();
   log.info('caches synced');
+  // Every replica serves admission, from its caches: once they are synced, before any lease.
+  if (flags.admission) admission = await startAdmission(client, flags.admission, () => controller.view(), log);
   if (elector) elector.start();
   else controller.startWorkers();
 }

@@ -10,6 +10,7 @@ import { pino } from 'pino';
 import { parseAllDocuments } from 'yaml';
 import { KubeClient, resourcePath, type KubeObject } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
+import { errorMessage } from '../api/errors.ts';
 import { activeLabelKey, FIELD_MANAGER } from './render/names.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
@@ -41,6 +42,14 @@ before(async () => {
     if (doc.subjects) doc.subjects = [{ kind: 'User', name: USER, apiGroup: 'rbac.authorization.k8s.io' }];
     await admin.create(PATHS[doc.kind!]!, doc);
   }
+  // The node-write policy, for this test's user in place of the chart's ServiceAccount.
+  const policy = parseAllDocuments(
+    readFileSync(join(import.meta.dirname, 'deploy', 'node-write-policy.yaml'), 'utf8'),
+  ).map((d) => d.toJS() as Obj & { spec: any });
+  const vap = policy[0]!;
+  vap.spec.matchConditions[0].expression = `request.userInfo.username == '${USER}'`;
+  await admin.create('/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies', vap);
+  await admin.create('/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings', policy[1]);
   userConfig = await env.userKubeconfig(USER);
   op = await startOperator(userConfig);
 });
@@ -198,4 +207,38 @@ test('the leader-election role lets the operator take the lease', async () => {
     '/apis/coordination.k8s.io/v1/namespaces/tpfleet-system/leases/tpfleet-operator',
   );
   assert.equal(released?.spec.holderIdentity, '', 'released on stop so a standby takes over at once');
+});
+
+test('node writes: the operator identity may change only active.tpfleet.io/* labels (ValidatingAdmissionPolicy)', async () => {
+  const path = '/api/v1/nodes/p1';
+  // The lifecycle test above labelled and unlabelled nodes under this policy; here what it refuses.
+  const refused: [string, unknown, RegExp][] = [
+    [
+      'another label',
+      { metadata: { labels: { 'node-role.kubernetes.io/control-plane': '' } } },
+      /may add or change only active\.tpfleet\.io/,
+    ],
+    [
+      'removing a label',
+      { metadata: { labels: { 'topology.kubernetes.io/zone': null } } },
+      /may remove only active\.tpfleet\.io/,
+    ],
+    ['a taint', { spec: { taints: [{ key: 'x', effect: 'NoSchedule' }] } }, /may not change a node's spec/],
+    ['cordoning', { spec: { unschedulable: true } }, /may not change a node's spec/],
+    ['an annotation', { metadata: { annotations: { a: 'b' } } }, /may not change a node's annotations/],
+  ];
+  for (const [why, patch, msg] of refused) {
+    await waitFor(`${why} refused`, async () => {
+      try {
+        await op.client.mergePatch(path, patch);
+      } catch (e) {
+        return msg.test(errorMessage(e)) || undefined;
+      }
+      throw new Error(`${why}: admitted`);
+    });
+  }
+  await op.client.mergePatch(path, { metadata: { labels: { 'active.tpfleet.io/apps.x': 'true' } } });
+  await op.client.mergePatch(path, { metadata: { labels: { 'active.tpfleet.io/apps.x': null } } });
+  // Anyone else (the admin here) is not bound by it.
+  await admin.mergePatch(path, { metadata: { annotations: { a: 'b' } } });
 });

@@ -4,14 +4,16 @@
 // object has a fixed name and is applied whole, so a crash mid-way converges on the next run.
 import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
-import { nodeConflict, sharedWithNewer } from './conflicts.ts';
+import { sharedWithNewer } from './conflicts.ts';
 import { CREDENTIALS_RECHECK_MS, credentialProblems } from './credentials.ts';
 import { warn } from './events.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
 import { OWNED } from './owned.ts';
 import { activeLabelKey, names, selectorString } from './render/names.ts';
-import { renderedSpec, type RenderedNodeConfig } from './render/nodeconfig.ts';
+import type { RenderedNodeConfig } from './render/nodeconfig.ts';
+import { namespaceProblem } from './tenancy.ts';
+import { validate } from './validate.ts';
 import { policyInForce, policyRejected } from './policy-status.ts';
 import { invalidMessage, type DaemonSetStatus, type StatusInput } from './status.ts';
 import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
@@ -22,9 +24,12 @@ import { writeStatus } from './write-status.ts';
  * The candidate selector of an object's live DaemonSet (its template's nodeSelector without the
  * active-node label), or undefined when it has none: what it still runs on while its spec is rejected.
  */
-function appliedSelector(ctx: ReconcileContext, o: KubeObject): Record<string, string> | undefined {
+export function appliedSelector(
+  caches: Pick<ReconcileContext['caches'], 'daemonSets'>,
+  o: KubeObject,
+): Record<string, string> | undefined {
   const { namespace = '', name } = o.metadata;
-  const ds = ctx.caches.daemonSets.get(namespace, names(name).daemonSet) as
+  const ds = caches.daemonSets.get(namespace, names(name).daemonSet) as
     | (KubeObject & { spec?: { template?: { spec?: { nodeSelector?: Record<string, string> } } } })
     | undefined;
   const sel = ds && ownedBy(ds, o) ? ds.spec?.template?.spec?.nodeSelector : undefined;
@@ -45,25 +50,29 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     return { outcome: 'gone' };
   }
   if (tp.metadata.deletionTimestamp) return finalize(ctx, tp);
-  await ensureFinalizer(ctx, tp);
-
-  const rendered = renderedSpec(tp);
   const statusBase = {
     generation: tp.metadata.generation ?? 0,
     prev: tp.status,
     now: ctx.now().toISOString(),
     selector: selectorString(name),
   };
-  if (!rendered.ok) return reject(ctx, tp, statusBase, rendered.problems, 'spec rejected; nothing changed');
-  const { spec, hash } = rendered.value;
-  // Checked before any write, like a bad spec: a conflicting object changes nothing (conflicts.ts).
-  const conflict = nodeConflict(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list(), (o) =>
-    appliedSelector(ctx, o),
-  );
-  if (conflict) return reject(ctx, tp, statusBase, [conflict], 'nodes taken by an older TransparentProxy');
-  const shared = sharedWithNewer(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list(), (o) =>
-    appliedSelector(ctx, o),
-  );
+  // Another team's namespace: a status saying so and nothing else, not even our finalizer (ADR 0016).
+  const foreign = namespaceProblem(namespace, ctx.settings.tenancy);
+  if (foreign) return reject(ctx, tp, statusBase, [foreign], 'namespace not reconciled by this installation');
+  await ensureFinalizer(ctx, tp);
+
+  // The same check the admission webhook makes (validate.ts), before any write: a bad spec or a
+  // conflicting object changes nothing but the status.
+  const applied = (o: KubeObject) => appliedSelector(ctx.caches, o);
+  const verdict = validate(tp, {
+    tenancy: ctx.settings.tenancy,
+    proxies: ctx.caches.proxies.list(),
+    nodes: ctx.caches.nodes.list(),
+    applied,
+  });
+  if (!verdict.ok) return reject(ctx, tp, statusBase, verdict.problems, verdict.why);
+  const { spec, hash } = verdict.value;
+  const shared = sharedWithNewer(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list(), applied);
   // Upstream Secrets that are missing or incomplete (credentials.ts); looked at again soon, since
   // no watch tells us when one appears.
   const secrets = await credentialProblems(ctx.client, namespace, spec);
@@ -72,7 +81,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     return { outcome: 'invalid', requeueAfterMs: CREDENTIALS_RECHECK_MS };
   }
   const active = await syncActiveNodes(ctx, namespace, name, spec);
-  const ds = await applyOwned(ctx, tp, rendered.value);
+  const ds = await applyOwned(ctx, tp, verdict.value);
   await active.finish();
   await writeStatus(ctx, tp, {
     ...statusBase,

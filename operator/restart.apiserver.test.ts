@@ -60,6 +60,9 @@ async function spawnOperator(identity: string, extra: string[] = []): Promise<Op
       '4s',
       '--log-level',
       'info',
+      // The webhook is admission.apiserver.test.ts's; two processes here would race for its port.
+      '--webhook=false',
+      `--namespaces=${NS}`,
       ...extra,
     ],
     { cwd: repo, stdio: ['ignore', log, log] },

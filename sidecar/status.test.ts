@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { get as httpGet } from 'node:http';
 import { test } from 'node:test';
 import { probeAddress } from '../api/probe-address.ts';
 import { serveStatus, type Status } from './status.ts';
@@ -108,5 +109,44 @@ test("two sidecars share the status port (SO_REUSEPORT); each pod's probes reach
     );
   } finally {
     plain.close();
+  }
+});
+
+test('the status port caps open connections and closes clients that never finish their headers', async () => {
+  const status: Status = {
+    healthy: () => true,
+    ready: () => true,
+    metrics: async () => '',
+    contentType: 'text/plain',
+  };
+  const limits = { maxConnections: 4, headersTimeoutMs: 500, requestTimeoutMs: 1000 };
+  const server = await serveStatus(0, status, () => {}, limits);
+  const port = (server.address() as AddressInfo).port;
+  const open = () =>
+    new Promise<Socket>((resolve, reject) => {
+      const s = connect(port, '127.0.0.1', () => resolve(s));
+      s.on('error', reject);
+    });
+  const closed = (s: Socket) => new Promise<number>((r) => s.once('close', () => r(Date.now())));
+  try {
+    const idle = await Promise.all([open(), open(), open(), open()]);
+    for (const s of idle) s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n'); // headers never finished
+    const extra = await open();
+    const t0 = Date.now();
+    await closed(extra);
+    assert.ok(Date.now() - t0 < 400, 'a connection beyond the cap is closed at once');
+    const ends = await Promise.all(idle.map(closed));
+    for (const end of ends) assert.ok(end - t0 < 3000, 'slow headers are cut off by the header timeout');
+    // The budget is free again: a normal request answers.
+    const code = await new Promise<number | undefined>((resolve, reject) =>
+      httpGet({ host: '127.0.0.1', port, path: '/healthz', agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      }).on('error', reject),
+    );
+    assert.equal(code, 200);
+  } finally {
+    server.closeAllConnections();
+    server.close();
   }
 });

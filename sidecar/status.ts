@@ -6,7 +6,7 @@
 // named with another template (/readyz?template=<token>) still answers 503, should two tokens ever
 // map to one address.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { probeAddress } from '../api/probe-address.ts';
 
 export interface Status {
@@ -54,9 +54,13 @@ export function handler(status: Status): http.RequestListener {
  * without SO_REUSEPORT (another program) still makes the bind fail with EADDRINUSE. With a
  * template, also on its probe address (same port; the kernel prefers the exact address).
  */
-export async function serveStatus(port: number, status: Status, onError: (e: Error) => void): Promise<http.Server> {
-  const server = http.createServer(handler(status));
-  server.keepAliveTimeout = 5_000;
+export async function serveStatus(
+  port: number,
+  status: Status,
+  onError: (e: Error) => void,
+  limits: StatusLimits = STATUS_LIMITS,
+): Promise<http.Server> {
+  const server = harden(http.createServer(serverOptions(limits), handler(status)), limits);
   try {
     await listen(server, port, '::');
   } catch (e) {
@@ -68,8 +72,8 @@ export async function serveStatus(port: number, status: Status, onError: (e: Err
   server.on('error', onError);
   if (status.template) {
     // The kubelet's probe target (render/daemonset.ts sets httpGet.host to the same address).
-    const probes = http.createServer(handler(status));
-    probes.keepAliveTimeout = 5_000;
+    // Its own connection budget: a flood on the node's addresses must not starve the kubelet's probes.
+    const probes = harden(http.createServer(serverOptions(limits), handler(status)), limits);
     try {
       // The port actually bound (port 0 in tests picks one for the shared listener).
       await listen(probes, (server.address() as AddressInfo).port, probeAddress(status.template));
@@ -80,6 +84,41 @@ export async function serveStatus(port: number, status: Status, onError: (e: Err
     probes.on('error', onError);
     server.on('close', () => probes.close());
   }
+  return server;
+}
+
+/**
+ * The status port listens on every node address without authentication (issue 12): a cap on open
+ * connections (new ones beyond it are closed at once) and deadlines for the headers and the whole
+ * request, so idle or slow clients cannot hold file descriptors or memory of the proxy.
+ */
+export interface StatusLimits {
+  maxConnections: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+}
+export const STATUS_LIMITS: StatusLimits = { maxConnections: 64, headersTimeoutMs: 5_000, requestTimeoutMs: 10_000 };
+
+const serverOptions = (l: StatusLimits): http.ServerOptions => ({
+  headersTimeout: l.headersTimeoutMs,
+  requestTimeout: l.requestTimeoutMs,
+});
+
+function harden(server: http.Server, l: StatusLimits): http.Server {
+  server.keepAliveTimeout = 5_000;
+  server.maxConnections = l.maxConnections;
+  server.maxHeadersCount = 32;
+  // Node's own headersTimeout did not fire with several slow clients at once (measured, Node 24):
+  // a deadline per connection for its first request's headers, and one for silence.
+  const deadlines = new WeakMap<object, NodeJS.Timeout>();
+  server.on('connection', (socket: Socket) => {
+    const t = setTimeout(() => socket.destroy(), l.headersTimeoutMs);
+    t.unref();
+    deadlines.set(socket, t);
+    socket.once('close', () => clearTimeout(t));
+  });
+  server.on('request', (req: http.IncomingMessage) => clearTimeout(deadlines.get(req.socket)));
+  server.setTimeout(l.requestTimeoutMs, (socket) => socket.destroy());
   return server;
 }
 

@@ -41,7 +41,9 @@ export interface TuningPlan {
   writes: Write[];
 }
 
-export const sysctlPath = (key: string): string => `/proc/sys/${key.replace(/\./g, '/')}`;
+import { sysctlPath } from './record.ts';
+
+export { sysctlPath };
 
 /** Profile entries, then overrides (exact, winning). Re-validates values: the agent trusts no caller. */
 export function planSysctls(s: Tuning['sysctls']): PlannedSysctl[] {

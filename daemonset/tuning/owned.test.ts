@@ -71,33 +71,35 @@ test('apply snapshots originals, verifies, restores exactly; re-apply keeps the 
 });
 
 test('a value no longer planned is released (restored) by the next apply', () => {
-  const t = tree({ 'proc/sys/a/x': '1\n', 'proc/sys/a/y': '2\n' });
+  const t = tree({ 'proc/sys/net/core/busy_poll': '1\n', 'proc/sys/net/core/busy_read': '2\n' });
   const o = { root: t.root, stateDir: t.stateDir };
-  applyWrites([sysctl('a.x', '10'), sysctl('a.y', '20')], o);
-  const r = applyWrites([sysctl('a.y', '20')], o);
-  assert.deepEqual(r.released.restored, [{ key: 'a.x', from: '10', to: '1' }]);
-  assert.equal(t.read('proc/sys/a/x'), '1\n');
-  assert.deepEqual(r.unchanged, ['a.y']);
+  applyWrites([sysctl('net.core.busy_poll', '10'), sysctl('net.core.busy_read', '20')], o);
+  const r = applyWrites([sysctl('net.core.busy_read', '20')], o);
+  assert.deepEqual(r.released.restored, [{ key: 'net.core.busy_poll', from: '10', to: '1' }]);
+  assert.equal(t.read('proc/sys/net/core/busy_poll'), '1\n');
+  assert.deepEqual(r.unchanged, ['net.core.busy_read']);
 });
 
 test('missing keys and refused writes are reported, not owned, and change nothing', () => {
-  const t = tree({ 'proc/sys/a/x': '1\n' });
+  const t = tree({ 'proc/sys/net/core/busy_poll': '1\n' });
   mkdirSync(join(t.root, 'proc/sys/a/dir'), { recursive: true }); // writing a directory fails like a refused sysctl
   const o = { root: t.root, stateDir: t.stateDir };
-  const r = applyWrites([sysctl('a.missing', '5'), sysctl('a.dir', '5'), sysctl('a.x', '3')], o);
+  const r = applyWrites([sysctl('a.missing', '5'), sysctl('a.dir', '5'), sysctl('net.core.busy_poll', '3')], o);
   assert.deepEqual(r.missing, ['a.missing']);
   assert.equal(r.failed.length, 1);
   assert.equal(r.failed[0]!.key, 'a.dir');
   assert.match(r.failed[0]!.error, /EISDIR/);
-  assert.deepEqual(Object.keys(JSON.parse(readFileSync(join(t.stateDir, 'tuning.json'), 'utf8')).entries), ['a.x']);
+  assert.deepEqual(Object.keys(JSON.parse(readFileSync(join(t.stateDir, 'tuning.json'), 'utf8')).entries), [
+    'net.core.busy_poll',
+  ]);
 });
 
 test('dry run reports the writes and touches nothing', () => {
-  const t = tree({ 'proc/sys/a/x': '1\n', 'proc/irq/38/smp_affinity_list': '0-1\n' });
+  const t = tree({ 'proc/sys/net/core/busy_poll': '1\n', 'proc/irq/38/smp_affinity_list': '0-1\n' });
   const o = { root: t.root, stateDir: t.stateDir, dryRun: true };
   const r = applyWrites(
     [
-      sysctl('a.x', '2'),
+      sysctl('net.core.busy_poll', '2'),
       {
         key: 'irq/38/smp_affinity_list',
         path: '/proc/irq/38/smp_affinity_list',
@@ -109,15 +111,19 @@ test('dry run reports the writes and touches nothing', () => {
     o,
   );
   assert.deepEqual(r.changed, [
-    { key: 'a.x', from: '1', to: '2' },
+    { key: 'net.core.busy_poll', from: '1', to: '2' },
     { key: 'irq/38/smp_affinity_list', from: '0-1', to: '1' },
   ]);
-  assert.equal(t.read('proc/sys/a/x'), '1\n');
+  assert.equal(t.read('proc/sys/net/core/busy_poll'), '1\n');
   assert.ok(!existsSync(t.stateDir));
 });
 
 test("drift is reported with the key, not fought; restore leaves the other writer's value", () => {
-  const t = tree({ 'proc/sys/a/x': '1\n', 'proc/sys/a/y': '2\n', 'sys/class/net/eth0/queues/rx-0/rps_cpus': '0\n' });
+  const t = tree({
+    'proc/sys/net/core/busy_poll': '1\n',
+    'proc/sys/net/core/busy_read': '2\n',
+    'sys/class/net/eth0/queues/rx-0/rps_cpus': '0\n',
+  });
   const o = { root: t.root, stateDir: t.stateDir };
   const mask: Write = {
     key: 'eth0/rx-0/rps_cpus',
@@ -126,18 +132,18 @@ test("drift is reported with the key, not fought; restore leaves the other write
     compare: 'cpumask',
     group: 'affinity',
   };
-  applyWrites([sysctl('a.x', '10'), sysctl('a.y', '20'), mask], o);
+  applyWrites([sysctl('net.core.busy_poll', '10'), sysctl('net.core.busy_read', '20'), mask], o);
   writeFileSync(join(t.root, 'sys/class/net/eth0/queues/rx-0/rps_cpus'), '00000002\n'); // same mask, other spelling
   assert.deepEqual(checkOwnedDrift(o), { checked: 3, drift: [] });
-  writeFileSync(join(t.root, 'proc/sys/a/x'), '11\n');
-  assert.deepEqual(checkOwnedDrift(o).drift, [{ key: 'a.x', want: '10', got: '11' }]);
-  const re = applyWrites([sysctl('a.x', '10'), sysctl('a.y', '20'), mask], o);
-  assert.deepEqual(re.drift, [{ key: 'a.x', want: '10', got: '11' }]);
-  assert.equal(t.read('proc/sys/a/x'), '11\n', 'not overwritten without overwriteDrift');
+  writeFileSync(join(t.root, 'proc/sys/net/core/busy_poll'), '11\n');
+  assert.deepEqual(checkOwnedDrift(o).drift, [{ key: 'net.core.busy_poll', want: '10', got: '11' }]);
+  const re = applyWrites([sysctl('net.core.busy_poll', '10'), sysctl('net.core.busy_read', '20'), mask], o);
+  assert.deepEqual(re.drift, [{ key: 'net.core.busy_poll', want: '10', got: '11' }]);
+  assert.equal(t.read('proc/sys/net/core/busy_poll'), '11\n', 'not overwritten without overwriteDrift');
   const back = restoreAll(o);
-  assert.deepEqual(back.skippedDrift, [{ key: 'a.x', want: '1', got: '11' }]);
-  assert.equal(t.read('proc/sys/a/x'), '11\n');
-  assert.equal(t.read('proc/sys/a/y'), '2\n');
+  assert.deepEqual(back.skippedDrift, [{ key: 'net.core.busy_poll', want: '1', got: '11' }]);
+  assert.equal(t.read('proc/sys/net/core/busy_poll'), '11\n');
+  assert.equal(t.read('proc/sys/net/core/busy_read'), '2\n');
   assert.equal(t.read('sys/class/net/eth0/queues/rx-0/rps_cpus'), '0\n');
 });
 
@@ -164,4 +170,63 @@ test('an IRQ whose handler changed (driver reload) is never restored onto the ne
   assert.deepEqual(back.missing, ['irq/38/smp_affinity_list']);
   assert.equal(t.read('proc/irq/38/smp_affinity_list'), '1\n', "the other device's IRQ is left alone");
   assert.ok(!existsSync(join(t.stateDir, 'tuning.json')));
+});
+
+test('a tampered tuning record: cleanup refuses and reports the foreign entries, restores only ours', () => {
+  const t = tree({
+    'proc/sys/net/core/somaxconn': '4096\n',
+    'proc/irq/38/smp_affinity_list': '0-3\n',
+    'sys/class/net/eth0/queues/rx-0/rps_cpus': '0\n',
+    'etc/shadow': 'root:x:1::\n',
+    'proc/sys/kernel/core_pattern': 'core\n',
+  });
+  applyWrites([sysctl('net.core.somaxconn', '8192')], t);
+  assert.equal(t.read('proc/sys/net/core/somaxconn'), '8192\n');
+  // Someone with write access to the state directory adds entries for the next privileged cleanup.
+  const file = join(t.stateDir, 'tuning.json');
+  const s = JSON.parse(readFileSync(file, 'utf8'));
+  const entry = (path: string, original: string, compare = 'words') => ({
+    path,
+    compare,
+    group: 'sysctl',
+    original,
+    applied: null,
+  });
+  s.entries['evil'] = entry('/etc/shadow', 'root::0::');
+  s.entries['kernel.core_pattern'] = entry('/proc/sys/kernel/core_pattern', 'dump');
+  s.entries['net.core.rmem_max'] = entry('/proc/sys/net/core/../../kernel/core_pattern', '1');
+  s.entries['irq/99/smp_affinity_list'] = {
+    ...entry('/proc/irq/99/smp_affinity_list', '0', 'cpulist'),
+    group: 'affinity',
+  };
+  s.entries['eth0/rx-0/rps_cpus'] = {
+    ...entry('/sys/class/net/eth0/queues/rx-0/rps_cpus', '$(reboot)', 'cpumask'),
+    group: 'affinity',
+  };
+  s.entries['eth1/rx-0/rps_cpus'] = {
+    ...entry('/sys/class/net/eth1/queues/rx-0/rps_cpus', '0', 'cpumask'),
+    group: 'affinity',
+  };
+  writeFileSync(file, JSON.stringify(s));
+  const r = restoreAll(t);
+  assert.deepEqual(
+    r.restored.map((x) => x.key),
+    ['net.core.somaxconn'],
+  );
+  assert.deepEqual(
+    r.refused.map((x) => `${x.key}: ${x.reason}`),
+    [
+      'evil: /etc/shadow is not a path tpfleet writes',
+      'kernel.core_pattern: /proc/sys/kernel/core_pattern is not a sysctl tpfleet sets',
+      'net.core.rmem_max: /proc/sys/net/core/../../kernel/core_pattern is not a sysctl tpfleet sets',
+      'irq/99/smp_affinity_list: IRQ 99 does not exist on this host',
+      'eth0/rx-0/rps_cpus: the value is not a kernel value (numbers, words, CPU lists or masks on one line)',
+      'eth1/rx-0/rps_cpus: queue rx-0 of eth1 does not exist on this host',
+    ],
+  );
+  assert.equal(t.read('etc/shadow'), 'root:x:1::\n', 'nothing foreign written');
+  assert.equal(t.read('proc/sys/kernel/core_pattern'), 'core\n');
+  assert.equal(t.read('sys/class/net/eth0/queues/rx-0/rps_cpus'), '0\n');
+  assert.equal(t.read('proc/sys/net/core/somaxconn'), '4096\n', 'ours restored');
+  assert.ok(!existsSync(file), 'the record is gone: nothing is owned any more');
 });

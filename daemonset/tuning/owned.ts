@@ -18,6 +18,8 @@ import { parseCpuList, parseCpuMask, sameCpus } from '../../host/cpulist.ts';
 import type { Compare, Write } from '../../host/write.ts';
 import { errorMessage } from '../../api/errors.ts';
 
+import { foreignEntry } from './record.ts';
+
 export type { Compare, Write } from '../../host/write.ts';
 
 interface Entry {
@@ -70,6 +72,8 @@ export interface ApplyReport {
 
 export interface RestoreReport {
   restored: Change[];
+  /** Entries of the record tpfleet could not have written (tampered): never touched, dropped. */
+  refused: { key: string; path: string; reason: string }[];
   skippedDrift: Mismatch[];
   missing: string[];
   failed: Failure[];
@@ -180,7 +184,7 @@ function saveState(o: EngineOptions, s: State): void {
 
 const guardOf = (w: Write): { guard?: string } => (w.guard === undefined ? {} : { guard: w.guard });
 
-const emptyRestore = (): RestoreReport => ({ restored: [], skippedDrift: [], missing: [], failed: [] });
+const emptyRestore = (): RestoreReport => ({ restored: [], refused: [], skippedDrift: [], missing: [], failed: [] });
 
 interface Pending {
   w: Write;
@@ -289,6 +293,13 @@ function restoreEntries(s: State, keys: string[], o: EngineOptions): RestoreRepo
   const r = emptyRestore();
   for (const key of keys) {
     const e = s.entries[key]!;
+    // The record lives on a hostPath: validated before this privileged process writes anything from it.
+    const foreign = foreignEntry(key, e, root);
+    if (foreign) {
+      r.refused.push({ key, path: String(e?.path), reason: foreign });
+      delete s.entries[key];
+      continue;
+    }
     const cur = readValue(root, e.path, e.guard);
     if ('missing' in cur) {
       r.missing.push(key);

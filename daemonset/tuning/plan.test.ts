@@ -50,7 +50,7 @@ test('one plan holds the sysctl and affinity writes; the condition names what we
     missing: [],
     failed: [],
     drift: [],
-    released: { restored: [], skippedDrift: [], missing: [], failed: [] },
+    released: { restored: [], refused: [], skippedDrift: [], missing: [], failed: [] },
   };
   const c = applyCondition(plan, ok);
   assert.equal(c.reason, 'IrqbalanceConflict', 'irqbalance in this fixture would move our IRQs');

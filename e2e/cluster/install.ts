@@ -123,9 +123,28 @@ async function runOperatorAsProcess(c: Cluster, dir: string): Promise<{ proc: Ch
     }),
     { mode: 0o600 },
   );
-  // The in-cluster bind address would collide on a shared host: only --bind is replaced.
-  const port = await freePort();
-  const args = (container.args ?? []).filter((a) => !a.startsWith('--bind'));
+  // The in-cluster bind addresses would collide on a shared host: --bind and --webhook-bind are
+  // replaced, and with no pod behind the webhook's Service the registration points at the process.
+  const port = await freePort(),
+    webhookPort = await freePort();
+  const args = (container.args ?? []).filter((a) => !/^--(bind|webhook-bind|webhook-hosts)=/.test(a));
+  args.push(`--webhook-bind=127.0.0.1:${webhookPort}`, '--webhook-hosts=127.0.0.1');
+  const webhookConfig = args.find((a) => a.startsWith('--webhook-config='))?.slice('--webhook-config='.length);
+  if (webhookConfig)
+    await kubectl(c, [
+      'patch',
+      'validatingwebhookconfiguration',
+      webhookConfig,
+      '--type=json',
+      `-p=${JSON.stringify([
+        { op: 'remove', path: '/webhooks/0/clientConfig/service' },
+        {
+          op: 'add',
+          path: '/webhooks/0/clientConfig/url',
+          value: `https://127.0.0.1:${webhookPort}/validate-transparentproxy`,
+        },
+      ])}`,
+    ]);
   const log = join(dir, 'operator.log');
   const out = openSync(log, 'a');
   const proc = spawn(

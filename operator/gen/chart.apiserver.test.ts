@@ -19,7 +19,7 @@ const FLEET = 'tpfleet-fleet';
 const PSA = 'pod-security.kubernetes.io/enforce';
 type Obj = KubeObject & { spec?: any; status?: any };
 
-let env: TestEnv, admin: KubeClient, dir: string, operator: ChildProcess | undefined;
+let env: TestEnv, admin: KubeClient, dir: string, operator: ChildProcess | undefined, inlineSample: Obj;
 const operatorLog = () => {
   try {
     return readFileSync(join(dir, 'operator.log'), 'utf8').slice(-3000);
@@ -76,10 +76,12 @@ test('helm install as documented: CRD served, fleet namespace privileged, releas
     'CRD established',
     async () => (await admin.list('/apis/tpfleet.io/v1alpha1/transparentproxies')) && true,
   );
-  await admin.request('POST', tpPath(FLEET, undefined), {
-    body: tp,
-    query: { dryRun: 'All', fieldValidation: 'Strict' },
-  });
+  // failurePolicy Fail, documented: while no operator answers the webhook, apply is refused.
+  await assert.rejects(
+    admin.request('POST', tpPath(FLEET, undefined), { body: tp, query: { dryRun: 'All', fieldValidation: 'Strict' } }),
+    /failed calling webhook "validate\.tpfleet\.io"/,
+  );
+  inlineSample = tp;
   assert.doesNotMatch(notes, /WARNING/, 'the release namespace enforces restricted');
   const ns = (name: string) => admin.get<Obj>(`/api/v1/namespaces/${name}`);
   assert.equal((await ns(FLEET))?.metadata.labels?.[PSA], 'privileged');
@@ -109,8 +111,19 @@ test("the operator with the chart Deployment's args and ServiceAccount token rec
     }),
     { mode: 0o600 },
   );
-  // In a pod the operator binds 0.0.0.0:8080; here only that flag is replaced (a free loopback port).
-  const port = await freePort();
+  // In a pod the operator binds 0.0.0.0:8080 and serves the webhook behind its Service; here no pod
+  // runs, so those flags are replaced (free loopback ports) and the webhook registration points at
+  // the process by URL. Everything else (names, Secret, RBAC) is the chart's.
+  const port = await freePort(),
+    webhookPort = await freePort();
+  await admin.jsonPatch('/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/tpfleet-operator', [
+    { op: 'remove', path: '/webhooks/0/clientConfig/service' },
+    {
+      op: 'add',
+      path: '/webhooks/0/clientConfig/url',
+      value: `https://127.0.0.1:${webhookPort}/validate-transparentproxy`,
+    },
+  ]);
   const out = openSync(join(dir, 'operator.log'), 'a');
   operator = spawn(
     process.execPath,
@@ -118,9 +131,11 @@ test("the operator with the chart Deployment's args and ServiceAccount token rec
       '--import',
       'tsx',
       join(repoRoot, 'operator', 'main.ts'),
-      ...args.filter((a) => !a.startsWith('--bind')),
+      ...args.filter((a) => !/^--(bind|webhook-bind|webhook-hosts)=/.test(a)),
       '--bind',
       `127.0.0.1:${port}`,
+      `--webhook-bind=127.0.0.1:${webhookPort}`,
+      '--webhook-hosts=127.0.0.1',
       '--kubeconfig',
       kubeconfig,
     ],
@@ -139,6 +154,22 @@ test("the operator with the chart Deployment's args and ServiceAccount token rec
     60_000,
   );
 
+  // The NOTES' inline TransparentProxy is admitted now that the operator answers.
+  await waitFor('the webhook to answer', async () => {
+    await admin.request('POST', tpPath(FLEET, undefined), {
+      body: inlineSample,
+      query: { dryRun: 'All', fieldValidation: 'Strict' },
+    });
+    return true;
+  });
+  const tls = await admin.get<Obj & { data?: Record<string, string> }>(
+    `/api/v1/namespaces/${RELEASE_NS}/secrets/tpfleet-operator-webhook-tls`,
+  );
+  assert.deepEqual(
+    Object.keys(tls?.data ?? {}).sort(),
+    ['ca.crt', 'ca.key', 'tls.crt', 'tls.key'],
+    'the operator made its TLS Secret',
+  );
   await createNode(admin, 'n1', { zone: 'a' });
   await env.kubectl(['apply', '-f', join(repoRoot, 'operator', 'samples', 'minimal.yaml')]);
   const sample = loadSample('minimal.yaml');

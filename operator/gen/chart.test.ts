@@ -10,7 +10,12 @@ import { assertGolden } from '../../e2e/golden.ts';
 import { renderDaemonSet } from '../render/daemonset.ts';
 import { commonLabels } from '../render/names.ts';
 import { renderNodeConfig } from '../render/nodeconfig.ts';
+import { webhookConfiguration } from '../webhook/registration.ts';
+import { WEBHOOK_PATH } from '../webhook/server.ts';
 import { chartDir, find, helm, RELEASE_NS, runHelm, template, type Doc } from './helm.testkit.ts';
+
+/** The node janitor's objects (ADR 0015): not the operator's, tested on their own. */
+const isJanitor = (d: Doc) => d.metadata.name === 'tpfleet-janitor';
 
 const FULL = join(chartDir, 'ci', 'full-values.yaml');
 const goldenDir = join(import.meta.dirname, 'testdata', 'chart');
@@ -32,6 +37,9 @@ test('helm template renders the golden files (default and full values)', async (
     [
       'ClusterRole',
       'ClusterRole',
+      'ClusterRole',
+      'ClusterRole',
+      'ClusterRole',
       'ClusterRoleBinding',
       'ClusterRoleBinding',
       'DaemonSet',
@@ -39,10 +47,16 @@ test('helm template renders the golden files (default and full values)', async (
       'Namespace',
       'Namespace',
       'Role',
+      'Role',
       'RoleBinding',
+      'RoleBinding',
+      'Service',
       'Service',
       'ServiceAccount',
       'ServiceAccount',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
+      'ValidatingWebhookConfiguration',
     ],
     'monitors are off by default',
   );
@@ -122,22 +136,40 @@ test('RBAC parity: the chart grants exactly operator/deploy/rbac.yaml (ClusterRo
   const deploy = parseAllDocuments(readFileSync(join(import.meta.dirname, '..', 'deploy', 'rbac.yaml'), 'utf8')).map(
     (d) => d.toJS() as Doc,
   );
+  const users = parseAllDocuments(
+    readFileSync(join(import.meta.dirname, '..', 'deploy', 'user-roles.yaml'), 'utf8'),
+  ).map((d) => d.toJS() as Doc);
   const { docs } = await template();
-  for (const kind of ['ClusterRole', 'Role']) {
-    const manual = find(deploy, kind),
-      chart = find(docs, kind, manual.metadata.name);
-    assert.deepEqual(norm(chart.rules), norm(manual.rules), `${kind} rules`);
-    assert.equal(chart.metadata.name, manual.metadata.name, `${kind} name for release "tpfleet"`);
-    for (const r of chart.rules as Rule[])
+  const roles = (ds: Doc[]) =>
+    Object.fromEntries(
+      ds
+        .filter((d) => (d.kind === 'ClusterRole' || d.kind === 'Role') && !isJanitor(d))
+        .map((d) => [`${d.kind}/${d.metadata.name}`, d]),
+    );
+  const chart = roles(docs),
+    manual = roles([...deploy, ...users]);
+  assert.deepEqual(
+    Object.keys(chart).sort(),
+    Object.keys(manual).sort(),
+    'the same roles, by name for release "tpfleet"',
+  );
+  for (const [key, role] of Object.entries(chart)) {
+    assert.deepEqual(norm(role.rules), norm(manual[key]!.rules), `${key} rules`);
+    for (const r of role.rules as Rule[])
       for (const v of [...r.apiGroups, ...r.resources, ...r.verbs])
-        assert.ok(!v.includes('*'), `${kind}: wildcard in ${JSON.stringify(r)}`);
+        assert.ok(!v.includes('*'), `${key}: wildcard in ${JSON.stringify(r)}`);
   }
+  assert.deepEqual(
+    chart['ClusterRole/tpfleet-view']?.metadata.labels?.['rbac.authorization.k8s.io/aggregate-to-view'],
+    'true',
+  );
+  // The janitor's own ServiceAccount and role are checked in the janitor's test below.
   const sa = find(docs, 'ServiceAccount', 'tpfleet-operator');
-  for (const kind of ['ClusterRoleBinding', 'RoleBinding']) {
+  for (const b of docs.filter((d) => (d.kind === 'ClusterRoleBinding' || d.kind === 'RoleBinding') && !isJanitor(d))) {
     assert.deepEqual(
-      find(docs, kind, kind === 'RoleBinding' ? undefined : 'tpfleet-operator').subjects,
+      b.subjects,
       [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: RELEASE_NS }],
-      `${kind} binds the chart's ServiceAccount`,
+      `${b.kind} ${b.metadata.name} binds the chart's ServiceAccount`,
     );
   }
 });
@@ -166,6 +198,14 @@ test('the operator Deployment: restricted security context, probes, flags from v
     '--resync=10m',
     '--workers=2',
     '--bind=0.0.0.0:8080',
+    '--namespaces=tpfleet-fleet',
+    '--allow-control-plane=false',
+    '--webhook-bind=0.0.0.0:9443',
+    '--webhook-config=tpfleet-operator',
+    `--webhook-secret=${RELEASE_NS}/tpfleet-operator-webhook-tls`,
+    `--webhook-hosts=tpfleet-operator-webhook.${RELEASE_NS}.svc`,
+    '--webhook-cert-validity=720h',
+    '--webhook-ca-validity=8760h',
   ]);
   assert.equal(c.image, 'ghcr.io/tpfleet/tpfleet-operator:0.1.0', 'tag defaults to appVersion');
   assert.deepEqual(pod.securityContext, {
@@ -185,7 +225,7 @@ test('the operator Deployment: restricted security context, probes, flags from v
   assert.equal(c.livenessProbe.httpGet.path, '/healthz');
   assert.equal(c.readinessProbe.httpGet.path, '/readyz');
   assert.equal(pod.serviceAccountName, find(docs, 'ServiceAccount', 'tpfleet-operator').metadata.name);
-  const svc = find(docs, 'Service');
+  const svc = docs.find((x) => x.kind === 'Service' && x.metadata.name === 'tpfleet-operator-metrics')!;
   assert.deepEqual(svc.spec.selector, d.spec.selector.matchLabels, 'the metrics Service selects the operator pods');
   assert.equal(
     d.spec.selector.matchLabels['app.kubernetes.io/component'],
@@ -302,4 +342,51 @@ test('the node janitor: its own privileged namespace, every Linux node, one verb
     'janitor.namespace=tpfleet-fleet',
   ]);
   assert.match(same.stderr, /janitor\.namespace: "tpfleet-fleet" must differ/);
+});
+
+test('the webhook: the chart registers operator/webhook/registration.ts for its Service, caBundle left to the operator', async () => {
+  const { docs } = await template();
+  const vwc = find(docs, 'ValidatingWebhookConfiguration');
+  const want = webhookConfiguration('tpfleet-operator', {
+    service: { namespace: RELEASE_NS, name: 'tpfleet-operator-webhook', port: 443, path: WEBHOOK_PATH },
+  });
+  assert.deepEqual(vwc.webhooks, want.webhooks);
+  assert.equal(want.webhooks[0]?.failurePolicy, 'Fail');
+  const svc = docs.find((x) => x.kind === 'Service' && x.metadata.name === 'tpfleet-operator-webhook')!;
+  assert.deepEqual(svc.spec.ports, [{ name: 'webhook', port: 443, targetPort: 'webhook', protocol: 'TCP' }]);
+  const c = find(docs, 'Deployment').spec.template.spec.containers[0];
+  assert.ok(
+    c.ports.some((p: { name: string; containerPort: number }) => p.name === 'webhook' && p.containerPort === 9443),
+  );
+  // More namespaces and an image allowlist reach the flags.
+  const more = await template([
+    '--set',
+    'tenancy.namespaces={team-a,tpfleet-fleet}',
+    '--set',
+    'tenancy.allowedImages={registry.corp/tpfleet-node:}',
+    '--set',
+    'tenancy.allowControlPlane=true',
+  ]);
+  const args: string[] = find(more.docs, 'Deployment').spec.template.spec.containers[0].args;
+  assert.ok(args.includes('--namespaces=tpfleet-fleet,team-a'), args.join(' '));
+  assert.ok(args.includes('--allowed-images=registry.corp/tpfleet-node:'));
+  assert.ok(args.includes('--allow-control-plane=true'));
+});
+
+test("the node-write policy: operator/deploy/node-write-policy.yaml for the release's ServiceAccount", async () => {
+  const manual = parseAllDocuments(
+    readFileSync(join(import.meta.dirname, '..', 'deploy', 'node-write-policy.yaml'), 'utf8'),
+  ).map((d) => d.toJS() as Doc);
+  const { docs } = await template();
+  const vap = find(docs, 'ValidatingAdmissionPolicy'),
+    want = find(manual, 'ValidatingAdmissionPolicy');
+  assert.equal(
+    vap.spec.matchConditions[0].expression,
+    `request.userInfo.username == 'system:serviceaccount:${RELEASE_NS}:tpfleet-operator'`,
+  );
+  assert.deepEqual({ ...vap.spec, matchConditions: [] }, { ...want.spec, matchConditions: [] });
+  assert.deepEqual(
+    find(docs, 'ValidatingAdmissionPolicyBinding').spec,
+    find(manual, 'ValidatingAdmissionPolicyBinding').spec,
+  );
 });

@@ -4,7 +4,7 @@
 // zod's JSON schema is not a Kubernetes *structural* schema, so it is post-processed:
 //  - no $schema, no additionalProperties:false beside properties (unknown fields are pruned instead),
 //    no propertyNames on maps, no $ref/definitions (zod inlines when nothing is reused by id);
-//  - `x-kubernetes-int-or-string` nodes replace zod's anyOf(string, number);
+//  - `x-kubernetes-int-or-string` nodes replace zod's anyOf(string, number) (keeping a string pattern);
 //  - zod's ±2^53 bounds on .int() are dropped (int64 fields need none);
 //  - every node keeps its description, so `kubectl explain` documents each field.
 import { stringify } from 'yaml';
@@ -18,6 +18,9 @@ export function structural(node: Json): Json {
   if (node['x-kubernetes-int-or-string']) {
     const out: Json = { 'x-kubernetes-int-or-string': true };
     if (node.description) out.description = node.description;
+    // A string member's pattern (quantities) holds for strings only, as controller-gen writes it.
+    const pattern = (node.anyOf as Json[] | undefined)?.find((m) => m.type === 'string')?.pattern;
+    if (pattern) Object.assign(out, { anyOf: [{ type: 'integer' }, { type: 'string' }], pattern });
     return out;
   }
   if (node.$ref || node.definitions || node.$defs)

@@ -239,6 +239,9 @@ export const INVALID_SPECS: InvalidSpec[] = [
   { why: 'reserved routing table', field: 'spec.interception.routingTable', spec: i({ routingTable: 254 }) },
   { why: 'rule priority too high', field: 'spec.interception.rulePriority', spec: i({ rulePriority: 40000 }) },
   { why: 'listen port 0', field: 'spec.proxy.listenPort', spec: p({ listenPort: 0 }) },
+  { why: 'listen port on the kubelet', field: 'spec.proxy.listenPort', spec: p({ listenPort: 10250 }) },
+  { why: 'metrics port in the NodePort range', field: 'spec.proxy.metricsPort', spec: p({ metricsPort: 30080 }) },
+  { why: 'metrics port below 1024', field: 'spec.proxy.metricsPort', spec: p({ metricsPort: 80 }) },
   {
     why: 'metrics port = listen port',
     field: 'spec.proxy.metricsPort',

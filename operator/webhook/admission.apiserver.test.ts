@@ -1,0 +1,258 @@
+// The admission webhook in a real kube-apiserver (issue 12): registered as the chart registers it
+// (failurePolicy Fail, caBundle filled in by the operator), it refuses at `kubectl apply`, naming
+// the field, every spec the operator would refuse that the schema and CEL let through; 200
+// generated malformed objects are all refused; a user of a namespace the installation does not
+// reconcile gets nothing scheduled and a status saying why; the certificates rotate under load.
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { after, before, test } from 'node:test';
+import { KubeConfig } from '@kubernetes/client-node';
+import { parseAllDocuments, stringify } from 'yaml';
+import { ApiError, KubeClient, type KubeObject } from '../../kube/client.ts';
+import { errorMessage } from '../../api/errors.ts';
+import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../../e2e/testenv/fixtures.ts';
+import { registerWebhook, startOperator, WEBHOOK_CONFIG, type RunningOperator } from '../../e2e/testenv/operator.ts';
+import { freePort, startTestEnv, type TestEnv } from '../../e2e/testenv/testenv.ts';
+import { tenancy } from '../tenancy.ts';
+import { MALFORMED, malformedObjects } from './malformed.testkit.ts';
+
+let env: TestEnv, c: KubeClient, op: RunningOperator, port: number;
+const FLEET = 'tpfleet-fleet';
+type Obj = KubeObject & { spec?: any; status?: any; webhooks?: any[] };
+const tp = (name: string, spec: unknown, namespace = FLEET) => ({
+  apiVersion: 'tpfleet.io/v1alpha1',
+  kind: 'TransparentProxy',
+  metadata: { name, namespace },
+  spec,
+});
+
+/** `kubectl apply -f` of one object; resolves with stdout or rejects with kubectl's stderr. */
+async function apply(obj: unknown): Promise<string> {
+  const file = join(env.dir, `apply-${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(file, stringify(obj));
+  return env.kubectl(['apply', '-f', file]);
+}
+async function refusal(obj: unknown): Promise<string> {
+  try {
+    await apply(obj);
+  } catch (e) {
+    return errorMessage(e);
+  }
+  assert.fail(`admitted: ${JSON.stringify(obj)}`);
+}
+
+before(async () => {
+  env = await startTestEnv();
+  c = new KubeClient(env.kubeConfig, 'test-admin');
+  await installCrd(c);
+  for (const ns of ['tpfleet-system', FLEET, 'team-x']) await createNamespace(c, ns);
+  for (const n of ['a1', 'a2']) await createNode(c, n, { labels: { pool: 'a' } });
+  for (const n of ['b1']) await createNode(c, n, { labels: { pool: 'b' } });
+  port = await freePort();
+  await registerWebhook(c, port);
+  op = await startOperator(env.kubeconfigPath, {
+    cleanupTimeoutMs: 3000,
+    tenancy: tenancy({
+      namespaces: [FLEET],
+      allowedImages: ['registry.example/tpfleet-node:'],
+      allowControlPlane: false,
+    }),
+    // Short lifetimes so that the last test sees the serving certificate and the CA rotate.
+    admission: { port, validityMs: 8000, caValidityMs: 24_000, checkMs: 500 },
+  });
+  await waitFor('caBundle set', async () => {
+    const cfg = await c.get<Obj>(
+      `/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/${WEBHOOK_CONFIG}`,
+    );
+    return !!cfg?.webhooks?.[0]?.clientConfig?.caBundle;
+  });
+  // Until the API server has loaded the registration and trusts the CA, a write fails with
+  // "failed calling webhook"; from then on the webhook answers.
+  await waitFor('the API server to call the webhook', async () => {
+    try {
+      await c.request('POST', tpPath(FLEET), {
+        body: tp('probe', { interception: { mark: 0x1000, mask: 0x2000 } }),
+        query: { dryRun: 'All' },
+      });
+    } catch (e) {
+      return /denied the request: spec\.interception\.mark/.test(errorMessage(e));
+    }
+    return false;
+  });
+});
+after(async () => {
+  await op?.stop();
+  await env?.stop();
+});
+
+test('what the schema and CEL admitted is refused at kubectl apply, naming the field', async () => {
+  const cases: [string, unknown, RegExp][] = [
+    [
+      'mark outside mask',
+      { interception: { mark: 0x1000, mask: 0x2000 } },
+      /spec\.interception\.mark: must lie within mask/,
+    ],
+    [
+      'mark partly outside mask',
+      { interception: { mark: 0x3000, mask: 0x1000 } },
+      /spec\.interception\.mark: must lie within mask/,
+    ],
+    [
+      'IPv6 CIDR with ipFamilies [IPv4]',
+      { interception: { ipFamilies: ['IPv4'], destinations: { include: ['fd00::/64'] } } },
+      /spec\.interception\.destinations\.include\[0\]: fd00::\/64 is IPv6 but ipFamilies does not list it/,
+    ],
+    [
+      'bare IP excluded while the same /32 is included',
+      { interception: { destinations: { include: ['10.0.0.1/32'], exclude: ['10.0.0.1'] } } },
+      /spec\.interception\.destinations\.exclude\[0\]: 10\.0\.0\.1\/32 is both included and excluded/,
+    ],
+    [
+      'an image outside the allowlist',
+      { proxy: { image: 'evil.example/root:latest' } },
+      /spec\.proxy\.image: "evil\.example\/root:latest" is not an allowed node image/,
+    ],
+    [
+      'a toleration of every taint',
+      { tolerations: [{ operator: 'Exists' }] },
+      /spec\.tolerations\[0\]: tolerates the control-plane taint/,
+    ],
+    [
+      'a control-plane toleration',
+      { tolerations: [{ key: 'node-role.kubernetes.io/control-plane', operator: 'Exists', effect: 'NoSchedule' }] },
+      /spec\.tolerations\[0\]: tolerates the control-plane taint/,
+    ],
+    [
+      'selecting control-plane nodes',
+      { nodeSelector: { 'node-role.kubernetes.io/control-plane': '' } },
+      /spec\.nodeSelector\.node-role\.kubernetes\.io\/control-plane: selects control-plane nodes/,
+    ],
+  ];
+  for (const [why, spec, field] of cases) {
+    const msg = await refusal(tp('bad', spec));
+    assert.match(msg, /admission webhook "validate\.tpfleet\.io" denied the request/, why);
+    assert.match(msg, field, why);
+  }
+  assert.equal(await c.get(tpPath(FLEET, 'bad')), undefined, 'nothing was stored');
+  // The allowlisted image passes.
+  await apply(tp('good', { nodeSelector: { pool: 'b' }, proxy: { image: 'registry.example/tpfleet-node:1.2' } }));
+  await c.delete(tpPath(FLEET, 'good'));
+  // Its finalizer waits for the node cleanup (here it can only time out, after 3 s).
+  await waitFor('good to be gone', async () => !(await c.get(tpPath(FLEET, 'good'))));
+});
+
+test('the one-per-node conflict is refused at apply naming the other object; disjoint selectors pass', async () => {
+  await apply(tp('first', { nodeSelector: { pool: 'a' } }));
+  await waitFor('the cache to see first', async () => op.controller.caches.proxies.get(FLEET, 'first'));
+  const msg = await refusal(tp('second', { replicas: 1 }));
+  assert.match(
+    msg,
+    /spec\.nodeSelector: node\(s\) a1, a2 are also selected by TransparentProxy tpfleet-fleet\/first, which is older/,
+  );
+  await apply(tp('second', { nodeSelector: { pool: 'b' } }));
+  // An update that moves it onto first's nodes is refused too, and the stored spec stays.
+  const moved = await refusal(tp('second', { nodeSelector: { pool: 'a' } }));
+  assert.match(moved, /also selected by TransparentProxy tpfleet-fleet\/first/);
+  assert.deepEqual((await c.get<Obj>(tpPath(FLEET, 'second')))?.spec.nodeSelector, { pool: 'b' });
+  // Metadata-only writes (labels, the operator's finalizer) pass even while the spec would not.
+  await c.mergePatch(tpPath(FLEET, 'second'), { metadata: { labels: { team: 'x' } } });
+  for (const n of ['first', 'second']) await c.delete(tpPath(FLEET, n));
+  for (const n of ['first', 'second']) await waitFor(`${n} gone`, async () => !(await c.get(tpPath(FLEET, n))));
+});
+
+test(`${MALFORMED.length} kinds of defect, 200 generated malformed objects: every one refused at apply`, async () => {
+  const objects = malformedObjects(200, 12);
+  const admitted: string[] = [];
+  const unnamed: string[] = [];
+  for (const o of objects) {
+    try {
+      await c.request('POST', tpPath(FLEET), { body: tp(o.name, o.spec), query: { fieldValidation: 'Strict' } });
+      admitted.push(`${o.name} (${o.defects.join(', ')})`);
+      await c.delete(tpPath(FLEET, o.name));
+    } catch (e) {
+      if (!(e instanceof ApiError) || ![400, 422].includes(e.status)) throw e;
+      // The message names the field of at least one of its defects.
+      if (!o.fields.some((f) => e.message.includes(f))) unnamed.push(`${o.name}: ${e.message}`);
+    }
+  }
+  assert.deepEqual(admitted, [], 'admitted');
+  assert.deepEqual(unnamed, [], 'refused without naming a defective field');
+});
+
+test('a user who may create TransparentProxies only in a non-fleet namespace gets a status and nothing scheduled', async () => {
+  // tpfleet-edit bound in team-x alone, as an administrator would (operator/deploy/user-roles.yaml).
+  for (const doc of parseAllDocuments(
+    readFileSync(join(import.meta.dirname, '..', 'deploy', 'user-roles.yaml'), 'utf8'),
+  ))
+    await c.create('/apis/rbac.authorization.k8s.io/v1/clusterroles', doc.toJS());
+  await c.create('/apis/rbac.authorization.k8s.io/v1/namespaces/team-x/rolebindings', {
+    metadata: { name: 'dev-edit' },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'tpfleet-edit' },
+    subjects: [{ kind: 'User', name: 'team-x-dev', apiGroup: 'rbac.authorization.k8s.io' }],
+  });
+  const kc = new KubeConfig();
+  kc.loadFromFile(await env.userKubeconfig('team-x-dev'));
+  const dev = new KubeClient(kc, 'dev');
+  await assert.rejects(dev.create(tpPath(FLEET), tp('mine', {})), /403/, 'not in the fleet namespace');
+  await dev.create(tpPath('team-x'), tp('mine', { nodeSelector: { pool: 'b' } }, 'team-x'));
+  const o = await waitFor('status', async () => {
+    const x = await dev.get<Obj>(tpPath('team-x', 'mine'));
+    return x?.status?.conditions?.find((k: { type: string }) => k.type === 'InvalidSpec')?.status === 'True' && x;
+  });
+  const invalid = o.status.conditions.find((k: { type: string }) => k.type === 'InvalidSpec');
+  assert.match(
+    invalid.message,
+    /metadata\.namespace: team-x is not a namespace this tpfleet installation reconciles \(tpfleet-fleet\); nothing is scheduled/,
+  );
+  assert.equal(await c.get('/apis/apps/v1/namespaces/team-x/daemonsets/mine'), undefined, 'no DaemonSet');
+  assert.equal(await c.get('/api/v1/namespaces/team-x/configmaps/mine-nodeconfig'), undefined, 'no ConfigMap');
+  const labels = (await c.list('/api/v1/nodes')).items.flatMap((n) => Object.keys(n.metadata.labels ?? {}));
+  assert.ok(!labels.some((l) => l.includes('team-x')), 'no node label');
+  assert.deepEqual(o.metadata.finalizers ?? [], [], 'no finalizer: deleting it needs no operator');
+  await dev.delete(tpPath('team-x', 'mine'));
+});
+
+/** The serving certificate the webhook presents now. */
+function served(): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      const der = s.getPeerCertificate().raw;
+      s.end();
+      resolve(new X509Certificate(der));
+    });
+    s.on('error', reject);
+  });
+}
+
+test('certificate rotation: the serving certificate and the CA are replaced while admission keeps answering', async () => {
+  const cfgPath = `/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/${WEBHOOK_CONFIG}`;
+  const bundle0 = (await c.get<Obj>(cfgPath))?.webhooks?.[0]?.clientConfig?.caBundle;
+  const serials = new Set<string>([(await served()).serialNumber]);
+  const issuers = new Set<string>([(await served()).issuer]);
+  let checks = 0;
+  const deadline = Date.now() + 40_000;
+  // Until the CA has rotated once: every second a refused and an admitted write, both answered.
+  while (Date.now() < deadline && issuers.size < 2) {
+    const msg = await refusal(tp('rot-bad', { interception: { mark: 0x1000, mask: 0x2000 } }));
+    assert.match(msg, /spec\.interception\.mark: must lie within mask/, 'refused by the webhook, not unreachable');
+    await apply(tp('rot-good', { nodeSelector: { pool: 'b' }, replicas: checks % 2 }));
+    checks++;
+    const cert = await served();
+    serials.add(cert.serialNumber);
+    issuers.add(cert.issuer);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  assert.ok(serials.size >= 3, `serving certificate renewed (${serials.size} seen)`);
+  assert.equal(issuers.size, 2, 'the CA rotated');
+  const bundle1 = (await c.get<Obj>(cfgPath))?.webhooks?.[0]?.clientConfig?.caBundle;
+  assert.notEqual(bundle1, bundle0, 'caBundle updated');
+  const pems =
+    Buffer.from(bundle1, 'base64')
+      .toString()
+      .match(/BEGIN CERTIFICATE/g) ?? [];
+  assert.equal(pems.length, 2, 'the new CA and the previous one, until it expires');
+  assert.ok(checks >= 5);
+});
