@@ -2,12 +2,13 @@
 // Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
 // The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
 // `watch` publish the tuning condition on its own pod.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { KubeClient } from '../kube/client.ts';
 import { inClusterCredentials, kubeconfigCredentials } from '../kube/credentials.ts';
 import { NODE_STATE_DIR } from '../api/defaults.ts';
-import { ConfigError, loadNodeConfig } from '../api/load.ts';
+import { ConfigError, loadNodeConfig, parseNodeConfigText } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
 import { detectHost } from './facts.ts';
@@ -22,12 +23,18 @@ import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
 import { errorMessage } from '../api/errors.ts';
+import { CONFIG_CONDITION_TYPE, configCondition } from '../api/reload.ts';
+import { watchConfigMap } from './configmap-watch.ts';
+import { readLive, Reloader, writeLive } from './reload.ts';
 
 const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
        [--kubeconfig PATH]   (watch: API credentials for the tuning condition; default in-cluster,
                               used only when POD_NAME and POD_NAMESPACE are set)
        [--status-interval 30]   (watch: seconds between tuning status checks)
+       [--live-dir DIR]   (apply: write the applied config there for the sidecar; watch: the config in
+                              force, reloaded in place when --configmap changes)
+       [--configmap NAME]   (watch: the fleet's ConfigMap in POD_NAMESPACE, watched through the API)
        [--wait-port PORT] [--wait-timeout 60]   (cleanup on a leaving node: set the drain gate, then
                               wait up to that many seconds for the proxy's metrics port to close)`;
 
@@ -44,6 +51,8 @@ interface Cli {
   /** cleanup: drain first (daemonset/leave.ts) while something listens on this port. */
   waitPort?: number;
   waitTimeoutMs: number;
+  liveDir?: string;
+  configMap?: string;
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
@@ -52,6 +61,8 @@ export interface AgentEnv {
   pod?: PodRef;
   /** KUBERNETES_SERVICE_HOST/PORT: where the API server is from inside the cluster. */
   api: { host?: string; port?: string };
+  /** POD_HASH (downward API, the pod template's tpfleet.io/pod-hash): changes with another one roll this pod. */
+  podHash?: string;
 }
 
 export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
@@ -60,6 +71,7 @@ export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
       path: env.PATH ?? '',
       pod: podRefFromEnv(env),
       api: { host: env.KUBERNETES_SERVICE_HOST, port: env.KUBERNETES_SERVICE_PORT },
+      podHash: env.POD_HASH || undefined,
     };
   } catch (e) {
     throw new UsageError(errorMessage(e), { cause: e });
@@ -80,6 +92,8 @@ function parseCli(argv: string[]): Cli {
       'status-interval': { type: 'string', default: '30' },
       'wait-port': { type: 'string' },
       'wait-timeout': { type: 'string', default: '60' },
+      'live-dir': { type: 'string' },
+      configmap: { type: 'string' },
     },
   });
   const cmd = positionals[0];
@@ -102,7 +116,11 @@ function parseCli(argv: string[]): Cli {
   const waitTimeout = Number(values['wait-timeout']);
   if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > 3600)
     throw new UsageError('--wait-timeout: must be an integer number of seconds, 0-3600');
+  if (values.configmap !== undefined && (cmd !== 'watch' || !values['live-dir']))
+    throw new UsageError('--configmap: with watch and --live-dir only');
   return {
+    liveDir: values['live-dir'],
+    configMap: values.configmap,
     waitPort,
     waitTimeoutMs: waitTimeout * 1000,
     cmd,
@@ -129,16 +147,25 @@ async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
   return facts;
 }
 
-/** The publishers of the tuning and policy conditions, when the pod knows who it is (downward API). */
-function publishers(cli: Cli, env: AgentEnv): { tuning: TuningPublisher; policy: TuningPublisher } | undefined {
+interface Publishers {
+  client: KubeClient;
+  tuning: TuningPublisher;
+  policy: TuningPublisher;
+  config: TuningPublisher;
+}
+
+/** The publishers of the tuning, policy and config conditions, when the pod knows who it is (downward API). */
+function publishers(cli: Cli, env: AgentEnv): Publishers | undefined {
   if (!env.pod) return undefined;
   // The lean credentials, not client-node's KubeConfig: this process runs on every intercepting node
   // for as long as it intercepts, and client-node alone costs it about 50 MB (docs/benchmarks.md).
   const creds = cli.kubeconfig ? kubeconfigCredentials(cli.kubeconfig) : inClusterCredentials(env.api);
   const client = new KubeClient(creds, AGENT_FIELD_MANAGER);
   return {
+    client,
     tuning: new TuningPublisher(client, env.pod),
     policy: new TuningPublisher(client, env.pod, undefined, POLICY_CONDITION_TYPE),
+    config: new TuningPublisher(client, env.pod, undefined, CONFIG_CONDITION_TYPE),
   };
 }
 
@@ -146,15 +173,32 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   if (!readState(cli.stateDir)) throw new Error(`no state in ${cli.stateDir}: run apply before watch`);
   const ac = new AbortController();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => ac.abort());
-  // The state is re-read on every write: a re-apply may have switched the backend meanwhile.
-  const gate = async (mode: GateMode) => {
+  // The state is re-read on every write: a re-apply may have switched the backend meanwhile. Gate
+  // writes and reloads take turns (a reload's rule document recreates the gate chains empty).
+  let turn = Promise.resolve(),
+    mode: GateMode = 'pass';
+  const locked = <T>(fn: () => Promise<T>): Promise<T> => {
+    const r = turn.then(fn);
+    turn = r.then(
+      () => undefined,
+      () => undefined,
+    );
+    return r;
+  };
+  const writeMode = async (m: GateMode) => {
     const state = readState(cli.stateDir);
     if (!state) throw new Error(`no state in ${cli.stateDir}: nothing installed to gate`);
-    await writeGate(state, mode);
+    await writeGate(state, m);
+    mode = m;
   };
+  const gate = (m: GateMode) => locked(() => writeMode(m));
   // Tuning drift is only reported (never fought): at start and every interval, as a log line and,
   // with API credentials, as the pod condition the operator summarises. Ticks never overlap.
   const pub = publishers(cli, env);
+  const reloading = startReload(cli, env, pub, log, ac.signal, {
+    apply: (c) => locked(() => applyNode(c, cli, env, log)),
+    reassertGate: () => (mode === 'pass' ? Promise.resolve() : writeMode(mode)),
+  });
   let last: TuningCondition | undefined,
     busy = false;
   const tick = async () => {
@@ -187,7 +231,50 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   } finally {
     clearInterval(drift);
     clearInterval(decisions);
+    ac.abort();
+    await reloading;
   }
+}
+
+/** Rules, routing and tuning for a config on this node (apply's steps; reload.ts undoes on failure). */
+async function applyNode(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger): Promise<void> {
+  const out = (t: string) => log.info(t);
+  const p = plan(config, await hostFacts(cli, cli.stateDir));
+  await apply(config, p, { stateDir: cli.stateDir, dryRun: false, pathVar: env.path, out, log });
+  tuneNode(config, { stateDir: cli.stateDir, dryRun: false }, log);
+}
+
+/** The in-place reload loop (reload.ts) when this pod has a live dir, a ConfigMap and API credentials. */
+async function startReload(
+  cli: Cli,
+  env: AgentEnv,
+  pub: Publishers | undefined,
+  log: Logger,
+  signal: AbortSignal,
+  node: ConstructorParameters<typeof Reloader>[0]['node'],
+): Promise<void> {
+  if (!cli.liveDir || !cli.configMap || !pub || !env.pod) return;
+  const reloader = new Reloader({
+    liveDir: cli.liveDir,
+    podHash: env.podHash,
+    node,
+    log,
+    publish: async (r) => {
+      try {
+        await pub.config.publish(configCondition(r));
+      } catch (e) {
+        log.warn({ err: errorMessage(e) }, 'config condition not published');
+      }
+    },
+  });
+  await watchConfigMap({
+    client: pub.client,
+    namespace: env.pod.namespace,
+    name: cli.configMap,
+    onObject: (cm) => reloader.offer(cm),
+    log,
+    signal,
+  });
 }
 
 export async function main(argv: string[], environ: Record<string, string | undefined> = process.env): Promise<number> {
@@ -211,7 +298,9 @@ export async function main(argv: string[], environ: Record<string, string | unde
       untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
       return 0;
     }
-    const config = loadNodeConfig(cli.config!);
+    // watch: the config in force is the live one (the ConfigMap mount lags behind reloads).
+    const live = cli.cmd === 'watch' && cli.liveDir ? readLive(cli.liveDir) : undefined;
+    const config = live !== undefined ? parseNodeConfigText(live, 'live config') : loadNodeConfig(cli.config!);
     if (cli.cmd === 'watch') {
       await runWatch(config, cli, env, log);
       return 0;
@@ -225,6 +314,8 @@ export async function main(argv: string[], environ: Record<string, string | unde
     if (!cli.dryRun) out(`applied (${p.backend}) and verified`);
     const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
     out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
+    // What the sidecar starts from and agent-watch reloads from (daemonset/reload.ts).
+    if (cli.liveDir && !cli.dryRun) writeLive(cli.liveDir, readFileSync(cli.config!, 'utf8'));
     return 0;
   } catch (e) {
     const msg = errorMessage(e);
