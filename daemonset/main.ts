@@ -23,11 +23,11 @@ import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
 import { errorMessage } from '../api/errors.ts';
-import { CONFIG_CONDITION_TYPE, configCondition } from '../api/reload.ts';
-import { watchConfigMap } from './configmap-watch.ts';
-import { readLive, Reloader, writeLive } from './reload.ts';
+import { CONFIG_CONDITION_TYPE } from '../api/reload.ts';
+import { readLive, writeLive } from './reload.ts';
+import { applyNode, reloadOnce, startReload, type NodeOptions, type ReloadTarget } from './reload-run.ts';
 
-const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-run] [--state-dir DIR]
+const USAGE = `usage: main.ts <plan|apply|cleanup|watch|reload> --config FILE [--dry-run] [--state-dir DIR]
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
        [--kubeconfig PATH]   (watch: API credentials for the tuning condition; default in-cluster,
                               used only when POD_NAME and POD_NAMESPACE are set)
@@ -35,6 +35,8 @@ const USAGE = `usage: main.ts <plan|apply|cleanup|watch> --config FILE [--dry-ru
        [--live-dir DIR]   (apply: write the applied config there for the sidecar; watch: the config in
                               force, reloaded in place when --configmap changes)
        [--configmap NAME]   (watch: the fleet's ConfigMap in POD_NAMESPACE, watched through the API)
+       reload --config FILE --live-dir DIR   (what watch does for one new document: in place, or refused
+                              with the last good config left in force; exit 1 when refused)
        [--wait-port PORT] [--wait-timeout 60]   (cleanup on a leaving node: set the drain gate, then
                               wait up to that many seconds for the proxy's metrics port to close)`;
 
@@ -97,7 +99,7 @@ function parseCli(argv: string[]): Cli {
     },
   });
   const cmd = positionals[0];
-  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch'].includes(cmd))
+  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch', 'reload'].includes(cmd))
     throw new UsageError(USAGE);
   if (cmd !== 'cleanup' && !values.config) throw new UsageError(`--config is required for ${cmd}\n${USAGE}`);
   const b = values.backend;
@@ -116,6 +118,7 @@ function parseCli(argv: string[]): Cli {
   const waitTimeout = Number(values['wait-timeout']);
   if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > 3600)
     throw new UsageError('--wait-timeout: must be an integer number of seconds, 0-3600');
+  if (cmd === 'reload' && !values['live-dir']) throw new UsageError('reload: --live-dir is required');
   if (values.configmap !== undefined && (cmd !== 'watch' || !values['live-dir']))
     throw new UsageError('--configmap: with watch and --live-dir only');
   return {
@@ -169,6 +172,25 @@ function publishers(cli: Cli, env: AgentEnv): Publishers | undefined {
   };
 }
 
+const nodeOpts = (cli: Cli, env: AgentEnv): NodeOptions => ({
+  stateDir: cli.stateDir,
+  pathVar: env.path,
+  facts: () => hostFacts(cli, cli.stateDir),
+});
+
+/** What the reload loop needs; undefined without a live dir, a ConfigMap name or API credentials. */
+function reloadTarget(cli: Cli, env: AgentEnv, pub: Publishers | undefined): ReloadTarget | undefined {
+  if (!cli.liveDir || !cli.configMap || !pub || !env.pod) return undefined;
+  return {
+    liveDir: cli.liveDir,
+    configMap: cli.configMap,
+    podHash: env.podHash,
+    client: pub.client,
+    namespace: env.pod.namespace,
+    publisher: pub.config,
+  };
+}
+
 async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger): Promise<void> {
   if (!readState(cli.stateDir)) throw new Error(`no state in ${cli.stateDir}: run apply before watch`);
   const ac = new AbortController();
@@ -195,8 +217,8 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   // Tuning drift is only reported (never fought): at start and every interval, as a log line and,
   // with API credentials, as the pod condition the operator summarises. Ticks never overlap.
   const pub = publishers(cli, env);
-  const reloading = startReload(cli, env, pub, log, ac.signal, {
-    apply: (c) => locked(() => applyNode(c, cli, env, log)),
+  const reloading = startReload(reloadTarget(cli, env, pub), log, ac.signal, {
+    apply: (c) => locked(() => applyNode(c, nodeOpts(cli, env), log)),
     reassertGate: () => (mode === 'pass' ? Promise.resolve() : writeMode(mode)),
   });
   let last: TuningCondition | undefined,
@@ -236,47 +258,6 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   }
 }
 
-/** Rules, routing and tuning for a config on this node (apply's steps; reload.ts undoes on failure). */
-async function applyNode(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger): Promise<void> {
-  const out = (t: string) => log.info(t);
-  const p = plan(config, await hostFacts(cli, cli.stateDir));
-  await apply(config, p, { stateDir: cli.stateDir, dryRun: false, pathVar: env.path, out, log });
-  tuneNode(config, { stateDir: cli.stateDir, dryRun: false }, log);
-}
-
-/** The in-place reload loop (reload.ts) when this pod has a live dir, a ConfigMap and API credentials. */
-async function startReload(
-  cli: Cli,
-  env: AgentEnv,
-  pub: Publishers | undefined,
-  log: Logger,
-  signal: AbortSignal,
-  node: ConstructorParameters<typeof Reloader>[0]['node'],
-): Promise<void> {
-  if (!cli.liveDir || !cli.configMap || !pub || !env.pod) return;
-  const reloader = new Reloader({
-    liveDir: cli.liveDir,
-    podHash: env.podHash,
-    node,
-    log,
-    publish: async (r) => {
-      try {
-        await pub.config.publish(configCondition(r));
-      } catch (e) {
-        log.warn({ err: errorMessage(e) }, 'config condition not published');
-      }
-    },
-  });
-  await watchConfigMap({
-    client: pub.client,
-    namespace: env.pod.namespace,
-    name: cli.configMap,
-    onObject: (cm) => reloader.offer(cm),
-    log,
-    signal,
-  });
-}
-
 export async function main(argv: string[], environ: Record<string, string | undefined> = process.env): Promise<number> {
   const log = pino({ name: 'tpfleet-agent', level: 'info' }, pino.destination(2));
   const out = (t: string) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`);
@@ -298,6 +279,7 @@ export async function main(argv: string[], environ: Record<string, string | unde
       untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
       return 0;
     }
+    if (cli.cmd === 'reload') return await reloadOnce(nodeOpts(cli, env), cli.liveDir!, cli.config!, log, out);
     // watch: the config in force is the live one (the ConfigMap mount lags behind reloads).
     const live = cli.cmd === 'watch' && cli.liveDir ? readLive(cli.liveDir) : undefined;
     const config = live !== undefined ? parseNodeConfigText(live, 'live config') : loadNodeConfig(cli.config!);
