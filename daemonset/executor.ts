@@ -116,7 +116,14 @@ async function nextRouting(state: AgentState, plan: Plan): Promise<RoutingState[
   const out: RoutingState[] = [];
   for (const r of plan.routing) {
     const kept = state.routing.find((q) => routeKey(q) === routeKey(r));
-    out.push(kept ?? (await routingState(r)));
+    if (kept) {
+      out.push(kept);
+      continue;
+    }
+    const fresh = await routingState(r);
+    // Same table as before (another mark or priority): its route is the one we created, still ours.
+    const sameTable = state.routing.find((q) => q.family === r.family && q.table === r.table);
+    out.push(sameTable ? { ...fresh, ownsRoute: sameTable.ownsRoute } : fresh);
   }
   return out;
 }
