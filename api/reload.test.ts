@@ -36,7 +36,7 @@ test('changed fields are named as NodeConfig paths; restart fields among them ar
   const changed = changedFields(a, b);
   assert.deepEqual(changed, ['interception.routingTable', 'proxy.listenPort', 'proxy.timeouts.idle']);
   assert.deepEqual(restartFieldsIn(changed), ['proxy.listenPort']);
-  assert.deepEqual(restartFieldsIn(['tuning.affinity.mode', 'tuning.sysctls.profile']), ['tuning.affinity.mode']);
+  assert.deepEqual(restartFieldsIn(['tuning.sysctls.profile', 'policy.rules']), ['tuning.sysctls.profile']);
   // Every restart field exists in a parsed config (a typo would silently reload in place).
   for (const f of RESTART_FIELDS) {
     const v = f.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], a);

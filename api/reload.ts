@@ -13,15 +13,18 @@ export function shortHash(text: string): string {
 
 /**
  * NodeConfig fields that only a new process can change (docs/operator.md, "What reloads in place").
- * Everything else is applied in place: rules (one atomic transaction), routing, tuning, and the
- * sidecar's timeouts, limits, log level and egress policy.
+ * Everything else is applied in place: rules (one atomic transaction), routing, and the sidecar's
+ * timeouts, limits, log level and egress policy.
  * - listenPort, metricsPort, backlog, workers, ipFamilies: the sidecar's listeners and engine threads
  *   are created once; re-creating a listener would close it (and its accept queue).
  * - keepClientIp: the engine opens upstream sockets with it fixed; tcp_early_demux is tied to it.
  * - timeouts.drain: also the pod's terminationGracePeriodSeconds.
  * - failurePolicy, backend: the watchdog's gate and the installed backend (switching backends removes
  *   one install before the other: never in place under established flows).
- * - tuning.affinity: the sidecar pins its threads at start.
+ * - tuning (sysctls and affinity): the kernel values are written by the privileged init container;
+ *   agent-watch is not privileged (ADR 0005) and its /proc/sys, /proc/irq and /sys are read-only, so
+ *   it cannot apply them in place without a privilege it does not have today (ADR 0014). The sidecar
+ *   also pins its threads at start (affinity).
  */
 export const RESTART_FIELDS = [
   'proxy.listenPort',
@@ -33,7 +36,7 @@ export const RESTART_FIELDS = [
   'interception.ipFamilies',
   'interception.backend',
   'interception.failurePolicy',
-  'tuning.affinity',
+  'tuning',
 ] as const;
 
 const pick = (doc: unknown, path: string): unknown =>

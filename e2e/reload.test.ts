@@ -156,6 +156,12 @@ test('20 changes reload in place under 500 long-lived streams: 0 resets, every p
     assert.deepEqual(await snapshot(t.proxy.ns, 2001), inForce, 'the previous config stays in force, whole');
     const restart = await reload(write(P(doc, { listenPort: 15111 }), 'restart.yaml'));
     assert.match(restart, /proxy\.listenPort: cannot change without a new pod/);
+    // Tuning is written by the privileged init container only (api/reload.ts): a new pod applies it.
+    const tuning = { sysctls: { profile: 'none', overrides: { 'net.core.somaxconn': 8192 } } };
+    assert.match(
+      await reload(write({ ...doc, tuning }, 'tuning.yaml')),
+      /tuning\.sysctls\.overrides\.net\.core\.somaxconn: cannot change without a new pod/,
+    );
     assert.deepEqual(await snapshot(t.proxy.ns, 2001), inForce);
 
     prober.child.kill('SIGTERM');

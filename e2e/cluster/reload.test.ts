@@ -1,7 +1,7 @@
 // Reload in place on the local-real cluster (issue 15, ADR 0014): real kubelets and containerd, the
 // operator and the DaemonSet as users install them. Under load — 500 long-lived checksummed streams
 // from a client pod on the active node through its sidecar, and a prober connecting every 100 ms —
-// 20 successive spec changes (exclusion CIDRs, ports, timeouts, tuning keys, log level, routing) are
+// 20 successive spec changes (exclusion CIDRs, ports, timeouts, limits, log level, routing) are
 // each enforced on the node (status.nodes[].configHash) within 5 s, with 0 streams reset, every probe
 // answered and the proxy pod never replaced; a change the node refuses (a routing table another owner
 // uses there) leaves the previous config in force and is reported in status; the rules after the last
@@ -194,7 +194,6 @@ describe('reload in place on the local-real cluster', { concurrency: false }, as
 
     const I = (o: Spec) => ({ interception: { ...spec.interception, ...o } });
     const P = (o: Spec) => ({ proxy: { ...spec.proxy, ...o } });
-    const T = (overrides: Record<string, number>) => ({ tuning: { sysctls: { profile: 'none', overrides } } });
     const changes: [string, Spec][] = [
       ['exclusion CIDR added', I({ destinations: { exclude: ['10.99.0.0/16'] } })],
       ['port added', I({ ports: [{ port: 8080 }, { port: 8081 }] })],
@@ -204,13 +203,13 @@ describe('reload in place on the local-real cluster', { concurrency: false }, as
       ['maxConnections', P({ maxConnections: 20000 })],
       ['second exclusion CIDR', I({ destinations: { exclude: ['10.99.0.0/16', '10.98.0.0/16'] } })],
       ['connect timeout', P({ timeouts: { drain: '2s', idle: '600s', connect: '3s' } })],
-      ['tuning key added', T({ 'net.core.somaxconn': 4096, 'net.ipv4.tcp_fin_timeout': 30 })],
-      ['tuning key removed', T({ 'net.core.somaxconn': 4096 })],
+      ['local destinations', I({ localDestinations: true })],
+      ['local destinations off', I({ localDestinations: false })],
       ['routing table', I({ routingTable: 2001 })],
       ['rule priority', I({ rulePriority: 32001 })],
       ['port range', I({ ports: [{ port: 8080 }, { port: 8081 }, { port: 9000, endPort: 9100 }] })],
       ['exclusion CIDR removed', I({ destinations: { exclude: ['10.98.0.0/16'] } })],
-      ['tuning value', T({ 'net.core.somaxconn': 8192 })],
+      ['third exclusion CIDR', I({ destinations: { exclude: ['10.98.0.0/16', '10.96.0.0/16'] } })],
       ['log level warn', P({ logLevel: 'warn' })],
       ['idle timeout again', P({ timeouts: { drain: '2s', idle: '300s', connect: '3s' } })],
       ['source exclusion', I({ sources: { exclude: ['10.97.0.0/16'] } })],

@@ -356,10 +356,6 @@ test('in-place changes leave the pod template alone; restart fields, the image a
     'idle timeout': { ...spec, proxy: { ...spec.proxy, timeouts: { ...spec.proxy.timeouts, idle: '17s' } } },
     'log level': { ...spec, proxy: { ...spec.proxy, logLevel: 'debug' } },
     maxConnections: { ...spec, proxy: { ...spec.proxy, maxConnections: 777 } },
-    'tuning key': {
-      ...spec,
-      tuning: { ...spec.tuning, sysctls: { profile: 'none', overrides: { 'net.core.somaxconn': 2048 } } },
-    },
     'policy default': { ...spec, policy: { ...spec.policy, defaultAction: 'Deny' } },
   };
   for (const [what, x] of Object.entries(inPlace)) {
@@ -372,6 +368,10 @@ test('in-place changes leave the pod template alone; restart fields, the image a
     listenPort: { ...spec, proxy: { ...spec.proxy, listenPort: 15222 } },
     drain: { ...spec, proxy: { ...spec.proxy, timeouts: { ...spec.proxy.timeouts, drain: '7s' } } },
     failurePolicy: { ...spec, interception: { ...spec.interception, failurePolicy: 'FailClosed' } },
+    'tuning key': {
+      ...spec,
+      tuning: { ...spec.tuning, sysctls: { profile: 'none', overrides: { 'net.core.somaxconn': 2048 } } },
+    },
     image: { ...spec, proxy: { ...spec.proxy, image: 'registry.example/tpfleet-node:2' } },
     'upstream Secret': {
       ...spec,
