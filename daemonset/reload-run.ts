@@ -68,7 +68,26 @@ export async function startReload(
   node: NodeApplier,
 ): Promise<void> {
   if (!t) return;
-  const reloader = new Reloader({
+  let reloader: Reloader;
+  try {
+    reloader = makeReloader(t, log, node);
+  } catch (e) {
+    // e.g. a pod whose init predates --live-dir: it keeps running what it applied; the next rollout fixes it.
+    log.error({ err: errorMessage(e) }, 'no live config: reload in place is off for this pod');
+    return;
+  }
+  await watchConfigMap({
+    client: t.client,
+    namespace: t.namespace,
+    name: t.configMap,
+    onObject: (cm) => reloader.offer(cm),
+    log,
+    signal,
+  });
+}
+
+function makeReloader(t: ReloadTarget, log: Logger, node: NodeApplier): Reloader {
+  return new Reloader({
     liveDir: t.liveDir,
     podHash: t.podHash,
     node,
@@ -80,13 +99,5 @@ export async function startReload(
         log.warn({ err: errorMessage(e) }, 'config condition not published');
       }
     },
-  });
-  await watchConfigMap({
-    client: t.client,
-    namespace: t.namespace,
-    name: t.configMap,
-    onObject: (cm) => reloader.offer(cm),
-    log,
-    signal,
   });
 }
