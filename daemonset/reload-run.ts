@@ -1,5 +1,5 @@
 // The agent's reload entry points (main.ts binds them): the watch loop over the fleet's ConfigMap,
-// the one-shot `reload` command, and the node steps a reload applies (the same as `apply`'s).
+// the one-shot `reload` command, and the node step a reload applies (`apply`'s rule step).
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { errorMessage } from '../api/errors.ts';
@@ -11,7 +11,6 @@ import { apply } from './executor.ts';
 import { plan } from './plan.ts';
 import { LIVE_FILE, Reloader, type NodeApplier } from './reload.ts';
 import type { TuningPublisher } from './tuning-publish.ts';
-import { tuneNode } from './tuning-step.ts';
 import type { HostFacts } from './types.ts';
 
 export interface NodeOptions {
@@ -20,11 +19,14 @@ export interface NodeOptions {
   facts: () => Promise<HostFacts>;
 }
 
-/** Rules, routing and tuning for a config on this node: apply's steps (reload.ts undoes on failure). */
+/**
+ * Rules and routing for a config on this node: apply's rule step (reload.ts undoes on failure). Not the
+ * tuning step: tuning is a restart field (api/reload.ts), so a reload never changes it, and agent-watch
+ * could not write /proc/sys anyway (read-only in its container).
+ */
 export async function applyNode(config: NodeConfig, o: NodeOptions, log: Logger): Promise<void> {
   const p = plan(config, await o.facts());
   await apply(config, p, { stateDir: o.stateDir, dryRun: false, pathVar: o.pathVar, out: (t) => log.info(t), log });
-  tuneNode(config, { stateDir: o.stateDir, dryRun: false }, log);
 }
 
 /** `reload`: one document through the Reloader, as watch takes one from the ConfigMap; exit 1 when refused. */

@@ -1,8 +1,7 @@
 // Reload in place (issue 15, ADR 0014): agent-watch learns of a new NodeConfig from the API (a watch
-// on its fleet's one ConfigMap) and applies it on the running node: the rules in one transaction
-// with read-back and rollback (executor.ts, exactly as a fresh apply would leave them), the tuning
-// diff (values owned by the old config and absent from the new one restored), then the live file the
-// sidecar reloads from (sidecar/reload.ts). It reports the hash it enforces as a pod condition
+// on its fleet's one ConfigMap) and applies it on the running node: the rules and routing in one
+// transaction with read-back and rollback (executor.ts, exactly as a fresh apply would leave them),
+// then the live file the sidecar reloads from (sidecar/reload.ts). Tuning is a restart field. It reports the hash it enforces as a pod condition
 // (api/reload.ts). A change it cannot apply leaves the last good config in force — everything of the
 // failed attempt undone — and is reported as Refused, naming the changed fields. A change whose pod
 // hash differs from this pod's is not applied: the rollout replaces this pod.
@@ -42,7 +41,7 @@ export function readLive(dir: string): string | undefined {
 
 /** What applying a config takes on this node (main.ts binds the executor and the tuning step). */
 export interface NodeApplier {
-  /** Rules, routing and tuning for this config; throws and leaves the node as it was on any failure. */
+  /** Rules and routing for this config; throws and leaves the node as it was on any failure. */
   apply(config: NodeConfig): Promise<void>;
   /** After a successful apply: the watchdog's gate as it was (the rule document recreates its chains). */
   reassertGate(): Promise<void>;
