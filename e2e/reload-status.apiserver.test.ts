@@ -130,13 +130,14 @@ test('a running fleet: the agent on n1 starts from the applied config and report
 
 test('a spec change reaches the node through the watch in seconds, with no new pod template', async () => {
   const gen = (await c.get<Obj>(dsPath))!.metadata.generation;
+  const old = (await tp())!.status.configHash;
   const t0 = Date.now();
   await c.mergePatch(tpPath(NS, 'web'), {
     spec: { interception: { ports: [{ port: 80 }, { port: 443 }], destinations: { exclude: ['10.1.0.0/16'] } } },
   });
   const hash = await waitFor('the new config hash', async () => {
-    const o = await tp();
-    return (o?.status?.configHash && o.status.configHash !== node(o)?.configHash && o.status.configHash) || undefined;
+    const h = (await tp())?.status?.configHash;
+    return (h && h !== old && h) || undefined;
   });
   await waitFor('n1 enforces it', async () => node(await tp())?.configHash === hash || undefined, 10_000);
   const ms = Date.now() - t0;
