@@ -72,6 +72,14 @@ export const NodeSummary = z
     ready: z.boolean().meta({ description: 'The proxy pod on this node is Ready.' }),
     tuning: NodeTuning.optional(),
     policy: NodeDecisions.optional(),
+    configHash: z.string().max(64).optional().meta({
+      description:
+        "The config hash this node's agent reports it enforces (absent until it reported); status.configHash once it applied the current spec.",
+    }),
+    configRefused: z.string().max(1024).optional().meta({
+      description:
+        'Why this node refused the current config (it keeps the configHash above in force), naming the field.',
+    }),
   })
   .strict();
 export type NodeSummary = z.output<typeof NodeSummary>;
@@ -139,7 +147,10 @@ export const TransparentProxyStatus = z
       .max(1024)
       .optional()
       .meta({ description: 'Label selector of the proxy pods, serialized (used by /scale and the HPA).' }),
-    configHash: z.string().max(64).optional().meta({ description: 'Hash of the rendered NodeConfig now rolled out.' }),
+    configHash: z.string().max(64).optional().meta({
+      description:
+        'Hash of the current rendered NodeConfig (the ConfigMap). Nodes apply most changes in place and report the hash they enforce in nodes[].configHash; Progressing stays True until every active node enforces this one.',
+    }),
     policy: PolicyStatus.optional(),
     nodes: z
       .array(NodeSummary)

@@ -91,10 +91,60 @@ export async function preflight(
   return problems;
 }
 
+// Same backend and families: the new plan replaces the old one in place (routing included, below).
+// Another backend: the previous install goes first (a backend change rolls the pod, api/reload.ts).
 const sameInstall = (s: AgentState, p: Plan) =>
-  s.backend === p.backend &&
-  JSON.stringify(s.routing.map(({ family, mark, mask, table, priority }) => [family, mark, mask, table, priority])) ===
-    JSON.stringify(p.routing.map(({ family, mark, mask, table, priority }) => [family, mark, mask, table, priority]));
+  s.backend === p.backend && JSON.stringify(s.families) === JSON.stringify(p.families);
+
+const routeKey = (r: Pick<RoutingState, 'family' | 'mark' | 'mask' | 'table' | 'priority'>) =>
+  JSON.stringify([r.family, r.mark, r.mask, r.table, r.priority]);
+
+/** Ownership of a routing entry, read before anything is changed: ours unless it existed already. */
+async function routingState(r: Plan['routing'][number]): Promise<RoutingState> {
+  return {
+    family: r.family,
+    mark: r.mark,
+    mask: r.mask,
+    table: r.table,
+    priority: r.priority,
+    ruleDel: r.ruleDel,
+    routeDel: r.routeDel,
+    ownsRule: !(await readIpRules(r.family)).some((x) => isOurRule(x, r)),
+    ownsRoute: !(await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, r)),
+  };
+}
+
+/**
+ * The state's routing for this plan: kept entries as they were, new ones as read now. Make before
+ * break: a changed mark, table or priority adds the new rule and route beside the old ones, the rules
+ * switch in one transaction, and only then are the old entries removed (dropOldRouting).
+ */
+async function nextRouting(state: AgentState, plan: Plan): Promise<RoutingState[]> {
+  const out: RoutingState[] = [];
+  for (const r of plan.routing) {
+    const kept = state.routing.find((q) => routeKey(q) === routeKey(r));
+    if (kept) {
+      out.push(kept);
+      continue;
+    }
+    const fresh = await routingState(r);
+    // Same table as before (another mark or priority): its route is the one we created, still ours.
+    const sameTable = state.routing.find((q) => q.family === r.family && q.table === r.table);
+    out.push(sameTable ? { ...fresh, ownsRoute: sameTable.ownsRoute } : fresh);
+  }
+  return out;
+}
+
+async function dropOldRouting(old: RoutingState[], next: RoutingState[], mutate: Mutator): Promise<void> {
+  const keep = new Set(next.map(routeKey));
+  for (const r of old.filter((q) => !keep.has(routeKey(q)))) {
+    const p = { ...r, ruleAdd: [], routeAdd: [] };
+    if (r.ownsRule && (await readIpRules(r.family)).some((x) => isOurRule(x, p))) await mutate(r.ruleDel);
+    // The table's route only when no kept entry uses the same table.
+    if (next.some((q) => q.family === r.family && q.table === r.table)) continue;
+    if (r.ownsRoute && (await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, p))) await mutate(r.routeDel);
+  }
+}
 
 /** What existed before our first apply; recorded before anything is changed. */
 async function initialState(plan: Plan): Promise<AgentState> {
@@ -112,20 +162,7 @@ async function initialState(plan: Plan): Promise<AgentState> {
     }
     if (plan.backend === 'iptables-legacy') state.before.legacyMangle[f] = legacyMangleInitialized(f);
   }
-  for (const r of plan.routing) {
-    const rs: RoutingState = {
-      family: r.family,
-      mark: r.mark,
-      mask: r.mask,
-      table: r.table,
-      priority: r.priority,
-      ruleDel: r.ruleDel,
-      routeDel: r.routeDel,
-      ownsRule: !(await readIpRules(r.family)).some((x) => isOurRule(x, r)),
-      ownsRoute: !(await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, r)),
-    };
-    state.routing.push(rs);
-  }
+  for (const r of plan.routing) state.routing.push(await routingState(r));
   return state;
 }
 
@@ -197,7 +234,7 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
   if (state && !sameInstall(state, plan)) {
     opts.log.info(
       { from: state.backend, to: plan.backend },
-      'backend or routing changed: removing the previous install first',
+      'backend or families changed: removing the previous install first',
     );
     await cleanupState(state, opts);
     state = undefined;
@@ -207,6 +244,13 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
     state = await initialState(plan);
     if (!opts.dryRun) writeState(opts.stateDir, state, opts.stateCopyDir);
   }
+  const before = state!;
+  const routing = fresh ? before.routing : await nextRouting(before, plan);
+  // Recorded before they exist, as a first apply records its state: a crash half-way leaves
+  // cleanup knowing every entry that may be ours.
+  const added = routing.filter((r) => !before.routing.some((q) => routeKey(q) === routeKey(r)));
+  if (added.length > 0 && !opts.dryRun)
+    writeState(opts.stateDir, { ...before, routing: [...before.routing, ...added] }, opts.stateCopyDir);
   const undo: Undo = { ipt: new Map(), routing: [] };
   try {
     await applyChanges(plan, mutate, undo);
@@ -220,14 +264,18 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
         for (const f of plan.families) await removeNftMangleIfOursAndEmpty(f, state!.before, mutate);
       }
       removeState(opts.stateDir, opts.stateCopyDir);
-    }
+    } else if (!fresh && errors.length === 0 && !opts.dryRun) writeState(opts.stateDir, before, opts.stateCopyDir);
     const tail = errors.length
       ? `\nrollback problems (state kept for cleanup):\n${errors.join('\n')}`
       : '\nrolled back: nothing of this run remains';
     throw new Error(`apply failed: ${errorMessage(e)}${tail}`, { cause: e });
   }
-  // Also a state from before the copy existed gets one (idempotent rewrite).
-  if (!opts.dryRun && opts.stateCopyDir && state) writeState(opts.stateDir, state, opts.stateCopyDir);
+  if (!fresh) {
+    // The new rules are in force: the old routing entries no packet is marked for any more go.
+    await dropOldRouting(before.routing, routing, mutate);
+    // Also a state from before the copy existed gets one here (daemonset/state.ts).
+    if (!opts.dryRun) writeState(opts.stateDir, { ...before, routing }, opts.stateCopyDir);
+  }
   opts.log.info({ backend: plan.backend, families: plan.families }, 'applied and verified');
 }
 

@@ -23,13 +23,15 @@ test('an invalid config exits 2 and names every bad field', async () => {
 });
 
 test('usage errors exit 2, each with its own message', async () => {
-  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch\|janitor> --config FILE/;
+  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch\|reload\|janitor> --config FILE/;
   const cases: [string[], RegExp[]][] = [
     [[], [/^tpfleet-agent: usage: /, usage]],
     [['frobnicate'], [/^tpfleet-agent: usage: /, usage]],
     [['apply'], [/^tpfleet-agent: --config is required for apply$/m, usage]],
     [['plan', '--config', 'x', '--bogus'], [/^tpfleet-agent: Unknown option '--bogus'/]],
     [['plan', '--config', 'x', '--backend', 'pf'], [/^tpfleet-agent: --backend: unknown backend pf$/m]],
+    [['reload', '--config', 'x'], [/^tpfleet-agent: reload: --live-dir is required$/m]],
+    [['apply', '--config', 'x', '--configmap', 'y'], [/^tpfleet-agent: --configmap: with watch and --live-dir only$/m]],
   ];
   for (const [args, want] of cases) {
     const r = await cli(args);

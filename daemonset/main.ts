@@ -2,13 +2,14 @@
 // Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
 // The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
 // `watch` publish the tuning condition on its own pod.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { KubeClient } from '../kube/client.ts';
 import { inClusterCredentials, kubeconfigCredentials } from '../kube/credentials.ts';
 import { NODE_STATE_DIR } from '../api/defaults.ts';
 import { MAX_LEAVE_WAIT_S } from '../api/fields.ts';
-import { ConfigError, loadNodeConfig } from '../api/load.ts';
+import { ConfigError, loadNodeConfig, parseNodeConfigText } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
 import { detectHost } from './facts.ts';
@@ -26,8 +27,11 @@ import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
 import { errorMessage } from '../api/errors.ts';
+import { CONFIG_CONDITION_TYPE } from '../api/reload.ts';
+import { readLive, writeLive } from './reload.ts';
+import { applyNode, reloadOnce, startReload, type NodeOptions, type ReloadTarget } from './reload-run.ts';
 
-const USAGE = `usage: main.ts <plan|apply|cleanup|watch|janitor> --config FILE [--dry-run] [--state-dir DIR]
+const USAGE = `usage: main.ts <plan|apply|cleanup|watch|reload|janitor> --config FILE [--dry-run] [--state-dir DIR]
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
        [--kubeconfig PATH]   (watch: API credentials for the tuning condition; default in-cluster,
                               used only when POD_NAME and POD_NAMESPACE are set)
@@ -35,6 +39,11 @@ const USAGE = `usage: main.ts <plan|apply|cleanup|watch|janitor> --config FILE [
        [--once]   (janitor: one pass, then exit; --state-dir is the state root, default /run/tpfleet)
        [--state-copy-dir DIR]   (apply/cleanup: keep a copy of the state there, used when state.json
                               is lost; janitor: the root of those copies)
+       [--live-dir DIR]   (apply: write the applied config there for the sidecar; watch: the config in
+                              force, reloaded in place when --configmap changes)
+       [--configmap NAME]   (watch: the fleet's ConfigMap in POD_NAMESPACE, watched through the API)
+       reload --config FILE --live-dir DIR   (what watch does for one new document: in place, or refused
+                              with the last good config left in force; exit 1 when refused)
        [--wait-port PORT] [--wait-timeout 60]   (cleanup on a leaving node: set the drain gate, then
                               wait up to that many seconds for the proxy's metrics port to close)`;
 
@@ -55,6 +64,8 @@ interface Cli {
   once: boolean;
   /** A copy of the state outside /run (janitor: the root of the copies). */
   stateCopyDir?: string;
+  liveDir?: string;
+  configMap?: string;
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
@@ -63,6 +74,8 @@ export interface AgentEnv {
   pod?: PodRef;
   /** KUBERNETES_SERVICE_HOST/PORT: where the API server is from inside the cluster. */
   api: { host?: string; port?: string };
+  /** POD_HASH (downward API, the pod template's tpfleet.io/pod-hash): changes with another one roll this pod. */
+  podHash?: string;
 }
 
 export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
@@ -71,6 +84,7 @@ export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
       path: env.PATH ?? '',
       pod: podRefFromEnv(env),
       api: { host: env.KUBERNETES_SERVICE_HOST, port: env.KUBERNETES_SERVICE_PORT },
+      podHash: env.POD_HASH || undefined,
     };
   } catch (e) {
     throw new UsageError(errorMessage(e), { cause: e });
@@ -93,10 +107,12 @@ function parseCli(argv: string[]): Cli {
       'wait-timeout': { type: 'string', default: '60' },
       once: { type: 'boolean', default: false },
       'state-copy-dir': { type: 'string' },
+      'live-dir': { type: 'string' },
+      configmap: { type: 'string' },
     },
   });
   const cmd = positionals[0];
-  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch', 'janitor'].includes(cmd))
+  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch', 'reload', 'janitor'].includes(cmd))
     throw new UsageError(USAGE);
   if (values.once && cmd !== 'janitor') throw new UsageError('--once: with janitor only');
   if (cmd !== 'cleanup' && cmd !== 'janitor' && !values.config)
@@ -118,9 +134,14 @@ function parseCli(argv: string[]): Cli {
   // The bound covers every leave pod the operator renders (api/fields.ts: the largest drain + margin).
   if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > MAX_LEAVE_WAIT_S)
     throw new UsageError(`--wait-timeout: must be an integer number of seconds, 0-${MAX_LEAVE_WAIT_S}`);
+  if (cmd === 'reload' && !values['live-dir']) throw new UsageError('reload: --live-dir is required');
+  if (values.configmap !== undefined && (cmd !== 'watch' || !values['live-dir']))
+    throw new UsageError('--configmap: with watch and --live-dir only');
   return {
     once: values.once ?? false,
     stateCopyDir: values['state-copy-dir'],
+    liveDir: values['live-dir'],
+    configMap: values.configmap,
     waitPort,
     waitTimeoutMs: waitTimeout * 1000,
     cmd,
@@ -147,16 +168,45 @@ async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
   return facts;
 }
 
-/** The publishers of the tuning and policy conditions, when the pod knows who it is (downward API). */
-function publishers(cli: Cli, env: AgentEnv): { tuning: TuningPublisher; policy: TuningPublisher } | undefined {
+interface Publishers {
+  client: KubeClient;
+  tuning: TuningPublisher;
+  policy: TuningPublisher;
+  config: TuningPublisher;
+}
+
+/** The publishers of the tuning, policy and config conditions, when the pod knows who it is (downward API). */
+function publishers(cli: Cli, env: AgentEnv): Publishers | undefined {
   if (!env.pod) return undefined;
   // The lean credentials, not client-node's KubeConfig: this process runs on every intercepting node
   // for as long as it intercepts, and client-node alone costs it about 50 MB (docs/benchmarks.md).
   const creds = cli.kubeconfig ? kubeconfigCredentials(cli.kubeconfig) : inClusterCredentials(env.api);
   const client = new KubeClient(creds, AGENT_FIELD_MANAGER);
   return {
+    client,
     tuning: new TuningPublisher(client, env.pod),
     policy: new TuningPublisher(client, env.pod, undefined, POLICY_CONDITION_TYPE),
+    config: new TuningPublisher(client, env.pod, undefined, CONFIG_CONDITION_TYPE),
+  };
+}
+
+const nodeOpts = (cli: Cli, env: AgentEnv): NodeOptions => ({
+  stateDir: cli.stateDir,
+  stateCopyDir: cli.stateCopyDir,
+  pathVar: env.path,
+  facts: () => hostFacts(cli, cli.stateDir),
+});
+
+/** What the reload loop needs; undefined without a live dir, a ConfigMap name or API credentials. */
+function reloadTarget(cli: Cli, env: AgentEnv, pub: Publishers | undefined): ReloadTarget | undefined {
+  if (!cli.liveDir || !cli.configMap || !pub || !env.pod) return undefined;
+  return {
+    liveDir: cli.liveDir,
+    configMap: cli.configMap,
+    podHash: env.podHash,
+    client: pub.client,
+    namespace: env.pod.namespace,
+    publisher: pub.config,
   };
 }
 
@@ -164,15 +214,32 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   if (!readState(cli.stateDir)) throw new Error(`no state in ${cli.stateDir}: run apply before watch`);
   const ac = new AbortController();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => ac.abort());
-  // The state is re-read on every write: a re-apply may have switched the backend meanwhile.
-  const gate = async (mode: GateMode) => {
+  // The state is re-read on every write: a re-apply may have switched the backend meanwhile. Gate
+  // writes and reloads take turns (a reload's rule document recreates the gate chains empty).
+  let turn = Promise.resolve(),
+    mode: GateMode = 'pass';
+  const locked = <T>(fn: () => Promise<T>): Promise<T> => {
+    const r = turn.then(fn);
+    turn = r.then(
+      () => undefined,
+      () => undefined,
+    );
+    return r;
+  };
+  const writeMode = async (m: GateMode) => {
     const state = readState(cli.stateDir);
     if (!state) throw new Error(`no state in ${cli.stateDir}: nothing installed to gate`);
-    await writeGate(state, mode);
+    await writeGate(state, m);
+    mode = m;
   };
+  const gate = (m: GateMode) => locked(() => writeMode(m));
   // Tuning drift is only reported (never fought): at start and every interval, as a log line and,
   // with API credentials, as the pod condition the operator summarises. Ticks never overlap.
   const pub = publishers(cli, env);
+  const reloading = startReload(reloadTarget(cli, env, pub), log, ac.signal, {
+    apply: (c) => locked(() => applyNode(c, nodeOpts(cli, env), log)),
+    reassertGate: () => (mode === 'pass' ? Promise.resolve() : writeMode(mode)),
+  });
   let last: TuningCondition | undefined,
     busy = false;
   const tick = async () => {
@@ -205,6 +272,8 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   } finally {
     clearInterval(drift);
     clearInterval(decisions);
+    ac.abort();
+    await reloading;
   }
 }
 
@@ -274,7 +343,10 @@ export async function main(argv: string[], environ: Record<string, string | unde
       untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
       return 0;
     }
-    const config = loadNodeConfig(cli.config!);
+    if (cli.cmd === 'reload') return await reloadOnce(nodeOpts(cli, env), cli.liveDir!, cli.config!, log, out);
+    // watch: the config in force is the live one (the ConfigMap mount lags behind reloads).
+    const live = cli.cmd === 'watch' && cli.liveDir ? readLive(cli.liveDir) : undefined;
+    const config = live !== undefined ? parseNodeConfigText(live, 'live config') : loadNodeConfig(cli.config!);
     if (cli.cmd === 'watch') {
       await runWatch(config, cli, env, log);
       return 0;
@@ -288,6 +360,8 @@ export async function main(argv: string[], environ: Record<string, string | unde
     if (!cli.dryRun) out(`applied (${p.backend}) and verified`);
     const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
     out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
+    // What the sidecar starts from and agent-watch reloads from (daemonset/reload.ts).
+    if (cli.liveDir && !cli.dryRun) writeLive(cli.liveDir, readFileSync(cli.config!, 'utf8'));
     return 0;
   } catch (e) {
     const msg = errorMessage(e);

@@ -30,7 +30,7 @@ function leaveCommand(drain: string): string[] {
     tp,
     spec: r.value.spec,
     proxy: r.value.config.proxy,
-    configHash: r.value.hash,
+    podHash: r.value.podHash,
     defaultImage: 'unused',
     activeLabel: activeLabelKey('fleet', 'long'),
     mode: 'leave',

@@ -114,7 +114,11 @@ test('the operator grants the fleet account pods/status get+patch in its namespa
   const rbac = '/apis/rbac.authorization.k8s.io/v1/namespaces/fleet';
   const role = await waitFor('Role', () => c.get<Obj>(`${rbac}/roles/web-node-agent`));
   const binding = await waitFor('RoleBinding', () => c.get<Obj>(`${rbac}/rolebindings/web-node-agent`));
-  assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'patch'] }]);
+  assert.deepEqual(role.rules, [
+    { apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'patch'] },
+    // Its fleet's ConfigMap alone, to reload in place (e2e/reload-status.apiserver.test.ts).
+    { apiGroups: [''], resources: ['configmaps'], resourceNames: ['web-nodeconfig'], verbs: ['get', 'watch'] },
+  ]);
   assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'web', namespace: NS }]);
   for (const o of [role, binding]) assert.equal(o.metadata.ownerReferences?.[0]?.uid, created.metadata.uid);
   const ds = await waitFor('DaemonSet', () => c.get<Obj>(`/apis/apps/v1/namespaces/${NS}/daemonsets/web`));

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
 import { KubeClient, type KubeObject } from '../kube/client.ts';
-import { CONFIG_HASH_ANNOTATION } from './render/names.ts';
+import { POD_HASH_ANNOTATION } from './render/names.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
 import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
@@ -172,8 +172,8 @@ test('rotating the Secret changes nothing the operator owns (no rollout)', async
   const [d1, c1] = [await ds(), await cm()];
   assert.equal(d1!.metadata.generation, d0!.metadata.generation, 'DaemonSet template unchanged');
   assert.equal(
-    d1!.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION],
-    d0!.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION],
+    d1!.spec.template.metadata.annotations[POD_HASH_ANNOTATION],
+    d0!.spec.template.metadata.annotations[POD_HASH_ANNOTATION],
   );
   assert.equal(c1!.metadata.resourceVersion, c0!.metadata.resourceVersion, 'ConfigMap unchanged');
 });
@@ -205,8 +205,8 @@ test('a new upstream whose Secret lacks a key is refused; the fleet keeps its co
     40_000,
   );
   assert.notEqual(
-    d.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION],
-    d0!.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION],
+    d.spec.template.metadata.annotations[POD_HASH_ANNOTATION],
+    d0!.spec.template.metadata.annotations[POD_HASH_ANNOTATION],
     'adding an upstream rolls the pods',
   );
   const v = await waitFor('valid', async () => {

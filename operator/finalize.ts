@@ -16,7 +16,7 @@ import { ownedBy, R, TP, type TransparentProxyObject } from './kinds.ts';
 import { pendingLeaves, syncActiveNodes } from './nodes.ts';
 import { uncleanNodes } from './pods.ts';
 import { renderDaemonSet } from './render/daemonset.ts';
-import { CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION, names, selectorString } from './render/names.ts';
+import { FINALIZER, POD_HASH_ANNOTATION, MODE_ANNOTATION, names, selectorString } from './render/names.ts';
 import { rolloutComplete, type DaemonSetStatus } from './status.ts';
 import { writeStatus } from './write-status.ts';
 
@@ -73,12 +73,12 @@ function cleanupDaemonSet(ctx: ReconcileContext, tp: KubeObject, live: LiveDaemo
   };
   // The spec's drain timeout (the cleanup pods' grace period) even when the rest of it no longer renders.
   const proxy = ProxyConfig.parse({ timeouts: parsed.success ? parsed.data.proxy?.timeouts : undefined });
-  const hash = t?.metadata?.annotations?.[CONFIG_HASH_ANNOTATION] ?? '';
+  const hash = t?.metadata?.annotations?.[POD_HASH_ANNOTATION] ?? '';
   return renderDaemonSet({
     tp,
     spec,
     proxy,
-    configHash: hash,
+    podHash: hash,
     defaultImage: ctx.settings.defaultImage,
     mode: 'cleanup',
   });

@@ -40,7 +40,7 @@ function fleet(i: OwnedInput, mode: 'run' | 'leave') {
     tp,
     spec: r.spec,
     proxy: r.config.proxy,
-    configHash: r.hash,
+    podHash: r.podHash,
     defaultImage: i.defaultImage,
     mode,
     activeLabel,
@@ -51,11 +51,12 @@ export const OWNED: readonly OwnedObject[] = [
   { kind: 'serviceAccounts', name: (n) => n.serviceAccount, render: (i) => renderServiceAccount(i.tp) },
   { kind: 'roles', name: (n) => n.agentRole, render: (i) => renderAgentRole(i.tp) },
   { kind: 'roleBindings', name: (n) => n.agentRole, render: (i) => renderAgentRoleBinding(i.tp) },
-  // Before the DaemonSet: new pods must find the config their hash annotation promises.
+  // Before the DaemonSet: new pods must find the config their pod hash promises; running nodes
+  // watch it and apply what changes in place (daemonset/reload.ts).
   {
     kind: 'configMaps',
     name: (n) => n.configMap,
-    render: (i) => renderConfigMap(i.tp, i.rendered.yaml, i.rendered.hash),
+    render: (i) => renderConfigMap(i.tp, i.rendered.yaml, i.rendered.hash, i.rendered.podHash),
   },
   { kind: 'daemonSets', name: (n) => n.daemonSet, render: (i) => fleet(i, 'run') },
   // Runs only where a node is labelled "leaving" (nodes.ts).

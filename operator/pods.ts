@@ -5,6 +5,7 @@ import { parseDecisionsMessage, POLICY_CONDITION_TYPE, type DecisionTotals } fro
 import type { NodeTuning } from '../api/transparentproxy-status.ts';
 import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX } from '../api/tuning-condition.ts';
 import type { KubeObject } from '../kube/client.ts';
+import { CONFIG_CONDITION_TYPE, parseConfigCondition, type NodeConfigReport } from '../api/reload.ts';
 import { leaveSelectorLabels, selectorLabels } from './render/names.ts';
 
 interface PodCond {
@@ -22,6 +23,8 @@ export interface FleetPods {
   tuning: Map<string, NodeTuning>;
   /** Per node, the policy decision totals its agent reported (absent: none yet, or no policy). */
   decisions: Map<string, DecisionTotals>;
+  /** Per node, the config hash its agent enforces and a refusal (daemonset/reload.ts). */
+  configs: Map<string, NodeConfigReport>;
 }
 
 const isPodOf = (p: KubeObject, namespace: string, sel: Record<string, string>) =>
@@ -55,7 +58,7 @@ export function uncleanNodes(pods: KubeObject[], namespace: string, name: string
 const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
 
 export function fleetPods(pods: KubeObject[], namespace: string, name: string): FleetPods {
-  const out: FleetPods = { readyNodes: new Set(), tuning: new Map(), decisions: new Map() };
+  const out: FleetPods = { readyNodes: new Set(), tuning: new Map(), decisions: new Map(), configs: new Map() };
   // Oldest first: during a surge rollout a node briefly has two pods, and the newer one's tuning
   // report is the one that stays (creationTimestamp is RFC 3339 in UTC, so it sorts as text).
   const sel = selectorLabels(name);
@@ -77,6 +80,8 @@ export function fleetPods(pods: KubeObject[], namespace: string, name: string): 
       });
     const d = parseDecisionsMessage(conds.find((x) => x.type === POLICY_CONDITION_TYPE)?.message);
     if (d) out.decisions.set(node, d);
+    const c = parseConfigCondition(conds.find((x) => x.type === CONFIG_CONDITION_TYPE));
+    if (c) out.configs.set(node, c);
   }
   return out;
 }

@@ -6,7 +6,13 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
 import { KubeClient, type KubeObject } from '../kube/client.ts';
-import { activeLabelKey, CONFIG_HASH_ANNOTATION, FINALIZER, MODE_ANNOTATION } from './render/names.ts';
+import {
+  activeLabelKey,
+  CONFIG_HASH_ANNOTATION,
+  FINALIZER,
+  MODE_ANNOTATION,
+  POD_HASH_ANNOTATION,
+} from './render/names.ts';
 import { completeLeaves, createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
 import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
@@ -88,21 +94,41 @@ test('reconcile creates the fleet objects, owned by the TransparentProxy', async
   assert.equal(cond(t, 'InvalidSpec')?.status, 'False');
   assert.equal(t.status.replicas, 2, 'every candidate node is active when replicas is omitted');
   assert.equal(t.status.selector, 'app.kubernetes.io/name=tpfleet,app.kubernetes.io/instance=web');
-  assert.equal(t.status.configHash, d.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION]);
+  assert.equal(t.status.configHash, (await cm('web'))!.metadata.annotations![CONFIG_HASH_ANNOTATION]);
+  assert.match(d.spec.template.metadata.annotations[POD_HASH_ANNOTATION], /^[0-9a-f]{16}$/);
 });
 
-test('a spec change reaches the ConfigMap and rolls the pods (config hash changes)', async () => {
-  const before = (await ds('web'))!.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION];
+test('a spec change reaches the ConfigMap in place (new config hash, same pod template); a restart field rolls the pods', async () => {
+  const d0 = (await ds('web'))!;
+  const hash0 = (await cm('web'))!.metadata.annotations![CONFIG_HASH_ANNOTATION];
   await c.mergePatch(tpPath(NS, 'web'), { spec: { interception: { ports: [{ port: 80 }, { port: 443 }] } } });
-  const d = await waitFor('new hash', async () => {
-    const o = await ds('web');
-    return o?.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION] !== before && o;
+  const m = await waitFor('new config hash', async () => {
+    const o = await cm('web');
+    return o?.metadata.annotations?.[CONFIG_HASH_ANNOTATION] !== hash0 && o;
   });
-  const config = parseNodeConfigText((await cm('web'))!.data!['nodeconfig.yaml']!);
+  const config = parseNodeConfigText(m.data!['nodeconfig.yaml']!);
   assert.deepEqual(config.interception.ports, [{ port: 80 }, { port: 443 }]);
+  const hash = m.metadata.annotations![CONFIG_HASH_ANNOTATION];
+  await waitFor('status hash', async () => (await tp('web'))?.status?.configHash === hash);
+  assert.equal((await ds('web'))!.metadata.generation, d0.metadata.generation, 'the nodes reload it: no rollout');
+  assert.equal(
+    m.metadata.annotations![POD_HASH_ANNOTATION],
+    d0.spec.template.metadata.annotations[POD_HASH_ANNOTATION],
+  );
+  // A restart field (api/reload.ts): a new pod hash in the template, and the ConfigMap says so.
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { proxy: { backlog: 2048 } } });
+  const d = await waitFor('new pod hash', async () => {
+    const o = await ds('web');
+    return (
+      o?.spec.template.metadata.annotations[POD_HASH_ANNOTATION] !==
+        d0.spec.template.metadata.annotations[POD_HASH_ANNOTATION] && o
+    );
+  });
   await waitFor(
-    'status hash',
-    async () => (await tp('web'))?.status?.configHash === d.spec.template.metadata.annotations[CONFIG_HASH_ANNOTATION],
+    'the ConfigMap names the same pod hash',
+    async () =>
+      (await cm('web'))?.metadata.annotations?.[POD_HASH_ANNOTATION] ===
+      d.spec.template.metadata.annotations[POD_HASH_ANNOTATION],
   );
 });
 

@@ -10,6 +10,7 @@ import type {
   TransparentProxyStatus,
 } from '../api/transparentproxy-status.ts';
 import type { DecisionTotals } from '../api/policy-condition.ts';
+import type { NodeConfigReport } from '../api/reload.ts';
 import { DEGRADING_TUNING } from '../api/tuning-condition.ts';
 import type { Candidate } from './scheduling.ts';
 
@@ -41,6 +42,8 @@ export interface StatusInput {
   tuning?: ReadonlyMap<string, NodeTuning>;
   /** Per node, the policy decision totals its agent reported (operator/pods.ts). */
   decisions?: ReadonlyMap<string, DecisionTotals>;
+  /** Per node, the config hash its agent enforces (operator/pods.ts). */
+  configs?: ReadonlyMap<string, NodeConfigReport>;
   daemonSet?: { generation?: number; status?: DaemonSetStatus };
   /** Deletion: nodes still holding rules; timedOut past --cleanup-timeout (never a release). */
   cleanup?: { pending: number; total: number; nodes?: readonly string[]; timedOut?: string };
@@ -85,13 +88,14 @@ export function computeStatus(i: StatusInput): TransparentProxyStatus {
   const active = i.active ?? [];
   const nodes = activeNodes(i, active);
   const tuning = tuningProblem(nodes);
+  const config = configProgress(nodes, i.configHash);
   const readyReplicas = nodes.filter((n) => n.ready).length;
   const replicas = nodes.length;
   const draining = (i.draining ?? []).filter((d) => !active.some((c) => c.name === d));
   nodes.push(...draining.map((name): NodeSummary => ({ name, state: 'Draining', ready: false })));
   const conditions: Cond[] = i.cleanup
     ? cleanupConditions(i.cleanup)
-    : fleetConditions(i, { replicas, readyReplicas, draining, tuning });
+    : fleetConditions(i, { replicas, readyReplicas, draining, tuning, config });
   conditions.push(cond('InvalidSpec', false, 'SpecValid'));
   return {
     ...base,
@@ -122,7 +126,10 @@ function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
   const ready = i.readyNodes ?? new Set<string>();
   return active.map((c) => {
     const t = i.tuning?.get(c.name),
-      d = i.decisions?.get(c.name);
+      d = i.decisions?.get(c.name),
+      k = i.configs?.get(c.name);
+    // A refusal of an older config is history once the node reports on the current one.
+    const refused = k?.refused && k.refused.hash === i.configHash ? k.refused.message : undefined;
     return {
       name: c.name,
       ...(c.zone ? { zone: c.zone } : {}),
@@ -130,6 +137,8 @@ function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
       ready: ready.has(c.name),
       ...(t ? { tuning: t } : {}),
       ...(d ? { policy: d } : {}),
+      ...(k ? { configHash: k.hash } : {}),
+      ...(refused ? { configRefused: refused } : {}),
     };
   });
 }
@@ -164,6 +173,28 @@ interface FleetState {
   readyReplicas: number;
   draining: string[];
   tuning: { reason: string; message: string } | undefined;
+  config: ConfigProgress;
+}
+
+interface ConfigProgress {
+  /** Ready active nodes not yet enforcing the current hash (and not refusing it). */
+  behind: string[];
+  /** Active nodes that refused the current hash, with the agent's message. */
+  refused: { name: string; message: string }[];
+}
+
+/**
+ * Which active nodes enforce the current config. Only nodes whose pod is Ready count as behind: a
+ * pod that is starting is the rollout's (Progressing RollingOut), and one whose agent predates
+ * reporting never reports (it is then as rolled out as the DaemonSet says).
+ */
+export function configProgress(nodes: NodeSummary[], hash: string | undefined): ConfigProgress {
+  if (!hash) return { behind: [], refused: [] };
+  const refused = nodes.filter((n) => n.configRefused).map((n) => ({ name: n.name, message: n.configRefused! }));
+  const behind = nodes
+    .filter((n) => n.ready && n.configHash !== undefined && n.configHash !== hash && !n.configRefused)
+    .map((n) => n.name);
+  return { behind, refused };
 }
 
 /** Ready, Progressing and Degraded of a running fleet; Degraded names the worst problem first. */
@@ -183,7 +214,14 @@ function fleetConditions(i: StatusInput, f: FleetState): Cond[] {
           'NodesLeaving',
           `${f.draining.length} node(s) draining, then restoring their rules, routes and tuning: ${f.draining.join(', ').slice(0, 900)}`,
         )
-      : cond('Progressing', false, 'RolloutComplete');
+      : f.config.behind.length
+        ? cond(
+            'Progressing',
+            true,
+            'Reloading',
+            `${f.config.behind.length} node(s) not yet enforcing config ${i.configHash}: ${f.config.behind.join(', ').slice(0, 900)}`,
+          )
+        : cond('Progressing', false, 'RolloutComplete');
   const short = i.requested !== undefined && (i.candidates ?? 0) < i.requested;
   const degraded = i.sharedNodes
     ? cond('Degraded', true, 'NodesShared', i.sharedNodes)
@@ -191,11 +229,18 @@ function fleetConditions(i: StatusInput, f: FleetState): Cond[] {
       ? cond('Degraded', true, 'InsufficientNodes', `${i.candidates ?? 0} candidate nodes for ${i.requested} requested`)
       : rolledOut && f.readyReplicas < f.replicas
         ? cond('Degraded', true, 'NodesNotReady', `${f.replicas - f.readyReplicas} active nodes not ready`)
-        : f.tuning
-          ? cond('Degraded', true, f.tuning.reason, f.tuning.message)
-          : cond('Degraded', false, 'AsExpected');
+        : f.config.refused.length
+          ? cond('Degraded', true, 'ConfigRefused', refusedMessage(f.config.refused))
+          : f.tuning
+            ? cond('Degraded', true, f.tuning.reason, f.tuning.message)
+            : cond('Degraded', false, 'AsExpected');
   return [ready, progressing, degraded];
 }
+
+const refusedMessage = (r: ConfigProgress['refused']) => {
+  const m = `config refused on ${r.length} node${r.length > 1 ? 's' : ''} (they keep their last good config): ${r.map((x) => `${x.name}: ${x.message}`).join(' | ')}`;
+  return m.length <= 4000 ? m : `${m.slice(0, 3999)}…`;
+};
 
 /** Degraded's reason and message when an active node reports a degrading tuning problem. */
 export function tuningProblem(nodes: NodeSummary[]): { reason: string; message: string } | undefined {

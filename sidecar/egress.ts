@@ -89,7 +89,7 @@ export class EgressControl {
   private first: { compiled: CompiledPolicy; rules: number; problems: string[] } | undefined;
 
   constructor(
-    private readonly cfg: PolicyConfig,
+    private cfg: PolicyConfig,
     private readonly log: Logger,
     private readonly opts: EgressOptions,
   ) {}
@@ -119,6 +119,29 @@ export class EgressControl {
 
   stop(): void {
     clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /**
+   * A reloaded policy (sidecar/reload.ts): installed as a new generation; open connections keep the
+   * decision they got. No policy any more: the table is removed. Upstream polling follows the config.
+   */
+  async update(cfg: PolicyConfig): Promise<void> {
+    if (!this.engine) throw new Error('update before attach');
+    this.cfg = cfg;
+    if (!this.enabled) {
+      this.stop();
+      if (this.fingerprint !== '') this.engine.setPolicy(null);
+      this.fingerprint = '';
+      this.inForce = 0;
+      return;
+    }
+    await this.refresh();
+    if (cfg.upstreams.length === 0) this.stop();
+    else if (!this.timer) {
+      this.timer = setInterval(() => void this.refresh(), this.opts.pollMs ?? POLL_MS);
+      this.timer.unref();
+    }
   }
 
   /** Resolves, reads and compiles; installs only when what goes into the table changed. */
@@ -150,7 +173,8 @@ export class EgressControl {
         : r,
     );
     const compiled = compilePolicy({ ...this.cfg, rules }, usable);
-    return { compiled, rules: rules.length, problems, fingerprint: JSON.stringify([usable, problems]) };
+    // The policy itself is part of it: a reloaded policy with the same upstreams is a new table.
+    return { compiled, rules: rules.length, problems, fingerprint: JSON.stringify([this.cfg, usable, problems]) };
   }
 
   private installed(

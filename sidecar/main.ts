@@ -13,6 +13,7 @@
 import { parseArgs } from 'node:util';
 import { errorMessage } from '../api/errors.ts';
 import { ConfigError, loadNodeConfig } from '../api/load.ts';
+import type { NodeConfig } from '../api/nodeconfig.ts';
 import { CREDENTIALS_DIR } from '../api/policy.ts';
 import { readNodeFacts } from '../host/facts.ts';
 import { parseFault } from './engine.ts';
@@ -29,7 +30,11 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-function parse(): { settings: Settings; fault: ReturnType<typeof parseFault> } {
+function parse(): {
+  settings: Settings;
+  fault: ReturnType<typeof parseFault>;
+  reload: { path: string; config: NodeConfig };
+} {
   let configPath: string | undefined, template: string | undefined;
   try {
     ({ config: configPath, template } = parseArgs({
@@ -51,17 +56,23 @@ function parse(): { settings: Settings; fault: ReturnType<typeof parseFault> } {
         : planWorkerPinning(cfg.tuning, readNodeFacts('/', cfg.tuning.affinity.interfaces), configPath);
     const settings = settingsFrom(cfg, undefined, pinning, template ?? null);
     if (process.env.TPFLEET_ENGINE_SPLICE === 'off') settings.live.splice = false;
-    return { settings, fault: parseFault(process.env.TPFLEET_ENGINE_FAULT) };
+    return {
+      settings,
+      fault: parseFault(process.env.TPFLEET_ENGINE_FAULT),
+      reload: { path: configPath, config: cfg },
+    };
   } catch (e) {
     if (e instanceof ConfigError) fail(e.message);
     throw e;
   }
 }
 
-const { settings, fault } = parse();
+const { settings, fault, reload } = parse();
 await runProxy(settings, createLogger(settings.logLevel, { role: 'sidecar' }), {
   fault,
   credentialsDir: process.env.TPFLEET_CREDENTIALS_DIR ?? CREDENTIALS_DIR,
   // Its own logger, at info whatever proxy.logLevel says: policy.audit.enabled turns it on and off.
   audit: createLogger('info', { role: 'sidecar', log: 'audit' }),
+  // The file is watched: a config the node agent reloads in place reaches this process (reload.ts).
+  reload,
 });

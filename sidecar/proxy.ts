@@ -7,6 +7,8 @@ import { Engine, type EngineCallbacks, type EngineEvent, type StartOptions } fro
 import type { Logger } from './log.ts';
 import { PREFIX, processRegistry, reasonText, renderEngineMetrics } from './metrics.ts';
 import { native, type NativeError } from './native/index.ts';
+import type { NodeConfig } from '../api/nodeconfig.ts';
+import { ConfigReloader, renderReloadMetrics } from './reload.ts';
 import type { Settings } from './settings.ts';
 import { serveStatus } from './status.ts';
 
@@ -22,6 +24,8 @@ export interface ProxyOptions {
   credentialsDir: string;
   /** The audit log: one JSON line per connection, on its own logger (info, whatever proxy.logLevel says). */
   audit: Logger;
+  /** The config file and what it said at start: watched and reloaded in place (reload.ts). */
+  reload?: { path: string; config: NodeConfig };
 }
 
 function exit(code: number): never {
@@ -36,6 +40,7 @@ export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promi
   const policy = await egress.initial();
   const engine = startEngine(s, log, o, policy, (e) => onEngineEvent(e, log, o.audit, egress));
   egress.attach(engine);
+  const reloader = startReload(s, log, o, engine, egress);
   let draining = false;
   const health = watchThreads(engine, log);
   const registry = processRegistry();
@@ -47,7 +52,8 @@ export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promi
       metrics: async () =>
         (await registry.metrics()) +
         renderEngineMetrics(engine.stats(), engine.threads.length) +
-        egress.renderMetrics(PREFIX),
+        egress.renderMetrics(PREFIX) +
+        renderReloadMetrics(PREFIX, reloader),
       contentType: registry.contentType,
       template: s.template,
     },
@@ -74,6 +80,7 @@ export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promi
     }
     draining = true;
     egress.stop();
+    reloader?.stop();
     void drain(engine, s.drainTimeoutMs, log, signal).then(() => {
       server.close();
       exit(0);
@@ -81,6 +88,28 @@ export async function runProxy(s: Settings, log: Logger, o: ProxyOptions): Promi
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+function startReload(
+  s: Settings,
+  log: Logger,
+  o: ProxyOptions,
+  engine: Engine,
+  egress: EgressControl,
+): ConfigReloader | undefined {
+  if (!o.reload) return undefined;
+  const target = {
+    setOptions: (x: Parameters<Engine['setOptions']>[0]) => engine.setOptions(x),
+    setLogLevel: (level: string) => {
+      log.level = level;
+    },
+    setPolicy: (p: NodeConfig['policy']) => egress.update(p),
+  };
+  // What this process decided at start whatever the config says: the hook, TPFLEET_ENGINE_SPLICE.
+  const forced = { hook: s.live.hook || o.onDecide !== undefined, splice: s.live.splice };
+  const r = new ConfigReloader(o.reload.path, o.reload.config, target, log, forced);
+  r.start();
+  return r;
 }
 
 const families = (s: Settings): number[] => [...(s.ipv4 ? [4] : []), ...(s.ipv6 ? [6] : [])];

@@ -254,7 +254,7 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       );
     });
 
-    it('a spec change rolls the proxy pod, the new one beside the old; on real nodes new connections see no gap', async (t) => {
+    it('a change that needs a new process (proxy.backlog) rolls the proxy pod, the new one beside the old; on real nodes new connections see no gap', async (t) => {
       const [node] = await activeNodes();
       const old = (await fleetPods()).find((p) => p.spec.nodeName === node)!;
       const prober = c.capabilities.realDataPath
@@ -289,7 +289,8 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
         inst.fleetNamespace,
         '--type=merge',
         '-p',
-        JSON.stringify({ spec: { proxy: { timeouts: { idle: '301s' } } } }),
+        // A restart field (api/reload.ts): the listeners are created with it, so only a new pod applies it.
+        JSON.stringify({ spec: { proxy: { backlog: 2048 } } }),
       ]);
       await waitFor(
         'the proxy pod to be replaced',
@@ -321,8 +322,8 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       await settle(1);
       const fresh = (await fleetPods()).find((p) => p.spec.nodeName === node)!;
       assert.notEqual(
-        fresh.metadata.annotations?.['tpfleet.io/config-hash'],
-        old.metadata.annotations?.['tpfleet.io/config-hash'],
+        fresh.metadata.annotations?.['tpfleet.io/pod-hash'],
+        old.metadata.annotations?.['tpfleet.io/pod-hash'],
       );
       if (!prober) {
         t.diagnostic(`${c.provider}: no real data path, the gap for new connections is not measured here`);
@@ -348,6 +349,61 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
       // After the swap, connections are intercepted again (not merely answered): the new sidecar counts them.
       const n = await sidecarAccepted(c, inst.fleetNamespace, fresh.metadata.name, METRICS_PORT);
       assert.ok(n > 0, 'the new sidecar carries new connections');
+    });
+
+    it('a change applied in place (exclusion CIDR, idle timeout, log level) keeps the proxy pod; the node reports the new config hash', async (t) => {
+      const [node] = await activeNodes();
+      const old = (await fleetPods()).find((p) => p.spec.nodeName === node)! as Pod & { metadata: { uid: string } };
+      const ds0 = await kubectlJson(c, ['get', 'daemonset', '-n', inst.fleetNamespace, TP]);
+      const hash0 = (await tp()).status.configHash;
+      await kubectl(c, [
+        'patch',
+        'transparentproxy',
+        TP,
+        '-n',
+        inst.fleetNamespace,
+        '--type=merge',
+        '-p',
+        JSON.stringify({
+          spec: {
+            interception: { destinations: { exclude: ['10.123.0.0/16'] } },
+            proxy: { timeouts: { idle: '301s' }, logLevel: 'debug' },
+          },
+        }),
+      ]);
+      const hash = await waitFor(
+        'a new config hash in status',
+        async () => {
+          const h = (await tp()).status?.configHash;
+          return (h && h !== hash0 && h) || undefined;
+        },
+        60_000,
+      );
+      const ds = await kubectlJson(c, ['get', 'daemonset', '-n', inst.fleetNamespace, TP]);
+      assert.equal(ds.metadata.generation, ds0.metadata.generation, 'the pod template did not change: no rollout');
+      if (!c.capabilities.realDataPath) {
+        t.diagnostic(`${c.provider}: simulated nodes run no agent; the in-place reload is not asserted here`);
+        return;
+      }
+      await waitFor(
+        `status.nodes[${node}].configHash to be the new hash and Progressing False`,
+        async () => {
+          const o = await tp();
+          const n = o.status?.nodes?.find((x: { name: string }) => x.name === node);
+          const p = o.status?.conditions?.find((x: { type: string }) => x.type === 'Progressing');
+          return (n?.configHash === hash && p?.status === 'False') || undefined;
+        },
+        60_000,
+      );
+      assert.match(await nodeRuleset(c, node!), /10\.123\.0\.0\/16/, 'the new exclusion is in force on the node');
+      const now = (await fleetPods()).filter((p) => p.spec.nodeName === node) as (Pod & {
+        metadata: { uid: string };
+      })[];
+      assert.deepEqual(
+        now.map((p) => p.metadata.uid),
+        [old.metadata.uid],
+        'the same pod: nothing rolled',
+      );
     });
 
     it('an egress policy: the denied destination is reset, the allowed one carried; upstream credentials mounted and rotated in place', async (t) => {
@@ -419,15 +475,18 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
         120_000,
       );
       await settle(1);
-      // The new pod alone on the node (settle can pass while the old one still serves, before the swap).
-      const hash = (await tp()).status.configHash;
+      // The new pod alone on the node (settle can pass while the old one still serves, before the swap):
+      // the upstream's Secret is a new volume, so this change rolls; the template says which pod hash.
+      const podHash = (await kubectlJson(c, ['get', 'daemonset', '-n', ns, TP])).spec.template.metadata.annotations[
+        'tpfleet.io/pod-hash'
+      ];
       const pod = await waitFor(
         'the pod with the policy alone Ready on the node',
         async () => {
           const on = (await fleetPods()).filter((p) => p.spec.nodeName === node);
           const p = on[0];
           return (
-            (on.length === 1 && p && ready(p) && p.metadata.annotations?.['tpfleet.io/config-hash'] === hash && p) ||
+            (on.length === 1 && p && ready(p) && p.metadata.annotations?.['tpfleet.io/pod-hash'] === podHash && p) ||
             undefined
           );
         },

@@ -86,7 +86,15 @@ export function timeline(results: { at: number; ok: boolean }[], t0: number): st
   return [...bins].map(([s, [ok, all]]) => `${s >= 0 ? '+' : ''}${s}s ${ok}/${all}`).join(', ');
 }
 
-function pod(name: string, ns: string, node: string, image: string, js: string, env: Record<string, string> = {}) {
+/** A one-container pod running `node -e js` as 65532 on `node` (scripts are fixed strings; input only through env). */
+export function pod(
+  name: string,
+  ns: string,
+  node: string,
+  image: string,
+  js: string,
+  env: Record<string, string> = {},
+) {
   return {
     apiVersion: 'v1',
     kind: 'Pod',

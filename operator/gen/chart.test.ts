@@ -279,7 +279,7 @@ test("PodMonitor scrapes each node pod's sidecar at the port its annotation name
     },
     spec: r.value.spec,
     proxy: r.value.config.proxy,
-    configHash: 'h',
+    podHash: 'h',
     defaultImage: 'img',
     mode: 'run',
   }) as Doc;

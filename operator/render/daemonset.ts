@@ -9,11 +9,11 @@ import type { KubeObject } from '../../kube/client.ts';
 import { credentials } from './credentials.ts';
 import {
   activeLabelKey,
-  CONFIG_HASH_ANNOTATION,
   METRICS_PORT_ANNOTATION,
   MODE_ANNOTATION,
   names,
   ownedMeta,
+  POD_HASH_ANNOTATION,
   selectorLabels,
   commonLabels,
   leaveSelectorLabels,
@@ -33,7 +33,8 @@ export interface DaemonSetInput {
   spec: TransparentProxySpec;
   /** The node config's proxy section, defaults filled in (renderNodeConfig): ports and drain timeout. */
   proxy: NodeConfig['proxy'];
-  configHash: string;
+  /** The pod hash (api/reload.ts): what only a new process can change. Config changes apply in place. */
+  podHash: string;
   /** Image used when spec.proxy.image is omitted (operator flag). */
   defaultImage: string;
   /** Node label limiting the pods to active nodes; undefined when every candidate is active.
@@ -44,6 +45,14 @@ export interface DaemonSetInput {
 
 const CONFIG_DIR = '/etc/tpfleet';
 const CONFIG_FILE = `${CONFIG_DIR}/nodeconfig.yaml`;
+/**
+ * The config in force on the node (emptyDir): the init apply writes the document it applied, the
+ * agent-watch rewrites it after each in-place reload, and the sidecar reads it and reloads when it
+ * changes (daemonset/reload.ts, sidecar/reload.ts). The kubelet refreshes the ConfigMap mount only
+ * within its sync period (about a minute) and without telling anyone: the agent watches the API.
+ */
+const LIVE_DIR = '/run/tpfleet-live';
+const LIVE_FILE = `${LIVE_DIR}/nodeconfig.yaml`;
 const STATE_DIR = NODE_STATE_DIR;
 /** Where client libraries look for in-cluster credentials (KubeConfig.loadFromCluster). */
 const TOKEN_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -70,6 +79,7 @@ const VOLUME_MOUNTS = [
   { name: 'state-copy', mountPath: NODE_STATE_COPY_DIR },
   { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
 ];
+const RUN_MOUNTS = [...VOLUME_MOUNTS, { name: 'live', mountPath: LIVE_DIR }];
 const agent = (verb: string) => [
   'tpfleet-agent',
   verb,
@@ -116,7 +126,7 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
         metadata: {
           labels,
           annotations: {
-            [CONFIG_HASH_ANNOTATION]: i.configHash,
+            [POD_HASH_ANNOTATION]: i.podHash,
             [MODE_ANNOTATION]: i.mode,
             'kubectl.kubernetes.io/default-container': cleanup ? 'cleanup-done' : 'sidecar',
             // Where to scrape, since no container declares its port (the chart's PodMonitor reads it).
@@ -135,7 +145,15 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
           initContainers: [agentInit(i, image, pullPolicy)],
           containers: cleanup
             ? [cleanupDone(image, pullPolicy)]
-            : [sidecar(i, image, pullPolicy, token ?? ''), watcher(image, pullPolicy, agent('watch'), VOLUME_MOUNTS)],
+            : [
+                sidecar(i, image, pullPolicy, token ?? ''),
+                watcher(
+                  image,
+                  pullPolicy,
+                  [...agent('watch'), '--live-dir', LIVE_DIR, '--configmap', n.configMap],
+                  RUN_MOUNTS,
+                ),
+              ],
           volumes: volumes(i, n.configMap),
         },
       },
@@ -175,21 +193,25 @@ function agentInit(i: DaemonSetInput, image: string, pullPolicy: string) {
   // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
   const command = leave
     ? [...agent('cleanup'), '--wait-port', String(i.proxy.metricsPort), '--wait-timeout', String(graceSeconds(i))]
-    : agent(i.mode === 'cleanup' ? 'cleanup' : 'apply');
+    : i.mode === 'cleanup'
+      ? agent('cleanup')
+      : [...agent('apply'), '--live-dir', LIVE_DIR];
   return {
     name: leave ? 'agent-leave' : i.mode === 'cleanup' ? 'agent-cleanup' : 'agent-apply',
     image,
     imagePullPolicy: pullPolicy,
     command,
     securityContext: { privileged: true, runAsUser: 0 },
-    volumeMounts: VOLUME_MOUNTS,
+    volumeMounts: i.mode === 'run' ? RUN_MOUNTS : VOLUME_MOUNTS,
   };
 }
 
 function volumes(i: DaemonSetInput, configMap: string) {
   const tp = i.tp;
   return [
-    ...(i.mode === 'run' ? [apiAccessVolume()] : []),
+    ...(i.mode === 'run'
+      ? [apiAccessVolume(), { name: 'live', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } }]
+      : []),
     { name: 'config', configMap: { name: configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
     // Per-object state so two TransparentProxies on one node never share rule state.
     {
@@ -225,7 +247,7 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
     name: 'sidecar',
     image,
     imagePullPolicy: pullPolicy,
-    command: ['tpfleet-sidecar', '--config', CONFIG_FILE, ...(token ? ['--template', token] : [])],
+    command: ['tpfleet-sidecar', '--config', LIVE_FILE, ...(token ? ['--template', token] : [])],
     // No `ports` (see updateStrategy). Readiness every 2 s, because a surge rollout waits for it
     // before it stops the old pod; the template in the path is a second guard (status.ts).
     readinessProbe: probe(`/readyz?template=${token}`, 2),
@@ -244,10 +266,7 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
       capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
       seccompProfile: { type: 'RuntimeDefault' },
     },
-    volumeMounts: [
-      { name: 'config', mountPath: CONFIG_DIR, readOnly: true },
-      ...credentials(i.spec).map((c) => c.mount),
-    ],
+    volumeMounts: [{ name: 'live', mountPath: LIVE_DIR, readOnly: true }, ...credentials(i.spec).map((c) => c.mount)],
   };
 }
 
@@ -284,8 +303,13 @@ function watcher(image: string, pullPolicy: string, command: string[], volumeMou
     image,
     imagePullPolicy: pullPolicy,
     command,
-    // Who it is, for the tuning condition it publishes on its own pod (pods/status).
-    env: [fieldEnv('POD_NAME', 'metadata.name'), fieldEnv('POD_NAMESPACE', 'metadata.namespace')],
+    // Who it is, for the conditions it publishes on its own pod (pods/status), and its pod hash: a
+    // ConfigMap change with another pod hash replaces this pod and is not applied in place.
+    env: [
+      fieldEnv('POD_NAME', 'metadata.name'),
+      fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
+      fieldEnv('POD_HASH', `metadata.annotations['${POD_HASH_ANNOTATION}']`),
+    ],
     resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } },
     // Root for netlink/nft, but not privileged: only the two network capabilities.
     securityContext: {

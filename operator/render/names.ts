@@ -6,7 +6,8 @@ import type { KubeObject } from '../../kube/client.ts';
 export const FIELD_MANAGER = 'tpfleet-operator';
 export const FINALIZER = 'tpfleet.io/node-cleanup';
 export const MANAGED_BY = 'tpfleet-operator';
-export const CONFIG_HASH_ANNOTATION = 'tpfleet.io/config-hash';
+// The two hashes (api/reload.ts): the config hash on the ConfigMap, the pod hash on the pod template.
+export { CONFIG_HASH_ANNOTATION, POD_HASH_ANNOTATION, shortHash } from '../../api/reload.ts';
 export const MODE_ANNOTATION = 'tpfleet.io/mode';
 /** On proxy pods: the sidecar's metrics port (no container declares it; see render/daemonset.ts). */
 export const METRICS_PORT_ANNOTATION = 'tpfleet.io/metrics-port';
@@ -90,8 +91,4 @@ export function ownedMeta(tp: KubeObject, name: string) {
     labels: commonLabels(tp.metadata.name),
     ownerReferences: [ownerReference(tp)],
   };
-}
-
-export function shortHash(text: string): string {
-  return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }

@@ -9,14 +9,18 @@ import { fieldPath } from '../../api/load.ts';
 import { NodeConfig } from '../../api/nodeconfig.ts';
 import { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../../kube/client.ts';
-import { shortHash } from './names.ts';
+import { podHash, shortHash } from '../../api/reload.ts';
+import { credentialSecrets } from './credentials.ts';
 
 export interface RenderedNodeConfig {
   spec: TransparentProxySpec;
   /** The document as the nodes will parse it: every default filled in, durations in ms. */
   config: NodeConfig;
   yaml: string;
+  /** The config hash: over the whole document (the ConfigMap's annotation, what nodes report). */
   hash: string;
+  /** The pod hash: over what only a new process can change (api/reload.ts); the pod template carries it. */
+  podHash: string;
 }
 export type NodeConfigResult = { ok: true; value: RenderedNodeConfig } | { ok: false; problems: string[] };
 
@@ -54,7 +58,8 @@ export function renderNodeConfig(rawSpec: unknown): NodeConfigResult {
   // The document holds the user's values as written (defaults stay implicit) so that an operator
   // upgrade with new defaults does not roll every fleet; the hash covers exactly this text.
   const yaml = stringify(doc, { sortMapEntries: true });
-  return { ok: true, value: { spec, config: checked.data, yaml, hash: shortHash(yaml) } };
+  const pod = podHash(doc, credentialSecrets(spec));
+  return { ok: true, value: { spec, config: checked.data, yaml, hash: shortHash(yaml), podHash: pod } };
 }
 
 const rendered = new WeakMap<object, NodeConfigResult>();

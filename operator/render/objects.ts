@@ -5,14 +5,23 @@ import { durationMs } from '../../api/net.ts';
 import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { GROUP, KIND, VERSION, type TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../../kube/client.ts';
-import { CONFIG_HASH_ANNOTATION, CONNECTIONS_METRIC, names, ownedMeta, selectorLabels } from './names.ts';
+import {
+  CONFIG_HASH_ANNOTATION,
+  CONNECTIONS_METRIC,
+  names,
+  ownedMeta,
+  POD_HASH_ANNOTATION,
+  selectorLabels,
+} from './names.ts';
 
-export function renderConfigMap(tp: KubeObject, yaml: string, hash: string) {
+/** The node agents watch this object (daemonset/reload.ts): the pod hash tells them whether a change is
+ * theirs to apply in place or will replace their pod. */
+export function renderConfigMap(tp: KubeObject, yaml: string, hash: string, podHash: string) {
   const meta = ownedMeta(tp, names(tp.metadata.name).configMap);
   return {
     apiVersion: 'v1',
     kind: 'ConfigMap',
-    metadata: { ...meta, annotations: { [CONFIG_HASH_ANNOTATION]: hash } },
+    metadata: { ...meta, annotations: { [CONFIG_HASH_ANNOTATION]: hash, [POD_HASH_ANNOTATION]: podHash } },
     data: { 'nodeconfig.yaml': yaml },
   };
 }
@@ -29,16 +38,26 @@ export function renderServiceAccount(tp: KubeObject) {
 }
 
 /**
- * The node agent's only API permission: get + patch pods/status in this namespace, to publish the
- * tuning condition on its own pod (daemonset/tuning-publish.ts). RBAC cannot say "only your own
- * pod"; the namespace bounds it, and the operator overwrites nothing but its own condition type.
+ * The node agent's API permissions: get + patch pods/status in this namespace, to publish its
+ * conditions on its own pod (daemonset/tuning-publish.ts). RBAC cannot say "only your own pod"; the
+ * namespace bounds it, and the operator overwrites nothing but its own condition types. And get +
+ * watch on its fleet's one ConfigMap, by name (a watch with a metadata.name field selector is
+ * authorized against resourceNames): changes reach the node in seconds (daemonset/reload.ts).
  */
 export function renderAgentRole(tp: KubeObject) {
   return {
     apiVersion: 'rbac.authorization.k8s.io/v1',
     kind: 'Role',
     metadata: ownedMeta(tp, names(tp.metadata.name).agentRole),
-    rules: [{ apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'patch'] }],
+    rules: [
+      { apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'patch'] },
+      {
+        apiGroups: [''],
+        resources: ['configmaps'],
+        resourceNames: [names(tp.metadata.name).configMap],
+        verbs: ['get', 'watch'],
+      },
+    ],
   };
 }
 

@@ -48,12 +48,12 @@ test('full sample: NodeConfig, ConfigMap, DaemonSet (run and cleanup), Service, 
   assert.equal(config.tuning.sysctls.profile, 'throughput', 'spec.tuning reaches the node agent');
   assert.equal(config.tuning.affinity.workerCpus, '2-5');
   golden('nodeconfig-full.yaml', parse(r.value.yaml));
-  golden('configmap-full.yaml', renderConfigMap(tp, r.value.yaml, r.value.hash));
+  golden('configmap-full.yaml', renderConfigMap(tp, r.value.yaml, r.value.hash, r.value.podHash));
   const input = {
     tp,
     spec: r.value.spec,
     proxy: r.value.config.proxy,
-    configHash: r.value.hash,
+    podHash: r.value.podHash,
     defaultImage: 'unused',
     activeLabel: activeLabelKey('tpfleet-fleet', 'egress'),
   };
@@ -106,7 +106,7 @@ test('API credentials reach only the agent-watch container, which knows its own 
     tp: tpOf(s),
     spec: r.value.spec,
     proxy: r.value.config.proxy,
-    configHash: r.value.hash,
+    podHash: r.value.podHash,
     defaultImage: 'unused',
   };
   type C = {
@@ -129,6 +129,7 @@ test('API credentials reach only the agent-watch container, which knows its own 
     [
       ['POD_NAME', 'metadata.name'],
       ['POD_NAMESPACE', 'metadata.namespace'],
+      ['POD_HASH', "metadata.annotations['tpfleet.io/pod-hash']"],
     ],
   );
   const cleanup = (renderDaemonSet({ ...input, mode: 'cleanup' }) as any).spec.template.spec;
@@ -154,7 +155,7 @@ test('upstream credentials: each named Secret mounted whole (items, no subPath) 
       tp: tpOf(s),
       spec: r.value.spec,
       proxy: r.value.config.proxy,
-      configHash: r.value.hash,
+      podHash: r.value.podHash,
       defaultImage: 'unused',
       mode: 'run',
     }) as any;
@@ -214,7 +215,7 @@ test('upstream credentials: each named Secret mounted whole (items, no subPath) 
     tp: tpOf(s),
     spec: r.value.spec,
     proxy: r.value.config.proxy,
-    configHash: r.value.hash,
+    podHash: r.value.podHash,
     defaultImage: 'unused',
     mode: 'cleanup',
   }) as any;
@@ -253,7 +254,7 @@ test('the readiness probe and the sidecar carry one token of their pod template;
       tp,
       spec: r.value.spec,
       proxy: r.value.config.proxy,
-      configHash: r.value.hash,
+      podHash: r.value.podHash,
       defaultImage: 'registry.example/tpfleet-node:1',
       mode: 'run',
     }) as any;
@@ -271,9 +272,11 @@ test('the readiness probe and the sidecar carry one token of their pod template;
   const base = tokenOf(ds(s.spec));
   assert.equal(tokenOf(ds(s.spec)), base, 'same input, same token');
   const spec = s.spec as any;
-  // A config change (rolls through the config hash) and a pod-only change (image) both change it:
-  // the old pod's sidecar never answers the new pod's probe as ready.
-  assert.notEqual(
+  // A change that needs a new process (rolls through the pod hash) and a pod-only change (image)
+  // both change it: the old pod's sidecar never answers the new pod's probe as ready. A change
+  // applied in place (an idle timeout) leaves the template alone: no rollout (api/reload.ts).
+  assert.notEqual(tokenOf(ds({ ...spec, proxy: { ...spec.proxy, listenPort: 15111 } })), base);
+  assert.equal(
     tokenOf(ds({ ...spec, proxy: { ...spec.proxy, timeouts: { ...spec.proxy?.timeouts, idle: '301s' } } })),
     base,
   );
@@ -322,4 +325,62 @@ test('a malformed spec (wrong types anywhere) yields problems naming the field, 
         `${JSON.stringify(spec)}: ${r.problems.join('; ')}`,
       );
   }
+});
+
+test('in-place changes leave the pod template alone; restart fields, the image and upstream Secrets change it', () => {
+  const s = sample('full.yaml');
+  const tp = tpOf(s);
+  const spec = s.spec as any;
+  const render = (x: unknown) => {
+    const r = renderNodeConfig(x);
+    assert.ok(r.ok, JSON.stringify(r));
+    const d = renderDaemonSet({
+      tp,
+      spec: r.value.spec,
+      proxy: r.value.config.proxy,
+      podHash: r.value.podHash,
+      defaultImage: 'registry.example/tpfleet-node:1',
+      mode: 'run',
+    }) as any;
+    return {
+      template: JSON.stringify(d.spec.template),
+      hash: r.value.hash,
+      cm: renderConfigMap(tp, r.value.yaml, r.value.hash, r.value.podHash),
+    };
+  };
+  const base = render(spec);
+  const inPlace = {
+    'exclusion CIDR': { ...spec, interception: { ...spec.interception, destinations: { exclude: ['10.99.0.0/16'] } } },
+    ports: { ...spec, interception: { ...spec.interception, ports: [{ port: 81 }] } },
+    'routing table': { ...spec, interception: { ...spec.interception, routingTable: 2345 } },
+    'idle timeout': { ...spec, proxy: { ...spec.proxy, timeouts: { ...spec.proxy.timeouts, idle: '17s' } } },
+    'log level': { ...spec, proxy: { ...spec.proxy, logLevel: 'debug' } },
+    maxConnections: { ...spec, proxy: { ...spec.proxy, maxConnections: 777 } },
+    'policy default': { ...spec, policy: { ...spec.policy, defaultAction: 'Deny' } },
+  };
+  for (const [what, x] of Object.entries(inPlace)) {
+    const r = render(x);
+    assert.notEqual(r.hash, base.hash, `${what}: a new config hash (the nodes reload)`);
+    assert.equal(r.template, base.template, `${what}: the pod template is unchanged (no rollout)`);
+    assert.equal(r.cm.metadata.annotations['tpfleet.io/pod-hash'], base.cm.metadata.annotations['tpfleet.io/pod-hash']);
+  }
+  const restart = {
+    listenPort: { ...spec, proxy: { ...spec.proxy, listenPort: 15222 } },
+    drain: { ...spec, proxy: { ...spec.proxy, timeouts: { ...spec.proxy.timeouts, drain: '7s' } } },
+    failurePolicy: { ...spec, interception: { ...spec.interception, failurePolicy: 'FailClosed' } },
+    'tuning key': {
+      ...spec,
+      tuning: { ...spec.tuning, sysctls: { profile: 'none', overrides: { 'net.core.somaxconn': 2048 } } },
+    },
+    image: { ...spec, proxy: { ...spec.proxy, image: 'registry.example/tpfleet-node:2' } },
+    'upstream Secret': {
+      ...spec,
+      policy: {
+        ...spec.policy,
+        upstreams: spec.policy.upstreams.map((u: any) => ({ ...u, credentialsSecret: { name: 'other' } })),
+      },
+    },
+  };
+  for (const [what, x] of Object.entries(restart))
+    assert.notEqual(render(x).template, base.template, `${what}: the pod template changes (the pods roll)`);
 });
