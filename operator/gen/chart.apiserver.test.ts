@@ -281,6 +281,9 @@ test('NOTES warn when the release namespace does not enforce restricted', async 
     'fleetNamespace.create=false',
     '--set',
     'fleetNamespace.name=elsewhere',
+    // One janitor per cluster (its namespace belongs to the first release).
+    '--set',
+    'janitor.enabled=false',
   ]);
   assert.match(notes, /WARNING: namespace plain enforces Pod Security "privileged \(no label\)"/);
   assert.match(notes, /kubectl label namespace plain pod-security\.kubernetes\.io\/enforce=restricted/);
