@@ -6,7 +6,6 @@ import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
 import { nodeConflict } from './conflicts.ts';
 import { CREDENTIALS_RECHECK_MS, credentialProblems } from './credentials.ts';
-import { warn } from './events.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
 import { OWNED } from './owned.ts';
@@ -17,6 +16,7 @@ import { invalidMessage, type DaemonSetStatus, type StatusInput } from './status
 import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
 import { fleetPods } from './pods.ts';
 import { writeStatus } from './write-status.ts';
+import { fleetTransitions, refusalTransition, type EventSpec } from './transitions.ts';
 
 export async function reconcile(ctx: ReconcileContext, key: string): Promise<Result> {
   const [namespace = '', name = ''] = key.split('/');
@@ -39,22 +39,22 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     now: ctx.now().toISOString(),
     selector: selectorString(name),
   };
-  if (!rendered.ok) return reject(ctx, tp, statusBase, rendered.problems, 'spec rejected; nothing changed');
+  if (!rendered.ok) return reject(ctx, tp, statusBase, rendered.problems, 'spec rejected; nothing changed', false);
   const { spec, hash } = rendered.value;
   // Checked before any write, like a bad spec: a conflicting object changes nothing (conflicts.ts).
   const conflict = nodeConflict(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list());
-  if (conflict) return reject(ctx, tp, statusBase, [conflict], 'nodes taken by an older TransparentProxy');
+  if (conflict) return reject(ctx, tp, statusBase, [conflict], 'nodes taken by an older TransparentProxy', true);
   // Upstream Secrets that are missing or incomplete (credentials.ts); looked at again soon, since
   // no watch tells us when one appears.
   const secrets = await credentialProblems(ctx.client, namespace, spec);
   if (secrets.length) {
-    await reject(ctx, tp, statusBase, secrets, 'upstream credentials unusable; nothing changed');
+    await reject(ctx, tp, statusBase, secrets, 'upstream credentials unusable; nothing changed', false);
     return { outcome: 'invalid', requeueAfterMs: CREDENTIALS_RECHECK_MS };
   }
   const active = await syncActiveNodes(ctx, namespace, name, spec);
   const ds = await applyOwned(ctx, tp, rendered.value);
   await active.finish();
-  await writeStatus(ctx, tp, {
+  const written = await writeStatus(ctx, tp, {
     ...statusBase,
     configHash: hash,
     active: active.active,
@@ -65,14 +65,21 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     daemonSet: dsInfo(ctx.caches.daemonSets.get(namespace, names(name).daemonSet) ?? ds),
     policy: policyInForce(spec),
   });
+  if (written) await emit(ctx, tp, fleetTransitions(tp.status, written, spec.replicas));
   return { outcome: 'success' };
+}
+
+/** Events for what changed, after the status recording it was written (events.ts, transitions.ts). */
+async function emit(ctx: ReconcileContext, tp: TransparentProxyObject, events: EventSpec[]): Promise<void> {
+  for (const e of events) await ctx.events.record(tp, e);
 }
 
 type StatusBase = Pick<StatusInput, 'generation' | 'prev' | 'now' | 'selector'>;
 
 /**
  * A spec that must not roll out: InvalidSpec naming the fields, status.policy naming the rule or
- * upstream at fault, and a Warning Event when the problem is new (not on every requeue).
+ * upstream at fault, and a Warning Event (InvalidSpec, or Conflict for nodes another object holds)
+ * when the problem is new (not on every requeue).
  */
 async function reject(
   ctx: ReconcileContext,
@@ -80,16 +87,16 @@ async function reject(
   base: StatusBase,
   problems: string[],
   why: string,
+  conflict: boolean,
 ): Promise<Result> {
   ctx.log.info({ tp: `${tp.metadata.namespace}/${tp.metadata.name}`, problems }, why);
-  const before = tp.status?.conditions?.find((c) => c.type === 'InvalidSpec');
-  const message = invalidMessage(problems);
+  const events = refusalTransition(tp.status, invalidMessage(problems), conflict);
   await writeStatus(ctx, tp, {
     ...base,
     invalid: problems,
     policy: policyRejected(tp.status?.policy, problems, tp.spec),
   });
-  if (before?.status !== 'True' || before.message !== message) await warn(ctx, tp, 'InvalidSpec', message);
+  await emit(ctx, tp, events);
   return { outcome: 'invalid' };
 }
 

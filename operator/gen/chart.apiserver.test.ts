@@ -64,7 +64,11 @@ test('helm install as documented: CRD served, fleet namespace privileged, releas
   ]);
   const notes = await helmAdmin(['install', RELEASE, chartDir, '--namespace', RELEASE_NS]);
   assert.match(notes, /STATUS: deployed/);
-  assert.match(notes, /kubectl apply --server-side -f charts\/tpfleet\/crds\//, 'NOTES: the CRD upgrade step');
+  assert.match(
+    notes,
+    /`helm upgrade` upgrades the TransparentProxy CRD/,
+    'NOTES: the CRD is upgraded with the release',
+  );
   assert.match(notes, /kubectl apply -f operator\/samples\/minimal\.yaml/);
   // The inline TransparentProxy of the NOTES (for users without a checkout; the heredoc's EOF at
   // column 0 so a copy-paste runs) is valid for the CRD.
