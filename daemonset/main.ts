@@ -222,7 +222,12 @@ export async function main(argv: string[], environ: Record<string, string | unde
       return 0;
     }
     await apply(config, p, opts);
-    if (!cli.dryRun) out(`applied (${p.backend}) and verified`);
+    if (!cli.dryRun) {
+      // The rule set and routing now in force (read back and verified), on stdout: the container's
+      // log is how `kubectl tpfleet rules NODE` shows them (plugin/rules.ts), with only pods/log get.
+      out(formatPlan(p));
+      out(`applied (${p.backend}) and verified`);
+    }
     const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
     out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
     return 0;
