@@ -1,6 +1,7 @@
 // Status of a TransparentProxy, written only by the operator (status subresource). Kept beside
 // the spec so the CRD's status schema comes from the same zod source.
 import { z } from 'zod';
+import { NodeTraffic } from './traffic-condition.ts';
 import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX, TUNING_REASONS } from './tuning-condition.ts';
 
 const reasons = Object.entries(TUNING_REASONS)
@@ -72,6 +73,7 @@ export const NodeSummary = z
     ready: z.boolean().meta({ description: 'The proxy pod on this node is Ready.' }),
     tuning: NodeTuning.optional(),
     policy: NodeDecisions.optional(),
+    traffic: NodeTraffic.optional(),
   })
   .strict();
 export type NodeSummary = z.output<typeof NodeSummary>;

@@ -17,6 +17,8 @@ import { readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
 import { AGENT_FIELD_MANAGER, podRefFromEnv, TuningPublisher, tuningTick, type PodRef } from './tuning-publish.ts';
 import { policyTick, scrapeMetrics } from './policy-publish.ts';
+import { trafficTick } from './traffic-publish.ts';
+import { TRAFFIC_CONDITION_TYPE, TRAFFIC_PUBLISH_MS, type NodeTraffic } from '../api/traffic-condition.ts';
 import { POLICY_CONDITION_TYPE, POLICY_PUBLISH_MIN_MS } from '../api/policy-condition.ts';
 import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
@@ -130,7 +132,10 @@ async function hostFacts(cli: Cli, stateDir: string): Promise<HostFacts> {
 }
 
 /** The publishers of the tuning and policy conditions, when the pod knows who it is (downward API). */
-function publishers(cli: Cli, env: AgentEnv): { tuning: TuningPublisher; policy: TuningPublisher } | undefined {
+function publishers(
+  cli: Cli,
+  env: AgentEnv,
+): { tuning: TuningPublisher; policy: TuningPublisher; traffic: TuningPublisher } | undefined {
   if (!env.pod) return undefined;
   // The lean credentials, not client-node's KubeConfig: this process runs on every intercepting node
   // for as long as it intercepts, and client-node alone costs it about 50 MB (docs/benchmarks.md).
@@ -139,6 +144,7 @@ function publishers(cli: Cli, env: AgentEnv): { tuning: TuningPublisher; policy:
   return {
     tuning: new TuningPublisher(client, env.pod),
     policy: new TuningPublisher(client, env.pod, undefined, POLICY_CONDITION_TYPE),
+    traffic: new TuningPublisher(client, env.pod, undefined, TRAFFIC_CONDITION_TYPE),
   };
 }
 
@@ -175,6 +181,18 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
         POLICY_PUBLISH_MIN_MS,
       )
     : undefined;
+  // Per-node traffic (traffic-publish.ts): looked at every 30 s, published on a significant change.
+  let traffic: NodeTraffic | undefined,
+    trafficBusy = false;
+  const trafficTimer = pub
+    ? setInterval(async () => {
+        if (trafficBusy) return;
+        trafficBusy = true;
+        const backend = readState(cli.stateDir)?.backend;
+        traffic = await trafficTick(() => scrapeMetrics(config.proxy.metricsPort), backend, pub.traffic, traffic, log);
+        trafficBusy = false;
+      }, TRAFFIC_PUBLISH_MS)
+    : undefined;
   try {
     await watch({
       listenPort: config.proxy.listenPort,
@@ -187,6 +205,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   } finally {
     clearInterval(drift);
     clearInterval(decisions);
+    clearInterval(trafficTimer);
   }
 }
 

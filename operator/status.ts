@@ -10,6 +10,7 @@ import type {
   TransparentProxyStatus,
 } from '../api/transparentproxy-status.ts';
 import type { DecisionTotals } from '../api/policy-condition.ts';
+import type { NodeTraffic } from '../api/traffic-condition.ts';
 import { DEGRADING_TUNING } from '../api/tuning-condition.ts';
 import type { Candidate } from './scheduling.ts';
 
@@ -41,6 +42,8 @@ export interface StatusInput {
   tuning?: ReadonlyMap<string, NodeTuning>;
   /** Per node, the policy decision totals its agent reported (operator/pods.ts). */
   decisions?: ReadonlyMap<string, DecisionTotals>;
+  /** Per node, the traffic its agent reported (operator/pods.ts). */
+  traffic?: ReadonlyMap<string, NodeTraffic>;
   daemonSet?: { generation?: number; status?: DaemonSetStatus };
   cleanup?: { pending: number; total: number };
 }
@@ -119,7 +122,8 @@ function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
   const ready = i.readyNodes ?? new Set<string>();
   return active.map((c) => {
     const t = i.tuning?.get(c.name),
-      d = i.decisions?.get(c.name);
+      d = i.decisions?.get(c.name),
+      tr = i.traffic?.get(c.name);
     return {
       name: c.name,
       ...(c.zone ? { zone: c.zone } : {}),
@@ -127,6 +131,7 @@ function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
       ready: ready.has(c.name),
       ...(t ? { tuning: t } : {}),
       ...(d ? { policy: d } : {}),
+      ...(tr ? { traffic: tr } : {}),
     };
   });
 }

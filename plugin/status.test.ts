@@ -20,7 +20,14 @@ test('status: a fleet line, its nodes, the last error', () => {
       readyReplicas: 1,
       candidates: 3,
       nodes: [
-        { name: 'w1', zone: 'a', state: 'Active', ready: true, tuning: { reason: 'Applied', message: '' } },
+        {
+          name: 'w1',
+          zone: 'a',
+          state: 'Active',
+          ready: true,
+          tuning: { reason: 'Applied', message: '' },
+          traffic: { backend: 'nftables', verified: true, connections: 12, errors: 1 },
+        },
         { name: 'w2', state: 'Active', ready: false },
         { name: 'w3', state: 'Draining', ready: false },
       ],
@@ -33,7 +40,8 @@ test('status: a fleet line, its nodes, the last error', () => {
   const text = formatStatus([f]);
   assert.match(text, /^FLEET\s+READY\s+ACTIVE\s+REQUESTED\s+CANDIDATES\s+POLICY RULES\n/);
   assert.match(text, /tpfleet-fleet\/web\s+False\s+1\/2 ready\s+2\s+3\s+-\n/);
-  assert.match(text, /\n {2}w1\s+Active\s+true\s+a\s+-\s+-\s+Applied\s+-\n/);
+  assert.match(text, /\n {2}w1\s+Active\s+true\s+a\s+nftables\s+12\s+1\s+Applied\s+-\n/);
+  assert.match(text, /\n {2}w2\s+Active\s+false\s+-\s+-\s+-\s+-\s+-\s+-\n/);
   assert.match(text, /\n {2}w3\s+Draining\s+false/);
   assert.match(text, /last error: NodesNotReady: 1 active nodes not ready/);
 });

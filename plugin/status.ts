@@ -1,14 +1,12 @@
 // `kubectl tpfleet status`: every fleet (TransparentProxy), its nodes and what is wrong, from what
 // the status subresource carries (the operator writes it; this reads nothing else, so `get`/`list`
 // on transparentproxies is all it needs). Pure formatting of listed objects.
-import type { NodeSummary, TransparentProxyStatus } from '../api/transparentproxy-status.ts';
+import type { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 
 export interface Fleet {
   metadata: { name: string; namespace?: string; generation?: number };
   spec?: { replicas?: number };
-  status?: TransparentProxyStatus & {
-    nodes?: (NodeSummary & { traffic?: { backend?: string; connections?: number; errors?: number } })[];
-  };
+  status?: TransparentProxyStatus;
 }
 
 /** Columns padded to their widest cell; two spaces between. */
@@ -37,7 +35,8 @@ function nodeRows(f: Fleet): string[][] {
     String(n.ready),
     n.zone ?? '-',
     n.traffic?.backend ?? '-',
-    n.traffic?.connections === undefined ? '-' : String(n.traffic.connections),
+    n.traffic ? String(n.traffic.connections) : '-',
+    n.traffic ? String(n.traffic.errors) : '-',
     n.tuning ? n.tuning.reason : '-',
     n.policy ? `allow=${n.policy.allow} deny=${n.policy.deny} forward=${n.policy.forward}` : '-',
   ]);
@@ -66,7 +65,10 @@ export function formatStatus(fleets: Fleet[]): string {
     if (nodes.length)
       out.push(
         ...table(
-          [['NODE', 'STATE', 'READY', 'ZONE', 'BACKEND', 'CONNECTIONS', 'TUNING', 'POLICY DECISIONS'], ...nodes],
+          [
+            ['NODE', 'STATE', 'READY', 'ZONE', 'BACKEND', 'CONNECTIONS', 'ERRORS', 'TUNING', 'POLICY DECISIONS'],
+            ...nodes,
+          ],
           '  ',
         ),
       );
