@@ -11,7 +11,12 @@ const metrics = (n: number) => async () =>
 test('a tick publishes the first report and then only significant changes', async () => {
   const sent: AgentCondition[] = [];
   // The publisher's own API behaviour is tested in tuning-publish's API-server tier; here only what is sent.
-  const pub = { publish: async (c: AgentCondition) => (sent.push(c), true) } as unknown as TuningPublisher;
+  const pub = {
+    publish: async (c: AgentCondition) => {
+      sent.push(c);
+      return true;
+    },
+  } as unknown as TuningPublisher;
   let last = await trafficTick(metrics(100), 'nftables', pub, undefined, log);
   assert.deepEqual(
     sent.map((c) => c.message),
