@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import { ApiError, KubeClient, type KubeObject } from '../../kube/client.ts';
 import { tpPath, waitFor } from '../../e2e/testenv/fixtures.ts';
 import { startTestEnv, type TestEnv } from '../../e2e/testenv/testenv.ts';
+import { repoRoot } from './chart.ts';
 import { CRD_TEMPLATE, renderCrdTemplate, transparentProxyCrd } from './crd.ts';
 import { chartDir, helm, RELEASE, RELEASE_NS, runHelm } from './helm.testkit.ts';
 
@@ -104,4 +105,24 @@ test('helm upgrade upgrades the CRD: a field the new chart adds is refused befor
   });
   const stored = await admin.get<KubeObject & { spec: Record<string, unknown> }>(tpPath(FLEET, 'after'));
   assert.equal(stored?.spec.futureKnob, 'from the new chart', 'stored, not pruned');
+});
+
+test('a CRD applied by hand (the older charts, crds/) is adopted with the two commands of docs/helm.md', async () => {
+  await helm(['uninstall', RELEASE, ...kc()]);
+  assert.ok(await admin.get(CRD_PATH), 'crds.keep: helm uninstall left the CRD');
+  await env.kubectl(['delete', 'crd', 'transparentproxies.tpfleet.io', '--wait=true']);
+  // What users of the older chart have: the CRD from crds/, applied without Helm's ownership.
+  await env.kubectl(['apply', '--server-side', '-f', join(repoRoot, 'crds')]);
+  const refused = await runHelm(['install', RELEASE, chartDir, ...kc()]);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /invalid ownership metadata/);
+  // docs/helm.md, "From a chart that installed the CRD from crds/".
+  const doc = readFileSync(join(repoRoot, 'docs', 'helm.md'), 'utf8');
+  const steps = [...doc.matchAll(/^(kubectl (?:label|annotate) crd .*)$/gm)].map((m) => m[1]!.split(' ').slice(1));
+  assert.equal(steps.length, 2, 'docs/helm.md names the label and the annotate command');
+  for (const s of steps) await env.kubectl(s);
+  await helm(['install', RELEASE, chartDir, ...kc()]);
+  const crd = await admin.get<Crd>(CRD_PATH);
+  assert.equal(crd?.metadata.annotations?.['meta.helm.sh/release-name'], RELEASE, 'adopted by the release');
+  assert.equal(crd?.metadata.annotations?.['helm.sh/resource-policy'], 'keep');
 });
