@@ -254,6 +254,9 @@ test('NOTES warn when the release namespace does not enforce restricted', async 
     'fleetNamespace.create=false',
     '--set',
     'fleetNamespace.name=elsewhere',
+    // A second release in the cluster: the CRD (cluster-scoped) belongs to the first one.
+    '--set',
+    'crds.enabled=false',
   ]);
   assert.match(notes, /WARNING: namespace plain enforces Pod Security "privileged \(no label\)"/);
   assert.match(notes, /kubectl label namespace plain pod-security\.kubernetes\.io\/enforce=restricted/);
