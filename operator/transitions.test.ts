@@ -34,7 +34,7 @@ test('activation, scale-out, scale-in, restore: one Event per transition kind, n
 });
 
 test('an unchanged status yields nothing (requeue, resync, restart repeat no Event)', () => {
-  const s = st([node('b'), node('a', 'Draining')], { reason: 'NodesNotReady', message: '1 active nodes not ready' });
+  const s = st([node('b'), node('a', 'Draining')], { reason: 'TuningFailed', message: 'b: sysctl' });
   assert.deepEqual(fleetTransitions(s, structuredClone(s), 1), []);
 });
 
@@ -49,14 +49,41 @@ test('many nodes: one Event, a bounded list, no related node', () => {
 
 test('Degraded: a Warning when it turns True or its reason changes, not while it stays', () => {
   const ok = st([node('a')]);
-  const bad = st([node('a')], { reason: 'NodesNotReady', message: '1 active nodes not ready' });
-  assert.deepEqual(reasons(fleetTransitions(ok, bad, 1)), ['Degraded: NodesNotReady: 1 active nodes not ready']);
-  assert.equal(fleetTransitions(ok, bad, 1)[0]?.type, 'Warning');
-  assert.deepEqual(fleetTransitions(bad, bad, 1), []);
+  const short = st([node('a')], { reason: 'InsufficientNodes', message: '1 candidate nodes for 2 requested' });
+  assert.deepEqual(reasons(fleetTransitions(ok, short, 2)), [
+    'Degraded: InsufficientNodes: 1 candidate nodes for 2 requested',
+  ]);
+  assert.equal(fleetTransitions(ok, short, 2)[0]?.type, 'Warning');
+  assert.deepEqual(fleetTransitions(short, short, 2), []);
   const tuning = st([node('a')], { reason: 'TuningFailed', message: 'a: sysctl' });
-  assert.deepEqual(reasons(fleetTransitions(bad, tuning, 1)), ['Degraded: TuningFailed: a: sysctl']);
+  assert.deepEqual(reasons(fleetTransitions(short, tuning, 1)), ['Degraded: TuningFailed: a: sysctl']);
   const invalid = st([node('a')], { reason: 'InvalidSpec', message: 'spec.x' });
   assert.deepEqual(fleetTransitions(ok, invalid, 1), [], 'InvalidSpec has its own Event');
+});
+
+test('NodesNotReady: a node losing readiness is a Warning naming it; a node just activated and starting is not', () => {
+  const notReady = { reason: 'NodesNotReady', message: '1 active nodes not ready' };
+  const starting = st([node('a'), { ...node('b'), ready: false }], notReady);
+  assert.deepEqual(reasons(fleetTransitions(st([node('a')]), starting, 2)), [
+    'NodeActivated: node(s) b intercept now (active)',
+    'Scaled: active nodes 1 -> 2 (spec.replicas 2)',
+  ]);
+  assert.deepEqual(fleetTransitions(starting, structuredClone(starting), 2), [], 'still starting: nothing');
+  const lost = st(
+    [
+      { ...node('a'), ready: false },
+      { ...node('b'), ready: false },
+    ],
+    notReady,
+  );
+  const [e] = fleetTransitions(starting, lost, 2);
+  assert.deepEqual(e, {
+    type: 'Warning',
+    reason: 'Degraded',
+    action: 'Observe',
+    note: 'NodesNotReady: node(s) a lost readiness (their proxy pod is not Ready)',
+    node: 'a',
+  });
 });
 
 test('a refused spec or a conflict: a Warning naming the field when the message is new', () => {

@@ -90,20 +90,35 @@ export function fleetTransitions(
   return out;
 }
 
-/** Degraded turning True, or True with another reason; InvalidSpec has its own Event. */
+/**
+ * Degraded turning True, or True with another reason. Not for NodesNotReady: a node that was just
+ * activated is not ready until its proxy pod starts, which is not a degradation (the pod's own
+ * Events say why it does not start); what is, is an active node losing readiness, named here.
+ * InvalidSpec has its own Event.
+ */
 function degraded(prev: TransparentProxyStatus | undefined, next: TransparentProxyStatus): EventSpec[] {
-  const find = (s: TransparentProxyStatus | undefined) => s?.conditions?.find((c) => c.type === 'Degraded');
-  const [was, now] = [find(prev), find(next)];
-  if (now?.status !== 'True' || now.reason === 'InvalidSpec') return [];
-  if (was?.status === 'True' && was.reason === now.reason) return [];
-  return [
-    {
+  const wasReady = new Set((prev?.nodes ?? []).filter((n) => n.state === 'Active' && n.ready).map((n) => n.name));
+  const lost = (next.nodes ?? []).filter((n) => n.state === 'Active' && !n.ready && wasReady.has(n.name));
+  const out: EventSpec[] = [];
+  if (lost.length)
+    out.push({
       type: 'Warning',
       reason: 'Degraded',
       action: 'Observe',
-      note: `${now.reason}: ${now.message ?? ''}`.slice(0, 1000),
-    },
-  ];
+      note: `NodesNotReady: node(s) ${nodeList(lost.map((n) => n.name).sort())} lost readiness (their proxy pod is not Ready)`,
+      ...(lost.length === 1 ? { node: lost[0]!.name } : {}),
+    });
+  const find = (s: TransparentProxyStatus | undefined) => s?.conditions?.find((c) => c.type === 'Degraded');
+  const [was, now] = [find(prev), find(next)];
+  if (now?.status !== 'True' || now.reason === 'InvalidSpec' || now.reason === 'NodesNotReady') return out;
+  if (was?.status === 'True' && was.reason === now.reason) return out;
+  out.push({
+    type: 'Warning',
+    reason: 'Degraded',
+    action: 'Observe',
+    note: `${now.reason}: ${now.message ?? ''}`.slice(0, 1000),
+  });
+  return out;
 }
 
 /** A refused spec (the field named in the message) or a conflict, when new or changed. */

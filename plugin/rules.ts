@@ -84,7 +84,8 @@ export async function rules(c: KubeClient, node: string): Promise<string> {
     }
     const log = await c.request<string>('GET', `/api/v1/namespaces/${f.namespace}/pods/${pod.metadata.name}/log`, {
       query: { container: APPLY_CONTAINER },
-      accept: 'text/plain',
+      // The log endpoint answers text/plain and refuses an Accept without it or a wildcard.
+      accept: '*/*',
     });
     out.push(`# from pod ${f.namespace}/${pod.metadata.name}, container ${APPLY_CONTAINER}`, planFromLog(log), '');
   }
