@@ -140,6 +140,19 @@ export const ChartValues = z
   .object({
     nameOverride: z.string().max(40).meta({ description: 'Replaces the chart name in object names.' }),
     fullnameOverride: z.string().max(40).meta({ description: 'Replaces <release>-<chart> in object names.' }),
+    crds: z
+      .object({
+        enabled: z.boolean().meta({
+          description:
+            'Install and upgrade the TransparentProxy CRD with the release (a template); false: you apply crds/ yourself.',
+        }),
+        keep: z.boolean().meta({
+          description:
+            'Keep the CRD on helm uninstall (helm.sh/resource-policy: keep); false deletes it and every TransparentProxy.',
+        }),
+      })
+      .strict()
+      .meta({ description: 'The TransparentProxy CustomResourceDefinition.' }),
     operator: OperatorValues.meta({ description: 'The operator Deployment.' }),
     node: z
       .object({

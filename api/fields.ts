@@ -83,10 +83,11 @@ export const DURATION_BOUNDS = {
   resync: { min: '1s', max: '24h', what: 'operator --resync' },
   scrape: { min: '1s', max: '1h', what: 'ServiceMonitor interval and scrapeTimeout' },
   leaseDuration: { min: '1s', max: '5m', what: 'operator --lease-duration' },
-  certValidity: { min: '1h', max: '8760h', what: 'webhook serving certificate lifetime' },
-  caValidity: { min: '24h', max: '87600h', what: 'webhook CA lifetime' },
+  certValidity: { min: '1h', max: '8760h', what: 'webhook serving certificate lifetime', timer: false },
+  caValidity: { min: '24h', max: '87600h', what: 'webhook CA lifetime', timer: false },
   certCheck: { min: '1s', max: '1h', what: 'how often the operator looks at its webhook certificates' },
-} as const satisfies Record<string, { min: string; max: string; what: string }>;
+} as const satisfies Record<string, { min: string; max: string; what: string; timer?: false }>;
+// timer: false marks a lifetime compared with dates (certificates), never handed to a timer.
 export type DurationField = keyof typeof DURATION_BOUNDS;
 
 /** Node's setTimeout fires at once for anything above this (and warns): the ceiling of every bound. */

@@ -1,6 +1,7 @@
 // Status of a TransparentProxy, written only by the operator (status subresource). Kept beside
 // the spec so the CRD's status schema comes from the same zod source.
 import { z } from 'zod';
+import { NodeTraffic } from './traffic-condition.ts';
 import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX, TUNING_REASONS } from './tuning-condition.ts';
 
 const reasons = Object.entries(TUNING_REASONS)
@@ -80,6 +81,7 @@ export const NodeSummary = z
       description:
         'Why this node refused the current config (it keeps the configHash above in force), naming the field.',
     }),
+    traffic: NodeTraffic.optional(),
   })
   .strict();
 export type NodeSummary = z.output<typeof NodeSummary>;

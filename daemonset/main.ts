@@ -22,6 +22,8 @@ import { readState } from './state.ts';
 import type { Backend, GateMode, HostFacts } from './types.ts';
 import { AGENT_FIELD_MANAGER, podRefFromEnv, TuningPublisher, tuningTick, type PodRef } from './tuning-publish.ts';
 import { policyTick, scrapeMetrics } from './policy-publish.ts';
+import { trafficTick } from './traffic-publish.ts';
+import { TRAFFIC_CONDITION_TYPE, TRAFFIC_PUBLISH_MS, type NodeTraffic } from '../api/traffic-condition.ts';
 import { POLICY_CONDITION_TYPE, POLICY_PUBLISH_MIN_MS } from '../api/policy-condition.ts';
 import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
@@ -173,9 +175,10 @@ interface Publishers {
   tuning: TuningPublisher;
   policy: TuningPublisher;
   config: TuningPublisher;
+  traffic: TuningPublisher;
 }
 
-/** The publishers of the tuning, policy and config conditions, when the pod knows who it is (downward API). */
+/** The publishers of the tuning, policy, config and traffic conditions, when the pod knows who it is (downward API). */
 function publishers(cli: Cli, env: AgentEnv): Publishers | undefined {
   if (!env.pod) return undefined;
   // The lean credentials, not client-node's KubeConfig: this process runs on every intercepting node
@@ -187,6 +190,7 @@ function publishers(cli: Cli, env: AgentEnv): Publishers | undefined {
     tuning: new TuningPublisher(client, env.pod),
     policy: new TuningPublisher(client, env.pod, undefined, POLICY_CONDITION_TYPE),
     config: new TuningPublisher(client, env.pod, undefined, CONFIG_CONDITION_TYPE),
+    traffic: new TuningPublisher(client, env.pod, undefined, TRAFFIC_CONDITION_TYPE),
   };
 }
 
@@ -260,6 +264,18 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
         POLICY_PUBLISH_MIN_MS,
       )
     : undefined;
+  // Per-node traffic (traffic-publish.ts): looked at every 30 s, published on a significant change.
+  let traffic: NodeTraffic | undefined,
+    trafficBusy = false;
+  const trafficTimer = pub
+    ? setInterval(async () => {
+        if (trafficBusy) return;
+        trafficBusy = true;
+        const backend = readState(cli.stateDir)?.backend;
+        traffic = await trafficTick(() => scrapeMetrics(config.proxy.metricsPort), backend, pub.traffic, traffic, log);
+        trafficBusy = false;
+      }, TRAFFIC_PUBLISH_MS)
+    : undefined;
   try {
     await watch({
       listenPort: config.proxy.listenPort,
@@ -272,6 +288,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   } finally {
     clearInterval(drift);
     clearInterval(decisions);
+    clearInterval(trafficTimer);
     ac.abort();
     await reloading;
   }
@@ -357,7 +374,12 @@ export async function main(argv: string[], environ: Record<string, string | unde
       return 0;
     }
     await apply(config, p, opts);
-    if (!cli.dryRun) out(`applied (${p.backend}) and verified`);
+    if (!cli.dryRun) {
+      // The rule set and routing now in force (read back and verified), on stdout: the container's
+      // log is how `kubectl tpfleet rules NODE` shows them (plugin/rules.ts), with only pods/log get.
+      out(formatPlan(p));
+      out(`applied (${p.backend}) and verified`);
+    }
     const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
     out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
     // What the sidecar starts from and agent-watch reloads from (daemonset/reload.ts).

@@ -3,6 +3,7 @@
 import type { Logger } from 'pino';
 import type { KubeClient, KubeObject } from '../kube/client.ts';
 import type { Informer } from '../kube/informer.ts';
+import type { EventRecorder } from './events.ts';
 import type { OwnedKind } from './kinds.ts';
 import { stableJson } from './status.ts';
 import { shortHash } from './render/names.ts';
@@ -32,6 +33,8 @@ export interface ReconcileContext {
   log: Logger;
   memo: ApplyMemo;
   now: () => Date;
+  /** Events on TransparentProxies (aggregated, rate-limited; operator/events.ts). */
+  events: EventRecorder;
 }
 
 /**

@@ -4,6 +4,7 @@
 import type { Logger } from 'pino';
 import { resourcePath, type KubeClient, type KubeObject } from '../kube/client.ts';
 import { Informer, type ChangeHandler } from '../kube/informer.ts';
+import { EventRecorder } from './events.ts';
 import { ApplyMemo, type Caches, type ReconcileContext, type Settings } from './context.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { WorkQueue } from './queue.ts';
@@ -100,6 +101,7 @@ export class Controller {
       log: o.log,
       memo: new ApplyMemo(),
       now: () => new Date(),
+      events: new EventRecorder(o.client, o.log, { onOutcome: (outcome) => o.metrics.events.inc({ outcome }) }),
     };
   }
 

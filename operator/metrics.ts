@@ -38,6 +38,12 @@ export class OperatorMetrics {
     labelNames: ['verb'] as const,
     registers: [this.registry],
   });
+  readonly events = new Counter({
+    name: 'tpfleet_operator_events_total',
+    help: 'Events on TransparentProxies by outcome (created, aggregated into a series, dropped by the rate limit, failed).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   readonly leader = new Gauge({
     name: 'tpfleet_operator_leader',
     help: '1 while this replica holds the leader lease.',

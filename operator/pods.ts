@@ -3,6 +3,7 @@
 // daemonset/tuning-publish.ts). Pure over the pod cache's contents.
 import { parseDecisionsMessage, POLICY_CONDITION_TYPE, type DecisionTotals } from '../api/policy-condition.ts';
 import type { NodeTuning } from '../api/transparentproxy-status.ts';
+import { parseTrafficMessage, TRAFFIC_CONDITION_TYPE, type NodeTraffic } from '../api/traffic-condition.ts';
 import { TUNING_CONDITION_TYPE, TUNING_MESSAGE_MAX, TUNING_REASON_MAX } from '../api/tuning-condition.ts';
 import type { KubeObject } from '../kube/client.ts';
 import { CONFIG_CONDITION_TYPE, parseConfigCondition, type NodeConfigReport } from '../api/reload.ts';
@@ -25,6 +26,8 @@ export interface FleetPods {
   decisions: Map<string, DecisionTotals>;
   /** Per node, the config hash its agent enforces and a refusal (daemonset/reload.ts). */
   configs: Map<string, NodeConfigReport>;
+  /** Per node, the traffic its agent reported (absent: none yet). */
+  traffic: Map<string, NodeTraffic>;
 }
 
 const isPodOf = (p: KubeObject, namespace: string, sel: Record<string, string>) =>
@@ -58,7 +61,13 @@ export function uncleanNodes(pods: KubeObject[], namespace: string, name: string
 const clip = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max - 1)}…`);
 
 export function fleetPods(pods: KubeObject[], namespace: string, name: string): FleetPods {
-  const out: FleetPods = { readyNodes: new Set(), tuning: new Map(), decisions: new Map(), configs: new Map() };
+  const out: FleetPods = {
+    readyNodes: new Set(),
+    tuning: new Map(),
+    decisions: new Map(),
+    configs: new Map(),
+    traffic: new Map(),
+  };
   // Oldest first: during a surge rollout a node briefly has two pods, and the newer one's tuning
   // report is the one that stays (creationTimestamp is RFC 3339 in UTC, so it sorts as text).
   const sel = selectorLabels(name);
@@ -82,6 +91,8 @@ export function fleetPods(pods: KubeObject[], namespace: string, name: string): 
     if (d) out.decisions.set(node, d);
     const c = parseConfigCondition(conds.find((x) => x.type === CONFIG_CONDITION_TYPE));
     if (c) out.configs.set(node, c);
+    const tr = parseTrafficMessage(conds.find((x) => x.type === TRAFFIC_CONDITION_TYPE)?.message);
+    if (tr) out.traffic.set(node, tr);
   }
   return out;
 }

@@ -7,6 +7,7 @@ import { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 import { fleetPods } from './pods.ts';
 import { renderNodeConfig } from './render/nodeconfig.ts';
 import { policyInForce, policyRejected } from './policy-status.ts';
+import { TRAFFIC_CONDITION_TYPE } from '../api/traffic-condition.ts';
 import { computeStatus } from './status.ts';
 
 const spec = {
@@ -103,6 +104,38 @@ test("status.nodes[].policy: each active node's published totals; a forged messa
     s.nodes?.map((n) => [n.name, n.policy]),
     [
       ['n1', { allow: 5, deny: 2, forward: 1, limited: 0 }],
+      ['n2', undefined],
+    ],
+  );
+  assert.ok(TransparentProxyStatus.safeParse(s).success);
+});
+
+test("status.nodes[].traffic: each active node's published backend, connections and errors; a forged message is ignored", () => {
+  const pod = (node: string, message: string) => ({
+    metadata: {
+      name: `web-${node}`,
+      namespace: 'fleet',
+      labels: { 'app.kubernetes.io/name': 'tpfleet', 'app.kubernetes.io/instance': 'web' },
+    },
+    spec: { nodeName: node },
+    status: { conditions: [{ type: TRAFFIC_CONDITION_TYPE, status: 'True', reason: 'Observed', message }] },
+  });
+  const pods = fleetPods(
+    [pod('n1', 'backend=nftables verified=true connections=7 errors=2'), pod('n2', 'backend=nftables lots')],
+    'fleet',
+    'web',
+  );
+  const s = computeStatus({
+    generation: 1,
+    now: '2026-01-01T00:00:00Z',
+    selector: 's',
+    active: [{ name: 'n1' }, { name: 'n2' }] as never,
+    ...pods,
+  });
+  assert.deepEqual(
+    s.nodes?.map((n) => [n.name, n.traffic]),
+    [
+      ['n1', { backend: 'nftables', verified: true, connections: 7, errors: 2 }],
       ['n2', undefined],
     ],
   );

@@ -120,7 +120,7 @@ test('the operator works end to end with only the permissions in deploy/rbac.yam
   );
 });
 
-test('upstream credentials: get on the named Secret and create on events suffice; no list, watch or write on secrets', async () => {
+test('upstream credentials: get on the named Secret and create/patch on events suffice; no list, watch or write on secrets', async () => {
   await admin.create(tpPath('apps', 'creds'), {
     apiVersion: 'tpfleet.io/v1alpha1',
     kind: 'TransparentProxy',
@@ -138,7 +138,9 @@ test('upstream credentials: get on the named Secret and create on events suffice
     /Secret apps\/corp not found/.test(cond(await admin.get<Obj>(tpPath('apps', 'creds')))?.message ?? ''),
   );
   const events = await waitFor('Event', async () => {
-    const l = await admin.list('/api/v1/namespaces/apps/events', { fieldSelector: 'involvedObject.name=creds' });
+    const l = await admin.list('/apis/events.k8s.io/v1/namespaces/apps/events', {
+      fieldSelector: 'regarding.name=creds',
+    });
     return l.items.length > 0 && l.items;
   });
   assert.equal((events[0] as unknown as { reason: string }).reason, 'InvalidSpec');
@@ -157,22 +159,28 @@ test('upstream credentials: get on the named Secret and create on events suffice
   const kc = new KubeConfig();
   kc.loadFromFile(userConfig);
   const user = new KubeClient(kc, 'rbac-test');
-  const can = async (verb: string, resource: string) =>
+  const can = async (verb: string, resource: string, group = '') =>
     (
       await user.create<Obj>('/apis/authorization.k8s.io/v1/selfsubjectaccessreviews', {
         apiVersion: 'authorization.k8s.io/v1',
         kind: 'SelfSubjectAccessReview',
-        spec: { resourceAttributes: { verb, resource, namespace: 'apps' } },
+        spec: { resourceAttributes: { verb, resource, group, namespace: 'apps' } },
       })
     ).status.allowed as boolean;
   const granted = [];
   for (const verb of ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'])
     if (await can(verb, 'secrets')) granted.push(verb);
   assert.deepEqual(granted, ['get']);
-  const events2 = [];
-  for (const verb of ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'])
-    if (await can(verb, 'events')) events2.push(verb);
-  assert.deepEqual(events2, ['create']);
+  // Events: create and patch (a repeat patches the series) in events.k8s.io, nothing in core.
+  for (const [group, want] of [
+    ['events.k8s.io', ['create', 'patch']],
+    ['', []],
+  ] as const) {
+    const verbs = [];
+    for (const verb of ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'])
+      if (await can(verb, 'events', group)) verbs.push(verb);
+    assert.deepEqual(verbs, want, `events in group "${group}"`);
+  }
 });
 
 test('the leader-election role lets the operator take the lease', async () => {

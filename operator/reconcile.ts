@@ -6,7 +6,6 @@ import { resourcePath, type KubeObject } from '../kube/client.ts';
 import type { ReconcileContext, Result } from './context.ts';
 import { sharedWithNewer } from './conflicts.ts';
 import { CREDENTIALS_RECHECK_MS, credentialProblems } from './credentials.ts';
-import { warn } from './events.ts';
 import { finalize, ensureFinalizer } from './finalize.ts';
 import { syncActiveNodes } from './nodes.ts';
 import { OWNED } from './owned.ts';
@@ -19,6 +18,7 @@ import { invalidMessage, type DaemonSetStatus, type StatusInput } from './status
 import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
 import { fleetPods } from './pods.ts';
 import { writeStatus } from './write-status.ts';
+import { fleetTransitions, refusalTransition, type EventSpec } from './transitions.ts';
 
 /**
  * The candidate selector of an object's live DaemonSet (its template's nodeSelector without the
@@ -58,7 +58,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   };
   // Another team's namespace: a status saying so and nothing else, not even our finalizer (ADR 0016).
   const foreign = namespaceProblem(namespace, ctx.settings.tenancy);
-  if (foreign) return reject(ctx, tp, statusBase, [foreign], 'namespace not reconciled by this installation');
+  if (foreign) return reject(ctx, tp, statusBase, [foreign], 'namespace not reconciled by this installation', false);
   await ensureFinalizer(ctx, tp);
 
   // The same check the admission webhook makes (validate.ts), before any write: a bad spec or a
@@ -70,20 +70,28 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     nodes: ctx.caches.nodes.list(),
     applied,
   });
-  if (!verdict.ok) return reject(ctx, tp, statusBase, verdict.problems, verdict.why);
+  if (!verdict.ok)
+    return reject(
+      ctx,
+      tp,
+      statusBase,
+      verdict.problems,
+      verdict.why,
+      verdict.why === 'nodes taken by an older TransparentProxy',
+    );
   const { spec, hash } = verdict.value;
   const shared = sharedWithNewer(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list(), applied);
   // Upstream Secrets that are missing or incomplete (credentials.ts); looked at again soon, since
   // no watch tells us when one appears.
   const secrets = await credentialProblems(ctx.client, namespace, spec);
   if (secrets.length) {
-    await reject(ctx, tp, statusBase, secrets, 'upstream credentials unusable; nothing changed');
+    await reject(ctx, tp, statusBase, secrets, 'upstream credentials unusable; nothing changed', false);
     return { outcome: 'invalid', requeueAfterMs: CREDENTIALS_RECHECK_MS };
   }
   const active = await syncActiveNodes(ctx, namespace, name, spec);
   const ds = await applyOwned(ctx, tp, verdict.value);
   await active.finish();
-  await writeStatus(ctx, tp, {
+  const written = await writeStatus(ctx, tp, {
     ...statusBase,
     configHash: hash,
     active: active.active,
@@ -95,14 +103,21 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     policy: policyInForce(spec),
     sharedNodes: shared,
   });
+  if (written) await emit(ctx, tp, fleetTransitions(tp.status, written, spec.replicas));
   return { outcome: 'success' };
+}
+
+/** Events for what changed, after the status recording it was written (events.ts, transitions.ts). */
+async function emit(ctx: ReconcileContext, tp: TransparentProxyObject, events: EventSpec[]): Promise<void> {
+  for (const e of events) await ctx.events.record(tp, e);
 }
 
 type StatusBase = Pick<StatusInput, 'generation' | 'prev' | 'now' | 'selector'>;
 
 /**
  * A spec that must not roll out: InvalidSpec naming the fields, status.policy naming the rule or
- * upstream at fault, and a Warning Event when the problem is new (not on every requeue).
+ * upstream at fault, and a Warning Event (InvalidSpec, or Conflict for nodes another object holds)
+ * when the problem is new (not on every requeue).
  */
 async function reject(
   ctx: ReconcileContext,
@@ -110,16 +125,16 @@ async function reject(
   base: StatusBase,
   problems: string[],
   why: string,
+  conflict: boolean,
 ): Promise<Result> {
   ctx.log.info({ tp: `${tp.metadata.namespace}/${tp.metadata.name}`, problems }, why);
-  const before = tp.status?.conditions?.find((c) => c.type === 'InvalidSpec');
-  const message = invalidMessage(problems);
+  const events = refusalTransition(tp.status, invalidMessage(problems), conflict);
   await writeStatus(ctx, tp, {
     ...base,
     invalid: problems,
     policy: policyRejected(tp.status?.policy, problems, tp.spec),
   });
-  if (before?.status !== 'True' || before.message !== message) await warn(ctx, tp, 'InvalidSpec', message);
+  await emit(ctx, tp, events);
   return { outcome: 'invalid' };
 }
 

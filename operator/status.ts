@@ -11,6 +11,7 @@ import type {
 } from '../api/transparentproxy-status.ts';
 import type { DecisionTotals } from '../api/policy-condition.ts';
 import type { NodeConfigReport } from '../api/reload.ts';
+import type { NodeTraffic } from '../api/traffic-condition.ts';
 import { DEGRADING_TUNING } from '../api/tuning-condition.ts';
 import type { Candidate } from './scheduling.ts';
 
@@ -44,6 +45,8 @@ export interface StatusInput {
   decisions?: ReadonlyMap<string, DecisionTotals>;
   /** Per node, the config hash its agent enforces (operator/pods.ts). */
   configs?: ReadonlyMap<string, NodeConfigReport>;
+  /** Per node, the traffic its agent reported (operator/pods.ts). */
+  traffic?: ReadonlyMap<string, NodeTraffic>;
   daemonSet?: { generation?: number; status?: DaemonSetStatus };
   /** Deletion: nodes still holding rules; timedOut past --cleanup-timeout (never a release). */
   cleanup?: { pending: number; total: number; nodes?: readonly string[]; timedOut?: string };
@@ -127,7 +130,8 @@ function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
   return active.map((c) => {
     const t = i.tuning?.get(c.name),
       d = i.decisions?.get(c.name),
-      k = i.configs?.get(c.name);
+      k = i.configs?.get(c.name),
+      tr = i.traffic?.get(c.name);
     // A refusal of an older config is history once the node reports on the current one.
     const refused = k?.refused && k.refused.hash === i.configHash ? k.refused.message : undefined;
     return {
@@ -139,6 +143,7 @@ function activeNodes(i: StatusInput, active: Candidate[]): NodeSummary[] {
       ...(d ? { policy: d } : {}),
       ...(k ? { configHash: k.hash } : {}),
       ...(refused ? { configRefused: refused } : {}),
+      ...(tr ? { traffic: tr } : {}),
     };
   });
 }

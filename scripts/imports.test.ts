@@ -2,8 +2,8 @@
 // type-only and re-exports, as TypeScript's own pre-processor reads them):
 //  - no import cycle, between any two files;
 //  - api/ (the contract) imports nothing of ours but api/; the shared modules kube/ and host/
-//    import api/ and themselves; each binary (operator/, daemonset/ = the node agent, sidecar/)
-//    imports only itself, api/ and the shared modules, never another binary;
+//    import api/ and themselves; each binary (operator/, daemonset/ = the node agent, sidecar/,
+//    plugin/ = kubectl-tpfleet) imports only itself, api/ and the shared modules, never another binary;
 //  - images/ (the image build the tests call) imports nothing of ours outside images/;
 //  - product code never imports test code: e2e/, *.test.ts, *.testkit.ts, testdata/.
 // e2e/ and scripts/ are tests and tooling: they may import anything (without cycles).
@@ -17,7 +17,7 @@ import ts from 'typescript';
 const ROOT = join(import.meta.dirname, '..');
 const SKIP_DIRS = new Set(['node_modules', '.git', 'build']);
 
-const BINARIES = new Set(['operator', 'daemonset', 'sidecar']);
+const BINARIES = new Set(['operator', 'daemonset', 'sidecar', 'plugin']);
 const SHARED = new Set(['kube', 'host']);
 /** What each guarded top-level folder may import besides itself. */
 const ALLOWED: Record<string, ReadonlySet<string>> = {

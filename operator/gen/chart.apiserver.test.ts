@@ -64,7 +64,11 @@ test('helm install as documented: CRD served, fleet namespace privileged, releas
   ]);
   const notes = await helmAdmin(['install', RELEASE, chartDir, '--namespace', RELEASE_NS]);
   assert.match(notes, /STATUS: deployed/);
-  assert.match(notes, /kubectl apply --server-side -f charts\/tpfleet\/crds\//, 'NOTES: the CRD upgrade step');
+  assert.match(
+    notes,
+    /`helm upgrade` upgrades the TransparentProxy CRD/,
+    'NOTES: the CRD is upgraded with the release',
+  );
   assert.match(notes, /kubectl apply -f operator\/samples\/minimal\.yaml/);
   // The inline TransparentProxy of the NOTES (for users without a checkout; the heredoc's EOF at
   // column 0 so a copy-paste runs) is valid for the CRD.
@@ -284,6 +288,9 @@ test('NOTES warn when the release namespace does not enforce restricted', async 
     // One janitor per cluster (its namespace belongs to the first release).
     '--set',
     'janitor.enabled=false',
+    // A second release in the cluster: the CRD (cluster-scoped) belongs to the first one.
+    '--set',
+    'crds.enabled=false',
   ]);
   assert.match(notes, /WARNING: namespace plain enforces Pod Security "privileged \(no label\)"/);
   assert.match(notes, /kubectl label namespace plain pod-security\.kubernetes\.io\/enforce=restricted/);

@@ -12,6 +12,7 @@ import { commonLabels } from '../render/names.ts';
 import { renderNodeConfig } from '../render/nodeconfig.ts';
 import { webhookConfiguration } from '../webhook/registration.ts';
 import { WEBHOOK_PATH } from '../webhook/server.ts';
+import { transparentProxyCrd } from './crd.ts';
 import { chartDir, find, helm, RELEASE_NS, runHelm, template, type Doc } from './helm.testkit.ts';
 
 /** The node janitor's objects (ADR 0015): not the operator's, tested on their own. */
@@ -42,6 +43,7 @@ test('helm template renders the golden files (default and full values)', async (
       'ClusterRole',
       'ClusterRoleBinding',
       'ClusterRoleBinding',
+      'CustomResourceDefinition',
       'DaemonSet',
       'Deployment',
       'Namespace',
@@ -65,8 +67,31 @@ test('helm template renders the golden files (default and full values)', async (
   assert.ok(full.docs.some((d) => d.kind === 'ServiceMonitor') && full.docs.some((d) => d.kind === 'PodMonitor'));
 });
 
+test('the CRD is a template: the generated CRD with the release labels, kept on uninstall unless crds.keep=false, absent with crds.enabled=false', async () => {
+  const crdName = 'transparentproxies.tpfleet.io';
+  const { docs } = await template();
+  const crd = find(docs, 'CustomResourceDefinition', crdName);
+  const { labels, annotations, ...meta } = crd.metadata;
+  assert.deepEqual({ ...crd, metadata: meta }, transparentProxyCrd(), 'the same CRD as crds/ (one source)');
+  assert.equal(labels?.['app.kubernetes.io/managed-by'], 'Helm');
+  assert.deepEqual(annotations, { 'helm.sh/resource-policy': 'keep' });
+  const loose = find((await template(['--set', 'crds.keep=false'])).docs, 'CustomResourceDefinition', crdName);
+  assert.equal(loose.metadata.annotations, undefined, 'crds.keep=false: helm uninstall deletes it');
+  const none = await template(['--set', 'crds.enabled=false']);
+  assert.ok(!none.docs.some((d) => d.kind === 'CustomResourceDefinition'), 'crds.enabled=false: no CRD');
+  assert.ok(
+    none.docs.some((d) => d.kind === 'Deployment'),
+    'the rest still renders',
+  );
+});
+
 const BAD: { why: string; set: string[]; error: RegExp }[] = [
   { why: 'wrong type', set: ['operator.replicas=two'], error: /\/operator\/replicas.*got string, want integer/ },
+  {
+    why: 'crds.enabled not a boolean',
+    set: ['crds.enabled=maybe'],
+    error: /\/crds\/enabled.*got string, want boolean/,
+  },
   {
     why: 'unknown key (typo)',
     set: ['operator.replicass=2'],
