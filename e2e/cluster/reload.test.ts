@@ -243,7 +243,7 @@ describe('reload in place on the local-real cluster', { concurrency: false }, as
     assert.equal(nodeStatus(refused).configHash, hash, 'the node keeps its last good config');
     assert.match(
       nodeStatus(refused).configRefused,
-      /changing interception\.routingTable: .*table 3333 already holds a route we did not create/,
+      /changing interception\.routingTable: [\s\S]*table 3333 already holds a route we did not create/,
     );
     assert.match(
       refused.status.conditions.find((x: { type: string }) => x.type === 'Degraded').message,
