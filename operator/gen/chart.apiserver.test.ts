@@ -281,6 +281,9 @@ test('NOTES warn when the release namespace does not enforce restricted', async 
     'fleetNamespace.create=false',
     '--set',
     'fleetNamespace.name=elsewhere',
+    // The user ClusterRoles have cluster-wide names: the first release owns them.
+    '--set',
+    'userRoles.create=false',
   ]);
   assert.match(notes, /WARNING: namespace plain enforces Pod Security "privileged \(no label\)"/);
   assert.match(notes, /kubectl label namespace plain pod-security\.kubernetes\.io\/enforce=restricted/);
