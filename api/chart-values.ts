@@ -208,6 +208,15 @@ export const ChartValues = z
       })
       .strict()
       .meta({ description: 'What creating a TransparentProxy may ask for (docs/adr/0016-tenancy-and-admission.md).' }),
+    userRoles: z
+      .object({
+        create: z.boolean().meta({
+          description:
+            'Create the ClusterRoles tpfleet-view, tpfleet-edit and tpfleet-admin (cluster-wide names: one release per cluster creates them).',
+        }),
+      })
+      .strict()
+      .meta({ description: 'The roles users are granted to read or create TransparentProxies (docs/adr/0016).' }),
     webhook: z
       .object({
         port: z

@@ -291,6 +291,9 @@ test('NOTES warn when the release namespace does not enforce restricted', async 
     // A second release in the cluster: the CRD (cluster-scoped) belongs to the first one.
     '--set',
     'crds.enabled=false',
+    // The user ClusterRoles have cluster-wide names: the first release owns them.
+    '--set',
+    'userRoles.create=false',
   ]);
   assert.match(notes, /WARNING: namespace plain enforces Pod Security "privileged \(no label\)"/);
   assert.match(notes, /kubectl label namespace plain pod-security\.kubernetes\.io\/enforce=restricted/);
