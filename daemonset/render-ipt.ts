@@ -115,12 +115,18 @@ export function iptablesRules(
       'divert: established transparent sockets (never pure SYNs) go to the local socket',
     );
   // See the nftables renderer: a datagram a flow's socket is connected to goes to that socket.
-  if (has(ic, 'UDP'))
+  if (has(ic, 'UDP')) {
     add(
       C.entry,
       `-p udp -m socket --transparent -j ${C.divert}`,
       'divert (UDP): datagrams of flows the proxy holds go to their socket',
     );
+    add(
+      C.entry,
+      `-p ${f === 'IPv4' ? 'icmp' : 'ipv6-icmp'} -m socket --transparent -j ${C.divert}`,
+      "divert (ICMP errors): to the proxy's socket they are about",
+    );
+  }
   // One protocol: a negated match returns the rest. Both: iptables cannot negate two -p in one rule,
   // so each goes on to the candidate chain and everything else falls off the entry chain (returns).
   const both = has(ic, 'TCP') && has(ic, 'UDP');

@@ -99,11 +99,18 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
     );
   // UDP has no handshake to tell new flows apart: a datagram some transparent socket of the proxy
   // is connected to (a flow's reply or upstream socket) goes to that socket; the rest may be new.
-  if (has(ic, 'UDP'))
+  if (has(ic, 'UDP')) {
     add(
       `meta l4proto udp socket transparent 1 ${mark} accept`,
       'divert (UDP): datagrams of flows the proxy holds go to their socket',
     );
+    // The socket lookup reads the datagram an ICMP error quotes: a port unreachable about a
+    // flow's upstream datagram reaches that socket (counted on the flow), not the client.
+    add(
+      `meta l4proto { icmp, ipv6-icmp } socket transparent 1 ${mark} accept`,
+      "divert (ICMP errors): to the proxy's socket they are about",
+    );
+  }
   if (ic.interfaces.length > 0) {
     sets.push({ name: 'ifaces', type: 'ifname', elements: ic.interfaces.map((i) => `"${i}"`) });
     add('iifname != @ifaces return', 'interfaces: only these ingress interfaces are intercepted');
