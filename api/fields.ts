@@ -90,8 +90,9 @@ export const rulePriority = z.number().int().min(1).max(32765);
 export const workers = z.number().int().min(0).max(64);
 export const backlog = z.number().int().min(16).max(65535);
 export const maxConnections = z.number().int().min(1).max(1_000_000);
-/** UDP flows one sidecar tracks (each holds two sockets: the fd limit is the real bound). */
-export const maxFlows = z.number().int().min(1).max(1_000_000);
+/** UDP flows one sidecar tracks. Each holds one socket: 500,000 stays below the kernel's default
+ * per-process descriptor ceiling (fs.nr_open 1,048,576) with room for maxConnections' two per connection. */
+export const maxFlows = z.number().int().min(1).max(500_000);
 /** A UDP flow's idle timeout: a datagram either way restarts it. */
 export const UDP_IDLE_BOUNDS = { min: '1s', max: '1h', minMs: 1000, maxMs: 3_600_000 } as const;
 export const UDP_IDLE_MESSAGE = `must be between ${UDP_IDLE_BOUNDS.min} and ${UDP_IDLE_BOUNDS.max}`;

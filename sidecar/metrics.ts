@@ -155,13 +155,16 @@ function udpFamilies(s: Stats): Family[] {
   return [
     { name: 'udp_flows_active', type: 'gauge', help: 'UDP flows open.', samples: [['', v(s, 'udpActive')]] },
     {
-      name: 'udp_flows_total',
+      name: 'udp_flows_created_total',
       type: 'counter',
-      help: 'UDP flows, by event: created (first datagram), expired (idle timeout).',
-      samples: [
-        ['event="created"', v(s, 'udp_flows_created')],
-        ['event="expired"', v(s, 'udp_flows_expired')],
-      ],
+      help: 'UDP flows opened (first datagram of a client towards an original destination).',
+      samples: [['', v(s, 'udp_flows_created')]],
+    },
+    {
+      name: 'udp_flows_expired_total',
+      type: 'counter',
+      help: 'UDP flows closed by udp.idleTimeout.',
+      samples: [['', v(s, 'udp_flows_expired')]],
     },
     {
       name: 'udp_datagrams_total',

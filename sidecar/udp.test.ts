@@ -130,7 +130,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
       });
 
       test('DNS-style request/response: the original destination, the client (or proxy) address, the reply from the address asked (IPv4, IPv6)', async () => {
-        const created = await metric('udp_flows_total{event="created"}');
+        const created = await metric('udp_flows_created_total');
         for (const [dst, src, proxySide] of [
           [t.server.v4, t.client.v4, t.proxy.serverSide.v4],
           [t.server.v6, t.client.v6, t.proxy.serverSide.v6],
@@ -146,7 +146,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
           assert.equal(ip(r.saw.src), keepClientIp ? src : proxySide);
           assert.equal(r.from, to, 'the reply came from the address the client asked');
         }
-        assert.equal((await metric('udp_flows_total{event="created"}')) - created, 2, 'both went through the sidecar');
+        assert.equal((await metric('udp_flows_created_total')) - created, 2, 'both went through the sidecar');
         const icmp = await metric('udp_icmp_errors_total');
         const r = await udpPeer(t.client.ns, ['probe', '--to', hostport(t.server.v4, CLOSED), '--timeout', '500']);
         assert.equal(r.ok, false, 'nothing listens there');
@@ -155,14 +155,14 @@ for (const backend of ['nftables', 'iptables'] as const) {
 
       test('10,000 concurrent flows are created, counted and expire after the idle timeout', async () => {
         await waitFor('no flow left', async () => (await metric('udp_flows_active')) === 0, (IDLE_S + 3) * 1000);
-        const created = await metric('udp_flows_total{event="created"}');
-        const expired = await metric('udp_flows_total{event="expired"}');
+        const created = await metric('udp_flows_created_total');
+        const expired = await metric('udp_flows_expired_total');
         const r = await udpPeer(t.client.ns, ['flows', '--to', hostport(t.server.v4, DNS), '--count', '10000']);
         assert.deepEqual(r, { ok: 10000, failed: 0 }, await lossReport());
-        assert.equal((await metric('udp_flows_total{event="created"}')) - created, 10000);
+        assert.equal((await metric('udp_flows_created_total')) - created, 10000);
         assert.equal(await metric('udp_flows_active'), 10000, 'every flow is still open within its idle timeout');
         await waitFor('the flows to expire', async () => (await metric('udp_flows_active')) === 0, (IDLE_S + 5) * 1000);
-        assert.equal((await metric('udp_flows_total{event="expired"}')) - expired, 10000);
+        assert.equal((await metric('udp_flows_expired_total')) - expired, 10000);
       });
 
       test('a QUIC-sized stream (1,200-byte datagrams, sequence numbers, checksums) arrives complete and in order', async () => {

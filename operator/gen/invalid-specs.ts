@@ -239,7 +239,7 @@ export const INVALID_SPECS: InvalidSpec[] = [
     spec: { interception: { protocols: ['UDP'], udpPorts: [{ port: 9100 }] }, proxy: { metricsPort: 9100 } },
   },
   { why: 'UDP flow cap 0', field: 'spec.proxy.udp.maxFlows', spec: p({ udp: { maxFlows: 0 } }) },
-  { why: 'UDP flow cap too high', field: 'spec.proxy.udp.maxFlows', spec: p({ udp: { maxFlows: 2_000_000 } }) },
+  { why: 'UDP flow cap too high', field: 'spec.proxy.udp.maxFlows', spec: p({ udp: { maxFlows: 500_001 } }) },
   {
     why: 'UDP idle timeout too short',
     field: 'spec.proxy.udp.idleTimeout',
