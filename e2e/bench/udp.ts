@@ -21,12 +21,16 @@ const { values: o } = parseArgs({
     flows: { type: 'string', default: '1000' },
     label: { type: 'string', default: 'run' },
     out: { type: 'string', default: path.join(REPO, 'docs/benchmarks.md') },
+    paths: { type: 'string', default: 'routing,dnat,tpfleet' },
+    sizes: { type: 'string', default: '64,800' },
+    /** Profile the whole machine (perf cpu-clock, call graphs) while the tpfleet path runs; report to this file. */
+    perf: { type: 'string' },
   },
 });
 const SECONDS = Number(o.seconds),
   FLOWS = Number(o.flows),
   PORT = 7000,
-  SIZES = [64, 800];
+  SIZES = o.sizes.split(',').map(Number);
 type Path = 'routing' | 'dnat' | 'tpfleet';
 
 const dir = scratch('bench-udp');
@@ -122,9 +126,12 @@ async function measure(p: Path, ceiling: Map<number, number>): Promise<Result[]>
   const t = await createTopology(`bu${p[0]}`);
   const results: Result[] = [];
   let env: Awaited<ReturnType<typeof setup>> | undefined;
+  let perf: Proc | undefined;
   try {
     env = await setup(p, t);
     const pid = env.sidecar?.child.pid;
+    if (o.perf && p === 'tpfleet')
+      perf = await startInNs(t.proxy.ns, ['perf', 'record', '-e', 'cpu-clock', '-a', '-g', '-o', `${o.perf}.data`]);
     for (const size of SIZES) {
       const max = await once(t, env.target, size, 0, pid);
       results.push({ path: p, size, mode: 'max', ...max });
@@ -134,6 +141,14 @@ async function measure(p: Path, ceiling: Map<number, number>): Promise<Result[]>
       results.push({ path: p, size, mode: 'fixed', ...(await once(t, env.target, size, rate, pid)) });
     }
   } finally {
+    if (perf) {
+      perf.child.kill('SIGINT');
+      await perf.stop(10_000);
+      execFileSync('sh', [
+        '-c',
+        `perf report -i ${o.perf}.data --no-children --sort comm,dso,symbol --stdio 2>/dev/null | head -80 > ${o.perf}`,
+      ]);
+    }
     await env?.sidecar?.stop(5000);
     if (p === 'tpfleet') await agent(t.proxy.ns, 'cleanup', dir.file('config.yaml', ''), path.join(dir.dir, 'state'));
     await t.destroy();
@@ -160,7 +175,7 @@ function table(rs: Result[]): string[] {
 const machine = `${os.cpus().length} vCPU ${os.cpus()[0]?.model ?? ''}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, kernel ${os.release()}`;
 const ceiling = new Map<number, number>();
 const all: Result[] = [];
-for (const p of ['routing', 'dnat', 'tpfleet'] as const) all.push(...(await measure(p, ceiling)));
+for (const p of o.paths.split(',') as Path[]) all.push(...(await measure(p, ceiling)));
 const section = [
   `### UDP (${o.label}, ${new Date().toISOString().slice(0, 16)}Z)`,
   '',
