@@ -28,7 +28,10 @@ const LISTEN = 15101,
   DNS = 5353,
   QUIC = 4433,
   CLOSED = 5399; // intercepted, nothing listens on the server: ICMP port unreachable
-const IDLE_S = 8;
+const IDLE_S = 3;
+// Tests that hold many flows: creating them may take several seconds on a loaded machine, and they must all
+// still be open when counted.
+const LONG_IDLE_S = 20;
 const ip = (hp: unknown) => String(hp).replace(/^\[?(.*?)\]?:\d+$/, '$1');
 const hostport = (h: string, p: number) => (h.includes(':') ? `[${h}]:${p}` : `${h}:${p}`);
 
@@ -64,7 +67,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
       const state = () => path.join(dir.dir, 'state');
       const metric = async (k: string) => (await scrape(t.proxy.ns, METRICS)).get(`tpfleet_proxy_${k}`) ?? 0;
 
-      const config = (over: { failurePolicy?: string; maxFlows?: number } = {}) =>
+      const config = (over: { failurePolicy?: string; maxFlows?: number; idleS?: number } = {}) =>
         nodeConfigYaml({
           interception: {
             backend,
@@ -79,7 +82,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
             keepClientIp,
             workers: 2,
             logLevel: 'warn',
-            udp: { idleTimeout: `${IDLE_S}s`, maxFlows: over.maxFlows ?? 20_000 },
+            udp: { idleTimeout: `${over.idleS ?? IDLE_S}s`, maxFlows: over.maxFlows ?? 20_000 },
           },
         });
 
@@ -154,15 +157,20 @@ for (const backend of ['nftables', 'iptables'] as const) {
       });
 
       test('10,000 concurrent flows are created, counted and expire after the idle timeout', async () => {
-        await waitFor('no flow left', async () => (await metric('udp_flows_active')) === 0, (IDLE_S + 3) * 1000);
+        await install({ idleS: LONG_IDLE_S }); // a fresh sidecar: no flow open
         const created = await metric('udp_flows_created_total');
         const expired = await metric('udp_flows_expired_total');
         const r = await udpPeer(t.client.ns, ['flows', '--to', hostport(t.server.v4, DNS), '--count', '10000']);
         assert.deepEqual(r, { ok: 10000, failed: 0 }, await lossReport());
         assert.equal((await metric('udp_flows_created_total')) - created, 10000);
         assert.equal(await metric('udp_flows_active'), 10000, 'every flow is still open within its idle timeout');
-        await waitFor('the flows to expire', async () => (await metric('udp_flows_active')) === 0, (IDLE_S + 5) * 1000);
+        await waitFor(
+          'the flows to expire',
+          async () => (await metric('udp_flows_active')) === 0,
+          (LONG_IDLE_S + 5) * 1000,
+        );
         assert.equal((await metric('udp_flows_expired_total')) - expired, 10000);
+        await install();
       });
 
       test('a QUIC-sized stream (1,200-byte datagrams, sequence numbers, checksums) arrives complete and in order', async () => {
@@ -181,7 +189,7 @@ for (const backend of ['nftables', 'iptables'] as const) {
       });
 
       test('the flow cap: datagrams of new flows beyond it are dropped and counted, never a crash', async () => {
-        await install({ maxFlows: 100 });
+        await install({ maxFlows: 100, idleS: LONG_IDLE_S });
         const r = await udpPeer(t.client.ns, [
           'flows',
           '--to',
