@@ -89,6 +89,18 @@ after(async () => {
   await env?.stop();
 });
 
+/**
+ * Deletes an object and waits until it is gone. No kubelet here runs the cleanup pods its finalizer
+ * waits for (the finalizer never gives up while a node may hold rules, ADR 0015; finalize's own tests
+ * cover that): these tests are about admission, so the finalizer goes by hand, which admission must
+ * let through on a deleting object.
+ */
+async function gone(name: string): Promise<void> {
+  await c.delete(tpPath(FLEET, name));
+  await c.mergePatch(tpPath(FLEET, name), { metadata: { finalizers: null } }).catch(() => undefined);
+  await waitFor(`${name} to be gone`, async () => !(await c.get(tpPath(FLEET, name))));
+}
+
 test('what the schema and CEL admitted is refused at kubectl apply, naming the field', async () => {
   const cases: [string, unknown, RegExp][] = [
     [
@@ -140,9 +152,7 @@ test('what the schema and CEL admitted is refused at kubectl apply, naming the f
   assert.equal(await c.get(tpPath(FLEET, 'bad')), undefined, 'nothing was stored');
   // The allowlisted image passes.
   await apply(tp('good', { nodeSelector: { pool: 'b' }, proxy: { image: 'registry.example/tpfleet-node:1.2' } }));
-  await c.delete(tpPath(FLEET, 'good'));
-  // Its finalizer waits for the node cleanup (here it can only time out, after 3 s).
-  await waitFor('good to be gone', async () => !(await c.get(tpPath(FLEET, 'good'))));
+  await gone('good');
 });
 
 test('the one-per-node conflict is refused at apply naming the other object; disjoint selectors pass', async () => {
@@ -160,13 +170,7 @@ test('the one-per-node conflict is refused at apply naming the other object; dis
   assert.deepEqual((await c.get<Obj>(tpPath(FLEET, 'second')))?.spec.nodeSelector, { pool: 'b' });
   // Metadata-only writes (labels, the operator's finalizer) pass even while the spec would not.
   await c.mergePatch(tpPath(FLEET, 'second'), { metadata: { labels: { team: 'x' } } });
-  for (const n of ['first', 'second']) await c.delete(tpPath(FLEET, n));
-  // No kubelet here runs the cleanup pods the finalizer waits for (it never gives up while a node may
-  // hold rules, ADR 0015; finalize's own tests cover that): this test is about admission, so the
-  // finalizer goes by hand, which admission must let through on a deleting object.
-  for (const n of ['first', 'second'])
-    await c.mergePatch(tpPath(FLEET, n), { metadata: { finalizers: null } }).catch(() => undefined);
-  for (const n of ['first', 'second']) await waitFor(`${n} gone`, async () => !(await c.get(tpPath(FLEET, n))));
+  for (const n of ['first', 'second']) await gone(n);
 });
 
 test(`${MALFORMED.length} kinds of defect, 200 generated malformed objects: every one refused at apply`, async () => {
