@@ -158,9 +158,12 @@ async function main(): Promise<void> {
     resyncMs: flags.resyncMs,
     settings: { defaultImage: flags.image, cleanupTimeoutMs: flags.cleanupTimeoutMs, tenancy: flags.tenancy },
   });
+  let admission: RunningAdmission | undefined;
   const server = await startServer(flags.host, flags.port, metrics.registry, {
     healthy: () => !controller.queue.isShutDown,
-    ready: () => controller.synced,
+    // Ready only once admission answers too (when it is on): with failurePolicy Fail, a replica that
+    // is Ready behind the webhook's Service but not yet listening refuses every `kubectl apply`.
+    ready: () => controller.synced && (!flags.admission || admission !== undefined),
   });
   const address = server.address();
   log.info({ server: client.server, listen: typeof address === 'object' ? address?.port : address }, 'starting');
@@ -182,7 +185,6 @@ async function main(): Promise<void> {
         log,
       )
     : undefined;
-  let admission: RunningAdmission | undefined;
   let stopping = false;
   const shutdown = async (sig: string) => {
     if (stopping) return;

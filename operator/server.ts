@@ -1,6 +1,6 @@
 // HTTP endpoints of the operator process: /metrics (Prometheus), /healthz (the process and its
-// work loop are alive) and /readyz (caches synced; a replica waiting for the lease is ready too,
-// it just does not reconcile).
+// work loop are alive) and /readyz (caches synced and, when admission is on, the webhook serving;
+// a replica waiting for the lease is ready too, it serves admission and just does not reconcile).
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 

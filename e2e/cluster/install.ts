@@ -70,6 +70,7 @@ export async function installChart(c: Cluster, images: { operator: BuiltImage; n
   let proc: ChildProcess | undefined;
   let operatorLog: string | undefined;
   if (!c.capabilities.runsPods) ({ proc, log: operatorLog } = await runOperatorAsProcess(c, dir));
+  await admissionAnswers(c, fleetNamespace);
   return {
     namespace: NAMESPACE,
     fleetNamespace,
@@ -85,6 +86,30 @@ export async function installChart(c: Cluster, images: { operator: BuiltImage; n
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * `helm install --wait` returns once the operator is Ready, which includes its webhook serving;
+ * the Service's endpoints still reach kube-proxy (or the registration's URL the process) a moment
+ * later, and until then the API server gets "connection refused" (failurePolicy Fail: the apply is
+ * refused). A user's first apply can meet the same second; the suite waits for a server-side
+ * dry-run to be admitted, so a webhook that never answers still fails here, naming the reason.
+ */
+async function admissionAnswers(c: Cluster, namespace: string): Promise<void> {
+  const probe = JSON.stringify({
+    apiVersion: 'tpfleet.io/v1alpha1',
+    kind: 'TransparentProxy',
+    metadata: { name: 'admission-probe', namespace },
+    spec: { interception: { ports: [{ port: 80 }] } },
+  });
+  await waitFor(
+    'the admission webhook to admit a server-side dry run',
+    async () => {
+      await kubectl(c, ['create', '--dry-run=server', '-f', '-'], probe);
+      return true;
+    },
+    60_000,
+  );
 }
 
 interface Deployment {
