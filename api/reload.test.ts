@@ -5,7 +5,10 @@ import {
   changedFields,
   configCondition,
   parseConfigCondition,
+  HOST_WIDE_SYSCTLS_FIELD,
+  hostWideSysctls,
   podHash,
+  restartChanges,
   restartFieldsIn,
   RESTART_FIELDS,
 } from './reload.ts';
@@ -36,7 +39,8 @@ test('changed fields are named as NodeConfig paths; restart fields among them ar
   const changed = changedFields(a, b);
   assert.deepEqual(changed, ['interception.routingTable', 'proxy.listenPort', 'proxy.timeouts.idle']);
   assert.deepEqual(restartFieldsIn(changed), ['proxy.listenPort']);
-  assert.deepEqual(restartFieldsIn(['tuning.sysctls.profile', 'policy.rules']), ['tuning.sysctls.profile']);
+  assert.deepEqual(restartFieldsIn(['tuning.affinity.mode', 'policy.rules']), ['tuning.affinity.mode']);
+  assert.deepEqual(restartFieldsIn(['tuning.sysctls.overrides.net.core.somaxconn']), [], 'net.* sysctls reload');
   // Every restart field exists in a parsed config (a typo would silently reload in place).
   for (const f of RESTART_FIELDS) {
     const v = f.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], a);
@@ -56,4 +60,30 @@ test('the config condition round-trips and refuses anything else', () => {
   assert.equal(parseConfigCondition({ reason: 'Applied', message: 'x' }), undefined);
   assert.equal(parseConfigCondition({ reason: 'Other', message: h }), undefined);
   assert.ok(configCondition({ hash: h, refused: { hash: n, message: 'x'.repeat(5000) } }).message.length <= 1024);
+});
+
+test('tuning (ADR 0020): net.* sysctls apply in place; affinity and host-wide sysctls roll', () => {
+  const head = { apiVersion: 'tpfleet.io/v1alpha1', kind: 'NodeConfig' };
+  const doc = (sysctls: unknown, affinity?: unknown) => ({
+    ...head,
+    tuning: { sysctls, ...(affinity ? { affinity } : {}) },
+  });
+  const base = doc({ profile: 'latency', overrides: { 'net.core.somaxconn': 4096 } });
+  const hash = podHash(base);
+  // latency and throughput both resolve fs.file-max to at least 1048576: only net.* keys differ.
+  assert.equal(podHash(doc({ profile: 'throughput', overrides: { 'net.core.somaxconn': 8192 } })), hash);
+  assert.equal(podHash(doc({ profile: 'throughput' })), hash, 'a net.* override that leaves reloads too');
+  assert.notEqual(podHash(doc({ profile: 'conntrack-heavy' })), hash, 'fs.file-max 4194304 and fs.nr_open roll');
+  assert.notEqual(podHash(doc({ profile: 'none' })), hash, 'fs.file-max leaves the spec: rolls');
+  assert.notEqual(podHash(doc({ profile: 'latency', overrides: { 'fs.file-max': 2097152 } })), hash);
+  assert.notEqual(podHash(doc({ profile: 'latency' }, { mode: 'auto' })), hash, 'affinity rolls');
+  assert.deepEqual(hostWideSysctls(doc({ profile: 'none' })), {});
+  assert.deepEqual(hostWideSysctls({}), {}, 'no tuning: nothing host-wide (pod hash as before ADR 0020)');
+  assert.deepEqual(hostWideSysctls(base), { 'fs.file-max': '>=1048576' });
+  // On parsed configs, as the node agent compares them.
+  const a = parseNodeConfig(base),
+    b = parseNodeConfig(doc({ profile: 'throughput', overrides: { 'net.ipv4.tcp_fin_timeout': 20 } })),
+    c = parseNodeConfig(doc({ profile: 'conntrack-heavy' }));
+  assert.deepEqual(restartChanges(a, b), []);
+  assert.deepEqual(restartChanges(a, c), [HOST_WIDE_SYSCTLS_FIELD]);
 });

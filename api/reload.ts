@@ -5,6 +5,8 @@
 // copies it into status.nodes[].configHash (operator/pods.ts) and derives Progressing and Degraded.
 import { createHash } from 'node:crypto';
 import { stringify } from 'yaml';
+import { PROFILES, profileEntries } from './tuning-profiles.ts';
+import type { ProfileName } from './tuning.ts';
 
 /** 16 hex digits of SHA-256: config hashes, pod hashes, volume names. */
 export function shortHash(text: string): string {
@@ -21,10 +23,10 @@ export function shortHash(text: string): string {
  * - timeouts.drain: also the pod's terminationGracePeriodSeconds.
  * - failurePolicy, backend: the watchdog's gate and the installed backend (switching backends removes
  *   one install before the other: never in place under established flows).
- * - tuning (sysctls and affinity): the kernel values are written by the privileged init container;
- *   agent-watch is not privileged (ADR 0005) and its /proc/sys, /proc/irq and /sys are read-only, so
- *   it cannot apply them in place without a privilege it does not have today (ADR 0014). The sidecar
- *   also pins its threads at start (affinity).
+ * - tuning.affinity: IRQ, RPS and XPS live in /proc/irq and /sys, which only the privileged init
+ *   container writes (ADR 0005), and the sidecar pins and counts its threads at start.
+ * The net.* sysctls of `tuning` apply in place (agent-watch writes them through its /proc/sys/net
+ * mount, ADR 0020); the host-wide ones (fs.*) a tuning section resolves to roll: see hostWideSysctls.
  */
 export const RESTART_FIELDS = [
   'proxy.listenPort',
@@ -36,8 +38,29 @@ export const RESTART_FIELDS = [
   'interception.ipFamilies',
   'interception.backend',
   'interception.failurePolicy',
-  'tuning',
+  'tuning.affinity',
 ] as const;
+
+/** The pseudo-field a change of the host-wide sysctls is reported as (it rolls the pods). */
+export const HOST_WIDE_SYSCTLS_FIELD = 'tuning.sysctls (host-wide keys)';
+
+/**
+ * The sysctls outside net.* a tuning section resolves to (profile entries, then overrides), key →
+ * value. agent-watch can write only /proc/sys/net (ADR 0020), so a change here rolls the pods. Works
+ * on the document as written and on a parsed NodeConfig (the profile defaults to none).
+ */
+export function hostWideSysctls(doc: unknown): Record<string, string> {
+  const profile = pick(doc, 'tuning.sysctls.profile') ?? 'none';
+  const overrides = pick(doc, 'tuning.sysctls.overrides');
+  const out: Record<string, string> = {};
+  const known = typeof profile === 'string' && Object.hasOwn(PROFILES, profile);
+  if (!known) out['(profile)'] = String(profile); // refused at the API; still changes the hash
+  for (const e of known ? profileEntries(profile as ProfileName) : [])
+    if (!e.key.startsWith('net.')) out[e.key] = `${e.atLeast ? '>=' : ''}${e.value}`;
+  if (overrides && typeof overrides === 'object')
+    for (const [k, v] of Object.entries(overrides)) if (!k.startsWith('net.')) out[k] = String(v);
+  return out;
+}
 
 const pick = (doc: unknown, path: string): unknown =>
   path
@@ -51,6 +74,8 @@ const pick = (doc: unknown, path: string): unknown =>
  */
 export function podHash(doc: unknown, extra: readonly string[] = []): string {
   const fields = Object.fromEntries(RESTART_FIELDS.map((f) => [f, pick(doc, f)]).filter(([, v]) => v !== undefined));
+  const hostWide = hostWideSysctls(doc);
+  if (Object.keys(hostWide).length > 0) fields[HOST_WIDE_SYSCTLS_FIELD] = hostWide;
   return shortHash(stringify({ fields, extra: [...extra].sort() }, { sortMapEntries: true }));
 }
 
@@ -67,6 +92,12 @@ export function changedFields(a: unknown, b: unknown, prefix = ''): string[] {
 /** The restart fields among changed paths (a changed path under a restart field counts). */
 export const restartFieldsIn = (changed: readonly string[]): string[] =>
   changed.filter((c) => RESTART_FIELDS.some((f) => c === f || c.startsWith(`${f}.`)));
+
+/** What cannot change in place between two parsed configs: restart fields and host-wide sysctls. */
+export function restartChanges(a: unknown, b: unknown, changed = changedFields(a, b)): string[] {
+  const hostWide = JSON.stringify(hostWideSysctls(a)) !== JSON.stringify(hostWideSysctls(b));
+  return [...restartFieldsIn(changed), ...(hostWide ? [HOST_WIDE_SYSCTLS_FIELD] : [])];
+}
 
 export const CONFIG_CONDITION_TYPE = 'tpfleet.io/Config';
 /** The ConfigMap's and the pod template's annotations (the operator writes them, the agent reads them). */

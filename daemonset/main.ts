@@ -44,6 +44,8 @@ const USAGE = `usage: main.ts <plan|apply|cleanup|watch|reload|janitor> --config
        [--live-dir DIR]   (apply: write the applied config there for the sidecar; watch: the config in
                               force, reloaded in place when --configmap changes)
        [--configmap NAME]   (watch: the fleet's ConfigMap in POD_NAMESPACE, watched through the API)
+       [--sysctl-root DIR]   (watch/reload: DIR/proc/sys/net is the writable host /proc/sys/net that
+                              in-place tuning writes; default /)
        reload --config FILE --live-dir DIR   (what watch does for one new document: in place, or refused
                               with the last good config left in force; exit 1 when refused)
        [--wait-port PORT] [--wait-timeout 60]   (cleanup on a leaving node: set the drain gate, then
@@ -68,6 +70,8 @@ interface Cli {
   stateCopyDir?: string;
   liveDir?: string;
   configMap?: string;
+  /** watch/reload: the root of the writable /proc/sys/net mount for in-place tuning (ADR 0020). */
+  sysctlRoot?: string;
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
@@ -110,6 +114,7 @@ function parseCli(argv: string[]): Cli {
       once: { type: 'boolean', default: false },
       'state-copy-dir': { type: 'string' },
       'live-dir': { type: 'string' },
+      'sysctl-root': { type: 'string' },
       configmap: { type: 'string' },
     },
   });
@@ -143,6 +148,7 @@ function parseCli(argv: string[]): Cli {
     once: values.once ?? false,
     stateCopyDir: values['state-copy-dir'],
     liveDir: values['live-dir'],
+    sysctlRoot: values['sysctl-root'],
     configMap: values.configmap,
     waitPort,
     waitTimeoutMs: waitTimeout * 1000,
@@ -199,6 +205,7 @@ const nodeOpts = (cli: Cli, env: AgentEnv): NodeOptions => ({
   stateCopyDir: cli.stateCopyDir,
   pathVar: env.path,
   facts: () => hostFacts(cli, cli.stateDir),
+  sysctlRoot: cli.sysctlRoot,
 });
 
 /** What the reload loop needs; undefined without a live dir, a ConfigMap name or API credentials. */
@@ -241,7 +248,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   // with API credentials, as the pod condition the operator summarises. Ticks never overlap.
   const pub = publishers(cli, env);
   const reloading = startReload(reloadTarget(cli, env, pub), log, ac.signal, {
-    apply: (c) => locked(() => applyNode(c, nodeOpts(cli, env), log)),
+    apply: (c, changed) => locked(() => applyNode(c, nodeOpts(cli, env), log, changed)),
     reassertGate: () => (mode === 'pass' ? Promise.resolve() : writeMode(mode)),
   });
   let last: TuningCondition | undefined,

@@ -11,6 +11,7 @@ import { apply } from './executor.ts';
 import { plan } from './plan.ts';
 import { LIVE_FILE, Reloader, type NodeApplier } from './reload.ts';
 import type { TuningPublisher } from './tuning-publish.ts';
+import { retuneNode } from './tuning-step.ts';
 import type { HostFacts } from './types.ts';
 
 export interface NodeOptions {
@@ -19,14 +20,21 @@ export interface NodeOptions {
   stateCopyDir?: string;
   pathVar: string;
   facts: () => Promise<HostFacts>;
+  /** Where the writable /proc/sys/net mount lives (agent-watch: /host, ADR 0020); default '/'. */
+  sysctlRoot?: string;
 }
 
 /**
- * Rules and routing for a config on this node: apply's rule step (reload.ts undoes on failure). Not the
- * tuning step: tuning is a restart field (api/reload.ts), so a reload never changes it, and agent-watch
- * could not write /proc/sys anyway (read-only in its container).
+ * Rules and routing for a config on this node (apply's rule step), then, when a tuning field changed,
+ * the in-place retune of its net.* sysctls (the other tuning fields are restart fields). reload.ts
+ * undoes both on failure by applying the last good config the same way.
  */
-export async function applyNode(config: NodeConfig, o: NodeOptions, log: Logger): Promise<void> {
+export async function applyNode(
+  config: NodeConfig,
+  o: NodeOptions,
+  log: Logger,
+  changed: readonly string[] = [],
+): Promise<void> {
   const p = plan(config, await o.facts());
   await apply(config, p, {
     stateDir: o.stateDir,
@@ -36,6 +44,8 @@ export async function applyNode(config: NodeConfig, o: NodeOptions, log: Logger)
     out: (t) => log.info(t),
     log,
   });
+  if (changed.some((c) => c === 'tuning' || c.startsWith('tuning.')))
+    retuneNode(config, { stateDir: o.stateDir, root: o.sysctlRoot ?? '/' }, log);
 }
 
 /** `reload`: one document through the Reloader, as watch takes one from the ConfigMap; exit 1 when refused. */
@@ -49,7 +59,7 @@ export async function reloadOnce(
   let report: NodeConfigReport | undefined;
   const reloader = new Reloader({
     liveDir,
-    node: { apply: (c) => applyNode(c, o, log), reassertGate: async () => undefined },
+    node: { apply: (c, changed) => applyNode(c, o, log, changed), reassertGate: async () => undefined },
     log,
     publish: async (r) => {
       report = r;

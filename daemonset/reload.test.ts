@@ -19,10 +19,11 @@ const cm = (text: string, podHash?: string) => ({
   metadata: { annotations: podHash ? { [POD_HASH_ANNOTATION]: podHash } : ({} as Record<string, string>) },
 });
 
-function setup(fail?: (c: NodeConfig) => boolean) {
+function setup(fail?: (c: NodeConfig) => boolean, initial = A) {
   const dir = mkdtempSync(join(tmpdir(), 'tpfleet-reload-'));
-  writeLive(dir, A);
+  writeLive(dir, initial);
   const applied: number[] = [],
+    changes: string[][] = [],
     reports: NodeConfigReport[] = [];
   let gates = 0;
   const r = new Reloader({
@@ -30,15 +31,24 @@ function setup(fail?: (c: NodeConfig) => boolean) {
     podHash: 'p1',
     log: pino({ level: 'silent' }),
     node: {
-      apply: async (c) => {
+      apply: async (c, changed) => {
         applied.push(c.interception.ports[0]!.port);
+        changes.push([...changed]);
         if (fail?.(c)) throw new Error('preflight refused to apply (nothing was changed): table 3333 in use');
       },
       reassertGate: async () => void gates++,
     },
     publish: async (x) => void reports.push(x),
   });
-  return { r, dir, applied, reports, gates: () => gates, done: () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    r,
+    dir,
+    applied,
+    changes,
+    reports,
+    gates: () => gates,
+    done: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 test('a new document is applied, written for the sidecar and reported; the same one again only reports', async () => {
@@ -108,6 +118,32 @@ test('documents arriving during a reload: only the newest is applied next', asyn
     await first;
     assert.deepEqual(s.applied, [81, 82]);
     assert.equal(s.r.hash, shortHash(C));
+  } finally {
+    s.done();
+  }
+});
+
+test('a net.* sysctl change applies in place (the node is told what changed); a host-wide one is left to the rollout', async () => {
+  const T = (sysctls: string) => `${HEAD}interception: {ports: [{port: 80}]}\ntuning: {sysctls: ${sysctls}}\n`;
+  // Starts on throughput: latency resolves fs.file-max alike, so only net.* keys change.
+  const s = setup((c) => c.tuning.sysctls.overrides['net.ipv4.tcp_fin_timeout'] === '7', T('{profile: throughput}'));
+  try {
+    await s.r.offer(cm(T('{profile: latency, overrides: {net.core.somaxconn: 4096}}'), 'p1'));
+    assert.deepEqual(s.changes.at(-1), ['tuning.sysctls.overrides.net.core.somaxconn', 'tuning.sysctls.profile']);
+    assert.deepEqual(s.reports.at(-1), { hash: s.r.hash }, 'applied: the hash enforced covers tuning');
+    const good = s.r.hash;
+    await s.r.offer(cm(T('{profile: latency, overrides: {net.ipv4.tcp_fin_timeout: 7}}'), 'p1'));
+    const refused = s.reports.at(-1)!;
+    assert.equal(refused.hash, good, 'the last good config stays in force');
+    assert.match(refused.refused!.message, /tuning\.sysctls\.overrides\.net\.ipv4\.tcp_fin_timeout/);
+    assert.deepEqual(s.changes.at(-1), s.changes.at(-2), 'the restore is told the same fields (it retunes back)');
+    const before = s.applied.length;
+    await s.r.offer(cm(T('{profile: conntrack-heavy}'), 'p1'));
+    assert.equal(s.applied.length, before, 'nothing applied');
+    assert.match(
+      s.reports.at(-1)!.refused!.message,
+      /tuning\.sysctls \(host-wide keys\): cannot change without a new pod/,
+    );
   } finally {
     s.done();
   }

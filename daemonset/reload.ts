@@ -1,7 +1,8 @@
 // Reload in place (issue 15, ADR 0014): agent-watch learns of a new NodeConfig from the API (a watch
 // on its fleet's one ConfigMap) and applies it on the running node: the rules and routing in one
 // transaction with read-back and rollback (executor.ts, exactly as a fresh apply would leave them),
-// then the live file the sidecar reloads from (sidecar/reload.ts). Tuning is a restart field. It reports the hash it enforces as a pod condition
+// the net.* sysctls of tuning when they changed (ADR 0020), then the live file the sidecar reloads from
+// (sidecar/reload.ts). It reports the hash it enforces as a pod condition
 // (api/reload.ts). A change it cannot apply leaves the last good config in force — everything of the
 // failed attempt undone — and is reported as Refused, naming the changed fields. A change whose pod
 // hash differs from this pod's is not applied: the rollout replaces this pod.
@@ -15,7 +16,7 @@ import {
   changedFields,
   configCondition,
   POD_HASH_ANNOTATION,
-  restartFieldsIn,
+  restartChanges,
   shortHash,
   type NodeConfigReport,
 } from '../api/reload.ts';
@@ -41,8 +42,11 @@ export function readLive(dir: string): string | undefined {
 
 /** What applying a config takes on this node (main.ts binds the executor and the tuning step). */
 export interface NodeApplier {
-  /** Rules and routing for this config; throws and leaves the node as it was on any failure. */
-  apply(config: NodeConfig): Promise<void>;
+  /**
+   * Rules and routing for this config and, when `changed` names a tuning field, its in-place tuning;
+   * throws on any failure (the Reloader then applies the last good config with the same `changed`).
+   */
+  apply(config: NodeConfig, changed: readonly string[]): Promise<void>;
   /** After a successful apply: the watchdog's gate as it was (the rule document recreates its chains). */
   reassertGate(): Promise<void>;
 }
@@ -122,7 +126,7 @@ export class Reloader {
     try {
       next = parseNodeConfigText(text, 'ConfigMap');
       const changed = changedFields(this.current.config, next);
-      const restart = restartFieldsIn(changed);
+      const restart = restartChanges(this.current.config, next, changed);
       if (restart.length > 0) throw new Error(`${restart.join(', ')}: cannot change without a new pod`);
       await this.applyOrRestore(next, changed);
     } catch (e) {
@@ -147,10 +151,10 @@ export class Reloader {
   private async applyOrRestore(next: NodeConfig, changed: string[]): Promise<void> {
     const fields = changed.slice(0, 8).join(', ') + (changed.length > 8 ? `, … (${changed.length} fields)` : '');
     try {
-      await this.o.node.apply(next);
+      await this.o.node.apply(next, changed);
     } catch (e) {
       try {
-        await this.o.node.apply(this.current.config);
+        await this.o.node.apply(this.current.config, changed);
       } catch (again) {
         this.o.log.error({ err: errorMessage(again) }, 'restoring the last good config failed too');
       }

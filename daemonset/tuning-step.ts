@@ -3,6 +3,8 @@
 // verify), and leaves its report in the state dir for `watch` (tuning-report.ts, tuning-publish.ts),
 // cleanup restores the originals. An empty section still runs: values owned by an earlier apply are
 // then restored (removing tuning from the spec undoes it).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { DATA_PATH_SYSCTLS } from './tuning/record.ts';
 import type { Logger } from 'pino';
 import type { NodeConfig } from '../api/nodeconfig.ts';
@@ -68,4 +70,35 @@ export function untuneNode(o: TuningStepOptions, log: Logger): void {
   const r = restoreTuning({ stateDir: o.stateDir, dryRun: o.dryRun });
   if (!o.dryRun) removeReport(o.stateDir);
   log.info({ report: r }, 'tuning restored');
+}
+
+/** What agent-watch may write in place: the host netns's /proc/sys/net, through a writable mount. */
+export const IN_PLACE_SCOPE = '/proc/sys/net/';
+
+/**
+ * The in-place retune (ADR 0020): the net.* sysctls of `config` (and the data path's own), written
+ * through the writable /proc/sys/net mount under `root` (agent-watch's /proc/sys is read-only);
+ * owned net.* values the config no longer plans are restored. Host-wide keys and affinity are not
+ * touched (a change of them rolls the pod, api/reload.ts). Throws naming the keys when any write is
+ * refused, so the caller re-applies the last good config: a retune is never left half-way.
+ */
+export function retuneNode(config: NodeConfig, o: { stateDir: string; root: string }, log: Logger): void {
+  if (!existsSync(join(o.root, IN_PLACE_SCOPE, 'core')))
+    throw new Error(
+      `tuning.sysctls: no writable /proc/sys/net at ${join(o.root, IN_PLACE_SCOPE)} (a pod from before ADR 0020): the next rollout applies it`,
+    );
+  const t = config.tuning;
+  const plan = planTuning(t, readNodeFacts('/', t.affinity.interfaces));
+  const required = requiredWrites(config);
+  plan.writes = [...plan.writes.filter((w) => !required.some((r) => r.key === w.key)), ...required];
+  const report = applyTuning(plan, { stateDir: o.stateDir, root: o.root, scope: IN_PLACE_SCOPE });
+  const failed = [...report.failed, ...report.released.failed];
+  if (failed.length > 0)
+    throw new Error(
+      `tuning.sysctls: the kernel refused ${failed.map((f) => `${f.key}=${f.want} (${f.error})`).join('; ')}`,
+    );
+  const r = buildReport(plan, report);
+  if (plan.writes.length > 0) writeReport(o.stateDir, r);
+  else removeReport(o.stateDir);
+  log.info({ summary: summaryLine(r.summary), condition: r.condition }, 'tuning applied in place');
 }

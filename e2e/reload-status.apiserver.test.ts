@@ -103,6 +103,9 @@ test('a running fleet: the agent on n1 starts from the applied config and report
     log,
     node: {
       apply: async (config) => {
+        // As the kernel refusing one write of the in-place retune (daemonset/tuning-reload.netns.test.ts).
+        if (config.tuning.sysctls.overrides['net.ipv4.tcp_fin_timeout'] === '7')
+          throw new Error('tuning.sysctls: the kernel refused net.ipv4.tcp_fin_timeout=7 (EINVAL)');
         if (config.interception.routingTable === 3333)
           throw new Error(
             'preflight refused to apply (nothing was changed): ip -4 route table 3333 already holds a route we did not create',
@@ -162,6 +165,38 @@ test('a change the node refuses: it keeps the last good hash, Degraded names the
   // Fixed by the next spec: the refusal clears.
   await c.mergePatch(tpPath(NS, 'web'), { spec: { interception: { routingTable: 2000 } } });
   await waitFor('Degraded clears', async () => cond(await tp(), 'Degraded')?.status === 'False' || undefined);
+});
+
+test('tuning (ADR 0020): a net.* sysctl change applies in place and a refused one is Degraded; affinity rolls', async () => {
+  const gen = (await c.get<Obj>(dsPath))!.metadata.generation;
+  const sysctls = (overrides: Record<string, number>) => ({ spec: { tuning: { sysctls: { overrides } } } });
+  const old = (await tp())!.status.configHash;
+  const t0 = Date.now();
+  await c.mergePatch(tpPath(NS, 'web'), sysctls({ 'net.ipv4.tcp_fin_timeout': 20 }));
+  const hash = await waitFor('the new config hash', async () => {
+    const h = (await tp())?.status?.configHash;
+    return (h && h !== old && h) || undefined;
+  });
+  await waitFor('n1 enforces it', async () => node(await tp())?.configHash === hash || undefined, 10_000);
+  process.stdout.write(`# tuning patch to status.nodes[n1].configHash: ${Date.now() - t0} ms\n`);
+  assert.equal((await c.get<Obj>(dsPath))!.metadata.generation, gen, 'no rollout for a net.* sysctl');
+
+  await c.mergePatch(tpPath(NS, 'web'), sysctls({ 'net.ipv4.tcp_fin_timeout': 7 }));
+  const o = await waitFor('Degraded ConfigRefused', async () => {
+    const x = await tp();
+    return (cond(x, 'Degraded')?.reason === 'ConfigRefused' && x) || undefined;
+  });
+  assert.equal(node(o)!.configHash, hash, 'the last good tuning stays in force');
+  assert.match(node(o)!.configRefused, /^changing tuning\.sysctls\.overrides\.net\.ipv4\.tcp_fin_timeout: .*refused/);
+  assert.equal((await c.get<Obj>(dsPath))!.metadata.generation, gen, 'still no rollout');
+  await c.mergePatch(tpPath(NS, 'web'), sysctls({ 'net.ipv4.tcp_fin_timeout': 21 }));
+  await waitFor('Degraded clears', async () => cond(await tp(), 'Degraded')?.status === 'False' || undefined);
+
+  await c.mergePatch(tpPath(NS, 'web'), { spec: { tuning: { affinity: { mode: 'auto' } } } });
+  await waitFor(
+    'an affinity change rolls the pods (a new pod template)',
+    async () => (await c.get<Obj>(dsPath))!.metadata.generation !== gen || undefined,
+  );
 });
 
 test("the agent's account reads its own ConfigMap only: no other one, no list", async () => {

@@ -4,7 +4,7 @@
 // applies 20 successive changes under load: 500 long-lived checksummed streams and a prober every
 // 100 ms through the sidecar. Asserted: no stream reset or corrupted, every probe answered, the rules
 // after the last change byte-identical to a fresh apply of the final config, and a refused change
-// (a routing table another owner uses; a listen port) leaves the previous config in force.
+// (a routing table another owner uses; a listen port; host-wide sysctls) leaves the previous config in force.
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -34,6 +34,8 @@ const base = (): Doc => ({
 });
 const I = (d: Doc, o: object): Doc => ({ ...d, interception: { ...d.interception, ...o } });
 const P = (d: Doc, o: object): Doc => ({ ...d, proxy: { ...d.proxy, ...o } });
+/** net.* overrides only: they apply in place (ADR 0020); a profile would add host-wide fs.file-max. */
+const T = (d: Doc, overrides: object): Doc => ({ ...d, tuning: { sysctls: { profile: 'none', overrides } } });
 const dst = (exclude: string[]) => ({ destinations: { include: [], exclude } });
 
 /** 20 successive changes, each applied to the previous document: what a user would edit. */
@@ -42,7 +44,7 @@ const CHANGES: [string, (d: Doc) => Doc][] = [
   ['port added', (d) => I(d, { ports: [{ port: PORT }, { port: 8081 }] })],
   ['idle timeout', (d) => P(d, { timeouts: { idle: '600s' } })],
   ['log level debug', (d) => P(d, { logLevel: 'debug' })],
-  ['log level info', (d) => P(d, { logLevel: 'info' })],
+  ['tuning: two net.* sysctls', (d) => T(d, { 'net.ipv4.tcp_fin_timeout': 21, 'net.core.somaxconn': 8192 })],
   ['maxConnections', (d) => P(d, { maxConnections: 20000 })],
   ['second exclusion CIDR', (d) => I(d, dst(['10.99.0.0/16', '10.98.0.0/16']))],
   ['connect timeout', (d) => P(d, { timeouts: { idle: '600s', connect: '3s' } })],
@@ -62,7 +64,7 @@ const CHANGES: [string, (d: Doc) => Doc][] = [
   ['log level warn', (d) => P(d, { logLevel: 'warn' })],
   ['idle timeout again', (d) => P(d, { timeouts: { idle: '300s', connect: '3s' } })],
   ['source exclusion', (d) => I(d, { sources: { include: [], exclude: ['10.97.0.0/16'] } })],
-  ['maxConnections again', (d) => P(d, { maxConnections: 30000 })],
+  ['tuning: one changed, one left the spec', (d) => T(d, { 'net.ipv4.tcp_fin_timeout': 25 })],
   ['third exclusion CIDR', (d) => I(d, dst(['10.98.0.0/16', '10.96.0.0/16']))],
 ];
 
@@ -153,11 +155,13 @@ test('20 changes reload in place under 500 long-lived streams: 0 resets, every p
     assert.deepEqual(await snapshot(t.proxy.ns, 2001), inForce, 'the previous config stays in force, whole');
     const restart = await reload(write(P(doc, { listenPort: 15111 }), 'restart.yaml'));
     assert.match(restart, /proxy\.listenPort: cannot change without a new pod/);
-    // Tuning is written by the privileged init container only (api/reload.ts): a new pod applies it.
-    const tuning = { sysctls: { profile: 'none', overrides: { 'net.core.somaxconn': 8192 } } };
+    // net.* sysctls applied in place (the CHANGES above); host-wide ones and affinity roll (ADR 0020).
+    const sysctl = async (k: string) => (await nsExec(t.proxy.ns, ['cat', `/proc/sys/${k}`])).trim();
+    assert.equal(await sysctl('net/ipv4/tcp_fin_timeout'), '25', 'the last tuning change is enforced');
+    const hostWide = { sysctls: { profile: 'conntrack-heavy' } };
     assert.match(
-      await reload(write({ ...doc, tuning }, 'tuning.yaml')),
-      /tuning\.sysctls\.overrides\.net\.core\.somaxconn: cannot change without a new pod/,
+      await reload(write({ ...doc, tuning: hostWide }, 'tuning.yaml')),
+      /tuning\.sysctls \(host-wide keys\): cannot change without a new pod/,
     );
     assert.deepEqual(await snapshot(t.proxy.ns, 2001), inForce);
 
@@ -185,6 +189,7 @@ test('20 changes reload in place under 500 long-lived streams: 0 resets, every p
 
     // The rules after the last change are byte-identical to a fresh apply of the final config.
     const reloaded = await snapshot(t.proxy.ns, 2001);
+    const tuned = [await sysctl('net/ipv4/tcp_fin_timeout'), await sysctl('net/core/somaxconn')];
     await agent(t.proxy.ns, 'cleanup', write(doc), state);
     await nsExec(t.proxy.ns, ['ip', 'route', 'del', 'local', '10.77.0.1', 'dev', 'lo', 'table', '3333']);
     await agent(t.proxy.ns, 'apply', write(doc, 'fresh.yaml'), state);
@@ -192,6 +197,11 @@ test('20 changes reload in place under 500 long-lived streams: 0 resets, every p
     for (const k of ['nft list ruleset', 'ip rule', 'ip route show table 2001'])
       assert.equal(reloaded[k], fresh[k], `${k}: reloaded = fresh apply`);
     assert.doesNotMatch(reloaded['ip rule']!, /lookup 2000\b/, 'the old routing entries are gone');
+    assert.deepEqual(
+      [await sysctl('net/ipv4/tcp_fin_timeout'), await sysctl('net/core/somaxconn')],
+      tuned,
+      'tuning after the last change = a fresh apply (somaxconn, which left the spec, at its original)',
+    );
   } finally {
     for (const p of procs.reverse()) await p.stop();
     await agent(t.proxy.ns, 'cleanup', write(doc, 'last.yaml'), state).catch(() => undefined);

@@ -20,7 +20,7 @@ import {
   type RestoreReport,
   type Write,
 } from './owned.ts';
-import { profileEntries } from './profiles.ts';
+import { profileEntries } from '../../api/tuning-profiles.ts';
 
 export { readNodeFacts, type NodeFacts } from '../../host/facts.ts';
 export type { AffinityPlan } from '../../host/affinity.ts';

@@ -230,3 +230,27 @@ test('a tampered tuning record: cleanup refuses and reports the foreign entries,
   assert.equal(t.read('proc/sys/net/core/somaxconn'), '4096\n', 'ours restored');
   assert.ok(!existsSync(file), 'the record is gone: nothing is owned any more');
 });
+
+test('a scoped apply (agent-watch: /proc/sys/net only) neither writes nor releases anything outside the scope', () => {
+  const t = tree({
+    'proc/sys/net/core/somaxconn': '4096\n',
+    'proc/sys/net/core/busy_read': '0\n',
+    'proc/sys/fs/file-max': '1000\n',
+  });
+  const o = { root: t.root, stateDir: t.stateDir };
+  applyWrites([sysctl('net.core.busy_read', '50'), sysctl('fs.file-max', '2000')], o);
+  const scoped = { ...o, scope: '/proc/sys/net/' };
+  const r = applyWrites([sysctl('net.core.somaxconn', '8192'), sysctl('fs.file-max', '3000')], scoped);
+  assert.deepEqual(r.changed, [{ key: 'net.core.somaxconn', from: '4096', to: '8192' }]);
+  assert.deepEqual(
+    r.released.restored.map((x) => x.key),
+    ['net.core.busy_read'],
+    'a net key that left: restored',
+  );
+  assert.equal(t.read('proc/sys/fs/file-max'), '2000\n', 'out of scope: untouched, still owned');
+  const owned = JSON.parse(readFileSync(join(t.stateDir, 'tuning.json'), 'utf8')).entries;
+  assert.deepEqual(Object.keys(owned).sort(), ['fs.file-max', 'net.core.somaxconn']);
+  restoreAll(o);
+  assert.equal(t.read('proc/sys/fs/file-max'), '1000\n');
+  assert.equal(t.read('proc/sys/net/core/somaxconn'), '4096\n');
+});

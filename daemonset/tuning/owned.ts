@@ -88,6 +88,11 @@ export interface EngineOptions {
   root?: string;
   dryRun?: boolean;
   overwriteDrift?: boolean;
+  /**
+   * Only paths under this prefix are written or restored (applyWrites): agent-watch's in-place
+   * retune can write /proc/sys/net only (ADR 0020). Owned entries outside it stay as they are.
+   */
+  scope?: string;
 }
 
 const STATE_FILE = 'tuning.json';
@@ -208,8 +213,10 @@ export function applyWrites(writes: Write[], o: EngineOptions): ApplyReport {
     drift: [],
     released: emptyRestore(),
   };
+  const inScope = (path: string) => o.scope === undefined || path.startsWith(o.scope);
+  writes = writes.filter((w) => inScope(w.path));
   const wanted = new Set(writes.map((w) => w.key));
-  const stale = Object.keys(s.entries).filter((k) => !wanted.has(k));
+  const stale = Object.keys(s.entries).filter((k) => !wanted.has(k) && inScope(String(s.entries[k]?.path)));
   if (stale.length) r.released = restoreEntries(s, stale, o);
 
   const pending: Pending[] = [];

@@ -6,7 +6,7 @@ import { Tuning } from '../../api/tuning.ts';
 import { canonicalSysctl, SYSCTLS } from '../../api/tuning-sysctls.ts';
 import { TUNING_CONDITION_TYPE as type } from '../../api/tuning-condition.ts';
 import { applyCondition, planSysctls, planTuning, readNodeFacts, type ApplyReport } from './index.ts';
-import { PROFILES, profileEntries } from './profiles.ts';
+import { PROFILES, profileEntries } from '../../api/tuning-profiles.ts';
 
 const TESTDATA = join(import.meta.dirname, '..', '..', 'host', 'testdata');
 

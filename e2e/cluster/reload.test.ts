@@ -140,7 +140,7 @@ describe('reload in place on the local-real cluster', { concurrency: false }, as
       replicas: 1,
       interception: { ports: [{ port: 8080 }], failurePolicy: 'FailClosed' },
       proxy: { metricsPort: 15190, timeouts: { drain: '2s' }, logLevel: 'info' },
-      tuning: { sysctls: { profile: 'none', overrides: { 'net.core.somaxconn': 4096 } } },
+      tuning: { sysctls: { profile: 'none', overrides: { 'net.ipv4.tcp_fin_timeout': 19 } } },
     };
     await kubectl(c, ['apply', '-f', '-'], JSON.stringify(transparentProxy(ns, spec)));
     const [first] = await waitFor(
@@ -194,12 +194,16 @@ describe('reload in place on the local-real cluster', { concurrency: false }, as
 
     const I = (o: Spec) => ({ interception: { ...spec.interception, ...o } });
     const P = (o: Spec) => ({ proxy: { ...spec.proxy, ...o } });
+    // net.* overrides apply in place (ADR 0020); a profile would add host-wide fs.file-max and roll.
+    const T = (overrides: Spec) => ({ tuning: { sysctls: { profile: 'none', overrides } } });
+    const sysctl = async (key: string) => (await c.nodeExec!(node, ['cat', `/proc/sys/${key}`])).trim();
+    const somaxconnBefore = await sysctl('net/core/somaxconn');
     const changes: [string, Spec][] = [
       ['exclusion CIDR added', I({ destinations: { exclude: ['10.99.0.0/16'] } })],
       ['port added', I({ ports: [{ port: 8080 }, { port: 8081 }] })],
       ['idle timeout', P({ timeouts: { drain: '2s', idle: '600s' } })],
       ['log level debug', P({ logLevel: 'debug' })],
-      ['log level info', P({ logLevel: 'info' })],
+      ['tuning: two net.* sysctls', T({ 'net.core.somaxconn': 8192, 'net.ipv4.tcp_fin_timeout': 21 })],
       ['maxConnections', P({ maxConnections: 20000 })],
       ['second exclusion CIDR', I({ destinations: { exclude: ['10.99.0.0/16', '10.98.0.0/16'] } })],
       ['connect timeout', P({ timeouts: { drain: '2s', idle: '600s', connect: '3s' } })],
@@ -213,7 +217,8 @@ describe('reload in place on the local-real cluster', { concurrency: false }, as
       ['log level warn', P({ logLevel: 'warn' })],
       ['idle timeout again', P({ timeouts: { drain: '2s', idle: '300s', connect: '3s' } })],
       ['source exclusion', I({ sources: { exclude: ['10.97.0.0/16'] } })],
-      ['maxConnections again', P({ maxConnections: 30000 })],
+      // A merge patch: null removes the key from the spec (its original value comes back).
+      ['tuning: one changed, one left the spec', T({ 'net.core.somaxconn': null, 'net.ipv4.tcp_fin_timeout': 25 })],
       ['port removed', I({ ports: [{ port: 8080 }, { port: 9000, endPort: 9100 }] })],
     ];
     const enforced: number[] = [];
@@ -225,6 +230,8 @@ describe('reload in place on the local-real cluster', { concurrency: false }, as
       `local-real reload in place: ${enforced.length} changes, patch to enforced on ${node}: p50 ${pct(enforced, 50)} ms, p99 ${pct(enforced, 99)} ms, max ${Math.max(...enforced)} ms (${enforced.join(', ')})\n`,
     );
     assert.ok(Math.max(...enforced) < 5000, `each change enforced within 5 s: ${enforced.join(', ')}`);
+    assert.equal(await sysctl('net/ipv4/tcp_fin_timeout'), '25', 'the tuning changes are enforced on the node');
+    assert.equal(await sysctl('net/core/somaxconn'), somaxconnBefore, 'a key that left the spec: as before');
 
     // Refused: a routing table another owner uses on this node.
     const inForce = await ours(c, node);
@@ -303,6 +310,7 @@ describe('reload in place on the local-real cluster', { concurrency: false }, as
     );
     assert.notEqual(rolled.metadata.uid, uid);
     assert.equal(await ours(c, node), reloaded, 'rules after the reloads = a fresh apply of the final config');
+    assert.equal(await sysctl('net/ipv4/tcp_fin_timeout'), '25', 'and so is the tuning');
     t.diagnostic(`enforced p50 ${pct(enforced, 50)} ms p99 ${pct(enforced, 99)} ms`);
   });
 });

@@ -79,6 +79,8 @@ const VOLUME_MOUNTS = [
   { name: 'state-copy', mountPath: NODE_STATE_COPY_DIR },
   { name: 'xtables-lock', mountPath: '/run/xtables.lock' },
 ];
+/** Where agent-watch sees the host's /proc/sys/net writable (ADR 0020). */
+const SYSCTL_ROOT = '/host';
 const RUN_MOUNTS = [...VOLUME_MOUNTS, { name: 'live', mountPath: LIVE_DIR }];
 const agent = (verb: string) => [
   'tpfleet-agent',
@@ -150,8 +152,8 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
                 watcher(
                   image,
                   pullPolicy,
-                  [...agent('watch'), '--live-dir', LIVE_DIR, '--configmap', n.configMap],
-                  RUN_MOUNTS,
+                  [...agent('watch'), '--live-dir', LIVE_DIR, '--configmap', n.configMap, '--sysctl-root', SYSCTL_ROOT],
+                  [...RUN_MOUNTS, { name: 'sysctl-net', mountPath: `${SYSCTL_ROOT}/proc/sys/net` }],
                 ),
               ],
           volumes: volumes(i, n.configMap),
@@ -210,7 +212,13 @@ function volumes(i: DaemonSetInput, configMap: string) {
   const tp = i.tp;
   return [
     ...(i.mode === 'run'
-      ? [apiAccessVolume(), { name: 'live', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } }]
+      ? [
+          apiAccessVolume(),
+          { name: 'live', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+          // agent-watch's in-place tuning (ADR 0020): the net.* sysctls of the netns it already holds
+          // NET_ADMIN in (hostNetwork). Its own /proc/sys stays read-only; no other /proc or /sys path.
+          { name: 'sysctl-net', hostPath: { path: '/proc/sys/net', type: 'Directory' } },
+        ]
       : []),
     { name: 'config', configMap: { name: configMap, items: [{ key: 'nodeconfig.yaml', path: 'nodeconfig.yaml' }] } },
     // Per-object state so two TransparentProxies on one node never share rule state.

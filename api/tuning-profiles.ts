@@ -5,7 +5,7 @@
 //     kernel default is already larger (big machines scale some defaults with RAM) keeps its value.
 //     Multi-value keys are raised component-wise.
 // Overrides in the spec are always exact and win over the profile.
-import type { ProfileName } from '../../api/tuning.ts';
+import type { ProfileName } from './tuning.ts';
 
 export interface ProfileEntry {
   key: string;
