@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { buildImages } from '../../images/images.ts';
+import { INTERCEPTION_TAINT } from '../../api/defaults.ts';
 import { activeLabelKey } from '../../operator/render/names.ts';
 import { installChart, type Installed } from './install.ts';
 import { kindProvider } from './kind.ts';
@@ -181,6 +182,75 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
         pods.every((p) => p.spec.nodeName !== workload),
         'no proxy pod on the non-candidate worker',
       );
+    });
+
+    it('the readiness taint: off once the proxy pod is Ready, back while it is replaced; a workload pod meanwhile waits, then runs', async () => {
+      const [active] = await activeNodes();
+      const taintedNow = async () =>
+        ((await kubectlJson(c, ['get', 'node', active!])).spec?.taints ?? []).some(
+          (x: { key: string }) => x.key === INTERCEPTION_TAINT,
+        );
+      await waitFor('the taint lifted on the active node', async () => !(await taintedNow()) || undefined, 60_000);
+      const [old] = (await fleetPods()).filter((p) => p.spec.nodeName === active);
+      const t0 = Date.now();
+      await kubectl(c, ['delete', 'pod', '-n', inst.fleetNamespace, old!.metadata.name, '--wait=false']);
+      await waitFor(
+        'the taint back while the proxy pod is replaced',
+        async () => (await taintedNow()) || undefined,
+        60_000,
+      );
+      const tTaint = Date.now();
+      const pod = {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'taint-wait', namespace: 'default' },
+        spec: {
+          nodeSelector: { 'kubernetes.io/hostname': active },
+          terminationGracePeriodSeconds: 1,
+          containers: [
+            { name: 'main', image: images.node.ref, imagePullPolicy: 'Never', command: ['sleep', 'infinity'] },
+          ],
+        },
+      };
+      await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod));
+      const workload = () => kubectlJson(c, ['get', 'pod', '-n', 'default', 'taint-wait']);
+      await waitFor(
+        'the workload pod Unschedulable while the node is tainted',
+        async () => {
+          const w = await workload();
+          const waiting = w.status?.conditions?.some(
+            (x: { type: string; status: string; reason?: string; message?: string }) =>
+              x.type === 'PodScheduled' &&
+              x.status === 'False' &&
+              x.reason === 'Unschedulable' &&
+              x.message?.includes(INTERCEPTION_TAINT),
+          );
+          if (!waiting) throw new Error(`node ${w.spec.nodeName ?? '-'}: ${JSON.stringify(w.status)}`);
+          return true;
+        },
+        30_000,
+      );
+      assert.ok(await taintedNow(), 'still tainted when the pod was found waiting');
+      await waitFor(
+        'a new Ready proxy pod on the node',
+        async () =>
+          (await fleetPods()).some(
+            (p) => p.spec.nodeName === active && ready(p) && p.metadata.name !== old!.metadata.name,
+          ) || undefined,
+        180_000,
+      );
+      await waitFor(
+        'the workload pod scheduled on the node once the taint is lifted',
+        async () => {
+          const w = await workload();
+          return (w.spec.nodeName === active && !(await taintedNow())) || undefined;
+        },
+        60_000,
+      );
+      process.stdout.write(
+        `readiness taint: back ${((tTaint - t0) / 1000).toFixed(1)} s after the proxy pod was deleted, lifted ${((Date.now() - tTaint) / 1000).toFixed(1)} s later\n`,
+      );
+      await kubectl(c, ['delete', 'pod', '-n', 'default', 'taint-wait', '--wait=false']);
     });
 
     it("the active node runs the proxy pod with the TransparentProxy's interception (and, on real nodes, intercepts traffic)", async (t) => {
@@ -632,6 +702,12 @@ for (const provider of [kindProvider, localProvider, localRealProvider] as Provi
     it('deleting the TransparentProxy cleans every node up, then removes labels and owned objects', async () => {
       await kubectl(c, ['delete', 'transparentproxy', TP, '-n', inst.fleetNamespace, '--wait=true', '--timeout=180s']);
       assert.deepEqual(await activeNodes(), [], 'no node keeps an activation label');
+      const nodes = (await kubectlJson<{ items: { spec?: { taints?: { key: string }[] } }[] }>(c, ['get', 'nodes']))
+        .items;
+      assert.ok(
+        nodes.every((n) => !(n.spec?.taints ?? []).some((x) => x.key === INTERCEPTION_TAINT)),
+        'no node keeps the readiness taint',
+      );
       await waitFor(
         'the garbage collector to delete the fleet objects',
         async () => {
