@@ -54,20 +54,33 @@ async function setTaint(ctx: ReconcileContext, node: NodeObj, on: boolean): Prom
 }
 
 /**
- * One object's intercepting nodes: tainted while their proxy pod is not Ready, untainted once it
- * is; then every node carrying the taint that no live object claims any more loses it (an object
- * deleted, a node relabelled or leaving). Cache-based: a steady state writes nothing.
+ * The taint changes one object's reconcile makes, pure over the caches' contents: its intercepting
+ * nodes tainted while their proxy pod is not Ready, untainted once it is; every other node that
+ * carries the taint and no live object claims any more loses it (an object deleted, a node
+ * relabelled or leaving). Nodes already as wanted are left out: a steady state writes nothing.
  */
+export function taintChanges(
+  nodes: KubeObject[],
+  proxies: KubeObject[],
+  intercepting: readonly string[],
+  readyNodes: ReadonlySet<string>,
+): { node: KubeObject; on: boolean }[] {
+  const want = new Map(intercepting.map((n) => [n, !readyNodes.has(n)]));
+  const out: { node: KubeObject; on: boolean }[] = [];
+  for (const node of nodes) {
+    const has = hasTaint(node);
+    const on = want.get(node.metadata.name) ?? (has && claimed(node, proxies));
+    if (on !== has) out.push({ node, on });
+  }
+  return out;
+}
+
+/** Writes taintChanges() for one object's reconcile (readyNodes: operator/pods.ts fleetPods). */
 export async function syncTaints(
   ctx: ReconcileContext,
   intercepting: readonly string[],
   readyNodes: ReadonlySet<string>,
 ): Promise<void> {
-  const want = new Map(intercepting.map((n) => [n, !readyNodes.has(n)]));
-  const proxies = ctx.caches.proxies.list();
-  for (const node of ctx.caches.nodes.list() as NodeObj[]) {
-    const has = hasTaint(node);
-    const on = want.get(node.metadata.name) ?? (has && claimed(node, proxies));
-    if (on !== has) await setTaint(ctx, node, on);
-  }
+  const changes = taintChanges(ctx.caches.nodes.list(), ctx.caches.proxies.list(), intercepting, readyNodes);
+  for (const { node, on } of changes) await setTaint(ctx, node as NodeObj, on);
 }
