@@ -45,3 +45,11 @@ export const NODE_STATE_COPY_DIR = '/var/lib/tpfleet';
 
 /** "0x2000": marks and masks are bit patterns, written in hex wherever a person reads them. */
 export const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/**
+ * The interception readiness taint (ADR 0019): a node that should intercept carries it
+ * (NoSchedule, no value) until its proxy pod is Ready, i.e. rules applied and verified and the
+ * sidecar listening; it is put back when that pod stops being Ready while the node should still
+ * intercept. Workloads that must start earlier (CNI, DNS) tolerate it (docs/operator.md).
+ */
+export const INTERCEPTION_TAINT = 'tpfleet.io/interception-not-ready';

@@ -19,6 +19,7 @@ import { renderDaemonSet } from './render/daemonset.ts';
 import { FINALIZER, POD_HASH_ANNOTATION, MODE_ANNOTATION, names, selectorString } from './render/names.ts';
 import { rolloutComplete, type DaemonSetStatus } from './status.ts';
 import { writeStatus } from './write-status.ts';
+import { syncTaints } from './taint.ts';
 
 interface LiveDaemonSet extends KubeObject {
   spec?: {
@@ -104,6 +105,8 @@ export function formatMs(ms: number): string {
 export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject): Promise<Result> {
   const { namespace = '', name } = tp.metadata;
   if (!tp.metadata.finalizers?.includes(FINALIZER)) return { outcome: 'gone' };
+  // A deleted object means no node to intercept: its taints go at once (taint.ts), the cleanup follows.
+  await syncTaints(ctx, [], new Set());
   const dsName = names(name).daemonSet;
   const live = ctx.caches.daemonSets.get(namespace, dsName) as LiveDaemonSet | undefined;
   const remaining = Date.parse(tp.metadata.deletionTimestamp!) + ctx.settings.cleanupTimeoutMs - ctx.now().getTime();

@@ -11,7 +11,8 @@ import { parseAllDocuments } from 'yaml';
 import { KubeClient, resourcePath, type KubeObject } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { errorMessage } from '../api/errors.ts';
-import { activeLabelKey, FIELD_MANAGER } from './render/names.ts';
+import { INTERCEPTION_TAINT } from '../api/defaults.ts';
+import { activeLabelKey, commonLabels, FIELD_MANAGER } from './render/names.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
 import { startOperator, type RunningOperator } from '../e2e/testenv/operator.ts';
 import { startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
@@ -87,6 +88,7 @@ test('the operator works end to end with only the permissions in deploy/rbac.yam
     async () =>
       (await admin.list('/api/v1/nodes', { labelSelector: `${activeLabelKey('apps', 'p')}=true` })).items.length === 3,
   );
+  await interceptionTaint();
   await admin.mergePatch(tpPath('apps', 'p'), { spec: { autoscaling: { enabled: false } } });
   await waitFor(
     'HPA deleted',
@@ -113,12 +115,47 @@ test('the operator works end to end with only the permissions in deploy/rbac.yam
     },
   });
   await waitFor('deleted', async () => !(await admin.get(tpPath('apps', 'p'))));
+  assert.deepEqual(await tainted(), [], 'the readiness taint goes with the object');
   assert.equal(
     (await admin.list('/api/v1/nodes', { labelSelector: `${activeLabelKey('apps', 'p')}=true` })).items.length,
     0,
     'labels removed',
   );
 });
+
+/** Nodes carrying the interception readiness taint, by name. */
+async function tainted(): Promise<string[]> {
+  const nodes = (await admin.list('/api/v1/nodes')).items as Obj[];
+  return nodes
+    .filter((n) => (n.spec?.taints ?? []).some((t: { key: string }) => t.key === INTERCEPTION_TAINT))
+    .map((n) => n.metadata.name)
+    .sort();
+}
+
+/**
+ * The readiness taint, written by the operator under the node-write policy: every intercepting
+ * node carries it while its proxy pod is not Ready, loses it once Ready, gets it back when the pod
+ * turns unready. No kubelet runs here: the proxy pod and its Ready condition are written as the
+ * DaemonSet controller and the kubelet would.
+ */
+async function interceptionTaint(): Promise<void> {
+  await waitFor('3 tainted', async () => (await tainted()).length === 3);
+  const pod = await admin.create<Obj>('/api/v1/namespaces/apps/pods', {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'p-on-p1', labels: commonLabels('p'), annotations: { 'tpfleet.io/mode': 'run' } },
+    spec: { nodeName: 'p1', containers: [{ name: 'sidecar', image: 'tpfleet/node:test' }] },
+  });
+  const ready = (status: 'True' | 'False') =>
+    admin.mergePatch(`/api/v1/namespaces/apps/pods/${pod.metadata.name}/status`, {
+      status: { conditions: [{ type: 'Ready', status }] },
+    });
+  await ready('True');
+  await waitFor('p1 untainted once its proxy pod is Ready', async () => (await tainted()).join() === 'p2,p3');
+  await ready('False');
+  await waitFor('p1 tainted again when its proxy pod turns unready', async () => (await tainted()).length === 3);
+  await admin.delete(`/api/v1/namespaces/apps/pods/${pod.metadata.name}`, { gracePeriodSeconds: '0' });
+}
 
 test('upstream credentials: get on the named Secret and create/patch on events suffice; no list, watch or write on secrets', async () => {
   await admin.create(tpPath('apps', 'creds'), {
@@ -217,7 +254,7 @@ test('the leader-election role lets the operator take the lease', async () => {
   assert.equal(released?.spec.holderIdentity, '', 'released on stop so a standby takes over at once');
 });
 
-test('node writes: the operator identity may change only active.tpfleet.io/* labels (ValidatingAdmissionPolicy)', async () => {
+test('node writes: the operator identity may change only active.tpfleet.io/* labels and its one taint (ValidatingAdmissionPolicy)', async () => {
   const path = '/api/v1/nodes/p1';
   // The lifecycle test above labelled and unlabelled nodes under this policy; here what it refuses.
   const refused: [string, unknown, RegExp][] = [
@@ -231,7 +268,17 @@ test('node writes: the operator identity may change only active.tpfleet.io/* lab
       { metadata: { labels: { 'topology.kubernetes.io/zone': null } } },
       /may remove only active\.tpfleet\.io/,
     ],
-    ['a taint', { spec: { taints: [{ key: 'x', effect: 'NoSchedule' }] } }, /may not change a node's spec/],
+    ['a taint', { spec: { taints: [{ key: 'x', effect: 'NoSchedule' }] } }, /may add or remove only the tpfleet/],
+    [
+      'its taint as NoExecute',
+      { spec: { taints: [{ key: INTERCEPTION_TAINT, effect: 'NoExecute' }] } },
+      /is NoSchedule without a value/,
+    ],
+    [
+      'its taint with a value',
+      { spec: { taints: [{ key: INTERCEPTION_TAINT, value: 'x', effect: 'NoSchedule' }] } },
+      /is NoSchedule without a value/,
+    ],
     ['cordoning', { spec: { unschedulable: true } }, /may not change a node's spec/],
     ['an annotation', { metadata: { annotations: { a: 'b' } } }, /may not change a node's annotations/],
   ];
@@ -247,6 +294,9 @@ test('node writes: the operator identity may change only active.tpfleet.io/* lab
   }
   await op.client.mergePatch(path, { metadata: { labels: { 'active.tpfleet.io/apps.x': 'true' } } });
   await op.client.mergePatch(path, { metadata: { labels: { 'active.tpfleet.io/apps.x': null } } });
+  // Its one taint, added and removed (p1 has no other taint here).
+  await op.client.mergePatch(path, { spec: { taints: [{ key: INTERCEPTION_TAINT, effect: 'NoSchedule' }] } });
+  await op.client.mergePatch(path, { spec: { taints: null } });
   // Anyone else (the admin here) is not bound by it.
   await admin.mergePatch(path, { metadata: { annotations: { a: 'b' } } });
 });

@@ -17,6 +17,7 @@ import { policyInForce, policyRejected } from './policy-status.ts';
 import { invalidMessage, type DaemonSetStatus, type StatusInput } from './status.ts';
 import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
 import { fleetPods } from './pods.ts';
+import { syncTaints } from './taint.ts';
 import { writeStatus } from './write-status.ts';
 import { fleetTransitions, refusalTransition, type EventSpec } from './transitions.ts';
 
@@ -45,6 +46,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     // Deleted without our finalizer having run (e.g. removed by hand): owned objects go with
     // owner references; node labels are not owned, so clear them here.
     await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
+    await syncTaints(ctx, [], new Set());
     const n = names(name);
     for (const o of OWNED) ctx.memo.forget(resourcePath(R[o.kind], namespace, o.name(n)));
     return { outcome: 'gone' };
@@ -91,6 +93,13 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   const active = await syncActiveNodes(ctx, namespace, name, spec);
   const ds = await applyOwned(ctx, tp, verdict.value);
   await active.finish();
+  const pods = fleetPods(ctx.caches.pods.list(), namespace, name);
+  // After finish(): a node that just started leaving is no longer meant to intercept (taint.ts).
+  await syncTaints(
+    ctx,
+    active.active.map((c) => c.name).filter((n) => !active.leaving().includes(n)),
+    pods.readyNodes,
+  );
   const written = await writeStatus(ctx, tp, {
     ...statusBase,
     configHash: hash,
@@ -98,7 +107,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     draining: active.leaving(),
     candidates: active.candidates,
     requested: spec.replicas,
-    ...fleetPods(ctx.caches.pods.list(), namespace, name),
+    ...pods,
     daemonSet: dsInfo(ctx.caches.daemonSets.get(namespace, names(name).daemonSet) ?? ds),
     policy: policyInForce(spec),
     sharedNodes: shared,

@@ -9,7 +9,8 @@ import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { KubeClient, type KubeObject } from '../kube/client.ts';
-import { activeLabelKey } from './render/names.ts';
+import { INTERCEPTION_TAINT } from '../api/defaults.ts';
+import { activeLabelKey, commonLabels } from './render/names.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
 import { freePort, startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
 
@@ -142,7 +143,27 @@ test('killed mid-reconcile (SIGKILL), a restarted operator converges with no dup
   assert.equal(await metric(leader, 'tpfleet_operator_leader'), 1);
 });
 
+/** Nodes carrying the interception readiness taint (ADR 0019), by name. */
+const tainted = async () =>
+  ((await c.list('/api/v1/nodes')).items as Obj[])
+    .filter((n) => (n.spec?.taints ?? []).some((t: { key: string }) => t.key === INTERCEPTION_TAINT))
+    .map((n) => n.metadata.name)
+    .sort();
+
 test('steady state: no API writes and no object changes over 30 s (no hot loop)', async () => {
+  // Both taint states held steady: one active node with a Ready proxy pod (untainted), the other
+  // without one (tainted). No kubelet runs here: the pod and its Ready condition are written by hand.
+  const [withPod, withoutPod] = await activeNodes();
+  const pod = await c.create<Obj>(`/api/v1/namespaces/${NS}/pods`, {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'x-steady', labels: commonLabels('x'), annotations: { 'tpfleet.io/mode': 'run' } },
+    spec: { nodeName: withPod, containers: [{ name: 'sidecar', image: 'tpfleet/node:test' }] },
+  });
+  await c.mergePatch(`/api/v1/namespaces/${NS}/pods/${pod.metadata.name}/status`, {
+    status: { conditions: [{ type: 'Ready', status: 'True' }] },
+  });
+  await waitFor('only the node without a Ready proxy pod tainted', async () => (await tainted()).join() === withoutPod);
   await new Promise((r) => setTimeout(r, 2000));
   const snapshot = async () => {
     const paths = [
@@ -168,6 +189,8 @@ test('steady state: no API writes and no object changes over 30 s (no hot loop)'
   assert.equal(w1, w0, 'no writes');
   assert.deepEqual(s1, s0, 'no object changed');
   assert.ok(r0 > 0, 'the operator did reconcile before');
+  assert.deepEqual(await tainted(), [withoutPod], 'the taints held');
+  await c.delete(`/api/v1/namespaces/${NS}/pods/${pod.metadata.name}`, { gracePeriodSeconds: '0' });
 });
 
 test('a standby replica does not write, and takes over when the leader stops', async () => {

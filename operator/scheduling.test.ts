@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { INTERCEPTION_TAINT } from '../api/defaults.ts';
 import type { KubeObject } from '../kube/client.ts';
 import { candidates, selectActive, type Candidate } from './scheduling.ts';
 
@@ -41,6 +42,22 @@ test('candidates: selector, readiness, cordon and taints (tolerated or not)', ()
   assert.deepEqual(
     candidates(nodes, { pool: 'x' }, [{ operator: 'Exists' }]).map((c) => c.name),
     ['a', 'e', 'f', 'g'],
+  );
+});
+
+test('our own interception readiness taint does not make a node less of a candidate', () => {
+  const nodes = [
+    node('a', { taints: [{ key: INTERCEPTION_TAINT, effect: 'NoSchedule' }] }),
+    node('b', {
+      taints: [
+        { key: INTERCEPTION_TAINT, effect: 'NoSchedule' },
+        { key: 'other', effect: 'NoSchedule' },
+      ],
+    }),
+  ];
+  assert.deepEqual(
+    candidates(nodes).map((c) => c.name),
+    ['a'],
   );
 });
 

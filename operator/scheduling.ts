@@ -6,6 +6,7 @@
 // (minimal churn: scaling by k changes exactly k nodes), grow into the least-populated zone first
 // and shrink from the most-populated one (spread over topology.kubernetes.io/zone); ties break
 // by node name so the choice is deterministic across operator restarts.
+import { INTERCEPTION_TAINT } from '../api/defaults.ts';
 import type { Toleration } from '../api/transparentproxy.ts';
 import type { KubeObject } from '../kube/client.ts';
 import { ZONE_LABEL } from './render/names.ts';
@@ -45,8 +46,12 @@ export function isCandidate(
   if (!matchesSelector(n, nodeSelector)) return false;
   if (n.spec?.unschedulable) return false;
   if (n.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True') return false;
+  // Our own readiness taint (taint.ts) is no reason not to run the proxy: the fleet tolerates it.
   return (n.spec?.taints ?? []).every(
-    (taint) => taint.effect === 'PreferNoSchedule' || tolerations.some((t) => tolerates(t, taint)),
+    (taint) =>
+      taint.effect === 'PreferNoSchedule' ||
+      taint.key === INTERCEPTION_TAINT ||
+      tolerations.some((t) => tolerates(t, taint)),
   );
 }
 

@@ -36,23 +36,29 @@ export async function kubectlJson<T = Record<string, any>>(
 /**
  * `kubectl <args> --watch`, collecting its output lines as they come: one per change of a watched
  * object, in the API server's order (resourceVersion), which polling cannot show for changes a
- * few milliseconds apart. stop() ends kubectl and returns every line seen.
+ * few milliseconds apart. stop() ends kubectl and returns every line seen; stamped() gives each
+ * complete line with its arrival time (Date.now()), for latencies between two watches.
  */
 export async function watchLines(
   c: Pick<Cluster, 'kubeconfigPath'>,
   args: readonly string[],
-): Promise<{ lines(): string[]; stop(): string[] }> {
+): Promise<{ lines(): string[]; stamped(): { at: number; line: string }[]; stop(): string[] }> {
   const bin = await ensureBinaries(['kubectl']);
   const child = spawn(join(bin, 'kubectl'), ['--kubeconfig', c.kubeconfigPath, ...args, '--watch'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let text = '';
+  const arrived: { at: number; line: string }[] = [];
   child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    const at = Date.now();
+    const done = text.lastIndexOf('\n') + 1;
     text += d;
+    for (const line of text.slice(done).split('\n').slice(0, -1)) if (line) arrived.push({ at, line });
   });
   const lines = () => text.split('\n').filter(Boolean);
   return {
     lines,
+    stamped: () => [...arrived],
     stop: () => {
       child.kill();
       return lines();

@@ -1,6 +1,6 @@
 // The node fleet: one DaemonSet per TransparentProxy. Pure rendering; see docs/adr/0005 for the
 // security context and 0006 for the update strategy and the cleanup mode used on deletion.
-import { DEFAULTS, NODE_STATE_COPY_DIR, NODE_STATE_DIR } from '../../api/defaults.ts';
+import { DEFAULTS, INTERCEPTION_TAINT, NODE_STATE_COPY_DIR, NODE_STATE_DIR } from '../../api/defaults.ts';
 import { leaveWaitSeconds } from '../../api/fields.ts';
 import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
@@ -143,7 +143,12 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
           priorityClassName: 'system-node-critical',
           terminationGracePeriodSeconds: graceSeconds(i),
           ...placement(i),
-          tolerations: i.spec.tolerations ?? [],
+          // Our own readiness taint (operator/taint.ts): the proxy is what lifts it, and the leave
+          // and cleanup pods must reach nodes that carry it again.
+          tolerations: [
+            ...(i.spec.tolerations ?? []),
+            { key: INTERCEPTION_TAINT, operator: 'Exists', effect: 'NoSchedule' },
+          ],
           initContainers: [agentInit(i, image, pullPolicy)],
           containers: cleanup
             ? [cleanupDone(image, pullPolicy)]
