@@ -1,7 +1,7 @@
 // The chart's Grafana dashboard (metrics.grafanaDashboard, ADR 0022) with the real helm: off by
 // default, a ConfigMap labelled for Grafana's dashboard sidecar when on, and every panel reads a
 // series the sidecar really exports (names read from sidecar/metrics.ts as text: this test must not
-// import another binary's folder). That each query returns data is e2e/cluster/autoscale-real.test.ts.
+// import another binary's folder). That each query returns data is e2e/cluster/autoscale.test.ts.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
