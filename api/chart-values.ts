@@ -249,6 +249,18 @@ export const ChartValues = z
           })
           .strict()
           .meta({ description: 'Prometheus Operator PodMonitor for the node sidecars.' }),
+        grafanaDashboard: z
+          .object({
+            enabled: z.boolean().meta({
+              description: "Create a ConfigMap with the fleet's Grafana dashboard (dashboards/tpfleet.json).",
+            }),
+            namespace: z
+              .union([dnsLabel, z.literal('')])
+              .meta({ description: "Namespace Grafana's sidecar watches; empty: the release namespace." }),
+            labels: stringMap("Labels Grafana's dashboard sidecar selects ConfigMaps by."),
+          })
+          .strict()
+          .meta({ description: "Grafana dashboard ConfigMap for Grafana's dashboard sidecar (off by default)." }),
       })
       .strict()
       .meta({ description: 'Prometheus Operator scrape objects.' }),

@@ -27,7 +27,14 @@ export const DEFAULTS = {
   },
   /** Pod settings of spec.proxy (not part of the NodeConfig document). */
   pod: { imagePullPolicy: 'IfNotPresent' },
-  autoscaling: { enabled: false, minReplicas: 1, targetConnectionsPerProxy: 1000, scaleDownStabilization: '5m' },
+  autoscaling: {
+    enabled: false,
+    minReplicas: 1,
+    targetConnectionsPerProxy: 1000,
+    scaleDownStabilization: '5m',
+    /** The seed's rule (ADR 0022): scale out past 70 % of proxy.maxConnections held for 30 s. */
+    utilization: { percent: 70, window: '30s' },
+  },
 } as const;
 
 /**

@@ -77,6 +77,7 @@ export const DURATION_BOUNDS = {
   idle: { min: '1ms', max: '24h', what: 'idle timeout' },
   drain: { min: '0s', max: '1h', what: 'drain timeout' },
   scaleDownStabilization: { min: '0s', max: '1h', what: 'HPA scale-down window (stabilizationWindowSeconds <= 3600)' },
+  utilizationWindow: { min: '0s', max: '1h', what: 'HPA scale-up window (stabilizationWindowSeconds <= 3600)' },
   upstreamConnect: { min: '1ms', max: '60s', what: 'upstream proxy connect timeout' },
   peek: { min: '1ms', max: '10s', what: 'peek timeout' },
   cleanupTimeout: { min: '1s', max: '24h', what: 'operator --cleanup-timeout (after it: a warning, never a release)' },

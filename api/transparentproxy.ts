@@ -224,6 +224,29 @@ export const ProxySpec = z
     ...cel(PORTS_CLASH_CEL),
   });
 
+const U = A.utilization;
+/** The seed's rule: scale out when open connections pass a share of maxConnections for a window. */
+const UtilizationSpec = z
+  .object({
+    percent: z
+      .number()
+      .int()
+      .min(1)
+      .max(100)
+      .optional()
+      .meta({
+        description: `Share of spec.proxy.maxConnections per proxy pod the HPA aims for (its AverageValue target). Default ${U.percent}.`,
+      }),
+    window: duration(
+      'utilizationWindow',
+      `How long the load must stay above the target before scaling out (the HPA's scale-up stabilization window), default ${U.window}.`,
+    ).optional(),
+  })
+  .strict()
+  .meta({
+    description: `Scale on utilization of proxy.maxConnections instead of targetConnectionsPerProxy ({} means ${U.percent} % for ${U.window}).`,
+  });
+
 export const AutoscalingSpec = z
   .object({
     enabled: z
@@ -257,6 +280,7 @@ export const AutoscalingSpec = z
       'scaleDownStabilization',
       `Window the HPA waits before scaling in, default ${A.scaleDownStabilization}.`,
     ).optional(),
+    utilization: UtilizationSpec.optional(),
   })
   .strict()
   .superRefine((a, ctx) => {
@@ -264,6 +288,12 @@ export const AutoscalingSpec = z
       ctx.addIssue({ code: 'custom', path: ['maxReplicas'], message: 'required when enabled' });
     if ((a.minReplicas ?? A.minReplicas) > (a.maxReplicas ?? Infinity))
       ctx.addIssue({ code: 'custom', path: ['minReplicas'], message: 'must be <= maxReplicas' });
+    if (a.utilization && a.targetConnectionsPerProxy !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['utilization'],
+        message: 'set either utilization or targetConnectionsPerProxy',
+      });
   })
   .meta({
     description: 'Scale the number of active nodes on connection load.',
@@ -277,6 +307,11 @@ export const AutoscalingSpec = z
         rule: `!has(self.maxReplicas) || (has(self.minReplicas) ? self.minReplicas : ${A.minReplicas}) <= self.maxReplicas`,
         message: 'minReplicas must be <= maxReplicas',
         fieldPath: '.minReplicas',
+      },
+      {
+        rule: '!(has(self.utilization) && has(self.targetConnectionsPerProxy))',
+        message: 'set either utilization or targetConnectionsPerProxy',
+        fieldPath: '.utilization',
       },
     ),
   });

@@ -32,8 +32,16 @@ export interface LocalRealCluster extends Cluster {
   readonly dir: string;
 }
 
+export interface LocalRealOptions {
+  /**
+   * Register the hand-written custom-metrics test adapter (default true: tests that set exact
+   * values). false leaves custom.metrics.k8s.io free for the users' path (prometheus-adapter).
+   */
+  testMetricsAdapter?: boolean;
+}
+
 export interface LocalRealProvider extends Provider {
-  create(kindConfigPath: string): Promise<LocalRealCluster>;
+  create(kindConfigPath: string, opts?: LocalRealOptions): Promise<LocalRealCluster>;
 }
 
 const has = (cmd: string, args: string[]) => new Promise<boolean>((r) => execFile(cmd, args, (e) => r(!e)));
@@ -88,7 +96,7 @@ export const localRealProvider: LocalRealProvider = {
     return null;
   },
 
-  async create(kindConfigPath) {
+  async create(kindConfigPath, opts: LocalRealOptions = {}) {
     const nodes = kindNodes(kindConfigPath, CLUSTER_NAME);
     const bin = await ensureBinaries([
       'kube-apiserver',
@@ -162,12 +170,13 @@ export const localRealProvider: LocalRealProvider = {
       for (const n of real) await n.ctr(['images', 'import', pause.archive]);
       await waitNodesReady(c, real);
       // The same custom-metrics test adapter as `local` (in the control plane's namespace), so the
-      // HPA path runs here too; real sidecars' metrics would need a Prometheus adapter.
-      adapter = await startMetricsAdapter(cp.env, net);
+      // HPA path runs here with exact values; autoscale.test.ts leaves it out and serves the real
+      // sidecars' metrics through Prometheus and prometheus-adapter instead.
+      if (opts.testMetricsAdapter ?? true) adapter = await startMetricsAdapter(cp.env, net);
       const procs = [
         ...cp.procs.values(),
         ...(kwok ? [kwok] : []),
-        adapter.proc,
+        ...(adapter ? [adapter.proc] : []),
         ...real.flatMap((n) => [n.containerd, n.kubelet]),
       ];
       return {
@@ -175,7 +184,7 @@ export const localRealProvider: LocalRealProvider = {
         kubeconfigPath: c.kubeconfigPath,
         dir,
         real,
-        capabilities: { runsPods: true, realDataPath: true, settableMetrics: true },
+        capabilities: { runsPods: true, realDataPath: true, settableMetrics: adapter !== undefined },
         nodes: nodes as ClusterNode[],
         pids: [...cp.env.pids, ...procs.map((p) => p.pid!)],
         async loadImages(images: readonly BuiltImage[]) {
@@ -192,7 +201,7 @@ export const localRealProvider: LocalRealProvider = {
             throw new Error(`local-real: ${node} is not a real node (real: ${real.map((r) => r.name).join(', ')})`);
           return n.exec(argv);
         },
-        setPodMetric: adapter.setPodMetric,
+        ...(adapter ? { setPodMetric: adapter.setPodMetric } : {}),
         delete: teardown,
       };
     } catch (e) {

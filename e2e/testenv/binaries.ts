@@ -30,8 +30,12 @@ function staleSibling(dir: string, name: string): boolean {
   const modDir = existsSync(redirect) ? readFileSync(redirect, 'utf8').trim() : name;
   const mod = join(toolsDir, modDir, 'go.mod');
   if (!existsSync(mod)) return false;
+  // build.sh's stamp: go.mod, then `tags=<line>` when the tool has a `tags` file (Prometheus).
+  const tagsFile = join(toolsDir, name, 'tags');
+  const tags = existsSync(tagsFile) ? readFileSync(tagsFile, 'utf8').replace(/\s/g, '') : '';
+  const want = readFileSync(mod, 'utf8') + (tags ? `tags=${tags}\n` : '');
   const stamp = join(dir, `${name}.gomod`);
-  return !existsSync(stamp) || readFileSync(stamp, 'utf8') !== readFileSync(mod, 'utf8');
+  return !existsSync(stamp) || readFileSync(stamp, 'utf8') !== want;
 }
 
 /** Returns the bin directory holding every requested binary, building the missing ones. */

@@ -116,6 +116,22 @@ export class TestPki {
     ]);
   }
 
+  /**
+   * A certificate for both ends of a mutual-TLS link that uses one key pair on each side (KEDA's
+   * operator and metrics server share their cert dir's tls.crt): serverAuth and clientAuth.
+   */
+  peer(name: string, cn: string, sans: string[]): Promise<Pem> {
+    for (const n of [name, cn]) if (!NAME.test(n)) throw new Error(`testenv: bad certificate name ${n}`);
+    for (const s of sans)
+      if (!/^(IP:[0-9a-fA-F.:]+|DNS:[A-Za-z0-9.-]+)$/.test(s)) throw new Error(`testenv: bad subjectAltName ${s}`);
+    return this.leaf(name, `/CN=${cn}`, [
+      'basicConstraints=CA:FALSE',
+      'keyUsage=critical,digitalSignature,keyEncipherment',
+      'extendedKeyUsage=serverAuth,clientAuth',
+      `subjectAltName=${sans.join(',')}`,
+    ]);
+  }
+
   /** A client certificate for user `cn` in `groups` (O= entries are the user's groups). */
   client(cn: string, groups: string[] = []): Promise<Pem> {
     for (const n of [cn, ...groups]) if (!NAME.test(n)) throw new Error(`testenv: bad certificate name ${n}`);

@@ -284,6 +284,21 @@ export const INVALID_SPECS: InvalidSpec[] = [
     spec: { autoscaling: { minReplicas: 5, maxReplicas: 2 } },
   },
   {
+    why: 'utilization and a fixed per-proxy target together',
+    field: 'spec.autoscaling.utilization',
+    spec: { autoscaling: { utilization: { percent: 70 }, targetConnectionsPerProxy: 100 } },
+  },
+  {
+    why: 'utilization above 100 %',
+    field: 'spec.autoscaling.utilization.percent',
+    spec: { autoscaling: { utilization: { percent: 101 } } },
+  },
+  {
+    why: 'utilization window above the HPA maximum',
+    field: 'spec.autoscaling.utilization.window',
+    spec: { autoscaling: { utilization: { window: '61m' } } },
+  },
+  {
     why: 'autoscaling without max',
     field: 'spec.autoscaling.maxReplicas',
     spec: { replicas: 1, autoscaling: { enabled: true } },

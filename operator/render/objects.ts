@@ -95,6 +95,7 @@ export function renderHpa(tp: KubeObject, spec: TransparentProxySpec) {
   const a = spec.autoscaling ?? {},
     d = DEFAULTS.autoscaling;
   const windowMs = durationMs(a.scaleDownStabilization ?? d.scaleDownStabilization);
+  const target = hpaTarget(spec);
   return {
     apiVersion: 'autoscaling/v2',
     kind: 'HorizontalPodAutoscaler',
@@ -110,12 +111,32 @@ export function renderHpa(tp: KubeObject, spec: TransparentProxySpec) {
             metric: { name: CONNECTIONS_METRIC },
             target: {
               type: 'AverageValue',
-              averageValue: String(a.targetConnectionsPerProxy ?? d.targetConnectionsPerProxy),
+              averageValue: String(target.perPod),
             },
           },
         },
       ],
-      behavior: { scaleDown: { stabilizationWindowSeconds: Math.round(windowMs / 1000) } },
+      behavior: {
+        ...(target.upWindowS === undefined ? {} : { scaleUp: { stabilizationWindowSeconds: target.upWindowS } }),
+        scaleDown: { stabilizationWindowSeconds: Math.round(windowMs / 1000) },
+      },
     },
+  };
+}
+
+/**
+ * Connections per proxy pod the HPA aims for, and the scale-up window. With autoscaling.utilization
+ * it is percent of maxConnections (at least 1), and the scale-up window makes the HPA take the lowest
+ * recommendation of that window: it scales out only when the load stayed above the target that long.
+ */
+export function hpaTarget(spec: TransparentProxySpec): { perPod: number; upWindowS?: number } {
+  const a = spec.autoscaling ?? {},
+    d = DEFAULTS.autoscaling;
+  if (!a.utilization) return { perPod: a.targetConnectionsPerProxy ?? d.targetConnectionsPerProxy };
+  const maxConn = spec.proxy?.maxConnections ?? DEFAULTS.proxy.maxConnections;
+  const percent = a.utilization.percent ?? d.utilization.percent;
+  return {
+    perPod: Math.max(1, Math.floor((maxConn * percent) / 100)),
+    upWindowS: Math.round(durationMs(a.utilization.window ?? d.utilization.window) / 1000),
   };
 }

@@ -232,6 +232,34 @@ test('autoscaling sample: an HPA on the TransparentProxy /scale with the connect
   golden('hpa-autoscaling.yaml', renderHpa(tpOf(s), r.value.spec));
 });
 
+test('utilization: the HPA aims at percent of maxConnections and scales out only after the window', () => {
+  const s = sample('autoscaling.yaml');
+  const spec = {
+    ...(s.spec as any),
+    proxy: { maxConnections: 150 },
+    autoscaling: { enabled: true, maxReplicas: 3, utilization: {} },
+  };
+  const r = renderNodeConfig(spec);
+  assert.ok(r.ok);
+  const hpa = renderHpa(tpOf(s), r.value.spec) as any;
+  assert.equal(hpa.spec.metrics[0].pods.target.averageValue, '105', '70 % of 150 by default');
+  assert.deepEqual(hpa.spec.behavior.scaleUp, { stabilizationWindowSeconds: 30 }, '30 s by default');
+  const r2 = renderNodeConfig({
+    ...spec,
+    proxy: { maxConnections: 1 },
+    autoscaling: { enabled: true, maxReplicas: 3, utilization: { percent: 10, window: '2m' } },
+  });
+  assert.ok(r2.ok);
+  const hpa2 = renderHpa(tpOf(s), r2.value.spec) as any;
+  assert.equal(hpa2.spec.metrics[0].pods.target.averageValue, '1', 'never a zero target');
+  assert.equal(hpa2.spec.behavior.scaleUp.stabilizationWindowSeconds, 120);
+  const fixed = renderHpa(
+    tpOf(s),
+    renderNodeConfig(s.spec).ok ? (renderNodeConfig(s.spec) as any).value.spec : {},
+  ) as any;
+  assert.equal(fixed.spec.behavior.scaleUp, undefined, 'targetConnectionsPerProxy keeps the HPA default scale-up');
+});
+
 test('the config hash depends on the node config only, and changes with it', () => {
   const a = renderNodeConfig({ interception: { ports: [{ port: 80 }] }, proxy: { image: 'a:1' } });
   const b = renderNodeConfig({

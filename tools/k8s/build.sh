@@ -33,16 +33,22 @@ version_ldflags() {
 # rebuilt when that go.mod changes (stamp <name>.gomod beside it), so a version bump is picked up.
 # A tool with a `module` file (one word: another sibling's directory) builds from that module:
 # containerd's shim and ctr share containerd's go.mod, with no copy to keep in step.
+# An optional `tags` file (one line of comma-separated Go build tags) trims what a tool compiles
+# in: Prometheus keeps only Kubernetes service discovery (remove_all_sd,enable_kubernetes_sd).
 build_sibling() {
-  local name=$1 dir="$here/$1" pkg
+  local name=$1 dir="$here/$1" pkg tags=""
   pkg=$(tr -d '[:space:]' <"$dir/package")
+  if [ -f "$dir/tags" ]; then tags=$(tr -d '[:space:]' <"$dir/tags"); fi
   if [ -f "$dir/module" ]; then dir="$here/$(tr -d '[:space:]' <"$dir/module")"; fi
-  if [ -x "$bin/$name" ] && cmp -s "$dir/go.mod" "$bin/$name.gomod"; then return 0; fi
+  # The stamp is go.mod plus the tags line (only when there are tags, so the stamps of the
+  # tag-less tools stay as they were), so changing either rebuilds.
+  stamp() { cat "$dir/go.mod"; if [ -n "$tags" ]; then echo "tags=$tags"; fi; }
+  if [ -x "$bin/$name" ] && cmp -s <(stamp) "$bin/$name.gomod"; then return 0; fi
   echo "build.sh: building $name ($pkg, module tools/k8s/$name) into $bin" >&2
   local start=$SECONDS
-  (cd "$dir" && go build -trimpath -ldflags="-s -w" -o "$bin/.$name.tmp" "$pkg")
+  (cd "$dir" && go build -trimpath -tags="$tags" -ldflags="-s -w" -o "$bin/.$name.tmp" "$pkg")
   mv "$bin/.$name.tmp" "$bin/$name"
-  cp "$dir/go.mod" "$bin/$name.gomod"
+  stamp >"$bin/$name.gomod"
   echo "build.sh: built $name in $((SECONDS - start))s" >&2
 }
 
