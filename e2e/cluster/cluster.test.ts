@@ -16,6 +16,7 @@ import { buildImages } from '../../images/images.ts';
 import { INTERCEPTION_TAINT } from '../../api/defaults.ts';
 import { activeLabelKey } from '../../operator/render/names.ts';
 import { installChart, type Installed } from './install.ts';
+import { readinessTaintCase } from './readiness-taint.ts';
 import { kindProvider } from './kind.ts';
 import { kubectl, kubectlJson, waitFor, watchLines } from './kube.ts';
 import { localProvider } from './local.ts';
@@ -69,45 +70,6 @@ function transparentProxy(ns: string, replicas: number) {
       tuning: { sysctls: { overrides: { ...TUNED_SYSCTLS } } },
     },
   };
-}
-
-/** The proxy pods' own labels (the pod template's; leave pods are named tpfleet-leave), to hold them back. */
-const PROXY_POD_LABELS = { 'app.kubernetes.io/name': 'tpfleet', 'app.kubernetes.io/instance': TP };
-
-/**
- * A ValidatingAdmissionPolicy and its binding that refuse creating this TransparentProxy's pods
- * in the fleet namespace: the DaemonSet controller then cannot replace a deleted proxy pod until
- * both are deleted (it retries with backoff).
- */
-function holdProxyPods(fleetNamespace: string) {
-  const name = 'tpfleet-e2e-hold-proxy-pods';
-  return [
-    {
-      apiVersion: 'admissionregistration.k8s.io/v1',
-      kind: 'ValidatingAdmissionPolicy',
-      metadata: { name },
-      spec: {
-        failurePolicy: 'Fail',
-        matchConstraints: {
-          resourceRules: [{ apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE'], resources: ['pods'] }],
-        },
-        validations: [{ expression: 'false', message: 'held back by the e2e test (readiness taint)' }],
-      },
-    },
-    {
-      apiVersion: 'admissionregistration.k8s.io/v1',
-      kind: 'ValidatingAdmissionPolicyBinding',
-      metadata: { name },
-      spec: {
-        policyName: name,
-        validationActions: ['Deny'],
-        matchResources: {
-          namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': fleetNamespace } },
-          objectSelector: { matchLabels: PROXY_POD_LABELS },
-        },
-      },
-    },
-  ];
 }
 
 // TPFLEET_E2E_PROVIDERS=local-real (comma-separated names) runs only those providers while working
@@ -230,183 +192,10 @@ for (const provider of providers as Provider[]) {
     });
 
     it('the readiness taint: off once the proxy pod is Ready, back while it is replaced; a workload pod meanwhile waits, then runs', async () => {
-      const [active] = await activeNodes();
-      const ours = (taints: string) => taints.includes(INTERCEPTION_TAINT);
-      const taintedNow = async () =>
-        ((await kubectlJson(c, ['get', 'node', active!])).spec?.taints ?? []).some(
-          (x: { key: string }) => x.key === INTERCEPTION_TAINT,
-        );
-      await waitFor('the taint lifted on the active node', async () => !(await taintedNow()) || undefined, 60_000);
-      const [old] = (await fleetPods()).filter((p) => p.spec.nodeName === active);
-      // The replacement proxy pod is held back by a ValidatingAdmissionPolicy while the workload pod
-      // is checked: a DaemonSet replaces a deleted pod at once (maxSurge), and the new pod can be
-      // Ready within seconds (kwok: at once), which would lift the taint before the workload pod
-      // reached the scheduler; the last session's run saw exactly that. Held back, the node stays
-      // without a Ready proxy pod for as long as the test needs, as when a proxy fails to start.
-      const hold = holdProxyPods(inst.fleetNamespace);
-      await kubectl(c, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: hold }));
-      const probePod = {
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name: 'hold-probe', namespace: inst.fleetNamespace, labels: PROXY_POD_LABELS },
-        spec: { containers: [{ name: 'x', image: images.node.ref }] },
-      };
-      await waitFor(
-        'the hold policy in force (a matching pod refused on a server-side dry run)',
-        async () => {
-          try {
-            await kubectl(c, ['create', '--dry-run=server', '-f', '-'], JSON.stringify(probePod));
-          } catch (e) {
-            if (/held back by the e2e test/.test(String(e))) return true;
-            throw e;
-          }
-          throw new Error('a matching pod was still admitted');
-        },
-        30_000,
-      );
-      // The node's taint changes and its proxy pods' readiness, each stamped on arrival.
-      const taintWatch = await watchLines(c, [
-        'get',
-        'node',
-        active!,
-        '-o',
-        'jsonpath={.metadata.resourceVersion}|{.spec.taints}{"\\n"}',
-      ]);
-      const podWatch = await watchLines(c, [
-        'get',
-        'pods',
-        '-n',
-        inst.fleetNamespace,
-        '-l',
-        `app.kubernetes.io/name=tpfleet,app.kubernetes.io/instance=${TP}`,
-        '--field-selector',
-        `spec.nodeName=${active}`,
-        '-o',
-        'jsonpath={.metadata.name}|{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\\n"}',
-      ]);
-      try {
-        await waitFor(
-          'both watches listing',
-          async () => (taintWatch.lines().length && podWatch.lines().length) || undefined,
-          30_000,
-          100,
-        );
-        const t0 = Date.now();
-        await kubectl(c, ['delete', 'pod', '-n', inst.fleetNamespace, old!.metadata.name, '--wait=false']);
-        const back = await waitFor(
-          'the taint back while the proxy pod is replaced',
-          async () => taintWatch.stamped().find((l) => l.at >= t0 && ours(l.line)),
-          60_000,
-          100,
-        );
-        const pod = {
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: { name: 'taint-wait', namespace: 'default' },
-          spec: {
-            nodeSelector: { 'kubernetes.io/hostname': active },
-            terminationGracePeriodSeconds: 1,
-            containers: [
-              { name: 'main', image: images.node.ref, imagePullPolicy: 'Never', command: ['sleep', 'infinity'] },
-            ],
-          },
-        };
-        await kubectl(c, ['apply', '-f', '-'], JSON.stringify(pod));
-        const workloadPod = () => kubectlJson(c, ['get', 'pod', '-n', 'default', 'taint-wait']);
-        const verdict = await waitFor(
-          'the workload pod Unschedulable while the node is tainted',
-          async () => {
-            const w = await workloadPod();
-            // Scheduled anyway: reported at once, not waited out (a later poll cannot undo it).
-            if (w.spec.nodeName) return `scheduled on ${w.spec.nodeName}`;
-            // The scheduler names no taint key ("had untolerated taint(s)", Kubernetes 1.37): the
-            // node's own taints say that ours is the one.
-            const waiting = w.status?.conditions?.some(
-              (x: { type: string; status: string; reason?: string; message?: string }) =>
-                x.type === 'PodScheduled' &&
-                x.status === 'False' &&
-                x.reason === 'Unschedulable' &&
-                /untolerated taint/.test(x.message ?? ''),
-            );
-            if (!waiting) throw new Error(`not yet refused: ${JSON.stringify(w.status)}`);
-            const taints = (await kubectlJson(c, ['get', 'node', active!])).spec?.taints ?? [];
-            return JSON.stringify(taints.map((x: { key: string }) => x.key)) === JSON.stringify([INTERCEPTION_TAINT])
-              ? 'waiting'
-              : `refused, the node's taints being ${JSON.stringify(taints)}`;
-          },
-          30_000,
-        );
-        assert.equal(verdict, 'waiting', `the workload pod while the node is tainted: ${verdict}`);
-        // Still waiting some seconds later: the taint stays while no proxy pod is Ready.
-        await new Promise((r) => setTimeout(r, 5000));
-        assert.ok(await taintedNow(), 'still tainted while no proxy pod is Ready');
-        assert.equal((await workloadPod()).spec.nodeName, undefined, 'the workload pod still waits');
-        await kubectl(
-          c,
-          ['delete', '-f', '-', '--wait=true'],
-          JSON.stringify({ apiVersion: 'v1', kind: 'List', items: hold }),
-        );
-        const ready = await waitFor(
-          'a new Ready proxy pod on the node',
-          async () =>
-            podWatch.stamped().find((l) => {
-              const [name, deleting, isReady] = l.line.split('|');
-              return name !== old!.metadata.name && !deleting && isReady === 'True';
-            }),
-          240_000,
-          200,
-        );
-        const lifted = await waitFor(
-          'the taint lifted once the new proxy pod is Ready',
-          async () => taintWatch.stamped().find((l) => l.at >= back.at && !ours(l.line)),
-          60_000,
-          100,
-        );
-        assert.ok(
-          lifted.at >= ready.at - 500,
-          `the taint was lifted ${ready.at - lifted.at} ms before the new proxy pod turned Ready`,
-        );
-        await waitFor(
-          'the workload pod scheduled on the node once the taint is lifted',
-          async () => ((await workloadPod()).spec.nodeName === active ? true : undefined),
-          60_000,
-        );
-        // Watch arrival times: the same process stamps both watches, so the differences hold to a
-        // few ms (kubectl's own latency included).
-        // A plain replacement, nothing held back: how long a proxy restart keeps new workloads off.
-        const second = ready.line.split('|')[0]!;
-        const t1 = Date.now();
-        await kubectl(c, ['delete', 'pod', '-n', inst.fleetNamespace, second, '--wait=false']);
-        const ready2 = await waitFor(
-          'a third Ready proxy pod on the node',
-          async () =>
-            podWatch.stamped().find((l) => {
-              const [name, deleting, isReady] = l.line.split('|');
-              return l.at >= t1 && name !== old!.metadata.name && name !== second && !deleting && isReady === 'True';
-            }),
-          120_000,
-          200,
-        );
-        await waitFor('the taint lifted after the plain replacement', async () => !(await taintedNow()) || undefined);
-        // The operator may see the deletion and the Ready replacement in one reconcile (kwok): no taint then.
-        const on2 = taintWatch.stamped().find((l) => l.at >= t1 && ours(l.line));
-        const off2 = on2 && taintWatch.stamped().find((l) => l.at >= on2.at && !ours(l.line));
-        process.stdout.write(
-          `readiness taint on ${provider.name}: back ${back.at - t0} ms after the proxy pod was deleted; ` +
-            `lifted ${lifted.at - ready.at} ms after the new proxy pod turned Ready; a plain replacement ` +
-            `(nothing held) was Ready ${ready2.at - t1} ms after the deletion, the node ` +
-            `${on2 && off2 ? `tainted from +${on2.at - t1} ms to +${off2.at - t1} ms` : 'never tainted'}\n`,
-        );
-      } finally {
-        taintWatch.stop();
-        podWatch.stop();
-        await kubectl(
-          c,
-          ['delete', '-f', '-', '--ignore-not-found'],
-          JSON.stringify({ apiVersion: 'v1', kind: 'List', items: hold }),
-        );
-        await kubectl(c, ['delete', 'pod', '-n', 'default', 'taint-wait', '--wait=false', '--ignore-not-found']);
-      }
+      const [node] = await activeNodes();
+      const [old] = (await fleetPods()).filter((p) => p.spec.nodeName === node);
+      const o = { fleetNamespace: inst.fleetNamespace, tp: TP, node: node!, image: images.node.ref };
+      process.stdout.write(`${await readinessTaintCase(c, o, old!.metadata.name)}\n`);
     });
 
     it("the active node runs the proxy pod with the TransparentProxy's interception (and, on real nodes, intercepts traffic)", async (t) => {
