@@ -7,7 +7,7 @@
 // scales in after the window and the node that left is restored exactly (as before install).
 // Every panel of the chart's Grafana dashboard is queried against the same Prometheus under load.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -80,6 +80,7 @@ describe('autoscaling on real connection load (local-real)', { concurrency: fals
     await keda?.stop();
     await mon?.stop();
     await c?.delete();
+    rmSync(dir, { recursive: true, force: true }); // Prometheus' TSDB, kubeconfigs, certificates, logs
   });
 
   /** The load a failed test left open is closed first, so every test starts from 0 connections. */
@@ -306,7 +307,10 @@ describe('autoscaling on real connection load (local-real)', { concurrency: fals
     );
     const waited = (tDesired - tOpen) / 1000;
     assert.equal(early, 0, `nothing fired in the first 20 s of load: ${seen.join(', ')}`);
-    assert.ok(waited >= 28, `scale-out only after the 30 s window (after ${waited.toFixed(1)} s): ${seen.join(', ')}`);
+    // Without the window the HPA wants 2 within one scrape and one sync (~8 s, the first phase). With
+    // it, 30 s from its first recommendation of 2, which lags the load by up to a scrape (5 s) and a
+    // sync (2 s) while allOpen() sees the load up to ~2 s late: 25 s is the bound that cannot flake.
+    assert.ok(waited >= 25, `scale-out only after the 30 s window (after ${waited.toFixed(1)} s): ${seen.join(', ')}`);
     assert.ok((await mon.query(sustained)).length > 0, `the documented PromQL agrees: ${seen.join(', ')}`);
     assert.deepEqual(await settle(2), candidates);
     process.stdout.write(
