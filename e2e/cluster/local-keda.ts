@@ -15,7 +15,7 @@ import { TestPki } from '../testenv/certs.ts';
 import { stopProcess } from '../testenv/testenv.ts';
 import { kubectl, waitFor } from './kube.ts';
 import type { LocalNet } from './local-net.ts';
-import { applyObjects, directService, moduleDir, tokenKubeconfig, waitApiServices } from './local-monitoring.ts';
+import { applyObjects, directService, moduleDir, tokenKubeconfig, waitApiServices } from './aggregated.ts';
 
 const NS = 'keda';
 const SA = 'keda-operator';

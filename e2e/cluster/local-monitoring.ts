@@ -1,8 +1,8 @@
 // Monitoring on the local-real cluster the way users run it (issue 16, ADR 0022): Prometheus
 // (tools/k8s/prometheus) discovering the node sidecars through Kubernetes service discovery with
-// the scrape job the Prometheus Operator generates from the chart's own PodMonitor,
-// kube-state-metrics for the dashboard's HPA panels, and prometheus-adapter serving
-// custom.metrics.k8s.io with the rule of charts/tpfleet/examples/prometheus-adapter-values.yaml.
+// the scrape job the Prometheus Operator generates from the chart's own PodMonitor
+// (podmonitor.ts), kube-state-metrics for the dashboard's HPA panels, and prometheus-adapter
+// serving custom.metrics.k8s.io with the rule of charts/tpfleet/examples/prometheus-adapter-values.yaml.
 // Each runs as a process with its own ServiceAccount's token and the RBAC its upstream manifests
 // grant (read from its Go module). Prometheus and kube-state-metrics run on the host, which routes
 // to every node; the aggregated API servers listen in a network namespace of their own (Endpoint
@@ -12,15 +12,16 @@
 import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse, stringify } from 'yaml';
 import { ensureBinaries } from '../testenv/binaries.ts';
 import { freePort, startProcess, stopProcess, tail } from '../testenv/testenv.ts';
+import { applyObjects, directService, moduleDir, tokenKubeconfig, waitApiServices } from './aggregated.ts';
 import { CHART } from './install.ts';
-import { helm, kubectl, kubectlJson, waitFor } from './kube.ts';
+import { kubectl, waitFor } from './kube.ts';
 import { createLocalNet, type LocalNet } from './local-net.ts';
+import { chartPodMonitor, podMonitorJob } from './podmonitor.ts';
 
 const run = promisify(execFile);
 export const MONITORING_NS = 'monitoring';
@@ -28,181 +29,10 @@ const ADAPTER = 'prometheus-adapter';
 const ADAPTER_PORT = 6443;
 /** Prometheus scrapes every 5 s here (users: 30 s) so the HPA sees load within seconds. */
 export const SCRAPE_INTERVAL = '5s';
-const modDir = (mod: string) =>
-  join(process.env.TPFLEET_CACHE ?? join(homedir(), '.cache', 'tpfleet'), 'go', 'mod', mod);
-/** The module directory of a pinned tools/k8s sibling (its go.mod names the version). */
-export function moduleDir(tool: string, mod: string): string {
-  const gomod = readFileSync(join(import.meta.dirname, '..', '..', 'tools', 'k8s', tool, 'go.mod'), 'utf8');
-  const esc = mod.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-  const v = new RegExp(`^(?:require\\s+)?\\s*${esc} (v[^\\s]+)`, 'm').exec(gomod)?.[1];
-  if (!v) throw new Error(`tools/k8s/${tool}/go.mod does not require ${mod}`);
-  return modDir(`${mod}@${v}`);
-}
-
 type Kube = { kubeconfigPath: string };
 export interface PromSample {
   metric: Record<string, string>;
   value: [number, string];
-}
-
-/** A kubeconfig for ServiceAccount `ns/sa`: the admin kubeconfig's cluster, a bound token. */
-export async function tokenKubeconfig(c: Kube, ns: string, sa: string, path: string): Promise<string> {
-  const token = (await kubectl(c, ['create', 'token', sa, '-n', ns, '--duration=2h'])).trim();
-  const admin = parse(readFileSync(c.kubeconfigPath, 'utf8')) as { clusters: { cluster: Record<string, string> }[] };
-  writeFileSync(
-    path,
-    stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      'current-context': sa,
-      clusters: [{ name: 'c', cluster: admin.clusters[0]!.cluster }],
-      users: [{ name: sa, user: { token } }],
-      contexts: [{ name: sa, context: { cluster: 'c', user: sa, namespace: ns } }],
-    }),
-    { mode: 0o600 },
-  );
-  return path;
-}
-
-export const applyObjects = (c: Kube, items: object[]) =>
-  kubectl(c, ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
-
-/** A Service without selector whose EndpointSlice is `ip:port` (aggregator routing dials it directly). */
-export function directService(name: string, ns: string, ip: string, port: number): object[] {
-  return [
-    {
-      apiVersion: 'v1',
-      kind: 'Service',
-      metadata: { name, namespace: ns },
-      spec: { ports: [{ name: 'https', port: 443, targetPort: port }] },
-    },
-    {
-      apiVersion: 'discovery.k8s.io/v1',
-      kind: 'EndpointSlice',
-      metadata: {
-        name: `${name}-local`,
-        namespace: ns,
-        labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': 'tpfleet-e2e-local' },
-      },
-      addressType: 'IPv4',
-      endpoints: [{ addresses: [ip], conditions: { ready: true } }],
-      ports: [{ name: 'https', port, protocol: 'TCP' }],
-    },
-  ];
-}
-
-export async function waitApiServices(c: Kube, names: string[], procs: [ChildProcess, string][]): Promise<void> {
-  await waitFor(
-    `APIServices ${names.join(', ')} Available`,
-    async () => {
-      for (const [p, log] of procs)
-        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`a server exited:\n${tail(log)}`);
-      for (const n of names) {
-        const s = await kubectlJson(c, ['get', 'apiservice', n]);
-        const cond = s.status?.conditions?.find((x: { type: string }) => x.type === 'Available');
-        if (cond?.status !== 'True') throw new Error(`${n}: ${cond?.reason ?? 'no status'}: ${cond?.message ?? ''}`);
-      }
-      return true;
-    },
-    90_000,
-  );
-}
-
-interface PodMonitor {
-  metadata: { name: string; namespace: string };
-  spec: {
-    selector: { matchLabels: Record<string, string> };
-    podTargetLabels?: string[];
-    namespaceSelector: { matchNames: string[] };
-    podMetricsEndpoints: {
-      path: string;
-      interval: string;
-      scrapeTimeout: string;
-      relabelings: {
-        sourceLabels?: string[];
-        regex?: string;
-        replacement?: string;
-        targetLabel?: string;
-        action?: string;
-      }[];
-    }[];
-  };
-}
-
-const sanitize = (l: string) => l.replace(/[^a-zA-Z0-9_]/g, '_');
-
-/**
- * The scrape job the Prometheus Operator generates for a PodMonitor (its generatePodMonitorConfig,
- * in its order: selector keeps, phase drop, the namespace/container/pod/job target labels,
- * podTargetLabels, then the endpoint's own relabelings). Only the fields the chart's PodMonitor uses.
- */
-export function podMonitorJob(pm: PodMonitor, kubeconfigFile: string): object {
-  const ep = pm.spec.podMetricsEndpoints[0]!;
-  const relabel = (r: PodMonitor['spec']['podMetricsEndpoints'][0]['relabelings'][0]) => ({
-    ...(r.action ? { action: r.action } : {}),
-    ...(r.sourceLabels ? { source_labels: r.sourceLabels } : {}),
-    ...(r.regex ? { regex: r.regex } : {}),
-    ...(r.replacement ? { replacement: r.replacement } : {}),
-    ...(r.targetLabel ? { target_label: r.targetLabel } : {}),
-  });
-  return {
-    job_name: `podMonitor/${pm.metadata.namespace}/${pm.metadata.name}/0`,
-    honor_labels: false,
-    kubernetes_sd_configs: [
-      { role: 'pod', kubeconfig_file: kubeconfigFile, namespaces: { names: pm.spec.namespaceSelector.matchNames } },
-    ],
-    scrape_interval: ep.interval,
-    scrape_timeout: ep.scrapeTimeout,
-    metrics_path: ep.path,
-    relabel_configs: [
-      { source_labels: ['job'], target_label: '__tmp_prometheus_job_name' },
-      ...Object.entries(pm.spec.selector.matchLabels).map(([k, v]) => ({
-        action: 'keep',
-        source_labels: [
-          `__meta_kubernetes_pod_label_${sanitize(k)}`,
-          `__meta_kubernetes_pod_labelpresent_${sanitize(k)}`,
-        ],
-        regex: `(${v});true`,
-      })),
-      { action: 'drop', source_labels: ['__meta_kubernetes_pod_phase'], regex: '(Failed|Succeeded)' },
-      { source_labels: ['__meta_kubernetes_namespace'], target_label: 'namespace' },
-      { source_labels: ['__meta_kubernetes_pod_container_name'], target_label: 'container' },
-      { source_labels: ['__meta_kubernetes_pod_name'], target_label: 'pod' },
-      { target_label: 'job', replacement: `${pm.metadata.namespace}/${pm.metadata.name}` },
-      ...(pm.spec.podTargetLabels ?? []).map((l) => ({
-        source_labels: [`__meta_kubernetes_pod_label_${sanitize(l)}`],
-        target_label: sanitize(l),
-        regex: '(.+)',
-        replacement: '$1',
-      })),
-      ...ep.relabelings.map(relabel),
-    ],
-  };
-}
-
-/** The chart's PodMonitor, rendered by helm with the given scrape interval. */
-export async function chartPodMonitor(c: Kube, fleetNamespace: string): Promise<PodMonitor> {
-  const out = await helm(c, [
-    'template',
-    'tpfleet',
-    CHART,
-    '--namespace',
-    'tpfleet-system',
-    '--set',
-    'metrics.podMonitor.enabled=true',
-    '--set',
-    `metrics.podMonitor.interval=${SCRAPE_INTERVAL}`,
-    '--set',
-    'metrics.podMonitor.scrapeTimeout=4s',
-    '--set',
-    `fleetNamespace.name=${fleetNamespace}`,
-  ]);
-  const pm = out
-    .split(/^---$/m)
-    .map((d) => parse(d) as { kind?: string } | null)
-    .find((d) => d?.kind === 'PodMonitor');
-  if (!pm) throw new Error('helm template rendered no PodMonitor with metrics.podMonitor.enabled=true');
-  return pm as unknown as PodMonitor;
 }
 
 export interface Monitoring {
@@ -293,7 +123,7 @@ export async function startMonitoring(c: Kube, fleetNamespace: string, dir: stri
       ),
     );
 
-    const pm = await chartPodMonitor(c, fleetNamespace);
+    const pm = await chartPodMonitor(c, fleetNamespace, SCRAPE_INTERVAL);
     const promKubeconfig = await tokenKubeconfig(c, MONITORING_NS, 'prometheus', join(dir, 'prometheus.kubeconfig'));
     const config = join(dir, 'prometheus.yml');
     writeFileSync(
