@@ -119,12 +119,14 @@ export function iptablesRules(
       `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
       'divert: established transparent sockets (never pure SYNs) go to the local socket',
     );
-  // See the nftables renderer: a datagram a flow's socket is connected to goes to that socket.
+  // See the nftables renderer: TPROXY's established lookup, not the socket match, picks the socket, so
+  // a reply socket between bind() and connect() never takes a client's datagram (the listener does).
+  // TPROXY sets the mark itself and drops only when neither a connected socket nor the listener exists.
   if (has(ic, 'UDP')) {
     add(
       C.entry,
-      `-p udp -m socket --transparent -j ${C.divert}`,
-      'divert (UDP): datagrams of flows the proxy holds go to their socket',
+      `-p udp -m socket --transparent -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
+      'divert (UDP): to the connected socket of a flow the proxy holds, else to the UDP listener',
     );
     add(
       C.entry,

@@ -97,12 +97,17 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
       `meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn socket transparent 1 ${mark} accept`,
       'divert: established transparent sockets (never pure SYNs) go to the local socket',
     );
-  // UDP has no handshake to tell new flows apart: a datagram some transparent socket of the proxy
-  // is connected to (a flow's reply or upstream socket) goes to that socket; the rest may be new.
+  // UDP has no handshake to tell new flows apart. The socket match alone would also take a datagram
+  // for a transparent socket that is bound but not yet connected (a flow's reply socket between
+  // bind() and connect()); by the time the UDP lookup runs that socket is connected elsewhere and the
+  // datagram is dropped (NoPorts). tproxy's own established lookup returns only connected,
+  // non-wildcard UDP sockets (nf_tproxy_get_sock_v4/v6) and otherwise the listener, which owns the
+  // flow table, and it assigns the socket to the datagram, so no later lookup can miss. Before the
+  // filters: a server's reply (keepClientIp) reaches its flow's upstream socket whatever its port.
   if (has(ic, 'UDP')) {
     add(
-      `meta l4proto udp socket transparent 1 ${mark} accept`,
-      'divert (UDP): datagrams of flows the proxy holds go to their socket',
+      `meta l4proto udp socket transparent 1 tproxy to :${listenPort} ${mark} accept`,
+      'divert (UDP): to the connected socket of a flow the proxy holds, else to the UDP listener',
     );
     // The socket lookup reads the datagram an ICMP error quotes: a port unreachable about a
     // flow's upstream datagram reaches that socket (counted on the flow), not the client.
