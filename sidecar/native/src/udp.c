@@ -32,8 +32,6 @@ struct reply {
   uint32_t refs;
   struct endpoint dst;
   struct reply *hnext;
-  struct reply *fnext; /* on the fresh list until its queue is rescued (rescue_fresh) */
-  bool fresh;
 };
 
 struct udp_state {
@@ -41,7 +39,6 @@ struct udp_state {
   struct reply **replies; /* by dst */
   struct flow *head, *tail; /* idle list, sorted by queued_ms */
   struct flow *dead;
-  struct reply *fresh; /* reply sockets made during this batch: their queue is read once, see reply_get */
   bool no_gso; /* the kernel or the route refused UDP_SEGMENT once: sendmmsg from then on */
   struct mmsghdr msgs[UDP_BATCH];
   struct iovec iov[UDP_BATCH];
@@ -140,10 +137,9 @@ static void count_queued(struct thread *t, int fd) {
 }
 
 /* The reply socket of dst on this thread: found, or made (bound to dst, connected to itself).
- * Between bind() and connect() it is a transparent socket bound to dst and connected to nobody:
- * the rules' divert (`socket transparent`) then sends a client's datagram to dst into it rather
- * than to the listener. This window lost one datagram per burst (issue 14; docs/udp.md). A made
- * socket is therefore put on the fresh list, and what it caught is forwarded after the batch. */
+ * Between bind() and connect() it is a transparent socket bound to dst and connected to nobody; the
+ * rules' UDP divert goes through tproxy's established lookup, which skips unconnected sockets, so no
+ * client datagram is steered into it in that window (issue 14; docs/udp.md). */
 static struct reply *reply_get(struct udp_state *u, const struct endpoint *dst) {
   uint32_t b = fnv(2166136261u, dst) & (HASH_BUCKETS - 1);
   for (struct reply *r = u->replies[b]; r; r = r->hnext)
@@ -158,21 +154,14 @@ static struct reply *reply_get(struct udp_state *u, const struct endpoint *dst) 
     fail_close(fd);
     return NULL;
   }
-  *r = (struct reply){.fd = fd, .refs = 1, .dst = *dst, .hnext = u->replies[b], .fnext = u->fresh, .fresh = true};
+  *r = (struct reply){.fd = fd, .refs = 1, .dst = *dst, .hnext = u->replies[b]};
   u->replies[b] = r;
-  u->fresh = r;
   return r;
 }
 
 static void reply_put(struct thread *t, struct reply *r) {
   struct udp_state *u = t->udp;
   if (--r->refs > 0) return;
-  if (r->fresh) { /* closed before its queue was rescued: what it caught is counted, never silent */
-    struct reply **fp = &u->fresh;
-    while (*fp != r) fp = &(*fp)->fnext;
-    *fp = r->fnext;
-    count_queued(t, r->fd);
-  }
   struct reply **pp = &u->replies[fnv(2166136261u, &r->dst) & (HASH_BUCKETS - 1)];
   while (*pp != r) pp = &(*pp)->hnext;
   *pp = r->hnext;
@@ -376,10 +365,9 @@ static bool orig_dst(struct msghdr *m, struct endpoint *dst) {
   return false;
 }
 
-/* A received batch of client datagrams: find or open each flow, send runs of one flow together.
- * dst: the original destination of all of them (a reply socket's catch), else each one's
- * IP(V6)_ORIGDSTADDR. */
-static void forward_batch(struct thread *t, int n, const struct endpoint *fixed_dst) {
+/* A received batch of client datagrams: find or open each flow by the datagram's source and
+ * IP(V6)_ORIGDSTADDR, send runs of one flow together. */
+static void forward_batch(struct thread *t, int n) {
   struct udp_state *u = t->udp;
   struct flow *run_flow = NULL;
   int run_start = 0;
@@ -389,8 +377,7 @@ static void forward_batch(struct thread *t, int n, const struct endpoint *fixed_
       struct endpoint src, dst;
       u->iov[i].iov_len = u->msgs[i].msg_len;
       endpoint_from(&src, &u->names[i]);
-      if (fixed_dst) dst = *fixed_dst;
-      if (fixed_dst || orig_dst(&u->msgs[i].msg_hdr, &dst)) {
+      if (orig_dst(&u->msgs[i].msg_hdr, &dst)) {
         f = flow_find(u, &src, &dst);
         if (!f) f = flow_open(t, &src, &dst);
       } else STAT_ADD(t, ST_udp_drop_setup_error, 1); /* no original destination: not TPROXY'd */
@@ -406,26 +393,6 @@ static void forward_batch(struct thread *t, int n, const struct endpoint *fixed_
   }
 }
 
-/* What reply sockets made in the last batch caught before connect(): forwarded now, before the
- * listener's next batch, so a stream keeps its order. Connected, they catch nothing more. */
-static void rescue_fresh(struct thread *t) {
-  struct udp_state *u = t->udp;
-  struct reply *r;
-  while ((r = u->fresh)) {
-    u->fresh = r->fnext;
-    r->fresh = false;
-    r->refs++; /* held while its catch is forwarded (a failing flow_open may put it) */
-    for (;;) {
-      prepare_recv(u, true);
-      int n = recvmmsg(r->fd, u->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
-      if (n <= 0) break;
-      forward_batch(t, n, &r->dst);
-      if (n < UDP_BATCH) break;
-    }
-    reply_put(t, r);
-  }
-}
-
 /* First datagrams of flows, from the listener. */
 static void on_listener(struct thread *t, struct side *l) {
   struct udp_state *u = t->udp;
@@ -433,8 +400,7 @@ static void on_listener(struct thread *t, struct side *l) {
     prepare_recv(u, true);
     int n = recvmmsg(l->fd, u->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
     if (n <= 0) return; /* EAGAIN: drained (an error on an unconnected socket is nobody's) */
-    forward_batch(t, n, NULL);
-    rescue_fresh(t);
+    forward_batch(t, n);
     if (n < UDP_BATCH) return;
   }
 }
