@@ -6,6 +6,7 @@
 export const DEFAULTS = {
   interception: {
     protocol: 'TCP',
+    protocols: ['TCP'],
     ipFamilies: ['IPv4', 'IPv6'],
     backend: 'auto',
     failurePolicy: 'FailClosed',
@@ -23,6 +24,7 @@ export const DEFAULTS = {
     backlog: 4096,
     maxConnections: 20_000,
     timeouts: { connect: '5s', idle: '1h', drain: '30s' },
+    udp: { idleTimeout: '60s', maxFlows: 65_536 },
     logLevel: 'info',
   },
   /** Pod settings of spec.proxy (not part of the NodeConfig document). */

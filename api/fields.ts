@@ -16,7 +16,10 @@ export interface CelRule {
 }
 export const cel = (...rules: CelRule[]) => ({ 'x-kubernetes-validations': rules });
 
+/** `interception.protocol`, the field before `protocols`: TCP only, kept so stored objects stay valid. */
 export const PROTOCOLS = ['TCP'] as const;
+/** `interception.protocols`: the transports intercepted (docs/udp.md). */
+export const TRANSPORTS = ['TCP', 'UDP'] as const;
 export const IP_FAMILIES = ['IPv4', 'IPv6'] as const;
 export const BACKENDS = ['auto', 'nftables', 'iptables'] as const;
 export const FAILURE_POLICIES = ['FailClosed', 'FailOpen'] as const;
@@ -75,6 +78,7 @@ export const durationText = z.string().max(32).regex(DURATION, DURATION_MESSAGE)
 export const DURATION_BOUNDS = {
   connect: { min: '1ms', max: '10m', what: 'upstream connect timeout' },
   idle: { min: '1ms', max: '24h', what: 'idle timeout' },
+  udpIdle: { min: '1s', max: '1h', what: 'UDP flow idle timeout (a datagram either way restarts it)' },
   drain: { min: '0s', max: '1h', what: 'drain timeout' },
   scaleDownStabilization: { min: '0s', max: '1h', what: 'HPA scale-down window (stabilizationWindowSeconds <= 3600)' },
   utilizationWindow: { min: '0s', max: '1h', what: 'HPA scale-up window (stabilizationWindowSeconds <= 3600)' },
@@ -193,6 +197,41 @@ export const rulePriority = z.number().int().min(1).max(32765);
 export const workers = z.number().int().min(0).max(64);
 export const backlog = z.number().int().min(16).max(65535);
 export const maxConnections = z.number().int().min(1).max(1_000_000);
+/** UDP flows one sidecar tracks. Each holds one socket: 500,000 stays below the kernel's default
+ * per-process descriptor ceiling (fs.nr_open 1,048,576) with room for maxConnections' two per connection. */
+export const maxFlows = z.number().int().min(1).max(500_000);
+/** The deprecated `protocol` and `protocols` may both be set only when they agree. */
+export const PROTOCOL_CONFLICT_ISSUE = {
+  code: 'custom' as const,
+  path: ['protocols'],
+  message: 'must list protocol (the deprecated field) when both are set',
+};
+export const PROTOCOL_CONFLICT_CEL: CelRule = {
+  rule: '!has(self.protocol) || !has(self.protocols) || self.protocol in self.protocols',
+  message: 'protocols must list protocol (the deprecated field) when both are set',
+  fieldPath: '.protocols',
+};
+
+/** Which of [listenPort, metricsPort] (defaults included) a port list covers: intercepting them would loop. */
+export function coveredProxyPorts(
+  ports: readonly { port: number; endPort?: number }[] | undefined,
+  p: { listenPort?: number; metricsPort?: number } | undefined,
+): number[] {
+  const mine = [p?.listenPort ?? DEFAULTS.proxy.listenPort, p?.metricsPort ?? DEFAULTS.proxy.metricsPort];
+  return mine.filter((m) => (ports ?? []).some((r) => r.port <= m && (r.endPort ?? r.port) >= m));
+}
+export const UDP_PORTS_MESSAGE = 'must not cover proxy.listenPort or proxy.metricsPort';
+/** The CEL mirror of coveredProxyPorts on udpPorts, at the spec root (it spans interception and proxy). */
+export const UDP_PORTS_CEL: CelRule = (() => {
+  const L = `(has(self.proxy) && has(self.proxy.listenPort) ? self.proxy.listenPort : ${DEFAULTS.proxy.listenPort})`;
+  const M = `(has(self.proxy) && has(self.proxy.metricsPort) ? self.proxy.metricsPort : ${DEFAULTS.proxy.metricsPort})`;
+  const covers = (x: string) => `(r.port <= ${x} && (has(r.endPort) ? r.endPort : r.port) >= ${x})`;
+  return {
+    rule: `!has(self.interception) || !has(self.interception.udpPorts) || !self.interception.udpPorts.exists(r, ${covers(L)} || ${covers(M)})`,
+    message: `udpPorts ${UDP_PORTS_MESSAGE}`,
+    fieldPath: '.interception.udpPorts',
+  };
+})();
 
 /**
  * include/exclude: an address range may not be both. Issues at exclude[i], naming the entry as

@@ -86,3 +86,20 @@ test('CIDR and duration parsing edge cases', () => {
   assert.equal(parseDuration('1h2m3s4ms'), 3_723_004);
   assert.match(String(parseDuration('10')), /not a duration/);
 });
+
+test('protocols: default [TCP]; the deprecated protocol folds into it; UDP options have bounded defaults', () => {
+  assert.deepEqual(parseNodeConfigText(head).interception.protocols, ['TCP']);
+  assert.deepEqual(parseNodeConfigText(`${head}interception: {protocol: TCP}`).interception.protocols, ['TCP']);
+  const both = parseNodeConfigText(`${head}interception: {protocols: [UDP, TCP], udpPorts: [{port: 53}]}`);
+  assert.deepEqual(both.interception.protocols, ['TCP', 'UDP']);
+  assert.deepEqual(both.interception.udpPorts, [{ port: 53 }]);
+  assert.deepEqual(both.proxy.udp, { idleTimeout: 60_000, maxFlows: 65_536 });
+  const bad: [string, RegExp][] = [
+    ['interception: {protocol: TCP, protocols: [UDP]}', /interception\.protocols: must list protocol/],
+    ['proxy: {udp: {maxFlows: 0}}', /proxy\.udp\.maxFlows/],
+    ['proxy: {udp: {idleTimeout: 2h}}', /proxy\.udp\.idleTimeout: must be between 1s and 1h/],
+    ['interception: {udpPorts: [{port: 15000, endPort: 15101}]}', /interception\.udpPorts: must not cover/],
+    ['interception: {udpPorts: [{port: 9090}]}\nproxy: {metricsPort: 9090}', /interception\.udpPorts: must not cover/],
+  ];
+  for (const [body, want] of bad) assert.throws(() => parseNodeConfigText(head + body), want, body);
+});

@@ -8,6 +8,11 @@ import {
   BACKENDS,
   backlog,
   boundedDurationMs,
+  coveredProxyPorts,
+  maxFlows,
+  PROTOCOL_CONFLICT_ISSUE,
+  TRANSPORTS,
+  UDP_PORTS_MESSAGE,
   FAILURE_POLICIES,
   interfacePattern,
   IP_FAMILIES,
@@ -28,6 +33,7 @@ import { PolicyConfig } from './policy.ts';
 import { Tuning } from './tuning.ts';
 
 export { PortRange };
+export type Transport = (typeof TRANSPORTS)[number];
 
 const I = DEFAULTS.interception,
   P = DEFAULTS.proxy;
@@ -56,8 +62,17 @@ const cidrSet = z
 
 export const Interception = z
   .object({
-    protocol: z.enum(PROTOCOLS).default(I.protocol),
-    ports: z.array(PortRange).default([]).describe('Destination ports to intercept; empty intercepts every port.'),
+    protocol: z.enum(PROTOCOLS).optional().describe('Deprecated: protocols. Alone, it means protocols [protocol].'),
+    protocols: z
+      .array(z.enum(TRANSPORTS))
+      .min(1)
+      .optional()
+      .describe(`Transports intercepted; default [${I.protocols.join(', ')}].`),
+    ports: z.array(PortRange).default([]).describe('TCP destination ports to intercept; empty intercepts every port.'),
+    udpPorts: z
+      .array(PortRange)
+      .default([])
+      .describe('UDP destination ports to intercept (protocols lists UDP); empty intercepts every port.'),
     destinations: cidrSet.default({ include: [], exclude: [] }),
     sources: cidrSet.default({ include: [], exclude: [] }),
     interfaces: z
@@ -83,6 +98,7 @@ export const Interception = z
   })
   .strict()
   .superRefine((v, ctx) => {
+    if (v.protocol && v.protocols && !v.protocols.includes(v.protocol)) ctx.addIssue(PROTOCOL_CONFLICT_ISSUE);
     if (v.mask === 0) ctx.addIssue({ code: 'custom', path: ['mask'], message: 'must not be 0' });
     if ((v.mark & ~v.mask) >>> 0 !== 0)
       ctx.addIssue({ code: 'custom', path: ['mark'], message: 'must lie within mask' });
@@ -104,7 +120,12 @@ export const Interception = z
         });
       }
     }
-  });
+  })
+  // One field after parsing: `protocols`, with the deprecated `protocol` folded in.
+  .transform(({ protocol, protocols, ...rest }) => ({
+    ...rest,
+    protocols: [...new Set(protocols ?? (protocol ? [protocol] : I.protocols))].sort() as Transport[],
+  }));
 export type Interception = z.output<typeof Interception>;
 
 export const ProxyConfig = z
@@ -132,6 +153,15 @@ export const ProxyConfig = z
       })
       .strict()
       .prefault({}),
+    udp: z
+      .object({
+        idleTimeout: boundedDurationMs('udpIdle')
+          .prefault(P.udp.idleTimeout)
+          .describe('A UDP flow with no datagram either way for this long is closed.'),
+        maxFlows: maxFlows.default(P.udp.maxFlows).describe('UDP flows tracked; new ones beyond it are dropped.'),
+      })
+      .strict()
+      .prefault({}),
     logLevel: z.enum(LOG_LEVELS).default(P.logLevel),
   })
   .strict()
@@ -151,5 +181,9 @@ export const NodeConfig = z
     ),
     policy: PolicyConfig.prefault({}).describe('Egress policy (docs/egress.md); omitted: forward everything.'),
   })
-  .strict();
+  .strict()
+  .superRefine((v, ctx) => {
+    if (coveredProxyPorts(v.interception.udpPorts, v.proxy).length > 0)
+      ctx.addIssue({ code: 'custom', path: ['interception', 'udpPorts'], message: UDP_PORTS_MESSAGE });
+  });
 export type NodeConfig = z.output<typeof NodeConfig>;

@@ -14,6 +14,13 @@ import { DEFAULTS, hex } from './defaults.ts';
 import {
   cidr,
   BACKENDS,
+  coveredProxyPorts,
+  maxFlows,
+  PROTOCOL_CONFLICT_CEL,
+  PROTOCOL_CONFLICT_ISSUE,
+  TRANSPORTS,
+  UDP_PORTS_CEL,
+  UDP_PORTS_MESSAGE,
   backlog,
   cel,
   boundedDuration,
@@ -79,16 +86,35 @@ const CidrSet = z
 
 export const InterceptionSpec = z
   .object({
-    protocol: z
-      .enum(PROTOCOLS)
+    protocol: z.enum(PROTOCOLS).optional().meta({
+      description:
+        'Deprecated: use protocols. Kept so objects written before protocols stay valid: TCP alone means protocols [TCP]; when both are set, protocols must list it.',
+    }),
+    protocols: z
+      .array(z.enum(TRANSPORTS))
+      .min(1)
+      .max(2)
       .optional()
-      .meta({ description: `Transport protocol intercepted. Only TCP today (UDP later). Default ${I.protocol}.` }),
+      .meta({
+        description: `Transports intercepted: TCP (ports), UDP (udpPorts, docs/udp.md). Default [${I.protocols.join(', ')}].`,
+        'x-kubernetes-list-type': 'set',
+      }),
     ports: z
       .array(PortRange)
       .max(64)
       .optional()
       .meta({
-        description: 'Destination ports and ranges to intercept; empty or omitted intercepts every port.',
+        description: 'TCP destination ports and ranges to intercept; empty or omitted intercepts every port.',
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['port'],
+      }),
+    udpPorts: z
+      .array(PortRange)
+      .max(64)
+      .optional()
+      .meta({
+        description:
+          'UDP destination ports and ranges to intercept when protocols lists UDP; empty or omitted intercepts every port. Must not cover proxy.listenPort or proxy.metricsPort.',
         'x-kubernetes-list-type': 'map',
         'x-kubernetes-list-map-keys': ['port'],
       }),
@@ -143,7 +169,13 @@ export const InterceptionSpec = z
       .meta({ description: `Also intercept traffic addressed to the node itself. Default ${I.localDestinations}.` }),
   })
   .strict()
-  .meta({ description: 'What the node agent intercepts. Rendered into the NodeConfig document (interception).' });
+  .superRefine((v, ctx) => {
+    if (v.protocol && v.protocols && !v.protocols.includes(v.protocol)) ctx.addIssue(PROTOCOL_CONFLICT_ISSUE);
+  })
+  .meta({
+    description: 'What the node agent intercepts. Rendered into the NodeConfig document (interception).',
+    ...cel(PROTOCOL_CONFLICT_CEL),
+  });
 
 const quantity = z
   .union([quantityText, z.number().min(0)])
@@ -196,6 +228,19 @@ export const ProxySpec = z
     maxConnections: maxConnections.optional().meta({
       description: `Open client connections per proxy; new ones beyond it are shed. Default ${P.maxConnections}.`,
     }),
+    udp: z
+      .object({
+        idleTimeout: boundedDuration(
+          'udpIdle',
+          `A UDP flow with no datagram either way for this long is closed, default ${P.udp.idleTimeout}.`,
+        ).optional(),
+        maxFlows: maxFlows.optional().meta({
+          description: `UDP flows per proxy (per node); datagrams of new flows beyond it are dropped and counted. Default ${P.udp.maxFlows}.`,
+        }),
+      })
+      .strict()
+      .optional()
+      .meta({ description: 'UDP forwarding (when interception.protocols lists UDP); keepClientIp applies too.' }),
     timeouts: z
       .object({
         connect: duration('connect', `Upstream connect timeout, default ${P.timeouts.connect}.`).optional(),
@@ -375,13 +420,20 @@ export const TransparentProxySpec = z
     message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)',
     path: ['replicas'],
   })
+  .refine((s) => coveredProxyPorts(s.interception?.udpPorts, s.proxy).length === 0, {
+    message: UDP_PORTS_MESSAGE,
+    path: ['interception', 'udpPorts'],
+  })
   .meta({
     description: 'Desired state of a transparent proxy fleet.',
-    ...cel({
-      rule: '!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || has(self.replicas)',
-      message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)',
-      fieldPath: '.replicas',
-    }),
+    ...cel(
+      {
+        rule: '!has(self.autoscaling) || !has(self.autoscaling.enabled) || !self.autoscaling.enabled || has(self.replicas)',
+        message: 'replicas is required when autoscaling is enabled (the autoscaler reads and writes it through /scale)',
+        fieldPath: '.replicas',
+      },
+      UDP_PORTS_CEL,
+    ),
   });
 export type TransparentProxySpec = z.output<typeof TransparentProxySpec>;
 

@@ -82,6 +82,11 @@ export async function connect(ns: string, host: string, port: number, timeoutS =
   return (await nsExec(ns, ['python3', TOOL, 'connect', host, String(port), String(timeoutS)])).trim();
 }
 
+/** One UDP datagram to host:port from `ns`: "<reply> from <ip> <port>", or "ERR ..." when none came. */
+export async function ask(ns: string, host: string, port: number, timeoutS = 1): Promise<string> {
+  return (await nsExec(ns, ['python3', TOOL, 'ask', host, String(port), String(timeoutS)])).trim();
+}
+
 /** Starts a tcptool process in `ns` and waits for its "ready" line. */
 export async function startTool(ns: string, args: string[]): Promise<ChildProcess> {
   const p = nsSpawn(ns, ['python3', TOOL, ...args]);

@@ -6,8 +6,19 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { createTopology, privilegedSkipReason, waitFor } from '../e2e/netns.ts';
-import { PORTS_CONFIG } from './traffic.testkit.ts';
-import { agent, connect, logLines, snapshot, spawnAgent, startTool, stop, warmUp, workdir } from './agent.testkit.ts';
+import { PORTS_CONFIG, UDP_CONFIG } from './traffic.testkit.ts';
+import {
+  agent,
+  ask,
+  connect,
+  logLines,
+  snapshot,
+  spawnAgent,
+  startTool,
+  stop,
+  warmUp,
+  workdir,
+} from './agent.testkit.ts';
 import type { Backend } from './types.ts';
 
 const skip = privilegedSkipReason();
@@ -21,11 +32,13 @@ for (const backend of ['nftables', 'iptables-nft'] as Backend[]) {
     const procs: ChildProcess[] = [];
     try {
       procs.push(await startTool(t.server.ns, ['serve', '8080,8081', 'SERVER']));
+      procs.push(await startTool(t.server.ns, ['udpserve', '5353', 'SERVER']));
       await warmUp(t.client.ns, [t.server.v4, t.server.v6], 8081);
       const before = await snapshot(t.proxy.ns);
       const proxy = await startTool(t.proxy.ns, ['tproxy', '15101', '15190']);
       procs.push(proxy);
-      const args = ['--config', w.config(PORTS_CONFIG('FailClosed')), '--state-dir', w.stateDir];
+      // TCP 8080 and UDP 5353: the drain gate sends new flows of both direct.
+      const args = ['--config', w.config(UDP_CONFIG('FailClosed')), '--state-dir', w.stateDir];
       const r = await agent(t.proxy.ns, ['apply', '--backend', backend, ...args]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(
@@ -33,6 +46,7 @@ for (const backend of ['nftables', 'iptables-nft'] as Backend[]) {
         `PROXY ${t.server.v4} 8080`,
         'intercepted while active',
       );
+      assert.equal(await ask(t.client.ns, t.server.v4, 5353), `PROXY ${t.server.v4} 5353 from ${t.server.v4} 5353`);
 
       const leave = spawnAgent(t.proxy.ns, ['cleanup', ...args, '--wait-port', '15190', '--wait-timeout', '30']);
       procs.push(leave);
@@ -50,6 +64,8 @@ for (const backend of ['nftables', 'iptables-nft'] as Backend[]) {
         `SERVER ${t.server.v6} 8080`,
         'IPv6: a new connection goes direct while the proxy drains',
       );
+      for (const h of [t.server.v4, t.server.v6])
+        assert.equal(await ask(t.client.ns, h, 5353), `SERVER 5353 from ${h} 5353`, 'a new UDP flow goes direct');
       assert.equal(leave.exitCode, null, 'cleanup waits while the proxy still listens');
       assert.notDeepEqual(await snapshot(t.proxy.ns), before, 'nothing is removed before the proxy has exited');
 

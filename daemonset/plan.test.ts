@@ -25,6 +25,15 @@ const full = `interception:
 proxy: {listenPort: 9000}
 `;
 
+// TCP and UDP with ports each; UDP alone on every port (TCP stays out of the rules entirely).
+const udp = `interception:
+  protocols: [TCP, UDP]
+  ports: [{port: 80}]
+  udpPorts: [{port: 53}, {port: 443}, {port: 5000, endPort: 5100}]
+  destinations: {exclude: [10.96.0.0/12]}
+`;
+const udpOnly = 'interception: {protocols: [UDP], failurePolicy: FailOpen}\n';
+
 const cases: Array<[string, string, Backend]> = [
   ['defaults-nftables', '', 'nftables'],
   ['defaults-iptables-nft', '', 'iptables-nft'],
@@ -34,6 +43,10 @@ const cases: Array<[string, string, Backend]> = [
   ['failopen-iptables-nft', 'interception: {failurePolicy: FailOpen, ports: [{port: 80}]}', 'iptables-nft'],
   ['ipv4only-nftables', 'interception: {ipFamilies: [IPv4], localDestinations: true}', 'nftables'],
   ['ipv4only-iptables-nft', 'interception: {ipFamilies: [IPv4], localDestinations: true}', 'iptables-nft'],
+  ['udp-nftables', udp, 'nftables'],
+  ['udp-iptables-nft', udp, 'iptables-nft'],
+  ['udponly-failopen-nftables', udpOnly, 'nftables'],
+  ['udponly-failopen-iptables-legacy', udpOnly, 'iptables-legacy'],
 ];
 
 for (const [name, body, backend] of cases) {

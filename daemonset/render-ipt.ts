@@ -5,11 +5,12 @@
 import { cidrText, type Family } from '../api/net.ts';
 import type { Interception } from '../api/nodeconfig.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant, RenderedRule } from './types.ts';
-import { DRAIN_COMMENT } from './render-nft.ts';
+import { DRAIN_COMMENT, has } from './render-nft.ts';
 
 const C = {
   entry: 'TPFLEET-PREROUTING',
   divert: 'TPFLEET-DIVERT',
+  cand: 'TPFLEET-CANDIDATE',
   iface: 'TPFLEET-IFACE',
   exclude: 'TPFLEET-EXCLUDE',
   dst: 'TPFLEET-DST',
@@ -76,14 +77,25 @@ function stageRules(ic: Interception, f: Family): { chains: string[]; rules: Ren
       build: (next) => list.map((c) => r(chain, `${flag} ${cidrText(c)} -g ${next}`, `${key}.include ${cidrText(c)}`)),
     });
   }
-  if (ic.ports.length > 0) {
+  const tcpPorts = has(ic, 'TCP') ? ic.ports : [];
+  const udpPorts = has(ic, 'UDP') ? ic.udpPorts : [];
+  if (tcpPorts.length + udpPorts.length > 0) {
+    const portRules = (proto: 'tcp' | 'udp', list: Interception['ports'], next: string, label: string) =>
+      list.map((p) => {
+        const spec = p.endPort !== undefined && p.endPort !== p.port ? `${p.port}:${p.endPort}` : `${p.port}`;
+        return r(C.ports, `-p ${proto} --dport ${spec} -g ${next}`, `${label}${spec.replace(':', '-')}: intercepted`);
+      });
+    // A transport listed without ports intercepts every port: it passes the stage whole.
+    const every = (proto: 'tcp' | 'udp', next: string) =>
+      r(C.ports, `-p ${proto} -g ${next}`, `${proto === 'tcp' ? 'TCP' : 'UDP'}: every port intercepted`);
     stages.push({
       chain: C.ports,
-      build: (next) =>
-        ic.ports.map((p) => {
-          const spec = p.endPort !== undefined && p.endPort !== p.port ? `${p.port}:${p.endPort}` : `${p.port}`;
-          return r(C.ports, `-p tcp --dport ${spec} -g ${next}`, `port ${spec.replace(':', '-')}: intercepted`);
-        }),
+      build: (next) => [
+        ...(has(ic, 'TCP') && tcpPorts.length === 0 ? [every('tcp', next)] : portRules('tcp', tcpPorts, next, 'port ')),
+        ...(has(ic, 'UDP') && udpPorts.length === 0
+          ? [every('udp', next)]
+          : portRules('udp', udpPorts, next, 'UDP port ')),
+      ],
     });
   }
   const rules: RenderedRule[] = [];
@@ -101,15 +113,39 @@ export function iptablesRules(
   const add = (chain: string, text: string, comment: string) => rules.push({ chain, text, comment });
   // First, before the divert rule: see the nftables renderer (TIME_WAIT sockets of a dead proxy).
   add(C.entry, `-j ${C.bypass}`, 'watchdog bypass: empty while the proxy is healthy');
-  add(
-    C.entry,
-    `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
-    'divert: established transparent sockets (never pure SYNs) go to the local socket',
-  );
-  add(C.entry, '! -p tcp -j RETURN', 'only TCP is intercepted');
-  if (!ic.localDestinations) {
+  if (has(ic, 'TCP'))
     add(
       C.entry,
+      `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
+      'divert: established transparent sockets (never pure SYNs) go to the local socket',
+    );
+  // See the nftables renderer: TPROXY's established lookup, not the socket match, picks the socket, so
+  // a reply socket between bind() and connect() never takes a client's datagram (the listener does).
+  // TPROXY sets the mark itself and drops only when neither a connected socket nor the listener exists.
+  if (has(ic, 'UDP')) {
+    add(
+      C.entry,
+      `-p udp -m socket --transparent -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
+      'divert (UDP): to the connected socket of a flow the proxy holds, else to the UDP listener',
+    );
+    add(
+      C.entry,
+      `-p ${f === 'IPv4' ? 'icmp' : 'ipv6-icmp'} -m socket --transparent -j ${C.divert}`,
+      "divert (ICMP errors): to the proxy's socket they are about",
+    );
+  }
+  // One protocol: a negated match returns the rest. Both: iptables cannot negate two -p in one rule,
+  // so each goes on to the candidate chain and everything else falls off the entry chain (returns).
+  const both = has(ic, 'TCP') && has(ic, 'UDP');
+  const cand = both ? C.cand : C.entry;
+  if (both) {
+    add(C.entry, `-p tcp -g ${C.cand}`, 'TCP: a candidate');
+    add(C.entry, `-p udp -g ${C.cand}`, 'UDP: a candidate (every other protocol returns)');
+  } else if (has(ic, 'TCP')) add(C.entry, '! -p tcp -j RETURN', 'only TCP is intercepted');
+  else add(C.entry, '! -p udp -j RETURN', 'only UDP is intercepted');
+  if (!ic.localDestinations) {
+    add(
+      cand,
       '-m addrtype --dst-type LOCAL -j RETURN',
       'traffic to the node itself and replies to its own connections pass',
     );
@@ -118,7 +154,7 @@ export function iptablesRules(
     add(C.entry, '-i lo -j RETURN', 'loop guard: connections from the node itself (also the proxy upstream ones) pass');
   }
   const stage = stageRules(ic, f);
-  add(C.entry, `-g ${stage.first}`, 'candidate: on to the match stages');
+  add(cand, `-g ${stage.first}`, 'candidate: on to the match stages');
   rules.push(...stage.rules);
   add(C.divert, `-j MARK --set-xmark ${m}`, 'divert: mark for the local routing table');
   add(C.divert, '-j ACCEPT', 'divert: accept');
@@ -126,15 +162,23 @@ export function iptablesRules(
   // Only pure SYNs (--syn), as in the nftables backend: a mid-flow packet without a transparent
   // socket belongs to a flow the proxy never held (e.g. one that went direct during a FailOpen bypass).
   // TPROXY itself drops a SYN when no listener exists (fails closed natively, reference pitfall 2).
-  add(
-    C.tproxy,
-    `-p tcp --syn -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
-    `tproxy: new connections to the transparent listener on :${listenPort}`,
-  );
+  if (has(ic, 'TCP'))
+    add(
+      C.tproxy,
+      `-p tcp --syn -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
+      `tproxy: new connections to the transparent listener on :${listenPort}`,
+    );
+  if (has(ic, 'UDP'))
+    add(
+      C.tproxy,
+      `-p udp -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
+      `tproxy (UDP): datagrams of new flows to the UDP listener on :${listenPort}`,
+    );
   if (ic.failurePolicy === 'FailClosed') {
     add(C.tproxy, '-j DROP', 'FailClosed: drop flows the proxy does not hold');
   }
-  return { chains: [C.entry, C.bypass, C.divert, ...stage.chains, C.gate, C.tproxy], rules };
+  const chains = [C.entry, C.bypass, C.divert, ...(both ? [C.cand] : []), ...stage.chains, C.gate, C.tproxy];
+  return { chains, rules };
 }
 
 /** The comment goes before the target (-j/-g) so each line reads match, purpose, action. */

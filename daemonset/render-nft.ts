@@ -1,7 +1,7 @@
 // Pure rendering of the nftables backend: one `nft -f -` document that replaces our own table
 // `inet tpfleet` in a single transaction, plus the watchdog's gate documents. No I/O.
 import { cidrText, type Cidr, type Family } from '../api/net.ts';
-import type { Interception } from '../api/nodeconfig.ts';
+import type { Interception, Transport } from '../api/nodeconfig.ts';
 import type { GateMode, NftPlan, RenderedRule } from './types.ts';
 
 // Not "tproxy": that is an nft keyword (reference pitfall 7).
@@ -22,6 +22,8 @@ interface NftSet {
   type: 'ipv4_addr' | 'ipv6_addr' | 'inet_service' | 'ifname';
   elements: string[];
 }
+
+export const has = (ic: Interception, t: Transport): boolean => ic.protocols.includes(t);
 
 const fam = (f: Family) =>
   f === 'IPv4' ? { n: '4', sel: 'ip', proto: 'ipv4' } : { n: '6', sel: 'ip6', proto: 'ipv6' };
@@ -66,12 +68,16 @@ function matchStage(ic: Interception, families: Family[]): { sets: NftSet[]; rul
       add(`${sel} ${dir} != @${name} return`, `${key}.include (${f}): only these are intercepted`);
     }
   }
-  if (ic.ports.length > 0) {
-    const elements = ic.ports.map((p) =>
-      p.endPort !== undefined && p.endPort !== p.port ? `${p.port}-${p.endPort}` : `${p.port}`,
-    );
-    sets.push({ name: 'ports', type: 'inet_service', elements });
+  const portSet = (list: Interception['ports']) =>
+    list.map((p) => (p.endPort !== undefined && p.endPort !== p.port ? `${p.port}-${p.endPort}` : `${p.port}`));
+  // `tcp dport` implies `meta l4proto tcp`: a UDP datagram passes the TCP port rule, and vice versa.
+  if (has(ic, 'TCP') && ic.ports.length > 0) {
+    sets.push({ name: 'ports', type: 'inet_service', elements: portSet(ic.ports) });
     add('tcp dport != @ports return', 'ports: only these destination ports are intercepted');
+  }
+  if (has(ic, 'UDP') && ic.udpPorts.length > 0) {
+    sets.push({ name: 'udp_ports', type: 'inet_service', elements: portSet(ic.udpPorts) });
+    add('udp dport != @udp_ports return', 'udpPorts: only these UDP destination ports are intercepted');
   }
   return { sets, rules };
 }
@@ -86,10 +92,30 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   // new direct flows must not be diverted to sockets the dead proxy left in TIME_WAIT with the
   // same addresses (it connected from the client's address when keepClientIp).
   add(`jump ${BYPASS}`, 'watchdog bypass: empty while the proxy is healthy');
-  add(
-    `meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn socket transparent 1 ${mark} accept`,
-    'divert: established transparent sockets (never pure SYNs) go to the local socket',
-  );
+  if (has(ic, 'TCP'))
+    add(
+      `meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn socket transparent 1 ${mark} accept`,
+      'divert: established transparent sockets (never pure SYNs) go to the local socket',
+    );
+  // UDP has no handshake to tell new flows apart. The socket match alone would also take a datagram
+  // for a transparent socket that is bound but not yet connected (a flow's reply socket between
+  // bind() and connect()); by the time the UDP lookup runs that socket is connected elsewhere and the
+  // datagram is dropped (NoPorts). tproxy's own established lookup returns only connected,
+  // non-wildcard UDP sockets (nf_tproxy_get_sock_v4/v6) and otherwise the listener, which owns the
+  // flow table, and it assigns the socket to the datagram, so no later lookup can miss. Before the
+  // filters: a server's reply (keepClientIp) reaches its flow's upstream socket whatever its port.
+  if (has(ic, 'UDP')) {
+    add(
+      `meta l4proto udp socket transparent 1 tproxy to :${listenPort} ${mark} accept`,
+      'divert (UDP): to the connected socket of a flow the proxy holds, else to the UDP listener',
+    );
+    // The socket lookup reads the datagram an ICMP error quotes: a port unreachable about a
+    // flow's upstream datagram reaches that socket (counted on the flow), not the client.
+    add(
+      `meta l4proto { icmp, ipv6-icmp } socket transparent 1 ${mark} accept`,
+      "divert (ICMP errors): to the proxy's socket they are about",
+    );
+  }
   if (ic.interfaces.length > 0) {
     sets.push({ name: 'ifaces', type: 'ifname', elements: ic.interfaces.map((i) => `"${i}"`) });
     add('iifname != @ifaces return', 'interfaces: only these ingress interfaces are intercepted');
@@ -97,7 +123,7 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   for (const f of ['IPv4', 'IPv6'] as const) {
     if (!families.includes(f)) add(`meta nfproto ${fam(f).proto} return`, `${f} is not in ipFamilies`);
   }
-  add('meta l4proto != tcp return', 'only TCP is intercepted');
+  add(...l4Filter(ic));
   if (!ic.localDestinations) {
     add('fib daddr type local return', 'traffic to the node itself and replies to its own connections pass');
   } else {
@@ -112,15 +138,28 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   // Only pure SYNs: later packets of proxied flows already matched the divert rule. A mid-flow packet
   // without a transparent socket belongs to a flow the proxy never held (e.g. one that went direct
   // while a FailOpen bypass was on): steering it to the listener would only get it reset.
-  add(
-    `tcp flags & (fin|syn|rst|ack) == syn tproxy to :${listenPort} ${mark} accept`,
-    `tproxy: new connections to the transparent listener on :${listenPort}`,
-  );
+  if (has(ic, 'TCP'))
+    add(
+      `tcp flags & (fin|syn|rst|ack) == syn tproxy to :${listenPort} ${mark} accept`,
+      `tproxy: new connections to the transparent listener on :${listenPort}`,
+    );
+  if (has(ic, 'UDP'))
+    add(
+      `meta l4proto udp tproxy to :${listenPort} ${mark} accept`,
+      `tproxy (UDP): datagrams of new flows to the UDP listener on :${listenPort}`,
+    );
   if (ic.failurePolicy === 'FailClosed') {
     // nft tproxy falls through when no transparent listener exists (reference pitfall 2).
     add('drop', 'FailClosed: drop new connections no listener took and flows the proxy does not hold');
   }
   return { sets, rules };
+}
+
+/** The transport filter: only what `protocols` lists goes on to the match stages. */
+function l4Filter(ic: Interception): [string, string] {
+  if (!has(ic, 'UDP')) return ['meta l4proto != tcp return', 'only TCP is intercepted'];
+  if (!has(ic, 'TCP')) return ['meta l4proto != udp return', 'only UDP is intercepted'];
+  return ['meta l4proto != { tcp, udp } return', 'only TCP and UDP are intercepted'];
 }
 
 const ruleLine = (r: RenderedRule) => `${r.text} comment "${r.comment}"`;

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { createTopology, privilegedSkipReason } from '../e2e/netns.ts';
-import { agent, connect, snapshot, startTool, stop, warmUp, workdir } from './agent.testkit.ts';
+import { agent, ask, connect, snapshot, startTool, stop, warmUp, workdir } from './agent.testkit.ts';
 import type { Backend } from './types.ts';
 
 export const PORTS_CONFIG = (policy: string) =>
@@ -28,7 +28,56 @@ export function normalizeLegacy(s: Record<string, string>): Record<string, strin
   return out;
 }
 
+export const UDP_CONFIG = (policy: string) =>
+  `interception: {protocols: [TCP, UDP], ports: [{port: 8080}], udpPorts: [{port: 5353}], interfaces: ["to-c*"], failurePolicy: ${policy}}\n`;
+
 export function trafficTests(backend: Backend): void {
+  test(`${backend}: UDP 5353 is steered to the transparent UDP listener and answered from the original destination, 5354 is not; FailClosed drops without a listener`, {
+    skip: privilegedSkipReason(),
+  }, async () => {
+    const t = await createTopology('du');
+    const w = workdir();
+    const procs: ChildProcess[] = [];
+    try {
+      const { client, server } = t;
+      const before = await snapshot(t.proxy.ns);
+      procs.push(await startTool(server.ns, ['udpserve', '5353,5354', 'SERVER']));
+      for (const h of [server.v4, server.v6]) assert.match(await ask(client.ns, h, 5354, 5), /^SERVER /, 'warm-up');
+      const proxy = await startTool(t.proxy.ns, ['tproxy', '15101', '15190']);
+      procs.push(proxy);
+      const r = await agent(t.proxy.ns, [
+        'apply',
+        '--backend',
+        backend,
+        '--config',
+        w.config(UDP_CONFIG('FailClosed')),
+        '--state-dir',
+        w.stateDir,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      for (const h of [server.v4, server.v6]) {
+        // The reply comes from the address the client asked: it cannot tell a proxy answered.
+        assert.equal(await ask(client.ns, h, 5353), `PROXY ${h} 5353 from ${h} 5353`);
+        assert.equal(await ask(client.ns, h, 5354), `SERVER 5354 from ${h} 5354`, 'other UDP ports go direct');
+        assert.equal(await connect(client.ns, h, 8080), `PROXY ${h} 8080`, 'TCP is still intercepted');
+      }
+      await stop(proxy);
+      for (const h of [server.v4, server.v6])
+        assert.match(await ask(client.ns, h, 5353, 0.8), /^ERR .*timed out/, 'FailClosed: no listener, dropped');
+
+      const c = await agent(t.proxy.ns, ['cleanup', '--state-dir', w.stateDir]);
+      assert.equal(c.code, 0, c.stderr);
+      assert.equal(await ask(client.ns, server.v4, 5353), `SERVER 5353 from ${server.v4} 5353`);
+      const after = await snapshot(t.proxy.ns);
+      if (backend === 'iptables-legacy') assert.deepEqual(normalizeLegacy(after), normalizeLegacy(before));
+      else assert.deepEqual(after, before);
+    } finally {
+      for (const p of procs) await stop(p);
+      await t.destroy();
+      w.remove();
+    }
+  });
+
   test(`${backend}: port 8080 is steered to the transparent listener, 8081 is not; FailClosed drops without a listener`, {
     skip: privilegedSkipReason(),
   }, async () => {

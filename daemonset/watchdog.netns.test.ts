@@ -4,8 +4,19 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { createTopology, privilegedSkipReason, waitFor, type Topology } from '../e2e/netns.ts';
-import { PORTS_CONFIG } from './traffic.testkit.ts';
-import { agent, connect, logLines, snapshot, spawnAgent, startTool, stop, warmUp, workdir } from './agent.testkit.ts';
+import { PORTS_CONFIG, UDP_CONFIG } from './traffic.testkit.ts';
+import {
+  agent,
+  ask,
+  connect,
+  logLines,
+  snapshot,
+  spawnAgent,
+  startTool,
+  stop,
+  warmUp,
+  workdir,
+} from './agent.testkit.ts';
 import type { Backend } from './types.ts';
 
 const skip = privilegedSkipReason();
@@ -26,12 +37,14 @@ async function withProxy(
   policy: string,
   watchdog: boolean,
   fn: (e: Env) => Promise<void>,
+  config = PORTS_CONFIG,
 ): Promise<void> {
   const t = await createTopology('dw');
   const w = workdir();
   const procs: ChildProcess[] = [];
   try {
     procs.push(await startTool(t.server.ns, ['serve', '8080,8081', 'SERVER']));
+    procs.push(await startTool(t.server.ns, ['udpserve', '5353', 'SERVER']));
     await warmUp(t.client.ns, [t.server.v4, t.server.v6], 8081);
     const env: Env = {
       t,
@@ -58,7 +71,7 @@ async function withProxy(
       },
     };
     procs.push(env.proxy);
-    const args = ['--config', w.config(PORTS_CONFIG(policy)), '--state-dir', w.stateDir];
+    const args = ['--config', w.config(config(policy)), '--state-dir', w.stateDir];
     const r = await agent(t.proxy.ns, ['apply', '--backend', backend, ...args]);
     assert.equal(r.code, 0, r.stderr);
     if (watchdog) {
@@ -168,4 +181,59 @@ test(
       await e.transition('healthy', t1);
       assert.equal(await connect(t.client.ns, t.server.v4, 8080), `PROXY ${t.server.v4} 8080`);
     }),
+);
+
+test(
+  'UDP, iptables-legacy FailOpen: within 2 s of the proxy dying datagrams go directly to the server, then to the proxy again',
+  { skip },
+  (ctx) =>
+    withProxy(
+      'iptables-legacy',
+      'FailOpen',
+      true,
+      async (e) => {
+        const { t } = e;
+        for (const h of [t.server.v4, t.server.v6])
+          assert.equal(await ask(t.client.ns, h, 5353), `PROXY ${h} 5353 from ${h} 5353`);
+        const t0 = Date.now();
+        await stop(e.proxy); // iptables TPROXY alone would drop: the bypass is what lets them through
+        const at = await e.transition('failed', t0);
+        assert.ok(at - t0 < BOUND_MS, `gate switched after ${at - t0} ms`);
+        ctx.diagnostic(`gate switched ${at - t0} ms after the proxy died`);
+        for (const h of [t.server.v4, t.server.v6])
+          assert.equal(await ask(t.client.ns, h, 5353), `SERVER 5353 from ${h} 5353`);
+        const t1 = Date.now();
+        await e.restartProxy();
+        await e.transition('healthy', t1);
+        assert.equal(await ask(t.client.ns, t.server.v4, 5353), `PROXY ${t.server.v4} 5353 from ${t.server.v4} 5353`);
+      },
+      UDP_CONFIG,
+    ),
+);
+
+test(
+  'UDP, nftables FailClosed: within 2 s of the proxy dying datagrams are dropped (nft tproxy alone would let them pass)',
+  { skip },
+  (ctx) =>
+    withProxy(
+      'nftables',
+      'FailClosed',
+      true,
+      async (e) => {
+        const { t } = e;
+        const t0 = Date.now();
+        await stop(e.proxy);
+        const at = await e.transition('failed', t0);
+        assert.ok(at - t0 < BOUND_MS, `gate switched after ${at - t0} ms`);
+        ctx.diagnostic(`gate switched ${at - t0} ms after the proxy died`);
+        assert.match((await snapshot(t.proxy.ns))['nft list ruleset']!, /watchdog: proxy down, FailClosed drop/);
+        for (const h of [t.server.v4, t.server.v6])
+          assert.match(await ask(t.client.ns, h, 5353, 0.8), /^ERR .*timed out/);
+        const t1 = Date.now();
+        await e.restartProxy();
+        await e.transition('healthy', t1);
+        assert.equal(await ask(t.client.ns, t.server.v6, 5353), `PROXY ${t.server.v6} 5353 from ${t.server.v6} 5353`);
+      },
+      UDP_CONFIG,
+    ),
 );

@@ -86,8 +86,14 @@ export function explain(pod: PodFacts, fleet: FleetFacts | undefined, to?: Targe
   const srcWhy = outside(src!, i.sources, 'source');
   if (srcWhy) return no(lines, `rule "sources": ${srcWhy}`);
   lines.push(`rule "sources": source ${src} matches`);
-  const proto = i.protocol;
+  // `why` judges TCP connections (--to is a TCP target); UDP is named where the fleet takes it too.
+  const proto = 'TCP';
+  if (!i.protocols.includes('TCP')) return no(lines, `fleet ${fleet.name} intercepts ${i.protocols.join(', ')} only`);
   if (!to) {
+    if (i.protocols.includes('UDP'))
+      lines.push(
+        `its UDP datagrams on ${ports({ ports: i.udpPorts } as Interception)} go to the proxy too (docs/udp.md)`,
+      );
     const dst = i.destinations.include.length ? `in [${list(i.destinations.include)}]` : 'to any address';
     const ex = i.destinations.exclude.length ? ` except [${list(i.destinations.exclude)}]` : '';
     const local = i.localDestinations ? '' : ", not to the node's own addresses";

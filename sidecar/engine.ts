@@ -41,7 +41,7 @@ const EVF_EOF = 1,
 export type EngineEvent = Exclude<NativeEvent, { kind: 'decide' }>;
 
 /** Counters by their native names (native/src/stats.h), and open connections. */
-export type EngineStats = { active: number } & Record<string, number>;
+export type EngineStats = { active: number; udpActive: number } & Record<string, number>;
 
 export interface EngineCallbacks {
   /** Connection events (with logConnections), warnings and the fatal error. */
@@ -78,7 +78,7 @@ export class Engine {
   /** Counters summed over threads, by their native names (stats.h), plus `active`. */
   stats(): EngineStats {
     const v = native().engineStats(this.handle);
-    const out: EngineStats = { active: v[this.names.length] ?? 0 };
+    const out: EngineStats = { active: v[this.names.length] ?? 0, udpActive: v[this.names.length + 1] ?? 0 };
     for (const [i, n] of this.names.entries()) out[n] = v[i] ?? 0;
     return out;
   }

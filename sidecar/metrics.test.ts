@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CLOSE_RESULTS, ERROR_REASONS, processRegistry, renderEngineMetrics } from './metrics.ts';
+import { CLOSE_RESULTS, ERROR_REASONS, processRegistry, renderEngineMetrics, UDP_DROP_REASONS } from './metrics.ts';
 
 test('exposition lists every series with its closed label set, zero before any traffic', () => {
   const text = renderEngineMetrics({ active: 0 }, 2);
@@ -64,4 +64,18 @@ test('only the closed label names appear: no per-connection, IP or destination l
   assert.deepEqual([...labels].sort(), ['direction', 'le', 'path', 'reason', 'result']);
   // prom-client's default process metrics are there too (unprefixed, as dashboards expect them).
   assert.match(text, /^process_resident_memory_bytes \d+/m);
+});
+
+test('UDP series: flows, datagrams and bytes per direction, drops by a closed set of reasons', () => {
+  const text = renderEngineMetrics(
+    { active: 0, udpActive: 7, udp_flows_created: 9, udp_dgrams_up: 5, udp_bytes_down: 640, udp_drop_flow_cap: 2 },
+    1,
+  );
+  assert.match(text, /^tpfleet_proxy_udp_flows_active 7$/m);
+  assert.match(text, /^tpfleet_proxy_udp_flows_created_total 9$/m);
+  assert.match(text, /^tpfleet_proxy_udp_datagrams_total\{direction="client_to_upstream"\} 5$/m);
+  assert.match(text, /^tpfleet_proxy_udp_bytes_total\{direction="upstream_to_client"\} 640$/m);
+  for (const r of UDP_DROP_REASONS)
+    assert.match(text, new RegExp(`^tpfleet_proxy_udp_drops_total\\{reason="${r}"\\} \\d+$`, 'm'));
+  assert.match(text, /^tpfleet_proxy_udp_drops_total\{reason="flow_cap"\} 2$/m);
 });

@@ -140,6 +140,62 @@ function families(s: Stats, threads: number): Family[] {
       ],
     },
     { name: 'workers', type: 'gauge', help: 'Engine threads running.', samples: one(threads) },
+    ...udpFamilies(s),
+  ];
+}
+
+/** Why a UDP datagram was dropped (native/src/stats.h udp_drop_*): a closed set. */
+export const UDP_DROP_REASONS = ['flow_cap', 'buffer_full', 'no_route', 'expired', 'setup_error'] as const;
+
+function udpFamilies(s: Stats): Family[] {
+  const dirs = (up: string, down: string): [string, number][] => [
+    ['direction="client_to_upstream"', v(s, up)],
+    ['direction="upstream_to_client"', v(s, down)],
+  ];
+  return [
+    { name: 'udp_flows_active', type: 'gauge', help: 'UDP flows open.', samples: [['', v(s, 'udpActive')]] },
+    {
+      name: 'udp_flows_created_total',
+      type: 'counter',
+      help: 'UDP flows opened (first datagram of a client towards an original destination).',
+      samples: [['', v(s, 'udp_flows_created')]],
+    },
+    {
+      name: 'udp_flows_expired_total',
+      type: 'counter',
+      help: 'UDP flows closed by udp.idleTimeout.',
+      samples: [['', v(s, 'udp_flows_expired')]],
+    },
+    {
+      name: 'udp_datagrams_total',
+      type: 'counter',
+      help: 'UDP datagrams forwarded.',
+      samples: dirs('udp_dgrams_up', 'udp_dgrams_down'),
+    },
+    {
+      name: 'udp_bytes_total',
+      type: 'counter',
+      help: 'UDP payload bytes.',
+      samples: dirs('udp_bytes_up', 'udp_bytes_down'),
+    },
+    {
+      name: 'udp_drops_total',
+      type: 'counter',
+      help: 'UDP datagrams dropped, by reason (flow_cap: udp.maxFlows reached; expired: queued when its flow expired).',
+      samples: UDP_DROP_REASONS.map((r) => [`reason="${r}"`, v(s, `udp_drop_${r}`)]),
+    },
+    {
+      name: 'udp_icmp_errors_total',
+      type: 'counter',
+      help: 'ICMP errors (port or host unreachable) reported on a UDP flow.',
+      samples: [['', v(s, 'udp_icmp_errors')]],
+    },
+    {
+      name: 'udp_gso_sends_total',
+      type: 'counter',
+      help: 'UDP batches sent as one GSO send (UDP_SEGMENT).',
+      samples: [['', v(s, 'udp_gso_sends')]],
+    },
   ];
 }
 

@@ -44,6 +44,9 @@ const options = (over: Partial<StartOptions> = {}): StartOptions => ({
   splice: true,
   audit: false,
   auditPerSecond: 100,
+  udp: false,
+  udpIdleTimeoutMs: 60_000,
+  udpMaxFlows: 1000,
   faultKind: 0,
   faultAfterMs: 0,
   ...over,
@@ -128,8 +131,8 @@ test('a started engine: its threads, counters at zero, heartbeats that move, opt
     ])
       assert.ok(names.includes(s), s);
     const stats = n.engineStats(handle);
-    assert.equal(stats.length, names.length + 1);
-    assert.deepEqual([...stats], new Array(names.length + 1).fill(0));
+    assert.equal(stats.length, names.length + 2, 'the counters, then open connections and UDP flows');
+    assert.deepEqual([...stats], new Array(names.length + 2).fill(0));
     const b0 = [...n.engineHeartbeats(handle)];
     await new Promise((r) => setTimeout(r, 1300));
     const b1 = [...n.engineHeartbeats(handle)];

@@ -15,6 +15,8 @@ export interface Settings {
   ipv4: boolean;
   ipv6: boolean;
   keepClientIp: boolean;
+  /** interception.protocols lists UDP: the engine forwards UDP flows too. */
+  udp: boolean;
   metricsPort: number;
   drainTimeoutMs: number;
   logLevel: LogLevel;
@@ -46,6 +48,7 @@ export function settingsFrom(
     ipv4: cfg.interception.ipFamilies.includes('IPv4'),
     ipv6: cfg.interception.ipFamilies.includes('IPv6'),
     keepClientIp: p.keepClientIp,
+    udp: cfg.interception.protocols.includes('UDP'),
     metricsPort: p.metricsPort,
     drainTimeoutMs: p.timeouts.drain,
     logLevel: p.logLevel,
@@ -72,5 +75,7 @@ export function liveOptions(cfg: NodeConfig): LiveOptions {
     splice: true,
     audit: cfg.policy.audit.enabled,
     auditPerSecond: cfg.policy.audit.maxLinesPerSecond,
+    udpIdleTimeoutMs: p.udp.idleTimeout,
+    udpMaxFlows: p.udp.maxFlows,
   };
 }

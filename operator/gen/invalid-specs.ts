@@ -228,7 +228,36 @@ export const INVALID_SPECS: InvalidSpec[] = [
   { why: 'unknown IP family', field: 'spec.interception.ipFamilies[0]', spec: i({ ipFamilies: ['IPv5'] }) },
   { why: 'unknown backend', field: 'spec.interception.backend', spec: i({ backend: 'ebpf' }) },
   { why: 'unknown failure policy', field: 'spec.interception.failurePolicy', spec: i({ failurePolicy: 'Ignore' }) },
-  { why: 'UDP not yet', field: 'spec.interception.protocol', spec: i({ protocol: 'UDP' }) },
+  {
+    why: 'protocol UDP (the deprecated field is TCP only)',
+    field: 'spec.interception.protocol',
+    spec: i({ protocol: 'UDP' }),
+  },
+  { why: 'unknown transport', field: 'spec.interception.protocols[0]', spec: i({ protocols: ['SCTP'] }) },
+  { why: 'no transport', field: 'spec.interception.protocols', spec: i({ protocols: [] }) },
+  {
+    why: 'protocol not in protocols',
+    field: 'spec.interception.protocols',
+    spec: i({ protocol: 'TCP', protocols: ['UDP'] }),
+  },
+  {
+    why: 'UDP port range covering the default listen port',
+    field: 'spec.interception.udpPorts',
+    spec: i({ protocols: ['UDP'], udpPorts: [{ port: 15000, endPort: 15200 }] }),
+  },
+  {
+    why: 'UDP port = metrics port',
+    field: 'spec.interception.udpPorts',
+    spec: { interception: { protocols: ['UDP'], udpPorts: [{ port: 9100 }] }, proxy: { metricsPort: 9100 } },
+  },
+  { why: 'UDP flow cap 0', field: 'spec.proxy.udp.maxFlows', spec: p({ udp: { maxFlows: 0 } }) },
+  { why: 'UDP flow cap too high', field: 'spec.proxy.udp.maxFlows', spec: p({ udp: { maxFlows: 500_001 } }) },
+  {
+    why: 'UDP idle timeout too short',
+    field: 'spec.proxy.udp.idleTimeout',
+    spec: p({ udp: { idleTimeout: '500ms' } }),
+  },
+  { why: 'UDP idle timeout too long', field: 'spec.proxy.udp.idleTimeout', spec: p({ udp: { idleTimeout: '2h' } }) },
   { why: 'mark 0', field: 'spec.interception.mark', spec: i({ mark: 0 }) },
   // fwmark bits kube-proxy and the common CNIs own (api/fields.ts RESERVED_MARKS).
   { why: "kube-proxy's masquerade bit", field: 'spec.interception.mask', spec: i({ mark: 0x4000, mask: 0x4000 }) },

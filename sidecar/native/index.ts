@@ -39,6 +39,10 @@ export interface LiveOptions {
   /** One event per connection when it ends, for the audit log, at most auditPerSecond a second. */
   audit: boolean;
   auditPerSecond: number;
+  /** A UDP flow with no datagram either way for this long is closed. */
+  udpIdleTimeoutMs: number;
+  /** UDP flows, all threads; datagrams of new flows beyond it are dropped (counted). */
+  udpMaxFlows: number;
 }
 
 export interface StartOptions extends LiveOptions {
@@ -48,6 +52,8 @@ export interface StartOptions extends LiveOptions {
   ipv4: boolean;
   ipv6: boolean;
   keepClientIp: boolean;
+  /** UDP listeners and flows on listenPort as well (docs/udp.md). */
+  udp: boolean;
   /** One CPU per thread, or null to leave threads unpinned. */
   cpus: number[] | null;
   /** A compiled egress policy (sidecar/policy.ts) installed before the listeners open (generation 1). */

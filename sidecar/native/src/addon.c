@@ -3,7 +3,7 @@
  * docs/adr/0002-native-addon.md (why native at all) and docs/adr/0011-data-engine.md (the engine).
  *
  *   engineStart(options, onEvents) -> { handle, threads: [{ cpu, pinned }] }
- *   engineStats(handle) -> Float64Array: STAT_NAMES order, then open connections
+ *   engineStats(handle) -> Float64Array: STAT_NAMES order, then open connections, then UDP flows
  *   engineHeartbeats(handle) -> Float64Array: loop turns per thread (liveness)
  *   engineSetOptions(handle, options)         timeouts, limits, hook, logging: in place
  *   engineDecide(handle, id, verdict, to?)     answer for a held connection
@@ -55,14 +55,16 @@ static bool read_live_options(napi_env env, napi_value o, struct options *opt) {
   int64_t connect = opt->connect_timeout_ms, idle = opt->idle_timeout_ms, hold = opt->hold_timeout_ms,
           max = opt->max_connections;
   bool hook = opt->hook, peek = opt->peek, log = opt->log_conns, splice = opt->splice, audit = opt->audit;
-  int64_t audit_per_s = opt->audit_per_s;
+  int64_t audit_per_s = opt->audit_per_s, udp_idle = opt->udp_idle_ms, udp_max = opt->udp_max_flows;
   /* Bounds every consumer accepts: Node's timers and ours cap at 2^31-1 ms (api/nodeconfig.ts). */
   if (!prop_int(env, o, "connectTimeoutMs", 1, 2147483647, &connect) ||
       !prop_int(env, o, "idleTimeoutMs", 1, 2147483647, &idle) ||
       !prop_int(env, o, "holdTimeoutMs", 1, 60000, &hold) || !prop_int(env, o, "maxConnections", 1, 10000000, &max) ||
       !prop_bool(env, o, "hook", &hook) || !prop_bool(env, o, "peek", &peek) ||
       !prop_bool(env, o, "logConnections", &log) || !prop_bool(env, o, "splice", &splice) ||
-      !prop_bool(env, o, "audit", &audit) || !prop_int(env, o, "auditPerSecond", 1, 1000000, &audit_per_s))
+      !prop_bool(env, o, "audit", &audit) || !prop_int(env, o, "auditPerSecond", 1, 1000000, &audit_per_s) ||
+      !prop_int(env, o, "udpIdleTimeoutMs", 1, 2147483647, &udp_idle) ||
+      !prop_int(env, o, "udpMaxFlows", 1, 10000000, &udp_max))
     return false;
   atomic_store(&opt->connect_timeout_ms, connect);
   atomic_store(&opt->idle_timeout_ms, idle);
@@ -74,6 +76,8 @@ static bool read_live_options(napi_env env, napi_value o, struct options *opt) {
   atomic_store(&opt->splice, splice);
   atomic_store(&opt->audit, audit);
   atomic_store(&opt->audit_per_s, (uint32_t)audit_per_s);
+  atomic_store(&opt->udp_idle_ms, udp_idle);
+  atomic_store(&opt->udp_max_flows, (uint32_t)udp_max);
   return true;
 }
 
@@ -102,10 +106,10 @@ static bool read_cpus(napi_env env, napi_value o, int n, int *cpus, bool *have) 
 
 static bool read_start_options(napi_env env, napi_value o, struct engine *e, int *cpus, bool *have_cpus) {
   int64_t threads = 1, port = 0, backlog = 4096, fault = 0, fault_after = 0;
-  bool keep = false, ipv4 = true, ipv6 = false;
+  bool keep = false, ipv4 = true, ipv6 = false, udp = false;
   if (!prop_int(env, o, "threads", 1, MAX_THREADS, &threads) || !prop_int(env, o, "listenPort", 0, 65535, &port) ||
       !prop_int(env, o, "backlog", 1, 65535, &backlog) || !prop_bool(env, o, "keepClientIp", &keep) ||
-      !prop_bool(env, o, "ipv4", &ipv4) || !prop_bool(env, o, "ipv6", &ipv6) ||
+      !prop_bool(env, o, "ipv4", &ipv4) || !prop_bool(env, o, "ipv6", &ipv6) || !prop_bool(env, o, "udp", &udp) ||
       !prop_int(env, o, "faultKind", 0, 2, &fault) || !prop_int(env, o, "faultAfterMs", 0, 3600000, &fault_after))
     return false;
   if (!ipv4 && !ipv6) return throw_type(env, "at least one of ipv4 and ipv6"), false;
@@ -113,6 +117,7 @@ static bool read_start_options(napi_env env, napi_value o, struct engine *e, int
   e->listen_port = (uint16_t)port;
   e->backlog = (int)backlog;
   e->keep_client_ip = keep;
+  e->udp = udp;
   e->nfamilies = 0;
   if (ipv4) e->families[e->nfamilies++] = 4;
   if (ipv6) e->families[e->nfamilies++] = 6;
@@ -124,6 +129,8 @@ static bool read_start_options(napi_env env, napi_value o, struct engine *e, int
   atomic_store(&e->opt.max_connections, 20000);
   atomic_store(&e->opt.splice, 1);
   atomic_store(&e->opt.audit_per_s, 100);
+  atomic_store(&e->opt.udp_idle_ms, 60000);
+  atomic_store(&e->opt.udp_max_flows, 65536);
   return read_live_options(env, o, &e->opt) && read_cpus(env, o, e->nthreads, cpus, have_cpus);
 }
 
@@ -325,14 +332,15 @@ static napi_value engine_stats_js(napi_env env, napi_callback_info info) {
   struct handle *h = unwrap(env, info, 1, argv);
   if (!h) return NULL;
   double *out;
-  CHECK(env, napi_create_arraybuffer(env, (ST__COUNT + 1) * sizeof(double), (void **)&out, &ab));
+  CHECK(env, napi_create_arraybuffer(env, (ST__COUNT + 2) * sizeof(double), (void **)&out, &ab));
   for (int k = 0; k < ST__COUNT; k++) {
     uint64_t sum = 0;
     for (int i = 0; i < h->e.nthreads; i++) sum += __atomic_load_n(&h->e.threads[i].st->v[k], __ATOMIC_RELAXED);
     out[k] = (double)sum;
   }
   out[ST__COUNT] = (double)atomic_load(&h->e.active);
-  CHECK(env, napi_create_typedarray(env, napi_float64_array, ST__COUNT + 1, ab, 0, &arr));
+  out[ST__COUNT + 1] = (double)atomic_load(&h->e.udp_active);
+  CHECK(env, napi_create_typedarray(env, napi_float64_array, ST__COUNT + 2, ab, 0, &arr));
   return arr;
 }
 

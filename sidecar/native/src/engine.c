@@ -22,6 +22,7 @@
 #include "decide.h"
 #include "events.h"
 #include "pool.h"
+#include "udp.h"
 
 #define STAT_NAME(n) #n,
 const char *const STAT_NAMES[ST__COUNT] = {STATS(STAT_NAME)};
@@ -93,12 +94,14 @@ static void run_commands(struct thread *t) {
       /* Stop accepting; open connections go on. With net.ipv4.tcp_migrate_req the kernel moves
        * connections still in our accept queue to another listener of the port (the next pod's). */
       close_listeners(t);
+      udp_close_listeners(t); /* flows go on: their own sockets receive their datagrams */
       t->draining = true;
       break;
     case CMD_CLOSE_ALL:
       abort_list(t, &t->held, ERR_OTHER);
       abort_list(t, &t->connecting, ERR_OTHER);
       abort_list(t, &t->idle, ERR_OTHER);
+      udp_close_all(t);
       break;
     case CMD_STOP: t->stop = true; break;
     case CMD_VERDICT: conn_verdict(t, c); break;
@@ -172,6 +175,8 @@ static int next_timeout(struct thread *t) {
   }
   if (t->held.head && t->held_scan_ms + HELD_SCAN_MS < next) next = t->held_scan_ms + HELD_SCAN_MS;
   if (t->accept_retry_ms && t->accept_retry_ms < next) next = t->accept_retry_ms;
+  int64_t udp = udp_next_deadline(t);
+  if (udp < next) next = udp;
   return next <= t->now_ms ? 0 : (int)(next - t->now_ms);
 }
 
@@ -211,6 +216,7 @@ static void dispatch(struct thread *t, struct epoll_event *evs, int n) {
   for (int i = 0; i < n; i++) {
     struct side *s = evs[i].data.ptr;
     if (s->kind == K_WAKE) run_commands(t);
+    else if (s->kind >= K_UDP_LISTENER) udp_event(t, s);
     else if (s->kind == K_LISTENER) {
       if (s->fd >= 0) conn_accept(t, s);
     } else on_socket(t, s, evs[i].events);
@@ -258,7 +264,9 @@ static void teardown(struct thread *t) {
   abort_list(t, &t->held, ERR_OTHER);
   abort_list(t, &t->connecting, ERR_OTHER);
   abort_list(t, &t->idle, ERR_OTHER);
+  udp_close_all(t);
   free_dead(t);
+  udp_free_dead(t);
   pool_free_all(t);
 }
 
@@ -297,7 +305,9 @@ void *engine_thread_main(void *arg) {
     sweep_connecting(t);
     sweep_idle(t);
     sweep_held(t);
+    udp_sweep(t);
     free_dead(t);
+    udp_free_dead(t);
     maybe_fault(t, started_ms);
   }
   teardown(t);

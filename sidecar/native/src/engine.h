@@ -47,7 +47,8 @@ enum side_flags {
   S_SHUT = 1 << 4,     /* we sent our FIN (shutdown SHUT_WR) on this socket */
 };
 
-enum side_kind { K_LISTENER, K_CLIENT, K_UPSTREAM, K_WAKE };
+/* K_UDP_*: udp.c's sockets in epoll (a listener, a flow's upstream socket). */
+enum side_kind { K_LISTENER, K_CLIENT, K_UPSTREAM, K_WAKE, K_UDP_LISTENER, K_UDP_UPSTREAM };
 
 /* An fd registered in epoll; epoll_event.data.ptr points here. */
 struct side {
@@ -137,6 +138,8 @@ struct options {
   _Atomic int splice;    /* bulk directions switch to splice(); off: copy only (benchmarks, ADR 0011) */
   _Atomic int audit;     /* one event per connection at close for the audit log, at most audit_per_s a second */
   _Atomic uint32_t audit_per_s;
+  _Atomic int64_t udp_idle_ms;     /* a UDP flow with no datagram either way for this long is closed */
+  _Atomic uint32_t udp_max_flows;  /* all threads: datagrams of new flows beyond it are dropped */
 };
 
 struct engine;
@@ -149,6 +152,9 @@ struct thread {
   struct side wake; /* eventfd */
   struct side listeners[2];
   int nlisteners;
+  struct side udp_listeners[2]; /* udp.h; only when the engine forwards UDP */
+  int nudp;
+  struct udp_state *udp;
   int cpu; /* -1: not pinned */
   int pinned_ok;
   pthread_barrier_t *started; /* engine_start waits until every thread is pinned */
@@ -182,6 +188,8 @@ struct engine {
   struct thread threads[MAX_THREADS];
   struct options opt;
   _Atomic uint32_t active; /* open connections, all threads: the maxConnections budget */
+  _Atomic uint32_t udp_active; /* UDP flows, all threads: the udpMaxFlows budget */
+  bool udp;                    /* UDP listeners and flows (udp.h) besides TCP */
   _Atomic int fatal;       /* set once by the first thread that cannot go on */
   uint16_t listen_port;
   int backlog;

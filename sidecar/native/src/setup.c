@@ -12,6 +12,7 @@
 #include "events.h"
 #include "limits.h"
 #include "policy.h"
+#include "udp.h"
 
 #define HELD_BUCKETS 1024
 
@@ -24,6 +25,7 @@ static void free_thread(struct thread *t) {
   for (int i = 0; i < t->nlisteners; i++)
     if (t->listeners[i].fd >= 0) close(t->listeners[i].fd);
   t->nlisteners = 0;
+  udp_free_thread(t);
   if (t->wake.fd >= 0) close(t->wake.fd);
   if (t->ep >= 0) close(t->ep);
   t->wake.fd = t->ep = -1;
@@ -61,7 +63,7 @@ static int init_thread(struct engine *e, struct thread *t, int index, int cpu, c
     *syscall = "epoll_ctl";
     if (add(t->ep, l, EPOLLIN | EPOLLET) < 0) return -1;
   }
-  return 0;
+  return e->udp ? udp_init_thread(e, t, syscall) : 0;
 }
 
 int engine_start(struct engine *e, const int *cpus, const char **syscall) {

@@ -28,7 +28,11 @@
   X(connect_b6) X(connect_b7) X(connect_b8) X(connect_b9) X(connect_b10) X(connect_b11)  \
   X(connect_b12) X(connect_binf)                                                         \
   X(held) X(hook_asked) X(events_dropped) X(accept_errors) X(fin_with_data)              \
-  X(policy_peeked) X(policy_no_name) X(audit_written) X(audit_suppressed)
+  X(policy_peeked) X(policy_no_name) X(audit_written) X(audit_suppressed)                \
+  X(udp_flows_created) X(udp_flows_expired) X(udp_dgrams_up) X(udp_dgrams_down)          \
+  X(udp_bytes_up) X(udp_bytes_down) X(udp_drop_flow_cap) X(udp_drop_buffer_full)         \
+  X(udp_drop_no_route) X(udp_drop_expired) X(udp_drop_setup_error) X(udp_icmp_errors)   \
+  X(udp_gso_sends)
 
 #define STAT_ENUM(n) ST_##n,
 enum stat_index { STATS(STAT_ENUM) ST__COUNT };
