@@ -57,6 +57,8 @@ test('helm template renders the golden files (default and full values)', async (
       'ServiceAccount',
       'ServiceAccount',
       'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
       'ValidatingAdmissionPolicyBinding',
       'ValidatingWebhookConfiguration',
     ],
@@ -403,7 +405,7 @@ test("the node-write policy: operator/deploy/node-write-policy.yaml for the rele
     readFileSync(join(import.meta.dirname, '..', 'deploy', 'node-write-policy.yaml'), 'utf8'),
   ).map((d) => d.toJS() as Doc);
   const { docs } = await template();
-  const vap = find(docs, 'ValidatingAdmissionPolicy'),
+  const vap = find(docs, 'ValidatingAdmissionPolicy', 'tpfleet-operator-node-writes'),
     want = find(manual, 'ValidatingAdmissionPolicy');
   assert.equal(
     vap.spec.matchConditions[0].expression,
@@ -411,7 +413,24 @@ test("the node-write policy: operator/deploy/node-write-policy.yaml for the rele
   );
   assert.deepEqual({ ...vap.spec, matchConditions: [] }, { ...want.spec, matchConditions: [] });
   assert.deepEqual(
-    find(docs, 'ValidatingAdmissionPolicyBinding').spec,
+    find(docs, 'ValidatingAdmissionPolicyBinding', 'tpfleet-operator-node-writes').spec,
     find(manual, 'ValidatingAdmissionPolicyBinding').spec,
+  );
+});
+
+test('the agent pod-status policy: operator/deploy/agent-pod-status-policy.yaml, the same rules', async () => {
+  const manual = parseAllDocuments(
+    readFileSync(join(import.meta.dirname, '..', 'deploy', 'agent-pod-status-policy.yaml'), 'utf8'),
+  ).map((d) => d.toJS() as Doc);
+  const { docs } = await template();
+  for (const kind of ['ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']) {
+    const want = find(manual, kind, 'tpfleet-agent-pod-status');
+    assert.deepEqual(find(docs, kind, 'tpfleet-agent-pod-status').spec, want.spec, kind);
+  }
+  // Its match is on the labels the operator renders on every node pod.
+  assert.equal(commonLabels('x')['app.kubernetes.io/managed-by'], 'tpfleet-operator');
+  assert.match(
+    find(manual, 'ValidatingAdmissionPolicy').spec.matchConditions[0].expression,
+    /'app\.kubernetes\.io\/managed-by'\] == 'tpfleet-operator'/,
   );
 });
