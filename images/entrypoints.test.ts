@@ -228,7 +228,7 @@ describe('image entrypoints', { skip, timeout: 30 * 60_000 }, () => {
       ['-e', ['-e', marker], []],
       ['--eval=', [`--eval=${marker}`], []],
       ['--require', ['--require', '/proc/self/cwd/x.js', '--config', CONFIG], []],
-      ['--import', ['--import=data:text/javascript,' + marker, '--config', CONFIG], []],
+      ['--import', [`--import=data:text/javascript,${marker}`, '--config', CONFIG], []],
       ['a script', ['/opt/tpfleet/dist/tpfleet-agent.mjs'], []],
       ['a flag after the sidecar flags', ['--config', CONFIG, '-e', marker], []],
       ['NODE_OPTIONS', ['--config', CONFIG], [`NODE_OPTIONS=--import=data:text/javascript,${marker}`]],

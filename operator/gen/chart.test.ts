@@ -41,6 +41,7 @@ test('helm template renders the golden files (default and full values)', async (
       'ClusterRole',
       'ClusterRole',
       'ClusterRole',
+      'ClusterRole',
       'ClusterRoleBinding',
       'ClusterRoleBinding',
       'CustomResourceDefinition',
@@ -50,6 +51,7 @@ test('helm template renders the golden files (default and full values)', async (
       'Namespace',
       'Role',
       'Role',
+      'RoleBinding',
       'RoleBinding',
       'RoleBinding',
       'Service',
@@ -396,6 +398,13 @@ test('the webhook: the chart registers operator/webhook/registration.ts for its 
   ]);
   const args: string[] = find(more.docs, 'Deployment').spec.template.spec.containers[0].args;
   assert.ok(args.includes('--namespaces=tpfleet-fleet,team-a'), args.join(' '));
+  // The operator may write fleet objects exactly in the namespaces it reconciles.
+  assert.deepEqual(
+    more.docs
+      .filter((d) => d.kind === 'RoleBinding' && d.metadata.name === 'tpfleet-operator-fleet')
+      .map((d) => d.metadata.namespace),
+    ['tpfleet-fleet', 'team-a'],
+  );
   assert.ok(args.includes('--allowed-images=registry.corp/tpfleet-node:'));
   assert.ok(args.includes('--allow-control-plane=true'));
 });
