@@ -163,7 +163,7 @@ test('the operator works end to end with only the permissions in deploy/rbac.yam
   );
 });
 
-test('writes only in the reconciled namespace: elsewhere a status and an Event, and no write permission at all', async () => {
+test('only the reconciled namespace: elsewhere a status and an Event, and no permission on the fleet kinds at all', async () => {
   await admin.create(tpPath(OTHER), {
     apiVersion: 'tpfleet.io/v1alpha1',
     kind: 'TransparentProxy',
@@ -176,7 +176,7 @@ test('writes only in the reconciled namespace: elsewhere a status and an Event, 
     return c?.status === 'True' && /is not a namespace this tpfleet installation reconciles/.test(c.message);
   });
   assert.equal(await admin.get(ds(OTHER)), undefined, 'nothing scheduled');
-  // The fleet kinds: read (the informers are cluster-wide) but written only where reconciled.
+  // The fleet kinds: read (the informers watch per namespace) and written only where reconciled.
   for (const [resource, group, inFleet] of [
     ['daemonsets', 'apps', ['create', 'list', 'patch', 'watch']],
     ['serviceaccounts', '', ['create', 'list', 'patch', 'watch']],
@@ -189,11 +189,28 @@ test('writes only in the reconciled namespace: elsewhere a status and an Event, 
     ['secrets', '', ['get']],
   ] as const) {
     assert.deepEqual((await granted(resource, group, FLEET)).sort(), [...inFleet].sort(), `${resource} in ${FLEET}`);
-    const elsewhere = inFleet.filter((v) => v === 'list' || v === 'watch');
-    assert.deepEqual((await granted(resource, group, OTHER)).sort(), [...elsewhere].sort(), `${resource} in ${OTHER}`);
+    assert.deepEqual(await granted(resource, group, OTHER), [], `${resource} in ${OTHER}`);
   }
   assert.deepEqual(await granted('nodes', '', ''), ['list', 'watch', 'patch']);
   assert.deepEqual(await granted('transparentproxies', 'tpfleet.io', OTHER), ['list', 'watch', 'patch']);
+});
+
+test('deleting an object in a namespace no longer reconciled keeps its finalizer: the operator cannot see its nodes', async () => {
+  // As if reconciled by an installation that still listed the namespace: our finalizer is on it.
+  await admin.create(tpPath(OTHER), {
+    apiVersion: 'tpfleet.io/v1alpha1',
+    kind: 'TransparentProxy',
+    metadata: { name: 'kept', finalizers: ['tpfleet.io/node-cleanup'] },
+    spec: {},
+  });
+  await admin.delete(tpPath(OTHER, 'kept'));
+  const start = Date.now();
+  await new Promise((r) => setTimeout(r, 3000)); // several reconciles of the deletion
+  const o = await admin.get<Obj>(tpPath(OTHER, 'kept'));
+  assert.ok(o?.metadata.deletionTimestamp, `still there, terminating, after ${Date.now() - start} ms`);
+  assert.deepEqual(o.metadata.finalizers, ['tpfleet.io/node-cleanup']);
+  await admin.mergePatch(tpPath(OTHER, 'kept'), { metadata: { finalizers: null } }); // the administrator's way out
+  await waitFor('gone', async () => !(await admin.get(tpPath(OTHER, 'kept'))));
 });
 
 test('upstream credentials: get on the named Secret and create/patch on events suffice; no list, watch or write on secrets', async () => {
