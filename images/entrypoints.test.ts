@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTopology, privilegedSkipReason, sh, waitFor, type Topology } from '../e2e/netns.ts';
 import { httpStatus, nodeConfigYaml, peer, startPeerServer, type Proc as PeerProc } from '../e2e/proc.ts';
-import { installTproxy } from '../sidecar/tproxy.testkit.ts';
+import { installTproxy } from '../e2e/tproxy.ts';
 import { buildImages } from './images.ts';
 import { inImage, mountImage, run, type Rootfs, type RunAs } from './rootfs.ts';
 

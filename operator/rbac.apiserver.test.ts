@@ -6,13 +6,10 @@
 // granted verb was used, and that no request was refused: a verb removed from the file breaks the
 // step that sends it, a verb added without code using it fails the audit test.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { parseAllDocuments } from 'yaml';
-import { KubeClient, resourcePath, type KubeObject } from '../kube/client.ts';
+import { KubeClient, resourcePath } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { errorMessage } from '../api/errors.ts';
 import { activeLabelKey, FIELD_MANAGER } from './render/names.ts';
@@ -20,6 +17,7 @@ import { tenancy } from './tenancy.ts';
 import { createNamespace, createNode, installCrd, tpPath, waitFor } from '../e2e/testenv/fixtures.ts';
 import { registerWebhook, startOperator, WEBHOOK_CONFIG, type RunningOperator } from '../e2e/testenv/operator.ts';
 import { freePort, startTestEnv, type TestEnv } from '../e2e/testenv/testenv.ts';
+import { auditedUse, deployDocs, grantedKeys, grantedVerbs, installFor, type RbacDoc } from './rbac.testkit.ts';
 
 let env: TestEnv, admin: KubeClient, op: RunningOperator, userConfig: string;
 const USER = 'tpfleet-operator-under-test';
@@ -27,23 +25,8 @@ const USER = 'tpfleet-operator-under-test';
 const FLEET = 'tpfleet-fleet';
 /** A namespace this installation does not reconcile. */
 const OTHER = 'apps';
-type Rule = { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] };
-type Obj = KubeObject & { spec?: any; status?: any; subjects?: unknown[]; roleRef?: unknown; rules?: Rule[] };
-
-const COLLECTIONS: Record<string, [string, string]> = {
-  ServiceAccount: ['/api/v1', 'serviceaccounts'],
-  ClusterRole: ['/apis/rbac.authorization.k8s.io/v1', 'clusterroles'],
-  ClusterRoleBinding: ['/apis/rbac.authorization.k8s.io/v1', 'clusterrolebindings'],
-  Role: ['/apis/rbac.authorization.k8s.io/v1', 'roles'],
-  RoleBinding: ['/apis/rbac.authorization.k8s.io/v1', 'rolebindings'],
-};
-const collection = (o: Obj) => {
-  const [base, plural] = COLLECTIONS[o.kind!]!;
-  return o.metadata.namespace ? `${base}/namespaces/${o.metadata.namespace}/${plural}` : `${base}/${plural}`;
-};
-const RBAC = parseAllDocuments(readFileSync(join(import.meta.dirname, 'deploy', 'rbac.yaml'), 'utf8')).map(
-  (d) => d.toJS() as Obj,
-);
+type Obj = RbacDoc & { spec?: any; status?: any };
+const RBAC = deployDocs('rbac.yaml');
 const ds = (ns: string, name = 'p') => `/apis/apps/v1/namespaces/${ns}/daemonsets/${name}`;
 
 before(async () => {
@@ -52,17 +35,10 @@ before(async () => {
   await installCrd(admin);
   for (const ns of ['tpfleet-system', FLEET, OTHER]) await createNamespace(admin, ns);
   for (const n of ['p1', 'p2', 'p3']) await createNode(admin, n, { zone: n });
-  for (const doc of structuredClone(RBAC)) {
-    if (doc.subjects) doc.subjects = [{ kind: 'User', name: USER, apiGroup: 'rbac.authorization.k8s.io' }];
-    // The test's webhook configuration in place of the chart's: the one name that differs.
-    for (const r of doc.rules ?? [])
-      if (r.resourceNames?.[0] === 'tpfleet-operator') r.resourceNames = [WEBHOOK_CONFIG];
-    await admin.create(collection(doc), doc);
-  }
+  // The test's webhook configuration in place of the chart's: the one name that differs.
+  await installFor(admin, RBAC, USER, { 'tpfleet-operator': WEBHOOK_CONFIG });
   // The node-write policy, for this test's user in place of the chart's ServiceAccount.
-  const policy = parseAllDocuments(
-    readFileSync(join(import.meta.dirname, 'deploy', 'node-write-policy.yaml'), 'utf8'),
-  ).map((d) => d.toJS() as Obj & { spec: any });
+  const policy = deployDocs<Obj & { spec: any }>('node-write-policy.yaml');
   const vap = policy[0]!;
   vap.spec.matchConditions[0].expression = `request.userInfo.username == '${USER}'`;
   await admin.create('/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies', vap);
@@ -82,26 +58,8 @@ after(async () => {
   await env?.stop();
 });
 
-/** Whether the operator's identity may `verb` `resource` in `namespace` (SelfSubjectAccessReview). */
-async function can(verb: string, resource: string, group: string, namespace: string): Promise<boolean> {
-  const kc = new KubeConfig();
-  kc.loadFromFile(userConfig);
-  const r = await new KubeClient(kc, 'rbac-test').create<Obj>(
-    '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews',
-    {
-      apiVersion: 'authorization.k8s.io/v1',
-      kind: 'SelfSubjectAccessReview',
-      spec: { resourceAttributes: { verb, resource, group, namespace } },
-    },
-  );
-  return r.status.allowed as boolean;
-}
-const VERBS = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'];
-async function granted(resource: string, group: string, namespace: string): Promise<string[]> {
-  const out = [];
-  for (const verb of VERBS) if (await can(verb, resource, group, namespace)) out.push(verb);
-  return out;
-}
+const granted = (resource: string, group: string, namespace: string) =>
+  grantedVerbs(userConfig, resource, group, namespace);
 
 test('the operator works end to end with only the permissions in deploy/rbac.yaml', async () => {
   await admin.create(tpPath(FLEET), {
@@ -384,40 +342,10 @@ const HELD_FOR_OTHERS = new Set([
 ]);
 
 test("the audit log: every verb deploy/rbac.yaml grants was used, and none of the operator's requests was refused", async () => {
-  interface AuditEvent {
-    auditID: string;
-    stage: string;
-    verb: string;
-    user: { username: string };
-    objectRef?: { resource?: string; subresource?: string; apiGroup?: string; namespace?: string; name?: string };
-    responseStatus?: { code?: number };
-    annotations?: Record<string, string>;
-  }
-  const key = (group: string, resource: string, verb: string) => `${group ? `${group}/` : ''}${resource} ${verb}`;
-  const events = readFileSync(env.auditLog!, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as AuditEvent)
-    .filter((e) => e.user.username === USER && e.objectRef?.resource);
-  const used = new Set<string>();
-  const refused: string[] = [];
-  for (const e of events) {
-    const r = e.objectRef!;
-    const k = key(r.apiGroup ?? '', r.subresource ? `${r.resource}/${r.subresource}` : r.resource!, e.verb);
-    used.add(k);
-    // Server-side apply of a missing object is one PATCH answered 201, authorized as create too.
-    if (e.verb === 'patch' && e.stage === 'ResponseComplete' && e.responseStatus?.code === 201)
-      used.add(key(r.apiGroup ?? '', r.resource!, 'create'));
-    if (e.annotations?.['authorization.k8s.io/decision'] === 'forbid')
-      refused.push(`${k} ${r.namespace ?? ''}/${r.name ?? ''}`);
-  }
+  const { used, refused } = auditedUse(env.auditLog!, USER);
   assert.deepEqual(refused, [], 'requests RBAC refused');
-  const grantedKeys = RBAC.flatMap((d) =>
-    (d.rules ?? []).flatMap((r) =>
-      r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => key(g, res, v)))),
-    ),
-  );
-  const unused = [...new Set(grantedKeys)].filter((k) => !used.has(k) && !HELD_FOR_OTHERS.has(k)).sort();
+  const keys = grantedKeys(RBAC);
+  const unused = keys.filter((k) => !used.has(k) && !HELD_FOR_OTHERS.has(k)).sort();
   assert.deepEqual(
     unused,
     [],
@@ -425,7 +353,7 @@ test("the audit log: every verb deploy/rbac.yaml grants was used, and none of th
   );
   // The exceptions are real exceptions: still granted, and never requested.
   for (const k of HELD_FOR_OTHERS) {
-    assert.ok(grantedKeys.includes(k), `${k} is granted`);
+    assert.ok(keys.includes(k), `${k} is granted`);
     assert.ok(!used.has(k), `${k} is used after all: move it out of HELD_FOR_OTHERS`);
   }
 });
