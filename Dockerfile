@@ -29,10 +29,10 @@ RUN cd sidecar/native \
  && node /usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js rebuild --nodedir=/usr/local --loglevel=warn \
  && mv build/Release/tpfleet_native.node /tmp/ && rm -rf build /root/.cache \
  && mkdir -p build/Release && mv /tmp/tpfleet_native.node build/Release/
-# The sidecar's capability launcher (images/launcher/netadmin-exec.c, ADR 0005): 14 KB instead of
-# a 127 MB copy of node carrying the file capability.
+# The sidecar's capability launcher (images/launcher/sidecar-exec.c, ADR 0005): 14 KB instead of
+# a 127 MB copy of node carrying the file capability; it runs only the sidecar's bundle.
 COPY images/launcher/ images/launcher/
-RUN gcc -O2 -s -Wall -Wextra -Werror -o /opt/netadmin-exec images/launcher/netadmin-exec.c
+RUN gcc -O2 -s -Wall -Wextra -Werror -o /opt/sidecar-exec images/launcher/sidecar-exec.c
 # Sources last: a code change rebuilds only this layer and the targets' last layer. One bundle per
 # entrypoint (tpfleet-operator.mjs, tpfleet-agent.mjs, tpfleet-sidecar.mjs), the addon beside them
 # at the path sidecar/native/index.ts loads it from (relative to the module: build/Release/).
@@ -69,16 +69,16 @@ FROM runtime AS node
 LABEL org.opencontainers.image.title="tpfleet-node" \
       org.opencontainers.image.description="tpfleet node agent (TPROXY rules, routes, tuning) and forwarding sidecar"
 # What the agent runs: nft (nftables), iptables-{nft,legacy}-{save,restore} and ip6tables (iptables),
-# ip (iproute2). The sidecar's CAP_NET_ADMIN comes from the file capability cap_net_admin=p on
-# netadmin-exec, a launcher only tpfleet-sidecar runs, which hands it to node as an ambient
-# capability; `node` itself (the agent, anything else) gains nothing. setcap runs after the COPY
+# ip (iproute2). The sidecar's CAP_NET_RAW comes from the file capability cap_net_raw=p on
+# sidecar-exec, a launcher only tpfleet-sidecar runs, which hands it to node as an ambient
+# capability and runs nothing but the sidecar; `node` itself (the agent, anything else) gains nothing. setcap runs after the COPY
 # because COPY may drop xattrs. setcap's package (libcap2-bin) stays: iproute2 depends on it.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nftables iptables iproute2 libcap2-bin \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /opt/netadmin-exec /usr/local/libexec/tpfleet/netadmin-exec
-RUN chmod 0755 /usr/local/libexec/tpfleet/netadmin-exec \
- && setcap cap_net_admin=p /usr/local/libexec/tpfleet/netadmin-exec
+COPY --from=build /opt/sidecar-exec /usr/local/libexec/tpfleet/sidecar-exec
+RUN chmod 0755 /usr/local/libexec/tpfleet/sidecar-exec \
+ && setcap cap_net_raw=p /usr/local/libexec/tpfleet/sidecar-exec
 COPY --from=build /opt/app/dist/tpfleet-agent.mjs /opt/app/dist/tpfleet-sidecar.mjs /opt/tpfleet/dist/
 COPY --from=build /opt/app/dist/build/ /opt/tpfleet/dist/build/
 COPY images/bin/tpfleet-agent images/bin/tpfleet-sidecar /usr/local/bin/

@@ -3,7 +3,7 @@
 // prints the exact argv and stdin document instead of running them.
 import type { Logger } from 'pino';
 import type { NodeConfig } from '../api/nodeconfig.ts';
-import { findBinaries, readIpRules, readRoutes, readRpSysctls } from './facts.ts';
+import { findBinaries, readIpRules, readPortListeners, readRoutes, readRpSysctls } from './facts.ts';
 import {
   iptApply,
   iptCheck,
@@ -30,7 +30,7 @@ import {
 import { markProblems, marksInUse } from './marks.ts';
 import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
 import { NFT_TABLE } from './render-nft.ts';
-import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
+import { binaryProblems, interceptedInterfaces, portProblems, routingProblems, rpFilterProblems } from './preflight.ts';
 import { runOk, type Argv } from './run.ts';
 import { readState, removeState, writeState, type AgentState, type RoutingState } from './state.ts';
 import type { GateMode, Plan } from './types.ts';
@@ -85,6 +85,11 @@ export async function preflight(
   // Marks set or matched by anyone else's rules, in every rule set on the node (marks.ts).
   const mask = plan.routing[0]?.mask;
   if (mask !== undefined) problems.push(...markProblems(await marksInUse(NFT_TABLE), mask));
+  // The sidecar's ports, free but for this object's previous sidecar (a rollout's old pod). A state
+  // from before the ports were recorded: its install used the same ports as far as we can tell.
+  const { listenPort, metricsPort } = config.proxy;
+  const ours = previous ? (previous.ports ?? [listenPort, metricsPort]) : [];
+  problems.push(...portProblems(config.proxy, readPortListeners([listenPort, metricsPort]), ours));
   if (problems.length > 0) return problems; // tool checks need the binaries
   if (plan.nft) problems.push(...(await nftCheck(plan.nft)));
   for (const p of plan.iptables ?? []) problems.push(...(await iptCheck(p)));
@@ -240,8 +245,9 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
     state = undefined;
   }
   const fresh = state === undefined;
+  const ports = [config.proxy.listenPort, config.proxy.metricsPort];
   if (fresh) {
-    state = await initialState(plan);
+    state = { ...(await initialState(plan)), ports };
     if (!opts.dryRun) writeState(opts.stateDir, state, opts.stateCopyDir);
   }
   const before = state!;
@@ -274,7 +280,7 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
     // The new rules are in force: the old routing entries no packet is marked for any more go.
     await dropOldRouting(before.routing, routing, mutate);
     // Also a state from before the copy existed gets one here (daemonset/state.ts).
-    if (!opts.dryRun) writeState(opts.stateDir, { ...before, routing }, opts.stateCopyDir);
+    if (!opts.dryRun) writeState(opts.stateDir, { ...before, routing, ports }, opts.stateCopyDir);
   }
   opts.log.info({ backend: plan.backend, families: plan.families }, 'applied and verified');
 }

@@ -1,9 +1,17 @@
 // I/O: reads the facts the planner and preflight need from the host (the current netns).
-import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Family } from '../api/net.ts';
-import { parseIpRoutes, parseIpRules, type IpRoute, type IpRule } from './parse.ts';
-import type { RpSysctls } from './preflight.ts';
+import {
+  parseIpRoutes,
+  parseIpRules,
+  parseProcNetTcp,
+  procNetAddress,
+  TCP_LISTEN,
+  type IpRoute,
+  type IpRule,
+} from './parse.ts';
+import type { PortListener, RpSysctls } from './preflight.ts';
 import { run, runOk } from './run.ts';
 import type { Backend, HostFacts, IptablesVariant } from './types.ts';
 
@@ -76,4 +84,68 @@ export async function readRoutes(f: Family, table: number): Promise<IpRoute[]> {
     throw new Error(`ip ${v(f)} route show table ${table}: ${r.stderr.trim()}`);
   }
   return parseIpRoutes(r.stdout);
+}
+
+const readIfExists = (path: string) => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return ''; // no IPv6 on this node
+    throw e;
+  }
+};
+
+/**
+ * TCP listeners of this network namespace (the node's: hostNetwork) on `ports`, each with the
+ * process holding it where this PID namespace can see it (/proc/<pid>/fd -> socket:[inode]).
+ */
+export function readPortListeners(ports: readonly number[]): PortListener[] {
+  const sockets = ['/proc/net/tcp', '/proc/net/tcp6']
+    .flatMap((f) => parseProcNetTcp(readIfExists(f)))
+    .filter((s) => s.state === TCP_LISTEN && ports.includes(s.localPort));
+  if (sockets.length === 0) return [];
+  const owners = socketOwners(new Set(sockets.map((s) => s.inode)));
+  return sockets.map((s) => ({
+    port: s.localPort,
+    address: procNetAddress(s.localAddress),
+    uid: s.uid,
+    process: owners.get(s.inode),
+  }));
+}
+
+/** argv[0]'s base name (node renames its main thread "MainThread", so comm is no help), else comm. */
+function programName(pid: string): string {
+  try {
+    const argv0 = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
+    return argv0.split('/').pop() || readFileSync(`/proc/${pid}/comm`, 'utf8').trim() || '?';
+  } catch {
+    return '?'; // exited meanwhile
+  }
+}
+
+/** inode -> "program (pid N)" for the sockets among `inodes` some visible process holds. */
+function socketOwners(inodes: Set<number>): Map<number, string> {
+  const out = new Map<number, string>();
+  const ls = (dir: string) => {
+    try {
+      return readdirSync(dir);
+    } catch {
+      return []; // gone meanwhile, or not ours to read
+    }
+  };
+  for (const pid of ls('/proc').filter((p) => /^\d+$/.test(p))) {
+    for (const fd of ls(`/proc/${pid}/fd`)) {
+      let link: string;
+      try {
+        link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      if (!m || !inodes.has(Number(m[1])) || out.has(Number(m[1]))) continue;
+      out.set(Number(m[1]), `${programName(pid)} (pid ${pid})`);
+    }
+    if (out.size === inodes.size) break;
+  }
+  return out;
 }

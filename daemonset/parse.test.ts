@@ -10,6 +10,7 @@ import {
   parseIptablesSave,
   parseNftTableJson,
   parseProcNetTcp,
+  procNetAddress,
 } from './parse.ts';
 import { routingPlan } from './plan.ts';
 import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
@@ -37,6 +38,16 @@ test('/proc/net/tcp: ports and states are hex; LISTEN is 0A', () => {
   // 15142 is an ESTABLISHED socket, not a listener.
   assert.equal(hasListener([TCP, TCP6], 15142), false);
   assert.equal(hasListener([''], 15101), false);
+});
+
+test('/proc/net/tcp: owner uid and inode; addresses decoded from the kernel byte order', () => {
+  const [l] = parseProcNetTcp(TCP);
+  assert.deepEqual([l!.uid, l!.inode], [0, 40158]);
+  assert.equal(procNetAddress('0100007F'), '127.0.0.1');
+  assert.equal(procNetAddress('00000000'), '0.0.0.0');
+  assert.equal(procNetAddress('00000000000000000000000000000000'), '::');
+  assert.equal(procNetAddress('00000000000000000000000001000000'), '::1');
+  assert.equal(procNetAddress('B80D0120000000000000000001000000'), '2001:db8::1');
 });
 
 const RULES =

@@ -3,9 +3,13 @@
 import type { RoutingPlan } from './types.ts';
 
 export interface TcpSocket {
+  /** As the kernel prints it: hex, each 32-bit word in host (little-endian) byte order. */
   localAddress: string;
   localPort: number;
   state: number;
+  /** Owner uid and socket inode (the link /proc/<pid>/fd/<n> -> socket:[inode] names its process). */
+  uid: number;
+  inode: number;
 }
 
 export const TCP_LISTEN = 0x0a;
@@ -20,9 +24,23 @@ export function parseProcNetTcp(text: string): TcpSocket[] {
     if (!local || !st) continue;
     const [addr = '', port = ''] = local.split(':');
     if (!/^[0-9A-Fa-f]+$/.test(port) || !/^[0-9A-Fa-f]+$/.test(st)) continue;
-    out.push({ localAddress: addr, localPort: parseInt(port, 16), state: parseInt(st, 16) });
+    out.push({
+      localAddress: addr,
+      localPort: parseInt(port, 16),
+      state: parseInt(st, 16),
+      uid: Number(cols[7] ?? -1),
+      inode: Number(cols[9] ?? 0),
+    });
   }
   return out;
+}
+
+/** "0100007F" -> 127.0.0.1; 32 hex digits -> an IPv6 address (words little-endian, as printed). */
+export function procNetAddress(hex: string): string {
+  const word = (w: string) => (w.match(/../g) ?? []).reverse().join('');
+  if (hex.length === 8) return (word(hex).match(/../g) ?? []).map((b) => parseInt(b, 16)).join('.');
+  const full = ((hex.match(/.{8}/g) ?? []).map(word).join('').match(/.{4}/g) ?? []).join(':');
+  return new URL(`http://[${full}]/`).hostname.slice(1, -1); // the canonical (RFC 5952) form
 }
 
 export function hasListener(procTexts: string[], port: number): boolean {

@@ -80,3 +80,51 @@ export function binaryProblems(required: string[], available: Set<string>): stri
   const missing = required.filter((b) => !available.has(b));
   return missing.length ? [`required programs not found in PATH: ${missing.join(', ')}`] : [];
 }
+
+/** A TCP listener on the node, as read from /proc/net/tcp{,6}; `process` when visible from here. */
+export interface PortListener {
+  port: number;
+  address: string;
+  uid: number;
+  /** "kubelet (pid 812)"; undefined when no process of this PID namespace holds it (a pod without hostPID). */
+  process?: string;
+}
+
+/**
+ * listenPort and metricsPort must be free on the node: a listener there that is not a tpfleet proxy
+ * (an exporter, a host agent) makes the sidecar exit at start, so the node drops (FailClosed) or
+ * bypasses (FailOpen) intercepted traffic, and the watchdog counts the other program's socket as
+ * the proxy. A tpfleet proxy is not a conflict: `ours` lists the ports of this object's previous
+ * install (state file; during a rollout the old pod's sidecar still listens), and a holder of both
+ * ports at once (the same process, or the same uid where the process is not visible) is a proxy
+ * too, e.g. one whose state was lost. What is refused is another program on one of them.
+ */
+export function portProblems(
+  proxy: { listenPort: number; metricsPort: number },
+  listeners: PortListener[],
+  ours: readonly number[],
+): string[] {
+  const holder = (l: PortListener) => l.process ?? `uid ${l.uid}`;
+  const on = (port: number) => new Set(listeners.filter((l) => l.port === port).map(holder));
+  const listen = on(proxy.listenPort),
+    metrics = on(proxy.metricsPort);
+  const proxies = new Set([...listen].filter((h) => metrics.has(h)));
+  const out: string[] = [];
+  for (const [field, port] of [
+    ['listenPort', proxy.listenPort],
+    ['metricsPort', proxy.metricsPort],
+  ] as const) {
+    if (ours.includes(port)) continue;
+    const found = listeners.filter((l) => l.port === port && !proxies.has(holder(l)));
+    if (found.length === 0) continue;
+    const who = [
+      ...new Set(found.map((l) => `${l.process ?? 'a process not visible from here'}, uid ${l.uid}, on ${l.address}`)),
+    ];
+    out.push(
+      `proxy.${field} ${port} is already in use on this node by another program (${who.join('; ')}): the sidecar ` +
+        `could not listen there, and the node would drop (FailClosed) or bypass (FailOpen) intercepted traffic. ` +
+        `Choose a free port (spec.proxy.${field} of the TransparentProxy).`,
+    );
+  }
+  return out;
+}

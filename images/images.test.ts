@@ -68,18 +68,18 @@ describe('container images', { skip, timeout: 30 * 60_000 }, () => {
     }
   });
 
-  test("node image: the only file capability is cap_net_admin=p on the sidecar's small launcher", async () => {
+  test("node image: the only file capability is cap_net_raw=p on the sidecar's small launcher", async () => {
     const { stdout } = await exec('getcap', ['-r', rootfs.node.root], { maxBuffer: 16 << 20 });
     const caps = stdout
       .trim()
       .split('\n')
       .filter(Boolean)
       .map((l) => l.replace(rootfs.node.root, ''));
-    assert.deepEqual(caps, ['/usr/local/libexec/tpfleet/netadmin-exec cap_net_admin=p']);
+    assert.deepEqual(caps, ['/usr/local/libexec/tpfleet/sidecar-exec cap_net_raw=p']);
     // A launcher, not a second node binary (which cost 127 MB before).
-    const launcher = statSync(path.join(rootfs.node.root, 'usr/local/libexec/tpfleet/netadmin-exec'));
-    assert.ok(launcher.size < 100_000, `netadmin-exec is ${launcher.size} bytes`);
-    assert.deepEqual(readdirSync(path.join(rootfs.node.root, 'usr/local/libexec/tpfleet')), ['netadmin-exec']);
+    const launcher = statSync(path.join(rootfs.node.root, 'usr/local/libexec/tpfleet/sidecar-exec'));
+    assert.ok(launcher.size < 100_000, `sidecar-exec is ${launcher.size} bytes`);
+    assert.deepEqual(readdirSync(path.join(rootfs.node.root, 'usr/local/libexec/tpfleet')), ['sidecar-exec']);
     // and no capability in the operator image at all
     assert.equal((await exec('getcap', ['-r', rootfs.operator.root], { maxBuffer: 16 << 20 })).stdout.trim(), '');
   });

@@ -155,3 +155,39 @@ export class Informer {
     return rv;
   }
 }
+
+/** What readers of a cache use: Informer, or NamespacedInformers over several namespaces. */
+export interface Cache {
+  readonly hasSynced: boolean;
+  get(namespace: string | undefined, name: string): KubeObject | undefined;
+  list(): KubeObject[];
+  start(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * One Informer per namespace behind the Cache interface: a component whose RBAC grants list and
+ * watch only in some namespaces (a RoleBinding in each) cannot list cluster-wide. An object of
+ * another namespace is simply not there (get: undefined).
+ */
+export class NamespacedInformers implements Cache {
+  private readonly by: Map<string, Informer>;
+  constructor(namespaces: readonly string[], make: (namespace: string) => Informer) {
+    this.by = new Map(namespaces.map((ns) => [ns, make(ns)]));
+  }
+  get hasSynced(): boolean {
+    return [...this.by.values()].every((i) => i.hasSynced);
+  }
+  get(namespace: string | undefined, name: string): KubeObject | undefined {
+    return namespace === undefined ? undefined : this.by.get(namespace)?.get(namespace, name);
+  }
+  list(): KubeObject[] {
+    return [...this.by.values()].flatMap((i) => i.list());
+  }
+  start(): void {
+    for (const i of this.by.values()) i.start();
+  }
+  async stop(): Promise<void> {
+    await Promise.all([...this.by.values()].map((i) => i.stop()));
+  }
+}

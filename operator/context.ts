@@ -2,7 +2,7 @@
 // that keeps steady state free of API writes) and what it returns.
 import type { Logger } from 'pino';
 import type { KubeClient, KubeObject } from '../kube/client.ts';
-import type { Informer } from '../kube/informer.ts';
+import type { Cache, Informer } from '../kube/informer.ts';
 import type { EventRecorder } from './events.ts';
 import type { OwnedKind } from './kinds.ts';
 import { stableJson } from './status.ts';
@@ -10,7 +10,8 @@ import { shortHash } from './render/names.ts';
 import type { Tenancy } from './tenancy.ts';
 
 /** One informer per owned kind (kinds.ts), plus the TransparentProxies, nodes and pods. */
-export type Caches = Record<OwnedKind, Informer> & { proxies: Informer; nodes: Informer; pods: Informer };
+/** The owned kinds and pods: per reconciled namespace (Cache), or cluster-wide for every namespace. */
+export type Caches = Record<OwnedKind, Cache> & { proxies: Informer; nodes: Informer; pods: Cache };
 
 export type Outcome = 'success' | 'invalid' | 'cleanup' | 'gone';
 export interface Result {

@@ -2,8 +2,8 @@
 // workers reconcile one key at a time each (the queue guarantees one worker per key), back off
 // exponentially on errors and resync every object periodically.
 import type { Logger } from 'pino';
-import { resourcePath, type KubeClient, type KubeObject } from '../kube/client.ts';
-import { Informer, type ChangeHandler } from '../kube/informer.ts';
+import { resourcePath, type KubeClient, type KubeObject, type ResourceRef } from '../kube/client.ts';
+import { Informer, NamespacedInformers, type Cache, type ChangeHandler } from '../kube/informer.ts';
 import { EventRecorder } from './events.ts';
 import { ApplyMemo, type Caches, type ReconcileContext, type Settings } from './context.ts';
 import type { OperatorMetrics } from './metrics.ts';
@@ -70,26 +70,28 @@ export class Controller {
       if (ref) this.queue.add(`${obj.metadata.namespace}/${ref.name}`);
     };
     const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+    // The fleet objects and pods live only in the reconciled namespaces: watched there alone, so
+    // the operator needs no cluster-wide read on ConfigMaps, Services, roles... (ADR 0016).
+    const only = o.settings.tenancy.namespaceList;
+    const scoped = (ref: ResourceRef, onChange: ChangeHandler): Cache =>
+      only
+        ? new NamespacedInformers(only, (ns) => inf(resourcePath(ref, ns), ref.plural, onChange, managed))
+        : inf(resourcePath(ref), ref.plural, onChange, managed);
     const ownedCaches = Object.fromEntries(
-      Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, inf(resourcePath(ref), ref.plural, owned, managed)]),
+      Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, scoped(ref, owned)]),
     );
     this.caches = {
-      ...(ownedCaches as Record<keyof typeof OWNED_KINDS, Informer>),
+      ...(ownedCaches as Record<keyof typeof OWNED_KINDS, Cache>),
       proxies: inf(resourcePath(TP), TP.plural, (obj, old, deleted) => {
         // A new, deleted or re-specified object can take or free nodes another one waits for
         // (conflicts.ts); a status-only update concerns this object alone.
         this.queue.add(keyOf(obj)); // its own key first: once deleted, it is no longer in the cache
         if (deleted || !old || obj.metadata.generation !== old.metadata.generation) this.enqueueAll();
       }),
-      pods: inf(
-        resourcePath(R.pods),
-        R.pods.plural,
-        (obj) => {
-          const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
-          if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
-        },
-        managed,
-      ),
+      pods: scoped(R.pods, (obj) => {
+        const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
+        if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
+      }),
       nodes: inf(resourcePath(R.nodes), R.nodes.plural, (obj, old, deleted) => {
         if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old)) this.enqueueAll();
       }),
@@ -106,7 +108,7 @@ export class Controller {
   }
 
   get synced(): boolean {
-    return Object.values(this.caches).every((i: Informer) => i.hasSynced);
+    return Object.values(this.caches).every((i: Cache) => i.hasSynced);
   }
 
   /** What validate.ts judges a spec against, as the caches see it now (the admission webhook's view). */
@@ -125,7 +127,7 @@ export class Controller {
 
   /** Starts the caches; resolves once all have listed once. */
   async startCaches(): Promise<void> {
-    for (const i of Object.values(this.caches) as Informer[]) i.start();
+    for (const i of Object.values(this.caches) as Cache[]) i.start();
     while (!this.synced) await new Promise((r) => setTimeout(r, 50));
   }
 
@@ -166,6 +168,6 @@ export class Controller {
     if (this.resync) clearInterval(this.resync);
     this.queue.shutdown();
     await Promise.all(this.workers);
-    await Promise.all((Object.values(this.caches) as Informer[]).map((i) => i.stop()));
+    await Promise.all((Object.values(this.caches) as Cache[]).map((i) => i.stop()));
   }
 }

@@ -107,6 +107,13 @@ export async function finalize(ctx: ReconcileContext, tp: TransparentProxyObject
   if (!tp.metadata.finalizers?.includes(FINALIZER)) return { outcome: 'gone' };
   // A deleted object means no node to intercept: its taints go at once (taint.ts), the cleanup follows.
   await syncTaints(ctx, [], new Set());
+  // A namespace no longer reconciled (ADR 0016): its fleet objects are neither watched nor writable
+  // for this operator, so it cannot see whether the nodes were restored. Keep the finalizer (never
+  // release blindly, ADR 0015) until the namespace is listed again or an administrator removes it.
+  if (!ctx.settings.tenancy.reconciles(namespace)) {
+    ctx.log.warn({ tp: `${namespace}/${name}` }, 'deleting in a namespace not reconciled: finalizer kept');
+    return { outcome: 'invalid' };
+  }
   const dsName = names(name).daemonSet;
   const live = ctx.caches.daemonSets.get(namespace, dsName) as LiveDaemonSet | undefined;
   const remaining = Date.parse(tp.metadata.deletionTimestamp!) + ctx.settings.cleanupTimeoutMs - ctx.now().getTime();

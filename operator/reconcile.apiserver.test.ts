@@ -77,7 +77,7 @@ test('reconcile creates the fleet objects, owned by the TransparentProxy', async
   );
   const [sidecar, watch] = pod.containers;
   assert.equal(sidecar.securityContext.runAsNonRoot, true);
-  assert.deepEqual(sidecar.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN'] });
+  assert.deepEqual(sidecar.securityContext.capabilities, { drop: ['ALL'], add: ['NET_RAW'] });
   // Readiness asks for this pod template's own sidecar (two pods share the port during a surge).
   const token = /^\/readyz\?template=([0-9a-f]{16})$/.exec(sidecar.readinessProbe.httpGet.path)?.[1];
   assert.ok(token, sidecar.readinessProbe.httpGet.path);

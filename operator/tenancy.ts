@@ -9,6 +9,9 @@ export interface Tenancy {
   reconciles: (namespace: string) => boolean;
   /** Describes the reconciled namespaces for messages ("tpfleet-fleet", "every namespace"). */
   namespaces: string;
+  /** The reconciled namespaces, sorted; undefined for every namespace (`*`). The informers of the
+   *  fleet objects watch only these (the operator's RBAC grants them only there). */
+  namespaceList?: readonly string[];
   /** Images spec.proxy.image may name: exact, or a prefix ending in ":", "@" or "/". */
   allowedImages: readonly string[];
   /** Whether specs may tolerate control-plane taints or select control-plane nodes. */
@@ -28,6 +31,7 @@ export function tenancy(o: {
   return {
     reconciles: (ns) => all || set.has(ns),
     namespaces: all ? 'every namespace' : [...set].sort().join(', '),
+    namespaceList: all ? undefined : [...set].sort(),
     allowedImages: [...o.allowedImages],
     allowControlPlane: o.allowControlPlane,
   };

@@ -201,7 +201,7 @@ for (const provider of providers as Provider[]) {
     it("the active node runs the proxy pod with the TransparentProxy's interception (and, on real nodes, intercepts traffic)", async (t) => {
       // What every provider shows: the pod scheduled on the active node is the one that programs
       // the node (privileged init `tpfleet-agent apply`, the built node image, the sidecar as
-      // 65532 with NET_ADMIN only), and the node config it mounts carries the spec's interception.
+      // 65532 with NET_RAW only), and the node config it mounts carries the spec's interception.
       const [active] = await activeNodes();
       const pod = (await fleetPods()).find((p) => p.spec.nodeName === active) as unknown as {
         spec: {
@@ -217,7 +217,7 @@ for (const provider of providers as Provider[]) {
       );
       const sidecar = pod.spec.containers.find((x) => x.name === 'sidecar')!;
       assert.equal(sidecar.securityContext.runAsUser, 65532);
-      assert.deepEqual(sidecar.securityContext.capabilities?.add, ['NET_ADMIN']);
+      assert.deepEqual(sidecar.securityContext.capabilities?.add, ['NET_RAW']);
       const cm = await kubectlJson(c, ['get', 'configmap', '-n', inst.fleetNamespace, `${TP}-nodeconfig`]);
       const nodeConfig = parse(cm.data['nodeconfig.yaml']) as {
         interception: { ports: { port: number }[] };

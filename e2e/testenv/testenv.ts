@@ -24,6 +24,8 @@ export interface TestEnv {
   kubectl(args: string[]): Promise<string>;
   /** The harness CA (signs every certificate here) and service-account key pair. */
   pki: TestPki;
+  /** The audit log of TestEnvOptions.auditUsers (undefined without them). */
+  auditLog?: string;
   /** Process ids of etcd and kube-apiserver (e.g. to check that stop() left none). */
   pids: number[];
   stop(): Promise<void>;
@@ -43,6 +45,11 @@ export interface TestEnvOptions {
    * routing to an APIService's endpoint IPs since no kube-proxy runs).
    */
   fullControlPlane?: boolean;
+  /**
+   * Users whose requests the API server writes to an audit log (JSON lines, level Metadata, at
+   * TestEnv.auditLog): what a component really asks for, e.g. to prove its RBAC has no unused verb.
+   */
+  auditUsers?: string[];
 }
 
 /** ClusterIP of the `kubernetes` Service with --service-cluster-ip-range=10.96.0.0/24. */
@@ -191,6 +198,26 @@ async function aggregatorArgs(dir: string, pki: TestPki): Promise<string[]> {
   ];
 }
 
+/** Flags for an audit log of `users`' requests (JSON events; a watch is logged when its response starts). */
+function auditArgs(dir: string, log: string, users: string[]): string[] {
+  const policy = join(dir, 'audit-policy.yaml');
+  writeFileSync(
+    policy,
+    stringify({
+      apiVersion: 'audit.k8s.io/v1',
+      kind: 'Policy',
+      omitStages: ['RequestReceived'],
+      rules: [{ level: 'Metadata', users }, { level: 'None' }],
+    }),
+  );
+  return [
+    `--audit-policy-file=${policy}`,
+    `--audit-log-path=${log}`,
+    '--audit-log-format=json',
+    '--audit-log-mode=blocking',
+  ];
+}
+
 export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> {
   const bin = await ensureBinaries(['kube-apiserver', 'etcd', 'kubectl']);
   const dir = mkdtempSync(join(tmpdir(), 'tpfleet-testenv-'));
@@ -240,6 +267,8 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
     const full = opts.fullControlPlane
       ? await aggregatorArgs(dir, pki)
       : ['--disable-admission-plugins=ServiceAccount'];
+    const auditLog = opts.auditUsers?.length ? join(dir, 'audit.log') : undefined;
+    const audit = auditLog ? auditArgs(dir, auditLog, opts.auditUsers!) : [];
     const apiserver = startProcess(
       join(bin, 'kube-apiserver'),
       [
@@ -259,6 +288,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
         '--allow-privileged=true',
         // No kube-proxy routes the `kubernetes` Service here; clients use the kubeconfig's address.
         ...full,
+        ...audit,
         '--endpoint-reconciler-type=none',
         '--v=1',
       ],
@@ -276,6 +306,7 @@ export async function startTestEnv(opts: TestEnvOptions = {}): Promise<TestEnv> 
       kubeconfigPath,
       kubeConfig,
       dir,
+      auditLog,
       stop,
       pki,
       pids: procs.map((p) => p.pid!),

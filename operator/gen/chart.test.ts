@@ -41,6 +41,7 @@ test('helm template renders the golden files (default and full values)', async (
       'ClusterRole',
       'ClusterRole',
       'ClusterRole',
+      'ClusterRole',
       'ClusterRoleBinding',
       'ClusterRoleBinding',
       'CustomResourceDefinition',
@@ -52,11 +53,14 @@ test('helm template renders the golden files (default and full values)', async (
       'Role',
       'RoleBinding',
       'RoleBinding',
+      'RoleBinding',
       'Service',
       'Service',
       'ServiceAccount',
       'ServiceAccount',
       'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
       'ValidatingAdmissionPolicyBinding',
       'ValidatingWebhookConfiguration',
     ],
@@ -394,6 +398,13 @@ test('the webhook: the chart registers operator/webhook/registration.ts for its 
   ]);
   const args: string[] = find(more.docs, 'Deployment').spec.template.spec.containers[0].args;
   assert.ok(args.includes('--namespaces=tpfleet-fleet,team-a'), args.join(' '));
+  // The operator may write fleet objects exactly in the namespaces it reconciles.
+  assert.deepEqual(
+    more.docs
+      .filter((d) => d.kind === 'RoleBinding' && d.metadata.name === 'tpfleet-operator-fleet')
+      .map((d) => d.metadata.namespace),
+    ['tpfleet-fleet', 'team-a'],
+  );
   assert.ok(args.includes('--allowed-images=registry.corp/tpfleet-node:'));
   assert.ok(args.includes('--allow-control-plane=true'));
 });
@@ -403,7 +414,7 @@ test("the node-write policy: operator/deploy/node-write-policy.yaml for the rele
     readFileSync(join(import.meta.dirname, '..', 'deploy', 'node-write-policy.yaml'), 'utf8'),
   ).map((d) => d.toJS() as Doc);
   const { docs } = await template();
-  const vap = find(docs, 'ValidatingAdmissionPolicy'),
+  const vap = find(docs, 'ValidatingAdmissionPolicy', 'tpfleet-operator-node-writes'),
     want = find(manual, 'ValidatingAdmissionPolicy');
   assert.equal(
     vap.spec.matchConditions[0].expression,
@@ -411,7 +422,24 @@ test("the node-write policy: operator/deploy/node-write-policy.yaml for the rele
   );
   assert.deepEqual({ ...vap.spec, matchConditions: [] }, { ...want.spec, matchConditions: [] });
   assert.deepEqual(
-    find(docs, 'ValidatingAdmissionPolicyBinding').spec,
+    find(docs, 'ValidatingAdmissionPolicyBinding', 'tpfleet-operator-node-writes').spec,
     find(manual, 'ValidatingAdmissionPolicyBinding').spec,
+  );
+});
+
+test('the agent pod-status policy: operator/deploy/agent-pod-status-policy.yaml, the same rules', async () => {
+  const manual = parseAllDocuments(
+    readFileSync(join(import.meta.dirname, '..', 'deploy', 'agent-pod-status-policy.yaml'), 'utf8'),
+  ).map((d) => d.toJS() as Doc);
+  const { docs } = await template();
+  for (const kind of ['ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']) {
+    const want = find(manual, kind, 'tpfleet-agent-pod-status');
+    assert.deepEqual(find(docs, kind, 'tpfleet-agent-pod-status').spec, want.spec, kind);
+  }
+  // Its match is on the labels the operator renders on every node pod.
+  assert.equal(commonLabels('x')['app.kubernetes.io/managed-by'], 'tpfleet-operator');
+  assert.match(
+    find(manual, 'ValidatingAdmissionPolicy').spec.matchConditions[0].expression,
+    /'app\.kubernetes\.io\/managed-by'\] == 'tpfleet-operator'/,
   );
 });

@@ -138,6 +138,9 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
         spec: {
           serviceAccountName: n.serviceAccount,
           automountServiceAccountToken: false,
+          // No Service environment variables: nothing here reads them, and the sidecar's launcher
+          // refuses NODE_* variables (a Service named "node" would set NODE_SERVICE_HOST).
+          enableServiceLinks: false,
           hostNetwork: true,
           dnsPolicy: 'ClusterFirstWithHostNet',
           priorityClassName: 'system-node-critical',
@@ -266,17 +269,18 @@ function sidecar(i: DaemonSetInput, image: string, pullPolicy: string, token: st
     readinessProbe: probe(`/readyz?template=${token}`, 2),
     livenessProbe: { ...probe('/healthz', 5), initialDelaySeconds: 10 },
     resources: proxy.resources ?? { requests: { cpu: '100m', memory: '128Mi' } },
-    // Non-root with exactly one capability. NET_ADMIN (IP_TRANSPARENT, and with keepClientIp the
-    // non-local bind) reaches the process through the image's file capability on its launcher
-    // (images/launcher), and the kernel only honours file capabilities when no_new_privs is unset, hence
-    // allowPrivilegeEscalation: true (ADR 0005). The bounding set still holds NET_ADMIN only.
+    // Non-root with exactly one capability. NET_RAW (IP_TRANSPARENT, and with keepClientIp the
+    // non-local bind; the kernel takes NET_RAW or NET_ADMIN, ADR 0002) reaches the process through the
+    // image's file capability on its launcher (images/launcher/sidecar-exec.c), and the kernel only
+    // honours file capabilities when no_new_privs is unset, hence allowPrivilegeEscalation: true
+    // (ADR 0005). The bounding set still holds NET_RAW only.
     securityContext: {
       runAsUser: SIDECAR_UID,
       runAsGroup: SIDECAR_UID,
       runAsNonRoot: true,
       allowPrivilegeEscalation: true,
       readOnlyRootFilesystem: true,
-      capabilities: { drop: ['ALL'], add: ['NET_ADMIN'] },
+      capabilities: { drop: ['ALL'], add: ['NET_RAW'] },
       seccompProfile: { type: 'RuntimeDefault' },
     },
     volumeMounts: [{ name: 'live', mountPath: LIVE_DIR, readOnly: true }, ...credentials(i.spec).map((c) => c.mount)],
