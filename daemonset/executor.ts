@@ -32,6 +32,7 @@ import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
 import { NFT_TABLE } from './render-nft.ts';
 import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
 import { runOk, type Argv } from './run.ts';
+import { removeProbeLink } from './selftest.ts';
 import { readState, removeState, writeState, type AgentState, type RoutingState } from './state.ts';
 import type { GateMode, Plan } from './types.ts';
 import { errorMessage } from '../api/errors.ts';
@@ -153,6 +154,8 @@ async function initialState(plan: Plan): Promise<AgentState> {
     backend: plan.backend,
     families: plan.families,
     routing: [],
+    // Recorded before agent-watch creates the link (selftest.ts): cleanup removes it with the rules.
+    probeLink: true,
     before: { nftMangle: {}, nftPrerouting: {}, legacyMangle: {} },
   };
   for (const f of plan.families) {
@@ -274,7 +277,7 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
     // The new rules are in force: the old routing entries no packet is marked for any more go.
     await dropOldRouting(before.routing, routing, mutate);
     // Also a state from before the copy existed gets one here (daemonset/state.ts).
-    if (!opts.dryRun) writeState(opts.stateDir, { ...before, routing }, opts.stateCopyDir);
+    if (!opts.dryRun) writeState(opts.stateDir, { ...before, routing, probeLink: true }, opts.stateCopyDir);
   }
   opts.log.info({ backend: plan.backend, families: plan.families }, 'applied and verified');
 }
@@ -293,6 +296,7 @@ async function cleanupState(state: AgentState, opts: ExecOptions): Promise<void>
     if (r.ownsRule && (await readIpRules(r.family)).some((x) => isOurRule(x, plan))) await mutate(r.ruleDel);
     if (r.ownsRoute && (await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, plan))) await mutate(r.routeDel);
   }
+  if (state.probeLink) await removeProbeLink(mutate);
   if (!opts.dryRun) removeState(opts.stateDir, opts.stateCopyDir);
 }
 

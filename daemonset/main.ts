@@ -1,4 +1,4 @@
-// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch | janitor  --config FILE [--dry-run] [--state-dir DIR]
+// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch | selftest | janitor  --config FILE [--dry-run] [--state-dir DIR]
 // Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
 // The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
 // `watch` publish the tuning condition on its own pod.
@@ -28,16 +28,21 @@ import { POLICY_CONDITION_TYPE, POLICY_PUBLISH_MIN_MS } from '../api/policy-cond
 import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
+import { DATAPATH_CONDITION_TYPE } from '../api/selftest.ts';
+import { runOk } from './run.ts';
+import { runSelfTests, selfTest, type ProbeLinkOptions } from './selftest.ts';
 import { errorMessage } from '../api/errors.ts';
 import { CONFIG_CONDITION_TYPE } from '../api/reload.ts';
 import { readLive, writeLive } from './reload.ts';
 import { applyNode, reloadOnce, startReload, type NodeOptions, type ReloadTarget } from './reload-run.ts';
 
-const USAGE = `usage: main.ts <plan|apply|cleanup|watch|reload|janitor> --config FILE [--dry-run] [--state-dir DIR]
+const USAGE = `usage: main.ts <plan|apply|cleanup|watch|reload|selftest|janitor> --config FILE [--dry-run] [--state-dir DIR]
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
        [--kubeconfig PATH]   (watch: API credentials for the tuning condition; default in-cluster,
                               used only when POD_NAME and POD_NAMESPACE are set)
        [--status-interval 30]   (watch: seconds between tuning status checks; janitor: between passes)
+       [--selftest-interval 30]   (watch: seconds between datapath self-tests once one passed, ADR 0021)
+       selftest --config FILE   (one datapath self-test: prints the condition, exit 1 when it fails)
        [--once]   (janitor: one pass, then exit; --state-dir is the state root, default /run/tpfleet)
        [--state-copy-dir DIR]   (apply/cleanup: keep a copy of the state there, used when state.json
                               is lost; janitor: the root of those copies)
@@ -61,6 +66,8 @@ interface Cli {
   backend?: Backend;
   kubeconfig?: string;
   statusIntervalMs: number;
+  /** watch: between datapath self-tests once one passed. */
+  selftestIntervalMs: number;
   /** cleanup: drain first (daemonset/leave.ts) while something listens on this port. */
   waitPort?: number;
   waitTimeoutMs: number;
@@ -109,6 +116,7 @@ function parseCli(argv: string[]): Cli {
       backend: { type: 'string' },
       kubeconfig: { type: 'string' },
       'status-interval': { type: 'string', default: '30' },
+      'selftest-interval': { type: 'string', default: '30' },
       'wait-port': { type: 'string' },
       'wait-timeout': { type: 'string', default: '60' },
       once: { type: 'boolean', default: false },
@@ -119,7 +127,11 @@ function parseCli(argv: string[]): Cli {
     },
   });
   const cmd = positionals[0];
-  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch', 'reload', 'janitor'].includes(cmd))
+  if (
+    !cmd ||
+    positionals.length > 1 ||
+    !['plan', 'apply', 'cleanup', 'watch', 'reload', 'selftest', 'janitor'].includes(cmd)
+  )
     throw new UsageError(USAGE);
   if (values.once && cmd !== 'janitor') throw new UsageError('--once: with janitor only');
   if (cmd !== 'cleanup' && cmd !== 'janitor' && !values.config)
@@ -130,6 +142,9 @@ function parseCli(argv: string[]): Cli {
   const interval = Number(values['status-interval']);
   if (!Number.isInteger(interval) || interval < 1 || interval > 3600)
     throw new UsageError('--status-interval: must be an integer number of seconds, 1-3600');
+  const selftestInterval = Number(values['selftest-interval']);
+  if (!Number.isInteger(selftestInterval) || selftestInterval < 1 || selftestInterval > 3600)
+    throw new UsageError('--selftest-interval: must be an integer number of seconds, 1-3600');
   const waitPort = values['wait-port'] === undefined ? undefined : Number(values['wait-port']);
   if (
     waitPort !== undefined &&
@@ -159,6 +174,7 @@ function parseCli(argv: string[]): Cli {
     backend: b as Backend | undefined,
     kubeconfig: values.kubeconfig,
     statusIntervalMs: interval * 1000,
+    selftestIntervalMs: selftestInterval * 1000,
   };
 }
 
@@ -182,6 +198,7 @@ interface Publishers {
   policy: TuningPublisher;
   config: TuningPublisher;
   traffic: TuningPublisher;
+  datapath: TuningPublisher;
 }
 
 /** The publishers of the tuning, policy, config and traffic conditions, when the pod knows who it is (downward API). */
@@ -197,6 +214,7 @@ function publishers(cli: Cli, env: AgentEnv): Publishers | undefined {
     policy: new TuningPublisher(client, env.pod, undefined, POLICY_CONDITION_TYPE),
     config: new TuningPublisher(client, env.pod, undefined, CONFIG_CONDITION_TYPE),
     traffic: new TuningPublisher(client, env.pod, undefined, TRAFFIC_CONDITION_TYPE),
+    datapath: new TuningPublisher(client, env.pod, undefined, DATAPATH_CONDITION_TYPE),
   };
 }
 
@@ -206,6 +224,17 @@ const nodeOpts = (cli: Cli, env: AgentEnv): NodeOptions => ({
   pathVar: env.path,
   facts: () => hostFacts(cli, cli.stateDir),
   sysctlRoot: cli.sysctlRoot,
+});
+
+/** The datapath self-test on this node (selftest.ts): the probe link only once a state records it. */
+const probeOptions = (config: NodeConfig, cli: Cli): ProbeLinkOptions => ({
+  families: config.interception.ipFamilies,
+  sysctlRoot: cli.sysctlRoot ?? '/',
+  mutate: async (argv) => {
+    await runOk(argv);
+  },
+  dryRun: false,
+  recorded: () => readState(cli.stateDir, cli.stateCopyDir)?.probeLink === true,
 });
 
 /** What the reload loop needs; undefined without a live dir, a ConfigMap name or API credentials. */
@@ -250,6 +279,14 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   const reloading = startReload(reloadTarget(cli, env, pub), log, ac.signal, {
     apply: (c, changed) => locked(() => applyNode(c, nodeOpts(cli, env), log, changed)),
     reassertGate: () => (mode === 'pass' ? Promise.resolve() : writeMode(mode)),
+  });
+  // The pod's readiness gate (ADR 0021): a probe through the rules in force, at start and on an interval.
+  const selftests = runSelfTests({
+    ...probeOptions(config, cli),
+    publish: pub ? (c) => pub.datapath.publish(c) : undefined,
+    log,
+    signal: ac.signal,
+    intervalMs: cli.selftestIntervalMs,
   });
   let last: TuningCondition | undefined,
     busy = false;
@@ -298,6 +335,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
     clearInterval(trafficTimer);
     ac.abort();
     await reloading;
+    await selftests;
   }
 }
 
@@ -374,6 +412,11 @@ export async function main(argv: string[], environ: Record<string, string | unde
     if (cli.cmd === 'watch') {
       await runWatch(config, cli, env, log);
       return 0;
+    }
+    if (cli.cmd === 'selftest') {
+      const c = await selfTest(probeOptions(config, cli));
+      out(JSON.stringify(c));
+      return c.status === 'True' ? 0 : 1;
     }
     const p = plan(config, await hostFacts(cli, cli.stateDir));
     if (cli.cmd === 'plan') {

@@ -60,7 +60,8 @@ test('the watchdog bypass comes first, then the divert rule, which never matches
   for (const backend of ['nftables', 'iptables-nft'] as const) {
     for (const body of ['', 'proxy: {keepClientIp: true}', full]) {
       const p = plan(parseNodeConfigText(head + body), facts(backend));
-      const text = p.nft?.document ?? p.iptables!.map((x) => x.document).join('\n');
+      // nftables: the base chain (the listen stage is declared before it).
+      const text = p.nft?.document.split('chain prerouting')[1] ?? p.iptables!.map((x) => x.document).join('\n');
       const [first = '', second = ''] = text.split('\n').filter((l) => /^\s*(meta|jump|-A TPFLEET-PREROUTING)/.test(l));
       assert.match(first, backend === 'nftables' ? /^\s*jump bypass / : /-j TPFLEET-BYPASS$/);
       assert.match(
@@ -73,10 +74,11 @@ test('the watchdog bypass comes first, then the divert rule, which never matches
   }
 });
 
-test('FailClosed ends the nft chain with an explicit drop; FailOpen does not', () => {
+test('FailClosed ends the nft listen stage with an explicit drop; FailOpen does not', () => {
   const closed = plan(parseNodeConfigText(head), facts('nftables')).nft!;
   const open = plan(parseNodeConfigText(`${head}interception: {failurePolicy: FailOpen}`), facts('nftables')).nft!;
-  assert.match(closed.document, /\n\t\tdrop comment "FailClosed[^\n]*\n\t}\n}/);
+  assert.match(closed.document, /\n\t\tdrop comment "FailClosed[^\n]*\n\t}\n\tchain prerouting/);
+  assert.match(closed.document, /\n\t\tgoto listen comment "candidate[^\n]*\n\t}\n}/);
   assert.doesNotMatch(open.document.replace(/comment "[^"]*"/g, ''), /\bdrop\b/);
 });
 

@@ -6,6 +6,7 @@ import { cidrText, type Family } from '../api/net.ts';
 import type { Interception } from '../api/nodeconfig.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant, RenderedRule } from './types.ts';
 import { DRAIN_COMMENT } from './render-nft.ts';
+import { PROBE_ADDR, PROBE_IN } from '../api/selftest.ts';
 
 const C = {
   entry: 'TPFLEET-PREROUTING',
@@ -105,6 +106,14 @@ export function iptablesRules(
     C.entry,
     `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
     'divert: established transparent sockets (never pure SYNs) go to the local socket',
+  );
+  // The datapath self-test (ADR 0021), as in the nftables renderer: agent-watch's probe skips the
+  // spec's interface and source stages and enters the same TPFLEET-TPROXY stage.
+  const probe = PROBE_ADDR[f];
+  add(
+    C.entry,
+    `-i ${PROBE_IN} -d ${probe.dst}/${probe.prefix} -p tcp -g ${C.tproxy}`,
+    `self-test (${f}): the agent's probe goes to the listen stage`,
   );
   add(C.entry, '! -p tcp -j RETURN', 'only TCP is intercepted');
   if (!ic.localDestinations) {

@@ -27,6 +27,8 @@ export interface AgentState {
   backend: Backend;
   families: Family[];
   routing: RoutingState[];
+  /** The self-test's probe link (selftest.ts, ADR 0021) is ours to remove: recorded before agent-watch creates it. */
+  probeLink?: boolean;
   before: {
     /** iptables-nft: did nft `table ip mangle` / `table ip6 mangle` exist before our first apply? */
     nftMangle: Partial<Record<Family, boolean>>;
@@ -80,6 +82,7 @@ const StateSchema = z
     backend: z.enum(['nftables', 'iptables-nft', 'iptables-legacy']),
     families: z.array(z.enum(FAMILIES)).min(1).max(2),
     routing: z.array(RoutingSchema).max(2),
+    probeLink: z.boolean().optional(),
     before: z.object({ nftMangle: flags, nftPrerouting: flags.optional(), legacyMangle: flags }).strict(),
   })
   .strict();

@@ -4,6 +4,7 @@ import { DEFAULTS, NODE_STATE_COPY_DIR, NODE_STATE_DIR } from '../../api/default
 import { leaveWaitSeconds } from '../../api/fields.ts';
 import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
+import { DATAPATH_CONDITION_TYPE } from '../../api/selftest.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../../kube/client.ts';
 import { credentials } from './credentials.ts';
@@ -142,6 +143,9 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
           dnsPolicy: 'ClusterFirstWithHostNet',
           priorityClassName: 'system-node-critical',
           terminationGracePeriodSeconds: graceSeconds(i),
+          // Ready only once agent-watch's probe went through the rules in force to this pod's sidecar
+          // (daemonset/selftest.ts, ADR 0021); the restoring modes run no agent-watch.
+          ...(cleanup ? {} : { readinessGates: [{ conditionType: DATAPATH_CONDITION_TYPE }] }),
           ...placement(i),
           tolerations: i.spec.tolerations ?? [],
           initContainers: [agentInit(i, image, pullPolicy)],
