@@ -4,7 +4,7 @@
 // that address). This is paths 1, 2 and 5 of issue 20 at the node: the object is gone (finalizer
 // removed by hand while the operator is down, or its namespace deleted) and no cleanup pod ran.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createTopology, nsExec, privilegedSkipReason, sh, type Topology } from '../e2e/netns.ts';
@@ -104,4 +104,79 @@ test('when the API server cannot be asked, nothing is removed', { skip }, async 
     await nsExec(t.proxy.ns, ['ip', 'link', 'set', 'to-api', 'up']);
   }
   assert.match((await janitor()).stdout, /janitor: cleaned fleet\.unknown/);
+});
+
+/** Objects of another tool with our name prefix: a marker-led cleanup must leave them alone. */
+async function addForeign(backend: string): Promise<void> {
+  const ns = t.proxy.ns;
+  if (backend === 'nftables') {
+    await nsExec(ns, ['nft', 'add', 'table', 'inet', 'tpfleet-other']);
+    await nsExec(ns, ['nft', 'add', 'chain', 'inet', 'tpfleet-other', 'TPFLEET-X']);
+    return;
+  }
+  // Both families: a marker-led cleanup does not know whether the mangle table or its PREROUTING
+  // chain existed before (the state said so); here another tool's rules make them exist.
+  for (const bin of backend === 'iptables-nft'
+    ? ['iptables-nft', 'ip6tables-nft']
+    : ['iptables-legacy', 'ip6tables-legacy']) {
+    await nsExec(ns, [bin, '-t', 'mangle', '-N', 'TPFLEET-X']);
+    await nsExec(ns, [bin, '-t', 'mangle', '-A', 'PREROUTING', '-p', 'udp', '-j', 'TPFLEET-X']);
+  }
+}
+
+for (const backend of ['nftables', 'iptables-nft', 'iptables-legacy'] as const) {
+  test(`${backend}: both state copies and the directories lost, the owner markers still lead the janitor to exactly ours`, {
+    skip,
+  }, async () => {
+    await addForeign(backend);
+    const before = await snapshot(t.proxy.ns);
+    const owner = `fleet.marked-${backend}`;
+    const name = `marked-${backend}`;
+    await c.create(tpPath('fleet'), {
+      apiVersion: 'tpfleet.io/v1alpha1',
+      kind: 'TransparentProxy',
+      metadata: { name },
+      spec: {},
+    });
+    const dir = join(w.stateDir, owner),
+      copy = join(w.dir, 'copies', owner);
+    mkdirSync(dir, { recursive: true });
+    const cfg = w.config(PORTS_CONFIG('FailClosed'));
+    const r = await agent(t.proxy.ns, [
+      'apply',
+      ...['--config', cfg, '--state-dir', dir, '--state-copy-dir', copy, '--owner', owner, '--backend', backend],
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const installed = await snapshot(t.proxy.ns);
+    // Both copies gone, and their directories with them: only the markers on the node remain.
+    rmSync(dir, { recursive: true });
+    rmSync(copy, { recursive: true });
+    const kept = await janitor();
+    assert.match(kept.stdout, /janitor: nothing to clean/, 'a live owner is never touched');
+    assert.deepEqual(await snapshot(t.proxy.ns), installed);
+    await c.delete(tpPath('fleet', name));
+    const gone = await janitor();
+    assert.equal(gone.code, 0, gone.stderr);
+    assert.match(gone.stdout, new RegExp(`janitor: cleaned ${owner.replace('.', '\\.')}`));
+    assert.deepEqual(await snapshot(t.proxy.ns), before, 'ours removed, routing included; the foreign objects kept');
+    const again = await janitor();
+    assert.match(again.stdout, /janitor: nothing to clean/);
+  });
+}
+
+test('cleanup --owner with no state removes what that owner marked, and no other owner', { skip }, async () => {
+  const before = await snapshot(t.proxy.ns);
+  const dir = join(w.stateDir, 'fleet.solo');
+  mkdirSync(dir, { recursive: true });
+  const cfg = w.config(PORTS_CONFIG('FailOpen'));
+  const base = ['--state-dir', dir, '--backend', 'nftables'];
+  assert.equal((await agent(t.proxy.ns, ['apply', '--config', cfg, ...base, '--owner', 'fleet.solo'])).code, 0);
+  rmSync(join(dir, 'state.json'));
+  const installed = await snapshot(t.proxy.ns);
+  const other = await agent(t.proxy.ns, ['cleanup', ...base, '--owner', 'fleet.someone-else']);
+  assert.equal(other.code, 0, other.stderr);
+  assert.deepEqual(await snapshot(t.proxy.ns), installed, "another owner's markers are not ours");
+  const mine = await agent(t.proxy.ns, ['cleanup', ...base, '--owner', 'fleet.solo']);
+  assert.equal(mine.code, 0, mine.stderr);
+  assert.deepEqual(await snapshot(t.proxy.ns), before);
 });

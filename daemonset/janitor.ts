@@ -7,7 +7,8 @@
 // Each pass, in this order (the order closes the race with a new object):
 //   1. list the state directories under the state root: each is `<namespace>.<name>`, the one
 //      hostPath the operator mounts for that object (operator/render/daemonset.ts), so the
-//      directory name is the owner marker we wrote;
+//      directory name is the owner marker we wrote; and the owners the rule sets' own markers name
+//      (owner.ts), so a node whose state copies and directories are all gone is still recognised;
 //   2. list the live TransparentProxies (one cluster-wide LIST); a directory seen in step 1 belongs
 //      to an object created before step 2 started, so a live owner is always in the list;
 //   3. every directory whose owner is not live gets the exact cleanup a deletion runs (rules,
@@ -18,9 +19,10 @@ import { readdirSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { errorMessage } from '../api/errors.ts';
+import { OWNER_KEY } from './owner.ts';
 
-/** `<namespace>.<name>`: a DNS-1123 label, a dot, a DNS-1035 label (api/transparentproxy.ts NAME_RULE). */
-const OWNER_DIR = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.[a-z]([-a-z0-9]{0,48}[a-z0-9])?$/;
+/** `<namespace>.<name>` (owner.ts). */
+const OWNER_DIR = OWNER_KEY;
 
 /** The owner directories under `root` (other entries are not ours and are left alone). */
 export function ownerDirs(root: string): string[] {
@@ -47,8 +49,10 @@ export interface JanitorPass {
   copyRoot?: string;
   /** Owner keys of every live TransparentProxy; throws when the API cannot say. */
   liveOwners: () => Promise<Set<string>>;
-  /** The exact cleanup of one state directory (main.ts: rules, routes, tuning). */
-  clean: (stateDir: string, copyDir: string | undefined) => Promise<void>;
+  /** Owners the node's rule sets name in their markers (owner.ts): found even with no state directory left. */
+  markedOwners?: () => Promise<string[]>;
+  /** The exact cleanup of one owner (main.ts: rules, routes, tuning; by its markers when no state is left). */
+  clean: (stateDir: string, copyDir: string | undefined, owner: string) => Promise<void>;
   log: Logger;
 }
 
@@ -56,7 +60,8 @@ export interface JanitorPass {
 export async function janitorPass(o: JanitorPass): Promise<string[]> {
   let dirs: string[], live: Set<string>;
   try {
-    dirs = [...new Set([...ownerDirs(o.root), ...(o.copyRoot ? ownerDirs(o.copyRoot) : [])])].sort();
+    const marked = (await o.markedOwners?.()) ?? [];
+    dirs = [...new Set([...ownerDirs(o.root), ...(o.copyRoot ? ownerDirs(o.copyRoot) : []), ...marked])].sort();
     if (dirs.length === 0) return [];
     live = await o.liveOwners();
   } catch (e) {
@@ -68,7 +73,7 @@ export async function janitorPass(o: JanitorPass): Promise<string[]> {
     const dir = join(o.root, d);
     const copy = o.copyRoot ? join(o.copyRoot, d) : undefined;
     try {
-      await o.clean(dir, copy);
+      await o.clean(dir, copy, d);
       // Empty after cleanup; a pod of a new object recreates it (hostPath DirectoryOrCreate).
       // Something else in it is not ours to delete: the directory stays, the cleanup was done.
       for (const x of copy ? [dir, copy] : [dir]) {

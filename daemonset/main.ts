@@ -11,7 +11,8 @@ import { NODE_STATE_DIR } from '../api/defaults.ts';
 import { MAX_LEAVE_WAIT_S } from '../api/fields.ts';
 import { ConfigError, loadNodeConfig, parseNodeConfigText } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
-import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
+import { apply, cleanup, markedOwners, PreflightError, writeGate, type ExecOptions } from './executor.ts';
+import { OWNER_KEY } from './owner.ts';
 import { detectHost } from './facts.ts';
 import { drainBeforeCleanup } from './leave.ts';
 import { janitorPass, ownerKey } from './janitor.ts';
@@ -43,6 +44,8 @@ const USAGE = `usage: main.ts <plan|apply|cleanup|watch|reload|selftest|janitor>
        [--status-interval 30]   (watch: seconds between tuning status checks; janitor: between passes)
        [--selftest-interval 30]   (watch: seconds between datapath self-tests once one passed, ADR 0021)
        selftest --config FILE   (one datapath self-test: prints the condition, exit 1 when it fails)
+       [--owner NAMESPACE.NAME]   (apply/reload/watch: written as the owner marker into the rules;
+                              cleanup: with no state left, removes what that owner's markers name)
        [--once]   (janitor: one pass, then exit; --state-dir is the state root, default /run/tpfleet)
        [--state-copy-dir DIR]   (apply/cleanup: keep a copy of the state there, used when state.json
                               is lost; janitor: the root of those copies)
@@ -79,6 +82,8 @@ interface Cli {
   configMap?: string;
   /** watch/reload: the root of the writable /proc/sys/net mount for in-place tuning (ADR 0020). */
   sysctlRoot?: string;
+  /** The TransparentProxy as `<namespace>.<name>`: the owner marker (owner.ts). */
+  owner?: string;
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
@@ -124,6 +129,7 @@ function parseCli(argv: string[]): Cli {
       'live-dir': { type: 'string' },
       'sysctl-root': { type: 'string' },
       configmap: { type: 'string' },
+      owner: { type: 'string' },
     },
   });
   const cmd = positionals[0];
@@ -156,6 +162,8 @@ function parseCli(argv: string[]): Cli {
   // The bound covers every leave pod the operator renders (api/fields.ts: the largest drain + margin).
   if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > MAX_LEAVE_WAIT_S)
     throw new UsageError(`--wait-timeout: must be an integer number of seconds, 0-${MAX_LEAVE_WAIT_S}`);
+  if (values.owner !== undefined && !OWNER_KEY.test(values.owner))
+    throw new UsageError('--owner: must be <namespace>.<name> of a TransparentProxy');
   if (cmd === 'reload' && !values['live-dir']) throw new UsageError('reload: --live-dir is required');
   if (values.configmap !== undefined && (cmd !== 'watch' || !values['live-dir']))
     throw new UsageError('--configmap: with watch and --live-dir only');
@@ -165,6 +173,7 @@ function parseCli(argv: string[]): Cli {
     liveDir: values['live-dir'],
     sysctlRoot: values['sysctl-root'],
     configMap: values.configmap,
+    owner: values.owner,
     waitPort,
     waitTimeoutMs: waitTimeout * 1000,
     cmd,
@@ -224,6 +233,7 @@ const nodeOpts = (cli: Cli, env: AgentEnv): NodeOptions => ({
   pathVar: env.path,
   facts: () => hostFacts(cli, cli.stateDir),
   sysctlRoot: cli.sysctlRoot,
+  owner: cli.owner,
 });
 
 /** The datapath self-test on this node (selftest.ts): the probe link only once a state records it. */
@@ -357,7 +367,8 @@ async function runJanitor(cli: Cli, env: AgentEnv, opts: ExecOptions, log: Logge
         const list = await client.list(`/apis/${GROUP}/${VERSION}/${PLURAL}`);
         return new Set(list.items.map((o) => ownerKey(o.metadata.namespace ?? '', o.metadata.name)));
       },
-      clean: (stateDir, stateCopyDir) => cleanupDir({ ...opts, stateDir, stateCopyDir }, log),
+      markedOwners,
+      clean: (stateDir, stateCopyDir, owner) => cleanupDir({ ...opts, stateDir, stateCopyDir, owner }, log),
       log,
     });
   const cleaned = await pass();
@@ -386,6 +397,7 @@ export async function main(argv: string[], environ: Record<string, string | unde
       pathVar: env.path,
       out,
       log,
+      owner: cli.owner,
     };
     if (cli.cmd === 'janitor') {
       await runJanitor(cli, env, opts, log);
@@ -418,7 +430,7 @@ export async function main(argv: string[], environ: Record<string, string | unde
       out(JSON.stringify(c));
       return c.status === 'True' ? 0 : 1;
     }
-    const p = plan(config, await hostFacts(cli, cli.stateDir));
+    const p = plan(config, await hostFacts(cli, cli.stateDir), cli.owner);
     if (cli.cmd === 'plan') {
       out(formatPlan(p));
       return 0;

@@ -7,6 +7,7 @@ import type { Interception } from '../api/nodeconfig.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant, RenderedRule } from './types.ts';
 import { DRAIN_COMMENT } from './render-nft.ts';
 import { PROBE_ADDR, PROBE_IN } from '../api/selftest.ts';
+import { hookMarker, type RoutingRecord } from './owner.ts';
 
 const C = {
   entry: 'TPFLEET-PREROUTING',
@@ -155,7 +156,10 @@ export function renderIptables(
   listenPort: number,
   variant: IptablesVariant,
   f: Family,
+  owner?: { key: string; routing: RoutingRecord },
 ): IptablesFamilyPlan {
+  // The owner marker (owner.ts) rides on the one hook rule: the chains' own rules stay as rendered.
+  const hookComment = owner ? `${HOOK_COMMENT} ${hookMarker(owner.key, owner.routing)}` : HOOK_COMMENT;
   const { chains, rules } = iptablesRules(ic, listenPort, f);
   const expected: Record<string, string[]> = {};
   for (const c of chains) expected[c] = rules.filter((r) => r.chain === c).map((r) => r.comment);
@@ -173,7 +177,8 @@ export function renderIptables(
     document: doc,
     chains,
     expected,
-    hookSpec: `-m comment --comment "${HOOK_COMMENT}" -j ${C.entry}`,
+    hookSpec: `-m comment --comment "${hookComment}" -j ${C.entry}`,
+    hookComment,
     hookChain: C.entry,
     gateChains: [C.bypass, C.gate],
   };

@@ -83,7 +83,8 @@ const VOLUME_MOUNTS = [
 /** Where agent-watch sees the host's /proc/sys/net writable (ADR 0020). */
 const SYSCTL_ROOT = '/host';
 const RUN_MOUNTS = [...VOLUME_MOUNTS, { name: 'live', mountPath: LIVE_DIR }];
-const agent = (verb: string) => [
+/** `--owner`: the owner marker the agent writes into the node's rules (daemonset/owner.ts, ADR 0015). */
+const agent = (i: DaemonSetInput, verb: string) => [
   'tpfleet-agent',
   verb,
   '--config',
@@ -92,6 +93,8 @@ const agent = (verb: string) => [
   STATE_DIR,
   '--state-copy-dir',
   NODE_STATE_COPY_DIR,
+  '--owner',
+  `${i.tp.metadata.namespace}.${i.tp.metadata.name}`,
 ];
 /** The pods' grace period: the sidecar's drain timeout, plus time to exit. */
 const graceSeconds = (i: DaemonSetInput) => leaveWaitSeconds(i.proxy.timeouts.drain);
@@ -156,7 +159,15 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
                 watcher(
                   image,
                   pullPolicy,
-                  [...agent('watch'), '--live-dir', LIVE_DIR, '--configmap', n.configMap, '--sysctl-root', SYSCTL_ROOT],
+                  [
+                    ...agent(i, 'watch'),
+                    '--live-dir',
+                    LIVE_DIR,
+                    '--configmap',
+                    n.configMap,
+                    '--sysctl-root',
+                    SYSCTL_ROOT,
+                  ],
                   [...RUN_MOUNTS, { name: 'sysctl-net', mountPath: `${SYSCTL_ROOT}/proc/sys/net` }],
                 ),
               ],
@@ -198,10 +209,10 @@ function agentInit(i: DaemonSetInput, image: string, pullPolicy: string) {
   // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
   // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
   const command = leave
-    ? [...agent('cleanup'), '--wait-port', String(i.proxy.metricsPort), '--wait-timeout', String(graceSeconds(i))]
+    ? [...agent(i, 'cleanup'), '--wait-port', String(i.proxy.metricsPort), '--wait-timeout', String(graceSeconds(i))]
     : i.mode === 'cleanup'
-      ? agent('cleanup')
-      : [...agent('apply'), '--live-dir', LIVE_DIR];
+      ? agent(i, 'cleanup')
+      : [...agent(i, 'apply'), '--live-dir', LIVE_DIR];
   return {
     name: leave ? 'agent-leave' : i.mode === 'cleanup' ? 'agent-cleanup' : 'agent-apply',
     image,
