@@ -13,6 +13,7 @@ import { ConfigError, loadNodeConfig, parseNodeConfigText } from '../api/load.ts
 import type { NodeConfig } from '../api/nodeconfig.ts';
 import { apply, cleanup, markedOwners, PreflightError, writeGate, type ExecOptions } from './executor.ts';
 import { OWNER_KEY } from './owner.ts';
+import { withStateLock } from './lock.ts';
 import { detectHost } from './facts.ts';
 import { drainBeforeCleanup } from './leave.ts';
 import { janitorPass, ownerKey } from './janitor.ts';
@@ -94,6 +95,15 @@ export interface AgentEnv {
   api: { host?: string; port?: string };
   /** POD_HASH (downward API, the pod template's tpfleet.io/pod-hash): changes with another one roll this pod. */
   podHash?: string;
+  /** TPFLEET_TEST_LOCK_DELAY_MS (tests only, 0-10000): apply/cleanup wait this long holding the state lock. */
+  testLockDelayMs?: number;
+}
+
+function testDelay(text: string | undefined): number | undefined {
+  if (!text) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new Error('TPFLEET_TEST_LOCK_DELAY_MS: 0-10000');
+  return n;
 }
 
 export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
@@ -103,6 +113,7 @@ export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
       pod: podRefFromEnv(env),
       api: { host: env.KUBERNETES_SERVICE_HOST, port: env.KUBERNETES_SERVICE_PORT },
       podHash: env.POD_HASH || undefined,
+      testLockDelayMs: testDelay(env.TPFLEET_TEST_LOCK_DELAY_MS),
     };
   } catch (e) {
     throw new UsageError(errorMessage(e), { cause: e });
@@ -349,6 +360,21 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   }
 }
 
+/**
+ * apply and cleanup hold the state directory lock (lock.ts) the janitor takes before it cleans an
+ * owner, so a pass never removes what an apply in progress writes. Not in dry-run (changes nothing).
+ */
+async function stateLocked(cli: Cli, env: AgentEnv, log: Logger, fn: () => Promise<void>): Promise<void> {
+  if (cli.dryRun) return fn();
+  await withStateLock(cli.stateDir, log, async () => {
+    if (env.testLockDelayMs) {
+      log.info({ ms: env.testLockDelayMs }, 'test: holding the state directory lock before the work');
+      await sleep(env.testLockDelayMs);
+    }
+    await fn();
+  });
+}
+
 /** Removes exactly what the state in `stateDir` says we installed, and restores its tuning. */
 async function cleanupDir(opts: ExecOptions, log: Logger): Promise<void> {
   await cleanup(opts);
@@ -368,6 +394,7 @@ async function runJanitor(cli: Cli, env: AgentEnv, opts: ExecOptions, log: Logge
         return new Set(list.items.map((o) => ownerKey(o.metadata.namespace ?? '', o.metadata.name)));
       },
       markedOwners,
+      lock: (dir, fn) => withStateLock(dir, log, fn),
       clean: (stateDir, stateCopyDir, owner) => cleanupDir({ ...opts, stateDir, stateCopyDir, owner }, log),
       log,
     });
@@ -413,8 +440,11 @@ export async function main(argv: string[], environ: Record<string, string | unde
           log,
           out,
         });
-      if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
-      untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
+      // The drain above runs unlocked (it may take the drain timeout); the removal is locked.
+      await stateLocked(cli, env, log, async () => {
+        if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
+        untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
+      });
       return 0;
     }
     if (cli.cmd === 'reload') return await reloadOnce(nodeOpts(cli, env), cli.liveDir!, cli.config!, log, out);
@@ -430,22 +460,24 @@ export async function main(argv: string[], environ: Record<string, string | unde
       out(JSON.stringify(c));
       return c.status === 'True' ? 0 : 1;
     }
-    const p = plan(config, await hostFacts(cli, cli.stateDir), cli.owner);
     if (cli.cmd === 'plan') {
-      out(formatPlan(p));
+      out(formatPlan(plan(config, await hostFacts(cli, cli.stateDir), cli.owner)));
       return 0;
     }
-    await apply(config, p, opts);
-    if (!cli.dryRun) {
-      // The rule set and routing now in force (read back and verified), on stdout: the container's
-      // log is how `kubectl tpfleet rules NODE` shows them (plugin/rules.ts), with only pods/log get.
-      out(formatPlan(p));
-      out(`applied (${p.backend}) and verified`);
-    }
-    const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
-    out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
-    // What the sidecar starts from and agent-watch reloads from (daemonset/reload.ts).
-    if (cli.liveDir && !cli.dryRun) writeLive(cli.liveDir, readFileSync(cli.config!, 'utf8'));
+    await stateLocked(cli, env, log, async () => {
+      const p = plan(config, await hostFacts(cli, cli.stateDir), cli.owner);
+      await apply(config, p, opts);
+      if (!cli.dryRun) {
+        // The rule set and routing now in force (read back and verified), on stdout: the container's
+        // log is how `kubectl tpfleet rules NODE` shows them (plugin/rules.ts), with only pods/log get.
+        out(formatPlan(p));
+        out(`applied (${p.backend}) and verified`);
+      }
+      const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
+      out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
+      // What the sidecar starts from and agent-watch reloads from (daemonset/reload.ts).
+      if (cli.liveDir && !cli.dryRun) writeLive(cli.liveDir, readFileSync(cli.config!, 'utf8'));
+    });
     return 0;
   } catch (e) {
     const msg = errorMessage(e);
