@@ -148,6 +148,25 @@ for (const [backend, policy] of [
   );
 }
 
+test(
+  'a netns where new interfaces get no IPv6 (conf/default, as in many containers) and strict rp_filter: the probe passes',
+  {
+    skip,
+  },
+  () =>
+    withNode('iptables-nft', 'FailClosed', async (e) => {
+      const ns = e.t.proxy.ns;
+      await nsExec(ns, ['sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1', 'net.ipv4.conf.all.rp_filter=1']);
+      try {
+        const ok = await e.selftest();
+        assert.equal(ok.code, 0, JSON.stringify(ok));
+        assert.equal(await selftestCount(ns), 2);
+      } finally {
+        await nsExec(ns, ['sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=0', 'net.ipv4.conf.all.rp_filter=0']);
+      }
+    }),
+);
+
 test('watch: the self-test loop reports a removed rule within its retry bound and recovers', { skip }, () =>
   withNode('nftables', 'FailOpen', async (e) => {
     const ns = e.t.proxy.ns;

@@ -111,12 +111,14 @@ export async function ensureProbeLink(o: ProbeLinkOptions): Promise<void> {
     if (o.recorded && !o.recorded()) throw new Error(`no state records the probe link ${PROBE_OUT}: run apply first`);
     await o.mutate(p.create);
   }
-  for (const argv of p.configure) await o.mutate(argv);
+  // Sysctls first: with IPv6 off by default (conf/default, as in many container netns) the probe
+  // ends' IPv6 addresses can only be added once disable_ipv6 is 0 on them (measured).
   for (const [key, value] of p.sysctls) {
     const path = join(o.sysctlRoot, 'proc/sys/net', key);
     if (o.dryRun) o.out?.(`$ echo ${value} > ${path}`);
     else writeFileSync(path, value);
   }
+  for (const argv of p.configure) await o.mutate(argv);
 }
 
 /** Deletes the probe link (its peer, addresses, routes, neighbours and sysctls go with it) when it is ours. */
