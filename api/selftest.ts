@@ -36,6 +36,7 @@ export const DATAPATH_REASONS = {
   Passed: 'a probe sent through the rules in force reached the sidecar',
   ProbeFailed: 'a probe sent through the rules in force did not reach the sidecar',
   ProbeSetupFailed: 'the probe interface could not be set up',
+  ProxyDown: 'the watchdog found the sidecar down (fail policy in force); probing resumes when it is back',
 } as const;
 export type DatapathReason = keyof typeof DATAPATH_REASONS;
 

@@ -302,9 +302,13 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
     reassertGate: () => (mode === 'pass' ? Promise.resolve() : writeMode(mode)),
   });
   // The pod's readiness gate (ADR 0021): a probe through the rules in force, at start and on an interval.
+  let healthy: () => void = () => undefined;
+  const started = new Promise<void>((r) => (healthy = r));
   const selftests = runSelfTests({
     ...probeOptions(config, cli),
     publish: pub ? (c) => pub.datapath.publish(c) : undefined,
+    proxyDown: () => (mode === 'pass' ? undefined : `gate ${mode}`),
+    started,
     log,
     signal: ac.signal,
     intervalMs: cli.selftestIntervalMs,
@@ -347,6 +351,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
       metricsPort: config.proxy.metricsPort,
       policy: config.interception.failurePolicy,
       writeGate: gate,
+      onHealth: (h) => h === 'healthy' && healthy(),
       log,
       signal: ac.signal,
     });

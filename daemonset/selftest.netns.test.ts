@@ -167,29 +167,38 @@ test(
     }),
 );
 
-test('watch: the self-test loop reports a removed rule within its retry bound and recovers', { skip }, () =>
-  withNode('nftables', 'FailOpen', async (e) => {
-    const ns = e.t.proxy.ns;
-    let watch: ChildProcess | undefined;
-    try {
-      watch = spawnAgent(ns, ['watch', ...e.args, '--selftest-interval', '1']);
-      const logs = logLines(watch);
-      const seen = (reason: string, after: number) =>
-        logs.some((l) => l.msg === 'datapath self-test' && l.reason === reason && Number(l.time) >= after);
-      await waitFor('a passing self-test', async () => seen('Passed', 0), 15_000);
-      const link = await nsExec(ns, ['ip', '-d', 'link', 'show', 'dev', PROBE_OUT]);
-      assert.match(link, /veth/);
-      const cut = Date.now();
-      await dropTproxyRule(ns, 'nftables');
-      await waitFor('the failure reported', async () => seen('ProbeFailed', cut), 6000);
-      const failedAt = Number(logs.find((l) => l.reason === 'ProbeFailed')?.time);
-      // interval 1 s + one probe and its retry (2 s each at most) = the bound.
-      assert.ok(failedAt - cut < 5500, `reported after ${failedAt - cut} ms`);
-      const fix = Date.now();
-      assert.equal((await agent(ns, ['apply', ...e.args])).code, 0);
-      await waitFor('the pass reported again', async () => seen('Passed', fix), 6000);
-    } finally {
-      await stop(watch, 'SIGTERM');
-    }
-  }),
+test(
+  'watch: the self-test loop reports a removed rule within its retry bound, recovers, and reports a dead sidecar',
+  {
+    skip,
+  },
+  () =>
+    withNode('nftables', 'FailOpen', async (e, sidecar) => {
+      const ns = e.t.proxy.ns;
+      let watch: ChildProcess | undefined;
+      try {
+        watch = spawnAgent(ns, ['watch', ...e.args, '--selftest-interval', '1']);
+        const logs = logLines(watch);
+        const seen = (reason: string, after: number) =>
+          logs.some((l) => l.msg === 'datapath self-test' && l.reason === reason && Number(l.time) >= after);
+        await waitFor('a passing self-test', async () => seen('Passed', 0), 15_000);
+        const link = await nsExec(ns, ['ip', '-d', 'link', 'show', 'dev', PROBE_OUT]);
+        assert.match(link, /veth/);
+        const cut = Date.now();
+        await dropTproxyRule(ns, 'nftables');
+        await waitFor('the failure reported', async () => seen('ProbeFailed', cut), 6000);
+        const failedAt = Number(logs.find((l) => l.reason === 'ProbeFailed')?.time);
+        // interval 1 s + one probe and its retry (2 s each at most) = the bound.
+        assert.ok(failedAt - cut < 5500, `reported after ${failedAt - cut} ms`);
+        const fix = Date.now();
+        assert.equal((await agent(ns, ['apply', ...e.args])).code, 0);
+        await waitFor('the pass reported again', async () => seen('Passed', fix), 6000);
+        // The sidecar dies: the watchdog's FailOpen bypass is in force and the loop says so (no probing).
+        const killed = Date.now();
+        await sidecar.stop();
+        await waitFor('the dead sidecar reported', async () => seen('ProxyDown', killed), 8000);
+      } finally {
+        await stop(watch, 'SIGTERM');
+      }
+    }),
 );
