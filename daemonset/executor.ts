@@ -7,7 +7,6 @@ import { findBinaries, readIpRules, readRoutes, readRpSysctls } from './facts.ts
 import {
   iptApply,
   iptCheck,
-  iptMarkers,
   iptRemove,
   iptRestore,
   iptVerify,
@@ -22,7 +21,6 @@ import {
   nftApply,
   nftCapture,
   nftCheck,
-  nftMarker,
   nftRemove,
   nftRestore,
   nftVerify,
@@ -31,8 +29,6 @@ import {
 } from './filter-nft.ts';
 import { markProblems, marksInUse } from './marks.ts';
 import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
-import type { RoutingRecord } from './owner.ts';
-import { routingArgv } from './plan.ts';
 import { NFT_TABLE } from './render-nft.ts';
 import { binaryProblems, interceptedInterfaces, routingProblems, rpFilterProblems } from './preflight.ts';
 import { runOk, type Argv } from './run.ts';
@@ -103,7 +99,7 @@ export async function preflight(
 const sameInstall = (s: AgentState, p: Plan) =>
   s.backend === p.backend && JSON.stringify(s.families) === JSON.stringify(p.families);
 
-const routeKey = (r: Pick<RoutingState, 'family' | 'mark' | 'mask' | 'table' | 'priority'>) =>
+export const routeKey = (r: Pick<RoutingState, 'family' | 'mark' | 'mask' | 'table' | 'priority'>) =>
   JSON.stringify([r.family, r.mark, r.mask, r.table, r.priority]);
 
 /** Ownership of a routing entry, read before anything is changed: ours unless it existed already. */
@@ -306,56 +302,10 @@ async function cleanupState(state: AgentState, opts: ExecOptions): Promise<void>
   if (!opts.dryRun) removeState(opts.stateDir, opts.stateCopyDir);
 }
 
-const FAMILIES = ['IPv4', 'IPv6'] as const;
-
-/** The owners named by markers on this node (nft table comment, iptables hook comments): the janitor's second source. */
-export async function markedOwners(): Promise<string[]> {
-  const out = new Set<string>();
-  const nft = await nftMarker().catch(() => undefined);
-  if (nft) out.add(nft.owner);
-  for (const v of ['iptables-nft', 'iptables-legacy'] as const)
-    for (const f of FAMILIES) for (const m of await iptMarkers(v, f)) out.add(m.owner);
-  return [...out].sort();
-}
-
-/**
- * Both state copies lost: removes what `owner`'s markers name and nothing else: our table if its
- * comment names the owner, our chains and hook per variant and family if the hook's comment does,
- * the ip rule and local route of the numbers those markers record, and the probe link. Without a
- * state, an empty `table ip mangle` iptables-nft created stays (whether it existed before is unknown).
- */
-export async function cleanupByMarker(owner: string, opts: ExecOptions): Promise<boolean> {
-  const mutate = mutator(opts);
-  const routing = new Map<string, RoutingRecord>();
-  let found = false;
-  const nft = await nftMarker();
-  if (nft?.owner === owner) {
-    await nftRemove(mutate);
-    for (const r of nft.routing) routing.set(routeKey(r), r);
-    found = true;
-  }
-  for (const v of ['iptables-nft', 'iptables-legacy'] as const)
-    for (const f of FAMILIES) {
-      const marks = (await iptMarkers(v, f)).filter((m) => m.owner === owner);
-      if (marks.length === 0) continue;
-      await iptRemove(v, f, mutate);
-      for (const m of marks) routing.set(routeKey(m.routing), m.routing);
-      found = true;
-    }
-  for (const r of routing.values()) {
-    const p = routingArgv(r.family, r.mark, r.mask, r.table, r.priority);
-    if ((await readIpRules(r.family)).some((x) => isOurRule(x, p))) await mutate(p.ruleDel);
-    if ((await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, p))) await mutate(p.routeDel);
-  }
-  if (found) await removeProbeLink(mutate);
-  if (found) opts.log.info({ owner }, 'no state: removed what the owner markers name');
-  return found;
-}
-
-/** Removes exactly what the state file says we installed (or, with none, what the owner's markers name). Idempotent. */
+/** Removes exactly what the state file says we installed. Idempotent: no state, nothing to do (see recover.ts). */
 export async function cleanup(opts: ExecOptions): Promise<boolean> {
   const state = readState(opts.stateDir, opts.stateCopyDir);
-  if (!state) return opts.owner ? cleanupByMarker(opts.owner, opts) : false;
+  if (!state) return false;
   await cleanupState(state, opts);
   opts.log.info({ backend: state.backend }, 'cleaned up');
   return true;

@@ -11,7 +11,8 @@ import { NODE_STATE_DIR } from '../api/defaults.ts';
 import { MAX_LEAVE_WAIT_S } from '../api/fields.ts';
 import { ConfigError, loadNodeConfig, parseNodeConfigText } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
-import { apply, cleanup, markedOwners, PreflightError, writeGate, type ExecOptions } from './executor.ts';
+import { apply, PreflightError, writeGate, type ExecOptions } from './executor.ts';
+import { cleanupOwned, markedOwners } from './recover.ts';
 import { OWNER_KEY } from './owner.ts';
 import { withStateLock } from './lock.ts';
 import { detectHost } from './facts.ts';
@@ -382,7 +383,7 @@ async function stateLocked(cli: Cli, env: AgentEnv, log: Logger, fn: () => Promi
 
 /** Removes exactly what the state in `stateDir` says we installed, and restores its tuning. */
 async function cleanupDir(opts: ExecOptions, log: Logger): Promise<void> {
-  await cleanup(opts);
+  await cleanupOwned(opts);
   untuneNode({ stateDir: opts.stateDir, dryRun: opts.dryRun }, log);
 }
 
@@ -447,7 +448,7 @@ export async function main(argv: string[], environ: Record<string, string | unde
         });
       // The drain above runs unlocked (it may take the drain timeout); the removal is locked.
       await stateLocked(cli, env, log, async () => {
-        if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
+        if (!(await cleanupOwned(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
         untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
       });
       return 0;
