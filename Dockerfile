@@ -69,12 +69,13 @@ FROM runtime AS node
 LABEL org.opencontainers.image.title="tpfleet-node" \
       org.opencontainers.image.description="tpfleet node agent (TPROXY rules, routes, tuning) and forwarding sidecar"
 # What the agent runs: nft (nftables), iptables-{nft,legacy}-{save,restore} and ip6tables (iptables),
-# ip (iproute2). The sidecar's CAP_NET_RAW comes from the file capability cap_net_raw=p on
+# ip (iproute2), flock (util-linux, essential in Debian; named so it stays: the state lock, daemonset/lock.ts).
+# The sidecar's CAP_NET_RAW comes from the file capability cap_net_raw=p on
 # sidecar-exec, a launcher only tpfleet-sidecar runs, which hands it to node as an ambient
 # capability and runs nothing but the sidecar; `node` itself (the agent, anything else) gains nothing. setcap runs after the COPY
 # because COPY may drop xattrs. setcap's package (libcap2-bin) stays: iproute2 depends on it.
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nftables iptables iproute2 libcap2-bin \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nftables iptables iproute2 libcap2-bin util-linux \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/sidecar-exec /usr/local/libexec/tpfleet/sidecar-exec
 RUN chmod 0755 /usr/local/libexec/tpfleet/sidecar-exec \

@@ -32,6 +32,7 @@ import { isOurRoute, isOurRule, type SavedTable } from './parse.ts';
 import { NFT_TABLE } from './render-nft.ts';
 import { binaryProblems, interceptedInterfaces, portProblems, routingProblems, rpFilterProblems } from './preflight.ts';
 import { runOk, type Argv } from './run.ts';
+import { removeProbeLink } from './selftest.ts';
 import { readState, removeState, writeState, type AgentState, type RoutingState } from './state.ts';
 import type { GateMode, Plan } from './types.ts';
 import { errorMessage } from '../api/errors.ts';
@@ -44,6 +45,8 @@ export interface ExecOptions {
   log: Logger;
   /** A copy of the state file outside /run (ADR 0015): cleanup still works when state.json is lost. */
   stateCopyDir?: string;
+  /** `<namespace>.<name>`: with both state copies lost, cleanup removes what this owner's markers name (owner.ts). */
+  owner?: string;
 }
 
 export class PreflightError extends Error {
@@ -101,7 +104,7 @@ export async function preflight(
 const sameInstall = (s: AgentState, p: Plan) =>
   s.backend === p.backend && JSON.stringify(s.families) === JSON.stringify(p.families);
 
-const routeKey = (r: Pick<RoutingState, 'family' | 'mark' | 'mask' | 'table' | 'priority'>) =>
+export const routeKey = (r: Pick<RoutingState, 'family' | 'mark' | 'mask' | 'table' | 'priority'>) =>
   JSON.stringify([r.family, r.mark, r.mask, r.table, r.priority]);
 
 /** Ownership of a routing entry, read before anything is changed: ours unless it existed already. */
@@ -158,6 +161,8 @@ async function initialState(plan: Plan): Promise<AgentState> {
     backend: plan.backend,
     families: plan.families,
     routing: [],
+    // Recorded before agent-watch creates the link (selftest.ts): cleanup removes it with the rules.
+    probeLink: true,
     before: { nftMangle: {}, nftPrerouting: {}, legacyMangle: {} },
   };
   for (const f of plan.families) {
@@ -280,7 +285,7 @@ export async function apply(config: NodeConfig, plan: Plan, opts: ExecOptions): 
     // The new rules are in force: the old routing entries no packet is marked for any more go.
     await dropOldRouting(before.routing, routing, mutate);
     // Also a state from before the copy existed gets one here (daemonset/state.ts).
-    if (!opts.dryRun) writeState(opts.stateDir, { ...before, routing, ports }, opts.stateCopyDir);
+    if (!opts.dryRun) writeState(opts.stateDir, { ...before, routing, ports, probeLink: true }, opts.stateCopyDir);
   }
   opts.log.info({ backend: plan.backend, families: plan.families }, 'applied and verified');
 }
@@ -299,10 +304,11 @@ async function cleanupState(state: AgentState, opts: ExecOptions): Promise<void>
     if (r.ownsRule && (await readIpRules(r.family)).some((x) => isOurRule(x, plan))) await mutate(r.ruleDel);
     if (r.ownsRoute && (await readRoutes(r.family, r.table)).some((x) => isOurRoute(x, plan))) await mutate(r.routeDel);
   }
+  if (state.probeLink) await removeProbeLink(mutate);
   if (!opts.dryRun) removeState(opts.stateDir, opts.stateCopyDir);
 }
 
-/** Removes exactly what the state file says we installed. Idempotent: no state, nothing to do. */
+/** Removes exactly what the state file says we installed. Idempotent: no state, nothing to do (see recover.ts). */
 export async function cleanup(opts: ExecOptions): Promise<boolean> {
   const state = readState(opts.stateDir, opts.stateCopyDir);
   if (!state) return false;

@@ -6,6 +6,7 @@ import type { Family } from '../api/net.ts';
 import type { Mutator } from './filter-nft.ts';
 import { nftTableIsEmpty, parseIptablesSave, type SavedTable } from './parse.ts';
 import { binaries, ENTRY_CHAIN, iptablesGateDocument, OUR_CHAINS } from './render-ipt.ts';
+import { parseHookMarker, type RoutingRecord } from './owner.ts';
 import { run, runOk } from './run.ts';
 import type { AgentState } from './state.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant } from './types.ts';
@@ -39,8 +40,11 @@ export async function iptCheck(p: IptablesFamilyPlan): Promise<string[]> {
 export async function iptApply(p: IptablesFamilyPlan, mutate: Mutator): Promise<void> {
   const now = await readMangle(p.save);
   const extra: string[] = [];
-  // The hook goes in with the chains, in the same transaction, and only when absent.
-  if (!hooks(now).some((l) => l.includes(`-j ${p.hookChain}`))) extra.push(`-I PREROUTING 1 ${p.hookSpec}`);
+  // The hook goes in with the chains, in the same transaction, and only when absent; one with another
+  // comment (an older owner marker, or none) is replaced by ours in that transaction.
+  const existing = hooks(now);
+  if (!existing.some((l) => l.includes(`"${p.hookComment}"`)))
+    extra.push(...existing.map((l) => l.replace(/^-A /, '-D ')), `-I PREROUTING 1 ${p.hookSpec}`);
   // Stages an earlier config needed and this one does not: flush, then delete (same transaction).
   const stale = ours(now).filter((c) => !p.chains.includes(c));
   const doc = p.document
@@ -95,6 +99,23 @@ export async function iptRemove(variant: IptablesVariant, f: Family, mutate: Mut
   const now = await readMangle(save);
   if (ours(now).length === 0 && hooks(now).length === 0) return;
   await mutate([restore, '--noflush'], rewriteDoc(ours(now), hooks(now), [], ours(now)));
+}
+
+/** The owner markers (owner.ts) on the hook rules of this variant and family; [] when its tool is missing. */
+export async function iptMarkers(
+  variant: IptablesVariant,
+  f: Family,
+): Promise<Array<{ owner: string; routing: RoutingRecord }>> {
+  let t: SavedTable;
+  try {
+    t = await readMangle(binaries(variant, f).save);
+  } catch {
+    return [];
+  }
+  return hooks(t).flatMap((l) => {
+    const m = parseHookMarker(/--comment "([^"]*)"/.exec(l)?.[1] ?? '');
+    return m ? [m] : [];
+  });
 }
 
 const nftFamily = (f: Family) => (f === 'IPv4' ? 'ip' : 'ip6');

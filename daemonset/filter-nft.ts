@@ -2,6 +2,7 @@
 // Only our own table is ever named in a command, so foreign tables are never touched.
 import { parseNftTableJson } from './parse.ts';
 import { NFT_TABLE, nftGateDocument } from './render-nft.ts';
+import { parseOwnerMarker, parseRoutingComment, type RoutingRecord } from './owner.ts';
 import { run, runOk, type Argv } from './run.ts';
 import type { GateMode, NftPlan } from './types.ts';
 
@@ -46,6 +47,16 @@ export async function nftVerify(p: NftPlan): Promise<string[]> {
 export async function nftRestore(captured: string | null, mutate: Mutator): Promise<void> {
   if (captured === null) return nftRemove(mutate);
   await mutate(NFT_APPLY, `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n${captured}`);
+}
+
+/** The owner and routing our table's markers name (owner.ts); undefined without our table or its marker. */
+export async function nftMarker(): Promise<{ owner: string; routing: RoutingRecord[] } | undefined> {
+  const text = await nftCapture();
+  if (text === null) return undefined;
+  const owner = parseOwnerMarker(/^\tcomment "([^"]*)"$/m.exec(text)?.[1]);
+  if (!owner) return undefined;
+  const chain = /\n\tchain prerouting \{\n\t\tcomment "([^"]*)"/.exec(text)?.[1];
+  return { owner, routing: parseRoutingComment(chain) };
 }
 
 export async function nftRemove(mutate: Mutator): Promise<void> {

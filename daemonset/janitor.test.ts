@@ -31,7 +31,7 @@ test('owner directories are <namespace>.<name>; anything else under the root is 
   }
 });
 
-test('a pass cleans exactly the directories whose TransparentProxy is gone, and removes them', async () => {
+test('a pass cleans exactly the directories whose TransparentProxy is gone; the directories stay', async () => {
   const r = root(['fleet.web', 'gone.web', 'gone.other']);
   const cleaned: string[] = [];
   try {
@@ -46,7 +46,9 @@ test('a pass cleans exactly the directories whose TransparentProxy is gone, and 
     });
     assert.deepEqual(done, ['gone.other', 'gone.web']);
     assert.deepEqual(cleaned, [join(r, 'gone.other'), join(r, 'gone.web')]);
-    assert.equal(existsSync(join(r, 'gone.web')), false);
+    // A pod of a new object of that name may have mounted it already (hostPath): only the state goes.
+    assert.equal(existsSync(join(r, 'gone.web')), true);
+    assert.equal(existsSync(join(r, 'gone.web', 'state.json')), false);
     assert.equal(existsSync(join(r, 'fleet.web', 'state.json')), true, 'a live owner is never touched');
   } finally {
     rmSync(r, { recursive: true, force: true });
@@ -95,7 +97,20 @@ test('directories are listed before the owners: an object created meanwhile is l
       log,
     });
     assert.deepEqual(order, [], 'no directory: no LIST at all (idle nodes cost the API nothing)');
+    mkdirSync(join(r, 'fleet.empty'));
+    let lists = 0;
+    await janitorPass({
+      root: r,
+      liveOwners: async () => {
+        lists++;
+        return new Set();
+      },
+      clean: async () => undefined,
+      log,
+    });
+    assert.equal(lists, 0, 'an empty directory (a hostPath left behind) has no state: no LIST either');
     mkdirSync(join(r, 'fleet.new'));
+    writeFileSync(join(r, 'fleet.new', 'state.json'), '{}');
     const done = await janitorPass({
       root: r,
       liveOwners: async () => {
@@ -130,10 +145,45 @@ test('an owner whose /run directory is gone but whose state copy remains is clea
     });
     assert.deepEqual(done, ['gone.web']);
     assert.deepEqual(seen, [[join(r, 'gone.web'), join(copies, 'gone.web')]]);
-    assert.equal(existsSync(join(copies, 'gone.web')), false);
+    assert.equal(existsSync(join(copies, 'gone.web', 'state.json')), false);
     assert.equal(existsSync(join(copies, 'fleet.web')), true);
   } finally {
     rmSync(r, { recursive: true, force: true });
     rmSync(copies, { recursive: true, force: true });
+  }
+});
+
+test('each orphan is cleaned holding its lock, after a second LIST: an object created meanwhile is kept', async () => {
+  const r = root(['gone.web', 'fleet.new']);
+  try {
+    const events: string[] = [];
+    let lists = 0;
+    const done = await janitorPass({
+      root: r,
+      // First LIST: neither is live. Second and later: fleet.new was created during the pass.
+      liveOwners: async () => (lists++ === 0 ? new Set() : new Set(['fleet.new'])),
+      markedOwners: async () => ['marked.only'],
+      lock: async (dir, fn) => {
+        events.push(`lock ${dir.slice(r.length + 1)}`);
+        const v = await fn();
+        events.push(`unlock ${dir.slice(r.length + 1)}`);
+        return v;
+      },
+      clean: async (_dir, _copy, owner) => void events.push(`clean ${owner}`),
+      log,
+    });
+    assert.deepEqual(done, ['gone.web', 'marked.only']);
+    assert.deepEqual(events, [
+      'lock fleet.new',
+      'unlock fleet.new',
+      'lock gone.web',
+      'clean gone.web',
+      'unlock gone.web',
+      'lock marked.only',
+      'clean marked.only',
+      'unlock marked.only',
+    ]);
+  } finally {
+    rmSync(r, { recursive: true, force: true });
   }
 });

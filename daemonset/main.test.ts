@@ -23,7 +23,7 @@ test('an invalid config exits 2 and names every bad field', async () => {
 });
 
 test('usage errors exit 2, each with its own message', async () => {
-  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch\|reload\|janitor> --config FILE/;
+  const usage = /usage: main\.ts <plan\|apply\|cleanup\|watch\|reload\|selftest\|janitor> --config FILE/;
   const cases: [string[], RegExp[]][] = [
     [[], [/^tpfleet-agent: usage: /, usage]],
     [['frobnicate'], [/^tpfleet-agent: usage: /, usage]],
@@ -32,6 +32,12 @@ test('usage errors exit 2, each with its own message', async () => {
     [['plan', '--config', 'x', '--backend', 'pf'], [/^tpfleet-agent: --backend: unknown backend pf$/m]],
     [['reload', '--config', 'x'], [/^tpfleet-agent: reload: --live-dir is required$/m]],
     [['apply', '--config', 'x', '--configmap', 'y'], [/^tpfleet-agent: --configmap: with watch and --live-dir only$/m]],
+    [['apply', '--config', 'x', '--owner', 'Fleet/web'], [/^tpfleet-agent: --owner: must be <namespace>\.<name>/m]],
+    [
+      ['watch', '--config', 'x', '--selftest-interval', '0'],
+      [/^tpfleet-agent: --selftest-interval: must be an integer/m],
+    ],
+    [['selftest'], [/^tpfleet-agent: --config is required for selftest$/m]],
   ];
   for (const [args, want] of cases) {
     const r = await cli(args);

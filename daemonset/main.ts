@@ -1,4 +1,4 @@
-// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch | janitor  --config FILE [--dry-run] [--state-dir DIR]
+// tpfleet node agent CLI: plan | apply | cleanup [--wait-port P] | watch | selftest | janitor  --config FILE [--dry-run] [--state-dir DIR]
 // Exit codes: 0 ok, 1 apply/cleanup failed (rolled back), 2 invalid config or usage, 3 preflight refused.
 // The environment is read once, here: PATH, and POD_NAME/POD_NAMESPACE (downward API) which let
 // `watch` publish the tuning condition on its own pod.
@@ -11,7 +11,10 @@ import { NODE_STATE_DIR } from '../api/defaults.ts';
 import { MAX_LEAVE_WAIT_S } from '../api/fields.ts';
 import { ConfigError, loadNodeConfig, parseNodeConfigText } from '../api/load.ts';
 import type { NodeConfig } from '../api/nodeconfig.ts';
-import { apply, cleanup, PreflightError, writeGate, type ExecOptions } from './executor.ts';
+import { apply, PreflightError, writeGate, type ExecOptions } from './executor.ts';
+import { cleanupOwned, markedOwners } from './recover.ts';
+import { OWNER_KEY } from './owner.ts';
+import { withStateLock } from './lock.ts';
 import { detectHost } from './facts.ts';
 import { drainBeforeCleanup } from './leave.ts';
 import { janitorPass, ownerKey } from './janitor.ts';
@@ -28,16 +31,23 @@ import { POLICY_CONDITION_TYPE, POLICY_PUBLISH_MIN_MS } from '../api/policy-cond
 import type { TuningCondition } from '../api/tuning-condition.ts';
 import { tuneNode, untuneNode } from './tuning-step.ts';
 import { watch } from './watchdog.ts';
+import { DATAPATH_CONDITION_TYPE } from '../api/selftest.ts';
+import { runOk } from './run.ts';
+import { runSelfTests, selfTest, type ProbeLinkOptions } from './selftest.ts';
 import { errorMessage } from '../api/errors.ts';
 import { CONFIG_CONDITION_TYPE } from '../api/reload.ts';
 import { readLive, writeLive } from './reload.ts';
 import { applyNode, reloadOnce, startReload, type NodeOptions, type ReloadTarget } from './reload-run.ts';
 
-const USAGE = `usage: main.ts <plan|apply|cleanup|watch|reload|janitor> --config FILE [--dry-run] [--state-dir DIR]
+const USAGE = `usage: main.ts <plan|apply|cleanup|watch|reload|selftest|janitor> --config FILE [--dry-run] [--state-dir DIR]
        [--backend nftables|iptables-nft|iptables-legacy]   (overrides detection, e.g. to force a variant)
        [--kubeconfig PATH]   (watch: API credentials for the tuning condition; default in-cluster,
                               used only when POD_NAME and POD_NAMESPACE are set)
        [--status-interval 30]   (watch: seconds between tuning status checks; janitor: between passes)
+       [--selftest-interval 30]   (watch: seconds between datapath self-tests once one passed, ADR 0021)
+       selftest --config FILE   (one datapath self-test: prints the condition, exit 1 when it fails)
+       [--owner NAMESPACE.NAME]   (apply/reload/watch: written as the owner marker into the rules;
+                              cleanup: with no state left, removes what that owner's markers name)
        [--once]   (janitor: one pass, then exit; --state-dir is the state root, default /run/tpfleet)
        [--state-copy-dir DIR]   (apply/cleanup: keep a copy of the state there, used when state.json
                               is lost; janitor: the root of those copies)
@@ -61,6 +71,8 @@ interface Cli {
   backend?: Backend;
   kubeconfig?: string;
   statusIntervalMs: number;
+  /** watch: between datapath self-tests once one passed. */
+  selftestIntervalMs: number;
   /** cleanup: drain first (daemonset/leave.ts) while something listens on this port. */
   waitPort?: number;
   waitTimeoutMs: number;
@@ -72,6 +84,8 @@ interface Cli {
   configMap?: string;
   /** watch/reload: the root of the writable /proc/sys/net mount for in-place tuning (ADR 0020). */
   sysctlRoot?: string;
+  /** The TransparentProxy as `<namespace>.<name>`: the owner marker (owner.ts). */
+  owner?: string;
 }
 
 /** What main() takes from the environment, parsed once at start-up. */
@@ -82,6 +96,15 @@ export interface AgentEnv {
   api: { host?: string; port?: string };
   /** POD_HASH (downward API, the pod template's tpfleet.io/pod-hash): changes with another one roll this pod. */
   podHash?: string;
+  /** TPFLEET_TEST_LOCK_DELAY_MS (tests only, 0-10000): apply/cleanup wait this long holding the state lock. */
+  testLockDelayMs?: number;
+}
+
+function testDelay(text: string | undefined): number | undefined {
+  if (!text) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new Error('TPFLEET_TEST_LOCK_DELAY_MS: 0-10000');
+  return n;
 }
 
 export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
@@ -91,6 +114,7 @@ export function parseEnv(env: Record<string, string | undefined>): AgentEnv {
       pod: podRefFromEnv(env),
       api: { host: env.KUBERNETES_SERVICE_HOST, port: env.KUBERNETES_SERVICE_PORT },
       podHash: env.POD_HASH || undefined,
+      testLockDelayMs: testDelay(env.TPFLEET_TEST_LOCK_DELAY_MS),
     };
   } catch (e) {
     throw new UsageError(errorMessage(e), { cause: e });
@@ -109,6 +133,7 @@ function parseCli(argv: string[]): Cli {
       backend: { type: 'string' },
       kubeconfig: { type: 'string' },
       'status-interval': { type: 'string', default: '30' },
+      'selftest-interval': { type: 'string', default: '30' },
       'wait-port': { type: 'string' },
       'wait-timeout': { type: 'string', default: '60' },
       once: { type: 'boolean', default: false },
@@ -116,10 +141,15 @@ function parseCli(argv: string[]): Cli {
       'live-dir': { type: 'string' },
       'sysctl-root': { type: 'string' },
       configmap: { type: 'string' },
+      owner: { type: 'string' },
     },
   });
   const cmd = positionals[0];
-  if (!cmd || positionals.length > 1 || !['plan', 'apply', 'cleanup', 'watch', 'reload', 'janitor'].includes(cmd))
+  if (
+    !cmd ||
+    positionals.length > 1 ||
+    !['plan', 'apply', 'cleanup', 'watch', 'reload', 'selftest', 'janitor'].includes(cmd)
+  )
     throw new UsageError(USAGE);
   if (values.once && cmd !== 'janitor') throw new UsageError('--once: with janitor only');
   if (cmd !== 'cleanup' && cmd !== 'janitor' && !values.config)
@@ -130,6 +160,9 @@ function parseCli(argv: string[]): Cli {
   const interval = Number(values['status-interval']);
   if (!Number.isInteger(interval) || interval < 1 || interval > 3600)
     throw new UsageError('--status-interval: must be an integer number of seconds, 1-3600');
+  const selftestInterval = Number(values['selftest-interval']);
+  if (!Number.isInteger(selftestInterval) || selftestInterval < 1 || selftestInterval > 3600)
+    throw new UsageError('--selftest-interval: must be an integer number of seconds, 1-3600');
   const waitPort = values['wait-port'] === undefined ? undefined : Number(values['wait-port']);
   if (
     waitPort !== undefined &&
@@ -141,6 +174,8 @@ function parseCli(argv: string[]): Cli {
   // The bound covers every leave pod the operator renders (api/fields.ts: the largest drain + margin).
   if (!Number.isInteger(waitTimeout) || waitTimeout < 0 || waitTimeout > MAX_LEAVE_WAIT_S)
     throw new UsageError(`--wait-timeout: must be an integer number of seconds, 0-${MAX_LEAVE_WAIT_S}`);
+  if (values.owner !== undefined && !OWNER_KEY.test(values.owner))
+    throw new UsageError('--owner: must be <namespace>.<name> of a TransparentProxy');
   if (cmd === 'reload' && !values['live-dir']) throw new UsageError('reload: --live-dir is required');
   if (values.configmap !== undefined && (cmd !== 'watch' || !values['live-dir']))
     throw new UsageError('--configmap: with watch and --live-dir only');
@@ -150,6 +185,7 @@ function parseCli(argv: string[]): Cli {
     liveDir: values['live-dir'],
     sysctlRoot: values['sysctl-root'],
     configMap: values.configmap,
+    owner: values.owner,
     waitPort,
     waitTimeoutMs: waitTimeout * 1000,
     cmd,
@@ -159,6 +195,7 @@ function parseCli(argv: string[]): Cli {
     backend: b as Backend | undefined,
     kubeconfig: values.kubeconfig,
     statusIntervalMs: interval * 1000,
+    selftestIntervalMs: selftestInterval * 1000,
   };
 }
 
@@ -182,6 +219,7 @@ interface Publishers {
   policy: TuningPublisher;
   config: TuningPublisher;
   traffic: TuningPublisher;
+  datapath: TuningPublisher;
 }
 
 /** The publishers of the tuning, policy, config and traffic conditions, when the pod knows who it is (downward API). */
@@ -197,6 +235,7 @@ function publishers(cli: Cli, env: AgentEnv): Publishers | undefined {
     policy: new TuningPublisher(client, env.pod, undefined, POLICY_CONDITION_TYPE),
     config: new TuningPublisher(client, env.pod, undefined, CONFIG_CONDITION_TYPE),
     traffic: new TuningPublisher(client, env.pod, undefined, TRAFFIC_CONDITION_TYPE),
+    datapath: new TuningPublisher(client, env.pod, undefined, DATAPATH_CONDITION_TYPE),
   };
 }
 
@@ -206,6 +245,18 @@ const nodeOpts = (cli: Cli, env: AgentEnv): NodeOptions => ({
   pathVar: env.path,
   facts: () => hostFacts(cli, cli.stateDir),
   sysctlRoot: cli.sysctlRoot,
+  owner: cli.owner,
+});
+
+/** The datapath self-test on this node (selftest.ts): the probe link only once a state records it. */
+const probeOptions = (config: NodeConfig, cli: Cli): ProbeLinkOptions => ({
+  families: config.interception.ipFamilies,
+  sysctlRoot: cli.sysctlRoot ?? '/',
+  mutate: async (argv) => {
+    await runOk(argv);
+  },
+  dryRun: false,
+  recorded: () => readState(cli.stateDir, cli.stateCopyDir)?.probeLink === true,
 });
 
 /** What the reload loop needs; undefined without a live dir, a ConfigMap name or API credentials. */
@@ -251,6 +302,18 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
     apply: (c, changed) => locked(() => applyNode(c, nodeOpts(cli, env), log, changed)),
     reassertGate: () => (mode === 'pass' ? Promise.resolve() : writeMode(mode)),
   });
+  // The pod's readiness gate (ADR 0021): a probe through the rules in force, at start and on an interval.
+  let healthy: () => void = () => undefined;
+  const started = new Promise<void>((r) => (healthy = r));
+  const selftests = runSelfTests({
+    ...probeOptions(config, cli),
+    publish: pub ? (c) => pub.datapath.publish(c) : undefined,
+    proxyDown: () => (mode === 'pass' ? undefined : `gate ${mode}`),
+    started,
+    log,
+    signal: ac.signal,
+    intervalMs: cli.selftestIntervalMs,
+  });
   let last: TuningCondition | undefined,
     busy = false;
   const tick = async () => {
@@ -289,6 +352,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
       metricsPort: config.proxy.metricsPort,
       policy: config.interception.failurePolicy,
       writeGate: gate,
+      onHealth: (h) => h === 'healthy' && healthy(),
       log,
       signal: ac.signal,
     });
@@ -298,12 +362,28 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
     clearInterval(trafficTimer);
     ac.abort();
     await reloading;
+    await selftests;
   }
+}
+
+/**
+ * apply and cleanup hold the state directory lock (lock.ts) the janitor takes before it cleans an
+ * owner, so a pass never removes what an apply in progress writes. Not in dry-run (changes nothing).
+ */
+async function stateLocked(cli: Cli, env: AgentEnv, log: Logger, fn: () => Promise<void>): Promise<void> {
+  if (cli.dryRun) return fn();
+  await withStateLock(cli.stateDir, log, async () => {
+    if (env.testLockDelayMs) {
+      log.info({ ms: env.testLockDelayMs }, 'test: holding the state directory lock before the work');
+      await sleep(env.testLockDelayMs);
+    }
+    await fn();
+  });
 }
 
 /** Removes exactly what the state in `stateDir` says we installed, and restores its tuning. */
 async function cleanupDir(opts: ExecOptions, log: Logger): Promise<void> {
-  await cleanup(opts);
+  await cleanupOwned(opts);
   untuneNode({ stateDir: opts.stateDir, dryRun: opts.dryRun }, log);
 }
 
@@ -319,7 +399,9 @@ async function runJanitor(cli: Cli, env: AgentEnv, opts: ExecOptions, log: Logge
         const list = await client.list(`/apis/${GROUP}/${VERSION}/${PLURAL}`);
         return new Set(list.items.map((o) => ownerKey(o.metadata.namespace ?? '', o.metadata.name)));
       },
-      clean: (stateDir, stateCopyDir) => cleanupDir({ ...opts, stateDir, stateCopyDir }, log),
+      markedOwners,
+      lock: (dir, fn) => withStateLock(dir, log, fn),
+      clean: (stateDir, stateCopyDir, owner) => cleanupDir({ ...opts, stateDir, stateCopyDir, owner }, log),
       log,
     });
   const cleaned = await pass();
@@ -348,6 +430,7 @@ export async function main(argv: string[], environ: Record<string, string | unde
       pathVar: env.path,
       out,
       log,
+      owner: cli.owner,
     };
     if (cli.cmd === 'janitor') {
       await runJanitor(cli, env, opts, log);
@@ -363,8 +446,11 @@ export async function main(argv: string[], environ: Record<string, string | unde
           log,
           out,
         });
-      if (!(await cleanup(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
-      untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
+      // The drain above runs unlocked (it may take the drain timeout); the removal is locked.
+      await stateLocked(cli, env, log, async () => {
+        if (!(await cleanupOwned(opts)) && !cli.dryRun) out('nothing installed (no state file): nothing to clean up');
+        untuneNode({ stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
+      });
       return 0;
     }
     if (cli.cmd === 'reload') return await reloadOnce(nodeOpts(cli, env), cli.liveDir!, cli.config!, log, out);
@@ -375,22 +461,29 @@ export async function main(argv: string[], environ: Record<string, string | unde
       await runWatch(config, cli, env, log);
       return 0;
     }
-    const p = plan(config, await hostFacts(cli, cli.stateDir));
+    if (cli.cmd === 'selftest') {
+      const c = await selfTest(probeOptions(config, cli));
+      out(JSON.stringify(c));
+      return c.status === 'True' ? 0 : 1;
+    }
     if (cli.cmd === 'plan') {
-      out(formatPlan(p));
+      out(formatPlan(plan(config, await hostFacts(cli, cli.stateDir), cli.owner)));
       return 0;
     }
-    await apply(config, p, opts);
-    if (!cli.dryRun) {
-      // The rule set and routing now in force (read back and verified), on stdout: the container's
-      // log is how `kubectl tpfleet rules NODE` shows them (plugin/rules.ts), with only pods/log get.
-      out(formatPlan(p));
-      out(`applied (${p.backend}) and verified`);
-    }
-    const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
-    out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
-    // What the sidecar starts from and agent-watch reloads from (daemonset/reload.ts).
-    if (cli.liveDir && !cli.dryRun) writeLive(cli.liveDir, readFileSync(cli.config!, 'utf8'));
+    await stateLocked(cli, env, log, async () => {
+      const p = plan(config, await hostFacts(cli, cli.stateDir), cli.owner);
+      await apply(config, p, opts);
+      if (!cli.dryRun) {
+        // The rule set and routing now in force (read back and verified), on stdout: the container's
+        // log is how `kubectl tpfleet rules NODE` shows them (plugin/rules.ts), with only pods/log get.
+        out(formatPlan(p));
+        out(`applied (${p.backend}) and verified`);
+      }
+      const tuning = tuneNode(config, { stateDir: cli.stateDir, dryRun: cli.dryRun }, log);
+      out(tuning ? `tuning: ${tuning.reason}: ${tuning.message}` : 'tuning: none configured');
+      // What the sidecar starts from and agent-watch reloads from (daemonset/reload.ts).
+      if (cli.liveDir && !cli.dryRun) writeLive(cli.liveDir, readFileSync(cli.config!, 'utf8'));
+    });
     return 0;
   } catch (e) {
     const msg = errorMessage(e);

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { parseNodeConfigText } from '../api/load.ts';
 import { assertGolden } from '../e2e/golden.ts';
+import { parseHookMarker, parseOwnerMarker, parseRoutingComment, parseRoutingEntry } from './owner.ts';
 import { formatPlan, plan } from './plan.ts';
 import type { Backend, HostFacts } from './types.ts';
 
@@ -73,7 +74,8 @@ test('the watchdog bypass comes first, then the divert rule, which never matches
   for (const backend of ['nftables', 'iptables-nft'] as const) {
     for (const body of ['', 'proxy: {keepClientIp: true}', full]) {
       const p = plan(parseNodeConfigText(head + body), facts(backend));
-      const text = p.nft?.document ?? p.iptables!.map((x) => x.document).join('\n');
+      // nftables: the base chain (the listen stage is declared before it).
+      const text = p.nft?.document.split('chain prerouting')[1] ?? p.iptables!.map((x) => x.document).join('\n');
       const [first = '', second = ''] = text.split('\n').filter((l) => /^\s*(meta|jump|-A TPFLEET-PREROUTING)/.test(l));
       assert.match(first, backend === 'nftables' ? /^\s*jump bypass / : /-j TPFLEET-BYPASS$/);
       assert.match(
@@ -86,10 +88,11 @@ test('the watchdog bypass comes first, then the divert rule, which never matches
   }
 });
 
-test('FailClosed ends the nft chain with an explicit drop; FailOpen does not', () => {
+test('FailClosed ends the nft listen stage with an explicit drop; FailOpen does not', () => {
   const closed = plan(parseNodeConfigText(head), facts('nftables')).nft!;
   const open = plan(parseNodeConfigText(`${head}interception: {failurePolicy: FailOpen}`), facts('nftables')).nft!;
-  assert.match(closed.document, /\n\t\tdrop comment "FailClosed[^\n]*\n\t}\n}/);
+  assert.match(closed.document, /\n\t\tdrop comment "FailClosed[^\n]*\n\t}\n\tchain prerouting/);
+  assert.match(closed.document, /\n\t\tgoto listen comment "candidate[^\n]*\n\t}\n}/);
   assert.doesNotMatch(open.document.replace(/comment "[^"]*"/g, ''), /\bdrop\b/);
 });
 
@@ -105,4 +108,45 @@ test('IPv4-only plans render no IPv6 rules, routes or ip6tables documents', () =
     ['IPv4'],
   );
   assert.match(plan(c, facts('nftables')).nft!.document, /meta nfproto ipv6 return/);
+});
+
+test('with an owner, the rules carry its marker (table and base chain comments, hook comment) and parse back', () => {
+  const config = parseNodeConfigText(head + full);
+  const nft = plan(config, facts('nftables'), 'fleet.egress').nft!;
+  assert.match(nft.document, /^table inet tpfleet \{\n\tcomment "tpfleet owner=fleet\.egress"$/m);
+  const chain = /\tchain prerouting \{\n\t\tcomment "([^"]*)"/.exec(nft.document)?.[1];
+  assert.equal(chain, 'routing IPv4:0x400/0xf00:3000:100 IPv6:0x400/0xf00:3000:100');
+  assert.deepEqual(parseRoutingComment(chain), [
+    { family: 'IPv4', mark: 0x400, mask: 0xf00, table: 3000, priority: 100 },
+    { family: 'IPv6', mark: 0x400, mask: 0xf00, table: 3000, priority: 100 },
+  ]);
+  const [v4, v6] = plan(config, facts('iptables-legacy'), 'fleet.egress').iptables!;
+  assert.equal(
+    v4!.hookComment,
+    'tpfleet: intercept via TPFLEET-PREROUTING owner=fleet.egress routing=IPv4:0x400/0xf00:3000:100',
+  );
+  assert.deepEqual(parseHookMarker(v6!.hookComment), {
+    owner: 'fleet.egress',
+    routing: { family: 'IPv6', mark: 0x400, mask: 0xf00, table: 3000, priority: 100 },
+  });
+  // The rules themselves are the same as without an owner: only the markers differ.
+  const bare = plan(config, facts('nftables')).nft!;
+  assert.deepEqual(nft.expected, bare.expected);
+  assert.doesNotMatch(bare.document, /owner=|comment "routing/);
+});
+
+test('owner markers parse strictly: anything else names no owner or is refused', () => {
+  assert.equal(parseOwnerMarker('tpfleet owner=fleet.web'), 'fleet.web');
+  for (const bad of [
+    'tpfleet owner=Fleet.web',
+    'tpfleet owner=fleet',
+    'tpfleet owner=a.b extra',
+    'owner=a.b',
+    undefined,
+  ])
+    assert.equal(parseOwnerMarker(bad), undefined, String(bad));
+  assert.throws(() => parseRoutingEntry('IPv4:0x3/0x1:2000:100'), /out of bounds/); // mark outside mask
+  assert.throws(() => parseRoutingEntry('IPv4:0x1/0x1:0:100'), /out of bounds/); // table 0
+  assert.throws(() => parseRoutingEntry('IPv4:0x1/0x1:2000:100; rm'), /not a routing entry/);
+  assert.equal(parseHookMarker('tpfleet: intercept via TPFLEET-PREROUTING'), undefined);
 });

@@ -42,7 +42,8 @@ export function routingArgv(f: Family, mark: number, mask: number, table: number
   };
 }
 
-export function plan(config: NodeConfig, facts: HostFacts): Plan {
+/** `owner` (`<namespace>.<name>`): written into the rule sets as the owner marker (owner.ts). */
+export function plan(config: NodeConfig, facts: HostFacts, owner?: string): Plan {
   const ic = config.interception;
   const backend = chooseBackend(config, facts);
   const families = (['IPv4', 'IPv6'] as const).filter((f) => ic.ipFamilies.includes(f));
@@ -55,10 +56,18 @@ export function plan(config: NodeConfig, facts: HostFacts): Plan {
     requiredBinaries: ['ip'],
   };
   if (backend === 'nftables') {
-    out.nft = renderNft(ic, config.proxy.listenPort);
+    out.nft = renderNft(ic, config.proxy.listenPort, owner ? { key: owner, routing: out.routing } : undefined);
     out.requiredBinaries.push('nft');
   } else {
-    out.iptables = families.map((f) => renderIptables(ic, config.proxy.listenPort, backend, f));
+    out.iptables = families.map((f, i) =>
+      renderIptables(
+        ic,
+        config.proxy.listenPort,
+        backend,
+        f,
+        owner ? { key: owner, routing: out.routing[i]! } : undefined,
+      ),
+    );
     for (const f of families) out.requiredBinaries.push(binaries(backend, f).restore, binaries(backend, f).save);
     // iptables-nft leaves an empty `ip mangle` table behind; cleanup removes it with nft.
     if (backend === 'iptables-nft') out.requiredBinaries.push('nft');

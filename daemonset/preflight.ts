@@ -1,5 +1,6 @@
 // Pure checks on facts read from the host. apply refuses (and changes nothing) when any problem
 // is found; the messages name the sysctl, interface or rule involved.
+import { PROBE_IN, PROBE_OUT } from '../api/selftest.ts';
 import { isOurRoute, isOurRule, type IpRoute, type IpRule } from './parse.ts';
 import type { RoutingPlan } from './types.ts';
 
@@ -13,7 +14,8 @@ export type RpSysctls = Record<string, RpSysctl>;
 
 /** Interfaces the rules intercept on: configured names (trailing * = prefix) or every one but lo. */
 export function interceptedInterfaces(all: string[], configured: string[]): string[] {
-  const real = all.filter((n) => n !== 'all' && n !== 'default');
+  // The self-test's probe pair is ours and set up for the probe (selftest.ts), not a traffic interface.
+  const real = all.filter((n) => n !== 'all' && n !== 'default' && n !== PROBE_OUT && n !== PROBE_IN);
   if (configured.length === 0) return real.filter((n) => n !== 'lo');
   return real.filter((n) => configured.some((c) => (c.endsWith('*') ? n.startsWith(c.slice(0, -1)) : n === c)));
 }

@@ -22,6 +22,8 @@ export interface NodeOptions {
   facts: () => Promise<HostFacts>;
   /** Where the writable /proc/sys/net mount lives (agent-watch: /host, ADR 0020); default '/'. */
   sysctlRoot?: string;
+  /** `<namespace>.<name>`: the owner marker written into the rules (owner.ts). */
+  owner?: string;
 }
 
 /**
@@ -35,7 +37,7 @@ export async function applyNode(
   log: Logger,
   changed: readonly string[] = [],
 ): Promise<void> {
-  const p = plan(config, await o.facts());
+  const p = plan(config, await o.facts(), o.owner);
   await apply(config, p, {
     stateDir: o.stateDir,
     stateCopyDir: o.stateCopyDir,

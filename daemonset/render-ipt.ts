@@ -6,6 +6,8 @@ import { cidrText, type Family } from '../api/net.ts';
 import type { Interception } from '../api/nodeconfig.ts';
 import type { GateMode, IptablesFamilyPlan, IptablesVariant, RenderedRule } from './types.ts';
 import { DRAIN_COMMENT, has } from './render-nft.ts';
+import { PROBE_ADDR, PROBE_IN } from '../api/selftest.ts';
+import { hookMarker, type RoutingRecord } from './owner.ts';
 
 const C = {
   entry: 'TPFLEET-PREROUTING',
@@ -134,6 +136,14 @@ export function iptablesRules(
       "divert (ICMP errors): to the proxy's socket they are about",
     );
   }
+  // The datapath self-test (ADR 0021), as in the nftables renderer: agent-watch's probe skips the
+  // spec's interface and source stages and enters the same TPFLEET-TPROXY stage.
+  const probe = PROBE_ADDR[f];
+  add(
+    C.entry,
+    `-i ${PROBE_IN} -d ${probe.dst}/${probe.prefix} -p tcp -g ${C.tproxy}`,
+    `self-test (${f}): the agent's probe goes to the listen stage`,
+  );
   // One protocol: a negated match returns the rest. Both: iptables cannot negate two -p in one rule,
   // so each goes on to the candidate chain and everything else falls off the entry chain (returns).
   const both = has(ic, 'TCP') && has(ic, 'UDP');
@@ -162,12 +172,13 @@ export function iptablesRules(
   // Only pure SYNs (--syn), as in the nftables backend: a mid-flow packet without a transparent
   // socket belongs to a flow the proxy never held (e.g. one that went direct during a FailOpen bypass).
   // TPROXY itself drops a SYN when no listener exists (fails closed natively, reference pitfall 2).
-  if (has(ic, 'TCP'))
-    add(
-      C.tproxy,
-      `-p tcp --syn -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
-      `tproxy: new connections to the transparent listener on :${listenPort}`,
-    );
+  // TCP whatever `protocols` says: a UDP-only fleet's TPFLEET-TPROXY still takes the self-test's TCP
+  // probe, and no other TCP gets here (the entry chain returned it).
+  add(
+    C.tproxy,
+    `-p tcp --syn -j TPROXY --on-port ${listenPort} --tproxy-mark ${m}`,
+    `tproxy: new connections to the transparent listener on :${listenPort}`,
+  );
   if (has(ic, 'UDP'))
     add(
       C.tproxy,
@@ -190,7 +201,10 @@ export function renderIptables(
   listenPort: number,
   variant: IptablesVariant,
   f: Family,
+  owner?: { key: string; routing: RoutingRecord },
 ): IptablesFamilyPlan {
+  // The owner marker (owner.ts) rides on the one hook rule: the chains' own rules stay as rendered.
+  const hookComment = owner ? `${HOOK_COMMENT} ${hookMarker(owner.key, owner.routing)}` : HOOK_COMMENT;
   const { chains, rules } = iptablesRules(ic, listenPort, f);
   const expected: Record<string, string[]> = {};
   for (const c of chains) expected[c] = rules.filter((r) => r.chain === c).map((r) => r.comment);
@@ -208,7 +222,8 @@ export function renderIptables(
     document: doc,
     chains,
     expected,
-    hookSpec: `-m comment --comment "${HOOK_COMMENT}" -j ${C.entry}`,
+    hookSpec: `-m comment --comment "${hookComment}" -j ${C.entry}`,
+    hookComment,
     hookChain: C.entry,
     gateChains: [C.bypass, C.gate],
   };

@@ -2,6 +2,8 @@
 // `inet tpfleet` in a single transaction, plus the watchdog's gate documents. No I/O.
 import { cidrText, type Cidr, type Family } from '../api/net.ts';
 import type { Interception, Transport } from '../api/nodeconfig.ts';
+import { PROBE_ADDR, PROBE_IN } from '../api/selftest.ts';
+import { ownerMarker, routingComment, type RoutingRecord } from './owner.ts';
 import type { GateMode, NftPlan, RenderedRule } from './types.ts';
 
 // Not "tproxy": that is an nft keyword (reference pitfall 7).
@@ -9,6 +11,8 @@ export const NFT_TABLE = 'tpfleet';
 const BASE = 'prerouting';
 const GATE = 'gate';
 const BYPASS = 'bypass';
+/** The listen stage: the gate, the tproxy rule and FailClosed's drop; the spec's matches and the self-test probe both go there. */
+const LISTEN = 'listen';
 export const DRAIN_COMMENT = 'node leaving: new connections go direct while the proxy drains';
 
 export const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
@@ -86,7 +90,7 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   const families = [...ic.ipFamilies].sort() as Family[];
   const rules: RenderedRule[] = [];
   const sets: NftSet[] = [];
-  const add = (text: string, comment: string) => rules.push({ chain: BASE, text, comment });
+  const add = (text: string, comment: string, chain = BASE) => rules.push({ chain, text, comment });
   const mark = markStmt(ic.mark, ic.mask);
   // First, before the divert rule: while the proxy is down and FailOpen bypasses it, replies of the
   // new direct flows must not be diverted to sockets the dead proxy left in TIME_WAIT with the
@@ -116,6 +120,16 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
       "divert (ICMP errors): to the proxy's socket they are about",
     );
   }
+  // The datapath self-test (ADR 0021): agent-watch's probe arrives on the probe interface, which no
+  // interface or source filter of the spec names, so it skips them and goes straight to the listen
+  // stage, through the same gate, tproxy rule, mark and routing as an intercepted connection.
+  for (const f of families) {
+    const { sel } = fam(f);
+    add(
+      `iifname "${PROBE_IN}" ${sel} daddr ${PROBE_ADDR[f].dst} meta l4proto tcp goto ${LISTEN}`,
+      `self-test (${f}): the agent's probe goes to the listen stage`,
+    );
+  }
   if (ic.interfaces.length > 0) {
     sets.push({ name: 'ifaces', type: 'ifname', elements: ic.interfaces.map((i) => `"${i}"`) });
     add('iifname != @ifaces return', 'interfaces: only these ingress interfaces are intercepted');
@@ -134,23 +148,27 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   const stage = matchStage(ic, families);
   sets.push(...stage.sets);
   rules.push(...stage.rules);
-  add(`jump ${GATE}`, 'watchdog gate: empty while the proxy is healthy (FailClosed drop when it is not)');
+  add(`goto ${LISTEN}`, 'candidate: on to the listen stage');
+  add(`jump ${GATE}`, 'watchdog gate: empty while the proxy is healthy (FailClosed drop when it is not)', LISTEN);
   // Only pure SYNs: later packets of proxied flows already matched the divert rule. A mid-flow packet
   // without a transparent socket belongs to a flow the proxy never held (e.g. one that went direct
   // while a FailOpen bypass was on): steering it to the listener would only get it reset.
-  if (has(ic, 'TCP'))
-    add(
-      `tcp flags & (fin|syn|rst|ack) == syn tproxy to :${listenPort} ${mark} accept`,
-      `tproxy: new connections to the transparent listener on :${listenPort}`,
-    );
+  // TCP whatever `protocols` says: a UDP-only fleet's listen stage still takes the self-test's TCP
+  // probe, and no other TCP gets here (the transport filter returned it).
+  add(
+    `tcp flags & (fin|syn|rst|ack) == syn tproxy to :${listenPort} ${mark} accept`,
+    `tproxy: new connections to the transparent listener on :${listenPort}`,
+    LISTEN,
+  );
   if (has(ic, 'UDP'))
     add(
       `meta l4proto udp tproxy to :${listenPort} ${mark} accept`,
       `tproxy (UDP): datagrams of new flows to the UDP listener on :${listenPort}`,
+      LISTEN,
     );
   if (ic.failurePolicy === 'FailClosed') {
     // nft tproxy falls through when no transparent listener exists (reference pitfall 2).
-    add('drop', 'FailClosed: drop new connections no listener took and flows the proxy does not hold');
+    add('drop', 'FailClosed: drop new connections no listener took and flows the proxy does not hold', LISTEN);
   }
   return { sets, rules };
 }
@@ -164,7 +182,13 @@ function l4Filter(ic: Interception): [string, string] {
 
 const ruleLine = (r: RenderedRule) => `${r.text} comment "${r.comment}"`;
 
-export function renderNft(ic: Interception, listenPort: number): NftPlan {
+/** Who installed the table (owner.ts): recognised by cleanup and the janitor when both state copies are lost. */
+export interface NftOwner {
+  key: string;
+  routing: RoutingRecord[];
+}
+
+export function renderNft(ic: Interception, listenPort: number, owner?: NftOwner): NftPlan {
   const { sets, rules } = nftRules(ic, listenPort);
   const lines: string[] = [
     '# Generated by tpfleet node agent. Creating then deleting the table first makes this',
@@ -172,6 +196,7 @@ export function renderNft(ic: Interception, listenPort: number): NftPlan {
     `table inet ${NFT_TABLE} {}`,
     `delete table inet ${NFT_TABLE}`,
     `table inet ${NFT_TABLE} {`,
+    ...(owner ? [`\tcomment "${ownerMarker(owner.key)}"`] : []),
   ];
   for (const s of sets) {
     // interval: CIDRs, port ranges and "veth*" wildcards; auto-merge folds overlapping entries.
@@ -179,16 +204,24 @@ export function renderNft(ic: Interception, listenPort: number): NftPlan {
       `\tset ${s.name} { type ${s.type}; flags interval; auto-merge; elements = { ${s.elements.join(', ')} }; }`,
     );
   }
-  lines.push(`\tchain ${BYPASS} {`, '\t}', `\tchain ${GATE} {`, '\t}');
-  lines.push(`\tchain ${BASE} {`, '\t\ttype filter hook prerouting priority mangle; policy accept;');
-  for (const r of rules) lines.push(`\t\t${ruleLine(r)}`);
+  lines.push(`\tchain ${BYPASS} {`, '\t}', `\tchain ${GATE} {`, '\t}', `\tchain ${LISTEN} {`);
+  for (const r of rules.filter((x) => x.chain === LISTEN)) lines.push(`\t\t${ruleLine(r)}`);
+  lines.push('\t}', `\tchain ${BASE} {`);
+  if (owner) lines.push(`\t\tcomment "${routingComment(owner.routing)}"`);
+  lines.push('\t\ttype filter hook prerouting priority mangle; policy accept;');
+  for (const r of rules.filter((x) => x.chain === BASE)) lines.push(`\t\t${ruleLine(r)}`);
   lines.push('\t}', '}', '');
   return {
     family: 'inet',
     table: NFT_TABLE,
     document: lines.join('\n'),
     sets: sets.map((s) => s.name),
-    expected: { [BYPASS]: [], [GATE]: [], [BASE]: rules.map((r) => r.comment) },
+    expected: {
+      [BYPASS]: [],
+      [GATE]: [],
+      [LISTEN]: rules.filter((r) => r.chain === LISTEN).map((r) => r.comment),
+      [BASE]: rules.filter((r) => r.chain === BASE).map((r) => r.comment),
+    },
     gateChains: [BYPASS, GATE],
   };
 }

@@ -29,6 +29,8 @@ export interface AgentState {
   routing: RoutingState[];
   /** The sidecar's listenPort and metricsPort of this install (preflight: its own listeners). Absent before issue 12. */
   ports?: number[];
+  /** The self-test's probe link (selftest.ts, ADR 0021) is ours to remove: recorded before agent-watch creates it. */
+  probeLink?: boolean;
   before: {
     /** iptables-nft: did nft `table ip mangle` / `table ip6 mangle` exist before our first apply? */
     nftMangle: Partial<Record<Family, boolean>>;
@@ -83,6 +85,7 @@ const StateSchema = z
     families: z.array(z.enum(FAMILIES)).min(1).max(2),
     routing: z.array(RoutingSchema).max(2),
     ports: z.array(z.number().int().min(1).max(65535)).max(2).optional(),
+    probeLink: z.boolean().optional(),
     before: z.object({ nftMangle: flags, nftPrerouting: flags.optional(), legacyMangle: flags }).strict(),
   })
   .strict();

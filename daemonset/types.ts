@@ -41,6 +41,8 @@ export interface IptablesFamilyPlan {
   expected: Record<string, string[]>;
   /** Rule spec (after `-I PREROUTING 1`) of the single hook rule in the builtin chain. */
   hookSpec: string;
+  /** The hook's comment: HOOK_COMMENT, plus the owner marker when the owner is known (owner.ts). */
+  hookComment: string;
   hookChain: string;
   /** The watchdog's chains (bypass, gate): their contents change at run time, never verified. */
   gateChains: string[];

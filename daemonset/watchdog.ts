@@ -60,6 +60,8 @@ export interface WatchOptions {
   metricsPort: number;
   policy: 'FailOpen' | 'FailClosed';
   writeGate: (mode: GateMode) => Promise<void>;
+  /** Told each health change once its gate is written (agent-watch starts its self-tests on the first healthy). */
+  onHealth?: (health: Health) => void;
   log: Logger;
   signal: AbortSignal;
   intervalMs?: number;
@@ -88,6 +90,7 @@ export async function watch(o: WatchOptions): Promise<void> {
       try {
         await o.writeGate(mode);
         lastWrite = Date.now();
+        if (changed) o.onHealth?.(changed);
         if (changed)
           o.log.info(
             { health: s.health, gate: mode, reason: changed === 'failed' ? lastReason : undefined },

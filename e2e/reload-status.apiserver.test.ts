@@ -14,6 +14,7 @@ import { after, before, test } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { configCondition, CONFIG_CONDITION_TYPE, POD_HASH_ANNOTATION } from '../api/reload.ts';
+import { DATAPATH_CONDITION_TYPE, datapathCondition } from '../api/selftest.ts';
 import { watchConfigMap } from '../daemonset/configmap-watch.ts';
 import { Reloader, writeLive } from '../daemonset/reload.ts';
 import { AGENT_FIELD_MANAGER, TuningPublisher } from '../daemonset/tuning-publish.ts';
@@ -197,6 +198,21 @@ test('tuning (ADR 0020): a net.* sysctl change applies in place and a refused on
     'an affinity change rolls the pods (a new pod template)',
     async () => (await c.get<Obj>(dsPath))!.metadata.generation !== gen || undefined,
   );
+});
+
+test('the datapath readiness gate (ADR 0021): the pod template names it, the agent account publishes it', async () => {
+  const ds = await c.get<Obj>(dsPath);
+  assert.deepEqual(ds?.spec.template.spec.readinessGates, [{ conditionType: DATAPATH_CONDITION_TYPE }]);
+  const pub = new TuningPublisher(agent, { namespace: NS, name: 'web-n1' }, undefined, DATAPATH_CONDITION_TYPE);
+  const pod = () => c.get<Obj>(`/api/v1/namespaces/${NS}/pods/web-n1`);
+  assert.equal(await pub.publish(datapathCondition('ProbeFailed', 'IPv4: no reply within 2000 ms')), true);
+  assert.equal(cond(await pod(), DATAPATH_CONDITION_TYPE)?.status, 'False');
+  assert.equal(await pub.publish(datapathCondition('Passed', 'IPv4, IPv6 to 198.51.100.2, 2001:db8:7470::2')), true);
+  const got = cond(await pod(), DATAPATH_CONDITION_TYPE);
+  assert.equal(got?.status, 'True');
+  assert.equal(got?.reason, 'Passed');
+  // The other conditions the agent owns are untouched by this one (strategic merge by type).
+  assert.ok(cond(await pod(), CONFIG_CONDITION_TYPE), 'the config condition is still there');
 });
 
 test("the agent's account reads its own ConfigMap only: no other one, no list", async () => {

@@ -6,7 +6,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 
 export const PREFIX = 'tpfleet_proxy_';
 
-export const CLOSE_RESULTS = ['ok', 'error', 'timeout', 'shed', 'loop', 'denied', 'limited'] as const;
+export const CLOSE_RESULTS = ['ok', 'error', 'timeout', 'shed', 'loop', 'denied', 'limited', 'selftest'] as const;
 export type CloseResult = (typeof CLOSE_RESULTS)[number];
 
 /** In the order of the engine's err_* counters and its reason codes 1..8 (native/src/stats.h enum err_reason). */

@@ -1,6 +1,7 @@
 // The sidecar process: one JavaScript thread in control of the engine's threads. It pins itself
 // (tuning.affinity), starts the engine, serves /metrics, /healthz and /readyz, logs the engine's
 // events, watches that every engine thread keeps turning, and turns SIGTERM into a drain.
+import { PROBE_ADDR, PROBE_REPLY } from '../api/selftest.ts';
 import { formatCpuList } from '../host/cpulist.ts';
 import { EgressControl } from './egress.ts';
 import { Engine, type EngineCallbacks, type EngineEvent, type StartOptions } from './engine.ts';
@@ -158,6 +159,9 @@ function startEngine(
         udp: s.udp,
         cpus: s.threadCpus,
         policy,
+        // The node agent's datapath probe (ADR 0021): the engine answers it, never dials it.
+        selftestDestinations: [...(s.ipv4 ? [PROBE_ADDR.IPv4.dst] : []), ...(s.ipv6 ? [PROBE_ADDR.IPv6.dst] : [])],
+        selftestReply: PROBE_REPLY,
         ...o.fault,
       },
       { onEvent, onDecide: o.onDecide },

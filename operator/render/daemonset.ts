@@ -4,6 +4,7 @@ import { DEFAULTS, INTERCEPTION_TAINT, NODE_STATE_COPY_DIR, NODE_STATE_DIR } fro
 import { leaveWaitSeconds } from '../../api/fields.ts';
 import type { NodeConfig } from '../../api/nodeconfig.ts';
 import { probeAddress } from '../../api/probe-address.ts';
+import { DATAPATH_CONDITION_TYPE } from '../../api/selftest.ts';
 import type { TransparentProxySpec } from '../../api/transparentproxy.ts';
 import type { KubeObject } from '../../kube/client.ts';
 import { credentials } from './credentials.ts';
@@ -82,7 +83,8 @@ const VOLUME_MOUNTS = [
 /** Where agent-watch sees the host's /proc/sys/net writable (ADR 0020). */
 const SYSCTL_ROOT = '/host';
 const RUN_MOUNTS = [...VOLUME_MOUNTS, { name: 'live', mountPath: LIVE_DIR }];
-const agent = (verb: string) => [
+/** `--owner`: the owner marker the agent writes into the node's rules (daemonset/owner.ts, ADR 0015). */
+const agent = (i: DaemonSetInput, verb: string) => [
   'tpfleet-agent',
   verb,
   '--config',
@@ -91,6 +93,8 @@ const agent = (verb: string) => [
   STATE_DIR,
   '--state-copy-dir',
   NODE_STATE_COPY_DIR,
+  '--owner',
+  `${i.tp.metadata.namespace}.${i.tp.metadata.name}`,
 ];
 /** The pods' grace period: the sidecar's drain timeout, plus time to exit. */
 const graceSeconds = (i: DaemonSetInput) => leaveWaitSeconds(i.proxy.timeouts.drain);
@@ -145,6 +149,9 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
           dnsPolicy: 'ClusterFirstWithHostNet',
           priorityClassName: 'system-node-critical',
           terminationGracePeriodSeconds: graceSeconds(i),
+          // Ready only once agent-watch's probe went through the rules in force to this pod's sidecar
+          // (daemonset/selftest.ts, ADR 0021); the restoring modes run no agent-watch.
+          ...(cleanup ? {} : { readinessGates: [{ conditionType: DATAPATH_CONDITION_TYPE }] }),
           ...placement(i),
           // Our own readiness taint (operator/taint.ts): the proxy is what lifts it, and the leave
           // and cleanup pods must reach nodes that carry it again.
@@ -160,7 +167,15 @@ function render(i: DaemonSetInput, token: string | null): Record<string, unknown
                 watcher(
                   image,
                   pullPolicy,
-                  [...agent('watch'), '--live-dir', LIVE_DIR, '--configmap', n.configMap, '--sysctl-root', SYSCTL_ROOT],
+                  [
+                    ...agent(i, 'watch'),
+                    '--live-dir',
+                    LIVE_DIR,
+                    '--configmap',
+                    n.configMap,
+                    '--sysctl-root',
+                    SYSCTL_ROOT,
+                  ],
                   [...RUN_MOUNTS, { name: 'sysctl-net', mountPath: `${SYSCTL_ROOT}/proc/sys/net` }],
                 ),
               ],
@@ -202,10 +217,10 @@ function agentInit(i: DaemonSetInput, image: string, pullPolicy: string) {
   // Leaving: new connections go direct at once, the old sidecar drains (it exits within its drain
   // timeout, the pod's grace period is drain + 10 s), then the node is restored (daemonset/leave.ts).
   const command = leave
-    ? [...agent('cleanup'), '--wait-port', String(i.proxy.metricsPort), '--wait-timeout', String(graceSeconds(i))]
+    ? [...agent(i, 'cleanup'), '--wait-port', String(i.proxy.metricsPort), '--wait-timeout', String(graceSeconds(i))]
     : i.mode === 'cleanup'
-      ? agent('cleanup')
-      : [...agent('apply'), '--live-dir', LIVE_DIR];
+      ? agent(i, 'cleanup')
+      : [...agent(i, 'apply'), '--live-dir', LIVE_DIR];
   return {
     name: leave ? 'agent-leave' : i.mode === 'cleanup' ? 'agent-cleanup' : 'agent-apply',
     image,

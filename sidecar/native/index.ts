@@ -58,6 +58,10 @@ export interface StartOptions extends LiveOptions {
   cpus: number[] | null;
   /** A compiled egress policy (sidecar/policy.ts) installed before the listeners open (generation 1). */
   policy?: Uint8Array;
+  /** The node agent's probe destinations (api/selftest.ts): answered with selftestReply and closed, never dialled. */
+  selftestDestinations?: string[];
+  /** Required with selftestDestinations: 1 to 62 bytes. */
+  selftestReply?: string;
   /** Test-only fault injection: 0 none, 1 stall thread 0, 2 thread 0 fails. */
   faultKind: 0 | 1 | 2;
   faultAfterMs: number;

@@ -104,6 +104,41 @@ static bool read_cpus(napi_env env, napi_value o, int n, int *cpus, bool *have) 
   return true;
 }
 
+/* selftestDestinations (at most two IP address strings) and selftestReply (at most 63 bytes): optional. */
+static bool read_selftest(napi_env env, napi_value o, struct engine *e) {
+  bool has = false;
+  napi_value v;
+  e->nselftest = 0;
+  e->selftest_reply_len = 0;
+  if (napi_has_named_property(env, o, "selftestDestinations", &has) != napi_ok || !has) return true;
+  uint32_t len = 0;
+  bool arr = false;
+  if (napi_get_named_property(env, o, "selftestDestinations", &v) != napi_ok || napi_is_array(env, v, &arr) != napi_ok ||
+      !arr || napi_get_array_length(env, v, &len) != napi_ok || len > 2)
+    return throw_type(env, "selftestDestinations must list at most two IP addresses"), false;
+  for (uint32_t i = 0; i < len; i++) {
+    napi_value item;
+    char text[INET6_ADDRSTRLEN + 1];
+    size_t n = 0;
+    struct endpoint *ep = &e->selftest[i];
+    memset(ep, 0, sizeof *ep);
+    if (napi_get_element(env, v, i, &item) != napi_ok ||
+        napi_get_value_string_utf8(env, item, text, sizeof text, &n) != napi_ok)
+      return throw_type(env, "selftestDestinations must list at most two IP addresses"), false;
+    if (inet_pton(AF_INET, text, ep->addr) == 1) ep->family = 4;
+    else if (inet_pton(AF_INET6, text, ep->addr) == 1) ep->family = 6;
+    else return throw_type(env, "selftestDestinations must list at most two IP addresses"), false;
+  }
+  e->nselftest = (int)len;
+  size_t n = 0;
+  if (napi_get_named_property(env, o, "selftestReply", &v) != napi_ok ||
+      napi_get_value_string_utf8(env, v, e->selftest_reply, sizeof e->selftest_reply, &n) != napi_ok || n == 0 ||
+      n >= sizeof e->selftest_reply - 1)
+    return throw_type(env, "selftestReply must be a string of 1 to 62 bytes"), false;
+  e->selftest_reply_len = n;
+  return true;
+}
+
 static bool read_start_options(napi_env env, napi_value o, struct engine *e, int *cpus, bool *have_cpus) {
   int64_t threads = 1, port = 0, backlog = 4096, fault = 0, fault_after = 0;
   bool keep = false, ipv4 = true, ipv6 = false, udp = false;
@@ -131,7 +166,8 @@ static bool read_start_options(napi_env env, napi_value o, struct engine *e, int
   atomic_store(&e->opt.audit_per_s, 100);
   atomic_store(&e->opt.udp_idle_ms, 60000);
   atomic_store(&e->opt.udp_max_flows, 65536);
-  return read_live_options(env, o, &e->opt) && read_cpus(env, o, e->nthreads, cpus, have_cpus);
+  return read_selftest(env, o, e) && read_live_options(env, o, &e->opt) &&
+         read_cpus(env, o, e->nthreads, cpus, have_cpus);
 }
 
 /* --- events (engine threads -> JS) -------------------------------------------------------------- */

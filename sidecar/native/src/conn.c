@@ -319,25 +319,46 @@ static void refuse(struct thread *t, int fd, int stat) {
   STAT_ADD(t, stat, 1);
 }
 
+/* The node agent's datapath probe (api/selftest.ts, ADR 0021): a connection to a self-test address. */
+static bool is_selftest(const struct engine *e, const struct endpoint *dst) {
+  for (int i = 0; i < e->nselftest; i++) {
+    const struct endpoint *p = &e->selftest[i];
+    if (p->family == dst->family && memcmp(p->addr, dst->addr, p->family == 4 ? 4 : 16) == 0) return true;
+  }
+  return false;
+}
+
+/* Answered here, never dialled: its destination is TEST-NET, and a dial would follow the probe route
+ * back into our own listener. A fresh socket's send buffer is empty, so the few bytes go out whole,
+ * then a normal FIN. Before the connection budget: a full proxy still shows its datapath works. */
+static void answer_selftest(struct thread *t, int fd) {
+  (void)send(fd, t->e->selftest_reply, t->e->selftest_reply_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  close(fd);
+  STAT_ADD(t, ST_closed_selftest, 1);
+}
+
 static void admit(struct thread *t, int fd, const struct sockaddr_storage *peer) {
   struct engine *e = t->e;
   STAT_ADD(t, ST_accepted, 1);
+  struct sockaddr_storage local;
+  socklen_t len = sizeof local;
+  if (getsockname(fd, (struct sockaddr *)&local, &len) < 0) return refuse(t, fd, ST_closed_error);
+  struct endpoint dst;
+  endpoint_from(&dst, &local); /* under TPROXY the local address IS the original destination */
+  if (is_selftest(e, &dst)) return answer_selftest(t, fd);
   uint32_t max = atomic_load_explicit(&e->opt.max_connections, memory_order_relaxed);
   if (atomic_fetch_add_explicit(&e->active, 1, memory_order_relaxed) >= max) {
     atomic_fetch_sub_explicit(&e->active, 1, memory_order_relaxed);
     STAT_ADD(t, ST_shed, 1);
     return refuse(t, fd, ST_closed_shed);
   }
-  struct sockaddr_storage local;
-  socklen_t len = sizeof local;
   struct conn *c = calloc(1, sizeof *c);
-  if (!c || getsockname(fd, (struct sockaddr *)&local, &len) < 0) {
-    free(c);
+  if (!c) {
     atomic_fetch_sub_explicit(&e->active, 1, memory_order_relaxed);
     return refuse(t, fd, ST_closed_error);
   }
   endpoint_from(&c->src, peer);
-  endpoint_from(&c->dst, &local); /* under TPROXY the local address IS the original destination */
+  c->dst = dst;
   /* Loop guard: a client that connects to the node's own listen port would be forwarded to us. */
   if (c->dst.port == e->listen_port && endpoint_is_local(&c->dst)) {
     free(c);

@@ -194,6 +194,12 @@ struct engine {
   uint16_t listen_port;
   int backlog;
   bool keep_client_ip;
+  /* The datapath self-test (api/selftest.ts, ADR 0021): a connection to one of these addresses (any
+   * port) is the node agent's probe; it gets `selftest_reply` and is closed, never dialled. */
+  struct endpoint selftest[2];
+  int nselftest;
+  char selftest_reply[64];
+  size_t selftest_reply_len;
   int families[2];
   int nfamilies;
   void (*notify)(struct engine *); /* wakes JS: events are waiting (addon.c) */

@@ -17,7 +17,7 @@
 #define STATS(X)                                                                         \
   X(accepted) X(shed)                                                                    \
   X(closed_ok) X(closed_error) X(closed_timeout) X(closed_shed) X(closed_loop)           \
-  X(closed_denied) X(closed_limited)                                                     \
+  X(closed_denied) X(closed_limited) X(closed_selftest)                                 \
   X(err_connect_refused) X(err_connect_timeout) X(err_connect_unreachable)               \
   X(err_upstream_reset) X(err_client_reset) X(err_idle_timeout) X(err_other)             \
   X(err_upstream_proxy)                                                                  \
