@@ -115,12 +115,12 @@ export function iptablesRules(
   const add = (chain: string, text: string, comment: string) => rules.push({ chain, text, comment });
   // First, before the divert rule: see the nftables renderer (TIME_WAIT sockets of a dead proxy).
   add(C.entry, `-j ${C.bypass}`, 'watchdog bypass: empty while the proxy is healthy');
-  if (has(ic, 'TCP'))
-    add(
-      C.entry,
-      `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
-      'divert: established transparent sockets (never pure SYNs) go to the local socket',
-    );
+  // Also with UDP only: the self-test's TCP probe needs its later packets diverted (nftables renderer).
+  add(
+    C.entry,
+    `-p tcp ! --syn -m socket --transparent -j ${C.divert}`,
+    'divert: established transparent sockets (never pure SYNs) go to the local socket',
+  );
   // See the nftables renderer: TPROXY's established lookup, not the socket match, picks the socket, so
   // a reply socket between bind() and connect() never takes a client's datagram (the listener does).
   // TPROXY sets the mark itself and drops only when neither a connected socket nor the listener exists.

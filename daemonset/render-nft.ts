@@ -96,11 +96,12 @@ export function nftRules(ic: Interception, listenPort: number): { sets: NftSet[]
   // new direct flows must not be diverted to sockets the dead proxy left in TIME_WAIT with the
   // same addresses (it connected from the client's address when keepClientIp).
   add(`jump ${BYPASS}`, 'watchdog bypass: empty while the proxy is healthy');
-  if (has(ic, 'TCP'))
-    add(
-      `meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn socket transparent 1 ${mark} accept`,
-      'divert: established transparent sockets (never pure SYNs) go to the local socket',
-    );
+  // Also with UDP only: the self-test's TCP probe (below) needs its later packets diverted, and no
+  // other transparent TCP socket exists then.
+  add(
+    `meta l4proto tcp tcp flags & (fin|syn|rst|ack) != syn socket transparent 1 ${mark} accept`,
+    'divert: established transparent sockets (never pure SYNs) go to the local socket',
+  );
   // UDP has no handshake to tell new flows apart. The socket match alone would also take a datagram
   // for a transparent socket that is bound but not yet connected (a flow's reply socket between
   // bind() and connect()); by the time the UDP lookup runs that socket is connected elsewhere and the
