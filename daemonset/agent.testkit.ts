@@ -93,14 +93,18 @@ export async function startTool(ns: string, args: string[]): Promise<ChildProces
   let out = '';
   p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   p.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  // 15 s: Python starts in well under a second, but not on 2 cores shared with other test runs.
   await waitFor(
     `tcptool ${args.join(' ')} ready`,
     async () => {
       if (p.exitCode !== null) throw new Error(`tcptool exited: ${out}`);
       return out.includes('ready');
     },
-    5000,
-  );
+    15_000,
+  ).catch(async (e: unknown) => {
+    await stop(p); // never outlives a failed start (it kept the test runner alive)
+    throw e;
+  });
   return p;
 }
 

@@ -61,6 +61,17 @@ export function trafficTests(backend: Backend): void {
         assert.equal(await ask(client.ns, h, 5354), `SERVER 5354 from ${h} 5354`, 'other UDP ports go direct');
         assert.equal(await connect(client.ns, h, 8080), `PROXY ${h} 8080`, 'TCP is still intercepted');
       }
+      // Issue 14: a transparent socket bound to the original destination and not connected (the
+      // engine's reply socket between bind() and connect()) must not take a client's datagram; the
+      // UDP divert's tproxy lookup skips it and the listener answers. A bare socket match did not.
+      const hold = await startTool(t.proxy.ns, ['udphold', `${server.v4},${server.v6}`, '5353']);
+      procs.push(hold);
+      let held = '';
+      hold.stdout?.on('data', (d: Buffer) => (held += d.toString()));
+      for (const h of [server.v4, server.v6])
+        assert.equal(await ask(client.ns, h, 5353), `PROXY ${h} 5353 from ${h} 5353`, 'an unconnected socket met');
+      assert.equal(held, '', 'no datagram was steered into the unconnected socket');
+      await stop(hold);
       await stop(proxy);
       for (const h of [server.v4, server.v6])
         assert.match(await ask(client.ns, h, 5353, 0.8), /^ERR .*timed out/, 'FailClosed: no listener, dropped');

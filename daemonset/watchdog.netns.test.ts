@@ -65,7 +65,9 @@ async function withProxy(
             at = Number(l?.time ?? 0);
             return l !== undefined;
           },
-          5000,
+          // Waiting only: the bound is asserted on the logged time. The agent's start-up (Node and tsx)
+          // alone took over 5 s on 2 cores shared with other runs.
+          15_000,
         );
         return at;
       },

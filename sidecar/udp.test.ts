@@ -209,6 +209,14 @@ for (const backend of ['nftables', 'iptables'] as const) {
         test(`${policy}: within 2 s of the sidecar's death UDP is ${policy === 'FailOpen' ? 'sent direct' : 'dropped'}`, async (ctx) => {
           const cfg = await install({ failurePolicy: policy });
           const watchdog = await startWatchdog(t.proxy.ns, cfg, state());
+          // A node's watchdog runs long before its sidecar dies: measure from one that has seen the sidecar
+          // healthy. Without this wait its own start-up (Node and tsx, 1-2 s on a loaded machine) was
+          // counted, and iptables FailOpen (TPROXY drops until the bypass) took 2.4-2.7 s in 3 of 7 runs.
+          await waitFor(
+            'the watchdog to see the sidecar healthy',
+            async () => /"health":"healthy"/.test(watchdog.output()),
+            20_000,
+          );
           // One probe every 100 ms (each waits 300 ms), timestamped inside the client namespace.
           const poller = await startInNs(
             t.client.ns,

@@ -11,6 +11,9 @@ tproxy PORT HEALTHPORT      a transparent listener (IP_TRANSPARENT / IPV6_TRANSP
 connect HOST PORT TIMEOUT   prints the first line received, or "ERR connect|read <reason>".
 udpserve PORTS NAME         UDP on each port (IPv4 + IPv6): a datagram gets "NAME <port>" back (bound to any address).
 ask HOST PORT TIMEOUT       sends one UDP datagram, prints "<reply> from <ip> <port>" or "ERR timeout".
+udphold ADDRS PORT          transparent UDP sockets bound to each comma-separated ADDR:PORT and never
+                            connected (the engine's reply socket between bind() and connect()); prints
+                            "HELD <peer>" for each datagram one of them takes.
 """
 import http.server
 import socket
@@ -103,6 +106,12 @@ def udp_serve_loop(s, name):
         s.sendto(f'{name} {local[1]}'.encode(), peer)
 
 
+def udp_hold_loop(s):
+    while True:
+        _data, peer = s.recvfrom(2048)
+        print(f'HELD {peer[0]} {peer[1]}', flush=True)
+
+
 def start(target, *args):
     threading.Thread(target=target, args=args, daemon=True).start()
 
@@ -133,6 +142,13 @@ def main():
         for p in [int(p) for p in sys.argv[2].split(',')]:
             for f, any_addr in ((socket.AF_INET, '0.0.0.0'), (socket.AF_INET6, '::')):
                 start(udp_serve_loop, udp_socket(f, (any_addr, p), False), sys.argv[3])
+        print('ready', flush=True)
+        threading.Event().wait()
+    elif mode == 'udphold':
+        port = int(sys.argv[3])
+        for addr in sys.argv[2].split(','):
+            f = socket.AF_INET6 if ':' in addr else socket.AF_INET
+            start(udp_hold_loop, udp_socket(f, (addr, port), True))
         print('ready', flush=True)
         threading.Event().wait()
     elif mode == 'ask':
