@@ -143,9 +143,9 @@ export class KubeClient {
     throw new ApiError(status, reason, `${method} ${path}: ${status} ${reason}: ${message}`);
   }
 
-  async get<T extends KubeObject = KubeObject>(path: string): Promise<T | undefined> {
+  async get<T extends KubeObject = KubeObject>(path: string, o: RequestOpts = {}): Promise<T | undefined> {
     try {
-      return await this.request<T>('GET', path);
+      return await this.request<T>('GET', path, o);
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) return undefined;
       throw e;
