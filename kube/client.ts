@@ -34,7 +34,8 @@ export interface KubeObject {
 }
 
 export interface ObjectList {
-  metadata: { resourceVersion: string };
+  /** continue: the token for the next page of a paginated list (absent on the last page). */
+  metadata: { resourceVersion: string; continue?: string };
   items: KubeObject[];
 }
 export interface WatchEvent {
