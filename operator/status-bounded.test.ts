@@ -58,6 +58,7 @@ test('5,000 nodes: the written status stays under 1.5 MiB, valid, with /scale fi
   assert.ok(size(full) > 1.5 * MiB, `the full list is what would not fit (${size(full)} bytes)`);
   const s = boundedStatus(full);
   assert.ok(size(s) < 1.5 * MiB, `${size(s)} bytes`);
+  process.stdout.write(`# 5,000 nodes: full status ${size(full)} bytes, written ${size(s)} bytes\n`);
   assert.equal(TransparentProxyStatus.safeParse(s).success, true, 'the CRD schema (same zod source) accepts it');
   assert.equal(TransparentProxyStatus.safeParse(full).success, false, 'the schema bounds the list');
   // /scale reads status.replicas and status.selector (the CRD's scale subresource).
@@ -92,6 +93,7 @@ test('the list is capped: the most urgent nodes first (refused, not ready, drain
   const s = boundedStatus(computeStatus(input(1000, { notReady, refused: [999], draining: 50 })));
   assert.equal(s.nodes?.length, NODES_LISTED_MAX);
   assert.ok(size(s) < 1.5 * MiB);
+  process.stdout.write(`# ${NODES_LISTED_MAX} listed nodes with the longest reports: ${size(s)} bytes\n`);
   const names = new Set(s.nodes?.map((n) => n.name.slice(0, 10)));
   assert.ok(names.has('node-00999'), 'the refusing node is listed');
   assert.ok(names.has('node-00010') && !names.has('leaving-0-'), 'not-ready nodes before draining ones');
