@@ -375,8 +375,16 @@ async function main(): Promise<void> {
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 }
 
-process.on('beforeExit', () => log('event loop empty before the bench finished'));
-main().catch((e: Error) => {
-  process.stderr.write(`bench:operator: ${e.stack ?? e.message}\n`);
-  process.exit(1);
+let finished = false;
+process.on('beforeExit', () => {
+  if (!finished) log('event loop empty before the bench finished (a cleanup step hung)');
 });
+main().then(
+  () => {
+    finished = true;
+  },
+  (e: Error) => {
+    process.stderr.write(`bench:operator: ${e.stack ?? e.message}\n`);
+    process.exit(1);
+  },
+);
