@@ -92,9 +92,10 @@ export class LeaderElector {
     if (this.deadline) clearTimeout(this.deadline);
     this.deadline = setTimeout(
       () => {
-        if (this.leading && !this.holds()) this.lose();
+        // A timer may fire a millisecond before the clock says the deadline passed: look again then.
+        if (this.leading) this.holds() ? this.armDeadline() : this.lose();
       },
-      Math.max(0, this.lastRenewed + this.renewDeadlineMs() - Date.now()),
+      Math.max(1, this.lastRenewed + this.renewDeadlineMs() - Date.now() + 1),
     );
   }
 
