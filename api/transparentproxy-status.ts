@@ -119,6 +119,29 @@ export const PolicyStatus = z
   .meta({ description: 'The egress policy in force (spec.policy, docs/egress.md).' });
 export type PolicyStatus = z.output<typeof PolicyStatus>;
 
+/**
+ * Above this many active and draining nodes, status.nodes lists only the nodes that need attention
+ * (at most this many) and status.nodeCounts counts all of them: an object is limited to about
+ * 1.5 MiB, and a full list of 5,000 nodes with their reports would exceed it (issue 17).
+ */
+export const NODES_LISTED_MAX = 100;
+
+export const NodeCounts = z
+  .object({
+    active: count('Active nodes (status.replicas).'),
+    ready: count('Active nodes whose proxy pod is Ready (status.readyReplicas).'),
+    notReady: count('Active nodes whose proxy pod is not Ready.'),
+    draining: count('Nodes leaving the active set whose restore has not finished.'),
+    configRefused: count('Active nodes refusing the current config (status.configHash).'),
+    tuningDegraded: count('Active nodes reporting a degrading tuning problem.'),
+    omitted: count('Nodes left out of status.nodes (Active, Ready and without a problem, or past the cap).'),
+  })
+  .strict()
+  .meta({
+    description: `Present when the fleet has more than ${NODES_LISTED_MAX} active and draining nodes: status.nodes then lists only nodes that are not ready, draining, refusing the config or degraded by tuning, at most ${NODES_LISTED_MAX}.`,
+  });
+export type NodeCounts = z.output<typeof NodeCounts>;
+
 export const TransparentProxyStatus = z
   .object({
     observedGeneration: z
@@ -156,13 +179,14 @@ export const TransparentProxyStatus = z
     policy: PolicyStatus.optional(),
     nodes: z
       .array(NodeSummary)
-      .max(5000)
+      .max(NODES_LISTED_MAX)
       .optional()
       .meta({
-        description: 'Per-node summary of the active and draining nodes.',
+        description: `Per-node summary of the active and draining nodes; above ${NODES_LISTED_MAX} of them, only those that need attention (status.nodeCounts counts all).`,
         'x-kubernetes-list-type': 'map',
         'x-kubernetes-list-map-keys': ['name'],
       }),
+    nodeCounts: NodeCounts.optional(),
   })
   .strict()
   .meta({ description: 'Observed state, written by the operator.' });

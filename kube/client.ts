@@ -34,7 +34,8 @@ export interface KubeObject {
 }
 
 export interface ObjectList {
-  metadata: { resourceVersion: string };
+  /** continue: the token for the next page of a paginated list (absent on the last page). */
+  metadata: { resourceVersion: string; continue?: string };
   items: KubeObject[];
 }
 export interface WatchEvent {
@@ -143,9 +144,9 @@ export class KubeClient {
     throw new ApiError(status, reason, `${method} ${path}: ${status} ${reason}: ${message}`);
   }
 
-  async get<T extends KubeObject = KubeObject>(path: string): Promise<T | undefined> {
+  async get<T extends KubeObject = KubeObject>(path: string, o: RequestOpts = {}): Promise<T | undefined> {
     try {
-      return await this.request<T>('GET', path);
+      return await this.request<T>('GET', path, o);
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) return undefined;
       throw e;

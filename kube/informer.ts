@@ -2,6 +2,9 @@
 // a watch that ends normally is resumed from the last resourceVersion; "410 Gone" or any error
 // relists (with exponential backoff); and a watchdog aborts a watch that has been silent longer
 // than the server's own timeout plus a grace period (a half-open TCP connection never errors).
+// Lists are paginated (limit/continue, PAGE_SIZE objects a request): at fleet scale one response
+// with every Node or Pod would be tens of MiB buffered and parsed at once under one request
+// timeout. A continue token that expired (410) restarts the list from the first page.
 // Handlers must only enqueue (they run on the watch's stream).
 import type { Logger } from 'pino';
 import { ApiError, type KubeClient, type KubeObject, type WatchEvent } from './client.ts';
@@ -23,7 +26,13 @@ export interface InformerOptions {
   watchTimeoutSec?: number;
   /** Extra silence tolerated beyond watchTimeoutSec before the watchdog aborts the watch. */
   stallGraceMs?: number;
+  /** Objects per LIST request (default PAGE_SIZE). */
+  pageSize?: number;
 }
+
+export const PAGE_SIZE = 500;
+/** A list whose continue token keeps expiring is given up after this many restarts (the run loop backs off). */
+const LIST_RESTARTS = 3;
 
 const key = (o: KubeObject) => (o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name);
 
@@ -116,10 +125,7 @@ export class Informer {
 
   /** Replaces the store with a fresh list, firing handlers for what changed while we were away. */
   private async relist(): Promise<string> {
-    const list = await this.o.client.list(
-      this.o.path,
-      this.o.labelSelector ? { labelSelector: this.o.labelSelector } : {},
-    );
+    const list = await this.listAll();
     const seen = new Set<string>();
     for (const obj of list.items) {
       const k = key(obj);
@@ -136,6 +142,29 @@ export class Informer {
     }
     this.synced = true;
     return list.metadata.resourceVersion;
+  }
+
+  /** Every object, page by page; all pages come from one snapshot (the first page's resourceVersion). */
+  private async listAll(): Promise<{ items: KubeObject[]; metadata: { resourceVersion: string } }> {
+    const base: Record<string, string> = { limit: String(this.o.pageSize ?? PAGE_SIZE) };
+    if (this.o.labelSelector) base.labelSelector = this.o.labelSelector;
+    for (let restarts = 0; ; restarts++) {
+      const items: KubeObject[] = [];
+      let next: string | undefined;
+      try {
+        do {
+          const page = await this.o.client.list(this.o.path, next ? { ...base, continue: next } : base);
+          items.push(...page.items);
+          next = page.metadata.continue || undefined;
+          if (!next) return { items, metadata: { resourceVersion: page.metadata.resourceVersion } };
+        } while (!this.stopped);
+        throw new Error('informer stopped');
+      } catch (e) {
+        // The snapshot behind the token was compacted away: start over from a fresh first page.
+        if (!(next && e instanceof ApiError && e.status === 410 && restarts < LIST_RESTARTS)) throw e;
+        this.o.log.debug({ resource: this.o.resource }, 'list continue token expired; listing again');
+      }
+    }
   }
 
   /** Applies one watch event; returns the resourceVersion to resume from. */

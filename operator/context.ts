@@ -8,6 +8,7 @@ import type { OwnedKind } from './kinds.ts';
 import { stableJson } from './status.ts';
 import { shortHash } from './render/names.ts';
 import type { Tenancy } from './tenancy.ts';
+import type { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 
 /** One informer per owned kind (kinds.ts), plus the TransparentProxies, nodes and pods. */
 /** The owned kinds and pods: per reconciled namespace (Cache), or cluster-wide for every namespace. */
@@ -36,6 +37,16 @@ export interface ReconcileContext {
   now: () => Date;
   /** Events on TransparentProxies (aggregated, rate-limited; operator/events.ts). */
   events: EventRecorder;
+  /**
+   * Per object key, the full status last computed (every node): what Events are derived from once
+   * the written status lists only some nodes (status-bounded.ts). Lost on restart, see transitions.ts.
+   */
+  views: Map<string, TransparentProxyStatus>;
+  /**
+   * The objects that claim a node object `key` claims (claims.ts): all the one-per-node checks
+   * need to look at. Absent: every cached object.
+   */
+  rivals?: (key: string) => KubeObject[];
 }
 
 /**

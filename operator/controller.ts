@@ -15,6 +15,8 @@ import { KIND } from '../api/transparentproxy.ts';
 import { MANAGED_BY } from './render/names.ts';
 import { stableJson } from './status.ts';
 import { errorMessage } from '../api/errors.ts';
+import { ClaimIndex } from './claims.ts';
+import { renderedSpec } from './render/nodeconfig.ts';
 
 export interface ControllerOptions {
   client: KubeClient;
@@ -26,6 +28,8 @@ export interface ControllerOptions {
   watchTimeoutSec?: number;
   stallGraceMs?: number;
 }
+
+type DaemonSetLike = KubeObject & { spec?: { template?: { spec?: { nodeSelector?: Record<string, string> } } } };
 
 const keyOf = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
 
@@ -46,6 +50,8 @@ function nodeFingerprint(n: KubeObject): string {
 export class Controller {
   readonly caches: Caches;
   readonly queue: WorkQueue;
+  /** Which objects claim which nodes (claims.ts), kept by the handlers below. */
+  readonly claims = new ClaimIndex();
   private readonly ctx: ReconcileContext;
   private resync?: NodeJS.Timeout;
   private workers: Promise<void>[] = [];
@@ -70,6 +76,13 @@ export class Controller {
       if (ref) this.queue.add(`${obj.metadata.namespace}/${ref.name}`);
     };
     const managed = `app.kubernetes.io/managed-by=${MANAGED_BY}`;
+    // A fleet DaemonSet's node selector is what a rejected object still claims (claims.ts).
+    const daemonSets: ChangeHandler = (obj, old, deleted) => {
+      owned(obj, old, deleted);
+      const sel = (o?: KubeObject) => stableJson((o as DaemonSetLike | undefined)?.spec?.template?.spec?.nodeSelector);
+      const ref = obj.metadata.ownerReferences?.find((r) => r.kind === KIND && r.controller);
+      if (ref && (deleted || !old || sel(obj) !== sel(old))) this.reindex(`${obj.metadata.namespace}/${ref.name}`);
+    };
     // The fleet objects and pods live only in the reconciled namespaces: watched there alone, so
     // the operator needs no cluster-wide read on ConfigMaps, Services, roles... (ADR 0016).
     const only = o.settings.tenancy.namespaceList;
@@ -78,22 +91,27 @@ export class Controller {
         ? new NamespacedInformers(only, (ns) => inf(resourcePath(ref, ns), ref.plural, onChange, managed))
         : inf(resourcePath(ref), ref.plural, onChange, managed);
     const ownedCaches = Object.fromEntries(
-      Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, scoped(ref, owned)]),
+      Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, scoped(ref, kind === 'daemonSets' ? daemonSets : owned)]),
     );
     this.caches = {
       ...(ownedCaches as Record<keyof typeof OWNED_KINDS, Cache>),
       proxies: inf(resourcePath(TP), TP.plural, (obj, old, deleted) => {
         // A new, deleted or re-specified object can take or free nodes another one waits for
-        // (conflicts.ts); a status-only update concerns this object alone.
+        // (conflicts.ts): the objects claiming its old or new nodes are checked again, no others.
+        // A status-only update concerns this object alone.
         this.queue.add(keyOf(obj)); // its own key first: once deleted, it is no longer in the cache
-        if (deleted || !old || obj.metadata.generation !== old.metadata.generation) this.enqueueAll();
+        if (deleted) this.enqueue(this.claims.removeProxy(keyOf(obj)));
+        else if (!old || obj.metadata.generation !== old.metadata.generation) this.reindex(keyOf(obj));
       }),
       pods: scoped(R.pods, (obj) => {
         const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
         if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
       }),
+      // Only the objects whose selectors match the node before or after the change (labels,
+      // readiness, taints) can see a difference: candidates, active nodes or a conflict.
       nodes: inf(resourcePath(R.nodes), R.nodes.plural, (obj, old, deleted) => {
-        if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old)) this.enqueueAll();
+        if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old))
+          this.enqueue(this.claims.setNode(obj, deleted));
       }),
     };
     this.ctx = {
@@ -102,6 +120,8 @@ export class Controller {
       settings: o.settings,
       log: o.log,
       memo: new ApplyMemo(),
+      views: new Map(),
+      rivals: (key) => [...this.claims.rivals(key)].flatMap((k) => this.proxy(k) ?? []),
       now: () => new Date(),
       events: new EventRecorder(o.client, o.log, { onOutcome: (outcome) => o.metrics.events.inc({ outcome }) }),
     };
@@ -119,6 +139,26 @@ export class Controller {
       nodes: this.caches.nodes.list(),
       applied: (o) => appliedSelector(this.caches, o),
     };
+  }
+
+  private proxy(key: string): KubeObject | undefined {
+    const [namespace = '', name = ''] = key.split('/');
+    return this.caches.proxies.get(namespace, name);
+  }
+
+  /** Re-reads what object `key` claims (spec and live DaemonSet) and enqueues it and every object sharing a node with it before or now. */
+  private reindex(key: string): void {
+    const tp = this.proxy(key);
+    if (!tp) return;
+    const r = renderedSpec(tp);
+    const applied = appliedSelector(this.caches, tp);
+    const selectors = [...(r.ok ? [r.value.spec.nodeSelector ?? {}] : []), ...(applied ? [applied] : [])];
+    this.queue.add(key);
+    this.enqueue(this.claims.setProxy(key, selectors, this.caches.nodes.list()));
+  }
+
+  private enqueue(keys: Iterable<string>): void {
+    for (const k of keys) this.queue.add(k);
   }
 
   enqueueAll(): void {

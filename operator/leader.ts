@@ -2,6 +2,11 @@
 // caches warm; only the holder of the lease reconciles. Expiry is judged on the local clock from
 // when this replica last saw the record change (like client-go), so clock skew between nodes does
 // not matter. Writes are optimistic (resourceVersion); a 409 just means "someone else won".
+// Fencing (issue 17): leadership ends at lastRenewal + renewDeadline (< leaseDuration), judged from
+// when the renewal that succeeded was sent; a timer ends it on time even while a renewal hangs,
+// and every lease request gives up after min(renewDeadline / 2, 5 s), not the client's 30 s.
+// holds() is what the reconcile client checks before each write (main.ts), so a paused or
+// partitioned leader writes nothing once a standby may have taken over.
 import type { Logger } from 'pino';
 import { ApiError, type KubeClient, type KubeObject } from '../kube/client.ts';
 import { errorMessage } from '../api/errors.ts';
@@ -11,6 +16,8 @@ export interface LeaderOptions {
   name: string;
   identity: string;
   leaseDurationSec?: number;
+  /** How long after its last successful renewal a leader stops; default 2/3 of the lease duration. */
+  renewDeadlineMs?: number;
   renewEveryMs?: number;
   onStartedLeading: () => void;
   /** Called once if the lease is lost; the process should exit (state may be half-written). */
@@ -35,6 +42,7 @@ export class LeaderElector {
   private leading = false;
   private observed?: { record: string; at: number };
   private stopped = false;
+  private deadline?: NodeJS.Timeout;
 
   constructor(
     private readonly client: KubeClient,
@@ -44,6 +52,13 @@ export class LeaderElector {
 
   get isLeader(): boolean {
     return this.leading;
+  }
+  /** Leading and within the renew deadline: this replica may write. */
+  holds(): boolean {
+    return this.leading && this.withinDeadline();
+  }
+  private withinDeadline(): boolean {
+    return Date.now() < this.lastRenewed + this.renewDeadlineMs();
   }
   private get path(): string {
     return `/apis/coordination.k8s.io/v1/namespaces/${this.o.namespace}/leases/${this.o.name}`;
@@ -58,33 +73,59 @@ export class LeaderElector {
       } catch (e) {
         this.log.warn({ err: errorMessage(e) }, 'lease update failed');
       }
-      if (ok && !this.leading) {
+      if (this.stopped) return; // lost at the deadline (lose()) or stopped while this request waited
+      if (!this.leading && ok && this.withinDeadline()) {
         this.leading = true;
         this.log.info({ identity: this.o.identity }, 'became leader');
         this.o.onStartedLeading();
       }
-      if (!ok && this.leading && this.renewalExpired()) {
-        this.leading = false;
-        this.log.error('lost the leader lease');
-        this.o.onStoppedLeading();
-        return;
-      }
+      if (this.leading && ok) this.armDeadline();
+      if (this.leading && !this.holds()) return this.lose();
       if (!this.stopped)
         this.timer = setTimeout(tick, this.o.renewEveryMs ?? Math.min(2000, (this.duration() * 1000) / 3));
     };
     void tick();
   }
 
+  /** Ends leadership at the renew deadline, even while a renewal is still waiting for an answer. */
+  private armDeadline(): void {
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = setTimeout(
+      () => {
+        // A timer may fire a millisecond before the clock says the deadline passed: look again then.
+        if (this.leading) this.holds() ? this.armDeadline() : this.lose();
+      },
+      Math.max(1, this.lastRenewed + this.renewDeadlineMs() - Date.now() + 1),
+    );
+  }
+
+  private lose(): void {
+    if (!this.leading) return;
+    this.leading = false;
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.deadline) clearTimeout(this.deadline);
+    this.log.error(
+      { renewDeadlineMs: this.renewDeadlineMs() },
+      'lost the leader lease: not renewed within the deadline',
+    );
+    this.o.onStoppedLeading();
+  }
+
   /** Stops renewing and, when leading, releases the lease so a standby takes over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.deadline) clearTimeout(this.deadline);
     if (!this.leading) return;
-    const lease = await this.client.get<Lease>(this.path).catch(() => undefined);
+    const lease = await this.client
+      .get<Lease>(this.path, { timeoutMs: this.requestTimeoutMs() })
+      .catch(() => undefined);
     if (lease?.spec?.holderIdentity === this.o.identity) {
       await this.client
         .request('PUT', this.path, {
           body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 } },
+          timeoutMs: this.requestTimeoutMs(),
         })
         .catch(() => undefined);
     }
@@ -95,16 +136,26 @@ export class LeaderElector {
     return this.o.leaseDurationSec ?? 15;
   }
 
-  /** While leading, the lease counts as lost only once our own last renewal has expired. */
-  private lastRenewed = 0;
-  private renewalExpired(): boolean {
-    return Date.now() - this.lastRenewed > this.duration() * 1000;
+  /**
+   * Below the lease duration: a standby takes over leaseDuration after it saw our last renewal,
+   * which it cannot see before we sent it; stopping renewDeadline after sending it is therefore
+   * always before that.
+   */
+  private renewDeadlineMs(): number {
+    return Math.min(this.o.renewDeadlineMs ?? (this.duration() * 2000) / 3, this.duration() * 1000);
+  }
+  private requestTimeoutMs(): number {
+    return Math.max(100, Math.min(this.renewDeadlineMs() / 2, 5000));
   }
 
+  /** When the last renewal that succeeded was sent (0: never). */
+  private lastRenewed = 0;
+
   private async tryAcquireOrRenew(): Promise<boolean> {
-    const now = new Date();
+    const sent = Date.now();
+    const now = new Date(sent);
     const mine = { holderIdentity: this.o.identity, leaseDurationSeconds: this.duration(), renewTime: microTime(now) };
-    const lease = await this.client.get<Lease>(this.path);
+    const lease = await this.client.get<Lease>(this.path, { timeoutMs: this.requestTimeoutMs() });
     if (!lease) {
       await this.write('POST', this.path.replace(/\/[^/]+$/, ''), {
         apiVersion: 'coordination.k8s.io/v1',
@@ -112,7 +163,7 @@ export class LeaderElector {
         metadata: { name: this.o.name, namespace: this.o.namespace },
         spec: { ...mine, acquireTime: microTime(now), leaseTransitions: 0 },
       });
-      return this.renewed();
+      return this.renewed(sent);
     }
     const spec = lease.spec ?? {};
     const record = JSON.stringify(spec);
@@ -130,17 +181,17 @@ export class LeaderElector {
       },
     };
     await this.write('PUT', this.path, next);
-    return this.renewed();
+    return this.renewed(sent);
   }
 
-  private renewed(): boolean {
-    this.lastRenewed = Date.now();
+  private renewed(sent: number): boolean {
+    this.lastRenewed = sent;
     return true;
   }
 
   private async write(method: 'POST' | 'PUT', path: string, body: unknown): Promise<void> {
     try {
-      await this.client.request(method, path, { body });
+      await this.client.request(method, path, { body, timeoutMs: this.requestTimeoutMs() });
     } catch (e) {
       if (e instanceof ApiError && (e.status === 409 || e.status === 422))
         throw new Error('lost the race for the lease', { cause: e });

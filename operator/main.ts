@@ -6,7 +6,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { boundedMs, type DurationField } from '../api/fields.ts';
 import { Controller } from './controller.ts';
-import { KubeClient } from '../kube/client.ts';
+import { KubeClient, type WriteVerb } from '../kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { OperatorMetrics } from './metrics.ts';
 import { FIELD_MANAGER } from './render/names.ts';
@@ -145,13 +145,22 @@ async function main(): Promise<void> {
   else kc.loadFromDefault();
   const metrics = new OperatorMetrics();
   let writes = 0;
-  const client = new KubeClient(kc, FIELD_MANAGER, (verb) => {
+  const counted = (verb: WriteVerb) => {
     // A crash at an exact point of a reconcile, for the restart tests: no cleanup, no lease release.
     if (flags.crashAfterWrites !== undefined && ++writes > flags.crashAfterWrites) process.kill(process.pid, 'SIGKILL');
     metrics.write(verb);
+  };
+  // Lease and admission (every replica serves it) write through this one...
+  const client = new KubeClient(kc, FIELD_MANAGER, counted);
+  let elector: LeaderElector | undefined;
+  // ...reconciles through this one, fenced: past the lease's renew deadline (leader.ts) no write
+  // leaves this process, even one already decided by a reconcile that was paused.
+  const fenced = new KubeClient(kc, FIELD_MANAGER, (verb) => {
+    if (elector && !elector.holds()) throw new Error(`not leading (lease not renewed in time): ${verb} refused`);
+    counted(verb);
   });
   const controller = new Controller({
-    client,
+    client: fenced,
     log,
     metrics,
     workers: flags.workers,
@@ -167,7 +176,7 @@ async function main(): Promise<void> {
   });
   const address = server.address();
   log.info({ server: client.server, listen: typeof address === 'object' ? address?.port : address }, 'starting');
-  const elector = flags.leaderElect
+  elector = flags.leaderElect
     ? new LeaderElector(
         client,
         {

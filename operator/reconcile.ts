@@ -19,6 +19,8 @@ import { ownedBy, R, type TransparentProxyObject } from './kinds.ts';
 import { fleetPods } from './pods.ts';
 import { syncTaints } from './taint.ts';
 import { writeStatus } from './write-status.ts';
+import { isBounded } from './status-bounded.ts';
+import type { TransparentProxyStatus } from '../api/transparentproxy-status.ts';
 import { fleetTransitions, refusalTransition, type EventSpec } from './transitions.ts';
 
 /**
@@ -47,6 +49,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     // owner references; node labels are not owned, so clear them here.
     await (await syncActiveNodes(ctx, namespace, name, undefined)).finish();
     await syncTaints(ctx, [], new Set());
+    ctx.views.delete(key);
     const n = names(name);
     for (const o of OWNED) ctx.memo.forget(resourcePath(R[o.kind], namespace, o.name(n)));
     return { outcome: 'gone' };
@@ -66,9 +69,10 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
   // The same check the admission webhook makes (validate.ts), before any write: a bad spec or a
   // conflicting object changes nothing but the status.
   const applied = (o: KubeObject) => appliedSelector(ctx.caches, o);
+  const rivals = ctx.rivals ? ctx.rivals(key) : ctx.caches.proxies.list();
   const verdict = validate(tp, {
     tenancy: ctx.settings.tenancy,
-    proxies: ctx.caches.proxies.list(),
+    proxies: rivals,
     nodes: ctx.caches.nodes.list(),
     applied,
   });
@@ -82,7 +86,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
       verdict.why === 'nodes taken by an older TransparentProxy',
     );
   const { spec, hash } = verdict.value;
-  const shared = sharedWithNewer(tp, spec, ctx.caches.proxies.list(), ctx.caches.nodes.list(), applied);
+  const shared = sharedWithNewer(tp, spec, rivals, ctx.caches.nodes.list(), applied);
   // Upstream Secrets that are missing or incomplete (credentials.ts); looked at again soon, since
   // no watch tells us when one appears.
   const secrets = await credentialProblems(ctx.client, namespace, spec);
@@ -100,7 +104,7 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     active.active.map((c) => c.name).filter((n) => !active.leaving().includes(n)),
     pods.readyNodes,
   );
-  const written = await writeStatus(ctx, tp, {
+  const { full } = await writeStatus(ctx, tp, {
     ...statusBase,
     configHash: hash,
     active: active.active,
@@ -112,8 +116,27 @@ export async function reconcile(ctx: ReconcileContext, key: string): Promise<Res
     policy: policyInForce(spec),
     sharedNodes: shared,
   });
-  if (written) await emit(ctx, tp, fleetTransitions(tp.status, written, spec.replicas));
+  // From the full views, never the written list (it may name only some nodes): nothing changed, no Event.
+  await emit(ctx, tp, fleetTransitions(previousView(ctx, key, tp, full), full, spec.replicas));
+  ctx.views.set(key, full);
   return { outcome: 'success' };
+}
+
+/**
+ * The full view the last reconcile computed, else the stored status. After a restart a bounded
+ * stored status does not say which unlisted nodes were active: node Events then start from the
+ * current nodes (no NodeActivated for all of them again); Scaled and Degraded still compare with
+ * the stored counts and conditions.
+ */
+function previousView(
+  ctx: ReconcileContext,
+  key: string,
+  tp: TransparentProxyObject,
+  full: TransparentProxyStatus,
+): TransparentProxyStatus | undefined {
+  const seen = ctx.views.get(key);
+  if (seen) return seen;
+  return isBounded(tp.status) ? { ...tp.status, nodes: full.nodes } : tp.status;
 }
 
 /** Events for what changed, after the status recording it was written (events.ts, transitions.ts). */

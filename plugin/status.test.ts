@@ -62,3 +62,34 @@ test('last error: a refused spec first, then Degraded, then an unobserved genera
   assert.equal(lastError(invalid), 'InvalidSpec: spec.x: bad');
   assert.equal(formatStatus([]), 'No TransparentProxies found.\n');
 });
+
+test('status above 100 nodes: the listed nodes, then how many are not listed (status.nodeCounts)', () => {
+  const f: Fleet = {
+    metadata: { name: 'wide', namespace: 'tpfleet-fleet', generation: 1 },
+    status: {
+      observedGeneration: 1,
+      replicas: 500,
+      readyReplicas: 499,
+      candidates: 500,
+      nodes: [{ name: 'w7', state: 'Active', ready: false }],
+      nodeCounts: {
+        active: 500,
+        ready: 499,
+        notReady: 1,
+        draining: 0,
+        configRefused: 0,
+        tuningDegraded: 0,
+        omitted: 499,
+      },
+    },
+  };
+  const text = formatStatus([f]);
+  assert.match(text, /w7\s+Active\s+false/);
+  assert.match(
+    text,
+    /499 more node\(s\) not listed \(500 active, 499 ready, 1 not ready, 0 draining, 0 refusing the config\)/,
+  );
+  assert.doesNotMatch(text, /no active nodes/);
+  const none = formatStatus([{ ...f, status: { ...f.status, nodes: [] } }]);
+  assert.doesNotMatch(none, /no active nodes/, 'every node healthy: none listed, but they are active');
+});

@@ -72,7 +72,13 @@ export function formatStatus(fleets: Fleet[]): string {
           '  ',
         ),
       );
-    else out.push('  no active nodes');
+    else if (!s?.nodeCounts) out.push('  no active nodes');
+    // Above 100 nodes the status lists only the nodes needing attention (docs/operator.md).
+    const k = s?.nodeCounts;
+    if (k)
+      out.push(
+        `  ${k.omitted} more node(s) not listed (${k.active} active, ${k.ready} ready, ${k.notReady} not ready, ${k.draining} draining, ${k.configRefused} refusing the config)`,
+      );
     out.push(`  last error: ${lastError(f)}`, '');
   }
   return `${out.join('\n')}`;
