@@ -173,6 +173,14 @@ events_logger = \"file\""
     printf '%s\n' "$want" >"$PODMAN_CONF"
   fi
   [ -e /lib/modules ] || mkdir -p /lib/modules
+  # kind's known issue "too many open files": each kind node runs systemd, containerd and a kubelet, all
+  # taking inotify instances from root's host-wide budget (128 by default), as do the local-real nodes and
+  # the monitoring stack of the autoscaling test; kind's docs raise both limits. Only ever raised.
+  local kv key min cur
+  for kv in fs.inotify.max_user_instances=512 fs.inotify.max_user_watches=524288; do
+    key=${kv%=*} min=${kv#*=} cur=$(sysctl -n "${kv%=*}")
+    [ "$cur" -ge "$min" ] || { log "raising $key from $cur to $min (kind's inotify limits)"; sysctl -qw "$key=$min"; }
+  done
 }
 
 ensure_apt_packages
