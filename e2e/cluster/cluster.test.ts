@@ -32,6 +32,7 @@ import {
   sidecarAccepted,
   startProber,
   startServer,
+  stateDiff,
   timeline,
   TUNED_SYSCTLS,
 } from './traffic.ts';
@@ -116,7 +117,8 @@ for (const provider of providers as Provider[]) {
         `${node} restored as before install`,
         async () => {
           const now = await nodeNetState(c, node);
-          if (now !== before0.get(node)) throw new Error(`${node} still differs`);
+          const was = before0.get(node) ?? '';
+          if (now !== was) throw new Error(`${node} still differs:\n${stateDiff(was, now) || '(line order)'}`);
           return true;
         },
         120_000,

@@ -4,7 +4,7 @@
 import { activeLabelKey } from '../../operator/render/names.ts';
 import { kubectlJson, waitFor } from './kube.ts';
 import type { Cluster } from './provider.ts';
-import { nodeNetState } from './traffic.ts';
+import { nodeNetState, stateDiff } from './traffic.ts';
 
 export interface FleetPod {
   metadata: { name: string };
@@ -69,7 +69,9 @@ export function fleet(c: Cluster, ns: string, name: string, before0: ReadonlyMap
       waitFor(
         `${node} restored as before install`,
         async () => {
-          if ((await nodeNetState(c, node)) !== before0.get(node)) throw new Error(`${node} still differs`);
+          const now = await nodeNetState(c, node);
+          const was = before0.get(node) ?? '';
+          if (now !== was) throw new Error(`${node} still differs:\n${stateDiff(was, now) || '(line order)'}`);
           return true;
         },
         120_000,
