@@ -12,8 +12,10 @@ case "$cmd" in
   test)
     # One runner for the whole repo (docs/adr/0001-test-runner.md). Files run one at a time:
     # the privileged tiers build network namespaces and a real API server, and 2 cores are
-    # better spent inside each test than across them.
-    if [ $# -eq 0 ]; then set -- '**/*.test.ts'; fi
+    # better spent inside each test than across them. With no arguments, scripts/suite.ts runs
+    # every file the same way, the tiers with slow cold builds last while those build at idle
+    # priority in the background.
+    if [ $# -eq 0 ]; then exec "$NODE" "${TSX[@]}" scripts/suite.ts; fi
     exec "$NODE" "${TSX[@]}" --test --test-concurrency=1 --test-reporter=spec "$@"
     ;;
   # The product on its default: the local-real cluster (started if needed, left running).

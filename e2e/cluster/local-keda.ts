@@ -41,8 +41,11 @@ export interface Keda {
   stop(): Promise<void>;
 }
 
+/** What startKeda runs, built from tools/k8s (scripts/suite.ts builds them ahead, in the background). */
+export const KEDA_BINARIES = ['keda-operator', 'keda-adapter'] as const;
+
 export async function startKeda(c: { kubeconfigPath: string }, net: LocalNet, dir: string): Promise<Keda> {
-  const bin = await ensureBinaries(['keda-operator', 'keda-adapter']);
+  const bin = await ensureBinaries(KEDA_BINARIES);
   const mod = moduleDir('keda-operator', 'github.com/kedacore/keda/v2');
   mkdirSync(dir, { recursive: true });
   await kubectl(c, ['create', 'namespace', NS]);

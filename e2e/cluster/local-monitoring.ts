@@ -44,9 +44,12 @@ export interface Monitoring {
   stop(): Promise<void>;
 }
 
+/** What startMonitoring runs, built from tools/k8s (scripts/suite.ts builds them ahead, in the background). */
+export const MONITORING_BINARIES = ['prometheus', 'prometheus-adapter', 'kube-state-metrics'] as const;
+
 /** Starts Prometheus, kube-state-metrics and prometheus-adapter; resolves once the APIServices are Available. */
 export async function startMonitoring(c: Kube, fleetNamespace: string, dir: string): Promise<Monitoring> {
-  const bin = await ensureBinaries(['prometheus', 'prometheus-adapter', 'kube-state-metrics']);
+  const bin = await ensureBinaries(MONITORING_BINARIES);
   mkdirSync(dir, { recursive: true });
   const procs: ChildProcess[] = [];
   const net = await createLocalNet();

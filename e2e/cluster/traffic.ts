@@ -279,19 +279,25 @@ export function withoutServiceRules(text: string): string {
   return out.join('\n');
 }
 
-/** A node's interception and tuning state: its rules (every backend), ip rules, the routes of every table, TUNED_SYSCTLS. */
 /** The lines only in `before` (-) and only in `now` (+), order kept: what a "still differs" failure shows. */
 export function stateDiff(before: string, now: string, max = 40): string {
   const b = new Set(before.split('\n'));
   const n = new Set(now.split('\n'));
   const lines = [
-    ...before.split('\n').filter((l) => !n.has(l)).map((l) => `- ${l}`),
-    ...now.split('\n').filter((l) => !b.has(l)).map((l) => `+ ${l}`),
+    ...before
+      .split('\n')
+      .filter((l) => !n.has(l))
+      .map((l) => `- ${l}`),
+    ...now
+      .split('\n')
+      .filter((l) => !b.has(l))
+      .map((l) => `+ ${l}`),
   ];
   if (lines.length > max) lines.splice(max, lines.length - max, `... ${lines.length - max} more`);
   return lines.join('\n');
 }
 
+/** A node's interception and tuning state: its rules (every backend), ip rules, the routes of every table, TUNED_SYSCTLS. */
 export async function nodeNetState(c: Cluster, node: string): Promise<string> {
   if (!c.nodeExec) throw new Error(`${c.provider}: nodeExec is not available`);
   const parts = await Promise.all([

@@ -38,10 +38,15 @@ function staleSibling(dir: string, name: string): boolean {
   return !existsSync(stamp) || readFileSync(stamp, 'utf8') !== want;
 }
 
+/** Those of `names` that are not built yet, or whose pinned module changed since they were. */
+export function missingBinaries(names: readonly string[], dir = binDir()): string[] {
+  return names.filter((n) => !existsSync(join(dir, n)) || staleSibling(dir, n));
+}
+
 /** Returns the bin directory holding every requested binary, building the missing ones. */
 export async function ensureBinaries(names: readonly string[] = ['kube-apiserver', 'etcd']): Promise<string> {
   const dir = binDir();
-  const missing = names.filter((n) => !existsSync(join(dir, n)) || staleSibling(dir, n));
+  const missing = missingBinaries(names, dir);
   if (missing.length === 0) return dir;
   process.stderr.write(`testenv: building ${missing.join(', ')} (first run only; cached in ${dir})\n`);
   const code = await new Promise<number | null>((resolve, reject) => {
@@ -49,7 +54,7 @@ export async function ensureBinaries(names: readonly string[] = ['kube-apiserver
     child.on('error', reject);
     child.on('exit', (c) => resolve(c));
   });
-  const still = names.filter((n) => !existsSync(join(dir, n)) || staleSibling(dir, n));
+  const still = missingBinaries(names, dir);
   if (code !== 0 || still.length > 0) {
     throw new Error(
       `testenv: tools/k8s/build.sh ${missing.join(' ')} failed (exit ${code}); missing ${still.join(', ')}`,

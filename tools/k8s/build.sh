@@ -14,9 +14,12 @@ mkdir -p "$bin"
 [ $# -gt 0 ] || set -- kube-apiserver etcd
 command -v go >/dev/null || { echo "build.sh: go is not installed (need Go >= $(sed -n 's/^go //p' "$here/go.mod"))" >&2; exit 1; }
 
-# One build at a time per cache: concurrent test files wait here instead of racing.
-exec 9>"$bin/.lock"
-flock 9
+# One build of each binary at a time: a test file that needs a binary another process is building
+# waits for that build, then finds it present. The lock is per binary, not per cache, so a build
+# running in the background at idle priority (e2e/testenv/prebuild.ts) never holds up a test that
+# needs another binary. Go's build and module caches are safe to share between concurrent builds.
+lock() { exec 9>"$bin/.lock-$1"; flock 9; }
+unlock() { exec 9>&-; }
 # Module builds carry no version stamp (upstream's Makefile injects it), so /version would say
 # v0.0.0-master. Stamp the release like hack/lib/version.sh does; etcd ignores these symbols.
 version_ldflags() {
@@ -54,10 +57,13 @@ build_sibling() {
 
 cd "$here"
 for name in "$@"; do
-  if [ -f "$here/$name/package" ] && { [ -f "$here/$name/go.mod" ] || [ -f "$here/$name/module" ]; }; then build_sibling "$name"; continue; fi
+  if [ -f "$here/$name/package" ] && { [ -f "$here/$name/go.mod" ] || [ -f "$here/$name/module" ]; }; then
+    lock "$name"; build_sibling "$name"; unlock; continue
+  fi
   pkg=${TOOL_PKG[$name]:-}
   [ -n "$pkg" ] || { echo "build.sh: unknown binary '$name' (known: ${!TOOL_PKG[*]} and tools/k8s/*/package)" >&2; exit 2; }
-  [ -x "$bin/$name" ] && continue
+  lock "$name"
+  if [ -x "$bin/$name" ]; then unlock; continue; fi
   echo "build.sh: building $name ($pkg, k8s $K8S_VERSION) into $bin" >&2
   start=$SECONDS
   # -trimpath and -s -w keep the binaries small and the cache reproducible; CGO is off (env.sh)
@@ -66,5 +72,6 @@ for name in "$@"; do
   go build -trimpath -ldflags="-s -w $(version_ldflags)" -o "$bin/.$name.tmp" "$pkg"
   mv "$bin/.$name.tmp" "$bin/$name"
   echo "build.sh: built $name in $((SECONDS - start))s" >&2
+  unlock
 done
 echo "$bin"
