@@ -5,7 +5,7 @@
 // a fresh machine the builds then use the CPU the other tiers leave idle (they wait on timers,
 // probes and API servers much of the time) instead of adding their whole time to the suite's
 // (issue 16). Once built (cached under ~/.cache/tpfleet) nothing runs in the background and the
-// order is the only difference from `node --test '**/*.test.ts'`.
+// order is the only difference from `node --test --test-concurrency=1 '**/*.test.ts'`.
 //
 // tools/k8s/build.sh locks per binary: a test file that needs one of these tools before its
 // background build is done waits for that build (which then has the CPU to itself) and finds it
@@ -13,6 +13,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { run } from 'node:test';
+import { spec } from 'node:test/reporters';
 import { KEDA_BINARIES } from '../e2e/cluster/local-keda.ts';
 import { MONITORING_BINARIES } from '../e2e/cluster/local-monitoring.ts';
 import { binDir, missingBinaries } from '../e2e/testenv/binaries.ts';
@@ -72,11 +74,17 @@ function main(): void {
     process.stdout.write(
       `suite: building ${slow.join(', ')} in the background at idle priority (log: ${log}); ${late.join(', ')} run last\n`,
     );
-  const runner = spawn(
-    process.execPath,
-    ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...order(files, late)],
-    { cwd: ROOT, stdio: 'inherit' },
-  );
+  // node:test's run(), not `node --test` with a file list: the CLI sorts the files it is given.
+  const ac = new AbortController();
+  const stream = run({
+    files: order(files, late).map((f) => join(ROOT, f)),
+    concurrency: 1,
+    execArgv: ['--import', 'tsx'],
+    signal: ac.signal,
+  });
+  stream.on('test:fail', (e) => {
+    if (!e.todo) process.exitCode = 1;
+  });
   // An interrupted suite takes its background build along (build.sh writes to a temporary name
   // first, so a killed build never leaves a binary the next run would trust).
   const stopBuild = () => {
@@ -88,11 +96,14 @@ function main(): void {
       }
     }
   };
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => runner.kill(sig));
-  runner.on('exit', (code, signal) => {
-    stopBuild();
-    process.exitCode = code ?? (signal ? 1 : 0);
-  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.once(sig, () => {
+      process.exitCode = 1;
+      ac.abort();
+      stopBuild();
+    });
+  stream.on('end', stopBuild);
+  stream.compose(spec).pipe(process.stdout);
 }
 
 if (process.argv[1] && import.meta.filename === process.argv[1]) main();
