@@ -249,7 +249,7 @@ const nodeOpts = (cli: Cli, env: AgentEnv): NodeOptions => ({
 });
 
 /** The datapath self-test on this node (selftest.ts): the probe link only once a state records it. */
-const probeOptions = (config: NodeConfig, cli: Cli): ProbeLinkOptions => ({
+const probeOptions = (config: NodeConfig, cli: Cli, log: Logger): ProbeLinkOptions => ({
   families: config.interception.ipFamilies,
   sysctlRoot: cli.sysctlRoot ?? '/',
   mutate: async (argv) => {
@@ -257,6 +257,7 @@ const probeOptions = (config: NodeConfig, cli: Cli): ProbeLinkOptions => ({
   },
   dryRun: false,
   recorded: () => readState(cli.stateDir, cli.stateCopyDir)?.probeLink === true,
+  lock: (fn) => withStateLock(cli.stateDir, log, fn),
 });
 
 /** What the reload loop needs; undefined without a live dir, a ConfigMap name or API credentials. */
@@ -306,7 +307,7 @@ async function runWatch(config: NodeConfig, cli: Cli, env: AgentEnv, log: Logger
   let healthy: () => void = () => undefined;
   const started = new Promise<void>((r) => (healthy = r));
   const selftests = runSelfTests({
-    ...probeOptions(config, cli),
+    ...probeOptions(config, cli, log),
     publish: pub ? (c) => pub.datapath.publish(c) : undefined,
     proxyDown: () => (mode === 'pass' ? undefined : `gate ${mode}`),
     started,
@@ -462,7 +463,7 @@ export async function main(argv: string[], environ: Record<string, string | unde
       return 0;
     }
     if (cli.cmd === 'selftest') {
-      const c = await selfTest(probeOptions(config, cli));
+      const c = await selfTest(probeOptions(config, cli, log));
       out(JSON.stringify(c));
       return c.status === 'True' ? 0 : 1;
     }

@@ -1,12 +1,15 @@
 // Privileged: the datapath self-test (ADR 0021) on each backend, with the real sidecar. The probe
 // passes with the rules in force and fails when the tproxy rule or the fwmark ip rule is removed and
 // when the sidecar is not listening; cleanup leaves the node (rules, links, routes, neighbours)
-// byte-identical; the watch loop reports a removed rule within its retry bound.
+// byte-identical; the watch loop reports a removed rule within its retry bound; a self-test racing a
+// cleanup never leaves a link behind.
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { PROBE_OUT } from '../api/selftest.ts';
 import { createTopology, nsExec, privilegedSkipReason, waitFor, type Topology } from '../e2e/netns.ts';
 import { startSidecar, type Proc } from '../e2e/proc.ts';
@@ -200,5 +203,35 @@ test(
       } finally {
         await stop(watch, 'SIGTERM');
       }
+    }),
+);
+
+test(
+  'a self-test racing a cleanup never creates the probe link after it: the creation waits for the state lock and re-reads the state',
+  { skip },
+  () =>
+    withNode('nftables', 'FailClosed', async (e) => {
+      const ns = e.t.proxy.ns;
+      // A cleanup in progress: it holds the state directory's lock (lock.ts's protocol), and the
+      // link is already gone (apply never creates it; the first self-test does).
+      const holder = spawn('flock', ['--exclusive', e.w.stateDir, 'sh', '-c', 'echo locked && exec cat'], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      await once(holder.stdout!, 'data');
+      const test = e.selftest();
+      // The self-test started while the state still recorded the link; the cleanup then removes the
+      // state and lets go of the lock.
+      await sleep(1500);
+      const state = join(e.w.stateDir, 'state.json');
+      const kept = readFileSync(state);
+      rmSync(state);
+      holder.stdin!.end();
+      const r = await test;
+      writeFileSync(state, kept); // for withNode's own cleanup and its before/after comparison
+      assert.equal(r.code, 1, JSON.stringify(r));
+      assert.equal(r.reason, 'ProbeSetupFailed');
+      assert.match(r.message ?? '', /no state records the probe link/);
+      const link = await nsExec(ns, ['ip', 'link', 'show', 'dev', PROBE_OUT]).catch(() => 'absent');
+      assert.equal(link, 'absent', 'no probe link without a state recording it');
     }),
 );

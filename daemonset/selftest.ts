@@ -99,6 +99,8 @@ export interface ProbeLinkOptions {
   out?: (text: string) => void;
   /** Whether a state file records the link as ours (so cleanup removes it); checked before creating it. */
   recorded?: () => boolean;
+  /** Runs `fn` holding the state directory's lock (lock.ts), the one a cleanup holds while it removes the link. */
+  lock?: <T>(fn: () => Promise<T>) => Promise<T>;
 }
 
 /** Creates the probe link when absent and (re)asserts its addresses, routes and sysctls; throws on a foreign one. */
@@ -107,10 +109,17 @@ export async function ensureProbeLink(o: ProbeLinkOptions): Promise<void> {
   if (owner === 'foreign')
     throw new Error(`an interface ${PROBE_OUT} exists that tpfleet did not create (not a veth with ${PROBE_MAC.out})`);
   const p = probeLinkPlan(o.families);
-  if (owner === 'absent') {
+  // Idempotency point: created only while a state records it, checked under the state directory's
+  // lock. A leaving node's cleanup holds that lock while it deletes the link and then the state, and
+  // the old pod's agent-watch may still be running beside it (its self-test retrying against rules
+  // that are going away): unlocked, its check could pass just before the state went and its create
+  // land just after the delete, leaving a link (and its routes) that no state records.
+  const create = async () => {
+    if ((await probeLinkOwner()) !== 'absent') return;
     if (o.recorded && !o.recorded()) throw new Error(`no state records the probe link ${PROBE_OUT}: run apply first`);
     await o.mutate(p.create);
-  }
+  };
+  if (owner === 'absent') await (o.lock ? o.lock(create) : create());
   // Sysctls first: with IPv6 off by default (conf/default, as in many container netns) the probe
   // ends' IPv6 addresses can only be added once disable_ipv6 is 0 on them (measured).
   for (const [key, value] of p.sysctls) {
