@@ -100,6 +100,11 @@ export function startProcess(bin: string, args: string[], logPath: string): Chil
 export async function stopProcess(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // The child is unref'd (startProcess): waiting for its exit would not keep the event loop alive, so
+  // a test process with nothing else pending exited right here, in the middle of its `after` hook,
+  // and every cleanup after this call (network namespaces, veths) never ran (measured: the janitor
+  // tier left its three namespaces and a host veth behind on every run).
+  child.ref();
   child.kill('SIGKILL');
   await exited;
 }
