@@ -28,6 +28,12 @@ export interface InformerOptions {
   stallGraceMs?: number;
   /** Objects per LIST request (default PAGE_SIZE). */
   pageSize?: number;
+  /**
+   * What the cache keeps of each object, applied as a page or event is decoded (before it is stored
+   * or handed to onChange), so a big object's unread fields never outlive their page: client-go's
+   * TransformFunc. Must keep metadata.name, namespace and resourceVersion.
+   */
+  transform?: (obj: KubeObject) => KubeObject;
 }
 
 export const PAGE_SIZE = 500;
@@ -46,7 +52,10 @@ export class Informer {
   private loop?: Promise<void>;
   private wake?: () => void;
 
-  constructor(private readonly o: InformerOptions) {}
+  private readonly shape: (obj: KubeObject) => KubeObject;
+  constructor(private readonly o: InformerOptions) {
+    this.shape = o.transform ?? ((obj) => obj);
+  }
 
   get hasSynced(): boolean {
     return this.synced;
@@ -154,7 +163,7 @@ export class Informer {
       try {
         do {
           const page = await this.o.client.list(this.o.path, next ? { ...base, continue: next } : base);
-          items.push(...page.items);
+          for (const obj of page.items) items.push(this.shape(obj));
           next = page.metadata.continue || undefined;
           if (!next) return { items, metadata: { resourceVersion: page.metadata.resourceVersion } };
         } while (!this.stopped);
@@ -176,11 +185,12 @@ export class Informer {
     }
     const rv = e.object.metadata.resourceVersion;
     if (e.type === 'BOOKMARK') return rv;
-    const k = key(e.object);
+    const obj = this.shape(e.object);
+    const k = key(obj);
     const old = this.store.get(k);
     if (e.type === 'DELETED') this.store.delete(k);
-    else this.store.set(k, e.object);
-    this.o.onChange(e.object, old, e.type === 'DELETED');
+    else this.store.set(k, obj);
+    this.o.onChange(obj, old, e.type === 'DELETED');
     return rv;
   }
 }
