@@ -1,7 +1,8 @@
-// A small Kubernetes REST client over node:https with the credentials of any kubeconfig
-// (KubeConfig.applyToHTTPSOptions). We use it instead of client-node's generated APIs because the
-// operator needs server-side apply (also on /status), /scale and long watches with explicit
-// resourceVersion/bookmark handling, and one place that counts every write (no-hot-loop metric).
+// A small Kubernetes REST client over node:https with the credentials of a kubeconfig or the pod's
+// service account (applyToHTTPSOptions: kube/credentials.ts, or client-node's KubeConfig). We use
+// it instead of client-node's generated APIs because the operator needs server-side apply (also on
+// /status), /scale and long watches with explicit resourceVersion/bookmark handling, and one place
+// that counts every write (no-hot-loop metric).
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -80,7 +81,7 @@ interface RequestOpts {
   timeoutMs?: number;
 }
 
-/** client-node's KubeConfig (the operator: exec plugins, OIDC...) or the lean credentials of kube/credentials.ts (the node agent). */
+/** The lean credentials of kube/credentials.ts (the operator, the node agent) or client-node's KubeConfig (tests, tools). */
 export type Credentials = KubeConfig | ApiCredentials;
 
 export class KubeClient {

@@ -80,3 +80,53 @@ test('a silent watch is restarted by the watchdog, a 410 relists, and events aft
     server.close();
   }
 });
+
+test('transform: every listed page and watch event is shaped before it is stored or handed to onChange', async () => {
+  const big = (name: string, rv: string) => ({ ...cm(name, rv), data: { blob: 'x'.repeat(10_000) } });
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    if (url.searchParams.get('watch') === '1') {
+      res.write(`${JSON.stringify({ type: 'ADDED', object: big('c', '12') })}\n`);
+      return;
+    }
+    const second = url.searchParams.get('continue') === 'p2';
+    res.end(
+      JSON.stringify({
+        metadata: { resourceVersion: '10', ...(second ? {} : { continue: 'p2' }) },
+        items: [second ? big('b', '2') : big('a', '1')],
+      }),
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  const handed: unknown[] = [];
+  const inf = new Informer({
+    client: new KubeClient({ server: `http://127.0.0.1:${port}`, applyToHTTPSOptions: async () => {} }, 'test'),
+    path: '/api/v1/configmaps',
+    resource: 'configmaps',
+    log: pino({ level: 'silent' }),
+    pageSize: 1,
+    transform: (o) => ({ metadata: o.metadata }),
+    onChange: (o) => handed.push(o),
+  });
+  try {
+    inf.start();
+    const deadline = Date.now() + 10_000;
+    while (!inf.get('ns', 'c') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(
+      inf.list().map((o) => [o.metadata.name, Object.keys(o)]),
+      [
+        ['a', ['metadata']],
+        ['b', ['metadata']],
+        ['c', ['metadata']],
+      ],
+      'two list pages and one watch event, each stored without its data',
+    );
+    assert.deepEqual(handed, inf.list(), 'the handler got the shaped objects');
+  } finally {
+    await inf.stop();
+    server.closeAllConnections();
+    server.close();
+  }
+});

@@ -4,7 +4,10 @@
 // than the server's own timeout plus a grace period (a half-open TCP connection never errors).
 // Lists are paginated (limit/continue, PAGE_SIZE objects a request): at fleet scale one response
 // with every Node or Pod would be tens of MiB buffered and parsed at once under one request
-// timeout. A continue token that expired (410) restarts the list from the first page.
+// timeout. 100, not client-go's 500: each page is buffered, decoded whole and only then shaped
+// (transform), and the heap the collector grew for the biggest page stays the process's RSS; a
+// kubelet's Node with its image list is 10-30 KB of JSON (docs/benchmarks.md, "Operator at fleet
+// scale": 5,000 kwok nodes, 140 -> 113 MiB). A continue token that expired (410) restarts the list from the first page.
 // Handlers must only enqueue (they run on the watch's stream).
 import type { Logger } from 'pino';
 import { ApiError, type KubeClient, type KubeObject, type WatchEvent } from './client.ts';
@@ -28,9 +31,15 @@ export interface InformerOptions {
   stallGraceMs?: number;
   /** Objects per LIST request (default PAGE_SIZE). */
   pageSize?: number;
+  /**
+   * What the cache keeps of each object, applied as a page or event is decoded (before it is stored
+   * or handed to onChange), so a big object's unread fields never outlive their page: client-go's
+   * TransformFunc. Must keep metadata.name, namespace and resourceVersion.
+   */
+  transform?: (obj: KubeObject) => KubeObject;
 }
 
-export const PAGE_SIZE = 500;
+export const PAGE_SIZE = 100;
 /** A list whose continue token keeps expiring is given up after this many restarts (the run loop backs off). */
 const LIST_RESTARTS = 3;
 
@@ -46,7 +55,10 @@ export class Informer {
   private loop?: Promise<void>;
   private wake?: () => void;
 
-  constructor(private readonly o: InformerOptions) {}
+  private readonly shape: (obj: KubeObject) => KubeObject;
+  constructor(private readonly o: InformerOptions) {
+    this.shape = o.transform ?? ((obj) => obj);
+  }
 
   get hasSynced(): boolean {
     return this.synced;
@@ -154,7 +166,7 @@ export class Informer {
       try {
         do {
           const page = await this.o.client.list(this.o.path, next ? { ...base, continue: next } : base);
-          items.push(...page.items);
+          for (const obj of page.items) items.push(this.shape(obj));
           next = page.metadata.continue || undefined;
           if (!next) return { items, metadata: { resourceVersion: page.metadata.resourceVersion } };
         } while (!this.stopped);
@@ -176,11 +188,12 @@ export class Informer {
     }
     const rv = e.object.metadata.resourceVersion;
     if (e.type === 'BOOKMARK') return rv;
-    const k = key(e.object);
+    const obj = this.shape(e.object);
+    const k = key(obj);
     const old = this.store.get(k);
     if (e.type === 'DELETED') this.store.delete(k);
-    else this.store.set(k, e.object);
-    this.o.onChange(e.object, old, e.type === 'DELETED');
+    else this.store.set(k, obj);
+    this.o.onChange(obj, old, e.type === 'DELETED');
     return rv;
   }
 }

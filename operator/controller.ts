@@ -17,6 +17,7 @@ import { stableJson } from './status.ts';
 import { errorMessage } from '../api/errors.ts';
 import { ClaimIndex } from './claims.ts';
 import { renderedSpec } from './render/nodeconfig.ts';
+import { nodeShape, podShape, withoutManagedFields } from './cache-shape.ts';
 
 export interface ControllerOptions {
   client: KubeClient;
@@ -34,7 +35,7 @@ type DaemonSetLike = KubeObject & { spec?: { template?: { spec?: { nodeSelector?
 const keyOf = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
 
 /** What about a node matters for scheduling; other node updates (heartbeats) are ignored. */
-function nodeFingerprint(n: KubeObject): string {
+export function nodeFingerprint(n: KubeObject): string {
   const x = n as KubeObject & {
     spec?: { taints?: unknown; unschedulable?: boolean };
     status?: { conditions?: { type: string; status: string }[] };
@@ -59,13 +60,21 @@ export class Controller {
 
   constructor(private readonly o: ControllerOptions) {
     this.queue = new WorkQueue({ onDepth: (d) => o.metrics.queueDepth.set(d) });
-    const inf = (path: string, resource: string, onChange: ChangeHandler, labelSelector?: string) =>
+    // Each cache keeps only what the operator reads of its kind (cache-shape.ts).
+    const inf = (
+      path: string,
+      resource: string,
+      onChange: ChangeHandler,
+      labelSelector?: string,
+      transform: (obj: KubeObject) => KubeObject = withoutManagedFields,
+    ) =>
       new Informer({
         client: o.client,
         path,
         resource,
         labelSelector,
         onChange,
+        transform,
         log: o.log,
         onRestart: (r) => o.metrics.watchRestarts.inc({ resource: r }),
         watchTimeoutSec: o.watchTimeoutSec,
@@ -86,10 +95,10 @@ export class Controller {
     // The fleet objects and pods live only in the reconciled namespaces: watched there alone, so
     // the operator needs no cluster-wide read on ConfigMaps, Services, roles... (ADR 0016).
     const only = o.settings.tenancy.namespaceList;
-    const scoped = (ref: ResourceRef, onChange: ChangeHandler): Cache =>
+    const scoped = (ref: ResourceRef, onChange: ChangeHandler, transform?: (obj: KubeObject) => KubeObject): Cache =>
       only
-        ? new NamespacedInformers(only, (ns) => inf(resourcePath(ref, ns), ref.plural, onChange, managed))
-        : inf(resourcePath(ref), ref.plural, onChange, managed);
+        ? new NamespacedInformers(only, (ns) => inf(resourcePath(ref, ns), ref.plural, onChange, managed, transform))
+        : inf(resourcePath(ref), ref.plural, onChange, managed, transform);
     const ownedCaches = Object.fromEntries(
       Object.entries(OWNED_KINDS).map(([kind, ref]) => [kind, scoped(ref, kind === 'daemonSets' ? daemonSets : owned)]),
     );
@@ -103,16 +112,26 @@ export class Controller {
         if (deleted) this.enqueue(this.claims.removeProxy(keyOf(obj)));
         else if (!old || obj.metadata.generation !== old.metadata.generation) this.reindex(keyOf(obj));
       }),
-      pods: scoped(R.pods, (obj) => {
-        const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
-        if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
-      }),
+      pods: scoped(
+        R.pods,
+        (obj) => {
+          const instance = obj.metadata.labels?.['app.kubernetes.io/instance'];
+          if (instance) this.queue.add(`${obj.metadata.namespace}/${instance}`);
+        },
+        podShape,
+      ),
       // Only the objects whose selectors match the node before or after the change (labels,
       // readiness, taints) can see a difference: candidates, active nodes or a conflict.
-      nodes: inf(resourcePath(R.nodes), R.nodes.plural, (obj, old, deleted) => {
-        if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old))
-          this.enqueue(this.claims.setNode(obj, deleted));
-      }),
+      nodes: inf(
+        resourcePath(R.nodes),
+        R.nodes.plural,
+        (obj, old, deleted) => {
+          if (deleted || !old || nodeFingerprint(obj) !== nodeFingerprint(old))
+            this.enqueue(this.claims.setNode(obj, deleted));
+        },
+        undefined,
+        nodeShape,
+      ),
     };
     this.ctx = {
       client: o.client,

@@ -4,8 +4,9 @@
 // 50 pools with one TransparentProxy each (replicas 3, disjoint selectors), the other half are the
 // candidates of one TransparentProxy without replicas (one TransparentProxy per node: the two
 // groups cannot overlap). No kube-controller-manager runs, so no pod exists: this measures the
-// operator, not a rollout. The operator runs as its compiled bundle (images/bundle.ts, what the
-// image runs) in a child process, talking to the API server only through a counting proxy.
+// operator, not a rollout. The operator runs as its compiled bundle (images/bundle.ts) with the node
+// flags of its image's launcher (images/bin/tpfleet-operator), what the image runs, in a child
+// process, talking to the API server only through a counting proxy.
 // Prints the figures as JSON and as markdown rows for docs/benchmarks.md.
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
@@ -40,6 +41,14 @@ type Obj = KubeObject & { spec?: any; status?: any };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = (m: string) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 const fleet = (i: number) => `f${String(i).padStart(2, '0')}`;
+
+/** The node flags the operator image's launcher runs the bundle with (one place states them). */
+function launcherFlags(): string[] {
+  const file = join(import.meta.dirname, '..', '..', 'images', 'bin', 'tpfleet-operator');
+  const m = /^exec node (.*?)\s*\/opt\/tpfleet\/dist\/tpfleet-operator\.mjs /m.exec(readFileSync(file, 'utf8'));
+  if (!m) throw new Error(`${file}: no "exec node ... /opt/tpfleet/dist/tpfleet-operator.mjs" line`);
+  return m[1]!.split(/\s+/).filter(Boolean);
+}
 
 function nodeBody(name: string, zone: number, pool: string) {
   return {
@@ -82,6 +91,23 @@ const metricSum = (text: string, name: string) =>
     .split('\n')
     .filter((l) => l.startsWith(name) && !l.startsWith(`${name}_`))
     .reduce((s, l) => s + Number(l.split(' ').pop()), 0);
+
+/** Where the operator's memory is, from its own /metrics (prom-client's default metrics), in MiB. */
+function memoryBreakdown(text: string, rssMB: number) {
+  const mib = (name: string, space?: string) => {
+    const line = text.split('\n').find((l) => l.startsWith(space ? `${name}{space="${space}"}` : `${name} `));
+    return Math.round((Number(line?.split(' ').pop() ?? Number.NaN) / 2 ** 20) * 10) / 10;
+  };
+  return {
+    rssMB: Math.round(rssMB),
+    heapUsedMB: mib('nodejs_heap_size_used_bytes'),
+    heapTotalMB: mib('nodejs_heap_size_total_bytes'),
+    oldSpaceMB: mib('nodejs_heap_space_size_total_bytes', 'old'),
+    newSpaceMB: mib('nodejs_heap_space_size_total_bytes', 'new'),
+    codeSpaceMB: mib('nodejs_heap_space_size_total_bytes', 'code'),
+    externalMB: mib('nodejs_external_memory_bytes'),
+  };
+}
 
 /** CPU seconds (user+system) and RSS of a process, from /proc. */
 function procStat(pid: number): { cpuS: number; rssMB: number } {
@@ -196,10 +222,13 @@ async function main(): Promise<void> {
       }),
     );
     const mport = await freePort();
+    const nodeFlags = launcherFlags();
+    result.operatorNodeFlags = nodeFlags;
     const spawnOperator = () =>
       startProcess(
         process.execPath,
         [
+          ...nodeFlags,
           join(dist, 'tpfleet-operator.mjs'),
           `--kubeconfig=${kcPath}`,
           `--bind=127.0.0.1:${mport}`,
@@ -270,7 +299,8 @@ async function main(): Promise<void> {
     let phase = new Phase(op.pid!, proxy);
     await sleep(STEADY_S * 1000);
     result.steady = phase.end();
-    log(`steady: ${JSON.stringify(result.steady)}`);
+    result.memorySteady = memoryBreakdown((await scrape(mport, '/metrics')).body, procStat(op.pid!).rssMB);
+    log(`steady: ${JSON.stringify(result.steady)} ${JSON.stringify(result.memorySteady)}`);
 
     // Spec change -> DaemonSet applied: watch the DaemonSets, patch one fleet's image at a time.
     const seen = new Map<string, { image: string; at: number }>();
@@ -361,6 +391,7 @@ async function main(): Promise<void> {
     phase = new Phase(op.pid!, proxy);
     await sleep(Math.min(STEADY_S, 30) * 1000);
     result.steadyAfterRestart = phase.end();
+    result.memoryAfterRestart = memoryBreakdown((await scrape(mport, '/metrics')).body, procStat(op.pid!).rssMB);
     result.totalS = Math.round((Date.now() - started) / 1000);
   } catch (e) {
     log(`failed: ${(e as Error).stack}`);
