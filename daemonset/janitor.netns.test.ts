@@ -183,6 +183,30 @@ test('cleanup --owner with no state removes what that owner marked, and no other
   assert.deepEqual(await snapshot(t.proxy.ns), before);
 });
 
+test('iptables-nft on a node without a mangle table: cleanup from the markers alone leaves it byte-identical', {
+  skip,
+}, async () => {
+  // A namespace of its own: the shared one holds the other tests' foreign mangle rules, and the case
+  // here is a node where iptables-nft's mangle table and PREROUTING chain exist only because our
+  // hook rule created them (a local-real node, issue 20's path 5b).
+  const node = await createTopology('jm');
+  const dir = join(w.dir, 'fleet.bare');
+  try {
+    const before = await snapshot(node.proxy.ns);
+    assert.doesNotMatch(before['nft list ruleset']!, /table ip mangle/);
+    const cfg = w.config(PORTS_CONFIG('FailClosed'), 'bare.yaml');
+    const base = ['--state-dir', dir, '--backend', 'iptables-nft', '--owner', 'fleet.bare'];
+    const r = await agent(node.proxy.ns, ['apply', '--config', cfg, ...base]);
+    assert.equal(r.code, 0, r.stderr);
+    rmSync(join(dir, 'state.json'));
+    const c = await agent(node.proxy.ns, ['cleanup', ...base]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.deepEqual(await snapshot(node.proxy.ns), before);
+  } finally {
+    await node.destroy();
+  }
+});
+
 /** Collects a child's output; resolves its exit code. */
 function collect(p: ChildProcess): { text: () => string; exit: Promise<number | null> } {
   let buf = '';

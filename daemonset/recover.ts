@@ -1,15 +1,24 @@
 // Cleanup when both state copies are lost (issue 20, ADR 0015): what the owner markers (owner.ts)
 // on the node name, and nothing else. The janitor also learns from them which owners a node holds.
 import { readIpRules, readRoutes } from './facts.ts';
-import { iptMarkers, iptRemove } from './filter-ipt.ts';
+import type { Family } from '../api/net.ts';
+import { iptMarkers, iptRemove, removeNftMangleIfOursAndEmpty } from './filter-ipt.ts';
 import { nftMarker, nftRemove } from './filter-nft.ts';
 import { cleanup, mutator, routeKey, type ExecOptions } from './executor.ts';
 import type { RoutingRecord } from './owner.ts';
 import { isOurRoute, isOurRule } from './parse.ts';
 import { routingArgv } from './plan.ts';
 import { removeProbeLink } from './selftest.ts';
+import type { AgentState } from './state.ts';
 
 const FAMILIES = ['IPv4', 'IPv6'] as const;
+
+/** What cleanup assumes of a family's nft mangle table without a state: absent before, so removed if empty. */
+const UNKNOWN_BEFORE = (f: Family): AgentState['before'] => ({
+  nftMangle: { [f]: false },
+  nftPrerouting: { [f]: false },
+  legacyMangle: {},
+});
 
 /** The owners named by markers on this node (nft table comment, iptables hook comments): the janitor's second source. */
 export async function markedOwners(): Promise<string[]> {
@@ -24,8 +33,8 @@ export async function markedOwners(): Promise<string[]> {
 /**
  * Both state copies lost: removes what `owner`'s markers name and nothing else: our table if its
  * comment names the owner, our chains and hook per variant and family if the hook's comment does,
- * the ip rule and local route of the numbers those markers record, and the probe link. Without a
- * state, an empty `table ip mangle` iptables-nft created stays (whether it existed before is unknown).
+ * the ip rule and local route of the numbers those markers record, and the probe link; and
+ * iptables-nft's mangle table and PREROUTING chain when they are left empty (see below).
  */
 export async function cleanupByMarker(owner: string, opts: ExecOptions): Promise<boolean> {
   const mutate = mutator(opts);
@@ -42,6 +51,12 @@ export async function cleanupByMarker(owner: string, opts: ExecOptions): Promise
       const marks = (await iptMarkers(v, f)).filter((m) => m.owner === owner);
       if (marks.length === 0) continue;
       await iptRemove(v, f, mutate);
+      // No state says whether iptables-nft's `mangle` table and PREROUTING base chain existed before
+      // our first apply. Empty, with policy accept, they match nothing and iptables-nft creates them
+      // again for the next rule anyone adds, so they go only when empty; one that holds anything, or
+      // has another policy, stays. On a node with no mangle rules of its own (the common case: our
+      // hook rule created both) this leaves it exactly as before (issue 20, path 5b).
+      if (v === 'iptables-nft') await removeNftMangleIfOursAndEmpty(f, UNKNOWN_BEFORE(f), mutate);
       for (const m of marks) routing.set(routeKey(m.routing), m.routing);
       found = true;
     }
