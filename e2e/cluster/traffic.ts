@@ -26,7 +26,19 @@ const PROBER_JS = `const net=require('net');const t=process.env.TARGET;const i=t
 export interface Prober {
   name: string;
   results(): Promise<{ at: number; ok: boolean }[]>;
+  /** The attempts finished so far (the pod keeps running). */
+  sofar(): Promise<{ at: number; ok: boolean }[]>;
+  /** Deletes the pod, finished or not. */
+  remove(): Promise<void>;
 }
+
+const parseAttempts = (log: string) =>
+  log
+    .trim()
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as { at: number; ok: boolean })
+    .sort((a, b) => a.at - b.at);
 
 /** Starts a prober pod on `node` (runs `seconds`); results() waits for it to finish and parses its log. */
 export async function startProber(
@@ -36,8 +48,8 @@ export async function startProber(
   image: string,
   target: string,
   seconds: number,
+  name = 'tpfleet-e2e-prober',
 ): Promise<Prober> {
-  const name = 'tpfleet-e2e-prober';
   await kubectl(
     c,
     ['apply', '-f', '-'],
@@ -56,11 +68,26 @@ export async function startProber(
         async () => (await kubectlJson(c, ['get', 'pod', '-n', ns, name])).status?.phase === 'Succeeded' || undefined,
         (seconds + 60) * 1000,
       );
-      const lines = (await kubectl(c, ['logs', '-n', ns, name])).trim().split('\n');
+      const log = await kubectl(c, ['logs', '-n', ns, name]);
       await kubectl(c, ['delete', 'pod', '-n', ns, name, '--wait=false']);
-      return lines.map((l) => JSON.parse(l) as { at: number; ok: boolean }).sort((a, b) => a.at - b.at);
+      return parseAttempts(log);
+    },
+    sofar: async () => parseAttempts(await kubectl(c, ['logs', '-n', ns, name])),
+    remove: async () => {
+      await kubectl(c, ['delete', 'pod', '-n', ns, name, '--wait=false', '--ignore-not-found']);
     },
   };
+}
+
+/**
+ * When traffic flows again after `t0` (ms after it): the start of the first answered attempt after
+ * the last unanswered one; undefined while the last attempt failed or none started after t0.
+ */
+export function flowingSince(results: { at: number; ok: boolean }[], t0: number): number | undefined {
+  const after = results.filter((r) => r.at >= t0);
+  const lastFail = after.findLastIndex((r) => !r.ok);
+  const first = after[lastFail + 1];
+  return first ? first.at - t0 : undefined;
 }
 
 /**
@@ -285,8 +312,14 @@ export function stateDiff(before: string, now: string, max = 40): string {
   const b = new Set(before.split('\n'));
   const n = new Set(now.split('\n'));
   const lines = [
-    ...before.split('\n').filter((l) => !n.has(l)).map((l) => `- ${l}`),
-    ...now.split('\n').filter((l) => !b.has(l)).map((l) => `+ ${l}`),
+    ...before
+      .split('\n')
+      .filter((l) => !n.has(l))
+      .map((l) => `- ${l}`),
+    ...now
+      .split('\n')
+      .filter((l) => !b.has(l))
+      .map((l) => `+ ${l}`),
   ];
   if (lines.length > max) lines.splice(max, lines.length - max, `... ${lines.length - max} more`);
   return lines.join('\n');
