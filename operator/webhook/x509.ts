@@ -37,8 +37,9 @@ function oid(text: string): Buffer {
   return tlv(0x06, Buffer.from(out));
 }
 
-/** A positive INTEGER from bytes (a leading 0 when the high bit is set). */
-const integer = (b: Buffer) => tlv(0x02, (b[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b);
+/** A positive INTEGER from bytes (a leading 0 when the high bit is set). Exported for its test. */
+export const derInteger = (b: Buffer) => tlv(0x02, (b[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b);
+const integer = derInteger;
 
 /** UTCTime until 2049, GeneralizedTime after (RFC 5280 4.1.2.5). */
 function time(d: Date): Buffer {
