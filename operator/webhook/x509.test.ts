@@ -2,7 +2,7 @@
 // bytes with the top bit cleared; when its first byte came out 0 and the second below 0x80 (1 in 256)
 // the INTEGER kept a needless 0, and OpenSSL (Node's X509Certificate) refused the certificate,
 // "illegal padding": seen as an unhandled rejection in admission.apiserver.test.ts (2026-12-03,
-// the rotation test issues a few dozen); Go's parser, the API server's, is as strict.
+// the rotation test issues a few dozen). Go's DER parser, the API server's, also rejects non-minimal INTEGERs.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { test } from 'node:test';
