@@ -55,7 +55,8 @@ describe('nothing outlives its owner: issue 20 paths 1-5 on real nodes (local-re
       operator: built.find((b) => b.ref.includes('operator'))!,
       node: built.find((b) => b.ref.includes('node'))!,
     };
-    c = await localRealProvider.create(KIND_CONFIG);
+    // No test metrics adapter: nothing here reads custom metrics (it is a 10-minute cold Go build).
+    c = await localRealProvider.create(KIND_CONFIG, { testMetricsAdapter: false });
     candidates = c.nodes
       .filter((n) => n.labels[CANDIDATE] === 'true')
       .map((n) => n.name)

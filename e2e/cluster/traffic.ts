@@ -7,8 +7,13 @@ import type { Cluster } from './provider.ts';
 
 type Kube = Pick<Cluster, 'kubeconfigPath'>;
 
-/** Listens on 8080 (intercepted) and 9090 (not): answers each connection with {"src","dst"}. */
-const SERVER_JS = `const net=require('net');for(const p of [8080,9090])net.createServer(s=>{s.end(JSON.stringify({src:s.remoteAddress+':'+s.remotePort,dst:s.localAddress+':'+s.localPort})+'\\n')}).listen(p,'::');`;
+/**
+ * Listens on 8080 (intercepted) and 9090 (not): answers each connection with {"src","dst"}. A
+ * socket error (a peer's reset: a sidecar killed mid-connection) is ignored: unhandled, it ended the
+ * server, after which every connection is refused: the likely end of owner.test.ts run 1 (2026-12-03),
+ * where from path 5 on every connection to it was reset or refused.
+ */
+const SERVER_JS = `const net=require('net');for(const p of [8080,9090])net.createServer(s=>{s.on('error',()=>{});s.end(JSON.stringify({src:s.remoteAddress+':'+s.remotePort,dst:s.localAddress+':'+s.localPort})+'\\n')}).listen(p,'::');`;
 /** Connects to $TARGET (host:port), prints the server's line, exits non-zero on failure. */
 const CLIENT_JS = `const net=require('net');const t=process.env.TARGET;const i=t.lastIndexOf(':');const s=net.connect(+t.slice(i+1),t.slice(0,i));let d='';s.setTimeout(10000,()=>{console.log(JSON.stringify({error:'timeout'}));process.exit(1)});s.on('data',b=>d+=b);s.on('end',()=>{console.log(d.trim());process.exit(0)});s.on('error',e=>{console.log(JSON.stringify({error:e.code}));process.exit(1)});`;
 
