@@ -67,12 +67,16 @@ export function ownerKit({ c, inst, before0, echoIp }: OwnerEnv) {
       120_000,
     );
   const operatorSelector = 'app.kubernetes.io/instance=tpfleet,app.kubernetes.io/component=operator';
+  /** Probers still running: a failed path's would send its connections through the next path's sidecar. */
+  const probers = new Set<Prober>();
 
   return {
     tpGone,
 
     /** Applies the object, waits for its active nodes, and checks a connection from each goes through its sidecar. */
     async intercept(name: string, ns: string, o: Parameters<typeof tpObject>[2] = {}) {
+      for (const p of probers) await p.remove();
+      probers.clear();
       await kubectl(c, ['apply', '-f', '-'], JSON.stringify(tpObject(name, ns, o)));
       const f = fleet(c, ns, name, before0);
       const active = await f.settle(o.replicas ?? 1);
@@ -103,8 +107,11 @@ export function ownerKit({ c, inst, before0, echoIp }: OwnerEnv) {
       ),
 
     /** A prober on `node` against the echo server: a new connection every 100 ms, answered or not. */
-    prober: (node: string, id: string) =>
-      startProber(c, 'default', node, inst.nodeImage, echo, PROBER_S, `tpfleet-e2e-flow-${id}`),
+    async prober(node: string, id: string) {
+      const p = await startProber(c, 'default', node, inst.nodeImage, echo, PROBER_S, `tpfleet-e2e-flow-${id}`);
+      probers.add(p);
+      return p;
+    },
 
     /** Waits for 20 answered attempts in a row (2 s); returns when the flow resumed (ms since t0). */
     async flowing(p: Prober, t0: number): Promise<number> {
