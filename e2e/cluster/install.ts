@@ -43,10 +43,26 @@ export function suiteValues(images: { operator: BuiltImage; node: BuiltImage }):
   };
 }
 
-export async function installChart(c: Cluster, images: { operator: BuiltImage; node: BuiltImage }): Promise<Installed> {
+/** `over` merged into `base`: objects key by key, anything else (arrays included) replaced. */
+export function mergeValues(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...base };
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isObj(b) && isObj(v) ? mergeValues(b, v) : v;
+  }
+  return out;
+}
+
+/** `values`: chart values over suiteValues(), e.g. a short operator.cleanupTimeout for one test file. */
+export async function installChart(
+  c: Cluster,
+  images: { operator: BuiltImage; node: BuiltImage },
+  values: Record<string, unknown> = {},
+): Promise<Installed> {
   const dir = mkdtempSync(join(tmpdir(), 'tpfleet-install-'));
   const valuesFile = join(dir, 'values.yaml');
-  writeFileSync(valuesFile, stringify(suiteValues(images)));
+  writeFileSync(valuesFile, stringify(mergeValues(suiteValues(images), values)));
   // The documented user path (docs/helm.md): the release namespace enforces `restricted`, which
   // --create-namespace cannot label, so it is made first; the operator pod must pass it.
   await kubectl(c, ['create', 'namespace', NAMESPACE]);
@@ -63,10 +79,10 @@ export async function installChart(c: Cluster, images: { operator: BuiltImage; n
     '--timeout',
     '3m',
   ]);
-  const values = parse(
+  const live = parse(
     await helm(c, ['get', 'values', RELEASE, '--namespace', NAMESPACE, '--all', '--output', 'yaml']),
   ) as { fleetNamespace?: { name?: string } };
-  const fleetNamespace = values.fleetNamespace?.name ?? 'tpfleet-fleet';
+  const fleetNamespace = live.fleetNamespace?.name ?? 'tpfleet-fleet';
   let proc: ChildProcess | undefined;
   let operatorLog: string | undefined;
   if (!c.capabilities.runsPods) ({ proc, log: operatorLog } = await runOperatorAsProcess(c, dir));
@@ -95,7 +111,7 @@ export async function installChart(c: Cluster, images: { operator: BuiltImage; n
  * refused). A user's first apply can meet the same second; the suite waits for a server-side
  * dry-run to be admitted, so a webhook that never answers still fails here, naming the reason.
  */
-async function admissionAnswers(c: Cluster, namespace: string): Promise<void> {
+export async function admissionAnswers(c: Cluster, namespace: string): Promise<void> {
   const probe = JSON.stringify({
     apiVersion: 'tpfleet.io/v1alpha1',
     kind: 'TransparentProxy',

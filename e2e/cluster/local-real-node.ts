@@ -20,7 +20,7 @@ import {
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { NODE_STATE_DIR } from '../../api/defaults.ts';
+import { NODE_STATE_COPY_DIR, NODE_STATE_DIR } from '../../api/defaults.ts';
 import { KUBERNETES_SERVICE_IP, startProcess, stopProcess, tail } from '../testenv/testenv.ts';
 import { createLocalNet, type LocalNet } from './local-net.ts';
 import { cniConfig, containerdConfig, kubeletConfig, type NodePaths } from './local-real-config.ts';
@@ -204,19 +204,22 @@ function removeCniCache(prefix: string): void {
 }
 
 /**
- * Host paths each node must have to itself, as every kind node has its own root filesystem: the
- * agent's hostPath state (/run/tpfleet/<namespace>.<name>) would otherwise be one directory for
- * all nodes, and one node's cleanup would consume another's state.
- */
-/**
- * Host paths each node gets its own copy of. /run/tpfleet: the agent's state (hostPath). The other
+ * Host paths each node gets its own copy of, as every kind node has its own root filesystem.
+ * /run/tpfleet and /var/lib/tpfleet: the agent's state and its copy (hostPaths, ADR 0015), which
+ * would otherwise be one directory for all nodes: one node's cleanup would consume another's state,
+ * and each node's janitor would take the others' copies for leftovers of its own. The other
  * two are compiled into the kubelet, whatever its --root-dir: the device-plugin registration socket
  * (/var/lib/kubelet/device-plugins/kubelet.sock; each kubelet empties the directory, then binds:
  * two kubelets starting together race to "bind: address already in use" and one exits) and the
  * container-log symlinks (/var/log/containers, which each kubelet's GC prunes of links to
  * containers it does not know, i.e. every other node's).
  */
-const NODE_PRIVATE_PATHS = [NODE_STATE_DIR, '/var/lib/kubelet/device-plugins', '/var/log/containers'];
+const NODE_PRIVATE_PATHS = [
+  NODE_STATE_DIR,
+  NODE_STATE_COPY_DIR,
+  '/var/lib/kubelet/device-plugins',
+  '/var/log/containers',
+];
 
 /**
  * A persistent mount namespace for the node (a slave of the host's: host mounts still appear in

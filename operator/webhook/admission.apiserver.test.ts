@@ -20,7 +20,7 @@ import { tenancy } from '../tenancy.ts';
 import { MALFORMED, malformedObjects } from './malformed.testkit.ts';
 import { splitPem } from './x509.ts';
 
-let env: TestEnv, c: KubeClient, op: RunningOperator, port: number;
+let env: TestEnv, c: KubeClient, op: RunningOperator | undefined, port: number;
 const FLEET = 'tpfleet-fleet';
 type Obj = KubeObject & { spec?: any; status?: any; webhooks?: any[] };
 const tp = (name: string, spec: unknown, namespace = FLEET) => ({
@@ -157,7 +157,7 @@ test('what the schema and CEL admitted is refused at kubectl apply, naming the f
 
 test('the one-per-node conflict is refused at apply naming the other object; disjoint selectors pass', async () => {
   await apply(tp('first', { nodeSelector: { pool: 'a' } }));
-  await waitFor('the cache to see first', async () => op.controller.caches.proxies.get(FLEET, 'first'));
+  await waitFor('the cache to see first', async () => op!.controller.caches.proxies.get(FLEET, 'first'));
   const msg = await refusal(tp('second', { replicas: 1 }));
   assert.match(
     msg,
@@ -271,4 +271,26 @@ test('certificate rotation: the serving certificate and the CA are replaced whil
   assert.ok(issuers.size >= 2, 'the CA rotated');
   assert.ok(bundles.size >= 2, 'caBundle updated');
   assert.equal(mostCas, 2, 'after a CA rotation the bundle holds the new CA and the previous one, until it expires');
+});
+
+// Last: it stops the operator. failurePolicy Fail must refuse only what the webhook would judge.
+// Issue 20's path 1 (the operator down, a stuck deletion's finalizer removed by hand) needs the
+// finalizer write to go through with no replica answering; before the registration's
+// matchConditions it failed with "failed calling webhook", and so did every label write.
+test('no operator answering: label and finalizer writes and a deleting object go through; a spec change is refused', async () => {
+  await apply(tp('down', { nodeSelector: { pool: 'none' }, replicas: 1 }));
+  await waitFor('the finalizer', async () =>
+    ((await c.get<Obj>(tpPath(FLEET, 'down')))?.metadata.finalizers ?? []).includes('tpfleet.io/node-cleanup'),
+  );
+  const running = op!;
+  op = undefined;
+  await running.stop();
+  const msg = await refusal(tp('down', { nodeSelector: { pool: 'none' }, replicas: 2 }));
+  assert.match(msg, /failed calling webhook/, 'a spec change is refused while nobody can judge it');
+  const created = await refusal(tp('down-new', { nodeSelector: { pool: 'none' } }));
+  assert.match(created, /failed calling webhook/, 'and so is a create');
+  await c.mergePatch(tpPath(FLEET, 'down'), { metadata: { labels: { team: 'a' } } });
+  await c.delete(tpPath(FLEET, 'down'));
+  await c.mergePatch(tpPath(FLEET, 'down'), { metadata: { finalizers: null } });
+  await waitFor('down to be gone', async () => !(await c.get(tpPath(FLEET, 'down'))));
 });

@@ -37,8 +37,18 @@ function oid(text: string): Buffer {
   return tlv(0x06, Buffer.from(out));
 }
 
-/** A positive INTEGER from bytes (a leading 0 when the high bit is set). */
-const integer = (b: Buffer) => tlv(0x02, (b[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b);
+/**
+ * A non-negative INTEGER from big-endian bytes, in the fewest octets DER allows (X.690 8.3.2):
+ * leading zeros dropped, one 0 kept or added before a set high bit. Parsers refuse any other
+ * form (OpenSSL: "illegal padding"), and a random serial starts with a zero byte 1 time in 256.
+ */
+export function derInteger(b: Buffer): Buffer {
+  let i = 0;
+  while (i < b.length - 1 && b[i] === 0 && ((b[i + 1] ?? 0) & 0x80) === 0) i++;
+  const v = b.subarray(i);
+  return tlv(0x02, (v[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), v]) : v.length ? v : Buffer.from([0]));
+}
+const integer = derInteger;
 
 /** UTCTime until 2049, GeneralizedTime after (RFC 5280 4.1.2.5). */
 function time(d: Date): Buffer {
